@@ -1,0 +1,1 @@
+//! engine room (being built).
