@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need on a fresh
+# machine of this kind (gcc, g++, gdb, rustc are expected; strip comes with
+# binutils), then runs every test against real processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in gcc g++ gdb strip rustc; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq && apt-get install -y -qq gcc g++ gdb binutils >/dev/null
+fi
+# Tests attach with ptrace to processes they start; they need root or
+# CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@"
