@@ -1,0 +1,1076 @@
+//! The tracer thread: every ptrace request and every wait of this room
+//! happen here, for all targets.
+//!
+//! The loop sleeps in `poll` on the doorbell, then reaps all pending tracee
+//! events with `waitpid(-1, __WALL | __WNOTHREAD | WNOHANG)` (only this
+//! thread's tracees: never the process's other children, never another
+//! tracer thread's tracees) and serves queued commands. Nothing here blocks
+//! on one tracee: work that needs a thread to stop (capture, detach) sends
+//! PTRACE_INTERRUPT and finishes when the stop is reaped, with a deadline.
+//!
+//! A thread is stopped only while something is copied from it; every stop
+//! is answered at once: signals are re-delivered unchanged, group-stops are
+//! kept with PTRACE_LISTEN, events are resumed with no signal.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use tokio::sync::oneshot;
+
+use super::doorbell::{self, Doorbell};
+use super::error::TraceError;
+use super::memory::ProcessMemory;
+use super::procfs;
+use super::ptrace::{self, PtraceEvent, WaitEvent};
+use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
+
+/// How long a capture waits for its threads to stop before answering with
+/// the threads that did (a thread in uninterruptible sleep stops late).
+const CAPTURE_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a detach waits for every thread to stop before reporting it.
+const DETACH_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest sleep without a doorbell ring: a safety net, should SIGCHLD be
+/// ignored or stolen by code outside our control.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// The x86-64 System V red zone below `rsp`, where leaf functions keep data.
+const RED_ZONE: u64 = 128;
+
+/// Where the answer to a command goes.
+pub(super) enum Reply<T> {
+    /// An awaiting async caller.
+    Async(oneshot::Sender<T>),
+    /// A blocked synchronous caller (panic hook, signal path, drop).
+    Blocking(mpsc::Sender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        // A caller that stopped waiting is not an error.
+        match self {
+            Reply::Async(sender) => drop(sender.send(value)),
+            Reply::Blocking(sender) => drop(sender.send(value)),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// Requests to the tracer thread.
+#[derive(Debug)]
+pub(super) enum Command {
+    Attach {
+        pid: i32,
+        reply: Reply<Result<AttachReport, TraceError>>,
+    },
+    Detach {
+        pid: i32,
+        reply: Reply<Result<(), TraceError>>,
+    },
+    DetachAll {
+        reply: Reply<()>,
+    },
+    Capture {
+        pid: i32,
+        tids: Option<Vec<i32>>,
+        stack_bytes: usize,
+        reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
+    },
+    Shutdown,
+}
+
+/// Start the tracer thread. `finished` is signalled when it has ended
+/// (after detaching everything).
+pub(super) fn spawn(
+    commands: mpsc::Receiver<Command>,
+    doorbell: Arc<Doorbell>,
+    states: Arc<SharedStates>,
+    finished: mpsc::Sender<()>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("liveprobe-tracer".into())
+        .spawn(move || {
+            doorbell::unblock_sigchld_in_this_thread();
+            let mut tracer = TracerLoop::new(commands, doorbell, states);
+            tracer.run();
+            drop(finished.send(()));
+        })?;
+    Ok(())
+}
+
+/// How to let a thread go after a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// PTRACE_CONT delivering this signal (0 = none).
+    Continue(i32),
+    /// PTRACE_LISTEN: stay in the group-stop.
+    Listen,
+}
+
+/// What we know about one traced thread.
+#[derive(Debug, Default)]
+struct TracedThread {
+    /// When we sent the PTRACE_INTERRUPT that a pending capture waits for.
+    interrupt_sent: Option<Instant>,
+    /// Capture operations waiting for this thread's next stop.
+    capture_ops: Vec<u64>,
+    /// Reported PTRACE_EVENT_EXIT: about to disappear.
+    exiting: bool,
+}
+
+/// An attached process.
+struct Target {
+    threads: HashMap<i32, TracedThread>,
+    memory: ProcessMemory,
+    /// `/proc/PID/maps` ranges, refreshed per capture, for clamping stack copies.
+    mappings: Vec<(u64, u64)>,
+    detach: Option<DetachOp>,
+    /// How the most recently reaped thread ended; the process's fate if the
+    /// leader itself is not our tracee (it had exited before we attached).
+    last_exit: Option<WaitEvent>,
+}
+
+struct DetachOp {
+    waiters: Vec<Reply<Result<(), TraceError>>>,
+    deadline: Option<Instant>,
+}
+
+struct CaptureOp {
+    pid: i32,
+    stack_bytes: usize,
+    order: Vec<i32>,
+    waiting: HashSet<i32>,
+    captured: Vec<ThreadCapture>,
+    reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
+    deadline: Instant,
+}
+
+struct TracerLoop {
+    commands: mpsc::Receiver<Command>,
+    doorbell: Arc<Doorbell>,
+    states: Arc<SharedStates>,
+    my_tid: i32,
+    targets: HashMap<i32, Target>,
+    /// Traced thread id -> its process.
+    owner_of: HashMap<i32, i32>,
+    /// Fork/vfork children announced by an event, awaiting their first stop.
+    fork_children: HashSet<i32>,
+    /// Fork children whose first stop came before the fork event.
+    forks_detached_early: HashSet<i32>,
+    captures: HashMap<u64, CaptureOp>,
+    next_op: u64,
+    detach_all_waiters: Vec<Reply<()>>,
+    shutdown_deadline: Option<Instant>,
+}
+
+fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+impl TracerLoop {
+    fn new(
+        commands: mpsc::Receiver<Command>,
+        doorbell: Arc<Doorbell>,
+        states: Arc<SharedStates>,
+    ) -> TracerLoop {
+        TracerLoop {
+            commands,
+            doorbell,
+            states,
+            my_tid: current_tid(),
+            targets: HashMap::new(),
+            owner_of: HashMap::new(),
+            fork_children: HashSet::new(),
+            forks_detached_early: HashSet::new(),
+            captures: HashMap::new(),
+            next_op: 0,
+            detach_all_waiters: Vec::new(),
+            shutdown_deadline: None,
+        }
+    }
+
+    fn run(&mut self) {
+        loop {
+            self.reap_events();
+            loop {
+                match self.commands.try_recv() {
+                    Ok(command) => self.on_command(command),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.begin_shutdown();
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            self.expire(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.targets.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    tracing::warn!(
+                        targets = ?self.targets.keys().collect::<Vec<_>>(),
+                        "tracer shutting down before every target could be detached; the kernel detaches them when this process exits"
+                    );
+                    break;
+                }
+            }
+            self.sleep(now);
+        }
+    }
+
+    fn sleep(&self, now: Instant) {
+        let mut timeout = MAX_SLEEP;
+        let deadlines = self
+            .captures
+            .values()
+            .map(|op| op.deadline)
+            .chain(
+                self.targets
+                    .values()
+                    .filter_map(|t| t.detach.as_ref()?.deadline),
+            )
+            .chain(self.shutdown_deadline);
+        for deadline in deadlines {
+            timeout = timeout.min(deadline.saturating_duration_since(now));
+        }
+        let mut fds = [libc::pollfd {
+            fd: self.doorbell.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // Round up so a deadline 0.4 ms away does not become a busy loop.
+        let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd on the stack. EINTR (our own SIGCHLD
+        // handler ran on this thread) just means "look again".
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+        self.doorbell.clear();
+    }
+
+    // ----- events ------------------------------------------------------
+
+    fn reap_events(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: plain waitpid into a local.
+            let tid = unsafe {
+                libc::waitpid(
+                    -1,
+                    &mut status,
+                    libc::WNOHANG | libc::__WALL | libc::__WNOTHREAD,
+                )
+            };
+            if tid == 0 {
+                return;
+            }
+            if tid < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    Errno::ECHILD => return,
+                    errno => {
+                        tracing::warn!(%errno, "waitpid failed");
+                        return;
+                    }
+                }
+            }
+            self.on_wait_status(tid, ptrace::decode(status));
+        }
+    }
+
+    fn on_wait_status(&mut self, tid: i32, event: WaitEvent) {
+        tracing::trace!(tid, ?event, "tracee event");
+        let Some(&pid) = self.owner_of.get(&tid) else {
+            self.on_unknown_tracee(tid, event);
+            return;
+        };
+        match event {
+            WaitEvent::Exited(_) | WaitEvent::Killed(_) => self.on_thread_gone(pid, tid, event),
+            _ => self.on_traced_stop(pid, tid, event),
+        }
+    }
+
+    /// A stop of a thread we have not registered: a new thread whose clone
+    /// event is still queued, a fork child, or a leftover of a failed attach.
+    fn on_unknown_tracee(&mut self, tid: i32, event: WaitEvent) {
+        if matches!(
+            event,
+            WaitEvent::Exited(_) | WaitEvent::Killed(_) | WaitEvent::Other(_)
+        ) {
+            // Exit of a thread we already forgot (exec, detach), or of one of
+            // this thread's own children: nothing to do.
+            return;
+        }
+        if self.fork_children.remove(&tid) {
+            self.on_fork_child_stopped(tid, event);
+            return;
+        }
+        match procfs::read_status(tid) {
+            Ok(status) if status.tgid != tid && self.targets.contains_key(&status.tgid) => {
+                self.register_thread(status.tgid, tid);
+                self.on_traced_stop(status.tgid, tid, event);
+            }
+            Ok(status) if status.tgid == tid => {
+                // A new process: the child of a fork/vfork whose event we
+                // have not reaped yet.
+                self.forks_detached_early.insert(tid);
+                self.on_fork_child_stopped(tid, event);
+            }
+            _ => {
+                let signal = if let WaitEvent::Signal(signal) = event {
+                    signal
+                } else {
+                    0
+                };
+                drop(ptrace::detach(tid, signal));
+            }
+        }
+    }
+
+    /// A fork/vfork child of a target, stopped at its first stop: it is not
+    /// our target, so let it go.
+    ///
+    /// Seam (breakpoints): before detaching a *fork* child, write the
+    /// original bytes back over every breakpoint in the child's (copied)
+    /// memory and clear its debug registers, or it dies of SIGTRAP at the
+    /// first probe it passes. Not for a vfork child: it shares the parent's
+    /// memory, so probes are suspended in the parent until
+    /// PTRACE_EVENT_VFORK_DONE instead.
+    fn on_fork_child_stopped(&mut self, child: i32, event: WaitEvent) {
+        let signal = if let WaitEvent::Signal(signal) = event {
+            signal
+        } else {
+            0
+        };
+        match ptrace::detach(child, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(errno) => tracing::warn!(child, %errno, "cannot detach a fork child of a target"),
+        }
+    }
+
+    fn register_thread(&mut self, pid: i32, tid: i32) {
+        if let Some(target) = self.targets.get_mut(&pid) {
+            target.threads.entry(tid).or_default();
+            self.owner_of.insert(tid, pid);
+        }
+    }
+
+    fn on_traced_stop(&mut self, pid: i32, tid: i32, event: WaitEvent) {
+        let resume = match event {
+            WaitEvent::Signal(signal) => self.on_signal_stop(pid, tid, signal),
+            WaitEvent::GroupStop(_) => Resume::Listen,
+            WaitEvent::InterruptStop | WaitEvent::Other(_) => Resume::Continue(0),
+            WaitEvent::Event(PtraceEvent::Clone) => {
+                match ptrace::event_message(tid) {
+                    Ok(new_tid) => self.register_thread(pid, new_tid as i32),
+                    Err(errno) => tracing::warn!(tid, %errno, "cannot read the new thread's id"),
+                }
+                Resume::Continue(0)
+            }
+            WaitEvent::Event(PtraceEvent::Fork | PtraceEvent::Vfork) => {
+                match ptrace::event_message(tid) {
+                    Ok(child) => {
+                        let child = child as i32;
+                        if !self.forks_detached_early.remove(&child) {
+                            self.fork_children.insert(child);
+                        }
+                    }
+                    Err(errno) => tracing::warn!(tid, %errno, "cannot read the fork child's pid"),
+                }
+                Resume::Continue(0)
+            }
+            WaitEvent::Event(PtraceEvent::Exec) => {
+                let former = ptrace::event_message(tid).map(|t| t as i32).unwrap_or(tid);
+                self.on_exec(pid, tid, former);
+                Resume::Continue(0)
+            }
+            WaitEvent::Event(PtraceEvent::Exit) => {
+                if let Some(thread) = self.thread_mut(pid, tid) {
+                    thread.exiting = true;
+                }
+                Resume::Continue(0)
+            }
+            WaitEvent::Event(PtraceEvent::VforkDone) => Resume::Continue(0),
+            WaitEvent::Exited(_) | WaitEvent::Killed(_) => return,
+        };
+
+        // Copy the thread's state now if a capture waits for it. Every stop
+        // counts (not only our interrupt's): the thread is stopped either way.
+        let exiting = self.thread_mut(pid, tid).is_some_and(|t| t.exiting);
+        let waiting_ops = match self.thread_mut(pid, tid) {
+            Some(thread) if !thread.capture_ops.is_empty() => {
+                std::mem::take(&mut thread.capture_ops)
+            }
+            _ => Vec::new(),
+        };
+        let mut copied = None;
+        if !waiting_ops.is_empty() && !exiting {
+            let stack_bytes = waiting_ops
+                .iter()
+                .filter_map(|id| self.captures.get(id))
+                .map(|op| op.stack_bytes)
+                .max()
+                .unwrap_or(0);
+            copied = self.copy_thread_state(pid, tid, stack_bytes);
+        }
+        let interrupt_sent = self
+            .thread_mut(pid, tid)
+            .and_then(|t| t.interrupt_sent.take());
+
+        self.resume(pid, tid, resume);
+
+        let resumed = Instant::now();
+        for op_id in waiting_ops {
+            let Some(op) = self.captures.get_mut(&op_id) else {
+                continue;
+            };
+            if let Some((regs, stack)) = &copied {
+                let held = interrupt_sent
+                    .map(|sent| resumed.duration_since(sent))
+                    .unwrap_or_default();
+                let mut stack = stack.clone();
+                if stack.bytes.len() > op.stack_bytes + RED_ZONE as usize {
+                    stack.bytes.truncate(op.stack_bytes + RED_ZONE as usize);
+                }
+                op.captured.push(ThreadCapture {
+                    tid,
+                    regs: *regs,
+                    fs_base: regs.fs_base,
+                    stack,
+                    held,
+                });
+            }
+            op.waiting.remove(&tid);
+            self.finish_capture_if_done(op_id);
+        }
+    }
+
+    /// Signal-delivery-stop. Today every signal belongs to the target and is
+    /// re-delivered unchanged.
+    ///
+    /// Seam (breakpoints): a SIGTRAP whose siginfo `si_code` is SI_KERNEL or
+    /// TRAP_BRKPT with `rip - 1` at a known (or recently removed) probe
+    /// address is ours: run the probe's capture callback here, on the tracer
+    /// thread, while only this thread is stopped, point `rip` at the
+    /// out-of-line copy, and resume with no signal. SI_USER/SI_TKILL
+    /// SIGTRAPs (raise, tgkill) stay the program's.
+    fn on_signal_stop(&mut self, _pid: i32, _tid: i32, signal: i32) -> Resume {
+        Resume::Continue(signal)
+    }
+
+    fn on_exec(&mut self, pid: i32, tid: i32, former: i32) {
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        // The exec'ing thread now has the leader's id; every other thread is
+        // gone (their exits may or may not still be reported).
+        let survivor = target
+            .threads
+            .remove(&former)
+            .or_else(|| target.threads.remove(&tid))
+            .unwrap_or_default();
+        let gone: Vec<i32> = target.threads.drain().map(|(t, _)| t).collect();
+        target.threads.insert(tid, survivor);
+        target.memory = ProcessMemory::new(pid);
+        target.mappings.clear();
+        for thread in &gone {
+            self.owner_of.remove(thread);
+        }
+        if former != tid {
+            self.owner_of.remove(&former);
+        }
+        self.owner_of.insert(tid, pid);
+        for thread in gone
+            .iter()
+            .copied()
+            .chain((former != tid).then_some(former))
+        {
+            self.forget_in_captures(thread);
+        }
+        if self.targets.get(&pid).is_some_and(|t| t.detach.is_none()) {
+            self.states.set(pid, TargetState::Execed);
+        }
+        tracing::debug!(pid, former, "target ran execve");
+    }
+
+    fn on_thread_gone(&mut self, pid: i32, tid: i32, how: WaitEvent) {
+        self.owner_of.remove(&tid);
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        target.threads.remove(&tid);
+        target.last_exit = Some(how);
+        let process_gone = tid == pid || target.threads.is_empty();
+        self.forget_in_captures(tid);
+        if process_gone {
+            self.on_target_gone(pid, how);
+        } else {
+            self.check_detach_complete(pid);
+        }
+    }
+
+    /// The whole process has exited (its leader was reaped, or its last thread).
+    fn on_target_gone(&mut self, pid: i32, how: WaitEvent) {
+        let Some(target) = self.targets.remove(&pid) else {
+            return;
+        };
+        for tid in target.threads.keys() {
+            self.owner_of.remove(tid);
+        }
+        let state = match how {
+            WaitEvent::Killed(signal) => TargetState::Killed {
+                signal: ptrace::signal_name(signal),
+            },
+            WaitEvent::Exited(code) => TargetState::Exited { code },
+            _ => TargetState::Exited { code: 0 },
+        };
+        tracing::debug!(pid, ?state, "target ended");
+        let how_words = match &state {
+            TargetState::Killed { signal } => format!("been killed by {signal}"),
+            TargetState::Exited { code } => format!("exited with code {code}"),
+            _ => "ended".to_string(),
+        };
+        if let Some(detach) = target.detach {
+            // Nothing is left to detach from.
+            self.states.set(pid, TargetState::Detached);
+            for waiter in detach.waiters {
+                waiter.send(Ok(()));
+            }
+        } else {
+            self.states.set(pid, state);
+        }
+        let ops: Vec<u64> = self
+            .captures
+            .iter()
+            .filter(|(_, op)| op.pid == pid)
+            .map(|(id, _)| *id)
+            .collect();
+        for op_id in ops {
+            if let Some(op) = self.captures.remove(&op_id) {
+                op.reply.send(Err(TraceError::TargetExited {
+                    pid,
+                    how: how_words.clone(),
+                }));
+            }
+        }
+        self.answer_detach_all_if_done();
+    }
+
+    fn thread_mut(&mut self, pid: i32, tid: i32) -> Option<&mut TracedThread> {
+        self.targets.get_mut(&pid)?.threads.get_mut(&tid)
+    }
+
+    fn resume(&mut self, pid: i32, tid: i32, resume: Resume) {
+        let detaching = self.targets.get(&pid).is_some_and(|t| t.detach.is_some());
+        if detaching {
+            // Deliver a signal caught in transit; a group-stopped thread stays
+            // stopped after detach (the kernel re-instates the job-control stop).
+            let signal = match resume {
+                Resume::Continue(signal) => signal,
+                Resume::Listen => 0,
+            };
+            match ptrace::detach(tid, signal) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => tracing::warn!(tid, %errno, "PTRACE_DETACH failed"),
+            }
+            if let Some(target) = self.targets.get_mut(&pid) {
+                target.threads.remove(&tid);
+            }
+            self.owner_of.remove(&tid);
+            self.forget_in_captures(tid);
+            self.check_detach_complete(pid);
+            return;
+        }
+        let result = match resume {
+            Resume::Continue(signal) => ptrace::cont(tid, signal),
+            Resume::Listen => ptrace::listen(tid),
+        };
+        match result {
+            // ESRCH: killed meanwhile (SIGKILL); its exit will be reaped.
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(errno) => tracing::warn!(tid, %errno, ?resume, "cannot resume thread"),
+        }
+    }
+
+    // ----- commands ----------------------------------------------------
+
+    fn on_command(&mut self, command: Command) {
+        if self.shutdown_deadline.is_some() {
+            // Dropping the reply tells the caller the tracer is gone.
+            return;
+        }
+        match command {
+            Command::Attach { pid, reply } => reply.send(self.attach(pid)),
+            Command::Detach { pid, reply } => self.begin_detach(pid, Some(reply)),
+            Command::DetachAll { reply } => {
+                self.detach_all_waiters.push(reply);
+                let pids: Vec<i32> = self.targets.keys().copied().collect();
+                for pid in pids {
+                    self.begin_detach(pid, None);
+                }
+                self.answer_detach_all_if_done();
+            }
+            Command::Capture {
+                pid,
+                tids,
+                stack_bytes,
+                reply,
+            } => self.begin_capture(pid, tids, stack_bytes, reply),
+            Command::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(Instant::now() + DETACH_DEADLINE);
+        let pids: Vec<i32> = self.targets.keys().copied().collect();
+        for pid in pids {
+            self.begin_detach(pid, None);
+        }
+    }
+
+    fn not_live_error(&self, pid: i32) -> TraceError {
+        match self.states.get(pid) {
+            Some(TargetState::Exited { code }) => TraceError::TargetExited {
+                pid,
+                how: format!("exited with code {code}"),
+            },
+            Some(TargetState::Killed { signal }) => TraceError::TargetExited {
+                pid,
+                how: format!("been killed by {signal}"),
+            },
+            _ => TraceError::NotAttached { pid },
+        }
+    }
+
+    fn attach(&mut self, pid: i32) -> Result<AttachReport, TraceError> {
+        if let Some(target) = self.targets.get(&pid) {
+            if target.detach.is_some() {
+                return Err(TraceError::DetachInProgress { pid });
+            }
+            let mut threads: Vec<i32> = target.threads.keys().copied().collect();
+            threads.sort_unstable();
+            return Ok(AttachReport {
+                pid,
+                threads,
+                held: Duration::ZERO,
+            });
+        }
+        let status = procfs::check_attachable(pid)?;
+        if status.tracer_pid != 0 {
+            return Err(procfs::already_traced(pid, status.tracer_pid));
+        }
+        let mut seized = Vec::new();
+        if let Err(error) = self.seize_all(pid, &mut seized) {
+            for tid in seized {
+                release_now(tid);
+            }
+            return Err(error);
+        }
+        if seized.is_empty() {
+            return Err(TraceError::Zombie { pid });
+        }
+        let mut target = Target {
+            threads: HashMap::new(),
+            memory: ProcessMemory::new(pid),
+            mappings: Vec::new(),
+            detach: None,
+            last_exit: None,
+        };
+        for &tid in &seized {
+            target.threads.insert(tid, TracedThread::default());
+            self.owner_of.insert(tid, pid);
+        }
+        self.targets.insert(pid, target);
+        self.states.set(pid, TargetState::Running);
+        seized.sort_unstable();
+        tracing::debug!(pid, threads = ?seized, "attached");
+        Ok(AttachReport {
+            pid,
+            threads: seized,
+            held: Duration::ZERO,
+        })
+    }
+
+    /// PTRACE_SEIZE every thread, rescanning /proc/PID/task until a pass
+    /// finds none new (threads may be created while we seize).
+    fn seize_all(&mut self, pid: i32, seized: &mut Vec<i32>) -> Result<(), TraceError> {
+        for _pass in 0..1000 {
+            let fresh: Vec<i32> = procfs::thread_ids(pid)?
+                .into_iter()
+                .filter(|tid| !seized.contains(tid))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            let mut progressed = false;
+            for tid in fresh {
+                match ptrace::seize(tid) {
+                    Ok(()) => {
+                        seized.push(tid);
+                        progressed = true;
+                    }
+                    Err(Errno::ESRCH) => {
+                        if tid == pid && seized.is_empty() {
+                            return Err(TraceError::NoSuchProcess { pid });
+                        }
+                    }
+                    Err(Errno::EPERM) => match procfs::read_status(tid) {
+                        // Auto-attached already: a thread we seized cloned it.
+                        Ok(status) if status.tracer_pid == self.my_tid => {
+                            seized.push(tid);
+                            progressed = true;
+                        }
+                        // An exited thread (e.g. a leader that called
+                        // pthread_exit) cannot be seized and need not be.
+                        Ok(status) if status.state == 'Z' || status.state == 'X' => {}
+                        Ok(status) if status.tracer_pid != 0 => {
+                            return Err(procfs::already_traced(pid, status.tracer_pid));
+                        }
+                        Ok(_) => {
+                            return Err(TraceError::PermissionDenied {
+                                pid,
+                                reason: procfs::permission_reason(pid),
+                            });
+                        }
+                        Err(_) if tid == pid && seized.is_empty() => {
+                            return Err(TraceError::NoSuchProcess { pid });
+                        }
+                        Err(_) => {}
+                    },
+                    Err(errno) => {
+                        return Err(TraceError::Ptrace {
+                            op: "SEIZE",
+                            tid,
+                            errno,
+                        });
+                    }
+                }
+            }
+            if !progressed {
+                // Only unseizable (exited) threads are left.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_detach(&mut self, pid: i32, reply: Option<Reply<Result<(), TraceError>>>) {
+        let Some(target) = self.targets.get_mut(&pid) else {
+            let outcome = match self.states.get(pid) {
+                Some(
+                    TargetState::Exited { .. } | TargetState::Killed { .. } | TargetState::Detached,
+                ) => {
+                    self.states.set(pid, TargetState::Detached);
+                    Ok(())
+                }
+                _ => Err(TraceError::NotAttached { pid }),
+            };
+            if let Some(reply) = reply {
+                reply.send(outcome);
+            }
+            return;
+        };
+        let fresh = target.detach.is_none();
+        let detach = target.detach.get_or_insert_with(|| DetachOp {
+            waiters: Vec::new(),
+            deadline: Some(Instant::now() + DETACH_DEADLINE),
+        });
+        if let Some(reply) = reply {
+            detach.waiters.push(reply);
+        }
+        if fresh {
+            // Each thread is detached at its next stop (PTRACE_DETACH needs a
+            // stopped tracee); a thread in group-stop is woken into a trap by
+            // the interrupt as well.
+            let tids: Vec<i32> = target.threads.keys().copied().collect();
+            for tid in tids {
+                match ptrace::interrupt(tid) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(errno) => tracing::warn!(tid, %errno, "cannot interrupt thread for detach"),
+                }
+            }
+        }
+        self.check_detach_complete(pid);
+    }
+
+    fn check_detach_complete(&mut self, pid: i32) {
+        let Some(target) = self.targets.get(&pid) else {
+            return;
+        };
+        if target.detach.is_none() || !target.threads.is_empty() {
+            return;
+        }
+        let Some(target) = self.targets.remove(&pid) else {
+            return;
+        };
+        self.states.set(pid, TargetState::Detached);
+        tracing::debug!(pid, "detached");
+        if let Some(detach) = target.detach {
+            for waiter in detach.waiters {
+                waiter.send(Ok(()));
+            }
+        }
+        let ops: Vec<u64> = self
+            .captures
+            .iter()
+            .filter(|(_, op)| op.pid == pid)
+            .map(|(id, _)| *id)
+            .collect();
+        for op_id in ops {
+            if let Some(op) = self.captures.remove(&op_id) {
+                op.reply.send(Err(TraceError::NotAttached { pid }));
+            }
+        }
+        self.answer_detach_all_if_done();
+    }
+
+    fn answer_detach_all_if_done(&mut self) {
+        if self.targets.is_empty() {
+            for waiter in self.detach_all_waiters.drain(..) {
+                waiter.send(());
+            }
+        }
+    }
+
+    fn begin_capture(
+        &mut self,
+        pid: i32,
+        tids: Option<Vec<i32>>,
+        stack_bytes: usize,
+        reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
+    ) {
+        let not_live = self.not_live_error(pid);
+        let Some(target) = self.targets.get_mut(&pid) else {
+            reply.send(Err(not_live));
+            return;
+        };
+        if target.detach.is_some() {
+            reply.send(Err(TraceError::NotAttached { pid }));
+            return;
+        }
+        let mut known: Vec<i32> = target.threads.keys().copied().collect();
+        known.sort_unstable();
+        let wanted = match tids {
+            None => known.clone(),
+            Some(tids) => {
+                let mut unique = Vec::with_capacity(tids.len());
+                for tid in tids {
+                    if !target.threads.contains_key(&tid) {
+                        reply.send(Err(TraceError::NoSuchThread { pid, tid, known }));
+                        return;
+                    }
+                    if !unique.contains(&tid) {
+                        unique.push(tid);
+                    }
+                }
+                unique
+            }
+        };
+        // Read the memory map while every thread still runs, so the stops
+        // themselves need no /proc read.
+        target.mappings = procfs::read_mappings(pid);
+        let op_id = self.next_op;
+        self.next_op += 1;
+        let now = Instant::now();
+        let mut waiting = HashSet::new();
+        for &tid in &wanted {
+            let Some(thread) = target.threads.get_mut(&tid) else {
+                continue;
+            };
+            if thread.exiting {
+                continue;
+            }
+            match ptrace::interrupt(tid) {
+                Ok(()) => {
+                    thread.interrupt_sent.get_or_insert(now);
+                    thread.capture_ops.push(op_id);
+                    waiting.insert(tid);
+                }
+                Err(Errno::ESRCH) => {}
+                Err(errno) => tracing::warn!(tid, %errno, "cannot interrupt thread for capture"),
+            }
+        }
+        self.captures.insert(
+            op_id,
+            CaptureOp {
+                pid,
+                stack_bytes,
+                order: wanted,
+                waiting,
+                captured: Vec::new(),
+                reply,
+                deadline: now + CAPTURE_DEADLINE,
+            },
+        );
+        self.finish_capture_if_done(op_id);
+    }
+
+    /// Registers and stack of a stopped thread.
+    fn copy_thread_state(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        stack_bytes: usize,
+    ) -> Option<(libc::user_regs_struct, MemoryCopy)> {
+        let regs = match ptrace::registers(tid) {
+            Ok(regs) => regs,
+            Err(errno) => {
+                tracing::debug!(tid, %errno, "cannot read registers of a stopped thread");
+                return None;
+            }
+        };
+        let target = self.targets.get_mut(&pid)?;
+        let rsp = regs.rsp;
+        let mut mapping = find_mapping(&target.mappings, rsp);
+        if mapping.is_none() && stack_bytes > 0 {
+            // A stack created after the map was read (a new thread).
+            target.mappings = procfs::read_mappings(pid);
+            mapping = find_mapping(&target.mappings, rsp);
+        }
+        let stack = match mapping {
+            Some((map_start, map_end)) if stack_bytes > 0 => {
+                let start = rsp.saturating_sub(RED_ZONE).max(map_start);
+                let end = rsp.saturating_add(stack_bytes as u64).min(map_end);
+                let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
+                if let Err(error) = target.memory.read(start, &mut bytes) {
+                    bytes.truncate(error.addr.saturating_sub(start) as usize);
+                }
+                MemoryCopy { start, bytes }
+            }
+            _ => MemoryCopy {
+                start: rsp,
+                bytes: Vec::new(),
+            },
+        };
+        Some((regs, stack))
+    }
+
+    fn forget_in_captures(&mut self, tid: i32) {
+        let ops: Vec<u64> = self
+            .captures
+            .iter()
+            .filter(|(_, op)| op.waiting.contains(&tid))
+            .map(|(id, _)| *id)
+            .collect();
+        for op_id in ops {
+            if let Some(op) = self.captures.get_mut(&op_id) {
+                op.waiting.remove(&tid);
+            }
+            self.finish_capture_if_done(op_id);
+        }
+    }
+
+    fn finish_capture_if_done(&mut self, op_id: u64) {
+        if self
+            .captures
+            .get(&op_id)
+            .is_some_and(|op| op.waiting.is_empty())
+            && let Some(op) = self.captures.remove(&op_id)
+        {
+            reply_capture(op);
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .captures
+            .iter()
+            .filter(|(_, op)| op.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for op_id in late {
+            let Some(op) = self.captures.remove(&op_id) else {
+                continue;
+            };
+            tracing::warn!(pid = op.pid, threads = ?op.waiting, "threads did not stop in time to be captured (uninterruptible sleep?)");
+            for &tid in &op.waiting {
+                if let Some(thread) = self.thread_mut(op.pid, tid) {
+                    thread.capture_ops.retain(|id| *id != op_id);
+                }
+            }
+            reply_capture(op);
+        }
+        for (&pid, target) in self.targets.iter_mut() {
+            let Some(detach) = target.detach.as_mut() else {
+                continue;
+            };
+            if detach.deadline.is_some_and(|deadline| deadline <= now) {
+                detach.deadline = None;
+                let mut tids: Vec<i32> = target.threads.keys().copied().collect();
+                tids.sort_unstable();
+                tracing::warn!(pid, threads = ?tids, "threads did not stop in time to be detached; still trying");
+                for waiter in detach.waiters.drain(..) {
+                    waiter.send(Err(TraceError::ThreadsDidNotStop {
+                        pid,
+                        tids: tids.clone(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn reply_capture(op: CaptureOp) {
+    let CaptureOp {
+        order,
+        mut captured,
+        reply,
+        ..
+    } = op;
+    captured.sort_by_key(|capture| {
+        order
+            .iter()
+            .position(|tid| *tid == capture.tid)
+            .unwrap_or(usize::MAX)
+    });
+    reply.send(Ok(captured));
+}
+
+fn find_mapping(mappings: &[(u64, u64)], addr: u64) -> Option<(u64, u64)> {
+    mappings
+        .iter()
+        .copied()
+        .find(|&(start, end)| start <= addr && addr < end)
+}
+
+/// Undo a seize right away (failed attach): stop the thread, then detach it,
+/// delivering a signal it was stopping for. Blocks on this one thread; used
+/// only on the rare error path.
+fn release_now(tid: i32) {
+    if ptrace::interrupt(tid).is_err() {
+        return;
+    }
+    for _ in 0..64 {
+        let mut status = 0;
+        // SAFETY: plain waitpid into a local.
+        let reaped = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        if reaped < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return;
+        }
+        match ptrace::decode(status) {
+            WaitEvent::Exited(_) | WaitEvent::Killed(_) => return,
+            WaitEvent::Signal(signal) => {
+                drop(ptrace::detach(tid, signal));
+                return;
+            }
+            _ => {
+                drop(ptrace::detach(tid, 0));
+                return;
+            }
+        }
+    }
+}

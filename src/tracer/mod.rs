@@ -1,0 +1,313 @@
+//! Linux process control: seizing running processes, following their
+//! threads, forks, execs and exits, looking at a thread for a moment
+//! (registers and a copy of its stack), and reading memory without stopping
+//! anything.
+//!
+//! One dedicated OS thread, the tracer thread (`event_loop`), owns every
+//! ptrace request and every wait, for all targets: Linux accepts ptrace
+//! requests only from the thread that attached, and a wait can reap another
+//! thread's tracee events. It sleeps on a doorbell that both command senders
+//! and SIGCHLD ring (see `doorbell`), so it never spins and never blocks
+//! command handling behind a wait. The async side talks to it only through
+//! messages answered on `tokio::sync::oneshot` channels.
+//!
+//! This room knows no DWARF and depends on no other room of the crate.
+//! It must never: stop a whole process to look at one thread, keep a thread
+//! stopped longer than the copy of its state takes, swallow a signal that
+//! belongs to the target, change the target's job-control state, or print to
+//! stdout (stdout is the MCP protocol).
+//!
+//! Seams for the next issue (non-breaking breakpoints), in `event_loop`:
+//! - `TracerLoop::on_signal_stop` is where a SIGTRAP with `si_code`
+//!   SI_KERNEL/TRAP_BRKPT at a known probe address is dispatched to a capture
+//!   callback that runs on the tracer thread while only that thread is
+//!   stopped (today every signal is re-delivered unchanged).
+//! - `TracerLoop::on_fork_child_stopped` is where breakpoint bytes are
+//!   removed from a fork child before it is detached (not for vfork: the
+//!   child shares the parent's memory).
+//! - `ProcessMemory` keeps `/proc/PID/mem` open; breakpoint bytes are written
+//!   with `pwrite` on it. Injecting an `mmap` syscall uses a stopped thread
+//!   from `TracerLoop` (set registers, `PTRACE_CONT` to a `syscall`
+//!   instruction, wait for the trap, restore registers).
+
+mod doorbell;
+mod error;
+mod event_loop;
+mod memory;
+mod procfs;
+mod ptrace;
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use error::{MemoryReadCause, MemoryReadError, TraceError};
+pub use memory::ProcessMemory;
+pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
+
+use doorbell::Doorbell;
+use event_loop::{Command, Reply};
+
+/// What `attach` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachReport {
+    /// The process.
+    pub pid: i32,
+    /// Its threads at attach time (or now, when attaching again).
+    pub threads: Vec<i32>,
+    /// Total time any thread of the target was stopped by attaching. Zero:
+    /// PTRACE_SEIZE does not stop threads.
+    pub held: Duration,
+}
+
+/// A copy of target memory taken at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemoryCopy {
+    /// Address of `bytes[0]` in the target.
+    pub start: u64,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl MemoryCopy {
+    /// The copied bytes at `[addr, addr + len)`, if all of them were copied.
+    pub fn slice(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let offset = usize::try_from(addr.checked_sub(self.start)?).ok()?;
+        self.bytes.get(offset..offset.checked_add(len)?)
+    }
+}
+
+/// The state of one thread, copied while it was briefly stopped.
+#[derive(Debug, Clone)]
+pub struct ThreadCapture {
+    /// The thread.
+    pub tid: i32,
+    /// General registers at the stop. A thread stopped inside a blocking
+    /// system call shows `rax == -ERESTARTSYS` (or similar) and `orig_rax`
+    /// the call number; it restarts transparently when resumed.
+    pub regs: libc::user_regs_struct,
+    /// The thread pointer (`%fs` base), for thread-local storage.
+    pub fs_base: u64,
+    /// The stack from 128 bytes below `rsp` (the x86-64 red zone, where leaf
+    /// functions keep locals) up to `rsp + stack_bytes`, clamped to the
+    /// mapping that contains `rsp`.
+    pub stack: MemoryCopy,
+    /// How long the thread was kept from running: from our interrupt request
+    /// to its resumption (an upper bound).
+    pub held: Duration,
+}
+
+/// What happened to a target since it was attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    /// Running (threads may be sleeping or job-control stopped).
+    Running,
+    /// Exited with this code.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// Killed by a signal ("SIGKILL", "SIGSEGV", ...).
+    Killed {
+        /// The signal's name.
+        signal: String,
+    },
+    /// Ran a new program (execve); still attached and followed, but every
+    /// address and all debug info of the old program are void.
+    Execed,
+    /// Detached by us; no longer traced.
+    Detached,
+}
+
+/// Target states shared between the tracer thread and the handles, so that
+/// cheap questions need no round trip.
+#[derive(Debug, Default)]
+pub(crate) struct SharedStates {
+    states: Mutex<HashMap<i32, TargetState>>,
+}
+
+impl SharedStates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, TargetState>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (single inserts/removes), so a poisoned lock is still usable.
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn set(&self, pid: i32, state: TargetState) {
+        self.lock().insert(pid, state);
+    }
+
+    pub(crate) fn get(&self, pid: i32) -> Option<TargetState> {
+        self.lock().get(&pid).cloned()
+    }
+}
+
+/// Handle to the tracer thread; `Send + Sync`, cheap to clone. When the last
+/// clone is dropped, every target is detached and the thread ends.
+#[derive(Clone, Debug)]
+pub struct Tracer {
+    inner: Arc<TracerHandle>,
+}
+
+#[derive(Debug)]
+struct TracerHandle {
+    commands: mpsc::Sender<Command>,
+    doorbell: Arc<Doorbell>,
+    states: Arc<SharedStates>,
+    finished: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Drop for TracerHandle {
+    fn drop(&mut self) {
+        if self.commands.send(Command::Shutdown).is_ok() {
+            self.doorbell.ring();
+        }
+        // Wait (boundedly) so that targets are detached before the process
+        // can exit and leave them to the kernel's implicit detach.
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = finished.recv_timeout(Duration::from_secs(10));
+    }
+}
+
+impl Tracer {
+    /// Start the tracer thread.
+    pub fn start() -> Result<Tracer, TraceError> {
+        let doorbell =
+            Arc::new(Doorbell::new().map_err(|e| TraceError::Start(format!("eventfd: {e}")))?);
+        let states = Arc::new(SharedStates::default());
+        let (commands, receiver) = mpsc::channel();
+        let (finished_sender, finished) = mpsc::channel();
+        event_loop::spawn(
+            receiver,
+            Arc::clone(&doorbell),
+            Arc::clone(&states),
+            finished_sender,
+        )
+        .map_err(|e| TraceError::Start(e.to_string()))?;
+        Ok(Tracer {
+            inner: Arc::new(TracerHandle {
+                commands,
+                doorbell,
+                states,
+                finished: Mutex::new(finished),
+            }),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<(), TraceError> {
+        self.inner
+            .commands
+            .send(command)
+            .map_err(|_| TraceError::TracerGone)?;
+        self.inner.doorbell.ring();
+        Ok(())
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, TraceError> {
+        let (sender, receiver) = oneshot::channel();
+        self.send(make(Reply::Async(sender)))?;
+        receiver.await.map_err(|_| TraceError::TracerGone)
+    }
+
+    /// Seize every thread of `pid` without stopping it, and follow new
+    /// threads, forks and execs from now on. Attaching again is harmless and
+    /// returns the same report (with the current threads).
+    pub async fn attach(&self, pid: i32) -> Result<AttachReport, TraceError> {
+        self.ask(|reply| Command::Attach { pid, reply }).await?
+    }
+
+    /// Detach from every thread of `pid`. The target is left as it was:
+    /// threads resume, a signal caught in transit is delivered, and a process
+    /// stopped by job control stays stopped.
+    pub async fn detach(&self, pid: i32) -> Result<(), TraceError> {
+        self.ask(|reply| Command::Detach { pid, reply }).await?
+    }
+
+    /// Detach from all targets (used at shutdown).
+    pub async fn detach_all(&self) {
+        let _ = self.ask(|reply| Command::DetachAll { reply }).await;
+    }
+
+    /// Detach from all targets, blocking the calling thread for at most
+    /// `timeout`. For paths that cannot `.await`: a panic hook, a signal
+    /// handling thread, `Drop`. Returns whether every detach completed.
+    pub fn detach_all_blocking(&self, timeout: Duration) -> bool {
+        let (sender, receiver) = mpsc::channel();
+        if self
+            .send(Command::DetachAll {
+                reply: Reply::Blocking(sender),
+            })
+            .is_err()
+        {
+            return false;
+        }
+        receiver.recv_timeout(timeout).is_ok()
+    }
+
+    /// Threads of an attached target with their names and kernel states.
+    pub async fn threads(&self, pid: i32) -> Result<Vec<ThreadStatus>, TraceError> {
+        self.check_live(pid)?;
+        let tids = procfs::thread_ids(pid)?;
+        Ok(tids
+            .into_iter()
+            .filter_map(|tid| procfs::thread_status(pid, tid))
+            .collect())
+    }
+
+    /// Interrupt the given threads (`None` = all) one moment each: copy their
+    /// registers and `stack_bytes` of stack, and resume them at once
+    /// (re-delivering any signal they were stopping for).
+    pub async fn capture_threads(
+        &self,
+        pid: i32,
+        tids: Option<Vec<i32>>,
+        stack_bytes: usize,
+    ) -> Result<Vec<ThreadCapture>, TraceError> {
+        self.ask(|reply| Command::Capture {
+            pid,
+            tids,
+            stack_bytes,
+            reply,
+        })
+        .await?
+    }
+
+    /// What happened to the target since attach.
+    pub async fn process_state(&self, pid: i32) -> Result<TargetState, TraceError> {
+        self.inner
+            .states
+            .get(pid)
+            .ok_or(TraceError::NotAttached { pid })
+    }
+
+    /// Whether `pid` is attached and still traced (no round trip).
+    pub fn is_attached(&self, pid: i32) -> bool {
+        matches!(
+            self.inner.states.get(pid),
+            Some(TargetState::Running | TargetState::Execed)
+        )
+    }
+
+    fn check_live(&self, pid: i32) -> Result<(), TraceError> {
+        match self.inner.states.get(pid) {
+            None | Some(TargetState::Detached) => Err(TraceError::NotAttached { pid }),
+            Some(TargetState::Exited { code }) => Err(TraceError::TargetExited {
+                pid,
+                how: format!("exited with code {code}"),
+            }),
+            Some(TargetState::Killed { signal }) => Err(TraceError::TargetExited {
+                pid,
+                how: format!("been killed by {signal}"),
+            }),
+            Some(TargetState::Running | TargetState::Execed) => Ok(()),
+        }
+    }
+}
