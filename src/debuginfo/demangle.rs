@@ -1,0 +1,123 @@
+//! Symbol demangling: Rust (legacy and v0, without the hash) and C++ (without parameter lists, like gdb's
+//! backtraces), chosen by the DWARF language when known.
+//!
+//! Owns only name formatting; never fails (an undemanglable name is returned as is).
+
+use std::fmt::Write;
+
+/// Demangles `name` with the scheme of `language` if given, else by trying Rust then C++.
+pub fn demangle_name(name: &str, language: Option<gimli::DwLang>) -> String {
+    let is_cpp = |l: gimli::DwLang| {
+        matches!(
+            l,
+            gimli::DW_LANG_C_plus_plus
+                | gimli::DW_LANG_C_plus_plus_03
+                | gimli::DW_LANG_C_plus_plus_11
+                | gimli::DW_LANG_C_plus_plus_14
+                | gimli::DW_LANG_C_plus_plus_17
+                | gimli::DW_LANG_C_plus_plus_20
+        )
+    };
+    match language {
+        Some(gimli::DW_LANG_Rust) => demangle_rust(name).or_else(|| demangle_cpp(name)),
+        Some(l) if is_cpp(l) => demangle_cpp(name),
+        _ => demangle_rust(name).or_else(|| demangle_cpp(name)),
+    }
+    .unwrap_or_else(|| name.to_string())
+}
+
+/// Demangles a name found in a symbol table (no language known).
+pub fn demangle(name: &str) -> String {
+    demangle_name(name, None)
+}
+
+fn demangle_rust(name: &str) -> Option<String> {
+    if !(name.starts_with("_ZN")
+        || name.starts_with("_R")
+        || name.starts_with("__ZN")
+        || name.starts_with("__R"))
+    {
+        return None;
+    }
+    let demangled = rustc_demangle::try_demangle(name).ok()?;
+    // A C++ symbol such as `_ZN5Cache3getEv` also parses as legacy Rust; a real legacy Rust symbol ends in a
+    // `17h<16 hex>E` hash component, v0 symbols start with `_R`.
+    let v0 = name.starts_with("_R") || name.starts_with("__R");
+    if !(v0 || has_rust_hash(name)) {
+        return None;
+    }
+    let mut out = String::new();
+    write!(out, "{demangled:#}").ok()?;
+    Some(out)
+}
+
+fn has_rust_hash(name: &str) -> bool {
+    // Legacy Rust: last path component is "h" + 16 hex digits, encoded as `17h` + 16 hex + `E`.
+    let core = name.split('.').next().unwrap_or(name);
+    core.len() > 20 && {
+        let tail = &core[core.len() - 20..];
+        tail.starts_with("17h")
+            && tail.ends_with('E')
+            && tail[3..19].bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+
+fn demangle_cpp(name: &str) -> Option<String> {
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    let symbol = cpp_demangle::Symbol::new(name).ok()?;
+    let options = cpp_demangle::DemangleOptions::new()
+        .no_params()
+        .no_return_type();
+    symbol.demangle_with_options(&options).ok()
+}
+
+/// Removes every balanced `<...>` group: `Cache<i32>::get` -> `Cache::get`.
+pub fn strip_generics(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_legacy_without_hash() {
+        assert_eq!(
+            demangle("_ZN7fixture6worker17h0123456789abcdefE"),
+            "fixture::worker"
+        );
+    }
+
+    #[test]
+    fn cpp_without_params() {
+        assert_eq!(demangle("_ZN5Cache3getEi"), "Cache::get");
+        assert_eq!(demangle("_ZNK5Cache3getEv"), "Cache::get");
+        assert_eq!(demangle("_ZN5Cache3getEv"), "Cache::get");
+    }
+
+    #[test]
+    fn plain_c_unchanged() {
+        assert_eq!(demangle("main"), "main");
+        assert_eq!(demangle("__GI___libc_read"), "__GI___libc_read");
+    }
+
+    #[test]
+    fn generics_stripped() {
+        assert_eq!(
+            strip_generics("fixture::Cache<T>::get"),
+            "fixture::Cache::get"
+        );
+    }
+}

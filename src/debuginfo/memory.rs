@@ -1,0 +1,66 @@
+//! Where target bytes come from: a live process, bytes copied at a probe hit, or a recording.
+//!
+//! This room reads target memory only through [`MemorySource`]; it must never call ptrace or know the tracer.
+
+use std::collections::BTreeMap;
+
+/// Where target bytes come from (live process, bytes copied at a hit, a recording).
+pub trait MemorySource {
+    /// Fill `buf` from target address `addr`; fail (with the first unreadable address) if any byte is unreadable.
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+}
+
+/// A target read that could not be satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("read error at {addr:#x}")]
+pub struct MemoryError {
+    /// The first address that could not be read.
+    pub addr: u64,
+}
+
+/// Reads a little-endian u64 through a [`MemorySource`].
+pub fn read_u64(mem: &dyn MemorySource, addr: u64) -> Result<u64, MemoryError> {
+    let mut buf = [0u8; 8];
+    mem.read_memory(addr, &mut buf)?;
+    Ok(u64::from_le_bytes(buf))
+}
+
+/// Memory recorded as a set of byte ranges (for example the stack copied at a probe hit, or a test recording).
+///
+/// Reads that are not entirely covered by one recorded range fail at the first missing byte.
+#[derive(Clone, Debug, Default)]
+pub struct RecordedMemory {
+    ranges: BTreeMap<u64, Vec<u8>>,
+}
+
+impl RecordedMemory {
+    /// An empty recording (every read fails).
+    pub fn new() -> RecordedMemory {
+        RecordedMemory::default()
+    }
+
+    /// Records `bytes` as the content of target memory at `addr`. Later ranges win where they overlap.
+    pub fn insert(&mut self, addr: u64, bytes: Vec<u8>) {
+        self.ranges.insert(addr, bytes);
+    }
+}
+
+impl MemorySource for RecordedMemory {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let want = addr.wrapping_add(done as u64);
+            let Some((start, bytes)) = self.ranges.range(..=want).next_back() else {
+                return Err(MemoryError { addr: want });
+            };
+            let skip = (want - start) as usize;
+            if skip >= bytes.len() {
+                return Err(MemoryError { addr: want });
+            }
+            let n = (bytes.len() - skip).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&bytes[skip..skip + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! The debuginfo room: ELF + DWARF for a process — loading modules (build-id, debuglink, compressed sections),
+//! the lazy index (units, lines, functions), symbolization, location resolution and CFI unwinding.
+//!
+//! Pure: it reads target memory only through [`MemorySource`] and registers through [`Registers`], so it runs
+//! the same on a live process, on bytes copied at a probe hit, or on a recording. It must never call ptrace
+//! or know about the tracer.
+
+mod addr;
+mod bytes;
+mod demangle;
+mod error;
+mod image;
+mod lines;
+mod maps;
+mod memory;
+mod module;
+mod names;
+mod registers;
+mod symbolize;
+mod symbols;
+mod unwind;
+
+pub use addr::{FileAddr, RuntimeAddr};
+pub use bytes::{DwarfReader, SectionBytes};
+pub use demangle::{demangle, demangle_name};
+pub use error::{DebugInfoError, LocationError};
+pub use image::ProcessImage;
+pub use maps::{Mapping, parse_maps};
+pub use memory::{MemoryError, MemorySource, RecordedMemory, read_u64};
+pub use module::{DebugInfoStatus, Module};
+pub use registers::{Registers, reg};
+pub use symbolize::SourceFrame;
+pub use unwind::{UnwindMethod, UnwoundFrame};

@@ -1,0 +1,469 @@
+//! One ELF module mapped in a process: the file, its load bias, where its DWARF lives (inside, or a separate
+//! debug file found by build-id or `.gnu_debuglink`), its symbol table and its unwind sections.
+//!
+//! Owns opening and memory-mapping ELF files and locating separate debug files. Everything beyond section
+//! headers is parsed lazily (DWARF sections on first use, DIEs never here). Never reads target memory.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use memmap2::Mmap;
+use object::{Object, ObjectSection, ObjectSegment};
+
+use super::addr::{FileAddr, RuntimeAddr};
+use super::bytes::{DwarfReader, SectionBytes, reader};
+use super::error::DebugInfoError;
+use super::lines::LineIndex;
+use super::maps::Mapping;
+use super::names::NameIndex;
+use super::symbols::SymbolTable;
+use super::unwind::CfiSections;
+
+/// Where a module's DWARF came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugInfoStatus {
+    /// Whether DWARF debug info (`.debug_info`) was found for the module.
+    pub found: bool,
+    /// The file holding it: the module itself, or a separate debug file.
+    pub path: Option<PathBuf>,
+}
+
+/// A memory-mapped ELF file.
+pub(crate) struct MappedFile {
+    pub(crate) path: PathBuf,
+    pub(crate) map: Arc<Mmap>,
+}
+
+impl MappedFile {
+    pub(crate) fn open(path: &Path) -> Result<MappedFile, DebugInfoError> {
+        let file = File::open(path).map_err(|source| DebugInfoError::OpenFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        // SAFETY: the map is read-only. Another process truncating the file while it is mapped could make
+        // accesses fault; that is the accepted risk of every debugger that maps binaries (gdb, lldb, perf).
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| DebugInfoError::OpenFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(MappedFile {
+            path: path.to_owned(),
+            map: Arc::new(map),
+        })
+    }
+
+    pub(crate) fn parse(&self) -> Result<object::File<'_>, DebugInfoError> {
+        object::File::parse(&self.map[..]).map_err(|e| DebugInfoError::ParseElf {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The bytes of section `name` (zero-copy unless compressed), with the section's address.
+    pub(crate) fn section(
+        &self,
+        file: &object::File<'_>,
+        name: &str,
+    ) -> Option<(SectionBytes, u64)> {
+        let section = file.section_by_name(name)?;
+        let address = section.address();
+        let compressed = section.compressed_data().ok()?;
+        let bytes = if compressed.format == object::CompressionFormat::None {
+            let base = self.map.as_ptr() as usize;
+            let start = (compressed.data.as_ptr() as usize).checked_sub(base)?;
+            SectionBytes::mapped(self.map.clone(), start, compressed.data.len())
+        } else {
+            match compressed.decompress() {
+                Ok(data) => SectionBytes::owned(data.into_owned()),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), section = name, error = %e, "cannot decompress section");
+                    return None;
+                }
+            }
+        };
+        Some((bytes, address))
+    }
+}
+
+/// One ELF module mapped in the process (the executable or a shared library).
+pub struct Module {
+    pub(crate) path: PathBuf,
+    pub(crate) elf: MappedFile,
+    pub(crate) build_id: Option<String>,
+    pub(crate) bias: u64,
+    /// Runtime address ranges mapped from this file, sorted.
+    pub(crate) ranges: Vec<(u64, u64)>,
+    /// Where `.debug_info` lives (this file or a separate debug file), if anywhere.
+    pub(crate) dwarf_file: Option<MappedFile>,
+    pub(crate) debug_separate: Option<MappedFile>,
+    pub(crate) cfi: CfiSections,
+    dwarf: OnceLock<Option<Arc<gimli::Dwarf<DwarfReader>>>>,
+    pub(crate) symbols: OnceLock<SymbolTable>,
+    pub(crate) addr2line: Mutex<Option<Option<addr2line::Context<DwarfReader>>>>,
+    pub(crate) units: Mutex<HashMap<usize, Arc<gimli::Unit<DwarfReader>>>>,
+    pub(crate) line_index: OnceLock<LineIndex>,
+    pub(crate) name_index: OnceLock<NameIndex>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("path", &self.path)
+            .field("bias", &format_args!("{:#x}", self.bias))
+            .field("build_id", &self.build_id)
+            .field("debug_info", &self.debug_info())
+            .finish()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn has_debug_info(file: &object::File<'_>) -> bool {
+    file.section_by_name(".debug_info")
+        .is_some_and(|s| s.size() > 0 && s.file_range().is_some())
+}
+
+/// Computes the load bias from the file's lowest-offset mapping and the PT_LOAD segment that covers it.
+fn compute_bias(file: &object::File<'_>, mappings: &[Mapping]) -> u64 {
+    let Some(first) = mappings.iter().min_by_key(|m| (m.offset, m.start)) else {
+        return 0;
+    };
+    for segment in file.segments() {
+        let (seg_off, seg_len) = segment.file_range();
+        if seg_len == 0 {
+            continue;
+        }
+        let page_start = seg_off & !0xfff;
+        if first.offset >= page_start && first.offset < seg_off.saturating_add(seg_len.max(1)) {
+            // A file byte at offset X is mapped at first.start + (X - first.offset); the segment's vaddr
+            // corresponds to file offset seg_off.
+            return first
+                .start
+                .wrapping_add(seg_off)
+                .wrapping_sub(first.offset)
+                .wrapping_sub(segment.address());
+        }
+    }
+    first.start.wrapping_sub(first.offset)
+}
+
+impl Module {
+    /// Opens a module mapped in a process. `seen_path` is the path the process sees; `open_paths` are tried in
+    /// order to open it (map_files, /proc/PID/root/...); `root` is the process's root directory prefix used to
+    /// find separate debug files from its point of view.
+    pub(crate) fn open(
+        seen_path: &Path,
+        open_paths: &[PathBuf],
+        root: Option<&Path>,
+        mappings: &[Mapping],
+    ) -> Result<Module, DebugInfoError> {
+        let mut last_err = None;
+        let mut elf = None;
+        for p in open_paths {
+            match MappedFile::open(p) {
+                Ok(f) => {
+                    elf = Some(f);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some(elf) = elf else {
+            return Err(last_err.unwrap_or_else(|| DebugInfoError::OpenFile {
+                path: seen_path.to_owned(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }));
+        };
+        let mut module = Module::from_mapped(seen_path, elf, root, 0)?;
+        let file = module.elf.parse()?;
+        module.bias = compute_bias(&file, mappings);
+        let mut ranges: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
+        ranges.sort_unstable();
+        module.ranges = ranges;
+        Ok(module)
+    }
+
+    /// Opens an ELF file on disk as a module loaded at `bias` (for tools and tests that work without a process).
+    pub fn open_file(path: &Path, bias: u64) -> Result<Module, DebugInfoError> {
+        let elf = MappedFile::open(path)?;
+        let mut module = Module::from_mapped(path, elf, None, bias)?;
+        let file = module.elf.parse()?;
+        let mut ranges = Vec::new();
+        for segment in file.segments() {
+            if segment.size() > 0 {
+                ranges.push((
+                    segment.address().wrapping_add(bias),
+                    segment.address().wrapping_add(bias) + segment.size(),
+                ));
+            }
+        }
+        ranges.sort_unstable();
+        module.ranges = ranges;
+        Ok(module)
+    }
+
+    fn from_mapped(
+        seen_path: &Path,
+        elf: MappedFile,
+        root: Option<&Path>,
+        bias: u64,
+    ) -> Result<Module, DebugInfoError> {
+        let file = elf.parse()?;
+        let build_id = file.build_id().ok().flatten().map(hex);
+        let cfi = CfiSections::from_file(&elf, &file);
+        let embedded = has_debug_info(&file);
+        let separate = if embedded {
+            None
+        } else {
+            find_debug_file(&file, seen_path, root, build_id.as_deref())
+        };
+        drop(file);
+        let (dwarf_file, debug_separate) = match separate {
+            Some(sep) => (
+                Some(MappedFile {
+                    path: sep.path.clone(),
+                    map: sep.map.clone(),
+                }),
+                Some(sep),
+            ),
+            None if embedded => (
+                Some(MappedFile {
+                    path: elf.path.clone(),
+                    map: elf.map.clone(),
+                }),
+                None,
+            ),
+            None => (None, None),
+        };
+        let mut cfi = cfi;
+        if cfi.debug_frame.is_none() {
+            if let Some(sep) = &debug_separate {
+                if let Ok(sep_file) = sep.parse() {
+                    cfi.debug_frame = sep
+                        .section(&sep_file, ".debug_frame")
+                        .map(|(b, _)| b)
+                        .filter(|b| !b.is_empty());
+                }
+            }
+        }
+        Ok(Module {
+            path: seen_path.to_owned(),
+            elf,
+            build_id,
+            bias,
+            ranges: Vec::new(),
+            dwarf_file,
+            debug_separate,
+            cfi,
+            dwarf: OnceLock::new(),
+            symbols: OnceLock::new(),
+            addr2line: Mutex::new(None),
+            units: Mutex::new(HashMap::new()),
+            line_index: OnceLock::new(),
+            name_index: OnceLock::new(),
+        })
+    }
+
+    /// The file as the process sees it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The GNU build-id, as lowercase hex.
+    pub fn build_id(&self) -> Option<&str> {
+        self.build_id.as_deref()
+    }
+
+    /// Load bias: runtime address minus file address.
+    pub fn bias(&self) -> u64 {
+        self.bias
+    }
+
+    /// Whether DWARF was found, and where.
+    pub fn debug_info(&self) -> DebugInfoStatus {
+        DebugInfoStatus {
+            found: self.dwarf_file.is_some(),
+            path: self.dwarf_file.as_ref().map(|f| f.path.clone()),
+        }
+    }
+
+    /// Runtime address -> file address.
+    pub fn to_file(&self, a: RuntimeAddr) -> FileAddr {
+        FileAddr(a.0.wrapping_sub(self.bias))
+    }
+
+    /// File address -> runtime address.
+    pub fn to_runtime(&self, a: FileAddr) -> RuntimeAddr {
+        RuntimeAddr(a.0.wrapping_add(self.bias))
+    }
+
+    /// Whether the runtime address lies in one of this module's mappings.
+    pub fn contains(&self, a: RuntimeAddr) -> bool {
+        let i = self.ranges.partition_point(|r| r.0 <= a.0);
+        i > 0 && a.0 < self.ranges[i - 1].1
+    }
+
+    /// The runtime address ranges mapped from this file (sorted).
+    pub fn mapped_ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
+    /// The module's DWARF (parsed lazily on first call: section headers only, compressed sections inflated),
+    /// for the values engineer (types, variables, locations). None if the module has no DWARF.
+    pub fn dwarf(&self) -> Option<&gimli::Dwarf<DwarfReader>> {
+        self.dwarf_arc().map(|d| &**d)
+    }
+
+    /// Shared handle to the module's DWARF.
+    pub fn dwarf_arc(&self) -> Option<&Arc<gimli::Dwarf<DwarfReader>>> {
+        self.dwarf.get_or_init(|| self.load_dwarf()).as_ref()
+    }
+
+    fn load_dwarf(&self) -> Option<Arc<gimli::Dwarf<DwarfReader>>> {
+        let source = self.dwarf_file.as_ref()?;
+        let file = match source.parse() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot parse debug file");
+                return None;
+            }
+        };
+        let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
+            Ok(reader(
+                source
+                    .section(&file, id.name())
+                    .map(|(b, _)| b)
+                    .unwrap_or_else(SectionBytes::empty),
+            ))
+        };
+        let mut dwarf = match gimli::Dwarf::load(load) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(path = %source.path.display(), error = %e, "cannot load DWARF");
+                return None;
+            }
+        };
+        if let Some(sup) = find_dwz_file(&file, &source.path) {
+            if let Ok(sup_file) = sup.parse() {
+                let load_sup = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
+                    Ok(reader(
+                        sup.section(&sup_file, id.name())
+                            .map(|(b, _)| b)
+                            .unwrap_or_else(SectionBytes::empty),
+                    ))
+                };
+                if let Err(e) = dwarf.load_sup(load_sup) {
+                    tracing::warn!(path = %sup.path.display(), error = %e, "cannot load supplementary DWARF");
+                }
+            }
+        }
+        dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
+        Some(Arc::new(dwarf))
+    }
+
+    /// The compilation unit containing a file address (parsed on first request, then cached), for scope and
+    /// variable lookup. The handle is an `Arc<gimli::Unit>`; use `unit.unit_ref(module.dwarf()?)` to walk it.
+    pub fn unit_for(&self, a: FileAddr) -> Option<Arc<gimli::Unit<DwarfReader>>> {
+        let offset = self.unit_offset_for(a)?;
+        self.unit_at(offset)
+    }
+
+    /// The compilation unit whose header is at `offset` in `.debug_info` (cached).
+    pub fn unit_at(
+        &self,
+        offset: gimli::DebugInfoOffset<usize>,
+    ) -> Option<Arc<gimli::Unit<DwarfReader>>> {
+        let dwarf = self.dwarf()?;
+        if let Ok(cache) = self.units.lock() {
+            if let Some(u) = cache.get(&offset.0) {
+                return Some(u.clone());
+            }
+        }
+        let header = dwarf.debug_info.header_from_offset(offset).ok()?;
+        let unit = Arc::new(dwarf.unit(header).ok()?);
+        if let Ok(mut cache) = self.units.lock() {
+            cache.insert(offset.0, unit.clone());
+        }
+        Some(unit)
+    }
+}
+
+/// Looks for a separate debug file: by build-id under /usr/lib/debug/.build-id, then by `.gnu_debuglink`
+/// next to the file, in its `.debug/` subdirectory and under /usr/lib/debug/<dir>. Candidates are checked
+/// against the build-id when both have one, and must contain `.debug_info`.
+fn find_debug_file(
+    file: &object::File<'_>,
+    seen_path: &Path,
+    root: Option<&Path>,
+    build_id: Option<&str>,
+) -> Option<MappedFile> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    let under_roots = |p: PathBuf, out: &mut Vec<PathBuf>| {
+        if let Some(root) = root {
+            if root != Path::new("/") {
+                out.push(root.join(p.strip_prefix("/").unwrap_or(&p)));
+            }
+        }
+        out.push(p);
+    };
+    if let Some(id) = build_id.filter(|id| id.len() > 2) {
+        under_roots(
+            PathBuf::from(format!(
+                "/usr/lib/debug/.build-id/{}/{}.debug",
+                &id[..2],
+                &id[2..]
+            )),
+            &mut candidates,
+        );
+    }
+    if let Ok(Some((name, _crc))) = file.gnu_debuglink() {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let dir = seen_path.parent().unwrap_or(Path::new("/"));
+        under_roots(dir.join(&name), &mut candidates);
+        under_roots(dir.join(".debug").join(&name), &mut candidates);
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        under_roots(
+            Path::new("/usr/lib/debug").join(rel).join(&name),
+            &mut candidates,
+        );
+    }
+    for candidate in candidates {
+        if candidate == seen_path || !candidate.is_file() {
+            continue;
+        }
+        let Ok(mapped) = MappedFile::open(&candidate) else {
+            continue;
+        };
+        let Ok(parsed) = mapped.parse() else { continue };
+        let their_id = parsed.build_id().ok().flatten().map(hex);
+        if let (Some(ours), Some(theirs)) = (build_id, their_id.as_deref()) {
+            if ours != theirs {
+                tracing::debug!(path = %candidate.display(), "debug file build-id mismatch");
+                continue;
+            }
+        }
+        if !has_debug_info(&parsed) {
+            continue;
+        }
+        drop(parsed);
+        tracing::debug!(module = %seen_path.display(), debug = %candidate.display(), "found separate debug file");
+        return Some(mapped);
+    }
+    None
+}
+
+/// Finds the dwz supplementary file named by `.gnu_debugaltlink` (relative to the debug file's directory).
+fn find_dwz_file(file: &object::File<'_>, debug_path: &Path) -> Option<MappedFile> {
+    let (name, _id) = file.gnu_debugaltlink().ok().flatten()?;
+    let name = PathBuf::from(String::from_utf8_lossy(name).into_owned());
+    let path = if name.is_absolute() {
+        name
+    } else {
+        debug_path.parent().unwrap_or(Path::new("/")).join(name)
+    };
+    MappedFile::open(&path).ok()
+}

@@ -1,0 +1,2 @@
+//! Name index (stub).
+pub(crate) struct NameIndex;

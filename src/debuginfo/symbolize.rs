@@ -1,0 +1,137 @@
+//! pc -> source frames (with inlined calls expanded) through `addr2line`, falling back to ELF symbols.
+//!
+//! Owns the per-module `addr2line::Context` (lazily built, kept behind a mutex because it is not `Sync`).
+//! Never touches target memory.
+
+use std::sync::MutexGuard;
+
+use super::addr::FileAddr;
+use super::bytes::DwarfReader;
+use super::demangle::{demangle, demangle_name};
+use super::module::Module;
+use super::symbols::{SymbolHit, SymbolTable};
+
+/// One source-level frame for a pc: an inlined call or the real function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFrame {
+    /// Demangled function name (Rust without hash, C++ without parameters).
+    pub function: Option<String>,
+    /// Source file path as the debug info gives it.
+    pub file: Option<String>,
+    /// Line number.
+    pub line: Option<u32>,
+    /// Column number.
+    pub column: Option<u32>,
+    /// True for an inlined call (every frame but the outermost of one pc).
+    pub inlined: bool,
+    /// The module (ELF file path as the process sees it).
+    pub module: Option<String>,
+}
+
+type Context = addr2line::Context<DwarfReader>;
+
+impl Module {
+    /// Runs `f` with this module's addr2line context (built on first use). None if the module has no DWARF.
+    pub(crate) fn with_addr2line<T>(&self, f: impl FnOnce(&Context) -> T) -> Option<T> {
+        let mut guard: MutexGuard<'_, Option<Option<Context>>> = match self.addr2line.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.is_none() {
+            let ctx = self.dwarf_arc().and_then(|d| match Context::from_arc_dwarf(d.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(module = %self.path.display(), error = %e, "cannot index DWARF units");
+                    None
+                }
+            });
+            *guard = Some(ctx);
+        }
+        guard.as_ref().and_then(|c| c.as_ref()).map(f)
+    }
+
+    /// The module's function symbols (built on first use).
+    pub(crate) fn symbol_table(&self) -> &SymbolTable {
+        self.symbols.get_or_init(|| {
+            let mut files = vec![&self.elf];
+            if let Some(sep) = &self.debug_separate {
+                files.push(sep);
+            }
+            SymbolTable::build(&files)
+        })
+    }
+
+    /// The ELF function symbol containing a file address.
+    pub fn symbol_for(&self, a: FileAddr) -> Option<(String, FileAddr)> {
+        self.symbol_table()
+            .lookup(a.0)
+            .map(|SymbolHit { name, addr, .. }| (demangle(name), FileAddr(addr)))
+    }
+
+    /// The `.debug_info` offset of the compilation unit covering a file address.
+    pub(crate) fn unit_offset_for(&self, a: FileAddr) -> Option<gimli::DebugInfoOffset<usize>> {
+        self.with_addr2line(|ctx| {
+            let unit = ctx.find_dwarf_and_unit(a.0).skip_all_loads()?;
+            let header = &unit.unit.header;
+            header.offset().to_debug_info_offset(header)
+        })
+        .flatten()
+    }
+
+    /// Source frames for a file address (already adjusted for return addresses), innermost first.
+    pub fn symbolize_file(&self, probe: FileAddr) -> Vec<SourceFrame> {
+        let module_name = Some(self.path.display().to_string());
+        let mut frames = self
+            .with_addr2line(|ctx| {
+                let mut out = Vec::new();
+                let Ok(mut iter) = ctx.find_frames(probe.0).skip_all_loads() else {
+                    return out;
+                };
+                loop {
+                    match iter.next() {
+                        Ok(Some(frame)) => {
+                            let function = frame.function.as_ref().and_then(|name| {
+                                let raw = name.raw_name().ok()?;
+                                Some(demangle_name(&raw, name.language))
+                            });
+                            let (file, line, column) = match &frame.location {
+                                Some(loc) => (loc.file.map(str::to_string), loc.line, loc.column),
+                                None => (None, None, None),
+                            };
+                            out.push(SourceFrame {
+                                function,
+                                file,
+                                line,
+                                column,
+                                inlined: true,
+                                module: module_name.clone(),
+                            });
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "addr2line frame iteration stopped");
+                            break;
+                        }
+                    }
+                }
+                out
+            })
+            .unwrap_or_default();
+        if let Some(last) = frames.last_mut() {
+            last.inlined = false;
+            if last.function.is_none() {
+                last.function = self.symbol_for(probe).map(|(n, _)| n);
+            }
+        } else {
+            frames.push(SourceFrame {
+                function: self.symbol_for(probe).map(|(n, _)| n),
+                file: None,
+                line: None,
+                column: None,
+                inlined: false,
+                module: module_name,
+            });
+        }
+        frames
+    }
+}

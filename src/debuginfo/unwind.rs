@@ -1,0 +1,406 @@
+//! Stack unwinding from call frame information: `.eh_frame` through the `.eh_frame_hdr` binary-search table,
+//! else `.eh_frame` or `.debug_frame` through a lazily built sorted FDE index. Frame pointers are used only as
+//! an explicit, marked last resort when a pc has no CFI.
+//!
+//! Owns the CFI sections of each module and the register-rule evaluation. Reads the target stack only through
+//! [`MemorySource`]; never calls ptrace.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use gimli::{BaseAddresses, CfaRule, RegisterRule, UnwindSection};
+use object::{Object, ObjectSection};
+
+use super::addr::RuntimeAddr;
+use super::bytes::{DwarfReader, SectionBytes, reader};
+use super::image::ProcessImage;
+use super::memory::{MemorySource, read_u64};
+use super::module::{MappedFile, Module};
+use super::registers::{Registers, reg};
+
+/// How a frame's registers were obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindMethod {
+    /// Frame 0: the registers as given.
+    Initial,
+    /// Recovered from DWARF call frame information.
+    Cfi,
+    /// Guessed by following the rbp chain because the callee had no CFI (may be wrong).
+    FramePointer,
+}
+
+/// One frame of an unwound stack.
+#[derive(Clone, Debug)]
+pub struct UnwoundFrame {
+    /// The frame's pc: for caller frames, the return address.
+    pub pc: RuntimeAddr,
+    /// Registers of this frame: callee-saved ones restored by CFI, others unknown (None).
+    pub regs: Registers,
+    /// This frame's canonical frame address (the caller's sp before the call), when CFI gives it.
+    pub cfa: Option<u64>,
+    /// True when `pc` is a return address (look up `pc - 1` for line, scope and CFI); false for frame 0 and for
+    /// frames interrupted by a signal.
+    pub is_caller: bool,
+    /// How the registers of this frame were recovered.
+    pub method: UnwindMethod,
+}
+
+/// A sorted FDE index over a CFI section without a binary-search table: (start, end, FDE offset).
+type FdeIndex = Vec<(u64, u64, usize)>;
+
+/// The unwind sections of one module (file addresses).
+#[derive(Default)]
+pub(crate) struct CfiSections {
+    pub(crate) eh_frame: Option<(SectionBytes, u64)>,
+    pub(crate) eh_frame_hdr: Option<(SectionBytes, u64)>,
+    pub(crate) debug_frame: Option<SectionBytes>,
+    text: u64,
+    got: u64,
+    eh_index: OnceLock<FdeIndex>,
+    debug_index: OnceLock<FdeIndex>,
+}
+
+impl CfiSections {
+    pub(crate) fn from_file(elf: &MappedFile, file: &object::File<'_>) -> CfiSections {
+        let non_empty = |s: Option<(SectionBytes, u64)>| s.filter(|(b, _)| !b.is_empty());
+        CfiSections {
+            eh_frame: non_empty(elf.section(file, ".eh_frame")),
+            eh_frame_hdr: non_empty(elf.section(file, ".eh_frame_hdr")),
+            debug_frame: non_empty(elf.section(file, ".debug_frame")).map(|(b, _)| b),
+            text: file
+                .section_by_name(".text")
+                .map(|s| s.address())
+                .unwrap_or(0),
+            got: file
+                .section_by_name(".got")
+                .map(|s| s.address())
+                .unwrap_or(0),
+            eh_index: OnceLock::new(),
+            debug_index: OnceLock::new(),
+        }
+    }
+
+    fn eh_bases(&self) -> BaseAddresses {
+        let mut bases = BaseAddresses::default()
+            .set_text(self.text)
+            .set_got(self.got);
+        if let Some((_, addr)) = &self.eh_frame {
+            bases = bases.set_eh_frame(*addr);
+        }
+        if let Some((_, addr)) = &self.eh_frame_hdr {
+            bases = bases.set_eh_frame_hdr(*addr);
+        }
+        bases
+    }
+}
+
+fn build_index<S: UnwindSection<DwarfReader>>(section: &S, bases: &BaseAddresses) -> FdeIndex
+where
+    S::Offset: gimli::UnwindOffset<usize>,
+{
+    let mut index = Vec::new();
+    let mut entries = section.entries(bases);
+    loop {
+        match entries.next() {
+            Ok(Some(gimli::CieOrFde::Fde(partial))) => {
+                if let Ok(fde) = partial.parse(S::cie_from_offset) {
+                    if fde.len() > 0 {
+                        index.push((fde.initial_address(), fde.end_address(), fde.offset()));
+                    }
+                }
+            }
+            Ok(Some(gimli::CieOrFde::Cie(_))) => {}
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "stopped indexing CFI section");
+                break;
+            }
+        }
+    }
+    index.sort_unstable();
+    index
+}
+
+fn index_lookup(index: &FdeIndex, pc: u64) -> Option<usize> {
+    let i = index.partition_point(|e| e.0 <= pc);
+    let (start, end, off) = *index.get(i.checked_sub(1)?)?;
+    (pc >= start && pc < end).then_some(off)
+}
+
+/// What CFI says about one frame: its CFA, and the caller's registers.
+struct Step {
+    cfa: u64,
+    caller: Registers,
+    /// The frame is a signal trampoline: the caller's pc is the interrupted pc, not a return address.
+    signal_frame: bool,
+}
+
+thread_local! {
+    // UnwindContext is a large allocation; reuse one per thread, as gimli's documentation advises.
+    static UNWIND_CONTEXT: RefCell<gimli::UnwindContext<usize>> = RefCell::new(gimli::UnwindContext::new());
+}
+
+/// An evaluation environment for CFI expressions.
+struct ExprEnv<'a> {
+    regs: &'a Registers,
+    mem: &'a dyn MemorySource,
+    bias: u64,
+}
+
+fn eval_expression(
+    expr: gimli::Expression<DwarfReader>,
+    encoding: gimli::Encoding,
+    env: &ExprEnv<'_>,
+    initial: Option<u64>,
+) -> Option<u64> {
+    let mut eval = expr.evaluation(encoding);
+    eval.set_max_iterations(10_000);
+    if let Some(v) = initial {
+        eval.set_initial_value(v);
+    }
+    let mut result = eval.evaluate().ok()?;
+    loop {
+        result = match result {
+            gimli::EvaluationResult::Complete => break,
+            gimli::EvaluationResult::RequiresRegister { register, .. } => {
+                let v = env.regs.get(register.0)?;
+                eval.resume_with_register(gimli::Value::Generic(v)).ok()?
+            }
+            gimli::EvaluationResult::RequiresMemory { address, size, .. } => {
+                let mut buf = [0u8; 8];
+                let n = usize::from(size).min(8);
+                env.mem.read_memory(address, &mut buf[..n]).ok()?;
+                eval.resume_with_memory(gimli::Value::Generic(u64::from_le_bytes(buf)))
+                    .ok()?
+            }
+            gimli::EvaluationResult::RequiresRelocatedAddress(a) => eval
+                .resume_with_relocated_address(a.wrapping_add(env.bias))
+                .ok()?,
+            _ => return None,
+        };
+    }
+    let pieces = eval.result();
+    match pieces.first().map(|p| &p.location) {
+        Some(gimli::Location::Address { address }) => Some(*address),
+        Some(gimli::Location::Value { value }) => value.to_u64(u64::MAX).ok(),
+        Some(gimli::Location::Register { register }) => env.regs.get(register.0),
+        _ => None,
+    }
+}
+
+impl Module {
+    /// Finds the unwind row for a file address and applies it to `regs`.
+    fn cfi_step(&self, file_pc: u64, regs: &Registers, mem: &dyn MemorySource) -> Option<Step> {
+        let cfi = &self.cfi;
+        if let Some((eh_bytes, _)) = &cfi.eh_frame {
+            let mut eh_frame = gimli::EhFrame::from(reader(eh_bytes.clone()));
+            eh_frame.set_address_size(8);
+            let bases = cfi.eh_bases();
+            let fde = match &cfi.eh_frame_hdr {
+                Some((hdr_bytes, _)) => gimli::EhFrameHdr::from(reader(hdr_bytes.clone()))
+                    .parse(&bases, 8)
+                    .ok()
+                    .and_then(|hdr| {
+                        let table = hdr.table()?;
+                        table
+                            .fde_for_address(
+                                &eh_frame,
+                                &bases,
+                                file_pc,
+                                gimli::EhFrame::cie_from_offset,
+                            )
+                            .ok()
+                    }),
+                None => {
+                    let index = cfi.eh_index.get_or_init(|| build_index(&eh_frame, &bases));
+                    index_lookup(index, file_pc).and_then(|off| {
+                        eh_frame
+                            .fde_from_offset(
+                                &bases,
+                                gimli::EhFrameOffset(off),
+                                gimli::EhFrame::cie_from_offset,
+                            )
+                            .ok()
+                    })
+                }
+            };
+            if let Some(fde) = fde {
+                return self.apply_fde(&eh_frame, &bases, &fde, file_pc, regs, mem);
+            }
+        }
+        if let Some(df_bytes) = &cfi.debug_frame {
+            let mut debug_frame = gimli::DebugFrame::from(reader(df_bytes.clone()));
+            debug_frame.set_address_size(8);
+            let bases = BaseAddresses::default();
+            let index = cfi
+                .debug_index
+                .get_or_init(|| build_index(&debug_frame, &bases));
+            let off = index_lookup(index, file_pc)?;
+            let fde = debug_frame
+                .fde_from_offset(
+                    &bases,
+                    gimli::DebugFrameOffset(off),
+                    gimli::DebugFrame::cie_from_offset,
+                )
+                .ok()?;
+            return self.apply_fde(&debug_frame, &bases, &fde, file_pc, regs, mem);
+        }
+        None
+    }
+
+    fn apply_fde<S: UnwindSection<DwarfReader>>(
+        &self,
+        section: &S,
+        bases: &BaseAddresses,
+        fde: &gimli::FrameDescriptionEntry<DwarfReader>,
+        file_pc: u64,
+        regs: &Registers,
+        mem: &dyn MemorySource,
+    ) -> Option<Step> {
+        let row = UNWIND_CONTEXT.with(|ctx| {
+            let mut ctx = ctx.try_borrow_mut().ok()?;
+            fde.unwind_info_for_address(section, bases, &mut ctx, file_pc)
+                .ok()
+                .cloned()
+        })?;
+        let encoding = fde.cie().encoding();
+        let env = ExprEnv {
+            regs,
+            mem,
+            bias: self.bias,
+        };
+        let cfa = match row.cfa() {
+            CfaRule::RegisterAndOffset { register, offset } => {
+                regs.get(register.0)?.checked_add_signed(*offset)?
+            }
+            CfaRule::Expression(expr) => {
+                eval_expression(expr.get(section).ok()?, encoding, &env, None)?
+            }
+        };
+        let mut caller = Registers::new();
+        caller.set_fs_base(regs.fs_base());
+        for r in 0..=reg::RIP {
+            let rule = row.register(gimli::Register(r));
+            let value = match rule {
+                None | Some(RegisterRule::SameValue) if r == reg::RSP => Some(cfa),
+                None if r == reg::RIP => None,
+                None => reg::CALLEE_SAVED
+                    .contains(&r)
+                    .then(|| regs.get(r))
+                    .flatten(),
+                Some(RegisterRule::Undefined) => None,
+                Some(RegisterRule::SameValue) => regs.get(r),
+                Some(RegisterRule::Offset(off)) => read_u64(mem, cfa.checked_add_signed(off)?).ok(),
+                Some(RegisterRule::ValOffset(off)) => cfa.checked_add_signed(off),
+                Some(RegisterRule::Register(other)) => regs.get(other.0),
+                Some(RegisterRule::Expression(expr)) => {
+                    let addr = eval_expression(expr.get(section).ok()?, encoding, &env, Some(cfa));
+                    addr.and_then(|a| read_u64(mem, a).ok())
+                }
+                Some(RegisterRule::ValExpression(expr)) => {
+                    eval_expression(expr.get(section).ok()?, encoding, &env, Some(cfa))
+                }
+                Some(RegisterRule::Constant(v)) => Some(v),
+                Some(_) => None,
+            };
+            caller.set(r, value);
+        }
+        Some(Step {
+            cfa,
+            caller,
+            signal_frame: fde.is_signal_trampoline(),
+        })
+    }
+}
+
+/// The rbp-chain guess for a frame without CFI: [rbp] = caller's rbp, [rbp+8] = return address.
+fn frame_pointer_step(regs: &Registers, mem: &dyn MemorySource) -> Option<Step> {
+    let rbp = regs.get(reg::RBP)?;
+    if rbp == 0 || rbp % 8 != 0 || regs.sp().is_some_and(|sp| rbp < sp) {
+        return None;
+    }
+    let saved_rbp = read_u64(mem, rbp).ok()?;
+    let ra = read_u64(mem, rbp.checked_add(8)?).ok()?;
+    let cfa = rbp.checked_add(16)?;
+    let mut caller = Registers::new();
+    caller.set_fs_base(regs.fs_base());
+    caller.set(reg::RBP, Some(saved_rbp));
+    caller.set(reg::RSP, Some(cfa));
+    caller.set(reg::RIP, Some(ra));
+    for r in [reg::RBX, reg::R12, reg::R13, reg::R14, reg::R15] {
+        caller.set(r, regs.get(r));
+    }
+    Some(Step {
+        cfa,
+        caller,
+        signal_frame: false,
+    })
+}
+
+impl ProcessImage {
+    /// CFI unwind (.eh_frame via .eh_frame_hdr binary search, else .debug_frame), not relying on frame
+    /// pointers (the rbp chain is used only when a pc has no CFI at all, and such frames are marked
+    /// [`UnwindMethod::FramePointer`]). Frame 0 = `regs` as given; each caller frame carries the registers
+    /// recovered by CFI (callee-saved restored, others unknown), its CFA, and pc = return address. Stops at
+    /// `max_frames`, pc 0, an undefined return address, a non-increasing CFA, or a read error.
+    pub fn unwind(
+        &self,
+        regs: &Registers,
+        mem: &dyn MemorySource,
+        max_frames: usize,
+    ) -> Vec<UnwoundFrame> {
+        let mut frames = Vec::new();
+        let Some(pc) = regs.pc() else { return frames };
+        if max_frames == 0 {
+            return frames;
+        }
+        frames.push(UnwoundFrame {
+            pc: RuntimeAddr(pc),
+            regs: regs.clone(),
+            cfa: None,
+            is_caller: false,
+            method: UnwindMethod::Initial,
+        });
+        let mut prev_cfa: Option<u64> = None;
+        loop {
+            let Some(cur) = frames.last_mut() else { break };
+            let lookup = if cur.is_caller {
+                cur.pc.0.saturating_sub(1)
+            } else {
+                cur.pc.0
+            };
+            let cfi = self
+                .module_for(RuntimeAddr(lookup))
+                .and_then(|m| m.cfi_step(m.to_file(RuntimeAddr(lookup)).0, &cur.regs, mem));
+            let (step, method) = match cfi {
+                Some(step) => (step, UnwindMethod::Cfi),
+                None => match frame_pointer_step(&cur.regs, mem) {
+                    Some(step) => (step, UnwindMethod::FramePointer),
+                    None => break,
+                },
+            };
+            if method == UnwindMethod::Cfi {
+                cur.cfa = Some(step.cfa);
+            }
+            if frames.len() >= max_frames {
+                break;
+            }
+            let Some(caller_pc) = step.caller.pc().filter(|&p| p != 0) else {
+                break;
+            };
+            if prev_cfa.is_some_and(|p| step.cfa <= p) || step.caller.sp().is_none() {
+                tracing::debug!(cfa = step.cfa, "unwinding stopped: CFA did not increase");
+                break;
+            }
+            prev_cfa = Some(step.cfa);
+            frames.push(UnwoundFrame {
+                pc: RuntimeAddr(caller_pc),
+                regs: step.caller,
+                cfa: None,
+                is_caller: !step.signal_frame,
+                method,
+            });
+        }
+        frames
+    }
+}
