@@ -1,0 +1,1096 @@
+//! DWARF types decoded into an owned model the value and eval rooms can use
+//! without holding gimli borrows: base types, pointers, references,
+//! structs/classes/unions (with base classes, bit-fields, template
+//! parameters and Rust's variant parts), enums, arrays, typedefs, qualifiers
+//! and function types.
+//!
+//! Owns decoding one type DIE at a time, on demand, into a [`TypeTable`]
+//! cache keyed by the DIE's position ([`TypeKey`]). Member and element types
+//! stay keys until someone asks for them, so a recursive or huge type graph
+//! costs only what is looked at. It never reads target memory and never
+//! trusts DWARF shapes: anything unexpected becomes [`TypeKind::Unknown`]
+//! with a reason, never a panic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gimli::{AttributeValue, Reader, constants};
+
+use super::bytes::DwarfReader;
+use super::module::Module;
+
+/// Where a type DIE lives: the `.debug_info` offset of its unit's header and
+/// the DIE's offset inside that unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeKey {
+    /// `.debug_info` offset of the unit header.
+    pub unit: usize,
+    /// Offset of the DIE relative to the unit header.
+    pub entry: usize,
+}
+
+/// Source language of the unit a type or variable comes from; decides how
+/// names and values are spelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Language {
+    /// C (any standard).
+    C,
+    /// C++ (any standard).
+    Cpp,
+    /// Rust.
+    Rust,
+    /// Anything else (assembly, Fortran, …): shown C-like.
+    Other,
+}
+
+impl Language {
+    /// Language from a unit's `DW_AT_language`.
+    pub fn from_dwarf(language: Option<constants::DwLang>) -> Language {
+        match language {
+            Some(
+                constants::DW_LANG_C
+                | constants::DW_LANG_C89
+                | constants::DW_LANG_C99
+                | constants::DW_LANG_C11
+                | constants::DW_LANG_C17,
+            ) => Language::C,
+            Some(
+                constants::DW_LANG_C_plus_plus
+                | constants::DW_LANG_C_plus_plus_03
+                | constants::DW_LANG_C_plus_plus_11
+                | constants::DW_LANG_C_plus_plus_14
+                | constants::DW_LANG_C_plus_plus_17
+                | constants::DW_LANG_C_plus_plus_20,
+            ) => Language::Cpp,
+            Some(constants::DW_LANG_Rust) => Language::Rust,
+            _ => Language::Other,
+        }
+    }
+}
+
+/// How a base type's bytes are to be read (`DW_AT_encoding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseEncoding {
+    /// Two's complement integer.
+    Signed,
+    /// Unsigned integer.
+    Unsigned,
+    /// C `char`/`signed char` (shown as a number and a character).
+    SignedChar,
+    /// C `unsigned char`, `char8_t`.
+    UnsignedChar,
+    /// Rust `char`, `char16_t`, `char32_t`, `wchar_t`-like UTF code units.
+    Utf,
+    /// IEEE float.
+    Float,
+    /// Boolean.
+    Bool,
+    /// Something else (complex, decimal float, fixed point): shown as bytes.
+    Other,
+}
+
+/// The flavour of an aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregateKind {
+    /// `struct` (Rust structs, tuples and enums too).
+    Struct,
+    /// C++ `class`.
+    Class,
+    /// `union`.
+    Union,
+}
+
+/// Where a member starts inside its aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberOffset {
+    /// A fixed byte offset.
+    Bytes(u64),
+    /// Computed at run time (a C++ virtual base): not supported.
+    Dynamic,
+}
+
+/// One data member, base class or variant arm of an aggregate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// The member's name; `None` for anonymous structs/unions and base classes.
+    pub name: Option<String>,
+    /// The member's type; `None` if DWARF gives none.
+    pub ty: Option<TypeKey>,
+    /// Where it starts.
+    pub offset: MemberOffset,
+    /// For bit-fields: width in bits.
+    pub bit_size: Option<u64>,
+    /// For bit-fields: offset of the lowest bit from the start of the
+    /// aggregate, in bits (little-endian numbering).
+    pub bit_offset: Option<u64>,
+    /// True for a base class (`DW_TAG_inheritance`).
+    pub is_base: bool,
+    /// True for compiler-made members (vptr, Rust discriminants).
+    pub artificial: bool,
+}
+
+/// One arm of a Rust-style variant part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    /// The discriminant values that select this arm; empty for the default
+    /// arm (the "dataful" variant of a niche-encoded enum).
+    pub discr: Vec<DiscrRange>,
+    /// The arm's members; for Rust one member named after the variant.
+    pub members: Vec<Member>,
+}
+
+/// An inclusive range of discriminant values (a single value is `low == high`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscrRange {
+    /// Lowest value, as raw bits.
+    pub low: u64,
+    /// Highest value, as raw bits.
+    pub high: u64,
+}
+
+/// A `DW_TAG_variant_part`: a tagged union laid over the aggregate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariantPart {
+    /// The member holding the discriminant, if DWARF names one.
+    pub discr: Option<Member>,
+    /// The arms, in DWARF order.
+    pub variants: Vec<Variant>,
+}
+
+/// A template parameter of a class or Rust generic (`T` of `Vec<T>`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateParam {
+    /// The parameter's name (`T`, `K`, `_Tp`).
+    pub name: String,
+    /// The argument type, for a type parameter.
+    pub ty: Option<TypeKey>,
+    /// The argument value, for a value parameter.
+    pub value: Option<i128>,
+}
+
+/// A named constant of an enumeration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enumerator {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: i128,
+}
+
+/// An aggregate's layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregate {
+    /// struct, class or union.
+    pub kind: AggregateKind,
+    /// Data members and base classes, in DWARF order.
+    pub members: Vec<Member>,
+    /// Template parameters, in DWARF order.
+    pub template_params: Vec<TemplateParam>,
+    /// The variant part, for Rust enums and other tagged unions.
+    pub variant_part: Option<VariantPart>,
+    /// True for a declaration without a layout (an incomplete type).
+    pub declaration: bool,
+}
+
+/// What a type is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TypeKind {
+    /// A number, character or boolean.
+    Base(BaseEncoding),
+    /// A pointer; `None` pointee for `void *`.
+    Pointer(Option<TypeKey>),
+    /// A C++ reference (`rvalue` for `&&`).
+    Reference {
+        /// The referred-to type.
+        target: Option<TypeKey>,
+        /// True for `T&&`.
+        rvalue: bool,
+    },
+    /// A struct, class or union (also Rust enums, tuples, slices).
+    Aggregate(Aggregate),
+    /// An enumeration.
+    Enum {
+        /// The underlying integer type, if given.
+        underlying: Option<TypeKey>,
+        /// Whether the values are signed.
+        signed: bool,
+        /// The named values.
+        enumerators: Vec<Enumerator>,
+    },
+    /// An array; `dims` are element counts, outermost first; `None` for an
+    /// unknown bound (flexible array member, VLA).
+    Array {
+        /// Element type.
+        element: Option<TypeKey>,
+        /// Counts per dimension.
+        dims: Vec<Option<u64>>,
+    },
+    /// A typedef (`None` target for a typedef of void).
+    Typedef(Option<TypeKey>),
+    /// `const`, `volatile`, `restrict` or `_Atomic` applied to a type.
+    Qualified {
+        /// Which qualifier.
+        qualifier: &'static str,
+        /// The qualified type; `None` for `const void`.
+        target: Option<TypeKey>,
+    },
+    /// A function type (what a function pointer points at).
+    Function,
+    /// `void` or another type without values (`decltype(nullptr)`).
+    Void,
+    /// A pointer to member: not supported.
+    PointerToMember,
+    /// A DIE that is not a type or that could not be decoded.
+    Unknown(String),
+}
+
+/// One decoded type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Type {
+    /// The name as the source would spell it (`struct point`, `const char *`,
+    /// `Vec<i32>`, `int [3]`).
+    pub name: String,
+    /// The name DWARF gives this very DIE, without decoration (`point`,
+    /// `Vec<i32, alloc::alloc::Global>`); empty when anonymous.
+    pub short_name: String,
+    /// Size in bytes, when DWARF gives or implies one.
+    pub size: Option<u64>,
+    /// What it is.
+    pub kind: TypeKind,
+    /// The language of its unit.
+    pub language: Language,
+}
+
+impl Type {
+    fn unknown(reason: impl Into<String>, language: Language) -> Type {
+        let reason = reason.into();
+        Type {
+            name: "?".to_string(),
+            short_name: String::new(),
+            size: None,
+            kind: TypeKind::Unknown(reason),
+            language,
+        }
+    }
+
+    /// The aggregate layout, if this is a struct, class or union.
+    pub fn aggregate(&self) -> Option<&Aggregate> {
+        match &self.kind {
+            TypeKind::Aggregate(aggregate) => Some(aggregate),
+            _ => None,
+        }
+    }
+
+    /// The template parameter named `name` (for Rust `T`, C++ `_Tp`).
+    pub fn template_param(&self, name: &str) -> Option<&TemplateParam> {
+        self.aggregate()?
+            .template_params
+            .iter()
+            .find(|p| p.name == name)
+    }
+
+    /// The data member named `name` (not searching base classes).
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.aggregate()?
+            .members
+            .iter()
+            .find(|m| m.name.as_deref() == Some(name))
+    }
+}
+
+/// How deep derived types (pointer to pointer to …) are followed when
+/// building a name; deeper chains are malformed or malicious DWARF.
+const MAX_NAME_DEPTH: u32 = 24;
+
+/// Upper bound on members, enumerators or dimensions decoded per type, so a
+/// corrupt DIE tree cannot make one decode allocate without bound.
+const MAX_CHILDREN: usize = 100_000;
+
+/// A cache of decoded types of one module. Cheap to create; keep one around
+/// (for example inside a compiled expression) to avoid decoding twice.
+#[derive(Debug, Default)]
+pub struct TypeTable {
+    types: HashMap<TypeKey, Arc<Type>>,
+    languages: HashMap<usize, Language>,
+    unit_starts: Option<Vec<usize>>,
+}
+
+/// The `.debug_info` offset of a unit's header.
+pub fn unit_key(unit: &gimli::Unit<DwarfReader>) -> Option<usize> {
+    unit.header.debug_info_offset().map(|offset| offset.0)
+}
+
+impl TypeTable {
+    /// An empty cache.
+    pub fn new() -> TypeTable {
+        TypeTable::default()
+    }
+
+    /// The type at `key`, decoded on first use.
+    pub fn get(&mut self, module: &Module, key: TypeKey) -> Arc<Type> {
+        self.get_depth(module, key, 0)
+    }
+
+    /// The type at `key` with typedefs and qualifiers peeled off, with the
+    /// key of what remains. A typedef of void gives `None`.
+    pub fn strip(&mut self, module: &Module, key: TypeKey) -> Option<(TypeKey, Arc<Type>)> {
+        let mut current = key;
+        for _ in 0..MAX_NAME_DEPTH {
+            let ty = self.get(module, current);
+            match ty.kind {
+                TypeKind::Typedef(Some(next))
+                | TypeKind::Qualified {
+                    target: Some(next), ..
+                } => current = next,
+                TypeKind::Typedef(None) | TypeKind::Qualified { target: None, .. } => return None,
+                _ => return Some((current, ty)),
+            }
+        }
+        None
+    }
+
+    /// The size in bytes of the type at `key`, looking through typedefs,
+    /// qualifiers and arrays.
+    pub fn size_of(&mut self, module: &Module, key: TypeKey) -> Option<u64> {
+        let (_, ty) = self.strip(module, key)?;
+        if let Some(size) = ty.size {
+            return Some(size);
+        }
+        match &ty.kind {
+            TypeKind::Array { element, dims } => {
+                let element_size = self.size_of(module, (*element)?)?;
+                dims.iter()
+                    .try_fold(element_size, |acc, dim| acc.checked_mul((*dim)?))
+            }
+            TypeKind::Pointer(_) | TypeKind::Reference { .. } => Some(8),
+            _ => None,
+        }
+    }
+
+    /// The language of the unit at `.debug_info` offset `unit`.
+    pub fn language(&mut self, module: &Module, unit: usize) -> Language {
+        if let Some(language) = self.languages.get(&unit) {
+            return *language;
+        }
+        let language = module
+            .unit_at(gimli::DebugInfoOffset(unit))
+            .map(|u| unit_language(&u))
+            .unwrap_or(Language::Other);
+        self.languages.insert(unit, language);
+        language
+    }
+
+    /// Turns a reference attribute of a DIE in `unit` into a [`TypeKey`].
+    pub fn reference(
+        &mut self,
+        module: &Module,
+        unit: &gimli::Unit<DwarfReader>,
+        value: AttributeValue<DwarfReader>,
+    ) -> Option<TypeKey> {
+        match value {
+            AttributeValue::UnitRef(offset) => Some(TypeKey {
+                unit: unit_key(unit)?,
+                entry: offset.0,
+            }),
+            AttributeValue::DebugInfoRef(offset) => self.global_reference(module, offset.0),
+            _ => None,
+        }
+    }
+
+    /// A key for a DIE at a `.debug_info` offset (`DW_FORM_ref_addr`).
+    pub fn global_reference(&mut self, module: &Module, offset: usize) -> Option<TypeKey> {
+        let starts = self.unit_starts.get_or_insert_with(|| {
+            let mut starts = Vec::new();
+            if let Some(dwarf) = module.dwarf() {
+                let mut headers = dwarf.units();
+                while let Ok(Some(header)) = headers.next() {
+                    if let Some(offset) = header.debug_info_offset() {
+                        starts.push(offset.0);
+                    }
+                }
+            }
+            starts
+        });
+        let index = starts
+            .partition_point(|start| *start <= offset)
+            .checked_sub(1)?;
+        let unit = starts[index];
+        Some(TypeKey {
+            unit,
+            entry: offset - unit,
+        })
+    }
+
+    fn get_depth(&mut self, module: &Module, key: TypeKey, depth: u32) -> Arc<Type> {
+        if let Some(ty) = self.types.get(&key) {
+            return ty.clone();
+        }
+        let ty = Arc::new(self.decode(module, key, depth));
+        self.types.insert(key, ty.clone());
+        ty
+    }
+
+    /// The display name of an optional type (`void` for none).
+    fn name_of(&mut self, module: &Module, key: Option<TypeKey>, depth: u32) -> String {
+        match key {
+            None => "void".to_string(),
+            Some(_) if depth > MAX_NAME_DEPTH => "?".to_string(),
+            Some(key) => self.get_depth(module, key, depth + 1).name.clone(),
+        }
+    }
+
+    fn decode(&mut self, module: &Module, key: TypeKey, depth: u32) -> Type {
+        let language = self.language(module, key.unit);
+        let Some(dwarf) = module.dwarf() else {
+            return Type::unknown("the module has no DWARF", language);
+        };
+        let Some(unit) = module.unit_at(gimli::DebugInfoOffset(key.unit)) else {
+            return Type::unknown(
+                format!("no unit at .debug_info offset {:#x}", key.unit),
+                language,
+            );
+        };
+        let unit_ref = unit.unit_ref(dwarf);
+        let entry = match unit.entry(gimli::UnitOffset(key.entry)) {
+            Ok(entry) => entry,
+            Err(error) => return Type::unknown(format!("cannot read type DIE: {error}"), language),
+        };
+        let short_name = entry
+            .attr_value(constants::DW_AT_name)
+            .and_then(|value| unit_ref.attr_string(value).ok())
+            .map(|name| {
+                name.to_string_lossy()
+                    .map(|s| s.into_owned())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let size = entry
+            .attr_value(constants::DW_AT_byte_size)
+            .and_then(|v| v.udata_value());
+        let target = entry
+            .attr_value(constants::DW_AT_type)
+            .and_then(|value| self.reference(module, &unit, value));
+        let named = |fallback: String| {
+            if short_name.is_empty() {
+                fallback
+            } else {
+                short_name.clone()
+            }
+        };
+        let (name, kind, size) = match entry.tag() {
+            constants::DW_TAG_base_type => {
+                let encoding = entry
+                    .attr_value(constants::DW_AT_encoding)
+                    .and_then(|v| match v {
+                        AttributeValue::Encoding(encoding) => Some(encoding),
+                        _ => None,
+                    });
+                let encoding = match encoding {
+                    Some(constants::DW_ATE_signed) => BaseEncoding::Signed,
+                    Some(constants::DW_ATE_unsigned) => BaseEncoding::Unsigned,
+                    Some(constants::DW_ATE_signed_char) => BaseEncoding::SignedChar,
+                    Some(constants::DW_ATE_unsigned_char) => BaseEncoding::UnsignedChar,
+                    Some(constants::DW_ATE_UTF) => BaseEncoding::Utf,
+                    Some(constants::DW_ATE_float) => BaseEncoding::Float,
+                    Some(constants::DW_ATE_boolean) => BaseEncoding::Bool,
+                    _ => BaseEncoding::Other,
+                };
+                (named("?".into()), TypeKind::Base(encoding), size)
+            }
+            constants::DW_TAG_unspecified_type => (named("void".into()), TypeKind::Void, size),
+            constants::DW_TAG_pointer_type => {
+                let name = if short_name.is_empty() {
+                    self.pointer_name(module, target, "*", depth)
+                } else {
+                    short_name.clone()
+                };
+                (name, TypeKind::Pointer(target), size.or(Some(8)))
+            }
+            tag @ (constants::DW_TAG_reference_type | constants::DW_TAG_rvalue_reference_type) => {
+                let rvalue = tag == constants::DW_TAG_rvalue_reference_type;
+                let name = if short_name.is_empty() {
+                    self.pointer_name(module, target, if rvalue { "&&" } else { "&" }, depth)
+                } else {
+                    short_name.clone()
+                };
+                (
+                    name,
+                    TypeKind::Reference { target, rvalue },
+                    size.or(Some(8)),
+                )
+            }
+            constants::DW_TAG_ptr_to_member_type => (
+                named("pointer to member".into()),
+                TypeKind::PointerToMember,
+                size.or(Some(8)),
+            ),
+            tag @ (constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type) => {
+                let kind = match tag {
+                    constants::DW_TAG_class_type => AggregateKind::Class,
+                    constants::DW_TAG_union_type => AggregateKind::Union,
+                    _ => AggregateKind::Struct,
+                };
+                let declaration = matches!(
+                    entry.attr_value(constants::DW_AT_declaration),
+                    Some(AttributeValue::Flag(true))
+                );
+                let aggregate = self.aggregate(module, &unit, key, kind, declaration);
+                let keyword = match kind {
+                    AggregateKind::Union => "union",
+                    AggregateKind::Class => "class",
+                    AggregateKind::Struct => "struct",
+                };
+                let name = match (language, short_name.is_empty()) {
+                    (_, true) => format!("{keyword} {{...}}"),
+                    (Language::C | Language::Other, false) => format!("{keyword} {short_name}"),
+                    (_, false) => short_name.clone(),
+                };
+                (name, TypeKind::Aggregate(aggregate), size)
+            }
+            constants::DW_TAG_enumeration_type => {
+                let (signed, enumerators) = self.enumerators(module, &unit, key, target);
+                let name = match (language, short_name.is_empty()) {
+                    (_, true) => "enum {...}".to_string(),
+                    (Language::C | Language::Other, false) => format!("enum {short_name}"),
+                    (_, false) => short_name.clone(),
+                };
+                (
+                    name,
+                    TypeKind::Enum {
+                        underlying: target,
+                        signed,
+                        enumerators,
+                    },
+                    size,
+                )
+            }
+            constants::DW_TAG_array_type => {
+                let dims = self.dimensions(&unit, key);
+                let element_name = self.name_of(module, target, depth);
+                let dims_text: String = dims
+                    .iter()
+                    .map(|d| match d {
+                        Some(n) => format!("[{n}]"),
+                        None => "[]".to_string(),
+                    })
+                    .collect();
+                let name = if language == Language::Rust && dims.len() == 1 {
+                    match dims[0] {
+                        Some(n) => format!("[{element_name}; {n}]"),
+                        None => format!("[{element_name}]"),
+                    }
+                } else {
+                    format!("{element_name} {dims_text}")
+                };
+                (
+                    name,
+                    TypeKind::Array {
+                        element: target,
+                        dims,
+                    },
+                    size,
+                )
+            }
+            constants::DW_TAG_typedef => (named("?".into()), TypeKind::Typedef(target), size),
+            tag @ (constants::DW_TAG_const_type
+            | constants::DW_TAG_volatile_type
+            | constants::DW_TAG_restrict_type
+            | constants::DW_TAG_atomic_type) => {
+                let qualifier = match tag {
+                    constants::DW_TAG_const_type => "const",
+                    constants::DW_TAG_volatile_type => "volatile",
+                    constants::DW_TAG_restrict_type => "restrict",
+                    _ => "_Atomic",
+                };
+                let inner = self.name_of(module, target, depth);
+                // `char *const` reads right to left; `const int` reads left to right.
+                let pointer_like = target.is_some_and(|t| {
+                    matches!(
+                        self.get_depth(module, t, depth + 1).kind,
+                        TypeKind::Pointer(_)
+                    )
+                });
+                let name = if pointer_like {
+                    format!("{inner} {qualifier}")
+                } else {
+                    format!("{qualifier} {inner}")
+                };
+                (name, TypeKind::Qualified { qualifier, target }, size)
+            }
+            constants::DW_TAG_subroutine_type => {
+                let name = self.function_signature(module, &unit, key, target, "", depth);
+                (name, TypeKind::Function, size)
+            }
+            other => {
+                let reason = format!("{other} is not a type");
+                let mut ty = Type::unknown(reason, language);
+                ty.short_name = short_name;
+                return ty;
+            }
+        };
+        Type {
+            name,
+            short_name,
+            size,
+            kind,
+            language,
+        }
+    }
+
+    /// `T *`, `T &`, or `ret (*)(params)` for a pointer to a function.
+    fn pointer_name(
+        &mut self,
+        module: &Module,
+        target: Option<TypeKey>,
+        sigil: &str,
+        depth: u32,
+    ) -> String {
+        if let Some(target) = target
+            && depth <= MAX_NAME_DEPTH
+        {
+            let pointee = self.get_depth(module, target, depth + 1);
+            if matches!(pointee.kind, TypeKind::Function) {
+                // Function types are named `ret (params)`; splice the sigil in.
+                if let Some(open) = pointee.name.find(" (") {
+                    return format!(
+                        "{} ({sigil}){}",
+                        &pointee.name[..open],
+                        &pointee.name[open + 1..]
+                    );
+                }
+            }
+            if let TypeKind::Array { .. } = pointee.kind
+                && let Some(open) = pointee.name.find(" [")
+            {
+                return format!(
+                    "{} ({sigil}){}",
+                    &pointee.name[..open],
+                    &pointee.name[open + 1..]
+                );
+            }
+        }
+        let inner = self.name_of(module, target, depth);
+        if inner.ends_with('*') || inner.ends_with('&') {
+            format!("{inner}{sigil}")
+        } else {
+            format!("{inner} {sigil}")
+        }
+    }
+
+    fn function_signature(
+        &mut self,
+        module: &Module,
+        unit: &gimli::Unit<DwarfReader>,
+        key: TypeKey,
+        return_type: Option<TypeKey>,
+        name: &str,
+        depth: u32,
+    ) -> String {
+        let mut params = Vec::new();
+        let mut variadic = false;
+        self.for_each_child(unit, key, |table, child| match child.tag() {
+            constants::DW_TAG_formal_parameter => {
+                let ty = child
+                    .attr_value(constants::DW_AT_type)
+                    .and_then(|v| table.reference(module, unit, v));
+                params.push(ty);
+            }
+            constants::DW_TAG_unspecified_parameters => variadic = true,
+            _ => {}
+        });
+        let mut names: Vec<String> = params
+            .into_iter()
+            .map(|p| self.name_of(module, p, depth))
+            .collect();
+        if variadic {
+            names.push("...".to_string());
+        }
+        if names.is_empty() && self.language(module, key.unit) == Language::C {
+            names.push("void".to_string());
+        }
+        let return_name = self.name_of(module, return_type, depth);
+        format!("{return_name} {name}({})", names.join(", "))
+    }
+
+    /// Calls `visit` for every direct child DIE of `key` (none if it has no
+    /// children or the tree is malformed).
+    fn for_each_child(
+        &mut self,
+        unit: &gimli::Unit<DwarfReader>,
+        key: TypeKey,
+        mut visit: impl FnMut(&mut TypeTable, &gimli::DebuggingInformationEntry<DwarfReader>),
+    ) {
+        let Ok(mut tree) = unit.entries_tree(Some(gimli::UnitOffset(key.entry))) else {
+            return;
+        };
+        let Ok(root) = tree.root() else {
+            return;
+        };
+        let mut children = root.children();
+        let mut count = 0;
+        while let Ok(Some(child)) = children.next() {
+            count += 1;
+            if count > MAX_CHILDREN {
+                tracing::warn!(
+                    entry = key.entry,
+                    "type has too many children; ignoring the rest"
+                );
+                break;
+            }
+            visit(self, child.entry());
+        }
+    }
+
+    fn member(
+        &mut self,
+        module: &Module,
+        unit: &gimli::Unit<DwarfReader>,
+        entry: &gimli::DebuggingInformationEntry<DwarfReader>,
+    ) -> Member {
+        let dwarf = module.dwarf();
+        let name = dwarf.and_then(|dwarf| {
+            let value = entry.attr_value(constants::DW_AT_name)?;
+            let text = unit.unit_ref(dwarf).attr_string(value).ok()?;
+            text.to_string_lossy().ok().map(|s| s.into_owned())
+        });
+        let ty = entry
+            .attr_value(constants::DW_AT_type)
+            .and_then(|v| self.reference(module, unit, v));
+        let offset = match entry.attr_value(constants::DW_AT_data_member_location) {
+            None => MemberOffset::Bytes(0),
+            Some(AttributeValue::Exprloc(expression)) => {
+                constant_offset_expression(expression, unit.encoding())
+            }
+            Some(value) => value
+                .udata_value()
+                .map_or(MemberOffset::Dynamic, MemberOffset::Bytes),
+        };
+        let bit_size = entry
+            .attr_value(constants::DW_AT_bit_size)
+            .and_then(|v| v.udata_value());
+        let bit_offset = bit_size.and_then(|bits| {
+            if let Some(offset) = entry
+                .attr_value(constants::DW_AT_data_bit_offset)
+                .and_then(|v| v.udata_value())
+            {
+                return Some(offset);
+            }
+            // DWARF 2/3: DW_AT_bit_offset counts from the most significant bit
+            // of a storage unit of DW_AT_byte_size bytes at the member offset.
+            let storage = entry
+                .attr_value(constants::DW_AT_byte_size)
+                .and_then(|v| v.udata_value())?;
+            let from_msb = entry
+                .attr_value(constants::DW_AT_bit_offset)
+                .and_then(|v| v.udata_value())?;
+            let base = match offset {
+                MemberOffset::Bytes(bytes) => bytes,
+                MemberOffset::Dynamic => return None,
+            };
+            (base * 8 + storage * 8).checked_sub(from_msb + bits)
+        });
+        let bit_size = bit_size.filter(|_| bit_offset.is_some());
+        Member {
+            name,
+            ty,
+            offset: if bit_offset.is_some() {
+                MemberOffset::Bytes(0)
+            } else {
+                offset
+            },
+            bit_size,
+            bit_offset,
+            is_base: entry.tag() == constants::DW_TAG_inheritance,
+            artificial: matches!(
+                entry.attr_value(constants::DW_AT_artificial),
+                Some(AttributeValue::Flag(true))
+            ),
+        }
+    }
+
+    fn aggregate(
+        &mut self,
+        module: &Module,
+        unit: &gimli::Unit<DwarfReader>,
+        key: TypeKey,
+        kind: AggregateKind,
+        declaration: bool,
+    ) -> Aggregate {
+        let mut members = Vec::new();
+        let mut template_params = Vec::new();
+        let mut variant_part_at = None;
+        self.for_each_child(unit, key, |table, child| match child.tag() {
+            constants::DW_TAG_member | constants::DW_TAG_inheritance => {
+                // Static members have no location inside the object.
+                let is_static = matches!(
+                    child.attr_value(constants::DW_AT_external),
+                    Some(AttributeValue::Flag(true))
+                ) || matches!(
+                    child.attr_value(constants::DW_AT_declaration),
+                    Some(AttributeValue::Flag(true))
+                );
+                if !is_static {
+                    members.push(table.member(module, unit, child));
+                }
+            }
+            tag @ (constants::DW_TAG_template_type_parameter
+            | constants::DW_TAG_template_value_parameter) => {
+                let name = module
+                    .dwarf()
+                    .and_then(|dwarf| {
+                        let value = child.attr_value(constants::DW_AT_name)?;
+                        unit.unit_ref(dwarf).attr_string(value).ok()
+                    })
+                    .and_then(|s| s.to_string_lossy().ok().map(|s| s.into_owned()))
+                    .unwrap_or_default();
+                let ty = child
+                    .attr_value(constants::DW_AT_type)
+                    .and_then(|v| table.reference(module, unit, v));
+                let value = if tag == constants::DW_TAG_template_value_parameter {
+                    child
+                        .attr_value(constants::DW_AT_const_value)
+                        .and_then(|v| match v {
+                            AttributeValue::Sdata(s) => Some(i128::from(s)),
+                            other => other.udata_value().map(i128::from),
+                        })
+                } else {
+                    None
+                };
+                template_params.push(TemplateParam {
+                    name,
+                    ty: if tag == constants::DW_TAG_template_type_parameter {
+                        ty
+                    } else {
+                        None
+                    },
+                    value,
+                });
+            }
+            constants::DW_TAG_variant_part => variant_part_at = Some(child.offset()),
+            _ => {}
+        });
+        let variant_part =
+            variant_part_at.map(|offset| self.variant_part(module, unit, key.unit, offset));
+        Aggregate {
+            kind,
+            members,
+            template_params,
+            variant_part,
+            declaration,
+        }
+    }
+
+    fn variant_part(
+        &mut self,
+        module: &Module,
+        unit: &gimli::Unit<DwarfReader>,
+        unit_offset: usize,
+        offset: gimli::UnitOffset,
+    ) -> VariantPart {
+        let part_key = TypeKey {
+            unit: unit_offset,
+            entry: offset.0,
+        };
+        let discr_at = unit.entry(offset).ok().and_then(|entry| {
+            match entry.attr_value(constants::DW_AT_discr) {
+                Some(AttributeValue::UnitRef(at)) => Some(at),
+                _ => None,
+            }
+        });
+        let mut discr = None;
+        let mut variant_offsets = Vec::new();
+        self.for_each_child(unit, part_key, |table, child| match child.tag() {
+            constants::DW_TAG_member if Some(child.offset()) == discr_at || discr_at.is_none() => {
+                discr = Some(table.member(module, unit, child));
+            }
+            constants::DW_TAG_variant => {
+                let mut ranges = Vec::new();
+                if let Some(value) = child.attr_value(constants::DW_AT_discr_value) {
+                    let raw = match value {
+                        AttributeValue::Sdata(s) => Some(s as u64),
+                        other => other.udata_value(),
+                    };
+                    if let Some(raw) = raw {
+                        ranges.push(DiscrRange {
+                            low: raw,
+                            high: raw,
+                        });
+                    }
+                }
+                if let Some(AttributeValue::Block(block)) =
+                    child.attr_value(constants::DW_AT_discr_list)
+                {
+                    ranges.extend(discr_list(block));
+                }
+                variant_offsets.push((child.offset(), ranges));
+            }
+            _ => {}
+        });
+        let mut variants = Vec::new();
+        for (variant_offset, discr) in variant_offsets {
+            let variant_key = TypeKey {
+                unit: unit_offset,
+                entry: variant_offset.0,
+            };
+            let mut members = Vec::new();
+            self.for_each_child(unit, variant_key, |table, child| {
+                if child.tag() == constants::DW_TAG_member {
+                    members.push(table.member(module, unit, child));
+                }
+            });
+            variants.push(Variant { discr, members });
+        }
+        VariantPart { discr, variants }
+    }
+
+    fn enumerators(
+        &mut self,
+        module: &Module,
+        unit: &gimli::Unit<DwarfReader>,
+        key: TypeKey,
+        underlying: Option<TypeKey>,
+    ) -> (bool, Vec<Enumerator>) {
+        let mut signed = match underlying {
+            Some(underlying) => match self
+                .strip(module, underlying)
+                .map(|(_, ty)| ty.kind.clone())
+            {
+                Some(TypeKind::Base(BaseEncoding::Signed | BaseEncoding::SignedChar)) => Some(true),
+                Some(TypeKind::Base(_)) => Some(false),
+                _ => None,
+            },
+            None => None,
+        };
+        let mut enumerators = Vec::new();
+        let dwarf = module.dwarf();
+        self.for_each_child(unit, key, |_, child| {
+            if child.tag() != constants::DW_TAG_enumerator {
+                return;
+            }
+            let name = dwarf
+                .and_then(|dwarf| {
+                    let value = child.attr_value(constants::DW_AT_name)?;
+                    unit.unit_ref(dwarf).attr_string(value).ok()
+                })
+                .and_then(|s| s.to_string_lossy().ok().map(|s| s.into_owned()))
+                .unwrap_or_default();
+            let value = match child.attr_value(constants::DW_AT_const_value) {
+                Some(AttributeValue::Sdata(s)) => {
+                    if s < 0 {
+                        signed.get_or_insert(true);
+                    }
+                    i128::from(s)
+                }
+                Some(other) => match other.udata_value() {
+                    Some(u) => i128::from(u),
+                    None => return,
+                },
+                None => return,
+            };
+            enumerators.push(Enumerator { name, value });
+        });
+        (signed.unwrap_or(false), enumerators)
+    }
+
+    fn dimensions(&mut self, unit: &gimli::Unit<DwarfReader>, key: TypeKey) -> Vec<Option<u64>> {
+        let mut dims = Vec::new();
+        self.for_each_child(unit, key, |_, child| {
+            if !matches!(
+                child.tag(),
+                constants::DW_TAG_subrange_type | constants::DW_TAG_enumeration_type
+            ) {
+                return;
+            }
+            let lower = child
+                .attr_value(constants::DW_AT_lower_bound)
+                .and_then(|v| bound_value(&v))
+                .unwrap_or(0);
+            let count = child
+                .attr_value(constants::DW_AT_count)
+                .and_then(|v| bound_value(&v))
+                .or_else(|| {
+                    let upper = child
+                        .attr_value(constants::DW_AT_upper_bound)
+                        .and_then(|v| bound_value(&v))?;
+                    // An upper bound of -1 (all ones) is GCC's zero-length array.
+                    if upper == -1 {
+                        return Some(0);
+                    }
+                    Some(upper - lower + 1)
+                })
+                .and_then(|count| u64::try_from(count).ok());
+            dims.push(count);
+        });
+        if dims.is_empty() {
+            dims.push(None);
+        }
+        dims
+    }
+}
+
+/// A constant array bound (`DW_FORM_data*`, `sdata`, `udata`); a bound given
+/// by an expression or a variable (VLA) is unknown here.
+fn bound_value(value: &AttributeValue<DwarfReader>) -> Option<i64> {
+    match value {
+        AttributeValue::Sdata(s) => Some(*s),
+        AttributeValue::Data1(d) => Some(i64::from(*d)),
+        AttributeValue::Data2(d) => Some(i64::from(*d)),
+        AttributeValue::Data4(d) => Some(i64::from(*d)),
+        AttributeValue::Data8(d) => Some(*d as i64),
+        AttributeValue::Udata(u) => i64::try_from(*u).ok(),
+        _ => None,
+    }
+}
+
+/// `DW_AT_data_member_location` as an expression: constant offsets are
+/// `DW_OP_plus_uconst N` (DWARF 2) or `DW_OP_constu N`; anything else reads
+/// the object (virtual bases) and is dynamic.
+fn constant_offset_expression(
+    expression: gimli::Expression<DwarfReader>,
+    encoding: gimli::Encoding,
+) -> MemberOffset {
+    let mut operations = expression.operations(encoding);
+    let first = operations.next();
+    let rest = operations.next();
+    match (first, rest) {
+        (Ok(Some(gimli::Operation::PlusConstant { value })), Ok(None))
+        | (Ok(Some(gimli::Operation::UnsignedConstant { value })), Ok(None)) => {
+            MemberOffset::Bytes(value)
+        }
+        _ => MemberOffset::Dynamic,
+    }
+}
+
+/// Decodes a `DW_AT_discr_list` block: `DW_DSC_label value` or
+/// `DW_DSC_range low high`, values as ULEB128 (signedness is the discriminant
+/// type's; unsigned covers the cases compilers emit).
+fn discr_list(mut block: DwarfReader) -> Vec<DiscrRange> {
+    let mut ranges = Vec::new();
+    while !block.is_empty() && ranges.len() < MAX_CHILDREN {
+        let Ok(kind) = block.read_u8() else { break };
+        let Ok(low) = block.read_uleb128() else { break };
+        let high = if kind == constants::DW_DSC_range.0 {
+            match block.read_uleb128() {
+                Ok(high) => high,
+                Err(_) => break,
+            }
+        } else {
+            low
+        };
+        ranges.push(DiscrRange { low, high });
+    }
+    ranges
+}
+
+/// The language of a unit, from its root DIE.
+pub fn unit_language(unit: &gimli::Unit<DwarfReader>) -> Language {
+    let language = unit.entry(unit.header.root_offset()).ok().and_then(|root| {
+        match root.attr_value(constants::DW_AT_language) {
+            Some(AttributeValue::Language(language)) => Some(language),
+            _ => None,
+        }
+    });
+    Language::from_dwarf(language)
+}

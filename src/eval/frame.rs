@@ -1,0 +1,152 @@
+//! One frame made ready for reading values: its module, the variables in
+//! scope at its pc, its frame base, and the environment location
+//! expressions are evaluated in. Also how addresses are named for pointers.
+//! Pure: reads through the frame's memory and registers only.
+
+use std::sync::Arc;
+
+use crate::debuginfo::scope::{FrameScope, GlobalIndex, frame_scope};
+use crate::debuginfo::types::{TypeTable, unit_key};
+use crate::debuginfo::{DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
+
+use super::location::{EntryValues, LocationEnv, frame_base_of};
+use super::{EvalError, FrameContext};
+
+/// A frame's module, scope and unit.
+pub(crate) struct ResolvedFrame {
+    pub module: Arc<Module>,
+    pub unit: Arc<gimli::Unit<DwarfReader>>,
+    pub scope: FrameScope,
+    pub lookup_pc: FileAddr,
+}
+
+/// The pc used for scope and location-list lookups: a caller frame's pc is a
+/// return address, which may already belong to the next line or block.
+pub(crate) fn lookup_pc(ctx: &FrameContext<'_>) -> RuntimeAddr {
+    if ctx.is_caller {
+        RuntimeAddr(ctx.pc.0.saturating_sub(1))
+    } else {
+        ctx.pc
+    }
+}
+
+/// Finds the module, unit and scope of a frame.
+pub(crate) fn resolve(
+    ctx: &FrameContext<'_>,
+    types: &mut TypeTable,
+) -> Result<ResolvedFrame, EvalError> {
+    let pc = lookup_pc(ctx);
+    let module = ctx
+        .image
+        .module_for(pc)
+        .ok_or_else(|| EvalError::NoDebugInfo {
+            pc: pc.0,
+            detail: "the address is not inside any loaded module".to_string(),
+        })?;
+    let file_pc = module.to_file(pc);
+    let scope = frame_scope(module, types, file_pc, ctx.inline_depth).map_err(|error| match error {
+        crate::debuginfo::scope::ScopeError::NoDebugInfo { module, .. } => EvalError::NoDebugInfo {
+            pc: pc.0,
+            detail: format!("{module} has no DWARF for this code; rebuild it with -g or install its debug symbols"),
+        },
+        crate::debuginfo::scope::ScopeError::NoFunction { module, .. } => EvalError::NoDebugInfo {
+            pc: pc.0,
+            detail: format!("no function in the debug info of {module} contains this address"),
+        },
+        other => EvalError::Dwarf(other.to_string()),
+    })?;
+    let unit = module
+        .unit_at(gimli::DebugInfoOffset(scope.unit))
+        .ok_or_else(|| {
+            EvalError::Dwarf("the unit of the frame's function could not be read".to_string())
+        })?;
+    Ok(ResolvedFrame {
+        module: module.clone(),
+        unit,
+        scope,
+        lookup_pc: file_pc,
+    })
+}
+
+/// The location environment of a resolved frame, with its frame base
+/// evaluated.
+pub(crate) fn location_env<'a>(
+    ctx: &'a FrameContext<'a>,
+    frame: &'a ResolvedFrame,
+    entry_values: Option<&'a dyn EntryValues>,
+) -> LocationEnv<'a> {
+    let mut env = LocationEnv {
+        module: &frame.module,
+        unit: &frame.unit,
+        regs: Some(ctx.regs),
+        cfa: ctx.cfa,
+        frame_base: None,
+        memory: ctx.memory,
+        entry_values,
+        tls_base: tls_base(ctx.image, &frame.module, ctx.regs.fs_base()),
+    };
+    env.frame_base = Some(frame_base_of(&env, &frame.scope.frame_base));
+    env
+}
+
+/// The static TLS block of the executable, in x86-64's variant II layout:
+/// it ends at the thread pointer (fs base). Shared libraries' TLS blocks need
+/// the dynamic linker's module table and are not supported.
+pub(crate) fn tls_base(
+    image: &ProcessImage,
+    module: &Arc<Module>,
+    fs_base: Option<u64>,
+) -> Option<u64> {
+    let main = image.main_module()?;
+    if !Arc::ptr_eq(main, module) {
+        return None;
+    }
+    let fs_base = fs_base?;
+    let (size, align) = module_tls_segment(module)?;
+    let align = align.max(1);
+    let block = size.div_ceil(align).checked_mul(align)?;
+    fs_base.checked_sub(block)
+}
+
+fn module_tls_segment(module: &Module) -> Option<(u64, u64)> {
+    use object::read::elf::ProgramHeader;
+    let file = module.elf.parse().ok()?;
+    let object::File::Elf64(elf) = &file else {
+        return None;
+    };
+    let endian = elf.endian();
+    elf.elf_program_headers()
+        .iter()
+        .find(|header| header.p_type(endian) == object::elf::PT_TLS)
+        .map(|header| (header.p_memsz(endian), header.p_align(endian)))
+}
+
+/// Names an address for a pointer: a global (`counter`, `table+16`) or a
+/// function (`main`), else nothing.
+pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
+    if address == 0 {
+        return None;
+    }
+    let module = image.module_for(RuntimeAddr(address))?;
+    let file = module.to_file(RuntimeAddr(address));
+    let index = GlobalIndex::of(module);
+    if let Some((global, offset)) = index.containing(file) {
+        return Some(if offset == 0 {
+            global.name.clone()
+        } else {
+            format!("{}+{offset}", global.name)
+        });
+    }
+    let (name, start) = module.symbol_for(file)?;
+    let offset = file.0.wrapping_sub(start.0);
+    Some(if offset == 0 {
+        name
+    } else {
+        format!("{name}+{offset}")
+    })
+}
+
+/// The `.debug_info` offset of a unit, for building type keys.
+pub(crate) fn unit_offset(unit: &gimli::Unit<DwarfReader>) -> usize {
+    unit_key(unit).unwrap_or(0)
+}
