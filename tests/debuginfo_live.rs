@@ -318,3 +318,258 @@ fn cpp_unwind_matches_gdb() {
 fn rust_unwind_matches_gdb() {
     check_against_gdb("rust_basic");
 }
+
+/// An image of one executable on disk at bias 0 (file addresses are runtime addresses), no process needed.
+fn offline_image(name: &str) -> ProcessImage {
+    let exe = fixture(name);
+    let module = liveprobe::debuginfo::Module::open_file(&exe, 0).expect("open fixture");
+    ProcessImage::from_modules(0, vec![std::sync::Arc::new(module)], Some(0))
+}
+
+/// Addresses gdb chooses for `break LOCATION` on the executable (file addresses for PIE).
+fn gdb_break_addrs(exe: &Path, location: &str) -> Option<Vec<u64>> {
+    let out = Command::new("gdb")
+        .args([
+            "-batch",
+            "-nx",
+            "-ex",
+            &format!("break {location}"),
+            "-ex",
+            "info breakpoints",
+        ])
+        .arg(exe)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut addrs = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1       breakpoint     keep y   0x0000000000001189 in work at c_basic.c:24" or "1.2  y  0x... in ..."
+        let addr = if fields.first().is_some_and(|f| f.contains('.')) {
+            fields.get(2)
+        } else if fields.get(1) == Some(&"breakpoint") {
+            fields.get(4)
+        } else {
+            None
+        };
+        if let Some(a) = addr.and_then(|a| a.strip_prefix("0x"))
+            && let Ok(v) = u64::from_str_radix(a, 16)
+        {
+            addrs.push(v);
+        }
+    }
+    addrs.sort_unstable();
+    Some(addrs)
+}
+
+fn site_addrs(image: &ProcessImage, location: &str) -> Vec<u64> {
+    let res = image
+        .resolve_location(location)
+        .unwrap_or_else(|e| panic!("resolve {location}: {e}"));
+    let mut v: Vec<u64> = res.sites.iter().map(|s| s.address.0).collect();
+    v.sort_unstable();
+    v
+}
+
+fn assert_same_as_gdb(name: &str, location: &str) {
+    let image = offline_image(name);
+    let ours = site_addrs(&image, location);
+    assert!(!ours.is_empty(), "{location}: no sites");
+    if let Some(theirs) = gdb_break_addrs(&fixture(name), location) {
+        assert_eq!(
+            ours, theirs,
+            "{name} {location}: ours {ours:x?} gdb {theirs:x?}"
+        );
+    }
+}
+
+#[test]
+fn c_basic_locations_match_gdb() {
+    for loc in [
+        "c_basic.c:24",
+        "c_basic.c:19",
+        "c_basic.c:10",
+        "work",
+        "helper",
+        "main",
+        "c_basic.c:14",
+        "c_basic.c:18",
+    ] {
+        assert_same_as_gdb("c_basic", loc);
+    }
+}
+
+#[test]
+fn c_basic_line_without_code_moves_forward_and_says_so() {
+    let image = offline_image("c_basic");
+    let res = image.resolve_location("c_basic.c:23").expect("resolve");
+    assert_eq!(res.sites.len(), 1);
+    assert_eq!(res.sites[0].line, Some(24));
+    assert_eq!(res.sites[0].function.as_deref(), Some("work"));
+    let note = res.note.expect("a note");
+    assert!(note.contains("23") && note.contains("24"), "{note}");
+}
+
+#[test]
+fn c_basic_source_file_and_errors() {
+    let image = offline_image("c_basic");
+    let info = image.source_file("c_basic.c").expect("source file");
+    assert!(
+        info.path.ends_with("tests/fixtures/debuginfo/c_basic.c"),
+        "{:?}",
+        info.path
+    );
+    for line in [10, 15, 19, 21, 22, 24, 25] {
+        assert!(
+            info.code_lines.contains(&line),
+            "line {line} should have code: {:?}",
+            info.code_lines
+        );
+    }
+    for line in [16, 17, 20, 23] {
+        assert!(
+            !info.code_lines.contains(&line),
+            "line {line} has no code: {:?}",
+            info.code_lines
+        );
+    }
+    assert!(
+        image.source_file("debuginfo/c_basic.c").is_ok(),
+        "path suffix"
+    );
+
+    let err = image
+        .resolve_location("c_basic.c:500")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("500") && err.contains("32"), "{err}");
+    let err = image
+        .resolve_location("cbasic.c:3")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c_basic.c"), "suggests the real file: {err}");
+    let err = image.resolve_location("wrok").unwrap_err().to_string();
+    assert!(err.contains("work"), "suggests work: {err}");
+    assert!(image.resolve_location("*0xzz").is_err());
+    assert!(image.resolve_location("*0xdead00000000").is_err());
+}
+
+#[test]
+fn c_basic_find_functions() {
+    let image = offline_image("c_basic");
+    let found = image.find_functions("WOR", 10);
+    let work = found.iter().find(|f| f.name == "work").expect("work found");
+    assert_eq!(work.line, Some(13));
+    assert!(work.file.as_deref().unwrap_or("").ends_with("c_basic.c"));
+    let exact = image.find_functions("main", 10);
+    assert_eq!(
+        exact.first().map(|f| f.name.as_str()),
+        Some("main"),
+        "exact match first: {exact:?}"
+    );
+    assert_eq!(image.languages(), ["c"]);
+}
+
+#[test]
+fn c_inline_copies_are_all_resolved() {
+    let image = offline_image("c_inline");
+    let res = image.resolve_location("square_plus").expect("resolve");
+    assert_eq!(res.sites.len(), 2, "{res:?}");
+    assert!(res.sites.iter().all(|s| s.inlined));
+    let res = image.resolve_location("c_inline.c:10").expect("resolve");
+    assert_eq!(res.sites.len(), 2, "{res:?}");
+    // gdb agrees: the first copy starts at compute's first instruction, whose DWARF range excludes it.
+    assert!(
+        res.sites
+            .iter()
+            .any(|s| s.inlined && s.function.as_deref() == Some("square_plus")),
+        "{res:?}"
+    );
+    assert_same_as_gdb("c_inline", "c_inline.c:10");
+    assert_same_as_gdb("c_inline", "compute");
+    assert_same_as_gdb("c_inline", "block_here");
+    // symbolize inside an inlined copy: square_plus (inlined) then compute.
+    let frames = image.symbolize(res.sites[1].address, false);
+    let names = names_of(&frames);
+    assert_eq!(names, ["square_plus", "compute"], "{frames:?}");
+    assert!(frames[0].inlined && !frames[1].inlined);
+}
+
+#[test]
+fn cpp_method_names() {
+    let image = offline_image("cpp_class");
+    let a = site_addrs(&image, "Cache::get");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a, site_addrs(&image, "store::Cache::get"));
+    assert_eq!(a, site_addrs(&image, "_ZN5store5Cache3getEi"));
+    assert_same_as_gdb("cpp_class", "store::Cache::get");
+    assert_same_as_gdb("cpp_class", "cpp_class.cpp:20");
+    let found = image.find_functions("cache", 20);
+    let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+    assert!(
+        names.contains(&"store::Cache::get") && names.contains(&"store::Cache::size"),
+        "{names:?}"
+    );
+    assert_eq!(image.languages(), ["c++"]);
+}
+
+#[test]
+fn rust_names_and_lines() {
+    let image = offline_image("rust_basic");
+    let worker = site_addrs(&image, "fixture::worker");
+    assert_eq!(worker.len(), 1);
+    assert_eq!(worker, site_addrs(&image, "worker"));
+    let get = image.resolve_location("Cache::get").expect("Cache::get");
+    assert_eq!(get.sites.len(), 1, "{get:?}");
+    assert!(
+        get.sites[0]
+            .function
+            .as_deref()
+            .unwrap_or("")
+            .contains("Cache"),
+        "{get:?}"
+    );
+    assert_same_as_gdb("rust_basic", "rust_basic.rs:21");
+    assert_same_as_gdb("rust_basic", "fixture::worker");
+    let found = image.find_functions("worker", 5);
+    assert_eq!(
+        found.first().map(|f| f.name.as_str()),
+        Some("fixture::worker")
+    );
+    assert_eq!(found[0].line, Some(19));
+    assert_eq!(image.languages().first().map(String::as_str), Some("rust"));
+}
+
+#[test]
+fn live_resolution_applies_the_load_bias() {
+    let run = Running::start("c_basic");
+    let image = ProcessImage::load(run.pid()).expect("load");
+    let bias = image.main_module().unwrap().bias();
+    let live = site_addrs(&image, "c_basic.c:24");
+    let offline = site_addrs(&offline_image("c_basic"), "c_basic.c:24");
+    assert_eq!(live, offline.iter().map(|a| a + bias).collect::<Vec<_>>());
+    let addr = format!("*{:#x}", live[0]);
+    let res = image.resolve_location(&addr).expect("address");
+    assert_eq!(res.sites[0].line, Some(24));
+    assert_eq!(image.languages(), ["c"]);
+    run.finish();
+}
+
+#[test]
+fn non_pie_and_dwarf4_compressed() {
+    for name in ["c_basic_nopie", "c_basic_dwarf4_zlib"] {
+        let run = Running::start(name);
+        let image = ProcessImage::load(run.pid()).expect("load");
+        let main = image.main_module().expect("main");
+        if name == "c_basic_nopie" {
+            assert_eq!(main.bias(), 0);
+        }
+        let ours = our_stack(&image, &run);
+        let names: Vec<&str> = ours.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(names[..3], ["__GI___libc_read", "work", "main"], "{name}");
+        assert_eq!(ours[1].2, Some(24), "{name}");
+        let res = image.resolve_location("c_basic.c:19").expect("resolve");
+        assert_eq!(res.sites.len(), 1, "{name}");
+        run.finish();
+    }
+}

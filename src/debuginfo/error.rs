@@ -49,17 +49,6 @@ fn list(items: &[String]) -> String {
     }
 }
 
-fn lines(items: &[u32]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => format!("; the nearest line with code is {one}"),
-        many => {
-            let text: Vec<String> = many.iter().map(|l| l.to_string()).collect();
-            format!("; the nearest lines with code are {}", text.join(" and "))
-        }
-    }
-}
-
 /// A location string could not be resolved to code addresses.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LocationError {
@@ -90,7 +79,9 @@ pub enum LocationError {
         candidates: Vec<String>,
     },
     /// The line (and every line after it) has no code.
-    #[error("{file} has no code at or after line {line} (last line with code: {last_code_line}){}", lines(.nearest))]
+    #[error(
+        "{file} has no code at or after line {line}; the last line with code is {last_code_line}"
+    )]
     NoCodeAtLine {
         /// The file.
         file: String,
@@ -98,7 +89,7 @@ pub enum LocationError {
         line: u32,
         /// The last line with code in the file.
         last_code_line: u32,
-        /// The nearest lines that have code.
+        /// The nearest lines that have code (before the requested line).
         nearest: Vec<u32>,
     },
     /// No function of that name.
@@ -108,6 +99,16 @@ pub enum LocationError {
         name: String,
         /// Functions with similar names.
         suggestions: Vec<String>,
+    },
+    /// The name matches too many different functions to probe them all.
+    #[error("{name:?} matches {count} different functions, e.g. {}; give a qualified name like `module::Type::method`", .candidates.join(", "))]
+    AmbiguousFunction {
+        /// The name given.
+        name: String,
+        /// Some of the matching functions.
+        candidates: Vec<String>,
+        /// How many distinct functions match.
+        count: usize,
     },
     /// The function exists but has no code (declaration only, or every copy was optimized away).
     #[error("function {name:?} has no code in this process (optimized away or only declared)")]

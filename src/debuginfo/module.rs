@@ -240,15 +240,14 @@ impl Module {
             None => (None, None),
         };
         let mut cfi = cfi;
-        if cfi.debug_frame.is_none() {
-            if let Some(sep) = &debug_separate {
-                if let Ok(sep_file) = sep.parse() {
-                    cfi.debug_frame = sep
-                        .section(&sep_file, ".debug_frame")
-                        .map(|(b, _)| b)
-                        .filter(|b| !b.is_empty());
-                }
-            }
+        if cfi.debug_frame.is_none()
+            && let Some(sep) = &debug_separate
+            && let Ok(sep_file) = sep.parse()
+        {
+            cfi.debug_frame = sep
+                .section(&sep_file, ".debug_frame")
+                .map(|(b, _)| b)
+                .filter(|b| !b.is_empty());
         }
         Ok(Module {
             path: seen_path.to_owned(),
@@ -347,18 +346,18 @@ impl Module {
                 return None;
             }
         };
-        if let Some(sup) = find_dwz_file(&file, &source.path) {
-            if let Ok(sup_file) = sup.parse() {
-                let load_sup = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
-                    Ok(reader(
-                        sup.section(&sup_file, id.name())
-                            .map(|(b, _)| b)
-                            .unwrap_or_else(SectionBytes::empty),
-                    ))
-                };
-                if let Err(e) = dwarf.load_sup(load_sup) {
-                    tracing::warn!(path = %sup.path.display(), error = %e, "cannot load supplementary DWARF");
-                }
+        if let Some(sup) = find_dwz_file(&file, &source.path)
+            && let Ok(sup_file) = sup.parse()
+        {
+            let load_sup = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
+                Ok(reader(
+                    sup.section(&sup_file, id.name())
+                        .map(|(b, _)| b)
+                        .unwrap_or_else(SectionBytes::empty),
+                ))
+            };
+            if let Err(e) = dwarf.load_sup(load_sup) {
+                tracing::warn!(path = %sup.path.display(), error = %e, "cannot load supplementary DWARF");
             }
         }
         dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
@@ -378,10 +377,10 @@ impl Module {
         offset: gimli::DebugInfoOffset<usize>,
     ) -> Option<Arc<gimli::Unit<DwarfReader>>> {
         let dwarf = self.dwarf()?;
-        if let Ok(cache) = self.units.lock() {
-            if let Some(u) = cache.get(&offset.0) {
-                return Some(u.clone());
-            }
+        if let Ok(cache) = self.units.lock()
+            && let Some(u) = cache.get(&offset.0)
+        {
+            return Some(u.clone());
         }
         let header = dwarf.debug_info.header_from_offset(offset).ok()?;
         let unit = Arc::new(dwarf.unit(header).ok()?);
@@ -403,10 +402,10 @@ fn find_debug_file(
 ) -> Option<MappedFile> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     let under_roots = |p: PathBuf, out: &mut Vec<PathBuf>| {
-        if let Some(root) = root {
-            if root != Path::new("/") {
-                out.push(root.join(p.strip_prefix("/").unwrap_or(&p)));
-            }
+        if let Some(root) = root
+            && root != Path::new("/")
+        {
+            out.push(root.join(p.strip_prefix("/").unwrap_or(&p)));
         }
         out.push(p);
     };
@@ -440,11 +439,11 @@ fn find_debug_file(
         };
         let Ok(parsed) = mapped.parse() else { continue };
         let their_id = parsed.build_id().ok().flatten().map(hex);
-        if let (Some(ours), Some(theirs)) = (build_id, their_id.as_deref()) {
-            if ours != theirs {
-                tracing::debug!(path = %candidate.display(), "debug file build-id mismatch");
-                continue;
-            }
+        if let (Some(ours), Some(theirs)) = (build_id, their_id.as_deref())
+            && ours != theirs
+        {
+            tracing::debug!(path = %candidate.display(), "debug file build-id mismatch");
+            continue;
         }
         if !has_debug_info(&parsed) {
             continue;

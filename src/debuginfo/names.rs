@@ -1,2 +1,498 @@
-//! Name index (stub).
-pub(crate) struct NameIndex;
+//! The function-name side of the index: every function with code (out-of-line definitions and inlined
+//! copies) with its demangled qualified name, declaration file:line and entry address. Built on the first
+//! name query by walking the DIEs of a module once (never at attach), then kept.
+//!
+//! Owns name normalization and matching (plain, qualified, mangled). Never reads target memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gimli::{AttributeValue, DebuggingInformationEntry, UnitOffset};
+
+use gimli::Reader as _;
+
+use super::bytes::DwarfReader;
+use super::demangle::{demangle_name, strip_generics};
+use super::lines::file_path;
+use super::module::Module;
+
+/// One function instance with code.
+#[derive(Clone, Debug)]
+pub(crate) struct FnEntry {
+    /// Display name: demangled, qualified.
+    pub(crate) name: Arc<str>,
+    /// Lowercase matching key (generic arguments and `<T as Trait>` wrappers removed).
+    pub(crate) key: Arc<str>,
+    /// Raw linkage (mangled) name, when the DWARF gives one.
+    pub(crate) linkage: Option<Arc<str>>,
+    /// Declaration file and line.
+    pub(crate) decl_file: Option<Arc<str>>,
+    pub(crate) decl_line: Option<u32>,
+    /// Entry address (file address) and end of the first range.
+    pub(crate) entry: u64,
+    pub(crate) end: u64,
+    /// An inlined copy (DW_TAG_inlined_subroutine) rather than an out-of-line function.
+    pub(crate) inlined: bool,
+}
+
+/// All function instances of one module.
+pub(crate) struct NameIndex {
+    pub(crate) entries: Vec<FnEntry>,
+}
+
+/// The lowercase matching key of a function name: `<a::B<T> as c::D>::f` -> `a::b::f`.
+pub(crate) fn match_key(name: &str) -> String {
+    let mut s = name.trim();
+    let mut owned;
+    if s.starts_with('<') {
+        // Find the '>' closing the leading '<'.
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, c) in s.char_indices() {
+            match c {
+                '<' => depth += 1,
+                '>' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        close = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(close) = close {
+            let inner = &s[1..close];
+            let self_type = top_level_as(inner).map_or(inner, |at| &inner[..at]);
+            owned = format!(
+                "{}{}",
+                self_type
+                    .trim_start_matches('&')
+                    .trim_start_matches("mut ")
+                    .trim(),
+                &s[close + 1..]
+            );
+            s = &owned;
+        }
+    }
+    owned = strip_generics(s);
+    owned.retain(|c| c != ' ');
+    owned.to_lowercase()
+}
+
+/// Position of a top-level " as " in a `<X as Y>` body.
+fn top_level_as(inner: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = inner.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'<' => depth += 1,
+            b'>' => depth = depth.saturating_sub(1),
+            b' ' if depth == 0 && inner[i..].starts_with(" as ") => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// How well a function name matches a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum MatchRank {
+    /// The whole qualified name (or the mangled name) is the query.
+    Exact,
+    /// The name ends with `::query` (a qualified suffix: `Cache::get`, or a plain name in any namespace).
+    Qualified,
+    /// The query appears somewhere in the name (case-insensitive).
+    Substring,
+}
+
+/// A prepared query.
+pub(crate) struct NameQuery {
+    raw: String,
+    key: String,
+    suffix: String,
+}
+
+impl NameQuery {
+    pub(crate) fn new(query: &str) -> NameQuery {
+        let raw = query.trim().to_string();
+        let key = match_key(&raw);
+        let suffix = format!("::{key}");
+        NameQuery { raw, key, suffix }
+    }
+
+    pub(crate) fn rank(&self, name: &str, key: &str, linkage: Option<&str>) -> Option<MatchRank> {
+        if self.key.is_empty() {
+            return None;
+        }
+        if name == self.raw || key == self.key || linkage == Some(self.raw.as_str()) {
+            Some(MatchRank::Exact)
+        } else if key.ends_with(&self.suffix) {
+            Some(MatchRank::Qualified)
+        } else if key.contains(&self.key) {
+            Some(MatchRank::Substring)
+        } else {
+            None
+        }
+    }
+}
+
+/// Per-unit state while walking DIEs.
+struct UnitWalk<'a> {
+    module: &'a Module,
+    dwarf: &'a gimli::Dwarf<DwarfReader>,
+    unit: &'a gimli::Unit<DwarfReader>,
+    language: Option<gimli::DwLang>,
+    /// Names already computed for abstract origins / specifications in this unit.
+    origin_names: HashMap<usize, Option<Names>>,
+    decl_files: HashMap<u64, Option<Arc<str>>>,
+}
+
+#[derive(Clone)]
+struct Names {
+    name: Option<String>,
+    linkage: Option<String>,
+    decl_file: Option<Arc<str>>,
+    decl_line: Option<u32>,
+}
+
+fn string_of(
+    dwarf: &gimli::Dwarf<DwarfReader>,
+    unit: &gimli::Unit<DwarfReader>,
+    v: AttributeValue<DwarfReader>,
+) -> Option<String> {
+    Some(
+        dwarf
+            .attr_string(unit, v)
+            .ok()?
+            .to_string_lossy()
+            .ok()?
+            .into_owned(),
+    )
+}
+
+impl UnitWalk<'_> {
+    fn decl_file(&mut self, index: u64) -> Option<Arc<str>> {
+        let (dwarf, unit) = (self.dwarf, self.unit);
+        self.decl_files
+            .entry(index)
+            .or_insert_with(|| file_path(dwarf, unit, index).map(Arc::from))
+            .clone()
+    }
+
+    /// Name, linkage name and declaration of a DIE, following DW_AT_abstract_origin / DW_AT_specification.
+    fn names(&mut self, entry: &DebuggingInformationEntry<DwarfReader>, hops: u32) -> Names {
+        let mut names = Names {
+            name: None,
+            linkage: None,
+            decl_file: None,
+            decl_line: None,
+        };
+        let mut reference = None;
+        for attr in entry.attrs() {
+            match attr.name() {
+                gimli::DW_AT_name => names.name = string_of(self.dwarf, self.unit, attr.value()),
+                gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+                    names.linkage = string_of(self.dwarf, self.unit, attr.value())
+                }
+                gimli::DW_AT_decl_file => {
+                    if let AttributeValue::FileIndex(i) = attr.value() {
+                        names.decl_file = self.decl_file(i);
+                    } else if let Some(i) = attr.udata_value() {
+                        names.decl_file = self.decl_file(i);
+                    }
+                }
+                gimli::DW_AT_decl_line => names.decl_line = attr.udata_value().map(|l| l as u32),
+                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
+                    reference = Some(attr.value())
+                }
+                _ => {}
+            }
+        }
+        if (names.name.is_none() || names.linkage.is_none() || names.decl_line.is_none())
+            && hops < 4
+        {
+            if let Some(AttributeValue::UnitRef(offset)) = reference {
+                if let Some(other) = self.origin(offset, hops) {
+                    names.name = names.name.or(other.name);
+                    names.linkage = names.linkage.or(other.linkage);
+                    if names.decl_line.is_none() {
+                        names.decl_line = other.decl_line;
+                        names.decl_file = other.decl_file;
+                    }
+                }
+            } else if let Some(AttributeValue::DebugInfoRef(offset)) = reference {
+                // A reference into another unit (LTO): read the names there, without its decl file context.
+                if let Some(other) = cross_unit_names(self.module, offset) {
+                    names.name = names.name.or(other.name);
+                    names.linkage = names.linkage.or(other.linkage);
+                    names.decl_line = names.decl_line.or(other.decl_line);
+                    names.decl_file = names.decl_file.or(other.decl_file);
+                }
+            }
+        }
+        names
+    }
+
+    fn origin(&mut self, offset: UnitOffset<usize>, hops: u32) -> Option<Names> {
+        if let Some(cached) = self.origin_names.get(&offset.0) {
+            return cached.clone();
+        }
+        let result = self
+            .unit
+            .entry(offset)
+            .ok()
+            .map(|e| self.names(&e, hops + 1));
+        self.origin_names.insert(offset.0, result.clone());
+        result
+    }
+
+    fn display_name(&self, names: &Names, scopes: &[(isize, String)]) -> Option<String> {
+        if let Some(linkage) = &names.linkage {
+            let demangled = demangle_name(linkage, self.language);
+            if demangled != *linkage {
+                return Some(demangled);
+            }
+        }
+        let name = names.name.as_ref()?;
+        if scopes.is_empty() {
+            return Some(name.clone());
+        }
+        let mut qualified: Vec<&str> = scopes.iter().map(|(_, s)| s.as_str()).collect();
+        qualified.push(name);
+        Some(qualified.join("::"))
+    }
+
+    /// Entry address and end of the first range of a DIE with code.
+    fn code_range(&self, entry: &DebuggingInformationEntry<DwarfReader>) -> Option<(u64, u64)> {
+        let unit_ref = self.unit.unit_ref(self.dwarf);
+        let mut ranges = unit_ref.die_ranges(entry).ok()?;
+        let mut first: Option<gimli::Range> = None;
+        let mut lowest: Option<gimli::Range> = None;
+        while let Ok(Some(r)) = ranges.next() {
+            if r.begin >= r.end {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(r);
+            }
+            if lowest.is_none_or(|l| r.begin < l.begin) {
+                lowest = Some(r);
+            }
+        }
+        let entry_pc = entry
+            .attr_value(gimli::DW_AT_entry_pc)
+            .and_then(|v| match v {
+                AttributeValue::Udata(off) => lowest.map(|l| l.begin + off),
+                other => unit_ref.attr_address(other).ok().flatten(),
+            });
+        let low_pc = entry
+            .attr_value(gimli::DW_AT_low_pc)
+            .and_then(|v| unit_ref.attr_address(v).ok().flatten());
+        let range = first?;
+        let start = entry_pc.or(low_pc).unwrap_or(range.begin);
+        Some((
+            start,
+            if start >= range.begin && start < range.end {
+                range.end
+            } else {
+                start + 1
+            },
+        ))
+    }
+}
+
+fn cross_unit_names(module: &Module, offset: gimli::DebugInfoOffset<usize>) -> Option<Names> {
+    let dwarf = module.dwarf()?;
+    let unit_offset = module.unit_header_containing(offset)?;
+    let unit = module.unit_at(unit_offset)?;
+    let local = UnitOffset(offset.0.checked_sub(unit_offset.0)?);
+    let entry = unit.entry(local).ok()?;
+    let mut walk = UnitWalk {
+        module,
+        dwarf,
+        unit: &unit,
+        language: None,
+        origin_names: HashMap::new(),
+        decl_files: HashMap::new(),
+    };
+    Some(walk.names(&entry, 3))
+}
+
+fn scope_tag(tag: gimli::DwTag) -> bool {
+    matches!(
+        tag,
+        gimli::DW_TAG_namespace
+            | gimli::DW_TAG_structure_type
+            | gimli::DW_TAG_class_type
+            | gimli::DW_TAG_union_type
+            | gimli::DW_TAG_enumeration_type
+            | gimli::DW_TAG_interface_type
+    )
+}
+
+fn index_unit(
+    module: &Module,
+    dwarf: &gimli::Dwarf<DwarfReader>,
+    unit: &gimli::Unit<DwarfReader>,
+    language: Option<gimli::DwLang>,
+    out: &mut Vec<FnEntry>,
+) {
+    let mut walk = UnitWalk {
+        module,
+        dwarf,
+        unit,
+        language,
+        origin_names: HashMap::new(),
+        decl_files: HashMap::new(),
+    };
+    let mut scopes: Vec<(isize, String)> = Vec::new();
+    let mut cursor = unit.entries();
+    let mut interned: HashMap<String, (Arc<str>, Arc<str>)> = HashMap::new();
+    loop {
+        let entry = match cursor.next_dfs() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "stopped walking unit DIEs");
+                break;
+            }
+        };
+        let depth = entry.depth();
+        while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+            scopes.pop();
+        }
+        let tag = entry.tag();
+        if scope_tag(tag) {
+            if entry.has_children() {
+                let name = entry
+                    .attr_value(gimli::DW_AT_name)
+                    .and_then(|v| string_of(dwarf, unit, v))
+                    .unwrap_or_else(|| "(anonymous namespace)".to_string());
+                scopes.push((depth, name));
+            }
+            continue;
+        }
+        let inlined = match tag {
+            gimli::DW_TAG_subprogram => false,
+            gimli::DW_TAG_inlined_subroutine => true,
+            _ => continue,
+        };
+        if entry.attr_value(gimli::DW_AT_declaration).is_some() {
+            continue;
+        }
+        let Some((start, end)) = walk.code_range(entry) else {
+            continue;
+        };
+        if start == 0 {
+            continue; // discarded by the linker (address 0 in an executable that does not map page 0)
+        }
+        let names = walk.names(entry, 0);
+        let Some(display) = walk.display_name(&names, if inlined { &[] } else { &scopes }) else {
+            continue;
+        };
+        let (name, key) = interned
+            .entry(display)
+            .or_insert_with_key(|d| (Arc::from(d.as_str()), Arc::from(match_key(d).as_str())))
+            .clone();
+        out.push(FnEntry {
+            name,
+            key,
+            linkage: names.linkage.map(Arc::from),
+            decl_file: names.decl_file,
+            decl_line: names.decl_line,
+            entry: start,
+            end,
+            inlined,
+        });
+    }
+}
+
+impl NameIndex {
+    fn build(module: &Module) -> NameIndex {
+        let mut entries = Vec::new();
+        let Some(dwarf) = module.dwarf() else {
+            return NameIndex { entries };
+        };
+        let started = std::time::Instant::now();
+        let index = module.line_index();
+        for cu in &index.cus {
+            // Units are parsed fresh (not through the module cache): indexing touches every unit once and
+            // must not keep them all alive.
+            let Ok(header) = dwarf.debug_info.header_from_offset(cu.unit_offset) else {
+                continue;
+            };
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            index_unit(module, dwarf, &unit, cu.language, &mut entries);
+        }
+        tracing::debug!(module = %module.path().display(), functions = entries.len(), ms = started.elapsed().as_millis() as u64, "built function index");
+        NameIndex { entries }
+    }
+}
+
+impl Module {
+    /// The function index of this module (built on first use by walking its DIEs once).
+    pub(crate) fn name_index(&self) -> &NameIndex {
+        self.name_index.get_or_init(|| NameIndex::build(self))
+    }
+
+    /// The header offset of the unit containing a `.debug_info` offset.
+    pub(crate) fn unit_header_containing(
+        &self,
+        offset: gimli::DebugInfoOffset<usize>,
+    ) -> Option<gimli::DebugInfoOffset<usize>> {
+        let cus = &self.line_index().cus;
+        let i = cus.partition_point(|c| c.unit_offset.0 <= offset.0);
+        cus.get(i.checked_sub(1)?).map(|c| c.unit_offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(
+            match_key("fixture::store::Cache<T>::get"),
+            "fixture::store::cache::get"
+        );
+        assert_eq!(
+            match_key("<fixture::store::Cache<u32>>::get"),
+            "fixture::store::cache::get"
+        );
+        assert_eq!(
+            match_key("<fixture::Foo as core::fmt::Display>::fmt"),
+            "fixture::foo::fmt"
+        );
+        assert_eq!(match_key("store::Cache::get"), "store::cache::get");
+    }
+
+    #[test]
+    fn ranks() {
+        let q = NameQuery::new("Cache::get");
+        assert_eq!(
+            q.rank("store::Cache::get", "store::cache::get", None),
+            Some(MatchRank::Qualified)
+        );
+        assert_eq!(
+            q.rank("Cache::get", "cache::get", None),
+            Some(MatchRank::Exact)
+        );
+        assert_eq!(
+            q.rank("Cache::get_all", "cache::get_all", None),
+            Some(MatchRank::Substring)
+        );
+        let q = NameQuery::new("_ZN5store5Cache3getEi");
+        assert_eq!(
+            q.rank(
+                "store::Cache::get",
+                "store::cache::get",
+                Some("_ZN5store5Cache3getEi")
+            ),
+            Some(MatchRank::Exact)
+        );
+    }
+}

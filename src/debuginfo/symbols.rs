@@ -123,9 +123,4 @@ impl SymbolTable {
             size: s.size,
         })
     }
-
-    /// Number of function symbols.
-    pub(crate) fn len(&self) -> usize {
-        self.syms.len()
-    }
 }

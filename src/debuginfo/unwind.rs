@@ -103,10 +103,10 @@ where
     loop {
         match entries.next() {
             Ok(Some(gimli::CieOrFde::Fde(partial))) => {
-                if let Ok(fde) = partial.parse(S::cie_from_offset) {
-                    if fde.len() > 0 {
-                        index.push((fde.initial_address(), fde.end_address(), fde.offset()));
-                    }
+                if let Ok(fde) = partial.parse(S::cie_from_offset)
+                    && fde.len() > 0
+                {
+                    index.push((fde.initial_address(), fde.end_address(), fde.offset()));
                 }
             }
             Ok(Some(gimli::CieOrFde::Cie(_))) => {}
@@ -362,8 +362,7 @@ impl ProcessImage {
             method: UnwindMethod::Initial,
         });
         let mut prev_cfa: Option<u64> = None;
-        loop {
-            let Some(cur) = frames.last_mut() else { break };
+        while let Some(cur) = frames.last_mut() {
             let lookup = if cur.is_caller {
                 cur.pc.0.saturating_sub(1)
             } else {
