@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Benchmark 1 (issue 2): attach to a huge binary and resolve a file:line, liveprobe vs gdb.
+
+Run from anywhere:  python3 tools/bench/attach.py            (5 runs of each)
+                    python3 tools/bench/attach.py --runs 9   (more runs)
+
+It builds `target/release/liveprobe` and the big debug-build target
+(`tools/bench/bigtarget`, ~125 MB of DWARF, >1000 compilation units), starts the
+target once, and then, alternating which goes first, N times each:
+
+- gdb:       `gdb -nx -batch -p PID -ex 'break main.rs:LINE' -ex detach`, timed from
+             spawn to the `Breakpoint 1 at ...` line and to exit; peak RSS from wait4.
+- liveprobe: a fresh server per run (cold in-process caches); MCP `initialize`, then
+             `attach` and `resolve_location` timed from the attach request to the
+             resolved answer; the server then exits (stdin closed); peak RSS from wait4.
+- idle:      a window with no debugger, to show the heartbeat's noise floor.
+
+The target's heartbeat thread (200 µs sleeps) measures how long it was held during
+each window. The OS page cache is warm for both tools (the binary was just built and
+is read on every run). It prints a markdown report and writes it into
+docs/benchmarks.md (section `attach`), unless --no-doc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mcp_stdio import McpError, McpStdioSession  # noqa: E402
+from report import (  # noqa: E402
+    Summary,
+    machine_description,
+    markdown_table,
+    ratio,
+    render_ratio,
+    render_summary,
+    today,
+    verdict,
+    write_doc_section,
+)
+from targets import (  # noqa: E402
+    BIGTARGET,
+    LIVEPROBE,
+    REPO,
+    TARGET_DIR,
+    build_bigtarget,
+    build_liveprobe,
+    dwarf_facts,
+    log,
+    tool_version,
+)
+
+RESOLVE_MARKER = "// BENCH-RESOLVE-LINE"
+BIGTARGET_MAIN = REPO / "tools" / "bench" / "bigtarget" / "src" / "main.rs"
+DOC = REPO / "docs" / "benchmarks.md"
+LOG_DIR = TARGET_DIR / "bench-logs"
+
+GOAL_TIME_RATIO = 0.25
+GOAL_RSS_RATIO = 0.3
+GOAL_HELD_MS = 10.0
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says why and what to do."""
+
+
+class HeartbeatTarget:
+    """The running big target: a command line in, one answer line out."""
+
+    def __init__(self, binary: Path, tick_us: int, stderr_path: Path):
+        self._stderr = open(stderr_path, "ab")
+        self.process = subprocess.Popen(
+            [str(binary), "--tick-us", str(tick_us)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def ask(self, command: str, timeout_s: float = 60.0) -> str:
+        """Sends one command and returns the answer line."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
+        try:
+            line = self._lines.get(timeout=timeout_s)
+        except queue.Empty as e:
+            raise BenchError(f"the target did not answer {command!r} within {timeout_s:.0f} s: is it still stopped?") from e
+        if line is None:
+            raise BenchError("the target exited; see target/bench-logs/bigtarget.stderr")
+        return line.decode().strip()
+
+    def heartbeat(self) -> dict[str, int]:
+        """The heartbeat figures since the last call (and resets them)."""
+        answer = self.ask("stats")
+        try:
+            return json.loads(answer)
+        except json.JSONDecodeError as e:
+            raise BenchError(f"the target answered 'stats' with {answer!r}") from e
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._stderr.close()
+
+
+@dataclass
+class Run:
+    """One measured run of one tool."""
+
+    tool: str
+    answer_ms: float | None = None
+    """Time to the resolved location (see the module doc for each tool's start and end)."""
+    process_ms: float | None = None
+    """The tool's process from spawn to exit."""
+    peak_rss_mib: float | None = None
+    heartbeat: dict[str, int] = field(default_factory=dict)
+    self_reported_held_us: int | None = None
+    attach_ms: float | None = None
+    addresses: list[str] = field(default_factory=list)
+    where: str = ""
+
+
+def resolve_line() -> int:
+    """The line of bigtarget's main.rs that carries the marker."""
+    for number, text in enumerate(BIGTARGET_MAIN.read_text(encoding="utf-8").splitlines(), start=1):
+        if text.rstrip().endswith(RESOLVE_MARKER):
+            return number
+    raise BenchError(f"no line in {BIGTARGET_MAIN} ends with {RESOLVE_MARKER!r}")
+
+
+GDB_BREAKPOINT = re.compile(rb"Breakpoint 1 at (0x[0-9a-fA-F]+): file ([^,]+), line (\d+)\.")
+
+
+def measure_gdb(pid: int, location: str, log_path: Path) -> Run:
+    """gdb attaches (stopping every thread), sets the breakpoint, detaches."""
+    command = ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", f"break {location}", "-ex", "detach"]
+    run = Run(tool="gdb")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = b""
+    assert process.stdout is not None
+    for line in process.stdout:
+        output += line
+        match = GDB_BREAKPOINT.search(line)
+        if match and run.answer_ms is None:
+            run.answer_ms = (time.perf_counter() - started) * 1000
+            run.addresses = [match.group(1).decode().lower()]
+            run.where = f"{match.group(2).decode()}:{match.group(3).decode()}"
+    _, status, usage = os.wait4(process.pid, 0)
+    run.process_ms = (time.perf_counter() - started) * 1000
+    process.returncode = os.waitstatus_to_exitcode(status)
+    run.peak_rss_mib = usage.ru_maxrss / 1024
+    with open(log_path, "ab") as f:
+        f.write(b"$ " + " ".join(command).encode() + b"\n" + output + b"\n")
+    if run.answer_ms is None:
+        raise BenchError(f"gdb did not set the breakpoint (exit {process.returncode}); its output is in {log_path}")
+    return run
+
+
+def measure_liveprobe(pid: int, location: str, log_path: Path, extra_args: list[str]) -> Run:
+    """A fresh liveprobe server: initialize, attach, resolve_location, exit."""
+    run = Run(tool="liveprobe")
+    session = McpStdioSession([str(LIVEPROBE), *extra_args], stderr_path=str(log_path))
+    try:
+        session.initialize()
+        started = time.perf_counter()
+        attached = session.call_tool("attach", {"pid": pid})
+        if attached.is_error:
+            raise BenchError(f"liveprobe could not attach: {attached.text}")
+        resolved = session.call_tool("resolve_location", {"pid": pid, "location": location})
+        run.answer_ms = (time.perf_counter() - started) * 1000
+        if resolved.is_error:
+            raise BenchError(f"liveprobe could not resolve {location}: {resolved.text}")
+    except McpError as e:
+        session.close(timeout_s=5)
+        raise BenchError(f"liveprobe failed: {e}; its log is {log_path}") from e
+    except BaseException:
+        session.close(timeout_s=5)
+        raise
+    end = session.close()
+    run.process_ms = end.lifetime_s * 1000
+    run.peak_rss_mib = end.peak_rss_kib / 1024
+    attach_data = attached.structured or {}
+    resolve_data = resolved.structured or {}
+    held = [d.get("held_us") for d in (attach_data, resolve_data) if isinstance(d.get("held_us"), (int, float))]
+    run.self_reported_held_us = int(sum(held)) if held else None
+    if isinstance(attach_data.get("attach_ms"), (int, float)):
+        run.attach_ms = float(attach_data["attach_ms"])
+    sites = resolve_data.get("sites") or resolve_data.get("resolved") or []
+    run.addresses = [str(site.get("address", "")).lower() for site in sites if isinstance(site, dict)]
+    if sites and isinstance(sites[0], dict):
+        run.where = f"{sites[0].get('file')}:{sites[0].get('line')}"
+    return run
+
+
+def measure_idle(target: HeartbeatTarget, seconds: float) -> Run:
+    """A window with no debugger at all: the heartbeat's noise floor."""
+    run = Run(tool="idle")
+    target.heartbeat()
+    time.sleep(seconds)
+    run.heartbeat = target.heartbeat()
+    return run
+
+
+def figure(runs: list[Run], pick) -> Summary | None:
+    values = [v for v in (pick(r) for r in runs) if v is not None]
+    return Summary.of([float(v) for v in values])
+
+
+def compose_report(
+    runs: dict[str, list[Run]], location: str, facts, command: str, started: str, tick_us: int
+) -> tuple[str, dict]:
+    gdb, live, idle = runs["gdb"], runs["liveprobe"], runs["idle"]
+    gdb_answer = figure(gdb, lambda r: r.answer_ms)
+    gdb_process = figure(gdb, lambda r: r.process_ms)
+    live_answer = figure(live, lambda r: r.answer_ms)
+    live_process = figure(live, lambda r: r.process_ms)
+    gdb_rss = figure(gdb, lambda r: r.peak_rss_mib)
+    live_rss = figure(live, lambda r: r.peak_rss_mib)
+
+    def gap_ms(r: Run):
+        return r.heartbeat.get("max_gap_us", 0) / 1000 if r.heartbeat else None
+
+    def stall_ms(r: Run):
+        return r.heartbeat.get("stall_us", 0) / 1000 if r.heartbeat else None
+
+    gdb_gap, live_gap, idle_gap = (figure(x, gap_ms) for x in (gdb, live, idle))
+    gdb_stall, live_stall, idle_stall = (figure(x, stall_ms) for x in (gdb, live, idle))
+    live_self_held = figure(live, lambda r: None if r.self_reported_held_us is None else r.self_reported_held_us / 1000)
+    live_attach_ms = figure(live, lambda r: r.attach_ms)
+
+    time_ratio = ratio(live_answer, gdb_answer)
+    rss_ratio = ratio(live_rss, gdb_rss)
+    worst_live_stall = live_stall.maximum if live_stall else None
+    held_met = None if worst_live_stall is None else worst_live_stall <= GOAL_HELD_MS
+
+    gdb_addresses = {a for r in gdb for a in r.addresses}
+    live_addresses = {a for r in live for a in r.addresses}
+    agree = bool(gdb_addresses) and gdb_addresses <= live_addresses
+
+    rows = [
+        [
+            f"time to the resolved `{location}`, ms",
+            render_summary(gdb_answer),
+            render_summary(live_answer),
+            render_ratio(time_ratio),
+            f"≤ {GOAL_TIME_RATIO}× gdb: {verdict(None if time_ratio is None else time_ratio <= GOAL_TIME_RATIO)}",
+        ],
+        [
+            "whole tool process, spawn to exit, ms",
+            render_summary(gdb_process),
+            render_summary(live_process),
+            render_ratio(ratio(live_process, gdb_process)),
+            "",
+        ],
+        [
+            "peak RSS of the tool, MiB",
+            render_summary(gdb_rss),
+            render_summary(live_rss),
+            render_ratio(rss_ratio),
+            f"≤ {GOAL_RSS_RATIO}× gdb: {verdict(None if rss_ratio is None else rss_ratio <= GOAL_RSS_RATIO)}",
+        ],
+        [
+            "target held: sum of heartbeat stalls (> 1 ms), ms",
+            render_summary(gdb_stall, 2),
+            render_summary(live_stall, 2),
+            render_ratio(ratio(live_stall, gdb_stall), 4),
+            f"≤ {GOAL_HELD_MS:g} ms in every run: {verdict(held_met)}",
+        ],
+        [
+            "target held: longest heartbeat gap, ms",
+            render_summary(gdb_gap, 2),
+            render_summary(live_gap, 2),
+            render_ratio(ratio(live_gap, gdb_gap), 4),
+            "",
+        ],
+        [
+            "liveprobe's own `held_us` (attach + resolve), ms",
+            "—",
+            render_summary(live_self_held, 3),
+            "",
+            "",
+        ],
+        ["liveprobe's own `attach_ms`", "—", render_summary(live_attach_ms), "", ""],
+        [
+            "no debugger (noise floor): longest gap / stalls, ms",
+            "",
+            f"{render_summary(idle_gap, 2)} / {render_summary(idle_stall, 2)}",
+            "",
+            "",
+        ],
+    ]
+    table = markdown_table(["figure (median (min–max))", "gdb", "liveprobe", "liveprobe / gdb", "goal"], rows)
+    debug_mb = facts.debug_bytes / 1e6
+    sections = ", ".join(
+        f"{name} {size / 1e6:.1f}" for name, size in sorted(facts.section_bytes.items(), key=lambda kv: -kv[1])[:5]
+    )
+    gdb_version = tool_version(["gdb", "--version"])
+    body = f"""## Attach to a huge binary and resolve file:line (issue 2)
+
+Command: `{command}`
+Run: {started}, {len(gdb)} runs of each tool, alternating which goes first.
+Machine: {machine_description()}. {gdb_version}.
+Target: `tools/bench/bigtarget` (Rust debug build, `target/bench-bigtarget/debug/bigtarget`):
+{debug_mb:.1f} MB of DWARF {"(compressed sections)" if facts.compressed else "(uncompressed)"}, \
+{facts.compile_units} compilation units, DWARF version {"/".join(map(str, facts.dwarf_versions))};
+largest sections (MB): {sections}. Location resolved: `{location}`.
+
+{table}
+
+- gdb: `gdb -nx -batch -p PID -ex 'break {location}' -ex detach`; its time is from spawn
+  to the `Breakpoint 1 at …` line. liveprobe: a fresh server per run (cold in-process
+  caches) driven over MCP stdio; its time is from the `attach` request to the
+  `resolve_location` answer (server start and `initialize` are outside it, but inside
+  "whole tool process"). The OS page cache is warm for both.
+- Peak RSS is `ru_maxrss` of the tool's own process (os.wait4).
+- Held: the target's heartbeat thread sleeps {tick_us} µs in a loop; a gap longer than
+  the sleep + 1 ms counts as a stall. It sees only its own thread; gdb stops every
+  thread for the whole run, liveprobe holds a thread only briefly. Jitter from other
+  load on the machine shows up in both, and in the no-debugger row.
+- Same address as gdb: {("yes" if agree else "**no**") if gdb and live else "not measured"} (gdb {sorted(gdb_addresses)}, liveprobe \
+{sorted(live_addresses)[:6]}{" …" if len(live_addresses) > 6 else ""}).
+"""
+    raw = {
+        "location": location,
+        "runs": {tool: [r.__dict__ for r in rs] for tool, rs in runs.items()},
+        "dwarf_bytes": facts.debug_bytes,
+        "compile_units": facts.compile_units,
+    }
+    return body, raw
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each tool (default 5)")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--no-doc", action="store_true", help="print the report but do not write docs/benchmarks.md")
+    parser.add_argument("--tick-us", type=int, default=200, help="heartbeat sleep of the target (default 200)")
+    parser.add_argument("--idle-s", type=float, default=1.0, help="length of each no-debugger window (default 1 s)")
+    parser.add_argument(
+        "--tools", default="gdb,liveprobe", help="which tools to run, comma-separated (default gdb,liveprobe)"
+    )
+    parser.add_argument(
+        "--liveprobe-arg", action="append", default=[], help="extra argument for the liveprobe server (repeatable)"
+    )
+    args = parser.parse_args()
+    command = "python3 tools/bench/attach.py" + "".join(f" {a}" for a in sys.argv[1:])
+
+    tools = [t for t in ("gdb", "liveprobe") if t in args.tools.split(",")]
+    if not tools:
+        raise BenchError("--tools names neither gdb nor liveprobe")
+    if not args.no_build:
+        if "liveprobe" in tools:
+            build_liveprobe()
+        build_bigtarget()
+    for binary in [BIGTARGET] + ([LIVEPROBE] if "liveprobe" in tools else []):
+        if not binary.exists():
+            raise BenchError(f"{binary} does not exist; run without --no-build")
+    facts = dwarf_facts(BIGTARGET)
+    log(f"target: {facts.debug_bytes / 1e6:.1f} MB of DWARF, {facts.compile_units} compilation units")
+    location = f"main.rs:{resolve_line()}"
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    started = today()
+
+    target = HeartbeatTarget(BIGTARGET, args.tick_us, LOG_DIR / "bigtarget.stderr")
+    runs: dict[str, list[Run]] = {"gdb": [], "liveprobe": [], "idle": []}
+    try:
+        if target.ask("ready?") != "ready":
+            raise BenchError("the target did not start")
+        for index in range(args.runs):
+            runs["idle"].append(measure_idle(target, args.idle_s))
+            order = tools if index % 2 == 0 else tools[::-1]
+            for tool in order:
+                time.sleep(0.3)  # let the target settle after the previous tool
+                target.heartbeat()  # start a fresh window
+                if tool == "gdb":
+                    run = measure_gdb(target.pid, location, LOG_DIR / "attach-gdb.log")
+                else:
+                    run = measure_liveprobe(
+                        target.pid, location, LOG_DIR / "attach-liveprobe.stderr", args.liveprobe_arg
+                    )
+                run.heartbeat = target.heartbeat()
+                runs[tool].append(run)
+                log(
+                    f"run {index + 1}/{args.runs} {tool}: {run.answer_ms:.1f} ms, "
+                    f"{run.peak_rss_mib:.1f} MiB, held {run.heartbeat.get('stall_us', 0) / 1000:.2f} ms "
+                    f"(longest gap {run.heartbeat.get('max_gap_us', 0) / 1000:.2f} ms), at {run.where}"
+                )
+    finally:
+        target.stop()
+
+    body, raw = compose_report(runs, location, facts, command, started, args.tick_us)
+    (LOG_DIR / "attach-raw.json").write_text(json.dumps(raw, indent=2))
+    print(body)
+    if not args.no_doc:
+        write_doc_section(DOC, "attach", body)
+        log(f"wrote the attach section of {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        log(f"attach benchmark: {e}")
+        sys.exit(1)
