@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from line_process import LineProcess, LineProcessError  # noqa: E402
 from mcp_stdio import McpError, McpStdioSession  # noqa: E402
 from report import (  # noqa: E402
     Summary,
@@ -79,38 +78,22 @@ class HeartbeatTarget:
     """The running big target: a command line in, one answer line out."""
 
     def __init__(self, binary: Path, tick_us: int, stderr_path: Path):
-        self._stderr = open(stderr_path, "ab")
-        self.process = subprocess.Popen(
-            [str(binary), "--tick-us", str(tick_us)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self._lines: queue.Queue[bytes | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.child = LineProcess([str(binary), "--tick-us", str(tick_us)], stderr_path=stderr_path)
 
     @property
     def pid(self) -> int:
-        return self.process.pid
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
+        return self.child.pid
 
     def ask(self, command: str, timeout_s: float = 60.0) -> str:
         """Sends one command and returns the answer line."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        self.process.stdin.flush()
         try:
-            line = self._lines.get(timeout=timeout_s)
-        except queue.Empty as e:
-            raise BenchError(f"the target did not answer {command!r} within {timeout_s:.0f} s: is it still stopped?") from e
-        if line is None:
-            raise BenchError("the target exited; see target/bench-logs/bigtarget.stderr")
-        return line.decode().strip()
+            self.child.send(command + "\n")
+            return self.child.read_line(timeout_s).strip()
+        except LineProcessError as e:
+            raise BenchError(
+                f"the target did not answer {command!r}: {e}; is it still stopped? "
+                "Its stderr is in target/bench-logs/bigtarget.stderr"
+            ) from e
 
     def heartbeat(self) -> dict[str, int]:
         """The heartbeat figures since the last call (and resets them)."""
@@ -121,14 +104,7 @@ class HeartbeatTarget:
             raise BenchError(f"the target answered 'stats' with {answer!r}") from e
 
     def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._stderr.close()
+        self.child.close(timeout_s=10)
 
 
 @dataclass
