@@ -100,7 +100,7 @@ pub(super) fn spawn(
             doorbell::unblock_sigchld_in_this_thread();
             let mut tracer = TracerLoop::new(commands, doorbell, states);
             tracer.run();
-            drop(finished.send(()));
+            let _ = finished.send(());
         })?;
     Ok(())
 }
@@ -330,7 +330,7 @@ impl TracerLoop {
                 } else {
                     0
                 };
-                drop(ptrace::detach(tid, signal));
+                let _ = ptrace::detach(tid, signal);
             }
         }
     }
@@ -1064,11 +1064,11 @@ fn release_now(tid: i32) {
         match ptrace::decode(status) {
             WaitEvent::Exited(_) | WaitEvent::Killed(_) => return,
             WaitEvent::Signal(signal) => {
-                drop(ptrace::detach(tid, signal));
+                let _ = ptrace::detach(tid, signal);
                 return;
             }
             _ => {
-                drop(ptrace::detach(tid, 0));
+                let _ = ptrace::detach(tid, 0);
                 return;
             }
         }

@@ -205,7 +205,7 @@ pub(crate) fn check_attachable(pid: i32) -> Result<ProcStatus, TraceError> {
             name: status.name,
         });
     }
-    if status.state == 'Z' || status.state == 'X' {
+    if (status.state == 'Z' || status.state == 'X') && !has_live_thread(pid) {
         return Err(TraceError::Zombie { pid });
     }
     if our_ancestors().contains(&pid) {
@@ -215,6 +215,16 @@ pub(crate) fn check_attachable(pid: i32) -> Result<ProcStatus, TraceError> {
         });
     }
     Ok(status)
+}
+
+/// Whether any thread of `pid` is still alive. A process whose leader has
+/// exited (pthread_exit in main) shows the leader as a zombie while its other
+/// threads run on: it is not a zombie process.
+fn has_live_thread(pid: i32) -> bool {
+    thread_ids(pid).unwrap_or_default().into_iter().any(|tid| {
+        read_stat(&format!("/proc/{pid}/task/{tid}/stat"))
+            .is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
+    })
 }
 
 /// The error for a process whose TracerPid is `tracer_tid`.
@@ -355,7 +365,7 @@ pub fn list_processes(query: Option<&str>) -> Vec<ProcessEntry> {
             Some("this is the liveprobe server itself".to_string())
         } else if is_kernel_thread(pid) {
             Some("kernel thread".to_string())
-        } else if status.state == 'Z' || status.state == 'X' {
+        } else if (status.state == 'Z' || status.state == 'X') && !has_live_thread(pid) {
             Some("zombie: already exited".to_string())
         } else if ancestors.contains(&pid) {
             Some("an ancestor of the liveprobe server (it started us)".to_string())
