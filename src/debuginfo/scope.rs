@@ -473,10 +473,10 @@ fn find_subprogram(
             | constants::DW_TAG_structure_type
             | constants::DW_TAG_class_type
             | constants::DW_TAG_union_type
-            | constants::DW_TAG_enumeration_type => {
-                if entry.has_children() {
-                    find_subprogram(module, types, unit, unit_ref, child, pc, depth + 1, found)?;
-                }
+            | constants::DW_TAG_enumeration_type
+                if entry.has_children() =>
+            {
+                find_subprogram(module, types, unit, unit_ref, child, pc, depth + 1, found)?;
             }
             _ => {}
         }
@@ -537,40 +537,40 @@ fn collect_levels(
                     location,
                 });
             }
-            constants::DW_TAG_lexical_block if !descended => {
-                if contains_pc(unit_ref, entry, pc, true) && entry.has_children() {
-                    descended = true;
-                    collect_levels(
-                        module,
-                        types,
-                        unit,
-                        unit_ref,
-                        child,
-                        pc,
-                        false,
-                        None,
-                        depth + 1,
-                        levels,
-                    )?;
-                }
+            constants::DW_TAG_lexical_block
+                if !descended && contains_pc(unit_ref, entry, pc, true) && entry.has_children() =>
+            {
+                descended = true;
+                collect_levels(
+                    module,
+                    types,
+                    unit,
+                    unit_ref,
+                    child,
+                    pc,
+                    false,
+                    None,
+                    depth + 1,
+                    levels,
+                )?;
             }
-            constants::DW_TAG_inlined_subroutine if !descended => {
-                if contains_pc(unit_ref, entry, pc, false) {
-                    descended = true;
-                    let function = die_name(module, types, unit, entry);
-                    collect_levels(
-                        module,
-                        types,
-                        unit,
-                        unit_ref,
-                        child,
-                        pc,
-                        true,
-                        function,
-                        depth + 1,
-                        levels,
-                    )?;
-                }
+            constants::DW_TAG_inlined_subroutine
+                if !descended && contains_pc(unit_ref, entry, pc, false) =>
+            {
+                descended = true;
+                let function = die_name(module, types, unit, entry);
+                collect_levels(
+                    module,
+                    types,
+                    unit,
+                    unit_ref,
+                    child,
+                    pc,
+                    true,
+                    function,
+                    depth + 1,
+                    levels,
+                )?;
             }
             _ => {}
         }

@@ -1030,6 +1030,92 @@ impl TypeTable {
     }
 }
 
+impl TypeTable {
+    /// A type named as in source (`struct node`, `enum color`, `point`,
+    /// `ns::Widget`, `uint32_t`) among the unit's top-level and namespace
+    /// types; `unit` is the `.debug_info` offset of the unit to search.
+    pub fn find_named(&mut self, module: &Module, unit: usize, name: &str) -> Option<TypeKey> {
+        let (tag_wanted, bare) = match name.split_once(' ') {
+            Some(("struct", rest)) => (Some(constants::DW_TAG_structure_type), rest),
+            Some(("class", rest)) => (Some(constants::DW_TAG_class_type), rest),
+            Some(("union", rest)) => (Some(constants::DW_TAG_union_type), rest),
+            Some(("enum", rest)) => (Some(constants::DW_TAG_enumeration_type), rest),
+            _ => (None, name),
+        };
+        let segments: Vec<&str> = bare.split("::").collect();
+        let dwarf = module.dwarf()?;
+        let unit_handle = module.unit_at(gimli::DebugInfoOffset(unit))?;
+        let unit_ref = unit_handle.unit_ref(dwarf);
+        let mut tree = unit_handle.entries_tree(None).ok()?;
+        let root = tree.root().ok()?;
+        let mut found = None;
+        find_named_in(unit_ref, root, &segments, tag_wanted, 0, &mut found);
+        found.map(|entry| TypeKey { unit, entry })
+    }
+}
+
+fn find_named_in(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    segments: &[&str],
+    tag_wanted: Option<constants::DwTag>,
+    depth: usize,
+    found: &mut Option<usize>,
+) {
+    if depth > 16 || segments.is_empty() {
+        return;
+    }
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        let name = entry
+            .attr_value(constants::DW_AT_name)
+            .and_then(|value| unit_ref.attr_string(value).ok())
+            .and_then(|text| text.to_string_lossy().ok().map(|s| s.into_owned()));
+        let Some(name) = name else { continue };
+        if name != segments[0] {
+            continue;
+        }
+        let is_declaration = matches!(
+            entry.attr_value(constants::DW_AT_declaration),
+            Some(AttributeValue::Flag(true))
+        );
+        if segments.len() == 1 {
+            let tag = entry.tag();
+            let is_type = matches!(
+                tag,
+                constants::DW_TAG_structure_type
+                    | constants::DW_TAG_class_type
+                    | constants::DW_TAG_union_type
+                    | constants::DW_TAG_enumeration_type
+                    | constants::DW_TAG_typedef
+                    | constants::DW_TAG_base_type
+            );
+            if is_type && tag_wanted.is_none_or(|wanted| wanted == tag) && !is_declaration {
+                *found = Some(entry.offset().0);
+                return;
+            }
+        } else if matches!(
+            entry.tag(),
+            constants::DW_TAG_namespace
+                | constants::DW_TAG_structure_type
+                | constants::DW_TAG_class_type
+        ) {
+            find_named_in(
+                unit_ref,
+                child,
+                &segments[1..],
+                tag_wanted,
+                depth + 1,
+                found,
+            );
+            if found.is_some() {
+                return;
+            }
+        }
+    }
+}
+
 /// A constant array bound (`DW_FORM_data*`, `sdata`, `udata`); a bound given
 /// by an expression or a variable (VLA) is unknown here.
 fn bound_value(value: &AttributeValue<DwarfReader>) -> Option<i64> {

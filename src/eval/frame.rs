@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::debuginfo::scope::{FrameScope, GlobalIndex, frame_scope};
-use crate::debuginfo::types::{TypeTable, unit_key};
+use crate::debuginfo::types::TypeTable;
 use crate::debuginfo::{DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
 
 use super::location::{EntryValues, LocationEnv, frame_base_of};
@@ -77,7 +77,7 @@ pub(crate) fn location_env<'a>(
 ) -> LocationEnv<'a> {
     let mut env = LocationEnv {
         module: &frame.module,
-        unit: &frame.unit,
+        unit: frame.unit.clone(),
         regs: Some(ctx.regs),
         cfa: ctx.cfa,
         frame_base: None,
@@ -144,9 +144,4 @@ pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
     } else {
         format!("{name}+{offset}")
     })
-}
-
-/// The `.debug_info` offset of a unit, for building type keys.
-pub(crate) fn unit_offset(unit: &gimli::Unit<DwarfReader>) -> usize {
-    unit_key(unit).unwrap_or(0)
 }

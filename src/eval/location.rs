@@ -35,7 +35,7 @@ pub(crate) struct LocationEnv<'a> {
     /// The module the expression comes from (load bias, `.debug_addr`).
     pub module: &'a Module,
     /// The unit the expression comes from (encoding, address base).
-    pub unit: &'a gimli::Unit<DwarfReader>,
+    pub unit: std::sync::Arc<gimli::Unit<DwarfReader>>,
     /// The frame's registers; `None` for globals read with no thread stopped.
     pub regs: Option<&'a Registers>,
     /// The frame's canonical frame address, when the unwinder knows it.
@@ -194,7 +194,7 @@ fn run(
                     .dwarf()
                     .ok_or_else(|| "unsupported: no DWARF for an indexed address".to_string())?;
                 let address = dwarf
-                    .address(env.unit, index)
+                    .address(&env.unit, index)
                     .map_err(|e| format!("unsupported: unreadable .debug_addr entry ({e})"))?;
                 let address = if relocate {
                     address.wrapping_add(env.module.bias())
@@ -215,7 +215,7 @@ fn run(
                 let resolver = env
                     .entry_values
                     .ok_or_else(|| format!("{OPTIMIZED_OUT}: needs the value at function entry"))?;
-                let value = resolver.entry_value(&operand, env.unit)?;
+                let value = resolver.entry_value(&operand, &env.unit)?;
                 evaluation
                     .resume_with_entry_value(DwarfValue::Generic(value))
                     .map_err(broken)?
@@ -321,7 +321,7 @@ fn assemble(env: &LocationEnv<'_>, pieces: Vec<gimli::Piece<DwarfReader>>) -> Pl
         let bits = piece.size_in_bits.unwrap_or(64);
         let start = (bit_cursor / 8) as usize;
         let len = bits.div_ceil(8) as usize;
-        if bit_cursor % 8 != 0 || bits % 8 != 0 {
+        if !bit_cursor.is_multiple_of(8) || !bits.is_multiple_of(8) {
             // Sub-byte pieces are rare (packed bools); report rather than misplace bits.
             return Place::Unavailable(
                 "unsupported: value split into bit-sized pieces".to_string(),

@@ -9,15 +9,23 @@
 //! writes target memory: calls and assignments are refused at parse time.
 
 mod error;
+mod exec;
 mod frame;
 mod location;
 mod parse;
+mod plan;
 
 pub use error::EvalError;
 
-use crate::debuginfo::types::TypeTable;
-use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
+use std::sync::{Arc, Mutex};
+
+use crate::debuginfo::scope::VariableLocation;
+use crate::debuginfo::types::{Language, TypeTable};
+use crate::debuginfo::{FileAddr, MemorySource, Module, ProcessImage, Registers, RuntimeAddr};
 use crate::value::{Decoder, Limits, Redaction, Value};
+
+use location::LocationEnv;
+use plan::{Compiler, Node, Scope, StaticType};
 
 /// Everything needed to look at one frame of a stopped (or copied) thread.
 pub struct FrameContext<'a> {
@@ -89,4 +97,320 @@ pub fn frame_function(ctx: &FrameContext<'_>) -> Result<(String, usize), EvalErr
     let mut types = TypeTable::new();
     let resolved = frame::resolve(ctx, &mut types)?;
     Ok((resolved.scope.function, resolved.scope.inline_frames))
+}
+
+/// Where a compiled expression was compiled: the frame it reads locals from.
+#[derive(Debug)]
+struct CompiledFrame {
+    lookup_pc: FileAddr,
+    inline_depth: usize,
+    unit: usize,
+    frame_base: VariableLocation,
+}
+
+/// An expression parsed, resolved and type-checked once, to be evaluated
+/// many times (probe conditions run it at every hit). `Send + Sync`.
+///
+/// A plan compiled for a frame is tied to that frame's pc: evaluated at
+/// another pc it is compiled again on the fly (correct, but slower).
+pub struct CompiledExpr {
+    source: String,
+    plan: Node,
+    module: Arc<Module>,
+    frame: Option<CompiledFrame>,
+    language: Language,
+    names: Vec<String>,
+    type_name: String,
+    types: Mutex<TypeTable>,
+}
+
+impl std::fmt::Debug for CompiledExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledExpr")
+            .field("source", &self.source)
+            .field("type", &self.type_name)
+            .field("frame", &self.frame)
+            .finish()
+    }
+}
+
+impl CompiledExpr {
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The static type of the result, as the source would spell it.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// True when the result is a boolean or number, so it can serve as a
+    /// condition.
+    pub fn is_scalar(&self) -> bool {
+        !matches!(self.plan.ty, StaticType::Dwarf(_) | StaticType::Text)
+            || self.plan_is_scalar_dwarf()
+    }
+
+    fn plan_is_scalar_dwarf(&self) -> bool {
+        let StaticType::Dwarf(_) = self.plan.ty else {
+            return false;
+        };
+        let mut types = match self.types.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        matches!(
+            plan::class_of(&mut types, &self.module, &self.plan.ty),
+            plan::Class::Int { .. }
+                | plan::Class::Float { .. }
+                | plan::Class::Bool
+                | plan::Class::Char { .. }
+                | plan::Class::Pointer { .. }
+        )
+    }
+
+    fn secret(&self, redaction: &Redaction) -> bool {
+        self.names.iter().any(|name| redaction.is_secret(name))
+    }
+}
+
+/// Parses and compiles `expression` for the frame `ctx`: locals and
+/// arguments in scope there first, then globals and statics. Errors name the
+/// column; an unknown name lists the names in scope.
+pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
+    let parsed = parse::parse(expression)?;
+    let mut types = TypeTable::new();
+    let resolved = frame::resolve(ctx, &mut types)?;
+    let locals = resolved
+        .scope
+        .variables
+        .iter()
+        .filter(|v| !v.shadowed)
+        .map(|v| (v.name.clone(), v.ty, v.location.clone()))
+        .collect();
+    let language = resolved.scope.language;
+    let scope = Scope {
+        locals,
+        module: &resolved.module,
+        language,
+        unit: Some(resolved.scope.unit),
+    };
+    let mut compiler = Compiler::new(scope, &mut types);
+    let plan = compiler.compile(&parsed)?;
+    let names = std::mem::take(&mut compiler.names);
+    let type_name = compiler.type_name(&plan.ty);
+    Ok(CompiledExpr {
+        source: expression.to_string(),
+        plan,
+        module: resolved.module.clone(),
+        frame: Some(CompiledFrame {
+            lookup_pc: resolved.lookup_pc,
+            inline_depth: ctx.inline_depth,
+            unit: resolved.scope.unit,
+            frame_base: resolved.scope.frame_base.clone(),
+        }),
+        language,
+        names,
+        type_name,
+        types: Mutex::new(types),
+    })
+}
+
+/// Evaluates a compiled expression at a frame. A failure (unmapped memory,
+/// a register the frame does not have, division by zero) is a value whose
+/// `unavailable` says why; values of secret-looking names are redacted.
+pub fn evaluate(
+    expr: &CompiledExpr,
+    ctx: &FrameContext<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+) -> Value {
+    if expr.secret(redaction) {
+        return Value::redacted(expr.source.clone(), expr.type_name.clone());
+    }
+    let Some(compiled_frame) = &expr.frame else {
+        return evaluate_global(expr, ctx.image, ctx.memory, limits, redaction);
+    };
+    let pc = frame::lookup_pc(ctx);
+    let same_frame = ctx
+        .image
+        .module_for(pc)
+        .is_some_and(|m| Arc::ptr_eq(m, &expr.module))
+        && expr.module.to_file(pc) == compiled_frame.lookup_pc
+        && ctx.inline_depth == compiled_frame.inline_depth;
+    if !same_frame {
+        return match compile(&expr.source, ctx) {
+            Ok(recompiled) => evaluate(&recompiled, ctx, limits, redaction),
+            Err(error) => Value::unavailable(
+                expr.source.clone(),
+                expr.type_name.clone(),
+                format!("unsupported: {error}"),
+            ),
+        };
+    }
+    let Some(unit) = expr
+        .module
+        .unit_at(gimli::DebugInfoOffset(compiled_frame.unit))
+    else {
+        return Value::unavailable(
+            expr.source.clone(),
+            expr.type_name.clone(),
+            "unsupported: the frame's unit cannot be read",
+        );
+    };
+    let tls_base = frame::tls_base(ctx.image, &expr.module, ctx.regs.fs_base());
+    let mut env = LocationEnv {
+        module: &expr.module,
+        unit,
+        regs: Some(ctx.regs),
+        cfa: ctx.cfa,
+        frame_base: None,
+        memory: ctx.memory,
+        entry_values: None,
+        tls_base,
+    };
+    env.frame_base = Some(location::frame_base_of(&env, &compiled_frame.frame_base));
+    run(
+        expr,
+        ctx.image,
+        ctx.memory,
+        Some(&env),
+        Some(ctx.regs),
+        limits,
+        redaction,
+    )
+}
+
+/// Compiles an expression over globals and statics only (no thread needs to
+/// be stopped): names are looked up in the executable first, then in the
+/// other modules with debug info.
+pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<CompiledExpr, EvalError> {
+    let parsed = parse::parse(expression)?;
+    let mut modules: Vec<&Arc<Module>> = Vec::new();
+    if let Some(main) = image.main_module() {
+        modules.push(main);
+    }
+    for module in image.modules() {
+        if !modules.iter().any(|m| Arc::ptr_eq(m, module)) {
+            modules.push(module);
+        }
+    }
+    let mut first_error = None;
+    for module in modules {
+        if module.dwarf().is_none() {
+            continue;
+        }
+        let mut types = TypeTable::new();
+        let language = Language::C;
+        let scope = Scope {
+            locals: Vec::new(),
+            module,
+            language,
+            unit: None,
+        };
+        let mut compiler = Compiler::new(scope, &mut types);
+        match compiler.compile(&parsed) {
+            Ok(plan) => {
+                let names = std::mem::take(&mut compiler.names);
+                let language = plan_language(&mut types, module, &plan).unwrap_or(language);
+                let mut types_for_name = types;
+                let type_name =
+                    plan::static_type_name(&mut types_for_name, module, &plan.ty, language);
+                return Ok(CompiledExpr {
+                    source: expression.to_string(),
+                    plan,
+                    module: module.clone(),
+                    frame: None,
+                    language,
+                    names,
+                    type_name,
+                    types: Mutex::new(types_for_name),
+                });
+            }
+            Err(error @ EvalError::UnknownName { .. }) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(first_error.unwrap_or_else(|| EvalError::NoDebugInfo {
+        pc: 0,
+        detail: "no module of the process has DWARF debug info; rebuild with -g or install debug symbols".to_string(),
+    }))
+}
+
+/// The language of the first DWARF-typed operand of a plan.
+fn plan_language(types: &mut TypeTable, module: &Module, plan: &Node) -> Option<Language> {
+    match &plan.ty {
+        StaticType::Dwarf(key) => Some(types.get(module, *key).language),
+        _ => None,
+    }
+}
+
+/// Evaluates an expression over globals with no thread stopped: memory is
+/// read live, anything that needs registers is reported unavailable.
+pub fn evaluate_global(
+    expr: &CompiledExpr,
+    image: &ProcessImage,
+    memory: &dyn MemorySource,
+    limits: &Limits,
+    redaction: &Redaction,
+) -> Value {
+    if expr.secret(redaction) {
+        return Value::redacted(expr.source.clone(), expr.type_name.clone());
+    }
+    run(expr, image, memory, None, None, limits, redaction)
+}
+
+fn run(
+    expr: &CompiledExpr,
+    image: &ProcessImage,
+    memory: &dyn MemorySource,
+    frame_env: Option<&LocationEnv<'_>>,
+    regs: Option<&Registers>,
+    limits: &Limits,
+    redaction: &Redaction,
+) -> Value {
+    let mut types = match expr.types.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let module = &expr.module;
+    let tls_base = regs.and_then(|r| frame::tls_base(image, module, r.fs_base()));
+    let result = {
+        let global_env = |unit: usize| -> Option<LocationEnv<'_>> {
+            Some(LocationEnv {
+                module,
+                unit: module.unit_at(gimli::DebugInfoOffset(unit))?,
+                regs,
+                cfa: None,
+                frame_base: None,
+                memory,
+                entry_values: None,
+                tls_base,
+            })
+        };
+        let mut executor = exec::Executor {
+            module,
+            types: &mut types,
+            memory,
+            frame: frame_env,
+            global_env: &global_env,
+        };
+        executor.eval(&expr.plan)
+    };
+    let symbolize = |address: u64| frame::symbolize(image, address);
+    let mut decoder = Decoder::new(module, &mut types, memory, limits, redaction, &symbolize);
+    match result {
+        Ok(operand) => exec::render(
+            &mut decoder,
+            &expr.source,
+            operand,
+            &expr.plan.ty,
+            expr.type_name.clone(),
+            expr.language,
+        ),
+        Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
+    }
 }

@@ -747,11 +747,8 @@ impl Parser {
             pointer_depth += 1;
         }
         let mut words = Vec::new();
-        loop {
-            match &self.peek().kind {
-                TokenKind::Ident(name) => words.push(name.clone()),
-                _ => break,
-            }
+        while let TokenKind::Ident(name) = &self.peek().kind {
+            words.push(name.clone());
             self.advance();
             if self.is_punct("::") {
                 self.advance();

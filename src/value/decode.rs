@@ -211,6 +211,46 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// An array of `element` with `dims` (outermost first) at `place`, for
+    /// rows of multi-dimensional arrays that have no DWARF type of their own.
+    pub fn decode_array(
+        &mut self,
+        name: &str,
+        type_name: String,
+        element: TypeKey,
+        dims: &[Option<u64>],
+        place: &Place,
+    ) -> Value {
+        self.nodes = 0;
+        self.pointer_path.clear();
+        let depth = self.limits.depth;
+        let language = self.types.get(self.module, element).language;
+        match place {
+            Place::Unavailable(reason) => Value::unavailable(name, type_name, reason.clone()),
+            Place::Memory(address) => self.array(
+                name,
+                type_name,
+                Some(element),
+                dims,
+                Src::Memory(*address),
+                depth,
+                language,
+            ),
+            Place::Bytes { bytes, missing } => {
+                let view = View::new(bytes, missing, None);
+                self.array(
+                    name,
+                    type_name,
+                    Some(element),
+                    dims,
+                    Src::View(view),
+                    depth,
+                    language,
+                )
+            }
+        }
+    }
+
     /// Reads `len` bytes from a source.
     pub(crate) fn read(&self, src: Src<'_>, len: usize) -> Result<Vec<u8>, String> {
         match src {
@@ -365,7 +405,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// `0x401136 <main>` or `0x7ffd1234`.
-    pub(crate) fn address_text(&self, address: u64) -> String {
+    pub fn address_text(&self, address: u64) -> String {
         match (self.symbolize)(address) {
             Some(symbol) => format!("{address:#x} <{symbol}>"),
             None => format!("{address:#x}"),
@@ -468,20 +508,6 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// Reads `len` bytes of text at `address` (Rust `&str`, `String`, C++
-    /// `std::string`), cut at `max_string`.
-    pub(crate) fn text(
-        &self,
-        address: u64,
-        len: u64,
-        language: Language,
-    ) -> Result<(String, bool), String> {
-        let max = u64::from(self.limits.max_string);
-        let shown = len.min(max);
-        let bytes = self.read(Src::Memory(address), shown as usize)?;
-        Ok((quote_bytes(&bytes, language), len > max))
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn array(
         &mut self,
@@ -532,11 +558,17 @@ impl<'a> Decoder<'a> {
                 let shown = count.min(max.saturating_add(1));
                 return match self.read(src, shown as usize) {
                     Ok(bytes) => {
-                        let end = bytes.iter().position(|b| *b == 0);
-                        let text_bytes = &bytes[..end.unwrap_or(bytes.len()).min(max as usize)];
-                        let mut value =
-                            Value::leaf(name, type_name, quote_bytes(text_bytes, language));
-                        value.truncated = end.is_none_or(|e| e as u64 > max) && count > max;
+                        // A C string ends at its NUL when only NULs follow;
+                        // a byte buffer with data after a NUL shows it all.
+                        let nul = bytes.iter().position(|b| *b == 0);
+                        let end = match nul {
+                            Some(at) if bytes[at..].iter().all(|b| *b == 0) => at,
+                            _ => bytes.len(),
+                        };
+                        let shown_len = end.min(max as usize);
+                        let text = quote_bytes(&bytes[..shown_len], language);
+                        let mut value = Value::leaf(name, type_name, text);
+                        value.truncated = shown_len < end || (nul.is_none() && count > max);
                         value
                     }
                     Err(reason) => Value::unavailable(name, type_name, reason),
@@ -930,7 +962,7 @@ fn member_display_name(decoder: &mut Decoder<'_>, member: &Member, language: Lan
 }
 
 /// Sign-extends the low `bits` bits of `raw`.
-pub(crate) fn sign_extend(raw: u128, bits: usize) -> i128 {
+pub fn sign_extend(raw: u128, bits: usize) -> i128 {
     if bits == 0 || bits >= 128 {
         return raw as i128;
     }
@@ -958,7 +990,7 @@ pub(crate) fn scalar_of(encoding: BaseEncoding, bytes: &[u8]) -> Option<Scalar> 
         BaseEncoding::Float => Scalar::Float(match size {
             4 => f64::from(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
             8 => f64::from_le_bytes(buffer[..8].try_into().ok()?),
-            10 | 12 | 16 => x87_to_f64(&buffer[..10]),
+            10 | 12 | 16 => long_double_to_f64(&buffer[..10]),
             _ => return None,
         }),
         BaseEncoding::Other => return None,
@@ -966,7 +998,7 @@ pub(crate) fn scalar_of(encoding: BaseEncoding, bytes: &[u8]) -> Option<Scalar> 
 }
 
 /// Converts an x87 80-bit extended float (`long double`) to the nearest f64.
-fn x87_to_f64(bytes: &[u8]) -> f64 {
+pub fn long_double_to_f64(bytes: &[u8]) -> f64 {
     let mut mantissa_bytes = [0u8; 8];
     mantissa_bytes.copy_from_slice(&bytes[..8]);
     let mantissa = u64::from_le_bytes(mantissa_bytes);
@@ -1022,7 +1054,7 @@ pub(crate) fn format_base(encoding: BaseEncoding, bytes: &[u8], language: Langua
 
 /// Shortest round-trip text of a float, with `.0` kept for whole numbers
 /// (so 1.0 does not read as an integer).
-pub(crate) fn format_float(value: f64) -> String {
+pub fn format_float(value: f64) -> String {
     if value.is_nan() {
         return "nan".to_string();
     }
@@ -1064,7 +1096,7 @@ fn escape_char(c: char, out: &mut String, quote: char, language: Language) {
 }
 
 /// `'a'`, `'\n'`, `'\303'` (C) or `'\u{e9}'`-style text of a code point.
-pub(crate) fn quote_char(code: u32, language: Language) -> String {
+pub fn quote_char(code: u32, language: Language) -> String {
     let mut out = String::from("'");
     match char::from_u32(code) {
         Some(c) if code < 0x80 || language == Language::Rust => {
@@ -1080,7 +1112,7 @@ pub(crate) fn quote_char(code: u32, language: Language) -> String {
 
 /// A double-quoted, escaped rendering of bytes: valid UTF-8 shown as text,
 /// other bytes escaped (octal for C/C++, `\x` for Rust).
-pub(crate) fn quote_bytes(bytes: &[u8], language: Language) -> String {
+pub fn quote_bytes(bytes: &[u8], language: Language) -> String {
     let mut out = String::with_capacity(bytes.len() + 2);
     out.push('"');
     let mut rest = bytes;

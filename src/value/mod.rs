@@ -13,12 +13,16 @@
 //! without bound.
 
 mod decode;
+pub mod layout;
 mod memory;
 mod printers;
 mod redact;
 mod render;
 
-pub use decode::{Decoder, MAX_NODES, Place};
+pub use decode::{
+    Decoder, MAX_NODES, Place, format_float, long_double_to_f64, quote_bytes, quote_char,
+    sign_extend,
+};
 pub use memory::PageCache;
 pub use redact::Redaction;
 

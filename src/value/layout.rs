@@ -1,0 +1,509 @@
+//! Where library types keep their data: the element pointer and length of
+//! Rust slices, `Vec`, `String`, `&str` and libstdc++'s `std::vector` and
+//! `std::string`, found by field name and template parameter (never by fixed
+//! offsets), so they survive compiler and library versions. Shared by the
+//! pretty printers and by expression indexing, `len()` and string
+//! comparison. Anything that does not match returns `None`, and callers fall
+//! back to the raw struct.
+
+use crate::debuginfo::Module;
+use crate::debuginfo::types::{BaseEncoding, Language, MemberOffset, TypeKey, TypeKind, TypeTable};
+
+/// How deep nested wrappers (`RawVec` → `RawVecInner` → `Unique` →
+/// `NonNull`) are searched for a pointer.
+const MAX_WRAPPER_DEPTH: usize = 8;
+
+/// Where the elements of a sequence are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElementAccess {
+    /// Offset of the data pointer inside the object.
+    pub pointer_offset: u64,
+    /// The element type.
+    pub element: TypeKey,
+    /// Bytes from one element to the next.
+    pub stride: u64,
+}
+
+/// Where a sequence's length is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LengthField {
+    /// An integer field at this offset, of this size.
+    Count { offset: u64, size: u64 },
+    /// The distance between two pointers, in elements (`std::vector`).
+    PointerRange {
+        start: u64,
+        finish: u64,
+        stride: u64,
+    },
+}
+
+/// A string-like value's data and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StringKind {
+    /// A C `char *` (NUL-terminated).
+    CharPointer,
+    /// A C `char[N]`.
+    CharArray { len: u64 },
+    /// A pointer and a byte length inside the object (`&str`, `String`,
+    /// `std::string`).
+    Counted {
+        pointer_offset: u64,
+        length_offset: u64,
+    },
+}
+
+/// The member named `name` of the aggregate at `key` (typedefs looked
+/// through), with its byte offset.
+pub fn member(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    name: &str,
+) -> Option<(u64, Option<TypeKey>)> {
+    let (_, ty) = types.strip(module, key)?;
+    let aggregate = ty.aggregate()?;
+    let found = aggregate
+        .members
+        .iter()
+        .find(|m| m.name.as_deref() == Some(name))?;
+    match found.offset {
+        MemberOffset::Bytes(offset) => Some((offset, found.ty)),
+        MemberOffset::Dynamic => None,
+    }
+}
+
+/// Follows a path of member names, searching base classes at each step
+/// (libstdc++ keeps `_M_start` in a base of `_M_impl`).
+pub fn member_path(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    path: &[&str],
+) -> Option<(u64, TypeKey)> {
+    let mut offset = 0;
+    let mut current = key;
+    for name in path {
+        let (inner_offset, ty) = member_or_base(types, module, current, name, 0)?;
+        offset += inner_offset;
+        current = ty?;
+    }
+    Some((offset, current))
+}
+
+fn member_or_base(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    name: &str,
+    depth: usize,
+) -> Option<(u64, Option<TypeKey>)> {
+    if depth > MAX_WRAPPER_DEPTH {
+        return None;
+    }
+    if let Some(found) = member(types, module, key, name) {
+        return Some(found);
+    }
+    let (_, ty) = types.strip(module, key)?;
+    let bases: Vec<(u64, TypeKey)> = ty
+        .aggregate()?
+        .members
+        .iter()
+        .filter(|m| m.is_base)
+        .filter_map(|m| match (m.offset, m.ty) {
+            (MemberOffset::Bytes(offset), Some(ty)) => Some((offset, ty)),
+            _ => None,
+        })
+        .collect();
+    for (base_offset, base) in bases {
+        if let Some((offset, ty)) = member_or_base(types, module, base, name, depth + 1) {
+            return Some((base_offset + offset, ty));
+        }
+    }
+    None
+}
+
+/// The offset of the first raw pointer inside nested single-purpose
+/// wrappers (`Unique { pointer: NonNull { pointer: *const T } }`), trying
+/// the named member first.
+pub fn pointer_inside(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    depth: usize,
+) -> Option<(u64, TypeKey)> {
+    if depth > MAX_WRAPPER_DEPTH {
+        return None;
+    }
+    let (stripped_key, ty) = types.strip(module, key)?;
+    match &ty.kind {
+        TypeKind::Pointer(_) => Some((0, stripped_key)),
+        TypeKind::Aggregate(aggregate) => {
+            let mut members: Vec<(u64, TypeKey, bool)> = aggregate
+                .members
+                .iter()
+                .filter_map(|m| match (m.offset, m.ty) {
+                    (MemberOffset::Bytes(offset), Some(ty)) => {
+                        let preferred = matches!(
+                            m.name.as_deref(),
+                            Some("ptr" | "pointer" | "_M_ptr" | "_M_p")
+                        );
+                        Some((offset, ty, preferred))
+                    }
+                    _ => None,
+                })
+                .collect();
+            members.sort_by_key(|(_, _, preferred)| !preferred);
+            for (offset, ty, _) in members {
+                if let Some((inner, pointer)) = pointer_inside(types, module, ty, depth + 1) {
+                    return Some((offset + inner, pointer));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The integer inside nested newtypes (`UsizeNoHighBit { __0: usize }`).
+pub fn integer_inside(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    depth: usize,
+) -> Option<(u64, u64)> {
+    if depth > MAX_WRAPPER_DEPTH {
+        return None;
+    }
+    let (_, ty) = types.strip(module, key)?;
+    match &ty.kind {
+        TypeKind::Base(BaseEncoding::Signed | BaseEncoding::Unsigned) => Some((0, ty.size?)),
+        TypeKind::Aggregate(aggregate) if aggregate.members.len() == 1 => {
+            let only = &aggregate.members[0];
+            let MemberOffset::Bytes(offset) = only.offset else {
+                return None;
+            };
+            let (inner, size) = integer_inside(types, module, only.ty?, depth + 1)?;
+            Some((offset + inner, size))
+        }
+        _ => None,
+    }
+}
+
+/// The template type parameter `name` of the aggregate at `key`, or its
+/// first type parameter when `name` is empty.
+pub fn template_type(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    name: &str,
+) -> Option<TypeKey> {
+    let (_, ty) = types.strip(module, key)?;
+    let aggregate = ty.aggregate()?;
+    aggregate
+        .template_params
+        .iter()
+        .filter(|p| p.ty.is_some())
+        .find(|p| name.is_empty() || p.name == name)
+        .and_then(|p| p.ty)
+}
+
+fn short_name_starts(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+    prefix: &str,
+) -> Option<(TypeKey, Language)> {
+    let (stripped, ty) = types.strip(module, key)?;
+    if ty.short_name.starts_with(prefix) && ty.aggregate().is_some() {
+        Some((stripped, ty.language))
+    } else {
+        None
+    }
+}
+
+/// Rust `&[T]` / `&mut [T]` / `Box<[T]>`: `{ data_ptr, length }`.
+pub fn rust_slice(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<(ElementAccess, LengthField)> {
+    let (stripped, ty) = types.strip(module, key)?;
+    if ty.language != Language::Rust
+        || !(ty.short_name.starts_with("&[")
+            || ty.short_name.starts_with("&mut [")
+            || ty.short_name.starts_with("*const [")
+            || ty.short_name.starts_with("*mut [")
+            || ty.short_name.starts_with("Box<["))
+    {
+        return None;
+    }
+    let (pointer_offset, pointer_type) = member(types, module, stripped, "data_ptr")?;
+    let (length_offset, _) = member(types, module, stripped, "length")?;
+    let element = match types.strip(module, pointer_type?)?.1.kind {
+        TypeKind::Pointer(Some(element)) => element,
+        _ => return None,
+    };
+    let stride = types.size_of(module, element)?;
+    Some((
+        ElementAccess {
+            pointer_offset,
+            element,
+            stride,
+        },
+        LengthField::Count {
+            offset: length_offset,
+            size: 8,
+        },
+    ))
+}
+
+/// Rust `Vec<T>`: the pointer inside `buf`, `len`, element type `T`.
+pub fn rust_vec(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<(ElementAccess, LengthField)> {
+    let (stripped, language) = short_name_starts(types, module, key, "Vec<")?;
+    if language != Language::Rust {
+        return None;
+    }
+    let (buf_offset, buf_type) = member(types, module, stripped, "buf")?;
+    let (length_offset, length_type) = member(types, module, stripped, "len")?;
+    let element = template_type(types, module, stripped, "T")?;
+    let (pointer_offset, _) = pointer_inside(types, module, buf_type?, 0)?;
+    let stride = types.size_of(module, element)?;
+    let size = length_type
+        .and_then(|t| types.size_of(module, t))
+        .unwrap_or(8);
+    Some((
+        ElementAccess {
+            pointer_offset: buf_offset + pointer_offset,
+            element,
+            stride,
+        },
+        LengthField::Count {
+            offset: length_offset,
+            size,
+        },
+    ))
+}
+
+/// libstdc++ `std::vector<T>`: `_M_impl._M_start` / `_M_finish`, element
+/// type from `_Tp` (or the start pointer's pointee).
+pub fn std_vector(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<(ElementAccess, LengthField)> {
+    let (stripped, language) = short_name_starts(types, module, key, "vector<")?;
+    if language != Language::Cpp {
+        return None;
+    }
+    let (start, start_type) = member_path(types, module, stripped, &["_M_impl", "_M_start"])?;
+    let (finish, _) = member_path(types, module, stripped, &["_M_impl", "_M_finish"])?;
+    let element = template_type(types, module, stripped, "_Tp").or_else(|| {
+        match types.strip(module, start_type)?.1.kind {
+            TypeKind::Pointer(Some(element)) => Some(element),
+            _ => None,
+        }
+    })?;
+    // vector<bool> packs bits; it has no element array to index.
+    if let Some((_, ty)) = types.strip(module, element)
+        && matches!(ty.kind, TypeKind::Base(BaseEncoding::Bool))
+    {
+        return None;
+    }
+    let stride = types.size_of(module, element)?.max(1);
+    Some((
+        ElementAccess {
+            pointer_offset: start,
+            element,
+            stride,
+        },
+        LengthField::PointerRange {
+            start,
+            finish,
+            stride,
+        },
+    ))
+}
+
+/// Element access for any indexable library sequence.
+pub fn element_access(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<ElementAccess> {
+    rust_slice(types, module, key)
+        .or_else(|| rust_vec(types, module, key))
+        .or_else(|| std_vector(types, module, key))
+        .map(|(access, _)| access)
+}
+
+/// How to compare the value at `key` with a string literal, if it is
+/// string-like.
+pub fn string_kind(types: &mut TypeTable, module: &Module, key: TypeKey) -> Option<StringKind> {
+    let (stripped, ty) = types.strip(module, key)?;
+    let is_char = |types: &mut TypeTable, key: TypeKey| {
+        matches!(
+            types.strip(module, key).map(|(_, t)| t.kind.clone()),
+            Some(TypeKind::Base(
+                BaseEncoding::SignedChar | BaseEncoding::UnsignedChar
+            ))
+        )
+    };
+    match &ty.kind {
+        TypeKind::Pointer(Some(pointee))
+            if ty.language != Language::Rust && is_char(types, *pointee) =>
+        {
+            Some(StringKind::CharPointer)
+        }
+        TypeKind::Array {
+            element: Some(element),
+            dims,
+        } if dims.len() == 1 && is_char(types, *element) => {
+            Some(StringKind::CharArray { len: dims[0]? })
+        }
+        TypeKind::Reference {
+            target: Some(target),
+            ..
+        } => string_kind(types, module, *target),
+        TypeKind::Aggregate(_) => {
+            if ty.language == Language::Rust
+                && (ty.short_name == "&str" || ty.short_name == "&mut str")
+            {
+                let (pointer_offset, _) = member(types, module, stripped, "data_ptr")?;
+                let (length_offset, _) = member(types, module, stripped, "length")?;
+                return Some(StringKind::Counted {
+                    pointer_offset,
+                    length_offset,
+                });
+            }
+            if ty.language == Language::Rust && ty.short_name == "String" {
+                let (vec_offset, vec_type) = member(types, module, stripped, "vec")?;
+                let (access, LengthField::Count { offset, .. }) =
+                    rust_vec(types, module, vec_type?)?
+                else {
+                    return None;
+                };
+                return Some(StringKind::Counted {
+                    pointer_offset: vec_offset + access.pointer_offset,
+                    length_offset: vec_offset + offset,
+                });
+            }
+            if ty.language == Language::Cpp && ty.short_name.starts_with("basic_string<char") {
+                let (pointer_offset, _) =
+                    member_path(types, module, stripped, &["_M_dataplus", "_M_p"])?;
+                let (length_offset, _) =
+                    member_path(types, module, stripped, &["_M_string_length"])?;
+                return Some(StringKind::Counted {
+                    pointer_offset,
+                    length_offset,
+                });
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Where the element count of a container is, for `len()`.
+pub fn length_field(types: &mut TypeTable, module: &Module, key: TypeKey) -> Option<LengthField> {
+    if let Some((_, length)) = rust_slice(types, module, key)
+        .or_else(|| rust_vec(types, module, key))
+        .or_else(|| std_vector(types, module, key))
+    {
+        return Some(length);
+    }
+    if let Some(StringKind::Counted { length_offset, .. }) = string_kind(types, module, key) {
+        return Some(LengthField::Count {
+            offset: length_offset,
+            size: 8,
+        });
+    }
+    let (stripped, ty) = types.strip(module, key)?;
+    let name = ty.short_name.clone();
+    let language = ty.language;
+    let path: &[&str] = match language {
+        Language::Rust if name.starts_with("HashMap<") || name.starts_with("HashSet<") => {
+            return hashbrown_items(types, module, stripped);
+        }
+        Language::Rust if name.starts_with("BTreeMap<") => &["length"],
+        Language::Rust if name.starts_with("BTreeSet<") => &["map", "length"],
+        Language::Rust if name.starts_with("VecDeque<") => &["len"],
+        Language::Cpp
+            if name.starts_with("map<")
+                || name.starts_with("set<")
+                || name.starts_with("multimap<")
+                || name.starts_with("multiset<") =>
+        {
+            &["_M_t", "_M_impl", "_M_node_count"]
+        }
+        Language::Cpp
+            if name.starts_with("unordered_map<") || name.starts_with("unordered_set<") =>
+        {
+            &["_M_h", "_M_element_count"]
+        }
+        _ => return None,
+    };
+    let (offset, field) = member_path(types, module, stripped, path)?;
+    let (inner, size) = integer_inside(types, module, field, 0)?;
+    Some(LengthField::Count {
+        offset: offset + inner,
+        size,
+    })
+}
+
+/// `HashMap { base: hashbrown::HashMap { table: RawTable { table:
+/// RawTableInner { items, .. } } } }` (and `HashSet { base: { map: … } }`).
+pub fn hashbrown_items(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<LengthField> {
+    let (inner_offset, inner) = hashbrown_inner(types, module, key)?;
+    let (items, items_type) = member(types, module, inner, "items")?;
+    let size = items_type
+        .and_then(|t| types.size_of(module, t))
+        .unwrap_or(8);
+    Some(LengthField::Count {
+        offset: inner_offset + items,
+        size,
+    })
+}
+
+/// The `RawTableInner` of a std `HashMap`/`HashSet` and its offset, plus
+/// nothing else: callers read `ctrl`, `bucket_mask`, `items` from it.
+pub fn hashbrown_inner(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<(u64, TypeKey)> {
+    let (raw_offset, raw) = hashbrown_raw_table(types, module, key)?;
+    let (inner_offset, inner) = member(types, module, raw, "table")?;
+    Some((raw_offset + inner_offset, inner?))
+}
+
+/// The `RawTable<T>` of a std `HashMap`/`HashSet` (carries `T`).
+pub fn hashbrown_raw_table(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<(u64, TypeKey)> {
+    let (stripped, _) = types.strip(module, key)?;
+    let (base_offset, base) = member(types, module, stripped, "base")?;
+    let mut offset = base_offset;
+    let mut current = base?;
+    // HashSet's base is a hashbrown HashSet { map: hashbrown HashMap }.
+    if let Some((map_offset, map)) = member(types, module, current, "map") {
+        offset += map_offset;
+        current = map?;
+    }
+    let (table_offset, table) = member(types, module, current, "table")?;
+    Some((offset + table_offset, table?))
+}
+
+/// True when `len()` knows how to count the value at `key`.
+pub fn has_length(types: &mut TypeTable, module: &Module, key: TypeKey) -> bool {
+    length_field(types, module, key).is_some()
+}

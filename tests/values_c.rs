@@ -1,0 +1,176 @@
+//! Values of a C program at -O0, read from a live process stopped with real
+//! ptrace: read_locals and evaluate, checked against known values and gdb.
+
+#[path = "fixtures/values/support.rs"]
+mod support;
+
+use liveprobe::eval::read_locals;
+use liveprobe::value::{Limits, Redaction, Value};
+use support::{Fixture, Stopped, build};
+
+fn find<'a>(values: &'a [Value], name: &str) -> &'a Value {
+    values.iter().find(|v| v.name == name).unwrap_or_else(|| {
+        panic!(
+            "no variable {name} in {:?}",
+            values.iter().map(|v| &v.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+#[test]
+fn c_locals_at_o0() {
+    let exe = build("c_values.c", "c_values_O0", &["-O0"]);
+    let mut fixture = Fixture::start(&exe);
+    let stopped = Stopped::new(fixture.pid);
+    let ctx = stopped.context("inspect_here");
+    let values =
+        read_locals(&ctx, &Limits::default(), &Redaction::default_list()).expect("read_locals");
+    let mut text = String::new();
+    for value in &values {
+        value.render_text(&mut text);
+        text.push('\n');
+    }
+    eprintln!("{text}");
+    stopped.detach();
+    let last = fixture.finish();
+    assert!(last.starts_with("done "), "{last}");
+    let _ = find(&values, "count");
+}
+
+/// Expressions evaluated by liveprobe and printed by gdb on the same stopped
+/// fixture; liveprobe's value, normalised to gdb's spelling, must agree.
+const C_EXPRESSIONS: &[&str] = &[
+    "count",
+    "count + 1",
+    "count * 7 - 2",
+    "-count",
+    "count / 2",
+    "count % 2",
+    "count << 3",
+    "p.x",
+    "p.y",
+    "p.x - p.y",
+    "where->x",
+    "where->y * 2",
+    "(*where).x",
+    "numbers[2]",
+    "numbers[0] + numbers[3]",
+    "first.next->value",
+    "first.next->next->value",
+    "second.next->value",
+    "c",
+    "fl.level",
+    "fl.mode",
+    "fl.ready",
+    "f * 2",
+    "d / 2",
+    "s",
+    "us",
+    "l",
+    "ull",
+    "small_c",
+    "byte",
+    "negative_c",
+    "global_counter",
+    "global_counter * 2",
+    "global_origin.y",
+    "global_matrix[1][2]",
+    "file_static",
+    "calls",
+    "ticks + 1",
+    "acct.balance",
+    "acct.home.x",
+    "acct.tag",
+    "sh.corners[1].y",
+    "sh.fill",
+    "sh.ratio",
+    "inner_only",
+    "shadow",
+    "count > 2 && p.x == 1",
+    "count < 2 || p.y < 0",
+    "!yes",
+    "(unsigned char)300",
+    "(long)d",
+    "sizeof(struct point)",
+    "*to_global",
+    "num.as_int",
+    "num.as_float",
+    "yes",
+];
+
+fn normalise_gdb(text: &str) -> String {
+    let text = strip_char(text.trim());
+    // gdb prints doubles with up to 17 significant digits; liveprobe prints
+    // the shortest text that reads back to the same number.
+    if let Ok(number) = text.parse::<f64>()
+        && text.contains('.')
+    {
+        return liveprobe::value::format_float(number);
+    }
+    text.to_string()
+}
+
+/// `97 'a'` → `97`: gdb shows a number cast to a char type with its
+/// character, liveprobe shows it for char-typed variables; compare numbers.
+fn strip_char(text: &str) -> &str {
+    match text.split_once(" '") {
+        Some((number, character)) if character.ends_with('\'') && number.parse::<i64>().is_ok() => {
+            number
+        }
+        _ => text,
+    }
+}
+
+fn normalise_liveprobe(value: &Value) -> String {
+    let text = strip_char(value.value.trim());
+    // C comparisons give int: gdb prints them as 1 and 0 (a `_Bool`
+    // variable it prints as true/false, as liveprobe does).
+    if value.type_name == "bool" {
+        match text {
+            "true" => return "1".to_string(),
+            "false" => return "0".to_string(),
+            _ => {}
+        }
+    }
+    if let Some(stripped) = text.strip_suffix(".0")
+        && stripped.parse::<i64>().is_ok()
+    {
+        // gdb prints 3.0 as 3.
+        return stripped.to_string();
+    }
+    text.to_string()
+}
+
+#[test]
+fn c_evaluate_agrees_with_gdb() {
+    use liveprobe::eval::{compile, evaluate};
+    let exe = build("c_values.c", "c_values_O0", &["-O0"]);
+    let mut fixture = Fixture::start(&exe);
+    let stopped = Stopped::new(fixture.pid);
+    let ctx = stopped.context("inspect_here");
+    let limits = Limits::default();
+    let redaction = Redaction::default_list();
+    let mut ours = Vec::new();
+    for expression in C_EXPRESSIONS {
+        let compiled = compile(expression, &ctx).unwrap_or_else(|e| panic!("{expression}: {e}"));
+        let value = evaluate(&compiled, &ctx, &limits, &redaction);
+        assert!(value.unavailable.is_none(), "{expression}: {value:?}");
+        ours.push(value);
+    }
+    stopped.detach();
+    let theirs = support::gdb_print(fixture.pid, "inspect_here", C_EXPRESSIONS);
+    let mut mismatches = Vec::new();
+    for ((expression, value), gdb) in C_EXPRESSIONS.iter().zip(&ours).zip(&theirs) {
+        let (a, b) = (normalise_liveprobe(value), normalise_gdb(gdb));
+        if a != b {
+            mismatches.push(format!("{expression}: liveprobe {a:?} gdb {b:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "disagreements with gdb:\n{}",
+        mismatches.join("\n")
+    );
+    let last = fixture.finish();
+    assert!(last.starts_with("done "), "{last}");
+}
