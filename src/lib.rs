@@ -7,10 +7,8 @@
 //! `engine -> policy`.
 
 pub mod debuginfo;
-#[cfg(liveprobe_wip)]
 pub mod engine;
 pub mod eval;
-#[cfg(liveprobe_wip)]
 pub mod mcp;
 pub mod policy;
 pub mod tracer;

@@ -1,1 +1,167 @@
-fn main() {}
+//! The `liveprobe` command: flags -> policy -> engine -> MCP over stdio.
+//!
+//! Stdout belongs to the protocol: every log line goes to stderr.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use rmcp::ServiceExt;
+use tracing_subscriber::EnvFilter;
+
+use liveprobe::engine::Engine;
+use liveprobe::mcp::LiveprobeServer;
+use liveprobe::mcp::resources::Subscriptions;
+use liveprobe::policy::Policy;
+
+/// liveprobe: an MCP server that lets AI agents question running native
+/// processes (C, C++, Rust on Linux x86-64) without stopping them: threads,
+/// symbolized stacks, source, locals, expressions and non-breaking probes.
+///
+/// With no subcommand it serves MCP over stdio: configure it as a stdio MCP
+/// server in your client (Claude Code, VS Code, MCP Inspector). It needs the
+/// right to ptrace the targets (root, CAP_SYS_PTRACE, or the same user with
+/// kernel.yama.ptrace_scope = 0).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Only processes whose executable path contains one of these may be
+    /// attached (repeatable). Default: any process we may ptrace.
+    #[arg(long = "allow-exe", value_name = "SUBSTRING")]
+    allow_exe: Vec<String>,
+    /// Name parts whose values are never shown (repeatable; replaces the
+    /// built-in list: password, secret, token, api_key, auth, cookie, ...).
+    #[arg(long = "redact-name", value_name = "PART")]
+    redact_names: Vec<String>,
+    /// Append one JSON line per tool call to this file.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Log filter for stderr (e.g. `info`, `liveprobe=debug`). Also RUST_LOG.
+    #[arg(long, default_value = "warn")]
+    log: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve MCP over stdio (the default).
+    Serve,
+    /// Write the JSON Schemas of every tool's input and output into DIR.
+    ExportSchemas {
+        /// Directory to write `<tool>.input.json` and `<tool>.output.json` into.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .init();
+
+    match cli.command {
+        Some(Command::ExportSchemas { ref dir }) => match liveprobe::mcp::export_schemas(dir) {
+            Ok(n) => {
+                eprintln!("wrote {n} schema files to {}", dir.display());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("liveprobe: cannot write schemas to {}: {e}", dir.display());
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Some(Command::Serve) | None => serve(cli),
+    }
+}
+
+fn serve(cli: Cli) -> std::process::ExitCode {
+    let policy = Arc::new(Policy {
+        allowed_exes: cli.allow_exe,
+        secret_names: cli.redact_names,
+        audit_log: cli.audit_log,
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("liveprobe: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let (probe_updates, probe_update_rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = match Engine::new(policy, Some(probe_updates)) {
+        Ok(engine) => Arc::new(engine),
+        Err(e) => {
+            eprintln!("liveprobe: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    install_panic_cleanup(engine.clone());
+    let code = runtime.block_on(run_stdio(engine.clone(), probe_update_rx));
+    // A blocked stdin read must not keep us alive after cleanup (rust-sdk #220).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+/// Serves until the client goes away or a signal asks us to stop, then
+/// releases every target.
+async fn run_stdio(
+    engine: Arc<Engine>,
+    probe_updates: tokio::sync::mpsc::UnboundedReceiver<u64>,
+) -> std::process::ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let subscriptions = Arc::new(Subscriptions::default());
+    tokio::spawn(subscriptions.clone().forward(probe_updates));
+    let server = LiveprobeServer::new(engine.clone(), subscriptions);
+    let running = match server.serve(rmcp::transport::stdio_pipes()).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::error!("MCP session did not start: {e}");
+            engine.detach_all().await;
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let (mut int, mut term, mut hup) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            engine.detach_all().await;
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let ct = running.cancellation_token();
+    let waiting = running.waiting();
+    tokio::pin!(waiting);
+    let why = tokio::select! {
+        r = &mut waiting => format!("client gone ({r:?})"),
+        _ = int.recv() => "SIGINT".to_string(),
+        _ = term.recv() => "SIGTERM".to_string(),
+        _ = hup.recv() => "SIGHUP".to_string(),
+    };
+    tracing::info!("stopping: {why}");
+    ct.cancel();
+    engine.detach_all().await;
+    std::process::ExitCode::SUCCESS
+}
+
+/// On a panic in any thread, release every target before the process dies.
+fn install_panic_cleanup(engine: Arc<Engine>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        engine.detach_all_blocking();
+    }));
+}

@@ -12,6 +12,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   apt-get update -qq && apt-get install -y -qq gcc g++ gdb binutils >/dev/null
 fi
+# The client-compatibility tests drive liveprobe with the official Python SDK
+# and the MCP Inspector CLI.
+python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp").startswith("2.") else 1)' 2>/dev/null \
+  || python3 -m pip install -q 'mcp>=2,<3'
+command -v mcp-inspector >/dev/null 2>&1 \
+  || npm install -g -s @modelcontextprotocol/inspector >/dev/null
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@"

@@ -1,1 +1,451 @@
-//! engine room (being built).
+//! The engine: the session of attached targets (pid -> target) and every
+//! question asked of them. It joins the tracer (process control) with the
+//! debug info (what the bytes mean) and the policy (what may be touched).
+//!
+//! It owns no ptrace call itself (the tracer thread does) and knows nothing of
+//! MCP: the `mcp` room turns its answers into JSON and text.
+
+mod error;
+mod frames;
+#[cfg(liveprobe_wip)]
+mod inspect;
+#[cfg(liveprobe_wip)]
+mod probe_ops;
+#[cfg(liveprobe_wip)]
+pub mod probes;
+pub mod report;
+mod source;
+#[cfg(liveprobe_wip)]
+mod store;
+
+use std::collections::HashMap;
+#[cfg(liveprobe_wip)]
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use error::EngineError;
+use frames::CapturedThread;
+#[cfg(liveprobe_wip)]
+pub use inspect::{EvaluateReport, FrameInfo, LocalsReport};
+#[cfg(liveprobe_wip)]
+pub use probe_ops::{
+    MAX_PROBES, MAX_WAIT_MS, ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults,
+    ProbeWhat, ScopeVariable,
+};
+#[cfg(liveprobe_wip)]
+pub use probes::{MetricKind, ProbeKind, ProbeRow, ProbeState};
+use report::*;
+#[cfg(liveprobe_wip)]
+pub use store::SummaryView;
+
+use crate::debuginfo::{ProcessImage, RuntimeAddr};
+use crate::policy::Policy;
+use crate::tracer::{ProcessMemory, Tracer};
+use crate::value::Redaction;
+#[cfg(liveprobe_wip)]
+use probes::Probe;
+
+/// Stack bytes copied per thread for `stack_trace`: enough for deep stacks;
+/// unwinding past it reads live memory.
+const STACK_COPY_BYTES: usize = 256 * 1024;
+/// Stack bytes copied per thread for `list_threads`, which only needs the few
+/// frames down to the program's own code.
+const SHORT_STACK_COPY_BYTES: usize = 32 * 1024;
+/// Frames searched for the first frame with source info in `list_threads`.
+const THREAD_SUMMARY_FRAMES: usize = 24;
+
+/// One attached process and what we know of its code.
+pub struct Target {
+    /// Process id.
+    pub pid: i32,
+    /// Modules mapped in it and their debug info.
+    pub image: Arc<ProcessImage>,
+    /// Reads its memory without stopping it.
+    pub memory: ProcessMemory,
+    /// The attach report, returned again when attach is asked twice.
+    pub attach_report: AttachReport,
+}
+
+/// All attached targets and the tracer that holds them.
+pub struct Engine {
+    tracer: Tracer,
+    policy: Arc<Policy>,
+    #[allow(dead_code)]
+    redaction: Redaction,
+    targets: Mutex<HashMap<i32, Arc<Target>>>,
+    #[cfg(liveprobe_wip)]
+    probes: Mutex<HashMap<u64, Arc<Probe>>>,
+    #[cfg(liveprobe_wip)]
+    next_probe_id: AtomicU64,
+    #[allow(dead_code)]
+    probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+}
+
+impl Engine {
+    /// Starts the tracer thread.
+    ///
+    /// `probe_updates`, when given, is told the id of every probe with new
+    /// results (for resource-updated notifications).
+    pub fn new(
+        policy: Arc<Policy>,
+        probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    ) -> Result<Engine, EngineError> {
+        let redaction = if policy.secret_names.is_empty() {
+            Redaction::default_list()
+        } else {
+            Redaction::with_patterns(policy.secret_names.clone())
+        };
+        Ok(Engine {
+            tracer: Tracer::start()?,
+            policy,
+            redaction,
+            targets: Mutex::new(HashMap::new()),
+            #[cfg(liveprobe_wip)]
+            probes: Mutex::new(HashMap::new()),
+            #[cfg(liveprobe_wip)]
+            next_probe_id: AtomicU64::new(1),
+            probe_updates,
+        })
+    }
+
+    #[cfg(liveprobe_wip)]
+    fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Probe>>> {
+        self.probes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn targets(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<Target>>> {
+        // A poisoned map still holds valid entries: a panic elsewhere must not
+        // keep us from detaching.
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The attached target `pid`, or an error that says to attach first.
+    pub fn target(&self, pid: i32) -> Result<Arc<Target>, EngineError> {
+        self.targets()
+            .get(&pid)
+            .cloned()
+            .ok_or(EngineError::NotAttached { pid })
+    }
+
+    /// Processes on this machine, filtered by a substring of name, command line or pid.
+    pub fn list_processes(&self, query: Option<&str>, limit: usize) -> ProcessList {
+        let mut rows: Vec<ProcessRow> = crate::tracer::list_processes(query)
+            .into_iter()
+            .map(|p| {
+                let refusal = self.policy.refusal(p.pid, p.exe.as_deref());
+                ProcessRow {
+                    pid: p.pid,
+                    name: p.name,
+                    exe: p.exe,
+                    cmdline: p.cmdline,
+                    user: p.user,
+                    attachable: p.attachable && refusal.is_none(),
+                    reason: p.reason.or(refusal),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.pid);
+        let total = rows.len();
+        rows.truncate(limit);
+        ProcessList {
+            processes: rows,
+            total,
+        }
+    }
+
+    /// Seizes every thread of `pid` and loads its debug info. Attaching again
+    /// is harmless and returns the first report.
+    pub async fn attach(&self, pid: i32) -> Result<AttachReport, EngineError> {
+        if let Some(t) = self.targets().get(&pid) {
+            let mut again = t.attach_report.clone();
+            again.already_attached = true;
+            return Ok(again);
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string());
+        if let Some(reason) = self.policy.refusal(pid, exe.as_deref()) {
+            return Err(EngineError::Refused { pid, reason });
+        }
+        let started = Instant::now();
+        let seized = self.tracer.attach(pid).await?;
+        let image = match tokio::task::spawn_blocking(move || ProcessImage::load(pid)).await {
+            Ok(Ok(image)) => Arc::new(image),
+            Ok(Err(e)) => {
+                let _ = self.tracer.detach(pid).await;
+                return Err(e.into());
+            }
+            Err(join) => {
+                let _ = self.tracer.detach(pid).await;
+                return Err(EngineError::Internal(format!("loading debug info: {join}")));
+            }
+        };
+        let attach_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let main = image.main_module().cloned();
+        let debug = main.as_ref().map(|m| m.debug_info());
+        let found = debug.as_ref().is_some_and(|d| d.found);
+        let exe_path = main
+            .as_ref()
+            .map(|m| m.path().display().to_string())
+            .or(exe)
+            .unwrap_or_default();
+        let report = AttachReport {
+            pid,
+            exe: exe_path.clone(),
+            build_id: main.as_ref().and_then(|m| m.build_id().map(str::to_owned)),
+            threads: seized.threads.len(),
+            languages: image.languages(),
+            debug_info: DebugInfoReport {
+                found,
+                path: debug
+                    .as_ref()
+                    .and_then(|d| d.path.as_ref().map(|p| p.display().to_string())),
+                hint: (!found).then(|| no_debug_info_hint(&exe_path)),
+            },
+            modules: image.modules().len(),
+            modules_with_debug_info: image
+                .modules()
+                .iter()
+                .filter(|m| m.debug_info().found)
+                .count(),
+            attach_ms,
+            held_us: seized.held.as_micros() as u64,
+            already_attached: false,
+        };
+        let target = Arc::new(Target {
+            pid,
+            image,
+            memory: ProcessMemory::new(pid),
+            attach_report: report.clone(),
+        });
+        self.targets().insert(pid, target);
+        tracing::info!(pid, attach_ms, "attached");
+        Ok(report)
+    }
+
+    /// Releases `pid`: every thread detached, the target left as it was.
+    pub async fn detach(&self, pid: i32) -> Result<DetachReport, EngineError> {
+        let target = self.target(pid)?;
+        #[cfg(liveprobe_wip)]
+        let armed: Vec<Arc<Probe>> = self
+            .probes()
+            .values()
+            .filter(|p| p.pid == pid && p.status().state == probes::ProbeState::Armed)
+            .cloned()
+            .collect();
+        self.tracer.detach(pid).await?;
+        self.targets().remove(&target.pid);
+        #[cfg(liveprobe_wip)]
+        for probe in &armed {
+            probe.finish(
+                probes::ProbeState::Removed,
+                Some("the process was detached".into()),
+            );
+        }
+        #[cfg(liveprobe_wip)]
+        let removed = armed.len();
+        #[cfg(not(liveprobe_wip))]
+        let removed = 0;
+        Ok(DetachReport {
+            pid,
+            probes_removed: removed,
+        })
+    }
+
+    /// Detaches every target; used on every way liveprobe can end.
+    pub async fn detach_all(&self) {
+        self.tracer.detach_all().await;
+        self.targets().clear();
+    }
+
+    /// Detaches every target from a context that cannot await (a panic
+    /// hook), waiting a bounded time.
+    pub fn detach_all_blocking(&self) {
+        self.tracer
+            .detach_all_blocking(std::time::Duration::from_secs(5));
+    }
+
+    /// Copies registers and stack of the given threads (None: all), holding
+    /// each only while it is copied.
+    async fn capture(
+        &self,
+        target: &Target,
+        tids: Option<Vec<i32>>,
+        stack_bytes: usize,
+    ) -> Result<Vec<CapturedThread>, EngineError> {
+        let captures = self
+            .tracer
+            .capture_threads(target.pid, tids, stack_bytes)
+            .await?;
+        Ok(captures
+            .into_iter()
+            .map(|c| CapturedThread::new(c, target.memory.clone()))
+            .collect())
+    }
+
+    /// Threads of `pid` with where each one is in the program.
+    pub async fn list_threads(&self, pid: i32) -> Result<ThreadList, EngineError> {
+        let target = self.target(pid)?;
+        let statuses = self.tracer.threads(pid).await?;
+        let captures = self.capture(&target, None, SHORT_STACK_COPY_BYTES).await?;
+        let by_tid: HashMap<i32, &CapturedThread> = captures.iter().map(|c| (c.tid, c)).collect();
+        let mut threads = Vec::with_capacity(statuses.len());
+        for status in statuses {
+            let mut row = ThreadRow {
+                tid: status.tid,
+                name: status.name,
+                state: status.state,
+                function: None,
+                file: None,
+                line: None,
+                innermost: None,
+            };
+            if let Some(capture) = by_tid.get(&status.tid) {
+                let frames =
+                    frames::symbolized_frames(&target.image, capture, THREAD_SUMMARY_FRAMES);
+                let innermost = frames.first().and_then(|f| f.function.clone());
+                let chosen = frames
+                    .iter()
+                    .find(|f| f.own_code && f.function.is_some())
+                    .or(frames.first());
+                if let Some(f) = chosen {
+                    row.function = f.function.clone();
+                    row.file = f.file.clone();
+                    row.line = f.line;
+                    if innermost != f.function {
+                        row.innermost = innermost;
+                    }
+                }
+            }
+            threads.push(row);
+        }
+        threads.sort_by_key(|t| (t.tid != pid, t.tid));
+        Ok(ThreadList { pid, threads })
+    }
+
+    /// Symbolized stacks of one thread (default the main thread) or of all.
+    pub async fn stack_trace(
+        &self,
+        pid: i32,
+        tid: Option<i32>,
+        max_frames: usize,
+        all_threads: bool,
+    ) -> Result<StackReport, EngineError> {
+        let target = self.target(pid)?;
+        let tids = if all_threads {
+            None
+        } else {
+            Some(vec![tid.unwrap_or(pid)])
+        };
+        let statuses = self.tracer.threads(pid).await?;
+        let names: HashMap<i32, String> = statuses.into_iter().map(|s| (s.tid, s.name)).collect();
+        let captures = self.capture(&target, tids, STACK_COPY_BYTES).await?;
+        let mut threads: Vec<ThreadStack> = captures
+            .iter()
+            .map(|capture| {
+                let mut frames =
+                    frames::symbolized_frames(&target.image, capture, max_frames.saturating_add(1));
+                let truncated = frames.len() > max_frames;
+                frames.truncate(max_frames);
+                ThreadStack {
+                    tid: capture.tid,
+                    name: names.get(&capture.tid).cloned().unwrap_or_default(),
+                    frames,
+                    truncated,
+                    held_us: capture.held_us,
+                }
+            })
+            .collect();
+        threads.sort_by_key(|t| (t.tid != pid, t.tid));
+        Ok(StackReport { pid, threads })
+    }
+
+    /// Functions whose demangled name contains `query`.
+    pub fn find_functions(
+        &self,
+        pid: i32,
+        query: &str,
+        limit: usize,
+    ) -> Result<FunctionList, EngineError> {
+        let target = self.target(pid)?;
+        if query.trim().is_empty() {
+            return Err(EngineError::BadArgument(
+                "query is empty: give part of a function name, e.g. \"handle_request\" or \"Cache::get\"".into(),
+            ));
+        }
+        let mut found = target
+            .image
+            .find_functions(query.trim(), limit.saturating_add(1));
+        let truncated = found.len() > limit;
+        found.truncate(limit);
+        Ok(FunctionList {
+            functions: found
+                .into_iter()
+                .map(|f| FunctionRow {
+                    name: f.name,
+                    file: f.file,
+                    line: f.line,
+                    address: format_addr(f.address),
+                })
+                .collect(),
+            truncated,
+        })
+    }
+
+    /// Every address a location (`file:line`, function, `*0xADDR`) covers.
+    pub fn resolve_location(
+        &self,
+        pid: i32,
+        location: &str,
+    ) -> Result<LocationReport, EngineError> {
+        let target = self.target(pid)?;
+        let resolution = target.image.resolve_location(location.trim())?;
+        Ok(LocationReport {
+            location: location.to_string(),
+            resolved: resolution
+                .sites
+                .into_iter()
+                .map(|s| ResolvedSiteRow {
+                    address: format_addr(s.address),
+                    function: s.function,
+                    file: s.file,
+                    line: s.line,
+                    inlined: s.inlined,
+                })
+                .collect(),
+            note: resolution.note,
+        })
+    }
+
+    /// Source text around a line, with the lines where a probe can go marked.
+    pub fn list_source(
+        &self,
+        pid: i32,
+        file: &str,
+        line: Option<u32>,
+        context: Option<u32>,
+    ) -> Result<SourceListing, EngineError> {
+        let target = self.target(pid)?;
+        source::list_source(&target.image, file, line, context)
+    }
+}
+
+/// Formats a runtime address as clients see it.
+pub fn format_addr(addr: RuntimeAddr) -> String {
+    format!("{:#x}", addr.0)
+}
+
+fn no_debug_info_hint(exe: &str) -> String {
+    format!(
+        "{exe} has no DWARF debug info: stacks show symbol names only, and locals, lines and probes on lines \
+         are not available. Rebuild with -g (C/C++) or debug = true / debug = \"line-tables-only\" (Rust), \
+         or install the separate debug file (for Debian packages: the -dbgsym package) so it is found under \
+         /usr/lib/debug/.build-id/"
+    )
+}

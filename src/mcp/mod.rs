@@ -1,1 +1,418 @@
-//! mcp room (being built).
+//! The MCP face: tool handlers that turn requests into engine calls and the
+//! engine's answers into structured JSON plus a short text rendering.
+//!
+//! It knows nothing of ptrace or DWARF: everything it needs is in `engine`.
+
+pub mod args;
+#[cfg(liveprobe_wip)]
+mod probe_tools;
+pub mod resources;
+mod text;
+#[cfg(liveprobe_wip)]
+mod value_tools;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use resources::Subscriptions;
+#[cfg(liveprobe_wip)]
+use resources::{parse_probe_uri, probe_uri};
+#[cfg(liveprobe_wip)]
+use rmcp::ErrorData as McpError;
+use rmcp::handler::server::common::schema_for_output;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+#[cfg(liveprobe_wip)]
+use rmcp::model::{
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate, SubscriptionFilter,
+};
+#[cfg(liveprobe_wip)]
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use serde::Serialize;
+
+use crate::engine::report::*;
+use crate::engine::{Engine, EngineError};
+use args::*;
+pub use text::RenderText;
+
+const DEFAULT_PROCESS_LIMIT: u32 = 100;
+const DEFAULT_MAX_FRAMES: u32 = 64;
+const DEFAULT_FUNCTION_LIMIT: u32 = 50;
+
+/// The liveprobe MCP server: a cheap handle over the shared engine.
+#[derive(Clone)]
+pub struct LiveprobeServer {
+    engine: Arc<Engine>,
+    #[cfg_attr(not(liveprobe_wip), allow(dead_code))]
+    subscriptions: Arc<Subscriptions>,
+    tool_router: ToolRouter<Self>,
+}
+
+/// Builds the tool result: the answer as `structuredContent` and its text rendering.
+pub(crate) fn reply<T: Serialize + RenderText>(
+    tool: &str,
+    started: Instant,
+    answer: Result<T, EngineError>,
+) -> CallToolResult {
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match answer {
+        Ok(value) => {
+            let text = value.render_text();
+            match serde_json::to_value(&value) {
+                Ok(json) => {
+                    tracing::info!(tool, elapsed_ms, ok = true, "tool call");
+                    let mut result = CallToolResult::structured(json);
+                    result.content = vec![ContentBlock::text(text)];
+                    result
+                }
+                Err(e) => failure(
+                    tool,
+                    elapsed_ms,
+                    &format!("internal error: could not encode the answer: {e}"),
+                ),
+            }
+        }
+        Err(e) => failure(tool, elapsed_ms, &e.to_string()),
+    }
+}
+
+fn failure(tool: &str, elapsed_ms: f64, message: &str) -> CallToolResult {
+    tracing::info!(tool, elapsed_ms, ok = false, error = message, "tool call");
+    CallToolResult::error(vec![ContentBlock::text(message.to_string())])
+}
+
+#[tool_router]
+impl LiveprobeServer {
+    /// A server over `engine`; `subscriptions` is shared with the task that
+    /// forwards probe updates (see [`Subscriptions::forward`]).
+    pub fn new(engine: Arc<Engine>, subscriptions: Arc<Subscriptions>) -> LiveprobeServer {
+        LiveprobeServer {
+            engine,
+            subscriptions,
+            tool_router: Self::all_tools(),
+        }
+    }
+
+    fn all_tools() -> ToolRouter<Self> {
+        #[allow(unused_mut)]
+        let mut router = Self::tool_router();
+        #[cfg(liveprobe_wip)]
+        {
+            router = router + Self::value_tools() + Self::probe_tools();
+        }
+        router
+    }
+
+    /// Every tool with its schemas, as `tools/list` shows them.
+    pub fn tools() -> Vec<rmcp::model::Tool> {
+        Self::all_tools().list_all()
+    }
+
+    #[tool(
+        description = "List processes on this machine that liveprobe could attach to. `query` filters by a substring of the name, executable, command line, or by pid. Each entry says whether it is attachable and, if not, why.",
+        output_schema = schema_for_output::<ProcessList>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_processes(&self, Parameters(a): Parameters<ListProcessesArgs>) -> CallToolResult {
+        let started = Instant::now();
+        let limit = a.limit.unwrap_or(DEFAULT_PROCESS_LIMIT) as usize;
+        let answer = Ok(self.engine.list_processes(a.query.as_deref(), limit));
+        reply("list_processes", started, answer)
+    }
+
+    #[tool(
+        description = "Attach to a running process without stopping it (every thread is seized; the process keeps running) and load its debug info. Required before any other tool on that pid. Attaching again is harmless.",
+        output_schema = schema_for_output::<AttachReport>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn attach(&self, Parameters(a): Parameters<PidArgs>) -> CallToolResult {
+        let started = Instant::now();
+        reply("attach", started, self.engine.attach(a.pid).await)
+    }
+
+    #[tool(
+        description = "Detach from a process: every probe is removed and every thread released, leaving the process exactly as it was.",
+        output_schema = schema_for_output::<DetachReport>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn detach(&self, Parameters(a): Parameters<PidArgs>) -> CallToolResult {
+        let started = Instant::now();
+        reply("detach", started, self.engine.detach(a.pid).await)
+    }
+
+    #[tool(
+        description = "List the threads of an attached process with each thread's state and where it is in the program's own code (function, file, line). Each thread is held only for microseconds.",
+        output_schema = schema_for_output::<ThreadList>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_threads(&self, Parameters(a): Parameters<PidArgs>) -> CallToolResult {
+        let started = Instant::now();
+        reply(
+            "list_threads",
+            started,
+            self.engine.list_threads(a.pid).await,
+        )
+    }
+
+    #[tool(
+        description = "Symbolized call stack of one thread (default: the main thread) or of all threads, innermost frame first, inlined calls shown as their own frames. Unwound from CFI; each thread is held only while its registers and stack are copied.",
+        output_schema = schema_for_output::<StackReport>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn stack_trace(&self, Parameters(a): Parameters<StackTraceArgs>) -> CallToolResult {
+        let started = Instant::now();
+        let max_frames = a.max_frames.unwrap_or(DEFAULT_MAX_FRAMES).max(1) as usize;
+        let answer = self
+            .engine
+            .stack_trace(a.pid, a.tid, max_frames, a.all_threads.unwrap_or(false))
+            .await;
+        reply("stack_trace", started, answer)
+    }
+
+    #[tool(
+        description = "Find functions in an attached process by part of their name (case-insensitive; plain, qualified like `Cache::get` or `my_crate::cache::Cache::get`, or mangled). Returns each with its source file, line and address: use them as probe locations.",
+        output_schema = schema_for_output::<FunctionList>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn find_functions(&self, Parameters(a): Parameters<FindFunctionsArgs>) -> CallToolResult {
+        let started = Instant::now();
+        let limit = a.limit.unwrap_or(DEFAULT_FUNCTION_LIMIT).max(1) as usize;
+        let engine = self.engine.clone();
+        let answer =
+            tokio::task::spawn_blocking(move || engine.find_functions(a.pid, &a.query, limit))
+                .await
+                .unwrap_or_else(|e| Err(EngineError::Internal(format!("find_functions: {e}"))));
+        reply("find_functions", started, answer)
+    }
+
+    #[tool(
+        description = "Resolve a location to the addresses a probe there would cover, without arming anything: `file.c:42` (a line without code moves to the next line with code, and the answer says so), a function name (after its prologue), or `*0xADDR`. Inlined copies and generic instances are all listed.",
+        output_schema = schema_for_output::<LocationReport>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn resolve_location(
+        &self,
+        Parameters(a): Parameters<ResolveLocationArgs>,
+    ) -> CallToolResult {
+        let started = Instant::now();
+        let engine = self.engine.clone();
+        let answer =
+            tokio::task::spawn_blocking(move || engine.resolve_location(a.pid, &a.location))
+                .await
+                .unwrap_or_else(|e| Err(EngineError::Internal(format!("resolve_location: {e}"))));
+        reply("resolve_location", started, answer)
+    }
+
+    #[tool(
+        description = "Show source lines of a file of an attached process, with `code: true` on lines where a probe can go. `file` is a base name or a path suffix; `stale` says the file changed after the binary was built.",
+        output_schema = schema_for_output::<SourceListing>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_source(&self, Parameters(a): Parameters<ListSourceArgs>) -> CallToolResult {
+        let started = Instant::now();
+        let engine = self.engine.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            engine.list_source(a.pid, &a.file, a.line, a.context)
+        })
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Internal(format!("list_source: {e}"))));
+        reply("list_source", started, answer)
+    }
+}
+
+/// Writes `<tool>.input.json` and `<tool>.output.json` for every tool into
+/// `dir`; returns how many files were written. `schemas/` in the repository
+/// is made this way, and a test fails when it drifts from the code.
+pub fn export_schemas(dir: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = 0;
+    for (name, kind, schema) in tool_schemas() {
+        let text = serde_json::to_string_pretty(&schema).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(format!("{name}.{kind}.json")), text + "\n")?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// (tool name, "input" | "output", schema) for every tool.
+pub fn tool_schemas() -> Vec<(String, &'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    for tool in LiveprobeServer::tools() {
+        let name = tool.name.to_string();
+        out.push((
+            name.clone(),
+            "input",
+            serde_json::Value::Object((*tool.input_schema).clone()),
+        ));
+        if let Some(schema) = &tool.output_schema {
+            out.push((
+                name,
+                "output",
+                serde_json::Value::Object((**schema).clone()),
+            ));
+        }
+    }
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for LiveprobeServer {
+    fn get_info(&self) -> ServerConfig {
+        #[cfg(liveprobe_wip)]
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        #[cfg(not(liveprobe_wip))]
+        let capabilities = ServerCapabilities::builder().enable_tools().build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new(
+                env!("CARGO_PKG_NAME"),
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "liveprobe inspects running native processes (C, C++, Rust) without stopping them. \
+                 Start with list_processes or a known pid, then attach. list_threads and stack_trace show \
+                 where threads are; find_functions and list_source find code; read_locals and evaluate \
+                 read state. set_snapshot, set_logpoint and set_metric place non-breaking probes; read them \
+                 with get_probe_results (wait_ms waits for traffic). Every tool takes the pid.",
+            )
+    }
+
+    #[cfg(liveprobe_wip)]
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let resources = self
+            .engine
+            .list_probes(None)
+            .probes
+            .into_iter()
+            .map(|p| {
+                Resource::new(probe_uri(p.probe_id), format!("probe-{}", p.probe_id))
+                    .with_description(format!(
+                        "results of the {} probe at {} in process {}",
+                        serde_json::to_value(p.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        p.location,
+                        p.pid
+                    ))
+                    .with_mime_type("application/json")
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    #[cfg(liveprobe_wip)]
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("probe://{probe_id}/results", "probe-results")
+                .with_description(
+                    "the newest results of a probe, as get_probe_results returns them",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    #[cfg(liveprobe_wip)]
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let Some(id) = parse_probe_uri(&request.uri) else {
+            return Err(McpError::resource_not_found(
+                format!(
+                    "no resource {}: probe results are probe://{{probe_id}}/results",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        let results = self
+            .engine
+            .probe_results(id, 0, 1000, 0)
+            .await
+            .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
+        let text = serde_json::to_string(&results)
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+    }
+
+    #[cfg(liveprobe_wip)]
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if parse_probe_uri(&request.uri).is_none() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "cannot subscribe to {}: probe results are probe://{{probe_id}}/results",
+                    request.uri
+                ),
+                None,
+            ));
+        }
+        self.subscriptions.subscribe(request.uri, context.peer);
+        Ok(())
+    }
+
+    #[cfg(liveprobe_wip)]
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subscriptions.unsubscribe(&request.uri);
+        Ok(())
+    }
+
+    #[cfg(liveprobe_wip)]
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    #[cfg(liveprobe_wip)]
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let wanted: Vec<String> = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let mut updates = self.subscriptions.updates.subscribe();
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                uri = updates.recv() => match uri {
+                    Ok(uri) if wanted.contains(&uri) => {
+                        if context.sink().notify_resource_updated(uri).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+}

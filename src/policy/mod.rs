@@ -1,1 +1,36 @@
-//! policy room (being built).
+//! The box owner's rules: which processes may be attached, which names are
+//! secret, and what every tool call leaves in the audit trail.
+//!
+//! It decides; it never touches a process.
+
+use std::path::PathBuf;
+
+/// What the owner of the machine allows.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// When set, only executables whose path contains one of these may be attached.
+    pub allowed_exes: Vec<String>,
+    /// Name parts whose values are redacted; empty means the built-in list.
+    pub secret_names: Vec<String>,
+    /// Where to append one JSON line per tool call; `None`: the log on stderr only.
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Policy {
+    /// Why `pid` (running `exe`) may not be attached, or `None` when it may.
+    pub fn refusal(&self, pid: i32, exe: Option<&str>) -> Option<String> {
+        if self.allowed_exes.is_empty() {
+            return None;
+        }
+        match exe {
+            Some(exe) if self.allowed_exes.iter().any(|a| exe.contains(a.as_str())) => None,
+            Some(exe) => Some(format!(
+                "{exe} is not in the allowed list ({}); start liveprobe with --allow-exe to add it",
+                self.allowed_exes.join(", ")
+            )),
+            None => Some(format!(
+                "the executable of process {pid} cannot be read, and only listed executables may be attached"
+            )),
+        }
+    }
+}

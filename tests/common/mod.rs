@@ -34,6 +34,10 @@ pub fn fixture_src(rel: &str) -> PathBuf {
 /// newer. Written to a temporary name and renamed, so parallel test
 /// processes never see a half-written binary.
 pub fn build_fixture(rel: &str, out_name: &str, flags: &[&str]) -> PathBuf {
+    // One build at a time in this test process: two threads building the
+    // same fixture would race on it.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let src = fixture_src(rel);
     let out = fixture_dir().join(out_name);
     let newer = |a: &Path, b: &Path| {
@@ -83,12 +87,24 @@ pub struct Fixture {
 impl Fixture {
     /// Starts `exe` and waits for its `ready <pid>` line.
     pub fn start(exe: &Path) -> Fixture {
-        let mut child = Command::new(exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fixture");
+        // ETXTBSY: another thread of this test process may be forking while
+        // a fixture binary was briefly open for writing; try again.
+        let mut attempts = 0;
+        let mut child = loop {
+            match Command::new(exe)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(26) && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("start fixture {}: {e}", exe.display()),
+            }
+        };
         let stdin = child.stdin.take();
         let lines = line_reader(child.stdout.take().expect("stdout"));
         let pid = child.id() as i32;

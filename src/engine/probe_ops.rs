@@ -1,0 +1,603 @@
+//! Setting, listing, reading and removing probes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
+use crate::eval::{self, CompiledExpr, FrameContext};
+use crate::value::Limits;
+
+use super::probes::{
+    MetricKind, Probe, ProbeKind, ProbeRow, ProbeState, SiteAction, SiteHandler, TemplatePart,
+    parse_template,
+};
+use super::report::ResolvedSiteRow;
+use super::{Engine, EngineError, Target, format_addr};
+
+/// Most probes armed at once, over all targets: each costs the target a
+/// breakpoint and the server a store.
+pub const MAX_PROBES: usize = 64;
+/// Largest `max_hits` accepted.
+pub const MAX_HITS_CEILING: u64 = 10_000_000;
+/// Longest `ttl_s` accepted (a day).
+pub const MAX_TTL_S: u64 = 86_400;
+/// Longest a `get_probe_results` call waits: below the usual client request
+/// timeout (60 s), so a wait never outlasts the request.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// Lines searched either side for `source_contains`.
+const SOURCE_SEARCH_LINES: u32 = 10;
+
+/// What to set.
+pub struct ProbeRequest {
+    /// Target.
+    pub pid: i32,
+    /// Where.
+    pub location: String,
+    /// Text expected on the line.
+    pub source_contains: Option<String>,
+    /// Only hits where this holds.
+    pub condition: Option<String>,
+    /// Hits before the probe is done.
+    pub max_hits: u64,
+    /// Seconds before it expires.
+    pub ttl_s: u64,
+    /// Resolve and check only.
+    pub dry_run: bool,
+    /// Kind-specific part.
+    pub what: ProbeWhat,
+}
+
+/// The kind-specific part of a probe request.
+pub enum ProbeWhat {
+    /// `set_snapshot`.
+    Snapshot {
+        /// Frames to capture.
+        frames: usize,
+        /// Expressions to evaluate.
+        expressions: Vec<String>,
+        /// Load limits.
+        limits: Limits,
+    },
+    /// `set_logpoint`.
+    Logpoint {
+        /// Template.
+        message: String,
+    },
+    /// `set_metric`.
+    Metric {
+        /// Kind.
+        kind: MetricKind,
+        /// Expression for a histogram.
+        expression: Option<String>,
+        /// End of a duration.
+        end_location: Option<String>,
+    },
+}
+
+/// A variable in scope at a probe site (for `dry_run`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ScopeVariable {
+    /// Name.
+    pub name: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// Answer of the `set_*` tools.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProbeCreated {
+    /// Id to read results with (absent for a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_id: Option<u64>,
+    /// Every address the probe covers.
+    pub resolved: Vec<ResolvedSiteRow>,
+    /// Where the probe's end is, for a duration metric.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub end_resolved: Vec<ResolvedSiteRow>,
+    /// How the location was adjusted, if at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// True when nothing was armed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// For a dry run: the variables in scope at the first site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Vec<ScopeVariable>>,
+    /// `max_hits` in force.
+    pub max_hits: u64,
+    /// `ttl_s` in force.
+    pub ttl_s: u64,
+}
+
+/// Answer of `list_probes`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProbeList {
+    /// Probes, oldest first.
+    pub probes: Vec<ProbeRow>,
+}
+
+/// Answer of `get_probe_results`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProbeResults {
+    /// Probe id.
+    pub probe_id: u64,
+    /// State.
+    pub state: ProbeState,
+    /// Why it is not armed, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Hits recorded.
+    pub hits: u64,
+    /// Results (kind-specific objects, each with `seq`).
+    pub items: Vec<serde_json::Value>,
+    /// Pass as `after` to get the next results.
+    pub next_after: u64,
+    /// Results pushed out of the bounded store before they were read.
+    pub dropped: u64,
+    /// True when `wait_ms` was capped to the longest wait allowed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wait_capped: bool,
+}
+
+/// Answer of `remove_probe`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProbeRemoved {
+    /// Probe id.
+    pub probe_id: u64,
+    /// Hits recorded before removal.
+    pub hits: u64,
+    /// State before removal.
+    pub state: ProbeState,
+}
+
+/// A frame context for compiling at a site: the scope is known from the pc,
+/// no registers or memory are needed.
+fn static_context<'a>(
+    image: &'a ProcessImage,
+    pc: RuntimeAddr,
+    regs: &'a Registers,
+    memory: &'a dyn crate::debuginfo::MemorySource,
+) -> FrameContext<'a> {
+    FrameContext {
+        image,
+        pc,
+        regs,
+        cfa: None,
+        is_caller: false,
+        memory,
+        inline_depth: 0,
+    }
+}
+
+/// Memory that has nothing: compile time must not read the target.
+struct NoMemory;
+
+impl crate::debuginfo::MemorySource for NoMemory {
+    fn read_memory(&self, addr: u64, _buf: &mut [u8]) -> Result<(), crate::debuginfo::MemoryError> {
+        Err(crate::debuginfo::MemoryError { addr })
+    }
+}
+
+fn compile_at(
+    image: &ProcessImage,
+    pc: RuntimeAddr,
+    text: &str,
+    what: &str,
+) -> Result<CompiledExpr, EngineError> {
+    let mut regs = Registers::default();
+    regs.set(reg::RIP, Some(pc.0));
+    let ctx = static_context(image, pc, &regs, &NoMemory);
+    eval::compile(text, &ctx).map_err(|e| {
+        EngineError::BadArgument(format!(
+            "{what} `{text}` does not compile at {}: {e}",
+            format_addr(pc)
+        ))
+    })
+}
+
+impl Engine {
+    fn resolve_with_source_check(
+        &self,
+        target: &Target,
+        location: &str,
+        source_contains: Option<&str>,
+    ) -> Result<Resolution, EngineError> {
+        let mut resolution = target.image.resolve_location(location.trim())?;
+        let Some(expected) = source_contains.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(resolution);
+        };
+        let Some((file, line)) = resolution
+            .sites
+            .first()
+            .and_then(|s| Some((s.file.clone()?, s.line?)))
+        else {
+            return Err(EngineError::BadArgument(format!(
+                "source_contains needs a location with source lines, and {location} has none"
+            )));
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            EngineError::BadArgument(format!(
+                "cannot check source_contains: {file} is not readable here ({e}); drop source_contains or copy the sources"
+            ))
+        })?;
+        let lines: Vec<&str> = text.lines().collect();
+        let has = |n: u32| {
+            n >= 1
+                && lines
+                    .get(n as usize - 1)
+                    .is_some_and(|l| l.contains(expected))
+        };
+        if has(line) {
+            return Ok(resolution);
+        }
+        let found = (1..=SOURCE_SEARCH_LINES)
+            .flat_map(|d| [line.saturating_add(d), line.saturating_sub(d)])
+            .find(|&n| has(n));
+        let Some(n) = found else {
+            return Err(EngineError::BadArgument(format!(
+                "line {line} of {file} does not contain {expected:?}, nor does any line within ±{SOURCE_SEARCH_LINES}; \
+                 check the line with list_source"
+            )));
+        };
+        let moved = format!("{file}:{n}");
+        let note = format!("line {line} does not contain {expected:?}; using line {n}, which does");
+        resolution = target.image.resolve_location(&moved)?;
+        resolution.note = Some(match resolution.note.take() {
+            Some(other) => format!("{note}; {other}"),
+            None => note,
+        });
+        Ok(resolution)
+    }
+
+    /// Sets a probe (or, with `dry_run`, only resolves and checks it).
+    pub async fn set_probe(&self, req: ProbeRequest) -> Result<ProbeCreated, EngineError> {
+        let target = self.target(req.pid)?;
+        if req.max_hits == 0 || req.max_hits > MAX_HITS_CEILING {
+            return Err(EngineError::BadArgument(format!(
+                "max_hits must be between 1 and {MAX_HITS_CEILING}, got {}",
+                req.max_hits
+            )));
+        }
+        if req.ttl_s == 0 || req.ttl_s > MAX_TTL_S {
+            return Err(EngineError::BadArgument(format!(
+                "ttl_s must be between 1 and {MAX_TTL_S} seconds, got {}",
+                req.ttl_s
+            )));
+        }
+        let resolution =
+            self.resolve_with_source_check(&target, &req.location, req.source_contains.as_deref())?;
+        if resolution.sites.is_empty() {
+            return Err(EngineError::BadArgument(format!(
+                "{} resolves to no code address",
+                req.location
+            )));
+        }
+        let image = target.image.clone();
+        let (kind, capacity) = match &req.what {
+            ProbeWhat::Snapshot { .. } => (ProbeKind::Snapshot, 100),
+            ProbeWhat::Logpoint { .. } => (ProbeKind::Logpoint, 1000),
+            ProbeWhat::Metric { .. } => (ProbeKind::Metric, 1),
+        };
+        // Compile everything for every site now: a condition that does not
+        // type-check is refused here, not at the first hit.
+        let mut site_plans = Vec::new();
+        for site in &resolution.sites {
+            let condition = req
+                .condition
+                .as_deref()
+                .filter(|c| !c.trim().is_empty())
+                .map(|c| compile_at(&image, site.address, c, "condition"))
+                .transpose()?;
+            let action = match &req.what {
+                ProbeWhat::Snapshot {
+                    frames,
+                    expressions,
+                    limits,
+                } => SiteAction::Snapshot {
+                    frames: *frames,
+                    expressions: expressions
+                        .iter()
+                        .map(|e| {
+                            Ok((
+                                e.clone(),
+                                compile_at(&image, site.address, e, "expression")?,
+                            ))
+                        })
+                        .collect::<Result<_, EngineError>>()?,
+                    limits: limits.clamped(),
+                },
+                ProbeWhat::Logpoint { message } => {
+                    let parts = parse_template(message)
+                        .map_err(|e| EngineError::BadArgument(format!("message template: {e}")))?;
+                    SiteAction::Logpoint {
+                        parts: parts
+                            .into_iter()
+                            .map(|(is_expr, text)| {
+                                if is_expr {
+                                    let c = compile_at(
+                                        &image,
+                                        site.address,
+                                        &text,
+                                        "template expression",
+                                    )?;
+                                    Ok(TemplatePart::Expr(text, c))
+                                } else {
+                                    Ok(TemplatePart::Text(text))
+                                }
+                            })
+                            .collect::<Result<_, EngineError>>()?,
+                    }
+                }
+                ProbeWhat::Metric {
+                    kind, expression, ..
+                } => match kind {
+                    MetricKind::Count => SiteAction::Count,
+                    MetricKind::Histogram => {
+                        let e = expression.as_deref().ok_or_else(|| {
+                            EngineError::BadArgument(
+                                "a histogram metric needs `expression`: the number to summarize"
+                                    .into(),
+                            )
+                        })?;
+                        SiteAction::Histogram(compile_at(&image, site.address, e, "expression")?)
+                    }
+                    MetricKind::Duration => SiteAction::DurationStart,
+                },
+            };
+            site_plans.push((site.address, condition, action));
+        }
+        // A duration's end sites.
+        let mut end_sites = Vec::new();
+        if let ProbeWhat::Metric {
+            kind: MetricKind::Duration,
+            end_location,
+            ..
+        } = &req.what
+        {
+            let end = end_location.as_deref().ok_or_else(|| {
+                EngineError::BadArgument(
+                    "a duration metric needs `end_location`: where the timed span ends (for example the function's last line, or its caller's next line)".into(),
+                )
+            })?;
+            let end_res = target.image.resolve_location(end.trim())?;
+            for s in &end_res.sites {
+                end_sites.push(s.clone());
+            }
+        }
+        let resolved: Vec<ResolvedSiteRow> = resolution.sites.iter().map(site_row).collect();
+        let end_resolved: Vec<ResolvedSiteRow> = end_sites.iter().map(site_row).collect();
+        let ttl_s = req.ttl_s;
+        if req.dry_run {
+            let variables = scope_variables(&image, resolution.sites[0].address);
+            return Ok(ProbeCreated {
+                probe_id: None,
+                resolved,
+                end_resolved,
+                note: resolution.note,
+                dry_run: true,
+                variables: Some(variables),
+                max_hits: req.max_hits,
+                ttl_s,
+            });
+        }
+        {
+            let armed = self
+                .probes()
+                .values()
+                .filter(|p| p.status().state == ProbeState::Armed)
+                .count();
+            if armed >= MAX_PROBES {
+                return Err(EngineError::BadArgument(format!(
+                    "{armed} probes are armed, the most allowed; remove some with remove_probe first"
+                )));
+            }
+        }
+        let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
+        let probe = Arc::new(Probe::new(
+            id,
+            req.pid,
+            kind,
+            req.location.clone(),
+            resolved.clone(),
+            resolution.note.clone(),
+            req.max_hits,
+            Duration::from_secs(ttl_s),
+            capacity,
+            self.probe_updates.clone(),
+        ));
+        self.probes().insert(id, probe.clone());
+        let redaction = self.redaction.clone();
+        let mut handlers: Vec<(u64, SiteHandler)> = site_plans
+            .into_iter()
+            .map(|(addr, condition, action)| {
+                (
+                    addr.0,
+                    SiteHandler {
+                        probe: probe.clone(),
+                        image: image.clone(),
+                        condition,
+                        action,
+                        redaction: redaction.clone(),
+                    },
+                )
+            })
+            .collect();
+        for s in &end_sites {
+            handlers.push((
+                s.address.0,
+                SiteHandler {
+                    probe: probe.clone(),
+                    image: image.clone(),
+                    condition: None,
+                    action: SiteAction::DurationEnd,
+                    redaction: redaction.clone(),
+                },
+            ));
+        }
+        for (addr, handler) in handlers {
+            if let Err(e) = self
+                .tracer
+                .insert_breakpoint(req.pid, addr, id, Box::new(handler))
+                .await
+            {
+                let _ = self.tracer.remove_group(req.pid, id).await;
+                probe.finish(ProbeState::Error, Some(e.to_string()));
+                self.probes().remove(&id);
+                return Err(EngineError::Trace(e));
+            }
+        }
+        self.spawn_expiry(probe.clone());
+        tracing::info!(probe = id, pid = req.pid, location = %req.location, "probe armed");
+        Ok(ProbeCreated {
+            probe_id: Some(id),
+            resolved,
+            end_resolved,
+            note: resolution.note,
+            dry_run: false,
+            variables: None,
+            max_hits: req.max_hits,
+            ttl_s,
+        })
+    }
+
+    fn spawn_expiry(&self, probe: Arc<Probe>) {
+        let tracer = self.tracer.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::from_std(probe.expires_at);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if probe.finish(ProbeState::Expired, Some("ttl_s passed".into())) {
+                            let _ = tracer.remove_group(probe.pid, probe.id).await;
+                        }
+                        return;
+                    }
+                    _ = probe.changed.notified() => {
+                        let state = probe.status().state;
+                        if state != ProbeState::Armed {
+                            // Done, throttled or failed at a hit: the hit
+                            // handler removed the breakpoints already; make
+                            // sure, in case other sites were not hit.
+                            let _ = tracer.remove_group(probe.pid, probe.id).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Probes of one target or of all.
+    pub fn list_probes(&self, pid: Option<i32>) -> ProbeList {
+        let mut probes: Vec<ProbeRow> = self
+            .probes()
+            .values()
+            .filter(|p| pid.is_none_or(|pid| p.pid == pid))
+            .map(|p| p.row())
+            .collect();
+        probes.sort_by_key(|p| p.probe_id);
+        ProbeList { probes }
+    }
+
+    fn probe(&self, probe_id: u64) -> Result<Arc<Probe>, EngineError> {
+        self.probes().get(&probe_id).cloned().ok_or_else(|| {
+            let known: Vec<String> = {
+                let mut ids: Vec<u64> = self.probes().keys().copied().collect();
+                ids.sort_unstable();
+                ids.iter().map(u64::to_string).collect()
+            };
+            EngineError::BadArgument(if known.is_empty() {
+                format!("no probe {probe_id}: there are no probes; set one with set_snapshot, set_logpoint or set_metric")
+            } else {
+                format!(
+                    "no probe {probe_id}; known probes: {} (list_probes shows them)",
+                    known.join(", ")
+                )
+            })
+        })
+    }
+
+    /// Results of a probe after `after`, waiting up to `wait_ms` for a new one.
+    pub async fn probe_results(
+        &self,
+        probe_id: u64,
+        after: u64,
+        limit: usize,
+        wait_ms: u64,
+    ) -> Result<ProbeResults, EngineError> {
+        let probe = self.probe(probe_id)?;
+        let wait_capped = wait_ms > MAX_WAIT_MS;
+        let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = probe.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let status = probe.status();
+            if probe.last_seq() > after || status.state != ProbeState::Armed || wait.is_zero() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let status = probe.status();
+        let (items, last, dropped) = probe.items_after(after, limit.max(1));
+        let next_after = items
+            .last()
+            .and_then(|i| i["seq"].as_u64())
+            .unwrap_or(last.min(after).max(after));
+        Ok(ProbeResults {
+            probe_id,
+            state: status.state,
+            reason: status.reason,
+            hits: probe.hits.load(Ordering::Relaxed),
+            items,
+            next_after,
+            dropped,
+            wait_capped,
+        })
+    }
+
+    /// Removes a probe: its breakpoints leave the target at once.
+    pub async fn remove_probe(&self, probe_id: u64) -> Result<ProbeRemoved, EngineError> {
+        let probe = self.probe(probe_id)?;
+        let before = probe.status().state;
+        probe.finish(ProbeState::Removed, Some("removed by remove_probe".into()));
+        let removed = self.tracer.remove_group(probe.pid, probe.id).await;
+        self.probes().remove(&probe_id);
+        if let Err(e) = removed
+            && before == ProbeState::Armed
+        {
+            tracing::warn!(probe = probe_id, "removing breakpoints: {e}");
+        }
+        Ok(ProbeRemoved {
+            probe_id,
+            hits: probe.hits.load(Ordering::Relaxed),
+            state: before,
+        })
+    }
+}
+
+fn site_row(s: &crate::debuginfo::ResolvedSite) -> ResolvedSiteRow {
+    ResolvedSiteRow {
+        address: format_addr(s.address),
+        function: s.function.clone(),
+        file: s.file.clone(),
+        line: s.line,
+        inlined: s.inlined,
+    }
+}
+
+/// Names and types in scope at a site, without reading the target.
+fn scope_variables(image: &ProcessImage, pc: RuntimeAddr) -> Vec<ScopeVariable> {
+    eval::variables_in_scope(image, pc)
+        .into_iter()
+        .map(|(name, type_name)| ScopeVariable { name, type_name })
+        .collect()
+}

@@ -1,0 +1,711 @@
+//! Probes: one user probe, many physical sites. A probe is compiled when it
+//! is set (location resolved, condition and captures type-checked into
+//! plans); at a hit its handler runs on the tracer thread while only the
+//! hitting thread is held, and stores what it captured in the probe's
+//! bounded store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers, RuntimeAddr};
+use crate::eval::{self, CompiledExpr, FrameContext};
+use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitVerdict, ProcessMemory};
+use crate::value::{Limits, Redaction, Value};
+
+use super::frames::registers_from;
+use super::report::ResolvedSiteRow;
+use super::store::{ResultStore, Summary, SummaryView, rfc3339};
+
+/// Condition faults tolerated before a probe gives up and reports the error.
+pub const MAX_CONDITION_FAULTS: u64 = 10;
+/// Handler time one probe may spend per second of wall time before it is
+/// throttled: the overhead budget that keeps a hot probe from hurting the target.
+pub const HANDLER_BUDGET_PER_SECOND: Duration = Duration::from_millis(250);
+
+/// What kind of probe this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// Captures locals and expressions at a hit.
+    Snapshot,
+    /// Renders a message template at a hit.
+    Logpoint,
+    /// Counts hits, summarizes an expression, or times a span.
+    Metric,
+}
+
+/// Where a probe is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    /// In the target, waiting for hits.
+    Armed,
+    /// Reached `max_hits`.
+    Done,
+    /// Its `ttl_s` passed.
+    Expired,
+    /// Exceeded the overhead budget and was disabled.
+    Throttled,
+    /// Removed by a client (or by detach).
+    Removed,
+    /// The target exited or exec'd.
+    TargetExited,
+    /// Failed, e.g. its condition kept faulting.
+    Error,
+}
+
+/// Metric kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Hits.
+    Count,
+    /// Distribution of a numeric expression.
+    Histogram,
+    /// Time from `location` to `end_location`, per thread.
+    Duration,
+}
+
+/// What a probe does at a hit, compiled per site.
+pub enum SiteAction {
+    /// Locals of `frames` frames plus expressions.
+    Snapshot {
+        /// Frames captured, from the hit frame outwards.
+        frames: usize,
+        /// Named expressions, compiled for this site.
+        expressions: Vec<(String, CompiledExpr)>,
+        /// Load limits.
+        limits: Limits,
+    },
+    /// A message template.
+    Logpoint {
+        /// Literal text and compiled holes, in order.
+        parts: Vec<TemplatePart>,
+    },
+    /// Count hits.
+    Count,
+    /// Summarize a numeric expression.
+    Histogram(CompiledExpr),
+    /// Start of a timed span.
+    DurationStart,
+    /// End of a timed span.
+    DurationEnd,
+}
+
+/// One piece of a logpoint message.
+pub enum TemplatePart {
+    /// Text copied as is.
+    Text(String),
+    /// An expression whose value is rendered in place.
+    Expr(String, CompiledExpr),
+}
+
+/// A status change with its reason.
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    /// Current state.
+    pub state: ProbeState,
+    /// Why it left `armed`, when it did.
+    pub reason: Option<String>,
+}
+
+/// One probe as the engine keeps it.
+pub struct Probe {
+    /// Unique id.
+    pub id: u64,
+    /// Target process.
+    pub pid: i32,
+    /// Kind.
+    pub kind: ProbeKind,
+    /// The location as the client gave it.
+    pub location: String,
+    /// Every address covered.
+    pub resolved: Vec<ResolvedSiteRow>,
+    /// How it was adjusted (line moved, `source_contains` search), if at all.
+    pub note: Option<String>,
+    /// Hits that passed the condition and were recorded.
+    pub hits: AtomicU64,
+    /// Hits whose condition was false.
+    pub filtered: AtomicU64,
+    /// Hits skipped because the condition could not be evaluated.
+    pub condition_faults: AtomicU64,
+    /// Handler time spent, in nanoseconds.
+    pub handler_ns: AtomicU64,
+    /// Longest a thread was held by this probe's handler, in nanoseconds.
+    pub max_handler_ns: AtomicU64,
+    /// `max_hits`.
+    pub max_hits: u64,
+    /// When the probe expires.
+    pub expires_at: Instant,
+    /// When it was set.
+    pub created: SystemTime,
+    status: Mutex<ProbeStatus>,
+    store: Mutex<ResultStore>,
+    summary: Mutex<Summary>,
+    span_starts: Mutex<HashMap<i32, Instant>>,
+    budget: Mutex<BudgetWindow>,
+    /// Woken at every new item and at every state change.
+    pub changed: tokio::sync::Notify,
+    /// Told of every new item (to send resource notifications).
+    updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+}
+
+#[derive(Debug)]
+struct BudgetWindow {
+    started: Instant,
+    spent: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What `list_probes` and `get_probe_results` show of a probe's life.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProbeRow {
+    /// Probe id.
+    pub probe_id: u64,
+    /// Target process.
+    pub pid: i32,
+    /// `snapshot`, `logpoint` or `metric`.
+    pub kind: ProbeKind,
+    /// The location as given.
+    pub location: String,
+    /// State.
+    pub state: ProbeState,
+    /// Hits recorded.
+    pub hits: u64,
+    /// Why it is not armed, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Hits whose condition was false.
+    pub filtered: u64,
+    /// Hits skipped because the condition faulted.
+    pub condition_faults: u64,
+    /// Mean time a thread was held per hit by the probe's handler, in microseconds.
+    pub mean_handler_us: f64,
+    /// Longest time a thread was held by the handler, in microseconds.
+    pub max_handler_us: f64,
+    /// Seconds until it expires (0 once not armed).
+    pub expires_in_s: u64,
+    /// Addresses covered.
+    pub sites: usize,
+}
+
+impl Probe {
+    /// A new armed probe.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        pid: i32,
+        kind: ProbeKind,
+        location: String,
+        resolved: Vec<ResolvedSiteRow>,
+        note: Option<String>,
+        max_hits: u64,
+        ttl: Duration,
+        capacity: usize,
+        updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    ) -> Probe {
+        Probe {
+            id,
+            pid,
+            kind,
+            location,
+            resolved,
+            note,
+            hits: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            condition_faults: AtomicU64::new(0),
+            handler_ns: AtomicU64::new(0),
+            max_handler_ns: AtomicU64::new(0),
+            max_hits,
+            expires_at: Instant::now() + ttl,
+            created: SystemTime::now(),
+            status: Mutex::new(ProbeStatus {
+                state: ProbeState::Armed,
+                reason: None,
+            }),
+            store: Mutex::new(ResultStore::new(capacity)),
+            summary: Mutex::new(Summary::default()),
+            span_starts: Mutex::new(HashMap::new()),
+            budget: Mutex::new(BudgetWindow {
+                started: Instant::now(),
+                spent: Duration::ZERO,
+            }),
+            changed: tokio::sync::Notify::new(),
+            updates,
+        }
+    }
+
+    /// Current state and reason.
+    pub fn status(&self) -> ProbeStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Moves an armed probe to `state`; a probe that already ended keeps its
+    /// first ending. Returns whether the state changed.
+    pub fn finish(&self, state: ProbeState, reason: Option<String>) -> bool {
+        let mut s = lock(&self.status);
+        if s.state != ProbeState::Armed {
+            return false;
+        }
+        s.state = state;
+        s.reason = reason;
+        drop(s);
+        self.changed.notify_waiters();
+        if let Some(tx) = &self.updates {
+            let _ = tx.send(self.id);
+        }
+        true
+    }
+
+    /// The row `list_probes` shows.
+    pub fn row(&self) -> ProbeRow {
+        let status = self.status();
+        let hits = self.hits.load(Ordering::Relaxed);
+        let all_hits = hits
+            + self.filtered.load(Ordering::Relaxed)
+            + self.condition_faults.load(Ordering::Relaxed);
+        ProbeRow {
+            probe_id: self.id,
+            pid: self.pid,
+            kind: self.kind,
+            location: self.location.clone(),
+            state: status.state,
+            hits,
+            reason: status.reason,
+            filtered: self.filtered.load(Ordering::Relaxed),
+            condition_faults: self.condition_faults.load(Ordering::Relaxed),
+            mean_handler_us: if all_hits == 0 {
+                0.0
+            } else {
+                self.handler_ns.load(Ordering::Relaxed) as f64 / all_hits as f64 / 1000.0
+            },
+            max_handler_us: self.max_handler_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+            expires_in_s: if status.state == ProbeState::Armed {
+                self.expires_at
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+            } else {
+                0
+            },
+            sites: self.resolved.len(),
+        }
+    }
+
+    /// Items after `after`, the newest sequence number, and how many were dropped.
+    pub fn items_after(&self, after: u64, limit: usize) -> (Vec<serde_json::Value>, u64, u64) {
+        if self.kind == ProbeKind::Metric {
+            // A metric has one item: its current summary.
+            let view = lock(&self.summary).view();
+            let seq = view.count;
+            if seq > after {
+                let mut body = serde_json::to_value(&view).unwrap_or_default();
+                if let Some(o) = body.as_object_mut() {
+                    o.insert("seq".into(), json!(seq));
+                    o.insert("time".into(), json!(rfc3339(SystemTime::now())));
+                }
+                return (vec![body], seq, 0);
+            }
+            return (Vec::new(), seq, 0);
+        }
+        let store = lock(&self.store);
+        let items = store
+            .after(after, limit)
+            .into_iter()
+            .map(|i| i.body)
+            .collect();
+        (items, store.last_seq(), store.dropped())
+    }
+
+    /// The newest sequence number (for long-polls).
+    pub fn last_seq(&self) -> u64 {
+        if self.kind == ProbeKind::Metric {
+            lock(&self.summary).count()
+        } else {
+            lock(&self.store).last_seq()
+        }
+    }
+
+    /// The metric summary (metrics only).
+    pub fn summary(&self) -> SummaryView {
+        lock(&self.summary).view()
+    }
+
+    fn push(&self, make: impl FnOnce(u64) -> serde_json::Value) {
+        lock(&self.store).push_with(make);
+        self.announce();
+    }
+
+    fn announce(&self) {
+        self.changed.notify_waiters();
+        if let Some(tx) = &self.updates {
+            let _ = tx.send(self.id);
+        }
+    }
+
+    /// Charges handler time; true when the probe went over its budget.
+    fn charge(&self, spent: Duration) -> bool {
+        let ns = spent.as_nanos() as u64;
+        self.handler_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_handler_ns.fetch_max(ns, Ordering::Relaxed);
+        let mut b = lock(&self.budget);
+        if b.started.elapsed() >= Duration::from_secs(1) {
+            b.started = Instant::now();
+            b.spent = Duration::ZERO;
+        }
+        b.spent += spent;
+        b.spent > HANDLER_BUDGET_PER_SECOND
+    }
+}
+
+/// Live memory of the target, read while the hitting thread is stopped.
+pub struct LiveMemory<'a>(pub &'a ProcessMemory);
+
+impl MemorySource for LiveMemory<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.0
+            .read(addr, buf)
+            .map_err(|e| MemoryError { addr: e.addr })
+    }
+}
+
+/// The handler armed at one site of a probe.
+pub struct SiteHandler {
+    /// The probe it records into.
+    pub probe: Arc<Probe>,
+    /// Code and debug info of the target.
+    pub image: Arc<ProcessImage>,
+    /// Compiled condition, if any.
+    pub condition: Option<CompiledExpr>,
+    /// What to capture.
+    pub action: SiteAction,
+    /// Names never shown.
+    pub redaction: Redaction,
+}
+
+impl SiteHandler {
+    fn hit_inner(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        let probe = &self.probe;
+        if probe.status().state != ProbeState::Armed {
+            return HitVerdict::RemoveGroup;
+        }
+        let regs: Registers = registers_from(hit.regs, hit.fs_base);
+        let memory = LiveMemory(hit.memory);
+        let pc = RuntimeAddr(hit.address);
+        let cfa = self
+            .image
+            .unwind(&regs, &memory, 1)
+            .first()
+            .and_then(|f| f.cfa);
+        let ctx = FrameContext {
+            image: &self.image,
+            pc,
+            regs: &regs,
+            cfa,
+            is_caller: false,
+            memory: &memory,
+            inline_depth: 0,
+        };
+        if let Some(cond) = &self.condition {
+            match eval::evaluate_condition(cond, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    probe.filtered.fetch_add(1, Ordering::Relaxed);
+                    return HitVerdict::Keep;
+                }
+                Err(e) => {
+                    let faults = probe.condition_faults.fetch_add(1, Ordering::Relaxed) + 1;
+                    if faults >= MAX_CONDITION_FAULTS {
+                        probe.finish(
+                            ProbeState::Error,
+                            Some(format!(
+                                "the condition failed at {faults} hits (last: {e}); fix the condition and set the probe again"
+                            )),
+                        );
+                        return HitVerdict::RemoveGroup;
+                    }
+                    return HitVerdict::Keep;
+                }
+            }
+        }
+        // Reserve a hit number first: concurrent hits on other sites must not
+        // overshoot max_hits.
+        let n = probe.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > probe.max_hits {
+            probe.hits.fetch_sub(1, Ordering::Relaxed);
+            return HitVerdict::RemoveGroup;
+        }
+        let time = SystemTime::now();
+        let tid = hit.tid;
+        match &self.action {
+            SiteAction::Snapshot {
+                frames,
+                expressions,
+                limits,
+            } => {
+                let captured_frames = capture_frames(
+                    &self.image,
+                    &regs,
+                    &memory,
+                    *frames,
+                    limits,
+                    &self.redaction,
+                );
+                let exprs: Vec<Value> = expressions
+                    .iter()
+                    .map(|(text, e)| {
+                        let mut v = eval::evaluate(e, &ctx, limits, &self.redaction);
+                        v.name = text.clone();
+                        v
+                    })
+                    .collect();
+                probe.push(|seq| {
+                    json!({
+                        "seq": seq,
+                        "time": rfc3339(time),
+                        "tid": tid,
+                        "frames": captured_frames,
+                        "expressions": exprs,
+                    })
+                });
+            }
+            SiteAction::Logpoint { parts } => {
+                let limits = Limits {
+                    depth: 1,
+                    max_string: 256,
+                    max_items: 16,
+                };
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        TemplatePart::Text(t) => text.push_str(t),
+                        TemplatePart::Expr(_, e) => {
+                            let v = eval::evaluate(e, &ctx, &limits, &self.redaction);
+                            match &v.unavailable {
+                                Some(why) => {
+                                    text.push('<');
+                                    text.push_str(why);
+                                    text.push('>');
+                                }
+                                None => text.push_str(&v.value),
+                            }
+                        }
+                    }
+                }
+                probe.push(
+                    |seq| json!({"seq": seq, "time": rfc3339(time), "tid": tid, "text": text}),
+                );
+            }
+            SiteAction::Count => {
+                lock(&probe.summary).add_count();
+                probe.announce();
+            }
+            SiteAction::Histogram(e) => match eval::evaluate_number(e, &ctx) {
+                Ok(x) => {
+                    lock(&probe.summary).add(x);
+                    probe.announce();
+                }
+                Err(_) => {
+                    probe.hits.fetch_sub(1, Ordering::Relaxed);
+                    probe.condition_faults.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            SiteAction::DurationStart => {
+                // A start is not a completed observation.
+                probe.hits.fetch_sub(1, Ordering::Relaxed);
+                lock(&probe.span_starts).insert(tid, Instant::now());
+            }
+            SiteAction::DurationEnd => {
+                let started = lock(&probe.span_starts).remove(&tid);
+                match started {
+                    Some(t0) => {
+                        lock(&probe.summary).add(t0.elapsed().as_secs_f64() * 1e6);
+                        probe.announce();
+                    }
+                    None => {
+                        probe.hits.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        if n >= probe.max_hits {
+            probe.finish(
+                ProbeState::Done,
+                Some(format!("reached max_hits ({})", probe.max_hits)),
+            );
+            return HitVerdict::RemoveGroup;
+        }
+        HitVerdict::Keep
+    }
+}
+
+impl HitHandler for SiteHandler {
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        let started = Instant::now();
+        let verdict = self.hit_inner(hit);
+        if self.probe.charge(started.elapsed()) && verdict == HitVerdict::Keep {
+            self.probe.finish(
+                ProbeState::Throttled,
+                Some(format!(
+                    "spent more than {} ms per second holding target threads; narrow it with a condition, or use a count metric",
+                    HANDLER_BUDGET_PER_SECOND.as_millis()
+                )),
+            );
+            return HitVerdict::RemoveGroup;
+        }
+        verdict
+    }
+
+    fn on_end(&mut self, why: &BreakpointEnd) {
+        match why {
+            BreakpointEnd::TargetExited { code, signal } => {
+                let reason = match (code, signal) {
+                    (Some(c), _) => format!("the process exited with code {c}"),
+                    (None, Some(s)) => format!("the process was killed by {s}"),
+                    _ => "the process exited".to_string(),
+                };
+                self.probe.finish(ProbeState::TargetExited, Some(reason));
+            }
+            BreakpointEnd::Execed => {
+                self.probe.finish(
+                    ProbeState::TargetExited,
+                    Some("the process called exec: its code was replaced; attach again and set the probe again".into()),
+                );
+            }
+            BreakpointEnd::Detached => {
+                self.probe
+                    .finish(ProbeState::Removed, Some("the process was detached".into()));
+            }
+            BreakpointEnd::Removed => {}
+        }
+    }
+}
+
+/// Locals of the hit frame and its callers, as a snapshot shows them.
+fn capture_frames(
+    image: &ProcessImage,
+    regs: &Registers,
+    memory: &dyn MemorySource,
+    frames: usize,
+    limits: &Limits,
+    redaction: &Redaction,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for frame in image.unwind(regs, memory, frames.max(1)) {
+        let symbols = image.symbolize(frame.pc, frame.is_caller);
+        for (depth, sym) in symbols.iter().enumerate() {
+            if out.len() >= frames {
+                return out;
+            }
+            let ctx = FrameContext {
+                image,
+                pc: frame.pc,
+                regs: &frame.regs,
+                cfa: frame.cfa,
+                is_caller: frame.is_caller,
+                memory,
+                inline_depth: depth,
+            };
+            let variables = eval::read_locals(&ctx, limits, redaction).unwrap_or_default();
+            out.push(json!({
+                "function": sym.function,
+                "file": sym.file,
+                "line": sym.line,
+                "variables": variables,
+            }));
+        }
+    }
+    out
+}
+
+/// Splits a logpoint message into text and `{expression}` holes. `{{` and
+/// `}}` stand for literal braces.
+pub fn parse_template(message: &str) -> Result<Vec<(bool, String)>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut chars = message.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                chars.next();
+                text.push('{');
+            }
+            '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                chars.next();
+                text.push('}');
+            }
+            '{' => {
+                let mut depth = 1;
+                let mut expr = String::new();
+                for (_, c) in chars.by_ref() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    expr.push(c);
+                }
+                if depth != 0 {
+                    return Err(format!(
+                        "the '{{' at column {} is never closed; write {{{{ for a literal brace",
+                        i + 1
+                    ));
+                }
+                if expr.trim().is_empty() {
+                    return Err(format!("empty {{}} at column {}", i + 1));
+                }
+                if !text.is_empty() {
+                    parts.push((false, std::mem::take(&mut text)));
+                }
+                parts.push((true, expr.trim().to_string()));
+            }
+            '}' => {
+                return Err(format!(
+                    "unmatched '}}' at column {}; write }}}} for a literal brace",
+                    i + 1
+                ));
+            }
+            c => text.push(c),
+        }
+    }
+    if !text.is_empty() {
+        parts.push((false, text));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_template;
+
+    #[test]
+    fn templates_split_into_text_and_holes() {
+        let parts = parse_template("order {o->id} total={total} {{literal}}").expect("parse");
+        assert_eq!(
+            parts,
+            vec![
+                (false, "order ".to_string()),
+                (true, "o->id".to_string()),
+                (false, " total=".to_string()),
+                (true, "total".to_string()),
+                (false, " {literal}".to_string()),
+            ]
+        );
+        assert!(parse_template("a {b").unwrap_err().contains("column 3"));
+        assert!(parse_template("a } b").unwrap_err().contains("column 3"));
+        assert!(parse_template("{}").is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! Tool arguments, as clients send them. Field names are the contract of
+//! TOOLS.md. Numbers are also accepted as numeric strings: some clients send
+//! `"42"` where a number is expected.
+
+use lenient::*;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+#[cfg(liveprobe_wip)]
+use crate::engine::MetricKind;
+use crate::value::Limits;
+
+/// Deserializers that take a number or a numeric string.
+mod lenient {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrString {
+        Num(i64),
+        Str(String),
+    }
+
+    fn to_i64<'de, D: Deserializer<'de>>(v: NumOrString) -> Result<i64, D::Error> {
+        match v {
+            NumOrString::Num(n) => Ok(n),
+            NumOrString::Str(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| D::Error::custom(format!("expected a whole number, got \"{s}\""))),
+        }
+    }
+
+    /// A required i32.
+    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        let n = to_i64::<D>(NumOrString::deserialize(d)?)?;
+        i32::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+    }
+
+    /// An optional i32.
+    pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        match Option::<NumOrString>::deserialize(d)? {
+            None => Ok(None),
+            Some(v) => {
+                let n = to_i64::<D>(v)?;
+                i32::try_from(n)
+                    .map(Some)
+                    .map_err(|_| D::Error::custom(format!("{n} is out of range")))
+            }
+        }
+    }
+
+    /// A required non-negative id.
+    pub fn u64_id<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let n = to_i64::<D>(NumOrString::deserialize(d)?)?;
+        u64::try_from(n).map_err(|_| D::Error::custom(format!("{n} is not a valid id")))
+    }
+
+    /// An optional non-negative 64-bit number.
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<NumOrString>::deserialize(d)? {
+            None => Ok(None),
+            Some(v) => {
+                let n = to_i64::<D>(v)?;
+                u64::try_from(n)
+                    .map(Some)
+                    .map_err(|_| D::Error::custom(format!("{n} is negative: give 0 or more")))
+            }
+        }
+    }
+
+    /// An optional non-negative count.
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<NumOrString>::deserialize(d)? {
+            None => Ok(None),
+            Some(v) => {
+                let n = to_i64::<D>(v)?;
+                u32::try_from(n).map(Some).map_err(|_| {
+                    D::Error::custom(format!(
+                        "{n} is out of range: give a number from 0 to {}",
+                        u32::MAX
+                    ))
+                })
+            }
+        }
+    }
+}
+
+/// Arguments of `list_processes`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListProcessesArgs {
+    /// Substring of the process name, executable path, command line, or a pid.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Most processes to return (default 100).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub limit: Option<u32>,
+}
+
+/// Arguments of tools that take only a target.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PidArgs {
+    /// Target process id.
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+}
+
+/// Arguments of `stack_trace`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StackTraceArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// Thread id (default: the main thread, tid == pid).
+    #[serde(default, deserialize_with = "opt_int")]
+    #[schemars(with = "Option<i32>")]
+    pub tid: Option<i32>,
+    /// Most frames per thread (default 64).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_frames: Option<u32>,
+    /// Stacks of every thread instead of one.
+    #[serde(default)]
+    pub all_threads: Option<bool>,
+}
+
+/// Arguments of `find_functions`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FindFunctionsArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// Part of a function name, case-insensitive: `handle`, `Cache::get`, `my_crate::cache::Cache::get`, or a mangled name.
+    pub query: String,
+    /// Most functions to return (default 50).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub limit: Option<u32>,
+}
+
+/// Arguments of `list_source`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListSourceArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// Source file: a base name (`orders.c`) or a path suffix (`src/cache.rs`).
+    pub file: String,
+    /// Line to centre on (default: the top of the file).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub line: Option<u32>,
+    /// Lines either side of `line` (default 10), or lines from the top when no line is given (default 60).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub context: Option<u32>,
+}
+
+/// Arguments of `resolve_location`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ResolveLocationArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// `file.c:42` (base name or path suffix), a function name (plain, qualified or mangled), or `*0xADDR`.
+    pub location: String,
+}
+
+/// Arguments of `read_locals`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReadLocalsArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// Thread id (default: the main thread, tid == pid).
+    #[serde(default, deserialize_with = "opt_int")]
+    #[schemars(with = "Option<i32>")]
+    pub tid: Option<i32>,
+    /// Frame index from stack_trace (0 = innermost; inlined calls count as frames).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub frame: Option<u32>,
+    /// How much of each value to load (default depth 3, max_string 256, max_items 50).
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// Arguments of `evaluate`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct EvaluateArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// C/Rust-flavoured expression: names, `a.b`, `p->f`, `a[i]`, `*p`, `&x`, arithmetic, comparisons, `&&`, `||`, casts, `len(x)`. No calls, no assignment.
+    pub expression: String,
+    /// Thread id (default: the main thread). Ignored when `globals_only`.
+    #[serde(default, deserialize_with = "opt_int")]
+    #[schemars(with = "Option<i32>")]
+    pub tid: Option<i32>,
+    /// Frame index (default 0).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub frame: Option<u32>,
+    /// How much of the value to load.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// Read globals and statics only, without holding any thread (default: false; an expression naming only
+    /// globals is read this way anyway when no tid or frame is given).
+    #[serde(default)]
+    pub globals_only: Option<bool>,
+}
+
+/// Arguments shared by every `set_*` tool.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProbeCommonArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// `file.c:42` (base name or path suffix), a function name (plain, qualified or mangled), or `*0xADDR`.
+    pub location: String,
+    /// Only hits where this expression is true (type-checked when the probe is set).
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Seconds before the probe expires (default 600).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub ttl_s: Option<u64>,
+    /// Text expected on the source line; if absent there, the nearest line within ±10 that has it is used.
+    #[serde(default)]
+    pub source_contains: Option<String>,
+    /// Resolve and check only: nothing is armed; the variables in scope are returned.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[cfg(liveprobe_wip)]
+/// Arguments of `set_snapshot`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SetSnapshotArgs {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub common: ProbeCommonArgs,
+    /// Hits to capture before the probe is done (default 1).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub max_hits: Option<u64>,
+    /// Frames whose locals are captured, from the probe's frame outwards (default 1).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub frames: Option<u32>,
+    /// Extra expressions to evaluate at each hit.
+    #[serde(default)]
+    pub expressions: Option<Vec<String>>,
+    /// How much of each value to load.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+#[cfg(liveprobe_wip)]
+/// Arguments of `set_logpoint`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SetLogpointArgs {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub common: ProbeCommonArgs,
+    /// Template: text with `{expression}` holes, e.g. `order {o->id} total={total}`; `{{` and `}}` are literal braces.
+    pub message: String,
+    /// Lines to record before the probe is done (default 1000).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub max_hits: Option<u64>,
+}
+
+#[cfg(liveprobe_wip)]
+/// Arguments of `set_metric`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SetMetricArgs {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub common: ProbeCommonArgs,
+    /// `count` of hits, `histogram` of `expression`, or `duration` from `location` to `end_location` (µs).
+    pub kind: MetricKind,
+    /// The number to summarize (histogram).
+    #[serde(default)]
+    pub expression: Option<String>,
+    /// Where a duration ends.
+    #[serde(default)]
+    pub end_location: Option<String>,
+    /// Observations before the metric is done (default 10,000,000).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub max_hits: Option<u64>,
+}
+
+/// Arguments of `list_probes`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListProbesArgs {
+    /// Only the probes of this process.
+    #[serde(default, deserialize_with = "opt_int")]
+    #[schemars(with = "Option<i32>")]
+    pub pid: Option<i32>,
+}
+
+/// Arguments of `get_probe_results`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct GetProbeResultsArgs {
+    /// The probe.
+    #[serde(deserialize_with = "u64_id")]
+    #[schemars(with = "u64")]
+    pub probe_id: u64,
+    /// Only results with `seq` greater than this (pass the previous answer's `next_after`).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub after: Option<u64>,
+    /// Most results to return (default 20).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub limit: Option<u32>,
+    /// Wait up to this long for a new result (long-poll; capped at 30000).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub wait_ms: Option<u64>,
+}
+
+/// Arguments of `remove_probe`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RemoveProbeArgs {
+    /// The probe.
+    #[serde(deserialize_with = "u64_id")]
+    #[schemars(with = "u64")]
+    pub probe_id: u64,
+}

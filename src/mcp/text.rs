@@ -1,0 +1,389 @@
+//! Short text renderings of the answers, for a reader who pays per token.
+//! The structured content carries every field; the text carries what a
+//! reader needs to decide the next step.
+
+use std::fmt::Write;
+
+use crate::engine::report::*;
+#[cfg(liveprobe_wip)]
+use crate::engine::{
+    EvaluateReport, LocalsReport, ProbeCreated, ProbeList, ProbeRemoved, ProbeResults,
+};
+
+/// A compact, human-readable rendering of an answer.
+pub trait RenderText {
+    /// The text shown as the tool result's content.
+    fn render_text(&self) -> String;
+}
+
+fn location(function: &Option<String>, file: &Option<String>, line: Option<u32>) -> String {
+    let mut s = function.clone().unwrap_or_else(|| "??".to_string());
+    if let Some(file) = file {
+        let base = file.rsplit('/').next().unwrap_or(file);
+        let _ = write!(s, " at {base}");
+        if let Some(line) = line {
+            let _ = write!(s, ":{line}");
+        }
+    }
+    s
+}
+
+impl RenderText for ProcessList {
+    fn render_text(&self) -> String {
+        let mut s = format!("{} process(es)", self.total);
+        if self.total > self.processes.len() {
+            let _ = write!(s, ", first {} shown", self.processes.len());
+        }
+        s.push('\n');
+        for p in &self.processes {
+            let _ = write!(s, "{} {} [{}] {}", p.pid, p.name, p.user, p.cmdline);
+            if let Some(r) = &p.reason {
+                let _ = write!(s, " — not attachable: {r}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl RenderText for AttachReport {
+    fn render_text(&self) -> String {
+        let mut s = format!(
+            "attached to {} ({}): {} thread(s), languages [{}], {} module(s), {} with debug info, in {:.1} ms (threads held {} µs)",
+            self.pid,
+            self.exe,
+            self.threads,
+            self.languages.join(", "),
+            self.modules,
+            self.modules_with_debug_info,
+            self.attach_ms,
+            self.held_us
+        );
+        if self.already_attached {
+            s.push_str(" [already attached]");
+        }
+        if let Some(hint) = &self.debug_info.hint {
+            let _ = write!(s, "\n{hint}");
+        }
+        s
+    }
+}
+
+impl RenderText for DetachReport {
+    fn render_text(&self) -> String {
+        format!(
+            "detached from {}; {} probe(s) removed",
+            self.pid, self.probes_removed
+        )
+    }
+}
+
+impl RenderText for ThreadList {
+    fn render_text(&self) -> String {
+        let mut s = format!("{} thread(s) in {}\n", self.threads.len(), self.pid);
+        for t in &self.threads {
+            let _ = write!(
+                s,
+                "{} \"{}\" {} in {}",
+                t.tid,
+                t.name,
+                t.state,
+                location(&t.function, &t.file, t.line)
+            );
+            if let Some(inner) = &t.innermost {
+                let _ = write!(s, " (inside {inner})");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl RenderText for StackReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        for t in &self.threads {
+            let _ = writeln!(
+                s,
+                "thread {} \"{}\" (held {} µs):",
+                t.tid, t.name, t.held_us
+            );
+            for f in &t.frames {
+                let _ = write!(
+                    s,
+                    "  #{} {} {}",
+                    f.index,
+                    f.pc,
+                    location(&f.function, &f.file, f.line)
+                );
+                if f.inlined {
+                    s.push_str(" [inlined]");
+                }
+                if f.file.is_none()
+                    && let Some(m) = &f.module
+                {
+                    let _ = write!(s, " ({m})");
+                }
+                s.push('\n');
+            }
+            if t.truncated {
+                s.push_str("  … more frames: raise max_frames\n");
+            }
+        }
+        s
+    }
+}
+
+impl RenderText for FunctionList {
+    fn render_text(&self) -> String {
+        if self.functions.is_empty() {
+            return "no function matches".to_string();
+        }
+        let mut s = String::new();
+        for f in &self.functions {
+            let _ = writeln!(
+                s,
+                "{} {}",
+                f.address,
+                location(&Some(f.name.clone()), &f.file, f.line)
+            );
+        }
+        if self.truncated {
+            s.push_str("… more matches: refine the query or raise limit\n");
+        }
+        s
+    }
+}
+
+impl RenderText for SourceListing {
+    fn render_text(&self) -> String {
+        let mut s = format!("{} ({} lines)", self.file, self.total_lines);
+        if self.stale {
+            s.push_str(" [STALE: modified after the binary was built]");
+        }
+        s.push('\n');
+        for l in &self.lines {
+            let _ = writeln!(
+                s,
+                "{}{:>5} {}",
+                if l.code { '*' } else { ' ' },
+                l.line,
+                l.text
+            );
+        }
+        s.push_str("(* = a probe can go on this line)\n");
+        s
+    }
+}
+
+impl RenderText for LocationReport {
+    fn render_text(&self) -> String {
+        let mut s = format!(
+            "{} resolves to {} address(es)",
+            self.location,
+            self.resolved.len()
+        );
+        if let Some(note) = &self.note {
+            let _ = write!(s, " ({note})");
+        }
+        s.push('\n');
+        for r in &self.resolved {
+            let _ = write!(
+                s,
+                "{} {}",
+                r.address,
+                location(&r.function, &r.file, r.line)
+            );
+            if r.inlined {
+                s.push_str(" [inlined]");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+#[cfg(liveprobe_wip)]
+mod wip {
+    use super::*;
+    impl RenderText for LocalsReport {
+        fn render_text(&self) -> String {
+            let mut s = format!(
+                "thread {} frame #{} {}\n",
+                self.tid,
+                self.frame.index,
+                location(&self.frame.function, &self.frame.file, self.frame.line)
+            );
+            if self.variables.is_empty() {
+                s.push_str("(no arguments or locals in scope)\n");
+            }
+            for v in &self.variables {
+                s.push_str(&v.to_text());
+                s.push('\n');
+            }
+            s
+        }
+    }
+
+    impl RenderText for EvaluateReport {
+        fn render_text(&self) -> String {
+            let mut s = String::new();
+            if let Some(f) = &self.frame {
+                let _ = write!(
+                    s,
+                    "[frame #{} {}] ",
+                    f.index,
+                    location(&f.function, &f.file, f.line)
+                );
+            }
+            s.push_str(&self.value.to_text());
+            s
+        }
+    }
+
+    impl RenderText for ProbeCreated {
+        fn render_text(&self) -> String {
+            let mut s = match self.probe_id {
+                Some(id) => format!(
+                    "probe {id} armed at {} address(es) (max_hits {}, ttl {} s)",
+                    self.resolved.len(),
+                    self.max_hits,
+                    self.ttl_s
+                ),
+                None => format!("dry run: would arm {} address(es)", self.resolved.len()),
+            };
+            if let Some(note) = &self.note {
+                let _ = write!(s, "; {note}");
+            }
+            s.push('\n');
+            for r in self.resolved.iter().chain(&self.end_resolved) {
+                let _ = write!(
+                    s,
+                    "  {} {}",
+                    r.address,
+                    location(&r.function, &r.file, r.line)
+                );
+                if r.inlined {
+                    s.push_str(" [inlined]");
+                }
+                s.push('\n');
+            }
+            if let Some(vars) = &self.variables {
+                s.push_str("in scope: ");
+                let names: Vec<String> = vars
+                    .iter()
+                    .map(|v| format!("{}: {}", v.name, v.type_name))
+                    .collect();
+                s.push_str(&names.join(", "));
+                s.push('\n');
+            }
+            s
+        }
+    }
+
+    impl RenderText for ProbeList {
+        fn render_text(&self) -> String {
+            if self.probes.is_empty() {
+                return "no probes".to_string();
+            }
+            let mut s = String::new();
+            for p in &self.probes {
+                let _ = write!(
+                    s,
+                    "probe {} pid {} {} at {}: {}, {} hit(s), {:.1} µs/hit",
+                    p.probe_id,
+                    p.pid,
+                    json_name(&p.kind),
+                    p.location,
+                    json_name(&p.state),
+                    p.hits,
+                    p.mean_handler_us
+                );
+                if let Some(r) = &p.reason {
+                    let _ = write!(s, " — {r}");
+                }
+                s.push('\n');
+            }
+            s
+        }
+    }
+
+    /// An enum's name as the JSON shows it (`target_exited`, not `TargetExited`).
+    fn json_name<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_value(v)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    impl RenderText for ProbeResults {
+        fn render_text(&self) -> String {
+            let state = json_name(&self.state);
+            let mut s = format!(
+                "probe {} {state}, {} hit(s), {} new result(s), next_after {}",
+                self.probe_id,
+                self.hits,
+                self.items.len(),
+                self.next_after
+            );
+            if let Some(r) = &self.reason {
+                let _ = write!(s, " ({r})");
+            }
+            if self.dropped > 0 {
+                let _ = write!(s, "; {} older result(s) were dropped", self.dropped);
+            }
+            if self.wait_capped {
+                s.push_str("; wait_ms was capped at 30000");
+            }
+            s.push('\n');
+            for item in &self.items {
+                if let Some(text) = item["text"].as_str() {
+                    let _ = writeln!(s, "#{} [{}] {}", item["seq"], item["tid"], text);
+                } else if item.get("frames").is_some() {
+                    let _ = writeln!(
+                        s,
+                        "#{} [{}] {}",
+                        item["seq"],
+                        item["tid"],
+                        item["time"].as_str().unwrap_or("")
+                    );
+                    for f in item["frames"].as_array().into_iter().flatten() {
+                        let _ = writeln!(
+                            s,
+                            "  in {}",
+                            location(
+                                &f["function"].as_str().map(str::to_string),
+                                &f["file"].as_str().map(str::to_string),
+                                f["line"].as_u64().map(|l| l as u32)
+                            )
+                        );
+                        for v in f["variables"].as_array().into_iter().flatten() {
+                            let _ = writeln!(s, "    {}", compact_value(v));
+                        }
+                    }
+                    for v in item["expressions"].as_array().into_iter().flatten() {
+                        let _ = writeln!(s, "  {}", compact_value(v));
+                    }
+                } else {
+                    let _ = writeln!(s, "{item}");
+                }
+            }
+            s
+        }
+    }
+
+    /// One line for a value already in JSON form.
+    fn compact_value(v: &serde_json::Value) -> String {
+        let name = v["name"].as_str().unwrap_or("?");
+        match v["unavailable"].as_str() {
+            Some(why) => format!("{name} = <{why}>"),
+            None => format!("{name} = {}", v["value"].as_str().unwrap_or("")),
+        }
+    }
+
+    impl RenderText for ProbeRemoved {
+        fn render_text(&self) -> String {
+            format!("probe {} removed after {} hit(s)", self.probe_id, self.hits)
+        }
+    }
+}

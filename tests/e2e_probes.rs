@@ -1,0 +1,490 @@
+//! End-to-end tests of non-breaking probes, through a real MCP session with
+//! the real binary, on a real multi-threaded fixture.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn orders() -> std::path::PathBuf {
+    build_fixture("probes/orders.c", "probes_orders", &["-O0"])
+}
+
+fn line_of(needle: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture_src("probes/orders.c")).expect("source");
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in orders.c"))
+}
+
+/// The checksum line of an unprobed run of `run n`.
+fn unprobed_checksum(n: u64) -> String {
+    let mut fx = Fixture::start(&orders());
+    fx.send(&format!("run {n}"));
+    let line = fx.expect_line("checksum");
+    fx.send("quit");
+    fx.wait_exit();
+    line
+}
+
+fn attached() -> (Fixture, McpClient) {
+    let fx = Fixture::start(&orders());
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    (fx, c)
+}
+
+fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
+    c.call(
+        "get_probe_results",
+        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms}),
+    )
+    .ok()
+}
+
+/// The byte at `addr` in the target, read from /proc/PID/mem.
+fn byte_at(pid: i32, addr: &str) -> u8 {
+    use std::io::{Read, Seek, SeekFrom};
+    let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).expect("hex address");
+    let mut f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    f.seek(SeekFrom::Start(addr)).expect("seek");
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).expect("read");
+    b[0]
+}
+
+#[test]
+fn a_count_metric_on_four_threads_loses_no_hit() {
+    let expected = unprobed_checksum(100_000);
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let addr = set["resolved"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    assert_eq!(byte_at(fx.pid, &addr), 0xcc, "the breakpoint is in place");
+    fx.send("run 100000");
+    assert_eq!(fx.expect_line("checksum"), expected);
+    let r = results(&mut c, &id, 0, 0);
+    assert_eq!(r["items"][0]["count"], json!(400_000), "{r}");
+    assert_eq!(r["state"], "armed");
+    let removed = c.call("remove_probe", json!({"probe_id": id})).ok();
+    assert_eq!(removed["hits"], json!(400_000));
+    assert_ne!(
+        byte_at(fx.pid, &addr),
+        0xcc,
+        "the breakpoint left the target"
+    );
+    fx.send("run 10");
+    fx.expect_line("checksum");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn snapshots_carry_the_hitting_threads_values() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({
+                "pid": fx.pid,
+                "location": "process_order",
+                "max_hits": 40,
+                "expressions": ["o->amount", "o->n_items", "o->items[0].price", "o->items[1].price",
+                                "o->items[2].price", "o->items[3].price", "o->id", "worker", "o->customer"]
+            }),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    assert_eq!(set["resolved"][0]["function"], "process_order");
+    fx.send("run 1000");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &id, 0, 5000);
+    assert_eq!(r["state"], "done", "{r}");
+    let items = r["items"].as_array().expect("items");
+    assert_eq!(items.len(), 40);
+    let names = ["alice", "bob", "carol", "dave"];
+    for item in items {
+        let v = |i: usize| -> i64 {
+            item["expressions"][i]["value"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("expression {i} not a number: {item}"))
+        };
+        let (amount, n_items, id_, worker) = (v(0), v(1) as usize, v(6), v(7));
+        let prices: i64 = (0..n_items).map(|i| v(2 + i)).sum();
+        assert_eq!(amount, prices, "o->amount is the sum of its items: {item}");
+        assert_eq!(
+            id_ / 1_000_000,
+            worker,
+            "the order belongs to the hitting worker: {item}"
+        );
+        let customer = item["expressions"][8]["value"].as_str().expect("customer");
+        assert!(
+            customer.contains(names[worker as usize % 4]),
+            "{customer} for worker {worker}"
+        );
+        // The frame's own locals are there too.
+        let vars: Vec<&str> = item["frames"][0]["variables"]
+            .as_array()
+            .expect("variables")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(vars.contains(&"o") && vars.contains(&"worker"), "{vars:?}");
+        assert!(
+            item["tid"].as_i64().expect("tid") != fx.pid as i64,
+            "workers hit, not main"
+        );
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn logpoints_render_like_evaluate_and_conditions_filter() {
+    let (mut fx, mut c) = attached();
+    let loc = format!("orders.c:{}", line_of("uint64_t h = (uint64_t)o->id * 31u"));
+    let log = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": loc, "condition": "worker == 2 && o->id % 100 == 7",
+                   "message": "order {o->id} worker={worker} amount={o->amount} who={o->customer}"}),
+        )
+        .ok();
+    let snap = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": loc, "condition": "worker == 2 && o->id % 100 == 7",
+                   "max_hits": 3, "expressions": ["o->id", "worker", "o->amount", "o->customer"]}),
+        )
+        .ok();
+    fx.send("run 1000");
+    fx.expect_line("checksum");
+    let logs = results(&mut c, &log["probe_id"], 0, 5000);
+    let snaps = results(&mut c, &snap["probe_id"], 0, 5000);
+    let texts: Vec<&str> = logs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts.len(),
+        10,
+        "ids 2000007, 2000107, ... 2000907: {texts:?}"
+    );
+    for (i, s) in snaps["items"].as_array().expect("items").iter().enumerate() {
+        let e = |k: usize| {
+            s["expressions"][k]["value"]
+                .as_str()
+                .expect("value")
+                .to_string()
+        };
+        let expected = format!(
+            "order {} worker={} amount={} who={}",
+            e(0),
+            e(1),
+            e(2),
+            e(3)
+        );
+        assert_eq!(texts[i], expected);
+    }
+    assert!(
+        texts[0].starts_with("order 2000007 worker=2 "),
+        "{}",
+        texts[0]
+    );
+    let listed = c.call("list_probes", json!({"pid": fx.pid})).ok();
+    let row = listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["probe_id"] == log["probe_id"])
+        .expect("logpoint listed")
+        .clone();
+    assert_eq!(row["hits"], json!(10));
+    assert_eq!(row["filtered"], json!(4000 - 10));
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn get_probe_results_long_polls_until_traffic_passes() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order"}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let empty = results(&mut c, &id, 0, 50);
+    assert_eq!(empty["items"].as_array().expect("items").len(), 0);
+    assert_eq!(empty["state"], "armed");
+    let capped = c
+        .call("get_probe_results", json!({"probe_id": id, "wait_ms": 10}))
+        .ok();
+    assert!(capped.get("wait_capped").is_none());
+    fx.send("run 5");
+    let r = results(&mut c, &id, 0, 20_000);
+    assert_eq!(r["items"].as_array().expect("items").len(), 1);
+    assert_eq!(r["next_after"], json!(1));
+    assert_eq!(r["state"], "done");
+    fx.expect_line("checksum");
+    // Done: the breakpoint is gone.
+    let addr = set["resolved"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    assert_ne!(byte_at(fx.pid, &addr), 0xcc);
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn fork_spawn_thread_churn_and_exec_while_probed() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    fx.send("fork");
+    assert_eq!(fx.expect_line("child"), "child exited 0");
+    fx.send("spawn");
+    assert_eq!(fx.expect_line("spawned"), "spawned 0 0");
+    fx.send("churn 30");
+    assert_eq!(fx.expect_line("churned"), "churned 30");
+    fx.send("run 1000");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &id, 0, 0);
+    // The churned threads' 3000 calls and the workers' 4000 are counted; the
+    // forked child's are not (it is not our target).
+    assert_eq!(r["items"][0]["count"], json!(7000), "{r}");
+    fx.send("exec");
+    assert_eq!(fx.expect_line("exec-done"), "exec-done");
+    let r = results(&mut c, &id, 0, 10_000);
+    assert_eq!(r["state"], "target_exited", "{r}");
+    assert!(r["reason"].as_str().expect("reason").contains("exec"));
+}
+
+#[test]
+fn target_exit_ends_probes_and_results_stay_readable() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": "process_order", "message": "id={o->id}", "max_hits": 5}),
+        )
+        .ok();
+    let count = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "process_order", "kind": "histogram", "expression": "o->amount"}),
+        )
+        .ok();
+    fx.send("run 100");
+    fx.expect_line("checksum");
+    fx.send("quit");
+    assert_eq!(fx.expect_line("bye"), "bye 400");
+    assert_eq!(fx.wait_exit(), Some(0));
+    let r = results(&mut c, &count["probe_id"], 0, 10_000);
+    assert_eq!(r["state"], "target_exited", "{r}");
+    assert_eq!(r["items"][0]["count"], json!(400));
+    assert!(r["items"][0]["p50"].as_f64().is_some());
+    let logs = results(&mut c, &set["probe_id"], 0, 0);
+    assert_eq!(logs["items"].as_array().expect("items").len(), 5);
+    assert_eq!(logs["state"], "done");
+}
+
+#[test]
+fn dry_run_and_source_contains() {
+    let (fx, mut c) = attached();
+    let line = line_of("uint64_t h = (uint64_t)o->id * 31u");
+    let dry = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": format!("orders.c:{}", line - 2),
+                   "source_contains": "h ^= (uint64_t)worker", "dry_run": true}),
+        )
+        .ok();
+    assert_eq!(dry["dry_run"], json!(true));
+    assert!(dry.get("probe_id").is_none());
+    assert_eq!(dry["resolved"][0]["line"], json!(line + 1));
+    assert!(dry["note"].as_str().expect("note").contains("using line"));
+    let vars: Vec<&str> = dry["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        vars.contains(&"o") && vars.contains(&"worker") && vars.contains(&"h"),
+        "{vars:?}"
+    );
+    let listed = c.call("list_probes", json!({})).ok();
+    assert_eq!(
+        listed["probes"].as_array().expect("probes").len(),
+        0,
+        "dry run armed nothing"
+    );
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": format!("orders.c:{line}"), "source_contains": "no such text anywhere"}),
+        )
+        .err();
+    assert!(err.contains("no such text anywhere"), "{err}");
+}
+
+#[test]
+fn bad_probe_requests_get_clear_errors() {
+    let (fx, mut c) = attached();
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "proces_order"}),
+        )
+        .err();
+    assert!(
+        err.contains("process_order"),
+        "suggests the near name: {err}"
+    );
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "nosuchfile.c:10"}),
+        )
+        .err();
+    assert!(err.contains("nosuchfile.c"), "{err}");
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order", "condition": "o->no_such_field == 1"}),
+        )
+        .err();
+    assert!(err.contains("no_such_field"), "refused when set: {err}");
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order", "condition": "worker == "}),
+        )
+        .err();
+    assert!(err.contains("column"), "{err}");
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order", "max_hits": 0}),
+        )
+        .err();
+    assert!(err.contains("max_hits"), "{err}");
+    let err = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": "process_order", "message": "a {o->id"}),
+        )
+        .err();
+    assert!(err.contains("never closed"), "{err}");
+    let err = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "process_order", "kind": "histogram"}),
+        )
+        .err();
+    assert!(err.contains("expression"), "{err}");
+    let err = c.call("get_probe_results", json!({"probe_id": 4242})).err();
+    assert!(err.contains("4242"), "{err}");
+    let err = c.call("remove_probe", json!({"probe_id": 4242})).err();
+    assert!(err.contains("4242"), "{err}");
+    let other = Fixture::start(&orders());
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": other.pid, "location": "process_order"}),
+        )
+        .err();
+    assert!(err.contains("attach"), "{err}");
+}
+
+fn stop_liveprobe_mid_storm(how: &str) {
+    let n = 300_000;
+    let expected = unprobed_checksum(n);
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        )
+        .ok();
+    let addr = set["resolved"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    fx.send(&format!("run {n}"));
+    // Wait until hits are flowing, then stop liveprobe in the middle.
+    let mut seen = 0;
+    for _ in 0..200 {
+        let r = results(&mut c, &set["probe_id"], 0, 0);
+        seen = r["items"][0]["count"].as_u64().unwrap_or(0);
+        if seen > 1000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(seen > 0, "no hits before stopping");
+    let server = c.child.id() as i32;
+    match how {
+        "stdin" => {
+            assert_eq!(c.shutdown(), Some(0));
+        }
+        sig => {
+            let status = std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &server.to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+            let code = c.child.wait().expect("wait liveprobe");
+            assert!(code.success() || code.code().is_some(), "{code:?}");
+        }
+    }
+    assert_eq!(
+        fx.expect_line("checksum"),
+        expected,
+        "the target survived with the right result"
+    );
+    assert_eq!(tracer_pid(fx.pid), 0);
+    assert_ne!(byte_at(fx.pid, &addr), 0xcc);
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn sigterm_mid_storm_leaves_the_target_clean() {
+    stop_liveprobe_mid_storm("TERM");
+}
+
+#[test]
+fn sigint_mid_storm_leaves_the_target_clean() {
+    stop_liveprobe_mid_storm("INT");
+}
+
+#[test]
+fn sighup_mid_storm_leaves_the_target_clean() {
+    stop_liveprobe_mid_storm("HUP");
+}
+
+#[test]
+fn closing_stdin_mid_storm_leaves_the_target_clean() {
+    stop_liveprobe_mid_storm("stdin");
+}
