@@ -12,7 +12,7 @@
 //! is answered at once: signals are re-delivered unchanged, group-stops are
 //! kept with PTRACE_LISTEN, events are resumed with no signal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -28,9 +28,13 @@ use super::procfs;
 use super::ptrace::{self, PtraceEvent, WaitEvent};
 use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
 
-/// How long a capture waits for its threads to stop before answering with
-/// the threads that did (a thread in uninterruptible sleep stops late).
+/// How long a capture waits for one thread to stop before giving up on it
+/// (a thread in uninterruptible sleep stops late) and moving on.
 const CAPTURE_DEADLINE: Duration = Duration::from_secs(3);
+/// Threads of one capture interrupted at a time. One: each thread is then
+/// held only for its own copy (~15 µs) instead of also waiting while the
+/// tracer copies the others; the call takes a little longer in total.
+const CAPTURES_IN_FLIGHT: usize = 1;
 /// How long a detach waits for every thread to stop before reporting it.
 const DETACH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest sleep without a doorbell ring: a safety net, should SIGCHLD be
@@ -146,6 +150,9 @@ struct CaptureOp {
     pid: i32,
     stack_bytes: usize,
     order: Vec<i32>,
+    /// Threads not interrupted yet.
+    queue: VecDeque<i32>,
+    /// Threads interrupted, whose stop has not been reaped yet.
     waiting: HashSet<i32>,
     captured: Vec<ThreadCapture>,
     reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
@@ -449,7 +456,7 @@ impl TracerLoop {
                 });
             }
             op.waiting.remove(&tid);
-            self.finish_capture_if_done(op_id);
+            self.advance_capture(op_id);
         }
     }
 
@@ -882,10 +889,42 @@ impl TracerLoop {
         target.mappings = procfs::read_mappings(pid);
         let op_id = self.next_op;
         self.next_op += 1;
-        let now = Instant::now();
-        let mut waiting = HashSet::new();
-        for &tid in &wanted {
-            let Some(thread) = target.threads.get_mut(&tid) else {
+        self.captures.insert(
+            op_id,
+            CaptureOp {
+                pid,
+                stack_bytes,
+                queue: wanted.iter().copied().collect(),
+                order: wanted,
+                waiting: HashSet::new(),
+                captured: Vec::new(),
+                reply,
+                deadline: Instant::now() + CAPTURE_DEADLINE,
+            },
+        );
+        self.advance_capture(op_id);
+    }
+
+    /// Interrupt the next queued threads of a capture, or answer it when
+    /// nothing is queued or in flight any more.
+    fn advance_capture(&mut self, op_id: u64) {
+        loop {
+            let Some(op) = self.captures.get_mut(&op_id) else {
+                return;
+            };
+            if op.waiting.len() >= CAPTURES_IN_FLIGHT {
+                return;
+            }
+            let Some(tid) = op.queue.pop_front() else {
+                if op.waiting.is_empty()
+                    && let Some(op) = self.captures.remove(&op_id)
+                {
+                    reply_capture(op);
+                }
+                return;
+            };
+            let pid = op.pid;
+            let Some(thread) = self.thread_mut(pid, tid) else {
                 continue;
             };
             if thread.exiting {
@@ -893,27 +932,18 @@ impl TracerLoop {
             }
             match ptrace::interrupt(tid) {
                 Ok(()) => {
+                    let now = Instant::now();
                     thread.interrupt_sent.get_or_insert(now);
                     thread.capture_ops.push(op_id);
-                    waiting.insert(tid);
+                    if let Some(op) = self.captures.get_mut(&op_id) {
+                        op.waiting.insert(tid);
+                        op.deadline = now + CAPTURE_DEADLINE;
+                    }
                 }
                 Err(Errno::ESRCH) => {}
                 Err(errno) => tracing::warn!(tid, %errno, "cannot interrupt thread for capture"),
             }
         }
-        self.captures.insert(
-            op_id,
-            CaptureOp {
-                pid,
-                stack_bytes,
-                order: wanted,
-                waiting,
-                captured: Vec::new(),
-                reply,
-                deadline: now + CAPTURE_DEADLINE,
-            },
-        );
-        self.finish_capture_if_done(op_id);
     }
 
     /// Registers and stack of a stopped thread.
@@ -960,25 +990,15 @@ impl TracerLoop {
         let ops: Vec<u64> = self
             .captures
             .iter()
-            .filter(|(_, op)| op.waiting.contains(&tid))
+            .filter(|(_, op)| op.waiting.contains(&tid) || op.queue.contains(&tid))
             .map(|(id, _)| *id)
             .collect();
         for op_id in ops {
             if let Some(op) = self.captures.get_mut(&op_id) {
                 op.waiting.remove(&tid);
+                op.queue.retain(|queued| *queued != tid);
             }
-            self.finish_capture_if_done(op_id);
-        }
-    }
-
-    fn finish_capture_if_done(&mut self, op_id: u64) {
-        if self
-            .captures
-            .get(&op_id)
-            .is_some_and(|op| op.waiting.is_empty())
-            && let Some(op) = self.captures.remove(&op_id)
-        {
-            reply_capture(op);
+            self.advance_capture(op_id);
         }
     }
 
@@ -990,16 +1010,19 @@ impl TracerLoop {
             .map(|(id, _)| *id)
             .collect();
         for op_id in late {
-            let Some(op) = self.captures.remove(&op_id) else {
+            let Some(op) = self.captures.get_mut(&op_id) else {
                 continue;
             };
-            tracing::warn!(pid = op.pid, threads = ?op.waiting, "threads did not stop in time to be captured (uninterruptible sleep?)");
-            for &tid in &op.waiting {
-                if let Some(thread) = self.thread_mut(op.pid, tid) {
+            let pid = op.pid;
+            let stuck: Vec<i32> = op.waiting.drain().collect();
+            op.deadline = now + CAPTURE_DEADLINE;
+            tracing::warn!(pid, threads = ?stuck, "threads did not stop in time to be captured (uninterruptible sleep?); skipping them");
+            for tid in stuck {
+                if let Some(thread) = self.thread_mut(pid, tid) {
                     thread.capture_ops.retain(|id| *id != op_id);
                 }
             }
-            reply_capture(op);
+            self.advance_capture(op_id);
         }
         for (&pid, target) in self.targets.iter_mut() {
             let Some(detach) = target.detach.as_mut() else {
