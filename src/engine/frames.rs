@@ -86,6 +86,18 @@ impl MemorySource for CapturedMemory {
     }
 }
 
+/// Live memory of the target: reads go straight to the process. Used where
+/// the thread that matters is stopped (a probe hit) or for globals.
+pub struct LiveMemory<'a>(pub &'a ProcessMemory);
+
+impl MemorySource for LiveMemory<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.0
+            .read(addr, buf)
+            .map_err(|e| MemoryError { addr: e.addr })
+    }
+}
+
 /// Unwinds a captured thread and expands each physical frame into its
 /// inlined calls, innermost first, numbering them as gdb does.
 pub fn symbolized_frames(

@@ -5,11 +5,10 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::eval::{self, FrameContext};
+use crate::eval::{self, EvalError, FrameContext};
 use crate::value::{Limits, Value};
 
-use super::frames::CapturedThread;
-use super::probes::LiveMemory;
+use super::frames::{CapturedThread, LiveMemory};
 use super::{Engine, EngineError, STACK_COPY_BYTES};
 
 /// Frames searched for the asked frame index.
@@ -172,7 +171,10 @@ impl Engine {
                         held_us: 0,
                     });
                 }
-                Err(e) if globals_only || e.is_syntax() => {
+                Err(e)
+                    if globals_only
+                        || matches!(e, EvalError::Syntax { .. } | EvalError::Refused { .. }) =>
+                {
                     return Err(EngineError::BadArgument(e.to_string()));
                 }
                 Err(_) => {}

@@ -7,7 +7,6 @@
 
 mod error;
 mod frames;
-#[cfg(liveprobe_wip)]
 mod inspect;
 #[cfg(liveprobe_wip)]
 mod probe_ops;
@@ -26,7 +25,6 @@ use std::time::Instant;
 
 pub use error::EngineError;
 use frames::CapturedThread;
-#[cfg(liveprobe_wip)]
 pub use inspect::{EvaluateReport, FrameInfo, LocalsReport};
 #[cfg(liveprobe_wip)]
 pub use probe_ops::{
@@ -71,7 +69,6 @@ pub struct Target {
 pub struct Engine {
     tracer: Tracer,
     policy: Arc<Policy>,
-    #[allow(dead_code)]
     redaction: Redaction,
     targets: Mutex<HashMap<i32, Arc<Target>>>,
     #[cfg(liveprobe_wip)]

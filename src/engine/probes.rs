@@ -13,12 +13,12 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers, RuntimeAddr};
+use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitVerdict, ProcessMemory};
 use crate::value::{Limits, Redaction, Value};
 
-use super::frames::registers_from;
+use super::frames::{LiveMemory, registers_from};
 use super::report::ResolvedSiteRow;
 use super::store::{ResultStore, Summary, SummaryView, rfc3339};
 
@@ -363,17 +363,6 @@ impl Probe {
         }
         b.spent += spent;
         b.spent > HANDLER_BUDGET_PER_SECOND
-    }
-}
-
-/// Live memory of the target, read while the hitting thread is stopped.
-pub struct LiveMemory<'a>(pub &'a ProcessMemory);
-
-impl MemorySource for LiveMemory<'_> {
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.0
-            .read(addr, buf)
-            .map_err(|e| MemoryError { addr: e.addr })
     }
 }
 

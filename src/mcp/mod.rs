@@ -8,7 +8,6 @@ pub mod args;
 mod probe_tools;
 pub mod resources;
 mod text;
-#[cfg(liveprobe_wip)]
 mod value_tools;
 
 use std::sync::Arc;
@@ -100,9 +99,10 @@ impl LiveprobeServer {
     fn all_tools() -> ToolRouter<Self> {
         #[allow(unused_mut)]
         let mut router = Self::tool_router();
+        router = router + Self::value_tools();
         #[cfg(liveprobe_wip)]
         {
-            router = router + Self::value_tools() + Self::probe_tools();
+            router = router + Self::probe_tools();
         }
         router
     }

@@ -5,10 +5,9 @@
 use std::fmt::Write;
 
 use crate::engine::report::*;
+use crate::engine::{EvaluateReport, LocalsReport};
 #[cfg(liveprobe_wip)]
-use crate::engine::{
-    EvaluateReport, LocalsReport, ProbeCreated, ProbeList, ProbeRemoved, ProbeResults,
-};
+use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeResults};
 
 /// A compact, human-readable rendering of an answer.
 pub trait RenderText {
@@ -203,44 +202,44 @@ impl RenderText for LocationReport {
     }
 }
 
+impl RenderText for LocalsReport {
+    fn render_text(&self) -> String {
+        let mut s = format!(
+            "thread {} frame #{} {}\n",
+            self.tid,
+            self.frame.index,
+            location(&self.frame.function, &self.frame.file, self.frame.line)
+        );
+        if self.variables.is_empty() {
+            s.push_str("(no arguments or locals in scope)\n");
+        }
+        for v in &self.variables {
+            s.push_str(&v.to_text());
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl RenderText for EvaluateReport {
+    fn render_text(&self) -> String {
+        let mut s = String::new();
+        if let Some(f) = &self.frame {
+            let _ = write!(
+                s,
+                "[frame #{} {}] ",
+                f.index,
+                location(&f.function, &f.file, f.line)
+            );
+        }
+        s.push_str(&self.value.to_text());
+        s
+    }
+}
+
 #[cfg(liveprobe_wip)]
 mod wip {
     use super::*;
-    impl RenderText for LocalsReport {
-        fn render_text(&self) -> String {
-            let mut s = format!(
-                "thread {} frame #{} {}\n",
-                self.tid,
-                self.frame.index,
-                location(&self.frame.function, &self.frame.file, self.frame.line)
-            );
-            if self.variables.is_empty() {
-                s.push_str("(no arguments or locals in scope)\n");
-            }
-            for v in &self.variables {
-                s.push_str(&v.to_text());
-                s.push('\n');
-            }
-            s
-        }
-    }
-
-    impl RenderText for EvaluateReport {
-        fn render_text(&self) -> String {
-            let mut s = String::new();
-            if let Some(f) = &self.frame {
-                let _ = write!(
-                    s,
-                    "[frame #{} {}] ",
-                    f.index,
-                    location(&f.function, &f.file, f.line)
-                );
-            }
-            s.push_str(&self.value.to_text());
-            s
-        }
-    }
-
     impl RenderText for ProbeCreated {
         fn render_text(&self) -> String {
             let mut s = match self.probe_id {
