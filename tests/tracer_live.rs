@@ -173,7 +173,8 @@ fn wait_state(rt: &tokio::runtime::Runtime, tracer: &Tracer, pid: i32) -> Target
     let deadline = Instant::now() + WAIT;
     loop {
         let state = rt.block_on(tracer.process_state(pid)).expect("state");
-        if state != TargetState::Running || Instant::now() > deadline {
+        let live = matches!(state, TargetState::Running | TargetState::Execed);
+        if !live || Instant::now() > deadline {
             return state;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -774,4 +775,168 @@ fn list_processes_finds_the_fixture() {
         assert!(!kthreadd.attachable);
         assert_eq!(kthreadd.reason.as_deref(), Some("kernel thread"));
     }
+}
+
+#[test]
+fn exec_from_a_thread_that_is_not_the_leader() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut target = Driven::workers();
+    rt.block_on(tracer.attach(target.pid)).expect("attach");
+    target.send("spawn 2");
+    target.expect("spawned 2");
+    // The successor thread takes over the command loop, then execs: the kernel
+    // gives it the leader's id and ends every other thread.
+    target.send("leader-exit");
+    target.expect("leader-gone");
+    target.send("exec");
+    assert_eq!(target.expect("ready"), format!("ready {}", target.pid));
+    eventually("exec is recorded", || {
+        rt.block_on(tracer.process_state(target.pid)).ok() == Some(TargetState::Execed)
+    });
+    let captured = rt
+        .block_on(tracer.capture_threads(target.pid, None, 128))
+        .expect("capture after exec");
+    assert_eq!(
+        captured.iter().map(|c| c.tid).collect::<Vec<_>>(),
+        vec![target.pid]
+    );
+    target.send("ping");
+    target.expect("pong");
+    target.send("exit 3");
+    assert_eq!(
+        wait_state(&rt, &tracer, target.pid),
+        TargetState::Exited { code: 3 }
+    );
+    assert_eq!(target.wait_exit().code(), Some(3));
+}
+
+#[test]
+fn thread_churn_while_capturing() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut target = Driven::workers();
+    rt.block_on(tracer.attach(target.pid)).expect("attach");
+    target.send("churn 2000");
+    let mut captures = 0;
+    let line = loop {
+        let taken = rt
+            .block_on(tracer.capture_threads(target.pid, None, 512))
+            .expect("capture during churn");
+        assert!(!taken.is_empty() || captures > 0 || task_ids(target.pid).len() > 1);
+        captures += 1;
+        if let Some(line) = target.poll("churned") {
+            break line;
+        }
+    };
+    assert_eq!(line, "churned 2000", "after {captures} captures");
+    target.send("ping");
+    target.expect("pong");
+    let captured = rt
+        .block_on(tracer.capture_threads(target.pid, None, 64))
+        .expect("capture");
+    assert_eq!(
+        captured.iter().map(|c| c.tid).collect::<Vec<_>>(),
+        vec![target.pid],
+        "exited threads are forgotten"
+    );
+    rt.block_on(tracer.detach(target.pid)).expect("detach");
+    assert_eq!(common::tracer_pid(target.pid), 0);
+}
+
+#[test]
+fn a_thread_id_is_not_a_process() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut target = Driven::workers();
+    target.send("spawn 1");
+    target.expect("spawned 1");
+    let thread = *task_ids(target.pid).last().expect("a thread");
+    match rt.block_on(tracer.attach(thread)) {
+        Err(TraceError::ThreadNotProcess { tid, pid }) => {
+            assert_eq!((tid, pid), (thread, target.pid))
+        }
+        other => panic!("expected ThreadNotProcess, got {other:?}"),
+    }
+}
+
+/// Set in the environment of the unprivileged re-run of this test binary.
+const UNPRIVILEGED_TARGET: &str = "LIVEPROBE_TEST_UNPRIVILEGED_TARGET";
+
+/// As root the kernel lets us trace anything, so the refusal is produced in a
+/// copy of this test binary that drops to user `nobody` first.
+#[test]
+fn permission_denied_says_why() {
+    if let Ok(target) = std::env::var(UNPRIVILEGED_TARGET) {
+        unprivileged_child(target.parse().expect("target pid"));
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot drop privileges to produce EPERM; skipped");
+        return;
+    }
+    let target = Driven::workers();
+    let output = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "permission_denied_says_why",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNPRIVILEGED_TARGET, target.pid.to_string())
+        .output()
+        .expect("re-run test binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "unprivileged child failed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("UNPRIVILEGED-CHECKS-PASSED"),
+        "child did not run its checks:\n{stderr}"
+    );
+}
+
+fn unprivileged_child(target: i32) {
+    // SAFETY: plain credential changes of this (child) process.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(65534), 0);
+        assert_eq!(libc::setuid(65534), 0);
+    }
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    match rt.block_on(tracer.attach(target)) {
+        Err(error @ TraceError::PermissionDenied { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains("not permitted to trace process"), "{text}");
+            assert!(text.contains("belongs to user root"), "{text}");
+            assert!(text.contains("CAP_SYS_PTRACE"), "{text}");
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    let listed = list_processes(Some(&target.to_string()));
+    let entry = listed
+        .iter()
+        .find(|p| p.pid == target)
+        .expect("target listed");
+    assert!(!entry.attachable);
+    assert!(
+        entry
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("owned by user root"),
+        "{entry:?}"
+    );
+    let mut buf = [0u8; 8];
+    let error = ProcessMemory::new(target)
+        .read(0x1000, &mut buf)
+        .expect_err("no access");
+    assert_eq!(
+        error.cause,
+        liveprobe::tracer::MemoryReadCause::PermissionDenied
+    );
+    eprintln!("UNPRIVILEGED-CHECKS-PASSED");
 }

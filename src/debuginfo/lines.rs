@@ -75,24 +75,25 @@ pub(crate) struct CuLines {
 pub(crate) struct LineIndex {
     pub(crate) cus: Vec<CuLines>,
     by_base: HashMap<Box<str>, Vec<(u32, u32)>>,
-    rows: Mutex<HashMap<u32, Arc<CuRows>>>,
+    /// Resolved paths of the file entries with a given base name (unit index, file index, path).
+    by_base_paths: Mutex<HashMap<Box<str>, Arc<Vec<(u32, u32, Arc<str>)>>>>,
+    /// Units visited by scans since the index was built (see `note_unit_visited`).
+    visited: std::sync::atomic::AtomicUsize,
+    /// Rows of selected files of a unit, keyed by (unit index, file indices).
+    file_rows: Mutex<HashMap<(u32, Vec<u32>), Arc<Vec<Row>>>>,
 }
+
+/// How many units a scan visits before releasing the pages it touched (bounds resident memory on huge files).
+const RELEASE_EVERY_UNITS: usize = 64;
 
 /// One decoded line-table row.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Row {
     pub(crate) addr: u64,
-    /// Raw file index of the unit's line program.
-    pub(crate) file: u32,
     pub(crate) line: u32,
     pub(crate) is_stmt: bool,
     pub(crate) prologue_end: bool,
     pub(crate) end_sequence: bool,
-}
-
-/// The rows of one unit's line program, in program order (sequences one after the other).
-pub(crate) struct CuRows {
-    pub(crate) rows: Vec<Row>,
 }
 
 fn attr_str(
@@ -153,7 +154,9 @@ impl LineIndex {
             return LineIndex {
                 cus,
                 by_base,
-                rows: Mutex::new(HashMap::new()),
+                file_rows: Mutex::new(HashMap::new()),
+                by_base_paths: Mutex::new(HashMap::new()),
+                visited: Default::default(),
             };
         };
         let mut headers = dwarf.units();
@@ -186,6 +189,9 @@ impl LineIndex {
                 }
             };
             let cu_index = cus.len() as u32;
+            if cus.len() % RELEASE_EVERY_UNITS == RELEASE_EVERY_UNITS - 1 {
+                module.release_dwarf_pages();
+            }
             let header = program.header();
             let (first, end) = file_count(&unit);
             for index in first..end {
@@ -215,10 +221,13 @@ impl LineIndex {
                 language,
             });
         }
+        module.release_dwarf_pages();
         LineIndex {
             cus,
             by_base,
-            rows: Mutex::new(HashMap::new()),
+            file_rows: Mutex::new(HashMap::new()),
+            by_base_paths: Mutex::new(HashMap::new()),
+            visited: Default::default(),
         }
     }
 
@@ -226,13 +235,27 @@ impl LineIndex {
     pub(crate) fn matching_files(&self, module: &Module, query: &str) -> Vec<(u32, u32, Arc<str>)> {
         let query = normalize_path(query);
         self.entries_with_base(module, base_name(&query))
-            .into_iter()
+            .iter()
             .filter(|(_, _, path)| path_matches(path, &query))
+            .cloned()
             .collect()
     }
 
     /// (unit index, raw file index, normalized path) of every file entry with this base name.
-    fn entries_with_base(&self, module: &Module, base: &str) -> Vec<(u32, u32, Arc<str>)> {
+    fn entries_with_base(&self, module: &Module, base: &str) -> Arc<Vec<(u32, u32, Arc<str>)>> {
+        if let Ok(cache) = self.by_base_paths.lock()
+            && let Some(hit) = cache.get(base)
+        {
+            return hit.clone();
+        }
+        let found = Arc::new(self.resolve_entries_with_base(module, base));
+        if let Ok(mut cache) = self.by_base_paths.lock() {
+            cache.insert(base.into(), found.clone());
+        }
+        found
+    }
+
+    fn resolve_entries_with_base(&self, module: &Module, base: &str) -> Vec<(u32, u32, Arc<str>)> {
         let mut out = Vec::new();
         let Some(candidates) = self.by_base.get(base) else {
             return out;
@@ -240,16 +263,17 @@ impl LineIndex {
         let Some(dwarf) = module.dwarf() else {
             return out;
         };
-        let mut current: Option<(u32, Arc<gimli::Unit<DwarfReader>>)> = None;
+        let mut current: Option<(u32, gimli::Unit<DwarfReader>)> = None;
         for &(cu, file) in candidates {
             if current.as_ref().is_none_or(|(c, _)| *c != cu) {
                 let Some(info) = self.cus.get(cu as usize) else {
                     continue;
                 };
-                let Some(unit) = module.unit_at(info.unit_offset) else {
+                let Some(unit) = module.parse_unit(info.unit_offset) else {
                     continue;
                 };
                 current = Some((cu, unit));
+                self.note_unit_visited(module);
             }
             let Some((_, unit)) = &current else { continue };
             if let Some(path) = file_path(dwarf, unit, u64::from(file)) {
@@ -267,35 +291,73 @@ impl LineIndex {
     /// Distinct full paths of every file with a given base name (for suggestions and ambiguity messages).
     pub(crate) fn paths_with_base(&self, module: &Module, base: &str) -> Vec<Arc<str>> {
         let mut out: Vec<Arc<str>> = Vec::new();
-        for (_, _, p) in self.entries_with_base(module, base) {
-            if !out.contains(&p) {
-                out.push(p);
+        for (_, _, p) in self.entries_with_base(module, base).iter() {
+            if !out.contains(p) {
+                out.push(p.clone());
             }
         }
         out
     }
 
-    /// The decoded rows of unit `cu` (run once, cached).
-    pub(crate) fn rows(&self, module: &Module, cu: u32) -> Option<Arc<CuRows>> {
-        if let Ok(cache) = self.rows.lock()
-            && let Some(r) = cache.get(&cu)
+    /// The statement rows of unit `cu` for the given file indices (decoded once, then cached).
+    pub(crate) fn file_rows(
+        &self,
+        module: &Module,
+        cu: u32,
+        files: &[u32],
+    ) -> Option<Arc<Vec<Row>>> {
+        let key = (cu, files.to_vec());
+        if let Ok(cache) = self.file_rows.lock()
+            && let Some(r) = cache.get(&key)
         {
             return Some(r.clone());
         }
-        let unit = module.unit_at(self.cus.get(cu as usize)?.unit_offset)?;
-        let program = unit.line_program.clone()?;
+        let rows = Arc::new(self.decode(module, cu, Some(files))?);
+        if let Ok(mut cache) = self.file_rows.lock() {
+            cache.insert(key, rows.clone());
+        }
+        Some(rows)
+    }
+
+    /// Every row of unit `cu`, in program order (not cached: used for one function's prologue).
+    pub(crate) fn all_rows(&self, module: &Module, cu: u32) -> Option<Vec<Row>> {
+        self.decode(module, cu, None)
+    }
+
+    /// Counts a unit visited by a scan and releases touched pages every [`RELEASE_EVERY_UNITS`] units.
+    fn note_unit_visited(&self, module: &Module) {
+        let n = self
+            .visited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % RELEASE_EVERY_UNITS == RELEASE_EVERY_UNITS - 1 {
+            module.release_dwarf_pages();
+        }
+    }
+
+    /// Runs the line program of unit `cu`, keeping the rows of `files` (statement rows only) or every row.
+    fn decode(&self, module: &Module, cu: u32, files: Option<&[u32]>) -> Option<Vec<Row>> {
+        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        self.note_unit_visited(module);
+        let program = unit.line_program?;
         let mut rows = Vec::new();
         let mut iter = program.rows();
         loop {
             match iter.next_row() {
-                Ok(Some((_, row))) => rows.push(Row {
-                    addr: row.address(),
-                    file: row.file_index() as u32,
-                    line: row.line().map(|l| l.get() as u32).unwrap_or(0),
-                    is_stmt: row.is_stmt(),
-                    prologue_end: row.prologue_end(),
-                    end_sequence: row.end_sequence(),
-                }),
+                Ok(Some((_, row))) => {
+                    let file = row.file_index() as u32;
+                    if let Some(files) = files
+                        && (!row.is_stmt() || row.end_sequence() || !files.contains(&file))
+                    {
+                        continue;
+                    }
+                    rows.push(Row {
+                        addr: row.address(),
+                        line: row.line().map(|l| l.get() as u32).unwrap_or(0),
+                        is_stmt: row.is_stmt(),
+                        prologue_end: row.prologue_end(),
+                        end_sequence: row.end_sequence(),
+                    });
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "line program stopped early");
@@ -303,11 +365,7 @@ impl LineIndex {
                 }
             }
         }
-        let decoded = Arc::new(CuRows { rows });
-        if let Ok(mut cache) = self.rows.lock() {
-            cache.insert(cu, decoded.clone());
-        }
-        Some(decoded)
+        Some(rows)
     }
 }
 

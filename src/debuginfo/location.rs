@@ -4,7 +4,7 @@
 //! Owns the rules a user sees (a line without code moves to the next line with code and says so; names match
 //! plain, qualified or mangled; errors suggest near matches). Never reads target memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::error::LocationError;
 use super::image::ProcessImage;
 use super::lines::{base_name, normalize_path, skip_prologue};
 use super::module::Module;
-use super::names::{MatchRank, NameQuery, match_key};
+use super::names::{Instance, MatchRank, NameQuery, instances_at, match_key};
 
 /// A function found by [`ProcessImage::find_functions`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,10 +136,6 @@ fn parse_address(text: &str) -> Option<u64> {
     }
 }
 
-/// Identifies one function instance (an out-of-line function or one inlined copy) by its chain of enclosing
-/// calls (function, line of the call) and the innermost function itself.
-type InstanceKey = Vec<(Option<String>, Option<u32>)>;
-
 /// One matched file entry: which module and unit, which file indices in that unit.
 struct FileHit {
     module: usize,
@@ -258,13 +254,8 @@ impl ProcessImage {
         let mut lines = BTreeSet::new();
         for hit in hits {
             let module = &self.modules()[hit.module];
-            let Some(rows) = module.line_index().rows(module, hit.cu) else {
-                continue;
-            };
-            for r in &rows.rows {
-                if r.is_stmt && !r.end_sequence && r.line != 0 && hit.files.contains(&r.file) {
-                    lines.insert(r.line);
-                }
+            if let Some(rows) = module.line_index().file_rows(module, hit.cu, &hit.files) {
+                lines.extend(rows.iter().map(|r| r.line).filter(|&l| l != 0));
             }
         }
         lines
@@ -379,56 +370,89 @@ impl ProcessImage {
         let note = (chosen != line)
             .then(|| format!("line {line} of {path} has no code; using line {chosen}"));
 
-        // Candidate addresses: statement rows of the chosen line; keep the lowest per function instance.
-        let mut best: HashMap<(usize, InstanceKey), u64> = HashMap::new();
+        // Candidate addresses: statement rows of the chosen line; keep the lowest per function instance
+        // (the out-of-line function, or each inlined copy: each has its own DIE).
+        let mut best: BTreeMap<(usize, u32, u64), (u64, Option<Instance>)> = BTreeMap::new();
+        let mut moved = false;
         for hit in &hits {
             let module = &self.modules()[hit.module];
-            let Some(rows) = module.line_index().rows(module, hit.cu) else {
+            let Some(rows) = module.line_index().file_rows(module, hit.cu, &hit.files) else {
                 continue;
             };
-            for r in rows.rows.iter().filter(|r| {
-                r.is_stmt && !r.end_sequence && r.line == chosen && hit.files.contains(&r.file)
-            }) {
-                let frames = module.symbolize_file(FileAddr(r.addr));
-                // The instance key: the chain of enclosing calls (function + call line), innermost excluded.
-                let key: Vec<(Option<String>, Option<u32>)> = frames
-                    .iter()
-                    .skip(1)
-                    .map(|f| (f.function.clone(), f.line))
-                    .chain(frames.first().map(|f| (f.function.clone(), None)))
-                    .collect();
-                let slot = best.entry((hit.module, key)).or_insert(r.addr);
-                *slot = (*slot).min(r.addr);
+            let mut addrs: Vec<u64> = rows
+                .iter()
+                .filter(|r| r.line == chosen)
+                .map(|r| r.addr)
+                .collect();
+            addrs.sort_unstable();
+            addrs.dedup();
+            let instances = instances_at(module, hit.cu, &addrs);
+            for (addr, instance) in addrs.into_iter().zip(instances) {
+                // Without a DIE (assembly, stripped units) every address is its own site.
+                let key = (
+                    hit.module,
+                    hit.cu,
+                    instance.as_ref().map_or(u64::MAX - addr, |i| i.die as u64),
+                );
+                let slot = best.entry(key).or_insert((addr, instance.clone()));
+                if addr < slot.0 {
+                    *slot = (addr, instance);
+                }
             }
         }
         let mut sites: Vec<ResolvedSite> = Vec::new();
-        for ((mi, _), addr) in best {
+        for ((mi, cu, _), (addr, instance)) in best {
             let module = &self.modules()[mi];
             let mut addr = addr;
+            let mut at_line = chosen;
             // A line that starts a function: put the probe after the prologue, where arguments are readable.
-            if let Some((_, start)) = module.symbol_for(FileAddr(addr))
-                && start.0 == addr
-            {
-                addr = self.after_prologue(module, addr, None);
+            if let Some(inst) = instance.as_ref().filter(|i| !i.inlined && i.entry == addr) {
+                let after = self.prologue_end_in_unit(module, cu, addr, inst.end);
+                if after != addr {
+                    addr = after;
+                    moved = true;
+                    if let Some(l) = self
+                        .symbolize(module.to_runtime(FileAddr(addr)), false)
+                        .first()
+                        .and_then(|f| f.line)
+                    {
+                        at_line = l;
+                    }
+                }
             }
-            let mut site = self.site_at(
-                module.to_runtime(FileAddr(addr)),
-                None,
-                Some((path.clone(), chosen)),
-            );
-            if site.inlined {
-                // The function is the innermost frame whose line is the chosen one.
-                let frames = module.symbolize_file(FileAddr(addr));
-                site.function = frames.first().and_then(|f| f.function.clone());
-            }
-            sites.push(site);
+            let function = match &instance {
+                Some(i) => i.name.clone(),
+                None => module.symbol_for(FileAddr(addr)).map(|(n, _)| n),
+            };
+            sites.push(ResolvedSite {
+                address: module.to_runtime(FileAddr(addr)),
+                function,
+                file: Some(path.clone()),
+                line: Some(at_line),
+                inlined: instance.as_ref().is_some_and(|i| i.inlined),
+            });
         }
         sites.sort_by_key(|s| s.address);
         sites.dedup_by_key(|s| s.address);
+        let note = match (note, moved) {
+            (note, false) => note,
+            (Some(n), true) => Some(format!("{n}; the function's prologue is skipped")),
+            (None, true) => Some(format!(
+                "line {chosen} starts a function; the probe goes after its prologue"
+            )),
+        };
         Ok(Resolution { sites, note })
     }
 
-    /// The first address after the prologue of the function entered at file address `entry`.
+    /// The first address after the prologue of a function entered at `entry` in unit `cu`.
+    fn prologue_end_in_unit(&self, module: &Module, cu: u32, entry: u64, end: u64) -> u64 {
+        match module.line_index().all_rows(module, cu) {
+            Some(rows) => skip_prologue(&rows, entry, end),
+            None => entry,
+        }
+    }
+
+    /// The first address after the prologue of the function entered at file address `entry` (unit unknown).
     fn after_prologue(&self, module: &Module, entry: u64, end: Option<u64>) -> u64 {
         let end = end.unwrap_or_else(|| {
             module
@@ -450,10 +474,7 @@ impl ProcessImage {
         let Ok(cu) = index.cus.binary_search_by_key(&unit.0, |c| c.unit_offset.0) else {
             return entry;
         };
-        match index.rows(module, cu as u32) {
-            Some(rows) => skip_prologue(&rows.rows, entry, end),
-            None => entry,
-        }
+        self.prologue_end_in_unit(module, cu as u32, entry, end)
     }
 
     /// Every function instance (DWARF) or symbol matching `query`, best rank first, per module tier.
@@ -483,6 +504,7 @@ impl ProcessImage {
                                     end: Some(e.end),
                                     inlined: e.inlined,
                                     has_lines: true,
+                                    cu: Some(e.cu),
                                 },
                             ));
                         }
@@ -506,6 +528,7 @@ impl ProcessImage {
                                     end: (s.size > 0).then(|| s.addr + s.size),
                                     inlined: false,
                                     has_lines: module.debug_info().found,
+                                    cu: None,
                                 },
                             ));
                         }
@@ -550,6 +573,8 @@ impl ProcessImage {
             let module = &self.modules()[c.module];
             let addr = if c.inlined || !c.has_lines {
                 c.entry
+            } else if let (Some(cu), Some(end)) = (c.cu, c.end) {
+                self.prologue_end_in_unit(module, cu, c.entry, end)
             } else {
                 self.after_prologue(module, c.entry, c.end)
             };
@@ -676,6 +701,8 @@ struct Candidate {
     end: Option<u64>,
     inlined: bool,
     has_lines: bool,
+    /// Unit index in the module's line index, when known from the DWARF index.
+    cu: Option<u32>,
 }
 
 /// The short name of a DWARF language.

@@ -54,6 +54,20 @@ impl MappedFile {
         })
     }
 
+    /// Drops this process's page-table entries for the mapping, so pages touched while scanning stop counting
+    /// toward our resident memory. The pages stay in the kernel's page cache and fault back in on the next
+    /// read: scanning the headers of a 100 MB debug file otherwise leaves most of it resident through fault-around.
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: the mapping is a read-only MAP_PRIVATE file mapping that is never written, so it has no
+        // copy-on-write pages: MADV_DONTNEED only discards PTEs and later reads see the same file bytes.
+        if let Err(e) = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        } {
+            tracing::debug!(path = %self.path.display(), error = %e, "madvise(DONTNEED) failed");
+        }
+    }
+
     pub(crate) fn parse(&self) -> Result<object::File<'_>, DebugInfoError> {
         object::File::parse(&self.map[..]).map_err(|e| DebugInfoError::ParseElf {
             path: self.path.clone(),
@@ -364,6 +378,14 @@ impl Module {
         Some(Arc::new(dwarf))
     }
 
+    /// Releases resident pages of the file holding the DWARF (see [`MappedFile::release_pages`]); used after
+    /// scans that touch a little of every unit.
+    pub(crate) fn release_dwarf_pages(&self) {
+        if let Some(f) = &self.dwarf_file {
+            f.release_pages();
+        }
+    }
+
     /// The compilation unit containing a file address (parsed on first request, then cached), for scope and
     /// variable lookup. The handle is an `Arc<gimli::Unit>`; use `unit.unit_ref(module.dwarf()?)` to walk it.
     pub fn unit_for(&self, a: FileAddr) -> Option<Arc<gimli::Unit<DwarfReader>>> {
@@ -388,6 +410,16 @@ impl Module {
             cache.insert(offset.0, unit.clone());
         }
         Some(unit)
+    }
+
+    /// Parses the unit whose header is at `offset` without caching it (for scans that visit many units once).
+    pub(crate) fn parse_unit(
+        &self,
+        offset: gimli::DebugInfoOffset<usize>,
+    ) -> Option<gimli::Unit<DwarfReader>> {
+        let dwarf = self.dwarf()?;
+        let header = dwarf.debug_info.header_from_offset(offset).ok()?;
+        dwarf.unit(header).ok()
     }
 }
 

@@ -33,6 +33,8 @@ pub(crate) struct FnEntry {
     pub(crate) end: u64,
     /// An inlined copy (DW_TAG_inlined_subroutine) rather than an out-of-line function.
     pub(crate) inlined: bool,
+    /// Index of its unit in the module's line index.
+    pub(crate) cu: u32,
 }
 
 /// All function instances of one module.
@@ -331,24 +333,20 @@ fn scope_tag(tag: gimli::DwTag) -> bool {
     )
 }
 
-fn index_unit(
-    module: &Module,
-    dwarf: &gimli::Dwarf<DwarfReader>,
-    unit: &gimli::Unit<DwarfReader>,
-    language: Option<gimli::DwLang>,
-    out: &mut Vec<FnEntry>,
+/// Visits every function DIE with code (out-of-line subprograms and inlined copies) of a unit in DFS order,
+/// with the namespaces/types enclosing it.
+fn walk_functions(
+    walk: &mut UnitWalk<'_>,
+    mut visit: impl FnMut(
+        &mut UnitWalk<'_>,
+        &DebuggingInformationEntry<DwarfReader>,
+        bool,
+        &[(isize, String)],
+    ),
 ) {
-    let mut walk = UnitWalk {
-        module,
-        dwarf,
-        unit,
-        language,
-        origin_names: HashMap::new(),
-        decl_files: HashMap::new(),
-    };
+    let (dwarf, unit) = (walk.dwarf, walk.unit);
     let mut scopes: Vec<(isize, String)> = Vec::new();
     let mut cursor = unit.entries();
-    let mut interned: HashMap<String, (Arc<str>, Arc<str>)> = HashMap::new();
     loop {
         let entry = match cursor.next_dfs() {
             Ok(Some(e)) => e,
@@ -381,15 +379,37 @@ fn index_unit(
         if entry.attr_value(gimli::DW_AT_declaration).is_some() {
             continue;
         }
+        visit(walk, entry, inlined, &scopes);
+    }
+}
+
+fn index_unit(
+    module: &Module,
+    dwarf: &gimli::Dwarf<DwarfReader>,
+    unit: &gimli::Unit<DwarfReader>,
+    cu: u32,
+    language: Option<gimli::DwLang>,
+    out: &mut Vec<FnEntry>,
+) {
+    let mut walk = UnitWalk {
+        module,
+        dwarf,
+        unit,
+        language,
+        origin_names: HashMap::new(),
+        decl_files: HashMap::new(),
+    };
+    let mut interned: HashMap<String, (Arc<str>, Arc<str>)> = HashMap::new();
+    walk_functions(&mut walk, |walk, entry, inlined, scopes| {
         let Some((start, end)) = walk.code_range(entry) else {
-            continue;
+            return;
         };
         if start == 0 {
-            continue; // discarded by the linker (address 0 in an executable that does not map page 0)
+            return; // discarded by the linker (address 0 in an executable that does not map page 0)
         }
         let names = walk.names(entry, 0);
-        let Some(display) = walk.display_name(&names, if inlined { &[] } else { &scopes }) else {
-            continue;
+        let Some(display) = walk.display_name(&names, if inlined { &[] } else { scopes }) else {
+            return;
         };
         let (name, key) = interned
             .entry(display)
@@ -404,8 +424,82 @@ fn index_unit(
             entry: start,
             end,
             inlined,
+            cu,
         });
-    }
+    });
+}
+
+/// The innermost function instance containing an address.
+#[derive(Clone, Debug)]
+pub(crate) struct Instance {
+    /// Offset of its DIE in the unit (identifies the instance: each inlined copy has its own DIE).
+    pub(crate) die: usize,
+    /// Demangled qualified name.
+    pub(crate) name: Option<String>,
+    /// An inlined copy.
+    pub(crate) inlined: bool,
+    /// Entry address and end of its first range.
+    pub(crate) entry: u64,
+    pub(crate) end: u64,
+}
+
+/// For each address (file addresses inside unit `cu`), the innermost function instance containing it. Walks
+/// only that unit's DIEs.
+pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Option<Instance>> {
+    let mut best: Vec<Option<(isize, Instance)>> = vec![None; addrs.len()];
+    let index = module.line_index();
+    let (Some(dwarf), Some(info)) = (module.dwarf(), index.cus.get(cu as usize)) else {
+        return vec![None; addrs.len()];
+    };
+    let Some(unit) = module.parse_unit(info.unit_offset) else {
+        return vec![None; addrs.len()];
+    };
+    let mut walk = UnitWalk {
+        module,
+        dwarf,
+        unit: &unit,
+        language: info.language,
+        origin_names: HashMap::new(),
+        decl_files: HashMap::new(),
+    };
+    walk_functions(&mut walk, |walk, entry, inlined, scopes| {
+        let unit_ref = walk.unit.unit_ref(walk.dwarf);
+        let Ok(mut ranges) = unit_ref.die_ranges(entry) else {
+            return;
+        };
+        let mut hits: Vec<usize> = Vec::new();
+        while let Ok(Some(r)) = ranges.next() {
+            for (i, &a) in addrs.iter().enumerate() {
+                if a >= r.begin && a < r.end && !hits.contains(&i) {
+                    hits.push(i);
+                }
+            }
+        }
+        if hits.is_empty() {
+            return;
+        }
+        let depth = entry.depth();
+        let Some((start, end)) = walk.code_range(entry) else {
+            return;
+        };
+        let names = walk.names(entry, 0);
+        let name = walk.display_name(&names, if inlined { &[] } else { scopes });
+        for i in hits {
+            if best[i].as_ref().is_none_or(|(d, _)| *d < depth) {
+                best[i] = Some((
+                    depth,
+                    Instance {
+                        die: entry.offset().0,
+                        name: name.clone(),
+                        inlined,
+                        entry: start,
+                        end,
+                    },
+                ));
+            }
+        }
+    });
+    best.into_iter().map(|b| b.map(|(_, i)| i)).collect()
 }
 
 impl NameIndex {
@@ -416,17 +510,19 @@ impl NameIndex {
         };
         let started = std::time::Instant::now();
         let index = module.line_index();
-        for cu in &index.cus {
+        for (i, cu) in index.cus.iter().enumerate() {
             // Units are parsed fresh (not through the module cache): indexing touches every unit once and
             // must not keep them all alive.
-            let Ok(header) = dwarf.debug_info.header_from_offset(cu.unit_offset) else {
+            let Some(unit) = module.parse_unit(cu.unit_offset) else {
                 continue;
             };
-            let Ok(unit) = dwarf.unit(header) else {
-                continue;
-            };
-            index_unit(module, dwarf, &unit, cu.language, &mut entries);
+            index_unit(module, dwarf, &unit, i as u32, cu.language, &mut entries);
+            if i % 64 == 63 {
+                module.release_dwarf_pages();
+            }
         }
+        module.release_dwarf_pages();
+        entries.shrink_to_fit();
         tracing::debug!(module = %module.path().display(), functions = entries.len(), ms = started.elapsed().as_millis() as u64, "built function index");
         NameIndex { entries }
     }

@@ -630,6 +630,7 @@ impl TypeTable {
                 return ty;
             }
         };
+        let name = if language == Language::Rust { rust_display_name(&name) } else { name };
         Type {
             name,
             short_name,
@@ -1116,6 +1117,35 @@ fn find_named_in(
     }
 }
 
+/// A Rust type name as a reader wants it: default allocator and hasher
+/// arguments dropped, std paths shortened (`Vec<alloc::string::String,
+/// alloc::alloc::Global>` → `Vec<String>`); user paths are kept.
+pub fn rust_display_name(name: &str) -> String {
+    let without_defaults = name
+        .replace(", alloc::alloc::Global", "")
+        .replace(", std::hash::random::RandomState", "");
+    let mut out = String::with_capacity(without_defaults.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        let is_std = ["alloc::", "core::", "std::"].iter().any(|p| token.starts_with(p));
+        match token.rsplit_once("::") {
+            Some((_, last)) if is_std => out.push_str(last),
+            _ => out.push_str(token),
+        }
+        token.clear();
+    };
+    for c in without_defaults.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
 /// A constant array bound (`DW_FORM_data*`, `sdata`, `udata`); a bound given
 /// by an expression or a variable (VLA) is unknown here.
 fn bound_value(value: &AttributeValue<DwarfReader>) -> Option<i64> {
@@ -1179,4 +1209,24 @@ pub fn unit_language(unit: &gimli::Unit<DwarfReader>) -> Language {
         }
     });
     Language::from_dwarf(language)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rust_display_name;
+
+    #[test]
+    fn rust_names_are_shortened_for_reading() {
+        assert_eq!(rust_display_name("Vec<alloc::string::String, alloc::alloc::Global>"), "Vec<String>");
+        assert_eq!(
+            rust_display_name("Option<alloc::boxed::Box<u8, alloc::alloc::Global>>"),
+            "Option<Box<u8>>"
+        );
+        assert_eq!(
+            rust_display_name("HashMap<alloc::string::String, u32, std::hash::random::RandomState, alloc::alloc::Global>"),
+            "HashMap<String, u32>"
+        );
+        assert_eq!(rust_display_name("&my_crate::cache::Entry"), "&my_crate::cache::Entry");
+        assert_eq!(rust_display_name("(u8, &str)"), "(u8, &str)");
+    }
 }

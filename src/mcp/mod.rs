@@ -98,11 +98,10 @@ impl LiveprobeServer {
 
     fn all_tools() -> ToolRouter<Self> {
         #[allow(unused_mut)]
-        let mut router = Self::tool_router();
-        router = router + Self::value_tools();
+        let mut router = Self::tool_router() + Self::value_tools();
         #[cfg(liveprobe_wip)]
         {
-            router = router + Self::probe_tools();
+            router += Self::probe_tools();
         }
         router
     }

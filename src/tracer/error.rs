@@ -14,6 +14,14 @@ pub enum TraceError {
         /// The pid asked for.
         pid: i32,
     },
+    /// The id names a thread, not a process.
+    #[error("{tid} is a thread of process {pid}, not a process; attach to process {pid}")]
+    ThreadNotProcess {
+        /// The id asked for.
+        tid: i32,
+        /// The process the thread belongs to.
+        pid: i32,
+    },
     /// The thread id is not a thread of the process.
     #[error(
         "process {pid} has no thread {tid}; its threads are {known:?}. Use list_threads to see them"

@@ -171,6 +171,9 @@ struct TracerLoop {
     fork_children: HashSet<i32>,
     /// Fork children whose first stop came before the fork event.
     forks_detached_early: HashSet<i32>,
+    /// New threads whose first stop came before their parent's clone event:
+    /// that event must not register them again (they may be gone by then).
+    threads_seen_before_clone_event: HashSet<i32>,
     captures: HashMap<u64, CaptureOp>,
     next_op: u64,
     detach_all_waiters: Vec<Reply<()>>,
@@ -197,6 +200,7 @@ impl TracerLoop {
             owner_of: HashMap::new(),
             fork_children: HashSet::new(),
             forks_detached_early: HashSet::new(),
+            threads_seen_before_clone_event: HashSet::new(),
             captures: HashMap::new(),
             next_op: 0,
             detach_all_waiters: Vec::new(),
@@ -322,6 +326,7 @@ impl TracerLoop {
         }
         match procfs::read_status(tid) {
             Ok(status) if status.tgid != tid && self.targets.contains_key(&status.tgid) => {
+                self.threads_seen_before_clone_event.insert(tid);
                 self.register_thread(status.tgid, tid);
                 self.on_traced_stop(status.tgid, tid, event);
             }
@@ -377,7 +382,12 @@ impl TracerLoop {
             WaitEvent::InterruptStop | WaitEvent::Other(_) => Resume::Continue(0),
             WaitEvent::Event(PtraceEvent::Clone) => {
                 match ptrace::event_message(tid) {
-                    Ok(new_tid) => self.register_thread(pid, new_tid as i32),
+                    Ok(new_tid) => {
+                        let new_tid = new_tid as i32;
+                        if !self.threads_seen_before_clone_event.remove(&new_tid) {
+                            self.register_thread(pid, new_tid);
+                        }
+                    }
                     Err(errno) => tracing::warn!(tid, %errno, "cannot read the new thread's id"),
                 }
                 Resume::Continue(0)

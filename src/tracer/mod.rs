@@ -220,6 +220,11 @@ impl Tracer {
     /// Seize every thread of `pid` without stopping it, and follow new
     /// threads, forks and execs from now on. Attaching again is harmless and
     /// returns the same report (with the current threads).
+    ///
+    /// A process that is a child of this very process can be attached, but
+    /// Linux then hands its exit status to the tracer instead of to the code
+    /// that started it (a ptraced child's exit goes to the first waiter in
+    /// its parent's thread group); liveprobe's targets are never its children.
     pub async fn attach(&self, pid: i32) -> Result<AttachReport, TraceError> {
         self.ask(|reply| Command::Attach { pid, reply }).await?
     }

@@ -192,8 +192,10 @@ pub(crate) fn check_attachable(pid: i32) -> Result<ProcStatus, TraceError> {
     }
     let status = read_status(pid)?;
     if status.tgid != pid {
-        // A thread id of some process: ask for the process instead.
-        return Err(TraceError::NoSuchProcess { pid });
+        return Err(TraceError::ThreadNotProcess {
+            tid: pid,
+            pid: status.tgid,
+        });
     }
     let ours = std::process::id() as i32;
     if pid == ours {

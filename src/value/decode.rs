@@ -74,7 +74,7 @@ pub(crate) struct View<'b> {
 }
 
 impl<'b> View<'b> {
-    fn new(data: &'b [u8], missing: &'b [Range<usize>], address: Option<u64>) -> View<'b> {
+    pub(crate) fn new(data: &'b [u8], missing: &'b [Range<usize>], address: Option<u64>) -> View<'b> {
         View {
             data,
             missing,
@@ -279,8 +279,41 @@ impl<'a> Decoder<'a> {
         Ok(u128::from_le_bytes(bytes))
     }
 
+    /// The limits in force (clamped).
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many nodes the current value has produced.
+    pub(crate) fn nodes_spent(&self) -> usize {
+        self.nodes
+    }
+
+    /// The target address of a source, when it has one.
+    pub(crate) fn view_address(&self, src: Src<'_>) -> Option<u64> {
+        match src {
+            Src::Memory(address) => Some(address),
+            Src::View(view) => view.address(),
+        }
+    }
+
+    /// Starts expanding the pointee at `address`; false if it is already
+    /// being expanded further up (a cycle).
+    pub(crate) fn enter_pointer(&mut self, address: u64) -> bool {
+        if self.pointer_path.contains(&address) {
+            return false;
+        }
+        self.pointer_path.push(address);
+        true
+    }
+
+    /// Ends the expansion started by [`Decoder::enter_pointer`].
+    pub(crate) fn leave_pointer(&mut self) {
+        self.pointer_path.pop();
+    }
+
     /// Marks one more produced node; false once the budget is spent.
-    fn spend_node(&mut self) -> bool {
+    pub(crate) fn spend_node(&mut self) -> bool {
         self.nodes += 1;
         self.nodes <= MAX_NODES
     }
