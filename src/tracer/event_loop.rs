@@ -312,10 +312,7 @@ impl TracerLoop {
     /// A stop of a thread we have not registered: a new thread whose clone
     /// event is still queued, a fork child, or a leftover of a failed attach.
     fn on_unknown_tracee(&mut self, tid: i32, event: WaitEvent) {
-        if matches!(
-            event,
-            WaitEvent::Exited(_) | WaitEvent::Killed(_) | WaitEvent::Other(_)
-        ) {
+        if matches!(event, WaitEvent::Exited(_) | WaitEvent::Killed(_)) {
             // Exit of a thread we already forgot (exec, detach), or of one of
             // this thread's own children: nothing to do.
             return;
