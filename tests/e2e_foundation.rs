@@ -629,7 +629,15 @@ fn list_processes_finds_a_fixture() {
         .unwrap_or_else(|| panic!("fixture not listed: {list}"))
         .clone();
     assert_eq!(row["attachable"], json!(true));
+    assert_eq!(row["attached"], json!(false));
     assert_eq!(row["user"], "root");
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let list = c
+        .call("list_processes", json!({"query": fx.pid.to_string()}))
+        .ok();
+    let row = &list["processes"][0];
+    assert_eq!(row["attached"], json!(true), "{row}");
+    assert_eq!(row["attachable"], json!(true), "{row}");
     let own = c.child.id() as i64;
     let list = c
         .call("list_processes", json!({"query": own.to_string()}))

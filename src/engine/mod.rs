@@ -136,14 +136,17 @@ impl Engine {
             .into_iter()
             .map(|p| {
                 let refusal = self.policy.refusal(p.pid, p.exe.as_deref());
+                // Our own targets look "already traced" in /proc: by us.
+                let attached = self.tracer.is_attached(p.pid);
                 ProcessRow {
                     pid: p.pid,
                     name: p.name,
                     exe: p.exe,
                     cmdline: p.cmdline,
                     user: p.user,
-                    attachable: p.attachable && refusal.is_none(),
-                    reason: p.reason.or(refusal),
+                    attachable: attached || (p.attachable && refusal.is_none()),
+                    reason: if attached { None } else { p.reason.or(refusal) },
+                    attached,
                 }
             })
             .collect();
@@ -276,6 +279,7 @@ impl Engine {
         tids: Option<Vec<i32>>,
         stack_bytes: usize,
     ) -> Result<Vec<CapturedThread>, EngineError> {
+        self.ensure_same_program(target).await?;
         let captures = self
             .tracer
             .capture_threads(target.pid, tids, stack_bytes)
@@ -284,6 +288,19 @@ impl Engine {
             .into_iter()
             .map(|c| CapturedThread::new(c, target.memory.clone()))
             .collect())
+    }
+
+    /// Fails when the target ran a new program since attach: every address
+    /// and all debug info we hold belong to the old one.
+    async fn ensure_same_program(&self, target: &Target) -> Result<(), EngineError> {
+        match self.tracer.process_state(target.pid).await? {
+            crate::tracer::TargetState::Execed => Err(EngineError::BadArgument(format!(
+                "process {} called exec since it was attached: its code and debug info changed; \
+                 detach and attach again",
+                target.pid
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Threads of `pid` with where each one is in the program.

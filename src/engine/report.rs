@@ -24,6 +24,8 @@ pub struct ProcessRow {
     /// Why it may not be attached, when it may not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// True when this liveprobe is attached to it already.
+    pub attached: bool,
 }
 
 /// Answer of `list_processes`.
