@@ -630,7 +630,11 @@ impl TypeTable {
                 return ty;
             }
         };
-        let name = if language == Language::Rust { rust_display_name(&name) } else { name };
+        let name = match language {
+            Language::Rust => rust_display_name(&name),
+            Language::Cpp => cpp_display_name(&name),
+            _ => name,
+        };
         Type {
             name,
             short_name,
@@ -1127,7 +1131,9 @@ pub fn rust_display_name(name: &str) -> String {
     let mut out = String::with_capacity(without_defaults.len());
     let mut token = String::new();
     let flush = |token: &mut String, out: &mut String| {
-        let is_std = ["alloc::", "core::", "std::"].iter().any(|p| token.starts_with(p));
+        let is_std = ["alloc::", "core::", "std::"]
+            .iter()
+            .any(|p| token.starts_with(p));
         match token.rsplit_once("::") {
             Some((_, last)) if is_std => out.push_str(last),
             _ => out.push_str(token),
@@ -1144,6 +1150,63 @@ pub fn rust_display_name(name: &str) -> String {
     }
     flush(&mut token, &mut out);
     out
+}
+
+/// Template arguments libstdc++ fills in by default; dropped from names.
+const CPP_DEFAULT_ARGUMENTS: &[&str] = &[
+    "std::allocator<",
+    "std::less<",
+    "std::hash<",
+    "std::equal_to<",
+    "std::default_delete<",
+    "std::char_traits<",
+];
+
+/// A C++ type name as a reader wants it: `std::string` for libstdc++'s
+/// `basic_string<char, …>`, default template arguments dropped
+/// (`vector<int, std::allocator<int> >` → `vector<int>`).
+pub fn cpp_display_name(name: &str) -> String {
+    let Some(open) = name.find('<') else {
+        return name.to_string();
+    };
+    let Some(close) = name.rfind('>') else {
+        return name.to_string();
+    };
+    if close < open {
+        return name.to_string();
+    }
+    let head = &name[..open];
+    let tail = &name[close + 1..];
+    let inner = &name[open + 1..close];
+    let mut arguments = Vec::new();
+    let mut level = 0i32;
+    let mut start = 0;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' | '(' => level += 1,
+            '>' | ')' => level -= 1,
+            ',' if level == 0 => {
+                arguments.push(inner[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    arguments.push(inner[start..].trim());
+    let kept: Vec<String> = arguments
+        .iter()
+        .filter(|argument| {
+            !CPP_DEFAULT_ARGUMENTS
+                .iter()
+                .any(|d| argument.starts_with(d))
+        })
+        .map(|argument| cpp_display_name(argument))
+        .collect();
+    let base = head.trim_end();
+    if base.ends_with("basic_string") && kept.len() == 1 && kept[0] == "char" {
+        return format!("std::string{tail}");
+    }
+    format!("{base}<{}>{tail}", kept.join(", "))
 }
 
 /// A constant array bound (`DW_FORM_data*`, `sdata`, `udata`); a bound given
@@ -1217,16 +1280,45 @@ mod tests {
 
     #[test]
     fn rust_names_are_shortened_for_reading() {
-        assert_eq!(rust_display_name("Vec<alloc::string::String, alloc::alloc::Global>"), "Vec<String>");
+        assert_eq!(
+            rust_display_name("Vec<alloc::string::String, alloc::alloc::Global>"),
+            "Vec<String>"
+        );
         assert_eq!(
             rust_display_name("Option<alloc::boxed::Box<u8, alloc::alloc::Global>>"),
             "Option<Box<u8>>"
         );
         assert_eq!(
-            rust_display_name("HashMap<alloc::string::String, u32, std::hash::random::RandomState, alloc::alloc::Global>"),
+            rust_display_name(
+                "HashMap<alloc::string::String, u32, std::hash::random::RandomState, alloc::alloc::Global>"
+            ),
             "HashMap<String, u32>"
         );
-        assert_eq!(rust_display_name("&my_crate::cache::Entry"), "&my_crate::cache::Entry");
+        assert_eq!(
+            rust_display_name("&my_crate::cache::Entry"),
+            "&my_crate::cache::Entry"
+        );
         assert_eq!(rust_display_name("(u8, &str)"), "(u8, &str)");
+    }
+
+    #[test]
+    fn cpp_names_drop_default_arguments() {
+        use super::cpp_display_name;
+        assert_eq!(
+            cpp_display_name("vector<int, std::allocator<int> >"),
+            "vector<int>"
+        );
+        assert_eq!(
+            cpp_display_name(
+                "map<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >, int, std::less<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > >, std::allocator<std::pair<const std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >, int> > >"
+            ),
+            "map<std::string, int>"
+        );
+        assert_eq!(
+            cpp_display_name("unique_ptr<shop::Widget, std::default_delete<shop::Widget> >"),
+            "unique_ptr<shop::Widget>"
+        );
+        assert_eq!(cpp_display_name("Pair<long int>"), "Pair<long int>");
+        assert_eq!(cpp_display_name("int (*)(int)"), "int (*)(int)");
     }
 }

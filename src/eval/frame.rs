@@ -121,6 +121,9 @@ fn module_tls_segment(module: &Module) -> Option<(u64, u64)> {
         .map(|header| (header.p_memsz(endian), header.p_align(endian)))
 }
 
+/// Largest offset into a function symbol shown as `name+offset`.
+const MAX_SYMBOL_OFFSET: u64 = 4096;
+
 /// Names an address for a pointer: a global (`counter`, `table+16`) or a
 /// function (`main`), else nothing.
 pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
@@ -139,6 +142,11 @@ pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
     }
     let (name, start) = module.symbol_for(file)?;
     let offset = file.0.wrapping_sub(start.0);
+    // A symbol without a size "covers" everything up to the next one, which
+    // can be far into data; only name addresses plausibly inside code.
+    if offset > MAX_SYMBOL_OFFSET {
+        return None;
+    }
     Some(if offset == 0 {
         name
     } else {

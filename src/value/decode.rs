@@ -74,7 +74,11 @@ pub(crate) struct View<'b> {
 }
 
 impl<'b> View<'b> {
-    pub(crate) fn new(data: &'b [u8], missing: &'b [Range<usize>], address: Option<u64>) -> View<'b> {
+    pub(crate) fn new(
+        data: &'b [u8],
+        missing: &'b [Range<usize>],
+        address: Option<u64>,
+    ) -> View<'b> {
         View {
             data,
             missing,
@@ -524,18 +528,22 @@ impl<'a> Decoder<'a> {
                 if bytes.is_empty() {
                     return Err(format!("read error at {:#x}", e.addr));
                 }
-                return Ok((quote_bytes(&bytes, Language::C), true));
+                return Ok((format!("{}...", quote_bytes(&bytes, Language::C)), true));
             }
             if let Some(nul) = chunk.iter().position(|b| *b == 0) {
                 bytes.extend_from_slice(&chunk[..nul]);
                 let truncated = bytes.len() > max;
                 bytes.truncate(max);
-                return Ok((quote_bytes(&bytes, Language::C), truncated));
+                let mut text = quote_bytes(&bytes, Language::C);
+                if truncated {
+                    text.push_str("...");
+                }
+                return Ok((text, truncated));
             }
             bytes.extend_from_slice(&chunk);
             if bytes.len() > max {
                 bytes.truncate(max);
-                return Ok((quote_bytes(&bytes, Language::C), true));
+                return Ok((format!("{}...", quote_bytes(&bytes, Language::C)), true));
             }
             cursor = cursor.wrapping_add(want as u64);
         }
@@ -599,9 +607,13 @@ impl<'a> Decoder<'a> {
                             _ => bytes.len(),
                         };
                         let shown_len = end.min(max as usize);
-                        let text = quote_bytes(&bytes[..shown_len], language);
+                        let mut text = quote_bytes(&bytes[..shown_len], language);
+                        let truncated = shown_len < end || (nul.is_none() && count > max);
+                        if truncated {
+                            text.push_str("...");
+                        }
                         let mut value = Value::leaf(name, type_name, text);
-                        value.truncated = shown_len < end || (nul.is_none() && count > max);
+                        value.truncated = truncated;
                         value
                     }
                     Err(reason) => Value::unavailable(name, type_name, reason),
@@ -784,6 +796,12 @@ impl<'a> Decoder<'a> {
         if let (Some(bit_size), Some(bit_offset)) = (member.bit_size, member.bit_offset) {
             return self.bit_field(&name, member.ty, src, bit_offset, bit_size);
         }
+        // The vtable pointer's pointee is a table of function pointers: noise.
+        let depth = if member.artificial && name.starts_with("_vptr") {
+            0
+        } else {
+            depth
+        };
         match member.offset {
             MemberOffset::Bytes(offset) => {
                 self.value(&name, member.ty, offset_src(src, offset), depth)
@@ -929,10 +947,28 @@ impl<'a> Decoder<'a> {
             value.truncated = true;
             return value;
         }
-        let (children, truncated) = self.members(&fields, arm_src, depth, ty.language);
+        let (mut children, truncated) = self.members(&fields, arm_src, depth, ty.language);
         let tuple_like = fields
             .iter()
             .all(|f| f.name.as_deref().is_some_and(|n| n.starts_with("__")));
+        if tuple_like && children.len() == 1 && !truncated {
+            // `Some(x)`: the variant wraps its only field, whose expansion
+            // (a pointee, a struct) stays visible as children.
+            let only = children.remove(0);
+            if let Some(reason) = &only.unavailable {
+                value.value = format!("{variant_name}(<{reason}>)");
+                return value;
+            }
+            let inner = if only.value == AGGREGATE_SUMMARY {
+                "..."
+            } else {
+                only.value.as_str()
+            };
+            value.value = format!("{variant_name}({inner})");
+            value.children = only.children;
+            value.truncated = only.truncated;
+            return value;
+        }
         let all_leaves = children
             .iter()
             .all(|c| c.children.is_none() && c.unavailable.is_none() && !c.truncated);
@@ -1055,6 +1091,14 @@ pub fn long_double_to_f64(bytes: &[u8]) -> f64 {
 /// Text of a base-type value: `42`, `-1`, `3.5`, `true`, `97 'a'` (C char),
 /// `'a'` (Rust char).
 pub(crate) fn format_base(encoding: BaseEncoding, bytes: &[u8], language: Language) -> String {
+    if bytes.is_empty() {
+        // Zero-sized base types: Rust's unit `()`.
+        return if language == Language::Rust {
+            "()".to_string()
+        } else {
+            "void".to_string()
+        };
+    }
     match (encoding, scalar_of(encoding, bytes)) {
         (BaseEncoding::SignedChar | BaseEncoding::UnsignedChar, Some(scalar))
             if bytes.len() == 1 =>

@@ -221,6 +221,28 @@ fn short_name_starts(
     }
 }
 
+/// The payload of a Rust `Option<T>`'s `Some` (offset from the option's
+/// start, and `T`); the option is `None` when it does not hold that arm.
+pub fn option_payload(
+    types: &mut TypeTable,
+    module: &Module,
+    key: TypeKey,
+) -> Option<(u64, TypeKey)> {
+    let (_, ty) = types.strip(module, key)?;
+    let part = ty.aggregate()?.variant_part.clone()?;
+    let arm = part
+        .variants
+        .iter()
+        .flat_map(|v| v.members.iter())
+        .find(|m| m.name.as_deref() == Some("Some"))?
+        .clone();
+    let MemberOffset::Bytes(arm_offset) = arm.offset else {
+        return None;
+    };
+    let (field_offset, field) = member(types, module, arm.ty?, "__0")?;
+    Some((arm_offset + field_offset, field?))
+}
+
 /// Rust `&[T]` / `&mut [T]` / `Box<[T]>`: `{ data_ptr, length }`.
 pub fn rust_slice(
     types: &mut TypeTable,

@@ -47,7 +47,9 @@ pub(crate) fn pretty(
 
 /// Reads a pointer-sized field at `offset` from `src`.
 fn read_word(decoder: &Decoder<'_>, src: Src<'_>, offset: u64) -> Result<u64, String> {
-    decoder.read_uint(offset_src(src, offset), 8).map(|v| v as u64)
+    decoder
+        .read_uint(offset_src(src, offset), 8)
+        .map(|v| v as u64)
 }
 
 fn read_sized(decoder: &Decoder<'_>, src: Src<'_>, offset: u64, size: u64) -> Result<u64, String> {
@@ -57,17 +59,33 @@ fn read_sized(decoder: &Decoder<'_>, src: Src<'_>, offset: u64, size: u64) -> Re
 }
 
 /// `"text"` from `len` bytes at `address`, cut at `max_string`.
-fn text_at(decoder: &Decoder<'_>, address: u64, len: u64, language: Language) -> Result<(String, bool), String> {
+fn text_at(
+    decoder: &Decoder<'_>,
+    address: u64,
+    len: u64,
+    language: Language,
+) -> Result<(String, bool), String> {
     let max = u64::from(decoder.limits().max_string);
     let shown = len.min(max);
     if shown > 0 && address == 0 {
         return Err("read error at 0x0".to_string());
     }
     let bytes = decoder.read(Src::Memory(address), shown as usize)?;
-    Ok((quote_bytes(&bytes, language), len > max))
+    let mut text = quote_bytes(&bytes, language);
+    if len > max {
+        text.push_str("...");
+    }
+    Ok((text, len > max))
 }
 
-fn text_value(decoder: &Decoder<'_>, name: &str, type_name: String, address: u64, len: u64, language: Language) -> Value {
+fn text_value(
+    decoder: &Decoder<'_>,
+    name: &str,
+    type_name: String,
+    address: u64,
+    len: u64,
+    language: Language,
+) -> Value {
     match text_at(decoder, address, len, language) {
         Ok((text, truncated)) => {
             let mut value = Value::leaf(name, type_name, text);
@@ -124,9 +142,19 @@ fn sequence(
         let child = match &buffer {
             Some(bytes) => {
                 let view = super::decode::View::new(bytes, &[], Some(address));
-                decoder.value(&child_name, Some(element), offset_src(Src::View(view), i * stride), depth - 1)
+                decoder.value(
+                    &child_name,
+                    Some(element),
+                    offset_src(Src::View(view), i * stride),
+                    depth - 1,
+                )
             }
-            None => decoder.value(&child_name, Some(element), Src::Memory(address + i * stride), depth - 1),
+            None => decoder.value(
+                &child_name,
+                Some(element),
+                Src::Memory(address + i * stride),
+                depth - 1,
+            ),
         };
         children.push(child);
     }
@@ -137,7 +165,14 @@ fn sequence(
 
 /// The value of `inner` at `src`, shown under `name` with the wrapper's
 /// type name (for transparent wrappers such as `Cell`).
-fn transparent(decoder: &mut Decoder<'_>, name: &str, type_name: &str, inner: Option<TypeKey>, src: Src<'_>, depth: u32) -> Value {
+fn transparent(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    type_name: &str,
+    inner: Option<TypeKey>,
+    src: Src<'_>,
+    depth: u32,
+) -> Value {
     let mut value = decoder.value(name, inner, src, depth);
     value.type_name = type_name.to_string();
     value
@@ -145,7 +180,13 @@ fn transparent(decoder: &mut Decoder<'_>, name: &str, type_name: &str, inner: Op
 
 /// A pointee expanded under a summary, flattening aggregates (as pointers
 /// are shown).
-fn pointee(decoder: &mut Decoder<'_>, mut value: Value, target: Option<TypeKey>, address: u64, depth: u32) -> Value {
+fn pointee(
+    decoder: &mut Decoder<'_>,
+    mut value: Value,
+    target: Option<TypeKey>,
+    address: u64,
+    depth: u32,
+) -> Value {
     if depth == 0 || address == 0 {
         value.truncated = depth == 0 && address != 0;
         return value;
@@ -162,7 +203,9 @@ fn pointee(decoder: &mut Decoder<'_>, mut value: Value, target: Option<TypeKey>,
             value.children = Some(vec![inner]);
         }
     } else {
-        value.value.push_str(" (cycle: points to an enclosing value)");
+        value
+            .value
+            .push_str(" (cycle: points to an enclosing value)");
     }
     value
 }
@@ -172,7 +215,9 @@ fn compact_tuple(mut value: Value) -> Value {
     let Some(children) = &value.children else {
         return value;
     };
-    let all_leaves = children.iter().all(|c| c.children.is_none() && c.unavailable.is_none() && !c.truncated);
+    let all_leaves = children
+        .iter()
+        .all(|c| c.children.is_none() && c.unavailable.is_none() && !c.truncated);
     let inline_len: usize = children.iter().map(|c| c.value.len() + 2).sum();
     if all_leaves && !value.truncated && inline_len <= 80 {
         let parts: Vec<&str> = children.iter().map(|c| c.value.as_str()).collect();
@@ -182,17 +227,35 @@ fn compact_tuple(mut value: Value) -> Value {
     value
 }
 
-fn rust(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
-    let short = ty.short_name.as_str();
+fn rust(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
+    let short = ty.short_name.trim_start_matches("alloc::boxed::");
     let type_name = ty.name.clone();
     let module = decoder.module();
-    if short == "&str" || short == "&mut str" || short == "Box<str, alloc::alloc::Global>" {
+    if short == "&str"
+        || short == "&mut str"
+        || short.starts_with("Box<str,")
+        || short == "Box<str>"
+    {
         let (pointer, _) = layout::member(decoder.types(), module, key, "data_ptr")?;
         let (length, _) = layout::member(decoder.types(), module, key, "length")?;
-        return Some(match (read_word(decoder, src, pointer), read_word(decoder, src, length)) {
-            (Ok(address), Ok(len)) => text_value(decoder, name, type_name, address, len, Language::Rust),
-            (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
-        });
+        return Some(
+            match (
+                read_word(decoder, src, pointer),
+                read_word(decoder, src, length),
+            ) {
+                (Ok(address), Ok(len)) => {
+                    text_value(decoder, name, type_name, address, len, Language::Rust)
+                }
+                (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
+            },
+        );
     }
     if short == "String" {
         let Some(layout::StringKind::Counted {
@@ -202,47 +265,83 @@ fn rust(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src
         else {
             return None;
         };
-        return Some(match (read_word(decoder, src, pointer_offset), read_word(decoder, src, length_offset)) {
-            (Ok(address), Ok(len)) => text_value(decoder, name, type_name, address, len, Language::Rust),
-            (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
-        });
+        return Some(
+            match (
+                read_word(decoder, src, pointer_offset),
+                read_word(decoder, src, length_offset),
+            ) {
+                (Ok(address), Ok(len)) => {
+                    text_value(decoder, name, type_name, address, len, Language::Rust)
+                }
+                (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
+            },
+        );
     }
-    if let Some((access, LengthField::Count { offset, size })) = layout::rust_slice(decoder.types(), module, key) {
-        return Some(match (read_word(decoder, src, access.pointer_offset), read_sized(decoder, src, offset, size)) {
-            (Ok(address), Ok(len)) => sequence(
-                decoder,
-                name,
-                type_name,
-                format!("slice(len {len})"),
-                access.element,
-                address,
-                access.stride,
-                len,
-                depth,
-            ),
-            (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
-        });
+    if let Some((access, LengthField::Count { offset, size })) =
+        layout::rust_slice(decoder.types(), module, key)
+    {
+        return Some(
+            match (
+                read_word(decoder, src, access.pointer_offset),
+                read_sized(decoder, src, offset, size),
+            ) {
+                (Ok(address), Ok(len)) => sequence(
+                    decoder,
+                    name,
+                    type_name,
+                    format!("slice(len {len})"),
+                    access.element,
+                    address,
+                    access.stride,
+                    len,
+                    depth,
+                ),
+                (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
+            },
+        );
     }
     if short.starts_with("Vec<") {
-        let (access, LengthField::Count { offset, size }) = layout::rust_vec(decoder.types(), module, key)? else {
+        let (access, LengthField::Count { offset, size }) =
+            layout::rust_vec(decoder.types(), module, key)?
+        else {
             return None;
         };
         let capacity = layout::member_path(decoder.types(), module, key, &["buf", "inner", "cap"])
             .and_then(|(cap_offset, cap_type)| {
-                let (inner, cap_size) = layout::integer_inside(decoder.types(), module, cap_type, 0)?;
+                let (inner, cap_size) =
+                    layout::integer_inside(decoder.types(), module, cap_type, 0)?;
                 read_sized(decoder, src, cap_offset + inner, cap_size).ok()
             });
-        return Some(match (read_word(decoder, src, access.pointer_offset), read_sized(decoder, src, offset, size)) {
-            (Ok(address), Ok(len)) => {
-                // Zero-sized elements have no capacity to check against.
-                if access.stride > 0 && capacity.is_some_and(|cap| len > cap) {
-                    Value::unavailable(name, type_name, "unsupported: length exceeds capacity (uninitialised or corrupt Vec)")
-                } else {
-                    sequence(decoder, name, type_name, format!("Vec(len {len})"), access.element, address, access.stride, len, depth)
+        return Some(
+            match (
+                read_word(decoder, src, access.pointer_offset),
+                read_sized(decoder, src, offset, size),
+            ) {
+                (Ok(address), Ok(len)) => {
+                    // Zero-sized elements have no capacity to check against.
+                    if access.stride > 0 && capacity.is_some_and(|cap| len > cap) {
+                        Value::unavailable(
+                            name,
+                            type_name,
+                            "unsupported: length exceeds capacity (uninitialised or corrupt Vec)",
+                        )
+                    } else {
+                        sequence(
+                            decoder,
+                            name,
+                            type_name,
+                            format!("Vec(len {len})"),
+                            access.element,
+                            address,
+                            access.stride,
+                            len,
+                            depth,
+                        )
+                    }
                 }
-            }
-            (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
-        });
+                (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
+            },
+        );
     }
     if short.starts_with("VecDeque<") {
         return vec_deque(decoder, name, key, type_name, src, depth);
@@ -250,13 +349,30 @@ fn rust(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src
     if short.starts_with("Rc<") || short.starts_with("Arc<") || short.starts_with("Weak<") {
         return reference_counted(decoder, name, key, ty, src, depth);
     }
-    if short.starts_with("Cell<") || short.starts_with("UnsafeCell<") || short.starts_with("SyncUnsafeCell<") {
+    if short.starts_with("Cell<")
+        || short.starts_with("UnsafeCell<")
+        || short.starts_with("SyncUnsafeCell<")
+    {
         let (offset, inner) = layout::member(decoder.types(), module, key, "value")?;
-        return Some(transparent(decoder, name, &type_name, inner, offset_src(src, offset), depth));
+        return Some(transparent(
+            decoder,
+            name,
+            &type_name,
+            inner,
+            offset_src(src, offset),
+            depth,
+        ));
     }
     if short.starts_with("RefCell<") {
         let (offset, inner) = layout::member(decoder.types(), module, key, "value")?;
-        return Some(transparent(decoder, name, &type_name, inner, offset_src(src, offset), depth));
+        return Some(transparent(
+            decoder,
+            name,
+            &type_name,
+            inner,
+            offset_src(src, offset),
+            depth,
+        ));
     }
     if short.starts_with("HashMap<") || short.starts_with("HashSet<") {
         return hash_table(decoder, name, key, ty, src, depth);
@@ -264,28 +380,35 @@ fn rust(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src
     if short.starts_with("BTreeMap<") || short.starts_with("BTreeSet<") {
         return btree(decoder, name, key, ty, src, depth);
     }
-    if (short.starts_with("Box<dyn ") || short.starts_with("&dyn ") || short.starts_with("&mut dyn "))
+    if (short.starts_with("Box<dyn ")
+        || short.starts_with("&dyn ")
+        || short.starts_with("&mut dyn "))
         && let (Some((pointer, _)), Some((vtable, _))) = (
             layout::member(decoder.types(), module, key, "pointer"),
             layout::member(decoder.types(), module, key, "vtable"),
         )
     {
-        return Some(match (read_word(decoder, src, pointer), read_word(decoder, src, vtable)) {
-            (Ok(address), Ok(table)) => {
-                let implementation = decoder
-                    .address_text(table)
-                    .split_once(" <")
-                    .map(|(_, symbol)| symbol.trim_end_matches('>').replace("::{vtable}", ""))
-                    .unwrap_or_default();
-                let text = if implementation.is_empty() {
-                    format!("{address:#x}")
-                } else {
-                    format!("{address:#x} ({implementation})")
-                };
-                Value::leaf(name, type_name, text)
-            }
-            (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
-        });
+        return Some(
+            match (
+                read_word(decoder, src, pointer),
+                read_word(decoder, src, vtable),
+            ) {
+                (Ok(address), Ok(table)) => {
+                    let implementation = decoder
+                        .address_text(table)
+                        .split_once(" <")
+                        .map(|(_, symbol)| symbol.trim_end_matches('>').replace("::{vtable}", ""))
+                        .unwrap_or_default();
+                    let text = if implementation.is_empty() {
+                        format!("{address:#x}")
+                    } else {
+                        format!("{address:#x} ({implementation})")
+                    };
+                    Value::leaf(name, type_name, text)
+                }
+                (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
+            },
+        );
     }
     if short.starts_with('(') {
         // A tuple: the generic view, compacted.
@@ -302,7 +425,9 @@ fn rust(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src
             return Some(value);
         }
         let members = aggregate.members.clone();
-        let result = decoder.with_view(src, ty.size, |d, src| d.members(&members, src, depth, Language::Rust));
+        let result = decoder.with_view(src, ty.size, |d, src| {
+            d.members(&members, src, depth, Language::Rust)
+        });
         return Some(match result {
             Ok((children, truncated)) => {
                 value.children = Some(children);
@@ -315,13 +440,21 @@ fn rust(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src
     None
 }
 
-fn vec_deque(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, type_name: String, src: Src<'_>, depth: u32) -> Option<Value> {
+fn vec_deque(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    type_name: String,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let module = decoder.module();
     let (head_offset, _) = layout::member(decoder.types(), module, key, "head")?;
     let (len_offset, _) = layout::member(decoder.types(), module, key, "len")?;
     let (buf_offset, buf_type) = layout::member(decoder.types(), module, key, "buf")?;
     let (pointer_offset, _) = layout::pointer_inside(decoder.types(), module, buf_type?, 0)?;
-    let (cap_offset, cap_type) = layout::member_path(decoder.types(), module, buf_type?, &["inner", "cap"])?;
+    let (cap_offset, cap_type) =
+        layout::member_path(decoder.types(), module, buf_type?, &["inner", "cap"])?;
     let (cap_inner, cap_size) = layout::integer_inside(decoder.types(), module, cap_type, 0)?;
     let element = layout::template_type(decoder.types(), module, key, "T")?;
     let stride = decoder.types().size_of(module, element)?;
@@ -339,7 +472,11 @@ fn vec_deque(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, type_name: Str
     };
     let mut value = Value::leaf(name, type_name, format!("VecDeque(len {len})"));
     if stride > 0 && (len > capacity || (capacity > 0 && head >= capacity)) {
-        return Some(Value::unavailable(name, value.type_name, "unsupported: corrupt VecDeque (length exceeds capacity)"));
+        return Some(Value::unavailable(
+            name,
+            value.type_name,
+            "unsupported: corrupt VecDeque (length exceeds capacity)",
+        ));
     }
     if len == 0 {
         value.children = Some(Vec::new());
@@ -356,25 +493,43 @@ fn vec_deque(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, type_name: Str
             value.truncated = true;
             break;
         }
-        let slot = if capacity == 0 { 0 } else { (head + i) % capacity };
-        children.push(decoder.value(&format!("[{i}]"), Some(element), Src::Memory(address + slot * stride), depth - 1));
+        let slot = if capacity == 0 {
+            0
+        } else {
+            (head + i) % capacity
+        };
+        children.push(decoder.value(
+            &format!("[{i}]"),
+            Some(element),
+            Src::Memory(address + slot * stride),
+            depth - 1,
+        ));
     }
     value.truncated |= shown < len;
     value.children = Some(children);
     Some(value)
 }
 
-fn reference_counted(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
+fn reference_counted(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let module = decoder.module();
     let (pointer_offset, pointer_type) = layout::pointer_inside(decoder.types(), module, key, 0)?;
     let (_, pointer) = decoder.types().strip(module, pointer_type)?;
     let TypeKind::Pointer(Some(inner_type)) = pointer.kind else {
         return None;
     };
-    let (strong_offset, strong_type) = layout::member(decoder.types(), module, inner_type, "strong")?;
+    let (strong_offset, strong_type) =
+        layout::member(decoder.types(), module, inner_type, "strong")?;
     let (weak_offset, weak_type) = layout::member(decoder.types(), module, inner_type, "weak")?;
-    let (value_offset, value_type) = layout::member(decoder.types(), module, inner_type, "value")
-        .or_else(|| layout::member(decoder.types(), module, inner_type, "data"))?;
+    let (value_offset, value_type) =
+        layout::member(decoder.types(), module, inner_type, "value")
+            .or_else(|| layout::member(decoder.types(), module, inner_type, "data"))?;
     let (strong_inner, strong_size) = integer_or_atomic(decoder, strong_type?)?;
     let (weak_inner, weak_size) = integer_or_atomic(decoder, weak_type?)?;
     let kind = ty.short_name.split('<').next().unwrap_or("Rc").to_string();
@@ -394,10 +549,22 @@ fn reference_counted(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &A
     );
     let (strong, weak) = match counts {
         (Ok(strong), Ok(weak)) => (strong, weak.saturating_sub(1)),
-        (Err(reason), _) | (_, Err(reason)) => return Some(Value::unavailable(name, type_name, reason)),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return Some(Value::unavailable(name, type_name, reason));
+        }
     };
-    let summary = Value::leaf(name, type_name, format!("{kind}(strong {strong}, weak {weak})"));
-    Some(pointee(decoder, summary, value_type, address + value_offset, depth))
+    let summary = Value::leaf(
+        name,
+        type_name,
+        format!("{kind}(strong {strong}, weak {weak})"),
+    );
+    Some(pointee(
+        decoder,
+        summary,
+        value_type,
+        address + value_offset,
+        depth,
+    ))
 }
 
 /// The integer inside `Cell<usize>` or `AtomicUsize` (`{ v: UnsafeCell<usize> }`).
@@ -411,14 +578,23 @@ fn integer_or_atomic(decoder: &mut Decoder<'_>, key: TypeKey) -> Option<(u64, u6
         }
         let (_, ty) = decoder.types().strip(module, current)?;
         let first = ty.aggregate()?.members.first()?.clone();
-        let MemberOffset::Bytes(member_offset) = first.offset else { return None };
+        let MemberOffset::Bytes(member_offset) = first.offset else {
+            return None;
+        };
         offset += member_offset;
         current = first.ty?;
     }
     None
 }
 
-fn hash_table(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
+fn hash_table(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("HashSet<");
     let (raw_offset, raw_table) = layout::hashbrown_raw_table(decoder.types(), module, key)?;
@@ -444,9 +620,17 @@ fn hash_table(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type
         }
     };
     let mut value = Value::leaf(name, type_name, format!("{kind}(len {items})"));
-    let buckets = if items == 0 && mask == 0 { 0 } else { mask.wrapping_add(1) };
+    let buckets = if items == 0 && mask == 0 {
+        0
+    } else {
+        mask.wrapping_add(1)
+    };
     if buckets != 0 && (!buckets.is_power_of_two() || items > buckets || ctrl == 0) {
-        return Some(Value::unavailable(name, value.type_name, "unsupported: corrupt hash table (uninitialised?)"));
+        return Some(Value::unavailable(
+            name,
+            value.type_name,
+            "unsupported: corrupt hash table (uninitialised?)",
+        ));
     }
     if items == 0 {
         value.children = Some(Vec::new());
@@ -480,23 +664,44 @@ fn hash_table(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type
         }
         scanned += chunk;
     }
+    let set_key = if is_set {
+        layout::member(decoder.types(), module, entry, "__0")
+            .map_or((0, Some(entry)), |(offset, ty)| (offset, ty))
+    } else {
+        (0, None)
+    };
     let (key_type, value_type, value_offset) = if is_set {
-        (Some(entry), None, 0)
+        (set_key.1, None, 0)
     } else {
         let (_, value_type) = layout::member(decoder.types(), module, entry, "__1")?;
         let (value_offset, _) = layout::member(decoder.types(), module, entry, "__1")?;
         let (_, key_type) = layout::member(decoder.types(), module, entry, "__0")?;
         (key_type, value_type, value_offset)
     };
-    let key_offset = if is_set { 0 } else { layout::member(decoder.types(), module, entry, "__0")?.0 };
+    let key_offset = if is_set {
+        set_key.0
+    } else {
+        layout::member(decoder.types(), module, entry, "__0")?.0
+    };
     let mut children = Vec::new();
     for (n, index) in full.iter().enumerate() {
         if !decoder.spend_node() {
             value.truncated = true;
             break;
         }
-        let Some(slot) = ctrl.checked_sub((index + 1) * stride) else { break };
-        children.push(map_entry(decoder, n, is_set, key_type, value_type, slot + key_offset, slot + value_offset, depth));
+        let Some(slot) = ctrl.checked_sub((index + 1) * stride) else {
+            break;
+        };
+        children.push(map_entry(
+            decoder,
+            n,
+            is_set,
+            key_type,
+            value_type,
+            slot + key_offset,
+            slot + value_offset,
+            depth,
+        ));
     }
     value.truncated |= (children.len() as u64) < items;
     value.children = Some(children);
@@ -516,17 +721,34 @@ fn map_entry(
     depth: u32,
 ) -> Value {
     if is_set {
-        return decoder.value(&format!("[{position}]"), key_type, Src::Memory(key_address), depth - 1);
+        return decoder.value(
+            &format!("[{position}]"),
+            key_type,
+            Src::Memory(key_address),
+            depth - 1,
+        );
     }
     let key = decoder.value("key", key_type, Src::Memory(key_address), 0);
     let key_text = match &key.unavailable {
         Some(reason) => format!("<{reason}>"),
         None => key.value.clone(),
     };
-    decoder.value(&format!("[{key_text}]"), value_type, Src::Memory(value_address), depth - 1)
+    decoder.value(
+        &format!("[{key_text}]"),
+        value_type,
+        Src::Memory(value_address),
+        depth - 1,
+    )
 }
 
-fn btree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
+fn btree(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("BTreeSet<");
     let (map_offset, map_type) = if is_set {
@@ -535,13 +757,15 @@ fn btree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, sr
     } else {
         (0, key)
     };
-    let (root_offset, root_type) = layout::member(decoder.types(), module, map_type, "root")?;
+    let (root_field, root_type) = layout::member(decoder.types(), module, map_type, "root")?;
     let (length_offset, _) = layout::member(decoder.types(), module, map_type, "length")?;
     // root: Option<NodeRef { height, node }>; None is a null node pointer.
-    let node_ref = layout::template_type(decoder.types(), module, root_type?, "T")?;
+    let (payload_offset, node_ref) = layout::option_payload(decoder.types(), module, root_type?)?;
+    let root_offset = root_field + payload_offset;
     let (height_offset, _) = layout::member(decoder.types(), module, node_ref, "height")?;
     let (node_offset, node_type) = layout::member(decoder.types(), module, node_ref, "node")?;
-    let (node_pointer, node_pointer_type) = layout::pointer_inside(decoder.types(), module, node_type?, 0)?;
+    let (node_pointer, node_pointer_type) =
+        layout::pointer_inside(decoder.types(), module, node_type?, 0)?;
     let (_, pointer) = decoder.types().strip(module, node_pointer_type)?;
     let TypeKind::Pointer(Some(leaf_type)) = pointer.kind else {
         return None;
@@ -557,7 +781,8 @@ fn btree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, sr
         Some(v) => decoder.types().size_of(module, v)?,
         None => 0,
     };
-    let edges_offset = internal_edges_offset(decoder, leaf_type).unwrap_or(leaf_size.div_ceil(8) * 8);
+    let edges_offset =
+        internal_edges_offset(decoder, leaf_type).unwrap_or(leaf_size.div_ceil(8) * 8);
     let base = offset_src(src, map_offset);
     let type_name = ty.name.clone();
     let kind = if is_set { "BTreeSet" } else { "BTreeMap" };
@@ -582,7 +807,11 @@ fn btree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, sr
         return Some(value);
     }
     if height > 64 {
-        return Some(Value::unavailable(name, value.type_name, "unsupported: corrupt BTreeMap (height)"));
+        return Some(Value::unavailable(
+            name,
+            value.type_name,
+            "unsupported: corrupt BTreeMap (height)",
+        ));
     }
     let max_items = u64::from(decoder.limits().max_items).min(length) as usize;
     let shape = TreeShape {
@@ -595,14 +824,31 @@ fn btree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, sr
     };
     let mut entries: Vec<(u64, u64)> = Vec::new();
     let mut visited = 0usize;
-    walk_btree(decoder, &shape, root, height, max_items, &mut entries, &mut visited);
+    walk_btree(
+        decoder,
+        &shape,
+        root,
+        height,
+        max_items,
+        &mut entries,
+        &mut visited,
+    );
     let mut children = Vec::new();
     for (n, (key_address, value_address)) in entries.into_iter().enumerate() {
         if !decoder.spend_node() {
             value.truncated = true;
             break;
         }
-        children.push(map_entry(decoder, n, is_set, Some(key_type), value_type, key_address, value_address, depth));
+        children.push(map_entry(
+            decoder,
+            n,
+            is_set,
+            Some(key_type),
+            value_type,
+            key_address,
+            value_address,
+            depth,
+        ));
     }
     value.truncated |= (children.len() as u64) < length;
     value.children = Some(children);
@@ -642,18 +888,37 @@ fn walk_btree(
     for i in 0..len {
         if height > 0 {
             let Some(child) = edge(i) else { return false };
-            if !walk_btree(decoder, shape, child, height - 1, max_items, entries, visited) {
+            if !walk_btree(
+                decoder,
+                shape,
+                child,
+                height - 1,
+                max_items,
+                entries,
+                visited,
+            ) {
                 return false;
             }
         }
         if entries.len() >= max_items {
             return false;
         }
-        entries.push((node + shape.keys_offset + i * shape.key_size, node + shape.vals_offset + i * shape.value_size));
+        entries.push((
+            node + shape.keys_offset + i * shape.key_size,
+            node + shape.vals_offset + i * shape.value_size,
+        ));
     }
     if height > 0 {
         let Some(child) = edge(len) else { return false };
-        return walk_btree(decoder, shape, child, height - 1, max_items, entries, visited);
+        return walk_btree(
+            decoder,
+            shape,
+            child,
+            height - 1,
+            max_items,
+            entries,
+            visited,
+        );
     }
     true
 }
@@ -663,7 +928,7 @@ fn walk_btree(
 fn internal_edges_offset(decoder: &mut Decoder<'_>, leaf_type: TypeKey) -> Option<u64> {
     let module = decoder.module();
     let (_, parent_type) = layout::member(decoder.types(), module, leaf_type, "parent")?;
-    let non_null = layout::template_type(decoder.types(), module, parent_type?, "T")?;
+    let (_, non_null) = layout::option_payload(decoder.types(), module, parent_type?)?;
     let (_, pointer_type) = layout::pointer_inside(decoder.types(), module, non_null, 0)?;
     let (_, pointer) = decoder.types().strip(module, pointer_type)?;
     let TypeKind::Pointer(Some(internal)) = pointer.kind else {
@@ -672,7 +937,14 @@ fn internal_edges_offset(decoder: &mut Decoder<'_>, leaf_type: TypeKey) -> Optio
     layout::member(decoder.types(), module, internal, "edges").map(|(offset, _)| offset)
 }
 
-fn cpp(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
+fn cpp(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let short = ty.short_name.as_str();
     let type_name = ty.name.clone();
     let module = decoder.module();
@@ -684,46 +956,97 @@ fn cpp(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src:
         else {
             return None;
         };
-        return Some(match (read_word(decoder, src, pointer_offset), read_word(decoder, src, length_offset)) {
-            (Ok(address), Ok(len)) => text_value(decoder, name, type_name, address, len, Language::Cpp),
-            (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
-        });
+        return Some(
+            match (
+                read_word(decoder, src, pointer_offset),
+                read_word(decoder, src, length_offset),
+            ) {
+                (Ok(address), Ok(len)) => {
+                    text_value(decoder, name, type_name, address, len, Language::Cpp)
+                }
+                (Err(reason), _) | (_, Err(reason)) => Value::unavailable(name, type_name, reason),
+            },
+        );
     }
     if short.starts_with("vector<") {
-        let (access, LengthField::PointerRange { start, finish, stride }) = layout::std_vector(decoder.types(), module, key)? else {
+        let (
+            access,
+            LengthField::PointerRange {
+                start,
+                finish,
+                stride,
+            },
+        ) = layout::std_vector(decoder.types(), module, key)?
+        else {
             return None;
         };
-        let (end_offset, _) = layout::member_path(decoder.types(), module, key, &["_M_impl", "_M_end_of_storage"])?;
-        let fields = (read_word(decoder, src, start), read_word(decoder, src, finish), read_word(decoder, src, end_offset));
+        let (end_offset, _) = layout::member_path(
+            decoder.types(),
+            module,
+            key,
+            &["_M_impl", "_M_end_of_storage"],
+        )?;
+        let fields = (
+            read_word(decoder, src, start),
+            read_word(decoder, src, finish),
+            read_word(decoder, src, end_offset),
+        );
         return Some(match fields {
             (Ok(first), Ok(last), Ok(end)) => {
                 if last < first || end < last || (last - first) % stride != 0 {
-                    Value::unavailable(name, type_name, "unsupported: corrupt std::vector (uninitialised?)")
+                    Value::unavailable(
+                        name,
+                        type_name,
+                        "unsupported: corrupt std::vector (uninitialised?)",
+                    )
                 } else {
                     let len = (last - first) / stride;
-                    sequence(decoder, name, type_name, format!("vector(len {len})"), access.element, first, stride, len, depth)
+                    sequence(
+                        decoder,
+                        name,
+                        type_name,
+                        format!("vector(len {len})"),
+                        access.element,
+                        first,
+                        stride,
+                        len,
+                        depth,
+                    )
                 }
             }
-            (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => Value::unavailable(name, type_name, reason),
+            (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => {
+                Value::unavailable(name, type_name, reason)
+            }
         });
     }
-    if short.starts_with("map<") || short.starts_with("set<") || short.starts_with("multimap<") || short.starts_with("multiset<") {
+    if short.starts_with("map<")
+        || short.starts_with("set<")
+        || short.starts_with("multimap<")
+        || short.starts_with("multiset<")
+    {
         return rb_tree(decoder, name, key, ty, src, depth);
     }
     if short.starts_with("unordered_map<") || short.starts_with("unordered_set<") {
         return std_hashtable(decoder, name, key, ty, src, depth);
     }
     if short.starts_with("shared_ptr<") || short.starts_with("weak_ptr<") {
-        let (pointer_offset, pointer_type) = layout::member_path(decoder.types(), module, key, &["_M_ptr"])?;
-        let (count_offset, _) = layout::member_path(decoder.types(), module, key, &["_M_refcount", "_M_pi"])?;
+        let (pointer_offset, pointer_type) =
+            layout::member_path(decoder.types(), module, key, &["_M_ptr"])?;
+        let (count_offset, _) =
+            layout::member_path(decoder.types(), module, key, &["_M_refcount", "_M_pi"])?;
         let (_, pointer) = decoder.types().strip(module, pointer_type)?;
         let TypeKind::Pointer(target) = pointer.kind else {
             return None;
         };
         let kind = short.split('<').next().unwrap_or("shared_ptr").to_string();
-        let (address, counts) = match (read_word(decoder, src, pointer_offset), read_word(decoder, src, count_offset)) {
+        let (address, counts) = match (
+            read_word(decoder, src, pointer_offset),
+            read_word(decoder, src, count_offset),
+        ) {
             (Ok(address), Ok(counts)) => (address, counts),
-            (Err(reason), _) | (_, Err(reason)) => return Some(Value::unavailable(name, type_name, reason)),
+            (Err(reason), _) | (_, Err(reason)) => {
+                return Some(Value::unavailable(name, type_name, reason));
+            }
         };
         if counts == 0 {
             return Some(Value::leaf(name, type_name, format!("{kind}(empty)")));
@@ -732,14 +1055,18 @@ fn cpp(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src:
         let use_count = read_sized(decoder, Src::Memory(counts), 8, 4);
         let weak_count = read_sized(decoder, Src::Memory(counts), 12, 4);
         let summary = match (use_count, weak_count) {
-            (Ok(uses), Ok(weak)) => format!("{kind}(use {uses}, weak {})", weak.saturating_sub(u64::from(uses > 0))),
+            (Ok(uses), Ok(weak)) => format!(
+                "{kind}(use {uses}, weak {})",
+                weak.saturating_sub(u64::from(uses > 0))
+            ),
             _ => format!("{kind}({address:#x})"),
         };
         let value = Value::leaf(name, type_name, summary);
         return Some(pointee(decoder, value, target, address, depth));
     }
     if short.starts_with("unique_ptr<") {
-        let (pointer_offset, pointer_type) = layout::pointer_inside(decoder.types(), module, key, 0)?;
+        let (pointer_offset, pointer_type) =
+            layout::pointer_inside(decoder.types(), module, key, 0)?;
         let (_, pointer) = decoder.types().strip(module, pointer_type)?;
         let TypeKind::Pointer(target) = pointer.kind else {
             return None;
@@ -765,14 +1092,25 @@ fn cpp(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src:
         if !engaged {
             return Some(Value::leaf(name, type_name, "nullopt"));
         }
-        return Some(transparent(decoder, name, &type_name, payload_type, offset_src(src, payload_offset), depth));
+        return Some(transparent(
+            decoder,
+            name,
+            &type_name,
+            payload_type,
+            offset_src(src, payload_offset),
+            depth,
+        ));
     }
     None
 }
 
 /// Breadth-first search for a member by name through nested members and
 /// base classes (libstdc++ nests `optional`'s payload several levels deep).
-fn find_path(decoder: &mut Decoder<'_>, key: TypeKey, name: &str) -> Option<(u64, Option<TypeKey>)> {
+fn find_path(
+    decoder: &mut Decoder<'_>,
+    key: TypeKey,
+    name: &str,
+) -> Option<(u64, Option<TypeKey>)> {
     let module = decoder.module();
     let mut queue = std::collections::VecDeque::from([(key, 0u64)]);
     let mut visited = 0;
@@ -782,9 +1120,13 @@ fn find_path(decoder: &mut Decoder<'_>, key: TypeKey, name: &str) -> Option<(u64
             return None;
         }
         let (_, ty) = decoder.types().strip(module, current)?;
-        let Some(aggregate) = ty.aggregate() else { continue };
+        let Some(aggregate) = ty.aggregate() else {
+            continue;
+        };
         for member in &aggregate.members {
-            let MemberOffset::Bytes(member_offset) = member.offset else { continue };
+            let MemberOffset::Bytes(member_offset) = member.offset else {
+                continue;
+            };
             if member.name.as_deref() == Some(name) {
                 return Some((offset + member_offset, member.ty));
             }
@@ -798,15 +1140,34 @@ fn find_path(decoder: &mut Decoder<'_>, key: TypeKey, name: &str) -> Option<(u64
 
 /// `std::map`/`std::set`: in-order walk of the red-black tree from the
 /// header's leftmost node using the successor rule.
-fn rb_tree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
+fn rb_tree(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("set<") || ty.short_name.starts_with("multiset<");
     let (tree_offset, tree_type) = layout::member_path(decoder.types(), module, key, &["_M_t"])?;
-    let (header_offset, header_type) = layout::member_path(decoder.types(), module, tree_type, &["_M_impl", "_M_header"])?;
-    let (count_offset, _) = layout::member_path(decoder.types(), module, tree_type, &["_M_impl", "_M_node_count"])?;
+    let (header_offset, header_type) = layout::member_path(
+        decoder.types(),
+        module,
+        tree_type,
+        &["_M_impl", "_M_header"],
+    )?;
+    let (count_offset, _) = layout::member_path(
+        decoder.types(),
+        module,
+        tree_type,
+        &["_M_impl", "_M_node_count"],
+    )?;
     let (left_offset, _) = layout::member_path(decoder.types(), module, header_type, &["_M_left"])?;
-    let (right_offset, _) = layout::member_path(decoder.types(), module, header_type, &["_M_right"])?;
-    let (parent_offset, _) = layout::member_path(decoder.types(), module, header_type, &["_M_parent"])?;
+    let (right_offset, _) =
+        layout::member_path(decoder.types(), module, header_type, &["_M_right"])?;
+    let (parent_offset, _) =
+        layout::member_path(decoder.types(), module, header_type, &["_M_parent"])?;
     let node_base_size = decoder.types().size_of(module, header_type)?;
     let value_type = layout::template_type(decoder.types(), module, tree_type, "_Val")?;
     let value_align = 8;
@@ -814,9 +1175,14 @@ fn rb_tree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, 
     let type_name = ty.name.clone();
     let kind = ty.short_name.split('<').next().unwrap_or("map").to_string();
     let header = tree_offset + header_offset;
-    let (count, leftmost) = match (read_word(decoder, src, tree_offset + count_offset), read_word(decoder, src, header + left_offset)) {
+    let (count, leftmost) = match (
+        read_word(decoder, src, tree_offset + count_offset),
+        read_word(decoder, src, header + left_offset),
+    ) {
         (Ok(count), Ok(leftmost)) => (count, leftmost),
-        (Err(reason), _) | (_, Err(reason)) => return Some(Value::unavailable(name, type_name, reason)),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return Some(Value::unavailable(name, type_name, reason));
+        }
     };
     let header_address = match src {
         Src::Memory(address) => Some(address + header),
@@ -832,13 +1198,18 @@ fn rb_tree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, 
         return Some(value);
     }
     let Some(header_address) = header_address else {
-        return Some(Value::unavailable(name, value.type_name, "unsupported: std::map held in registers"));
+        return Some(Value::unavailable(
+            name,
+            value.type_name,
+            "unsupported: std::map held in registers",
+        ));
     };
     let (key_type, mapped_type, mapped_offset) = if is_set {
         (Some(value_type), None, 0)
     } else {
         let (first_offset, first) = layout::member(decoder.types(), module, value_type, "first")?;
-        let (second_offset, second) = layout::member(decoder.types(), module, value_type, "second")?;
+        let (second_offset, second) =
+            layout::member(decoder.types(), module, value_type, "second")?;
         let _ = first_offset;
         (first, second, second_offset)
     };
@@ -852,7 +1223,16 @@ fn rb_tree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, 
             break;
         }
         let storage = node + storage_offset;
-        children.push(map_entry(decoder, children.len(), is_set, key_type, mapped_type, storage, storage + mapped_offset, depth));
+        children.push(map_entry(
+            decoder,
+            children.len(),
+            is_set,
+            key_type,
+            mapped_type,
+            storage,
+            storage + mapped_offset,
+            depth,
+        ));
         // Successor: leftmost of the right subtree, else climb while we are a right child.
         let right = match read_word(decoder, Src::Memory(node), right_offset) {
             Ok(right) => right,
@@ -898,18 +1278,41 @@ fn rb_tree(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, 
 
 /// `std::unordered_map`/`set`: walk the singly linked node list from
 /// `_M_before_begin._M_nxt`.
-fn std_hashtable(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<Type>, src: Src<'_>, depth: u32) -> Option<Value> {
+fn std_hashtable(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("unordered_set<");
     let (table_offset, table_type) = layout::member_path(decoder.types(), module, key, &["_M_h"])?;
-    let (first_offset, _) = layout::member_path(decoder.types(), module, table_type, &["_M_before_begin", "_M_nxt"])?;
-    let (count_offset, _) = layout::member_path(decoder.types(), module, table_type, &["_M_element_count"])?;
+    let (first_offset, _) = layout::member_path(
+        decoder.types(),
+        module,
+        table_type,
+        &["_M_before_begin", "_M_nxt"],
+    )?;
+    let (count_offset, _) =
+        layout::member_path(decoder.types(), module, table_type, &["_M_element_count"])?;
     let value_type = layout::template_type(decoder.types(), module, table_type, "_Value")?;
     let type_name = ty.name.clone();
-    let kind = ty.short_name.split('<').next().unwrap_or("unordered_map").to_string();
-    let (count, first) = match (read_word(decoder, src, table_offset + count_offset), read_word(decoder, src, table_offset + first_offset)) {
+    let kind = ty
+        .short_name
+        .split('<')
+        .next()
+        .unwrap_or("unordered_map")
+        .to_string();
+    let (count, first) = match (
+        read_word(decoder, src, table_offset + count_offset),
+        read_word(decoder, src, table_offset + first_offset),
+    ) {
         (Ok(count), Ok(first)) => (count, first),
-        (Err(reason), _) | (_, Err(reason)) => return Some(Value::unavailable(name, type_name, reason)),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return Some(Value::unavailable(name, type_name, reason));
+        }
     };
     let mut value = Value::leaf(name, type_name, format!("{kind}(len {count})"));
     if count == 0 {
@@ -924,7 +1327,8 @@ fn std_hashtable(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<T
         (Some(value_type), None, 0)
     } else {
         let (_, first_type) = layout::member(decoder.types(), module, value_type, "first")?;
-        let (second_offset, second) = layout::member(decoder.types(), module, value_type, "second")?;
+        let (second_offset, second) =
+            layout::member(decoder.types(), module, value_type, "second")?;
         (first_type, second, second_offset)
     };
     // _Hash_node: { _M_nxt } then the value storage, aligned.
@@ -939,7 +1343,16 @@ fn std_hashtable(decoder: &mut Decoder<'_>, name: &str, key: TypeKey, ty: &Arc<T
             break;
         }
         let storage = node + storage_offset;
-        children.push(map_entry(decoder, children.len(), is_set, key_type, mapped_type, storage, storage + mapped_offset, depth));
+        children.push(map_entry(
+            decoder,
+            children.len(),
+            is_set,
+            key_type,
+            mapped_type,
+            storage,
+            storage + mapped_offset,
+            depth,
+        ));
         node = match read_word(decoder, Src::Memory(node), 0) {
             Ok(next) => next,
             Err(_) => break,

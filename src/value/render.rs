@@ -52,10 +52,14 @@ fn render_body(value: &Value, out: &mut String) {
     if !is_aggregate {
         out.push(' ');
     }
-    let positional = children
-        .iter()
-        .enumerate()
-        .all(|(i, child)| child.name == format!("[{i}]"));
+    // Map entries are named `[key]` too; integer keys 0..n must still read
+    // as a map.
+    let keyed = value.value.to_ascii_lowercase().contains("map(");
+    let positional = !keyed
+        && children
+            .iter()
+            .enumerate()
+            .all(|(i, child)| child.name == format!("[{i}]"));
     let (open, close) = if positional { ('[', ']') } else { ('{', '}') };
     out.push(open);
     for (i, child) in children.iter().enumerate() {
