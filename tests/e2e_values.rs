@@ -34,11 +34,16 @@ fn locals_and_expressions_of_a_blocked_worker() {
         .expect("worker-2")
         .clone();
     let tid = worker["tid"].as_i64().expect("tid");
-    let stack = c.call("stack_trace", json!({"pid": fx.pid, "tid": tid})).ok();
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "tid": tid}))
+        .ok();
     let idle = frame_index(&stack, "worker_idle");
 
     let locals = c
-        .call("read_locals", json!({"pid": fx.pid, "tid": tid, "frame": idle}))
+        .call(
+            "read_locals",
+            json!({"pid": fx.pid, "tid": tid, "frame": idle}),
+        )
         .ok();
     assert_eq!(locals["frame"]["function"], "worker_idle");
     let id = locals["variables"]
@@ -54,7 +59,10 @@ fn locals_and_expressions_of_a_blocked_worker() {
 
     let main_frame = idle + 1;
     let name = c
-        .call("read_locals", json!({"pid": fx.pid, "tid": tid, "frame": main_frame}))
+        .call(
+            "read_locals",
+            json!({"pid": fx.pid, "tid": tid, "frame": main_frame}),
+        )
         .ok();
     let vars: Vec<&str> = name["variables"]
         .as_array()
@@ -69,7 +77,13 @@ fn locals_and_expressions_of_a_blocked_worker() {
             json!({"pid": fx.pid, "tid": tid, "frame": main_frame, "expression": "name"}),
         )
         .ok();
-    assert!(text["value"]["value"].as_str().expect("value").contains("worker-2"), "{text}");
+    assert!(
+        text["value"]["value"]
+            .as_str()
+            .expect("value")
+            .contains("worker-2"),
+        "{text}"
+    );
 
     let sum = c
         .call(
@@ -81,7 +95,10 @@ fn locals_and_expressions_of_a_blocked_worker() {
 
     // Globals without holding any thread.
     let global = c
-        .call("evaluate", json!({"pid": fx.pid, "expression": "rounds_asked"}))
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "expression": "rounds_asked"}),
+        )
         .ok();
     assert_eq!(global["value"]["value"], "3");
     assert_eq!(global["held_us"], 0);
@@ -89,23 +106,38 @@ fn locals_and_expressions_of_a_blocked_worker() {
 
     // Bad input.
     let err = c
-        .call("evaluate", json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "id +* 2"}))
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "id +* 2"}),
+        )
         .err();
     assert!(err.contains("column"), "{err}");
     let err = c
-        .call("evaluate", json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "idd"}))
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "idd"}),
+        )
         .err();
     assert!(err.contains("id"), "names in scope are suggested: {err}");
     let err = c
-        .call("evaluate", json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "compute(1, 2)"}))
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "compute(1, 2)"}),
+        )
         .err();
     assert!(err.contains("call"), "{err}");
     let err = c
-        .call("evaluate", json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "id = 3"}))
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "tid": tid, "frame": idle, "expression": "id = 3"}),
+        )
         .err();
     assert!(err.contains("assign"), "{err}");
     let err = c
-        .call("read_locals", json!({"pid": fx.pid, "tid": tid, "frame": 500}))
+        .call(
+            "read_locals",
+            json!({"pid": fx.pid, "tid": tid, "frame": 500}),
+        )
         .err();
     assert!(err.contains("frame"), "{err}");
 
