@@ -664,3 +664,31 @@ fn closing_stdin_detaches_and_exits() {
     fx.send("run 2");
     fx.expect_line("checksum");
 }
+
+#[test]
+fn every_tool_call_is_audited_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let log_arg = log.display().to_string();
+    let mut c = McpClient::start_with_args(&["--audit-log", &log_arg]);
+    c.call("list_processes", json!({"query": "nothing-matches-this"}))
+        .ok();
+    c.call("attach", json!({"pid": 999_999_999})).err();
+    assert_eq!(c.shutdown(), Some(0));
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("audit log written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["tool"], "list_processes");
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[1]["tool"], "attach");
+    assert_eq!(lines[1]["ok"], false);
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .expect("error")
+            .contains("999999999")
+    );
+}

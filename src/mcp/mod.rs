@@ -51,39 +51,6 @@ pub struct LiveprobeServer {
     tool_router: ToolRouter<Self>,
 }
 
-/// Builds the tool result: the answer as `structuredContent` and its text rendering.
-pub(crate) fn reply<T: Serialize + RenderText>(
-    tool: &str,
-    started: Instant,
-    answer: Result<T, EngineError>,
-) -> CallToolResult {
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match answer {
-        Ok(value) => {
-            let text = value.render_text();
-            match serde_json::to_value(&value) {
-                Ok(json) => {
-                    tracing::info!(tool, elapsed_ms, ok = true, "tool call");
-                    let mut result = CallToolResult::structured(json);
-                    result.content = vec![ContentBlock::text(text)];
-                    result
-                }
-                Err(e) => failure(
-                    tool,
-                    elapsed_ms,
-                    &format!("internal error: could not encode the answer: {e}"),
-                ),
-            }
-        }
-        Err(e) => failure(tool, elapsed_ms, &e.to_string()),
-    }
-}
-
-fn failure(tool: &str, elapsed_ms: f64, message: &str) -> CallToolResult {
-    tracing::info!(tool, elapsed_ms, ok = false, error = message, "tool call");
-    CallToolResult::error(vec![ContentBlock::text(message.to_string())])
-}
-
 #[tool_router]
 impl LiveprobeServer {
     /// A server over `engine`; `subscriptions` is shared with the task that
@@ -93,6 +60,38 @@ impl LiveprobeServer {
             engine,
             subscriptions,
             tool_router: Self::all_tools(),
+        }
+    }
+
+    /// Builds the tool result: the answer as `structuredContent` and its
+    /// text rendering, or an `isError` result; either way the call is logged
+    /// and, when an audit log is configured, audited.
+    pub(crate) fn reply<T: Serialize + RenderText>(
+        &self,
+        tool: &str,
+        started: Instant,
+        answer: Result<T, EngineError>,
+    ) -> CallToolResult {
+        let encoded = answer.and_then(|value| {
+            serde_json::to_value(&value)
+                .map(|json| (json, value.render_text()))
+                .map_err(|e| EngineError::Internal(format!("could not encode the answer: {e}")))
+        });
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match encoded {
+            Ok((json, text)) => {
+                tracing::info!(tool, elapsed_ms, ok = true, "tool call");
+                self.engine.policy().audit(tool, elapsed_ms, None);
+                let mut result = CallToolResult::structured(json);
+                result.content = vec![ContentBlock::text(text)];
+                result
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::info!(tool, elapsed_ms, ok = false, error = %message, "tool call");
+                self.engine.policy().audit(tool, elapsed_ms, Some(&message));
+                CallToolResult::error(vec![ContentBlock::text(message)])
+            }
         }
     }
 
@@ -120,7 +119,7 @@ impl LiveprobeServer {
         let started = Instant::now();
         let limit = a.limit.unwrap_or(DEFAULT_PROCESS_LIMIT) as usize;
         let answer = Ok(self.engine.list_processes(a.query.as_deref(), limit));
-        reply("list_processes", started, answer)
+        self.reply("list_processes", started, answer)
     }
 
     #[tool(
@@ -130,7 +129,7 @@ impl LiveprobeServer {
     )]
     async fn attach(&self, Parameters(a): Parameters<PidArgs>) -> CallToolResult {
         let started = Instant::now();
-        reply("attach", started, self.engine.attach(a.pid).await)
+        self.reply("attach", started, self.engine.attach(a.pid).await)
     }
 
     #[tool(
@@ -140,7 +139,7 @@ impl LiveprobeServer {
     )]
     async fn detach(&self, Parameters(a): Parameters<PidArgs>) -> CallToolResult {
         let started = Instant::now();
-        reply("detach", started, self.engine.detach(a.pid).await)
+        self.reply("detach", started, self.engine.detach(a.pid).await)
     }
 
     #[tool(
@@ -150,7 +149,7 @@ impl LiveprobeServer {
     )]
     async fn list_threads(&self, Parameters(a): Parameters<PidArgs>) -> CallToolResult {
         let started = Instant::now();
-        reply(
+        self.reply(
             "list_threads",
             started,
             self.engine.list_threads(a.pid).await,
@@ -169,7 +168,7 @@ impl LiveprobeServer {
             .engine
             .stack_trace(a.pid, a.tid, max_frames, a.all_threads.unwrap_or(false))
             .await;
-        reply("stack_trace", started, answer)
+        self.reply("stack_trace", started, answer)
     }
 
     #[tool(
@@ -185,7 +184,7 @@ impl LiveprobeServer {
             tokio::task::spawn_blocking(move || engine.find_functions(a.pid, &a.query, limit))
                 .await
                 .unwrap_or_else(|e| Err(EngineError::Internal(format!("find_functions: {e}"))));
-        reply("find_functions", started, answer)
+        self.reply("find_functions", started, answer)
     }
 
     #[tool(
@@ -203,7 +202,7 @@ impl LiveprobeServer {
             tokio::task::spawn_blocking(move || engine.resolve_location(a.pid, &a.location))
                 .await
                 .unwrap_or_else(|e| Err(EngineError::Internal(format!("resolve_location: {e}"))));
-        reply("resolve_location", started, answer)
+        self.reply("resolve_location", started, answer)
     }
 
     #[tool(
@@ -219,7 +218,7 @@ impl LiveprobeServer {
         })
         .await
         .unwrap_or_else(|e| Err(EngineError::Internal(format!("list_source: {e}"))));
-        reply("list_source", started, answer)
+        self.reply("list_source", started, answer)
     }
 }
 

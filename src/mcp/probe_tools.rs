@@ -7,8 +7,8 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 
+use super::LiveprobeServer;
 use super::args::*;
-use super::{LiveprobeServer, reply};
 use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults, ProbeWhat};
 
 #[tool_router(router = probe_tools, vis = "pub(super)")]
@@ -29,7 +29,7 @@ impl LiveprobeServer {
                 limits: a.limits.unwrap_or_default(),
             },
         );
-        reply("set_snapshot", started, self.engine.set_probe(req).await)
+        self.reply("set_snapshot", started, self.engine.set_probe(req).await)
     }
 
     #[tool(
@@ -44,7 +44,7 @@ impl LiveprobeServer {
             a.max_hits.unwrap_or(1000),
             ProbeWhat::Logpoint { message: a.message },
         );
-        reply("set_logpoint", started, self.engine.set_probe(req).await)
+        self.reply("set_logpoint", started, self.engine.set_probe(req).await)
     }
 
     #[tool(
@@ -63,7 +63,7 @@ impl LiveprobeServer {
                 end_location: a.end_location,
             },
         );
-        reply("set_metric", started, self.engine.set_probe(req).await)
+        self.reply("set_metric", started, self.engine.set_probe(req).await)
     }
 
     #[tool(
@@ -73,7 +73,7 @@ impl LiveprobeServer {
     )]
     async fn list_probes(&self, Parameters(a): Parameters<ListProbesArgs>) -> CallToolResult {
         let started = Instant::now();
-        reply("list_probes", started, Ok(self.engine.list_probes(a.pid)))
+        self.reply("list_probes", started, Ok(self.engine.list_probes(a.pid)))
     }
 
     #[tool(
@@ -95,7 +95,7 @@ impl LiveprobeServer {
                 a.wait_ms.unwrap_or(0),
             )
             .await;
-        reply("get_probe_results", started, answer)
+        self.reply("get_probe_results", started, answer)
     }
 
     #[tool(
@@ -105,7 +105,7 @@ impl LiveprobeServer {
     )]
     async fn remove_probe(&self, Parameters(a): Parameters<RemoveProbeArgs>) -> CallToolResult {
         let started = Instant::now();
-        reply(
+        self.reply(
             "remove_probe",
             started,
             self.engine.remove_probe(a.probe_id).await,

@@ -7,8 +7,8 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 
+use super::LiveprobeServer;
 use super::args::*;
-use super::{LiveprobeServer, reply};
 use crate::engine::{EvaluateReport, LocalsReport};
 
 #[tool_router(router = value_tools, vis = "pub(super)")]
@@ -29,7 +29,7 @@ impl LiveprobeServer {
                 a.limits.unwrap_or_default(),
             )
             .await;
-        reply("read_locals", started, answer)
+        self.reply("read_locals", started, answer)
     }
 
     #[tool(
@@ -50,6 +50,6 @@ impl LiveprobeServer {
                 a.globals_only.unwrap_or(false),
             )
             .await;
-        reply("evaluate", started, answer)
+        self.reply("evaluate", started, answer)
     }
 }

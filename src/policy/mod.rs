@@ -34,3 +34,36 @@ impl Policy {
         }
     }
 }
+
+impl Policy {
+    /// Appends one JSON line for a tool call to the audit log, when one is
+    /// configured. A log that cannot be written is reported on stderr, never
+    /// to the client: the call itself already happened.
+    pub fn audit(&self, tool: &str, elapsed_ms: f64, error: Option<&str>) {
+        let Some(path) = &self.audit_log else {
+            return;
+        };
+        let line = serde_json::json!({
+            "time_unix_ms": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            "tool": tool,
+            "ok": error.is_none(),
+            "error": error,
+            "elapsed_ms": elapsed_ms,
+            "server_pid": std::process::id(),
+        });
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(f, "{line}")
+            });
+        if let Err(e) = written {
+            tracing::warn!("cannot append to the audit log {}: {e}", path.display());
+        }
+    }
+}
