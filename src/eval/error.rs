@@ -49,6 +49,15 @@ pub enum EvalError {
         /// Which module, and what to install or rebuild.
         detail: String,
     },
+    /// The expression compiled but could not be evaluated here (unmapped
+    /// memory, a register the frame does not have, division by zero).
+    #[error("cannot evaluate `{expression}`: {reason}")]
+    Unavailable {
+        /// The expression as written.
+        expression: String,
+        /// Why: `read error at 0x…`, `optimized out`, `unsupported: …`.
+        reason: String,
+    },
     /// The debug info is present but could not be read.
     #[error("cannot read the debug info: {0}")]
     Dwarf(String),

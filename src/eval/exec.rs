@@ -587,6 +587,25 @@ impl Executor<'_> {
     }
 }
 
+/// The number an evaluated operand holds (conditions, histograms).
+pub(crate) fn operand_number(
+    module: &Module,
+    types: &mut TypeTable,
+    memory: &dyn MemorySource,
+    operand: Operand,
+) -> Result<Number, String> {
+    let no_globals = |_: usize| -> Option<LocationEnv<'_>> { None };
+    let mut executor = Executor {
+        module,
+        types,
+        memory,
+        frame: None,
+        global_env: &no_globals,
+    };
+    let operand = executor.settle(operand)?;
+    executor.number_of(operand)
+}
+
 /// The result of evaluation as a [`Value`].
 pub(crate) fn render(
     decoder: &mut Decoder<'_>,

@@ -83,7 +83,7 @@ pub(crate) fn location_env<'a>(
         frame_base: None,
         memory: ctx.memory,
         entry_values,
-        tls_base: tls_base(ctx.image, &frame.module, ctx.regs.fs_base()),
+        tls: ctx.regs.fs_base().map(|fs_base| (ctx.image, fs_base)),
     };
     env.frame_base = Some(frame_base_of(&env, &frame.scope.frame_base));
     env
@@ -92,13 +92,9 @@ pub(crate) fn location_env<'a>(
 /// The static TLS block of the executable, in x86-64's variant II layout:
 /// it ends at the thread pointer (fs base). Shared libraries' TLS blocks need
 /// the dynamic linker's module table and are not supported.
-pub(crate) fn tls_base(
-    image: &ProcessImage,
-    module: &Arc<Module>,
-    fs_base: Option<u64>,
-) -> Option<u64> {
+pub(crate) fn tls_base(image: &ProcessImage, module: &Module, fs_base: Option<u64>) -> Option<u64> {
     let main = image.main_module()?;
-    if !Arc::ptr_eq(main, module) {
+    if !std::ptr::eq(Arc::as_ptr(main), module) {
         return None;
     }
     let fs_base = fs_base?;

@@ -46,9 +46,9 @@ pub(crate) struct LocationEnv<'a> {
     pub memory: &'a dyn MemorySource,
     /// Where `DW_OP_entry_value` operands come from.
     pub entry_values: Option<&'a dyn EntryValues>,
-    /// The frame's thread pointer base for TLS, and the module's static TLS
-    /// block offset from it.
-    pub tls_base: Option<u64>,
+    /// For thread-locals: the process image and the thread's fs base; the
+    /// TLS block is found only when an expression asks for it.
+    pub tls: Option<(&'a crate::debuginfo::ProcessImage, u64)>,
 }
 
 /// Why a register is not available in this frame.
@@ -178,7 +178,10 @@ fn run(
                 evaluation.resume_with_call_frame_cfa(cfa).map_err(broken)?
             }
             EvaluationResult::RequiresTls(offset) => {
-                let base = env.tls_base.ok_or_else(|| {
+                let base = env.tls.and_then(|(image, fs_base)| {
+                    super::frame::tls_base(image, env.module, Some(fs_base))
+                });
+                let base = base.ok_or_else(|| {
                     "unsupported: thread-local variable (needs a stopped thread of a module with static TLS)".to_string()
                 })?;
                 evaluation

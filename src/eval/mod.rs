@@ -229,8 +229,79 @@ pub fn evaluate(
     if expr.secret(redaction) {
         return Value::redacted(expr.source.clone(), expr.type_name.clone());
     }
+    with_operand(expr, ctx, |types, result| match result {
+        Ok(operand) => {
+            let symbolize = |address: u64| frame::symbolize(ctx.image, address);
+            let mut decoder = Decoder::new(
+                &expr.module,
+                types,
+                ctx.memory,
+                limits,
+                redaction,
+                &symbolize,
+            );
+            exec::render(
+                &mut decoder,
+                &expr.source,
+                operand,
+                &expr.plan.ty,
+                expr.type_name.clone(),
+                expr.language,
+            )
+        }
+        Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
+    })
+}
+
+/// Evaluates a compiled expression as a condition (probes evaluate it at
+/// every hit, with the thread held): true when it is a non-zero number, a
+/// true boolean or a non-null pointer. No value is built or rendered.
+/// Conditions read the frame without redaction because their result never
+/// leaves liveprobe as a value.
+pub fn evaluate_condition(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result<bool, EvalError> {
+    evaluate_number_inner(expr, ctx).map(|number| number.truthy())
+}
+
+/// Evaluates a compiled expression to a number (for histograms).
+pub fn evaluate_number(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result<f64, EvalError> {
+    evaluate_number_inner(expr, ctx).map(|number| number.as_f64())
+}
+
+fn evaluate_number_inner(
+    expr: &CompiledExpr,
+    ctx: &FrameContext<'_>,
+) -> Result<plan::Number, EvalError> {
+    let unavailable = |reason: String| EvalError::Unavailable {
+        expression: expr.source.clone(),
+        reason,
+    };
+    with_operand(expr, ctx, |types, result| {
+        let operand = result.map_err(unavailable)?;
+        exec::operand_number(&expr.module, types, ctx.memory, operand).map_err(unavailable)
+    })
+}
+
+/// Evaluates the plan at `ctx` (compiling again if `ctx` is another pc)
+/// and hands the operand, with the type table, to `finish`.
+fn with_operand<T>(
+    expr: &CompiledExpr,
+    ctx: &FrameContext<'_>,
+    finish: impl FnOnce(&mut TypeTable, Result<exec::Operand, String>) -> T,
+) -> T {
+    let mut types = match expr.types.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
     let Some(compiled_frame) = &expr.frame else {
-        return evaluate_global(expr, ctx.image, ctx.memory, limits, redaction);
+        let result = run_plan(
+            expr,
+            &mut types,
+            ctx.image,
+            ctx.memory,
+            None,
+            Some(ctx.regs),
+        );
+        return finish(&mut types, result);
     };
     let pc = frame::lookup_pc(ctx);
     let same_frame = ctx
@@ -240,26 +311,24 @@ pub fn evaluate(
         && expr.module.to_file(pc) == compiled_frame.lookup_pc
         && ctx.inline_depth == compiled_frame.inline_depth;
     if !same_frame {
+        drop(types);
         return match compile(&expr.source, ctx) {
-            Ok(recompiled) => evaluate(&recompiled, ctx, limits, redaction),
-            Err(error) => Value::unavailable(
-                expr.source.clone(),
-                expr.type_name.clone(),
-                format!("unsupported: {error}"),
-            ),
+            Ok(recompiled) => with_operand(&recompiled, ctx, finish),
+            Err(error) => {
+                let mut scratch = TypeTable::new();
+                finish(&mut scratch, Err(format!("unsupported: {error}")))
+            }
         };
     }
     let Some(unit) = expr
         .module
         .unit_at(gimli::DebugInfoOffset(compiled_frame.unit))
     else {
-        return Value::unavailable(
-            expr.source.clone(),
-            expr.type_name.clone(),
-            "unsupported: the frame's unit cannot be read",
+        return finish(
+            &mut types,
+            Err("unsupported: the frame's unit cannot be read".to_string()),
         );
     };
-    let tls_base = frame::tls_base(ctx.image, &expr.module, ctx.regs.fs_base());
     let mut env = LocationEnv {
         module: &expr.module,
         unit,
@@ -268,18 +337,18 @@ pub fn evaluate(
         frame_base: None,
         memory: ctx.memory,
         entry_values: None,
-        tls_base,
+        tls: ctx.regs.fs_base().map(|fs_base| (ctx.image, fs_base)),
     };
     env.frame_base = Some(location::frame_base_of(&env, &compiled_frame.frame_base));
-    run(
+    let result = run_plan(
         expr,
+        &mut types,
         ctx.image,
         ctx.memory,
         Some(&env),
         Some(ctx.regs),
-        limits,
-        redaction,
-    )
+    );
+    finish(&mut types, result)
 }
 
 /// Compiles an expression over globals and statics only (no thread needs to
@@ -360,57 +429,92 @@ pub fn evaluate_global(
     if expr.secret(redaction) {
         return Value::redacted(expr.source.clone(), expr.type_name.clone());
     }
-    run(expr, image, memory, None, None, limits, redaction)
-}
-
-fn run(
-    expr: &CompiledExpr,
-    image: &ProcessImage,
-    memory: &dyn MemorySource,
-    frame_env: Option<&LocationEnv<'_>>,
-    regs: Option<&Registers>,
-    limits: &Limits,
-    redaction: &Redaction,
-) -> Value {
     let mut types = match expr.types.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
-    let module = &expr.module;
-    let tls_base = regs.and_then(|r| frame::tls_base(image, module, r.fs_base()));
-    let result = {
-        let global_env = |unit: usize| -> Option<LocationEnv<'_>> {
-            Some(LocationEnv {
-                module,
-                unit: module.unit_at(gimli::DebugInfoOffset(unit))?,
-                regs,
-                cfa: None,
-                frame_base: None,
-                memory,
-                entry_values: None,
-                tls_base,
-            })
-        };
-        let mut executor = exec::Executor {
-            module,
-            types: &mut types,
-            memory,
-            frame: frame_env,
-            global_env: &global_env,
-        };
-        executor.eval(&expr.plan)
-    };
-    let symbolize = |address: u64| frame::symbolize(image, address);
-    let mut decoder = Decoder::new(module, &mut types, memory, limits, redaction, &symbolize);
+    let result = run_plan(expr, &mut types, image, memory, None, None);
     match result {
-        Ok(operand) => exec::render(
-            &mut decoder,
-            &expr.source,
-            operand,
-            &expr.plan.ty,
-            expr.type_name.clone(),
-            expr.language,
-        ),
+        Ok(operand) => {
+            let symbolize = |address: u64| frame::symbolize(image, address);
+            let mut decoder = Decoder::new(
+                &expr.module,
+                &mut types,
+                memory,
+                limits,
+                redaction,
+                &symbolize,
+            );
+            exec::render(
+                &mut decoder,
+                &expr.source,
+                operand,
+                &expr.plan.ty,
+                expr.type_name.clone(),
+                expr.language,
+            )
+        }
         Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
     }
+}
+
+/// Runs the plan's nodes; globals get an environment of their own unit.
+fn run_plan(
+    expr: &CompiledExpr,
+    types: &mut TypeTable,
+    image: &ProcessImage,
+    memory: &dyn MemorySource,
+    frame_env: Option<&LocationEnv<'_>>,
+    regs: Option<&Registers>,
+) -> Result<exec::Operand, String> {
+    let module = &expr.module;
+    let tls = regs
+        .and_then(|r| r.fs_base())
+        .map(|fs_base| (image, fs_base));
+    let global_env = |unit: usize| -> Option<LocationEnv<'_>> {
+        Some(LocationEnv {
+            module,
+            unit: module.unit_at(gimli::DebugInfoOffset(unit))?,
+            regs,
+            cfa: None,
+            frame_base: None,
+            memory,
+            entry_values: None,
+            tls,
+        })
+    };
+    let mut executor = exec::Executor {
+        module,
+        types,
+        memory,
+        frame: frame_env,
+        global_env: &global_env,
+    };
+    executor.eval(&expr.plan)
+}
+
+/// The names and types of the arguments and locals in scope at `pc` (a
+/// probe site, frame 0), without reading the target: for `dry_run` answers
+/// and for suggesting what a condition can use.
+pub fn variables_in_scope(image: &ProcessImage, pc: RuntimeAddr) -> Vec<(String, String)> {
+    let Some(module) = image.module_for(pc) else {
+        return Vec::new();
+    };
+    let mut types = TypeTable::new();
+    let Ok(scope) = crate::debuginfo::scope::frame_scope(module, &mut types, module.to_file(pc), 0)
+    else {
+        return Vec::new();
+    };
+    scope
+        .variables
+        .iter()
+        .filter(|v| !v.shadowed)
+        .map(|v| {
+            let type_name = match v.ty {
+                Some(ty) => types.get(module, ty).name.clone(),
+                None => "void".to_string(),
+            };
+            (v.name.clone(), type_name)
+        })
+        .collect()
 }
