@@ -80,6 +80,8 @@ class Session:
     """From the attach request (or gdb's spawn) to the detach answer (or gdb's exit)."""
     peak_rss_mib: float = 0.0
     variables: list[str] = field(default_factory=list)
+    ping_us: list[float] = field(default_factory=list)
+    """MCP `ping` round trips in the same session: the transport's floor."""
 
 
 def start_fixture(binary: Path) -> LineProcess:
@@ -132,6 +134,10 @@ def liveprobe_session(pid: int, calls: int, warmup: int, extra_args: list[str]) 
                 session.call_us.append(answer.elapsed_s * 1e6)
                 if isinstance(data.get("held_us"), (int, float)):
                     session.held_us.append(float(data["held_us"]))
+        for index in range(warmup + calls):
+            _, elapsed = client.request("ping", {})
+            if index >= warmup:
+                session.ping_us.append(elapsed * 1e6)
         detached = client.call_tool("detach", {"pid": pid})
         session.session_s = time.perf_counter() - started
         if detached.is_error:
@@ -239,6 +245,13 @@ def compose_report(results: dict[str, list[Session]], calls: int, command: str, 
             render_summary(live_held, 0) + ("" if held_p99 is None else f"; p99 {held_p99:.0f}"),
             "",
             f"≤ {GOAL_HELD_US:g} µs (median): {verdict(held_met)}",
+        ],
+        [
+            "MCP `ping` round trip in the same session (transport floor), µs",
+            "",
+            render_summary(pooled(live, lambda s: s.ping_us), 0),
+            "",
+            "",
         ],
         [
             "set-up: attach to frame selected, ms",
