@@ -40,6 +40,7 @@ from line_process import LineProcess, LineProcessError  # noqa: E402
 from mcp_stdio import McpError, McpStdioSession  # noqa: E402
 from report import (  # noqa: E402
     Summary,
+    driver_peak_rss_mib,
     machine_description,
     markdown_table,
     ratio,
@@ -69,6 +70,13 @@ LOG_DIR = TARGET_DIR / "bench-logs"
 GOAL_TIME_RATIO = 0.25
 GOAL_RSS_RATIO = 0.3
 GOAL_HELD_MS = 10.0
+
+PRIORITY_NOTE = {
+    True: "The target runs under SCHED_FIFO (`chrt --fifo 1`; it sleeps almost all the\n"
+    "  time) so that other load on the machine hardly delays its wake-ups.",
+    False: "The target runs at normal priority, so other load on the machine delays its\n"
+    "  wake-ups too.",
+}
 
 
 class BenchError(RuntimeError):
@@ -232,6 +240,7 @@ def compose_report(
     tick_us: int,
     stall_threshold_us: int,
     realtime: bool,
+    idle_s: float,
 ) -> tuple[str, dict]:
     gdb, live, idle = runs["gdb"], runs["liveprobe"], runs["idle"]
     gdb_answer = figure(gdb, lambda r: r.answer_ms)
@@ -244,12 +253,15 @@ def compose_report(
     def gap_ms(r: Run):
         return r.heartbeat.get("max_gap_us", 0) / 1000 if r.heartbeat else None
 
+    def window_ms(r: Run):
+        return r.heartbeat.get("window_us", 0) / 1000 if r.heartbeat else None
+
     def stall_ms(r: Run):
         return r.heartbeat.get("stall_us", 0) / 1000 if r.heartbeat else None
 
     gdb_gap, live_gap, idle_gap = (figure(x, gap_ms) for x in (gdb, live, idle))
     gdb_stall, live_stall, idle_stall = (figure(x, stall_ms) for x in (gdb, live, idle))
-    live_self_held = figure(live, lambda r: None if r.self_reported_held_us is None else r.self_reported_held_us / 1000)
+    live_self_held = figure(live, lambda r: r.self_reported_held_us)
     live_attach_ms = figure(live, lambda r: r.attach_ms)
 
     time_ratio = ratio(live_answer, gdb_answer)
@@ -298,15 +310,22 @@ def compose_report(
             "",
         ],
         [
-            "liveprobe's own `held_us` (attach + resolve), ms",
+            "heartbeat window (the tool run), ms",
+            render_summary(figure(gdb, window_ms), 0),
+            render_summary(figure(live, window_ms), 0),
+            "",
+            "",
+        ],
+        [
+            "liveprobe's own `held_us` (attach + resolve), µs",
             "—",
-            render_summary(live_self_held, 3),
+            render_summary(live_self_held, 0),
             "",
             "",
         ],
         ["liveprobe's own `attach_ms`", "—", render_summary(live_attach_ms), "", ""],
         [
-            "no debugger (noise floor): longest gap / stalls, ms",
+            f"no debugger, {idle_s:g} s window (noise floor): longest gap / sum of stalls, ms",
             "",
             f"{render_summary(idle_gap, 2)} / {render_summary(idle_stall, 2)}",
             "",
@@ -336,11 +355,13 @@ largest sections (MB): {sections}. Location resolved: `{location}`.
   caches) driven over MCP stdio; its time is from the `attach` request to the
   `resolve_location` answer (server start and `initialize` are outside it, but inside
   "whole tool process"). The OS page cache is warm for both.
-- Peak RSS is `ru_maxrss` of the tool's own process (os.wait4).
+- Peak RSS is `ru_maxrss` of the tool's own process (os.wait4). The tools are spawned
+  with vfork+exec, which starts a child's `ru_maxrss` at the driver's own peak:
+  {driver_peak_rss_mib():.1f} MiB in this run.
 - Held: the target's heartbeat thread sleeps {tick_us} µs in a loop; a gap longer than
   the sleep + {stall_threshold_us} µs counts as a stall. It sees only its own thread; gdb
-  stops every thread for the whole run, liveprobe holds a thread only briefly. \
-{"The target runs under SCHED_FIFO (`chrt --fifo 1`; it sleeps almost all the time) so that other load on the machine does not delay its wake-ups." if realtime else "The target runs at normal priority, so other load on the machine delays its wake-ups too."}
+  stops every thread for the whole run, liveprobe holds a thread only briefly.
+  {PRIORITY_NOTE[realtime]}
   What is left of such jitter shows in the no-debugger row.
 - Same address as gdb: {("yes" if agree else "**no**") if gdb and live else "not measured"} (gdb {sorted(gdb_addresses)}, liveprobe \
 {sorted(live_addresses)[:6]}{" …" if len(live_addresses) > 6 else ""}).
@@ -429,7 +450,7 @@ def main() -> int:
         target.stop()
 
     body, raw = compose_report(
-        runs, location, facts, command, started, args.tick_us, stall_threshold_us, realtime
+        runs, location, facts, command, started, args.tick_us, stall_threshold_us, realtime, args.idle_s
     )
     (LOG_DIR / "attach-raw.json").write_text(json.dumps(raw, indent=2))
     print(body)

@@ -39,6 +39,7 @@ from line_process import LineProcess, LineProcessError  # noqa: E402
 from mcp_stdio import McpError, McpStdioSession  # noqa: E402
 from report import (  # noqa: E402
     Summary,
+    driver_peak_rss_mib,
     machine_description,
     markdown_table,
     ratio,
@@ -289,6 +290,8 @@ Target: `tools/bench/locals_target.c` (gcc -g -O0), blocked in read() inside `{F
   once, then `info args`, `info locals` and an `echo` sentinel per call; gdb prints
   pointers without following them. gdb keeps every thread stopped from attach to detach,
   so its held time is the whole session.
+- Peak RSS is `ru_maxrss` of the tool's own process (os.wait4); it cannot be lower
+  than the driver's own peak ({driver_peak_rss_mib():.1f} MiB), since the tools are spawned with vfork+exec.
 - liveprobe variables missing against the expected set: {", ".join(missing) if missing else "none"}.
 """
 

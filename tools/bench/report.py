@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import resource
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,11 @@ def ratio(numerator: Summary | None, denominator: Summary | None) -> float | Non
 
 def render_ratio(value: float | None, digits: int = 3) -> str:
     """A table cell for a ratio."""
-    return "—" if value is None else f"{value:.{digits}f}×"
+    if value is None:
+        return "—"
+    if 0 < value < 10**-digits:
+        return f"< {10**-digits:.{digits}f}×"
+    return f"{value:.{digits}f}×"
 
 
 def verdict(met: bool | None) -> str:
@@ -105,6 +110,13 @@ def machine_description() -> str:
         f"nproc {os.cpu_count()}, {cpu_model()}, {memory_gib} GiB RAM, "
         f"Linux {platform.release()}"
     )
+
+
+def driver_peak_rss_mib() -> float:
+    """The driver's own peak RSS. A child spawned with vfork+exec (as subprocess does)
+    inherits it as the starting value of its `ru_maxrss`, so it is a floor for every
+    tool's figure."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def today() -> str:

@@ -9,6 +9,7 @@ directory, or runs the binaries it builds.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -94,41 +95,54 @@ class DwarfFacts:
 def dwarf_facts(path: Path) -> DwarfFacts:
     """Reads the ELF section table and walks the `.debug_info` unit headers.
 
-    Only headers are read, so this takes well under a second even for hundreds of MB.
+    Only headers are read (small preads), so this takes well under a second even for
+    hundreds of MB and leaves the driver's own RSS small. (That matters: a child's
+    ru_maxrss starts at the parent's peak when it is spawned with vfork+exec, as
+    subprocess does, so a driver that had read or mapped this file whole would
+    inflate every tool's peak RSS to the file's size.)
     """
-    data = path.read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        raise ValueError(f"{path} is not a little-endian 64-bit ELF file")
-    (section_offset,) = struct.unpack_from("<Q", data, 0x28)
-    entry_size, count, names_index = struct.unpack_from("<HHH", data, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQIIQQ", data, section_offset + i * entry_size) for i in range(count)]
-    names_offset = headers[names_index][4]
-    sections: dict[str, tuple[int, int, int]] = {}
-    for name_at, _type, flags, _addr, offset, size, *_ in headers:
-        start = names_offset + name_at
-        name = data[start : data.index(b"\0", start)].decode(errors="replace")
-        sections[name] = (offset, size, flags)
-    debug = {name: size for name, (_, size, _) in sections.items() if name.startswith(".debug_")}
-    compressed = any(flags & SHF_COMPRESSED for name, (_, _, flags) in sections.items() if name.startswith(".debug_"))
-    compile_units = other_units = 0
-    versions: set[int] = set()
-    if ".debug_info" in sections and not compressed:
-        offset, size, _ = sections[".debug_info"]
-        position, end = offset, offset + size
-        while position + 11 <= end:
-            (length,) = struct.unpack_from("<I", data, position)
-            header = 4
-            if length == 0xFFFFFFFF:
-                (length,) = struct.unpack_from("<Q", data, position + 4)
-                header = 12
-            (version,) = struct.unpack_from("<H", data, position + header)
-            versions.add(version)
-            unit_type = data[position + header + 2] if version >= 5 else 0x01
-            if unit_type == 0x01:
-                compile_units += 1
-            else:
-                other_units += 1
-            position += header + length
+    with open(path, "rb") as file:
+        fd = file.fileno()
+
+        def read(offset: int, size: int) -> bytes:
+            return os.pread(fd, size, offset)
+
+        ident = read(0, 64)
+        if ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
+            raise ValueError(f"{path} is not a little-endian 64-bit ELF file")
+        (section_offset,) = struct.unpack_from("<Q", ident, 0x28)
+        entry_size, count, names_index = struct.unpack_from("<HHH", ident, 0x3A)
+        table = read(section_offset, entry_size * count)
+        headers = [struct.unpack_from("<IIQQQQIIQQ", table, i * entry_size) for i in range(count)]
+        names = read(headers[names_index][4], headers[names_index][5])
+        sections: dict[str, tuple[int, int, int]] = {}
+        for name_at, _type, flags, _addr, offset, size, *_ in headers:
+            name = names[name_at : names.find(b"\0", name_at)].decode(errors="replace")
+            sections[name] = (offset, size, flags)
+        debug = {name: size for name, (_, size, _) in sections.items() if name.startswith(".debug_")}
+        compressed = any(
+            flags & SHF_COMPRESSED for name, (_, _, flags) in sections.items() if name.startswith(".debug_")
+        )
+        compile_units = other_units = 0
+        versions: set[int] = set()
+        if ".debug_info" in sections and not compressed:
+            offset, size, _ = sections[".debug_info"]
+            position, end = offset, offset + size
+            while position + 11 <= end:
+                header_bytes = read(position, 16)
+                (length,) = struct.unpack_from("<I", header_bytes, 0)
+                header = 4
+                if length == 0xFFFFFFFF:
+                    (length,) = struct.unpack_from("<Q", header_bytes, 4)
+                    header = 12
+                (version,) = struct.unpack_from("<H", header_bytes, header)
+                versions.add(version)
+                unit_type = header_bytes[header + 2] if version >= 5 else 0x01
+                if unit_type == 0x01:
+                    compile_units += 1
+                else:
+                    other_units += 1
+                position += header + length
     return DwarfFacts(
         debug_bytes=sum(debug.values()),
         section_bytes=debug,
