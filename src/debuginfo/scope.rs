@@ -872,3 +872,115 @@ fn static_address(
         _ => None,
     }
 }
+
+/// What a caller passed in one register at one call: the
+/// `DW_AT_call_value` of the matching `DW_TAG_call_site_parameter`.
+#[derive(Clone, Debug)]
+pub struct CallSiteValue {
+    /// The expression computing the value, in the caller's frame.
+    pub value: LocationExpression,
+    /// `.debug_info` offset of the caller's unit.
+    pub unit: usize,
+    /// The caller's frame base at the call.
+    pub frame_base: VariableLocation,
+}
+
+/// The value the caller passed in DWARF register `register` at the call
+/// that returns to `return_pc` (a file address in `module`), when the
+/// compiler recorded it (DWARF 5 `DW_TAG_call_site` or GNU's DWARF 4
+/// extension).
+pub fn call_site_value(
+    module: &Module,
+    types: &mut TypeTable,
+    return_pc: FileAddr,
+    register: u16,
+) -> Option<CallSiteValue> {
+    let scope = frame_scope(module, types, FileAddr(return_pc.0.checked_sub(1)?), 0).ok()?;
+    let dwarf = module.dwarf()?;
+    let unit = module.unit_at(gimli::DebugInfoOffset(scope.subprogram.unit))?;
+    let unit_ref = unit.unit_ref(dwarf);
+    let mut tree = unit
+        .entries_tree(Some(gimli::UnitOffset(scope.subprogram.entry)))
+        .ok()?;
+    let root = tree.root().ok()?;
+    let value = find_call_site(unit_ref, root, return_pc.0, register, 0)?;
+    Some(CallSiteValue {
+        value,
+        unit: scope.subprogram.unit,
+        frame_base: scope.frame_base,
+    })
+}
+
+fn find_call_site(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    return_pc: u64,
+    register: u16,
+    depth: usize,
+) -> Option<LocationExpression> {
+    if depth > MAX_TREE_DEPTH {
+        return None;
+    }
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        match entry.tag() {
+            constants::DW_TAG_call_site | constants::DW_TAG_GNU_call_site => {
+                let site_pc = entry
+                    .attr_value(constants::DW_AT_call_return_pc)
+                    .or_else(|| entry.attr_value(constants::DW_AT_low_pc))
+                    .and_then(|value| unit_ref.attr_address(value).ok().flatten());
+                if site_pc == Some(return_pc) {
+                    return call_site_parameter(unit_ref, child, register);
+                }
+            }
+            constants::DW_TAG_lexical_block | constants::DW_TAG_inlined_subroutine
+                if entry.has_children() =>
+            {
+                if let Some(found) = find_call_site(unit_ref, child, return_pc, register, depth + 1)
+                {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn call_site_parameter(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    site: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    register: u16,
+) -> Option<LocationExpression> {
+    let encoding = unit_ref.unit.encoding();
+    let mut children = site.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        if !matches!(
+            entry.tag(),
+            constants::DW_TAG_call_site_parameter | constants::DW_TAG_GNU_call_site_parameter
+        ) {
+            continue;
+        }
+        let Some(AttributeValue::Exprloc(location)) = entry.attr_value(constants::DW_AT_location)
+        else {
+            continue;
+        };
+        let mut operations = location.operations(encoding);
+        let is_register = matches!(
+            operations.next(),
+            Ok(Some(gimli::Operation::Register { register: r })) if r.0 == register
+        ) && matches!(operations.next(), Ok(None));
+        if !is_register {
+            continue;
+        }
+        let value = entry
+            .attr_value(constants::DW_AT_call_value)
+            .or_else(|| entry.attr_value(constants::DW_AT_GNU_call_site_value));
+        if let Some(AttributeValue::Exprloc(value)) = value {
+            return Some(value);
+        }
+    }
+    None
+}

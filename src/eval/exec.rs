@@ -117,6 +117,14 @@ impl Executor<'_> {
                         _ => return Err("unsupported: field of a computed value".to_string()),
                     }
                 };
+                // A container's data pointer, typed by its element.
+                if let StaticType::Pointer(_) = node.ty {
+                    let address = self.read_u64(&offset_place(&base_place, *offset, Some(8)))?;
+                    return Ok(Operand::Number {
+                        value: Number::Int(i128::from(address)),
+                        ty: node.ty.clone(),
+                    });
+                }
                 let ty = dwarf_type(&node.ty)?;
                 if let Some((bit_offset, bit_size)) = bits {
                     return self.bit_field(&base_place, *offset, *bit_offset, *bit_size, ty);

@@ -149,3 +149,90 @@ pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
         format!("{name}+{offset}")
     })
 }
+
+/// Recovers `DW_OP_entry_value` operands for a frame: a callee-saved
+/// register's value at entry is the caller's (restored by the unwinder);
+/// any other register's is what the caller's call site recorded passing in
+/// it. Anything else is not recoverable, and is reported, never guessed.
+pub(crate) struct CallerEntryValues<'a> {
+    pub ctx: &'a FrameContext<'a>,
+}
+
+impl EntryValues for CallerEntryValues<'_> {
+    fn entry_value(
+        &self,
+        expression: &crate::debuginfo::scope::LocationExpression,
+        unit: &gimli::Unit<DwarfReader>,
+    ) -> Result<u64, String> {
+        let not_recoverable = |why: &str| {
+            if why.starts_with(crate::value::OPTIMIZED_OUT) {
+                why.to_string()
+            } else {
+                format!("{}: {why}", crate::value::OPTIMIZED_OUT)
+            }
+        };
+        let mut operations = expression.clone().operations(unit.encoding());
+        let register = match (operations.next(), operations.next()) {
+            (Ok(Some(gimli::Operation::Register { register })), Ok(None)) => register.0,
+            _ => {
+                return Err(not_recoverable(
+                    "the value at function entry is not a plain register",
+                ));
+            }
+        };
+        let ctx = self.ctx;
+        let frames = ctx.image.unwind(ctx.regs, ctx.memory, 2);
+        let caller = frames
+            .get(1)
+            .ok_or_else(|| not_recoverable("the caller's frame could not be unwound"))?;
+        if crate::debuginfo::reg::CALLEE_SAVED.contains(&register)
+            && let Some(value) = caller.regs.get(register)
+        {
+            return Ok(value);
+        }
+        let caller_module = ctx
+            .image
+            .module_for(RuntimeAddr(caller.pc.0.saturating_sub(1)))
+            .ok_or_else(|| not_recoverable("the caller is outside every module"))?;
+        let mut types = TypeTable::new();
+        let site = crate::debuginfo::scope::call_site_value(
+            caller_module,
+            &mut types,
+            caller_module.to_file(caller.pc),
+            register,
+        )
+        .ok_or_else(|| not_recoverable("the caller's call site does not record this argument"))?;
+        let caller_unit = caller_module
+            .unit_at(gimli::DebugInfoOffset(site.unit))
+            .ok_or_else(|| not_recoverable("the caller's unit cannot be read"))?;
+        let mut env = LocationEnv {
+            module: caller_module,
+            unit: caller_unit,
+            regs: Some(&caller.regs),
+            cfa: caller.cfa,
+            frame_base: None,
+            memory: ctx.memory,
+            // One level only: a caller's entry values would need its caller.
+            entry_values: None,
+            tls: caller.regs.fs_base().map(|fs_base| (ctx.image, fs_base)),
+        };
+        env.frame_base = Some(super::location::frame_base_of(&env, &site.frame_base));
+        // A call value is a DWARF expression whose result is the value
+        // itself: an "address" result is the number, a register its contents.
+        match super::location::evaluate(&env, &site.value) {
+            crate::value::Place::Memory(value) => Ok(value),
+            crate::value::Place::Bytes { bytes, missing }
+                if missing.is_empty() && !bytes.is_empty() =>
+            {
+                let mut word = [0u8; 8];
+                let n = bytes.len().min(8);
+                word[..n].copy_from_slice(&bytes[..n]);
+                Ok(u64::from_le_bytes(word))
+            }
+            crate::value::Place::Bytes { .. } => {
+                Err(not_recoverable("the call site value is incomplete"))
+            }
+            crate::value::Place::Unavailable(reason) => Err(not_recoverable(&reason)),
+        }
+    }
+}

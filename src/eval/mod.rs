@@ -62,7 +62,8 @@ pub fn read_locals(
 ) -> Result<Vec<Value>, EvalError> {
     let mut types = TypeTable::new();
     let resolved = frame::resolve(ctx, &mut types)?;
-    let env = frame::location_env(ctx, &resolved, None);
+    let entry_values = frame::CallerEntryValues { ctx };
+    let env = frame::location_env(ctx, &resolved, Some(&entry_values));
     let image = ctx.image;
     let symbolize = |address: u64| frame::symbolize(image, address);
     let mut decoder = Decoder::new(
@@ -320,6 +321,7 @@ fn with_operand<T>(
             }
         };
     }
+    let entry_values = frame::CallerEntryValues { ctx };
     let Some(unit) = expr
         .module
         .unit_at(gimli::DebugInfoOffset(compiled_frame.unit))
@@ -336,7 +338,7 @@ fn with_operand<T>(
         cfa: ctx.cfa,
         frame_base: None,
         memory: ctx.memory,
-        entry_values: None,
+        entry_values: Some(&entry_values),
         tls: ctx.regs.fs_base().map(|fs_base| (ctx.image, fs_base)),
     };
     env.frame_base = Some(location::frame_base_of(&env, &compiled_frame.frame_base));
