@@ -123,6 +123,46 @@ pub enum TraceError {
         /// Threads still traced.
         tids: Vec<i32>,
     },
+    /// A breakpoint cannot go at this address.
+    #[error("cannot put a probe at {address:#x} in process {pid}: {reason}")]
+    BreakpointRefused {
+        /// The process.
+        pid: i32,
+        /// The address asked for.
+        address: u64,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// Writing a breakpoint (or a trampoline) into the target failed.
+    #[error(
+        "cannot write into the code of process {pid} at {address:#x}: {errno}. The kernel may forbid writing another process's memory (boot parameter proc_mem.force_override=never, or a security module); probes cannot be used on this system until that is allowed"
+    )]
+    CodeWrite {
+        /// The process.
+        pid: i32,
+        /// Where the write went.
+        address: u64,
+        /// The kernel's error.
+        errno: Errno,
+    },
+    /// No page for out-of-line execution could be mapped into the target.
+    #[error("cannot map a page for probes into process {pid} (needed near {address:#x}): {reason}")]
+    ScratchUnavailable {
+        /// The process.
+        pid: i32,
+        /// The code address the page was for (0 when not known).
+        address: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Every thread of the target is stopped by job control.
+    #[error(
+        "process {pid} is stopped by job control (SIGSTOP/SIGTSTP), so no thread can prepare it for probes; continue it (`kill -CONT {pid}`) and set the probe again"
+    )]
+    JobControlStopped {
+        /// The process.
+        pid: i32,
+    },
     /// A ptrace request failed unexpectedly.
     #[error("ptrace {op} on thread {tid} failed: {errno}")]
     Ptrace {

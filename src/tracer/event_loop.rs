@@ -21,12 +21,26 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use tokio::sync::oneshot;
 
+use super::breakpoints::{BreakpointId, Breakpoints, HitHandler, PatchRegistry};
 use super::doorbell::{self, Doorbell};
 use super::error::TraceError;
 use super::memory::ProcessMemory;
 use super::procfs;
 use super::ptrace::{self, PtraceEvent, WaitEvent};
 use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
+
+mod hits;
+
+thread_local! {
+    /// Set on the tracer thread, so that a blocking request made from it
+    /// (a panic hook running there) does not wait for itself.
+    static ON_TRACER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is a tracer thread.
+pub(super) fn on_tracer_thread() -> bool {
+    ON_TRACER_THREAD.with(|flag| flag.get())
+}
 
 /// How long a capture waits for one thread to stop before giving up on it
 /// (a thread in uninterruptible sleep stops late) and moving on.
@@ -87,7 +101,28 @@ pub(super) enum Command {
         stack_bytes: usize,
         reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
     },
+    InsertBreakpoint {
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: HandlerBox,
+        reply: Reply<Result<BreakpointId, TraceError>>,
+    },
+    RemoveGroup {
+        pid: i32,
+        group: u64,
+        reply: Reply<Result<usize, TraceError>>,
+    },
     Shutdown,
+}
+
+/// A hit handler in transit to the tracer thread.
+pub(super) struct HandlerBox(pub Box<dyn HitHandler>);
+
+impl std::fmt::Debug for HandlerBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HitHandler")
+    }
 }
 
 /// Start the tracer thread. `finished` is signalled when it has ended
@@ -96,14 +131,19 @@ pub(super) fn spawn(
     commands: mpsc::Receiver<Command>,
     doorbell: Arc<Doorbell>,
     states: Arc<SharedStates>,
+    registry: Arc<PatchRegistry>,
     finished: mpsc::Sender<()>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name("liveprobe-tracer".into())
         .spawn(move || {
+            ON_TRACER_THREAD.with(|flag| flag.set(true));
             doorbell::unblock_sigchld_in_this_thread();
-            let mut tracer = TracerLoop::new(commands, doorbell, states);
+            let mut tracer = TracerLoop::new(commands, doorbell, states, Arc::clone(&registry));
             tracer.run();
+            // Whatever could not be detached properly must at least not
+            // meet an int3 that nobody handles once this thread is gone.
+            registry.restore_everything();
             let _ = finished.send(());
         })?;
     Ok(())
@@ -127,12 +167,25 @@ struct TracedThread {
     capture_ops: Vec<u64>,
     /// Reported PTRACE_EVENT_EXIT: about to disappear.
     exiting: bool,
+    /// Kept in a job-control stop with PTRACE_LISTEN.
+    group_stopped: bool,
+    /// Not a thread of the target but the child of a vfork, which shares
+    /// the target's memory (and so its breakpoints) until it execs or
+    /// exits: followed so it never dies of a breakpoint, never reported.
+    guest: bool,
+    /// Its next trap at this address only steps over the instruction: a
+    /// signal moved it from the start of the trampoline back onto the
+    /// breakpoint, which it already hit once.
+    skip_hit_at: Option<u64>,
+    /// The stop it is in (or was last in).
+    last_stop: Option<WaitEvent>,
 }
 
 /// An attached process.
 struct Target {
     threads: HashMap<i32, TracedThread>,
     memory: ProcessMemory,
+    breakpoints: Breakpoints,
     /// `/proc/PID/maps` ranges, refreshed per capture, for clamping stack copies.
     mappings: Vec<(u64, u64)>,
     detach: Option<DetachOp>,
@@ -167,10 +220,23 @@ struct TracerLoop {
     targets: HashMap<i32, Target>,
     /// Traced thread id -> its process.
     owner_of: HashMap<i32, i32>,
-    /// Fork/vfork children announced by an event, awaiting their first stop.
-    fork_children: HashSet<i32>,
-    /// Fork children whose first stop came before the fork event.
+    /// Fork/vfork children announced by an event, awaiting their first
+    /// stop: child -> (target, whether it is a vfork child).
+    fork_children: HashMap<i32, (i32, bool)>,
+    /// Fork children whose first stop came before the fork event, already
+    /// let go (their parent had no breakpoints).
     forks_detached_early: HashSet<i32>,
+    /// Fork children whose first stop came before the fork event, held
+    /// stopped until the event says whether they share the parent's memory:
+    /// child -> (target, its first stop).
+    children_held: HashMap<i32, (i32, WaitEvent)>,
+    /// Processes whose memory may still hold our int3s but that are no
+    /// longer any target's (a vfork child whose parent exec'd or died):
+    /// at their next stop the bytes are restored and they are let go.
+    strays: HashMap<i32, Vec<(u64, u8)>>,
+    /// Every int3 in every target, for restoring from any thread.
+    registry: Arc<PatchRegistry>,
+    next_breakpoint: u64,
     /// New threads whose first stop came before their parent's clone event:
     /// that event must not register them again (they may be gone by then).
     threads_seen_before_clone_event: HashSet<i32>,
@@ -190,6 +256,7 @@ impl TracerLoop {
         commands: mpsc::Receiver<Command>,
         doorbell: Arc<Doorbell>,
         states: Arc<SharedStates>,
+        registry: Arc<PatchRegistry>,
     ) -> TracerLoop {
         TracerLoop {
             commands,
@@ -198,8 +265,12 @@ impl TracerLoop {
             my_tid: current_tid(),
             targets: HashMap::new(),
             owner_of: HashMap::new(),
-            fork_children: HashSet::new(),
+            fork_children: HashMap::new(),
             forks_detached_early: HashSet::new(),
+            children_held: HashMap::new(),
+            strays: HashMap::new(),
+            registry,
+            next_breakpoint: 1,
             threads_seen_before_clone_event: HashSet::new(),
             captures: HashMap::new(),
             next_op: 0,
@@ -209,7 +280,31 @@ impl TracerLoop {
     }
 
     fn run(&mut self) {
+        let mut panics = 0;
         loop {
+            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn()));
+            match turn {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) if panics >= 16 => return,
+                Err(_) => {
+                    panics += 1;
+                    // A bug in the tracer: its tables may be inconsistent.
+                    // Put every original byte back and release everything
+                    // rather than risk a target meeting an unhandled int3.
+                    tracing::error!(
+                        "the tracer thread panicked; restoring and detaching every target"
+                    );
+                    self.registry.restore_everything();
+                    self.begin_shutdown();
+                }
+            }
+        }
+    }
+
+    /// One turn of the loop; false when the loop must end.
+    fn turn(&mut self) -> bool {
+        {
             self.reap_events();
             loop {
                 match self.commands.try_recv() {
@@ -225,18 +320,19 @@ impl TracerLoop {
             self.expire(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.targets.is_empty() {
-                    break;
+                    return false;
                 }
                 if now >= deadline {
                     tracing::warn!(
                         targets = ?self.targets.keys().collect::<Vec<_>>(),
                         "tracer shutting down before every target could be detached; the kernel detaches them when this process exits"
                     );
-                    break;
+                    return false;
                 }
             }
             self.sleep(now);
         }
+        true
     }
 
     fn sleep(&self, now: Instant) {
@@ -317,8 +413,12 @@ impl TracerLoop {
             // this thread's own children: nothing to do.
             return;
         }
-        if self.fork_children.remove(&tid) {
-            self.on_fork_child_stopped(tid, event);
+        if let Some((pid, vfork)) = self.fork_children.remove(&tid) {
+            self.on_fork_child_stopped(pid, tid, vfork, event);
+            return;
+        }
+        if let Some(originals) = self.strays.remove(&tid) {
+            self.release_stray(tid, originals, event);
             return;
         }
         match procfs::read_status(tid) {
@@ -327,11 +427,24 @@ impl TracerLoop {
                 self.register_thread(status.tgid, tid);
                 self.on_traced_stop(status.tgid, tid, event);
             }
+            Ok(status)
+                if status.tgid == tid
+                    && self
+                        .targets
+                        .get(&status.ppid)
+                        .is_some_and(|t| t.breakpoints.in_use()) =>
+            {
+                // The child of a fork/vfork whose event we have not reaped
+                // yet, from a target with breakpoints: whether it shares the
+                // target's memory decides what to do, and only the event
+                // tells. Keep it stopped until then.
+                self.children_held.insert(tid, (status.ppid, event));
+            }
             Ok(status) if status.tgid == tid => {
                 // A new process: the child of a fork/vfork whose event we
-                // have not reaped yet.
+                // have not reaped yet; its parent has no breakpoints.
                 self.forks_detached_early.insert(tid);
-                self.on_fork_child_stopped(tid, event);
+                hits::let_child_go(tid, event);
             }
             _ => {
                 let signal = if let WaitEvent::Signal(signal) = event {
@@ -344,27 +457,6 @@ impl TracerLoop {
         }
     }
 
-    /// A fork/vfork child of a target, stopped at its first stop: it is not
-    /// our target, so let it go.
-    ///
-    /// Seam (breakpoints): before detaching a *fork* child, write the
-    /// original bytes back over every breakpoint in the child's (copied)
-    /// memory and clear its debug registers, or it dies of SIGTRAP at the
-    /// first probe it passes. Not for a vfork child: it shares the parent's
-    /// memory, so probes are suspended in the parent until
-    /// PTRACE_EVENT_VFORK_DONE instead.
-    fn on_fork_child_stopped(&mut self, child: i32, event: WaitEvent) {
-        let signal = if let WaitEvent::Signal(signal) = event {
-            signal
-        } else {
-            0
-        };
-        match ptrace::detach(child, signal) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(errno) => tracing::warn!(child, %errno, "cannot detach a fork child of a target"),
-        }
-    }
-
     fn register_thread(&mut self, pid: i32, tid: i32) {
         if let Some(target) = self.targets.get_mut(&pid) {
             target.threads.entry(tid).or_default();
@@ -373,10 +465,20 @@ impl TracerLoop {
     }
 
     fn on_traced_stop(&mut self, pid: i32, tid: i32, event: WaitEvent) {
+        let guest = match self.thread_mut(pid, tid) {
+            Some(thread) => {
+                thread.group_stopped = matches!(event, WaitEvent::GroupStop(_));
+                thread.last_stop = Some(event);
+                thread.guest
+            }
+            None => false,
+        };
         let resume = match event {
             WaitEvent::Signal(signal) => self.on_signal_stop(pid, tid, signal),
             WaitEvent::GroupStop(_) => Resume::Listen,
-            WaitEvent::InterruptStop | WaitEvent::Other(_) => Resume::Continue(0),
+            WaitEvent::InterruptStop | WaitEvent::Other(_) | WaitEvent::SyscallStop => {
+                Resume::Continue(0)
+            }
             WaitEvent::Event(PtraceEvent::Clone) => {
                 match ptrace::event_message(tid) {
                     Ok(new_tid) => {
@@ -384,22 +486,40 @@ impl TracerLoop {
                         if !self.threads_seen_before_clone_event.remove(&new_tid) {
                             self.register_thread(pid, new_tid);
                         }
+                        if guest && let Some(thread) = self.thread_mut(pid, new_tid) {
+                            thread.guest = true;
+                        }
                     }
                     Err(errno) => tracing::warn!(tid, %errno, "cannot read the new thread's id"),
                 }
                 Resume::Continue(0)
             }
-            WaitEvent::Event(PtraceEvent::Fork | PtraceEvent::Vfork) => {
+            WaitEvent::Event(kind @ (PtraceEvent::Fork | PtraceEvent::Vfork)) => {
                 match ptrace::event_message(tid) {
                     Ok(child) => {
                         let child = child as i32;
-                        if !self.forks_detached_early.remove(&child) {
-                            self.fork_children.insert(child);
+                        let vfork = kind == PtraceEvent::Vfork;
+                        if let Some((_, first_stop)) = self.children_held.remove(&child) {
+                            self.on_fork_child_stopped(pid, child, vfork, first_stop);
+                        } else if !self.forks_detached_early.remove(&child) {
+                            self.fork_children.insert(child, (pid, vfork));
                         }
                     }
                     Err(errno) => tracing::warn!(tid, %errno, "cannot read the fork child's pid"),
                 }
                 Resume::Continue(0)
+            }
+            WaitEvent::Event(PtraceEvent::Exec) if guest => {
+                // A vfork child ran a new program: it no longer shares the
+                // target's memory and has no breakpoints. Let it go.
+                self.forget_guest(pid, tid);
+                match ptrace::detach(tid, 0) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(errno) => {
+                        tracing::warn!(tid, %errno, "cannot detach a vfork child after exec")
+                    }
+                }
+                return;
             }
             WaitEvent::Event(PtraceEvent::Exec) => {
                 let former = ptrace::event_message(tid).map(|t| t as i32).unwrap_or(tid);
@@ -467,17 +587,18 @@ impl TracerLoop {
         }
     }
 
-    /// Signal-delivery-stop. Today every signal belongs to the target and is
+    /// Signal-delivery-stop. A SIGTRAP from one of our int3s is a hit (see
+    /// `hits`); every other signal belongs to the target and is
     /// re-delivered unchanged.
-    ///
-    /// Seam (breakpoints): a SIGTRAP whose siginfo `si_code` is SI_KERNEL or
-    /// TRAP_BRKPT with `rip - 1` at a known (or recently removed) probe
-    /// address is ours: run the probe's capture callback here, on the tracer
-    /// thread, while only this thread is stopped, point `rip` at the
-    /// out-of-line copy, and resume with no signal. SI_USER/SI_TKILL
-    /// SIGTRAPs (raise, tgkill) stay the program's.
-    fn on_signal_stop(&mut self, _pid: i32, _tid: i32, signal: i32) -> Resume {
-        Resume::Continue(signal)
+    fn on_signal_stop(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
+        let in_use = self
+            .targets
+            .get(&pid)
+            .is_some_and(|t| t.breakpoints.in_use());
+        if !in_use {
+            return Resume::Continue(signal);
+        }
+        self.on_signal_with_breakpoints(pid, tid, signal)
     }
 
     fn on_exec(&mut self, pid: i32, tid: i32, former: i32) {
@@ -491,8 +612,18 @@ impl TracerLoop {
             .remove(&former)
             .or_else(|| target.threads.remove(&tid))
             .unwrap_or_default();
-        let gone: Vec<i32> = target.threads.drain().map(|(t, _)| t).collect();
+        let mut gone = Vec::new();
+        let mut guests = Vec::new();
+        for (thread, state) in target.threads.drain() {
+            if state.guest {
+                guests.push((thread, state));
+            } else {
+                gone.push(thread);
+            }
+        }
         target.threads.insert(tid, survivor);
+        // A vfork child lives on in the old address space.
+        target.threads.extend(guests);
         target.memory = ProcessMemory::new(pid);
         target.mappings.clear();
         for thread in &gone {
@@ -509,6 +640,9 @@ impl TracerLoop {
         {
             self.forget_in_captures(thread);
         }
+        // The old code, its int3s and trampolines are gone with the old
+        // address space (but for vfork children still in it).
+        self.end_breakpoints_at_exec(pid);
         if self.targets.get(&pid).is_some_and(|t| t.detach.is_none()) {
             self.states.set(pid, TargetState::Execed);
         }
@@ -520,9 +654,14 @@ impl TracerLoop {
         let Some(target) = self.targets.get_mut(&pid) else {
             return;
         };
-        target.threads.remove(&tid);
+        let was_guest = target.threads.remove(&tid).is_some_and(|t| t.guest);
+        if was_guest {
+            self.forget_in_captures(tid);
+            self.check_detach_complete(pid);
+            return;
+        }
         target.last_exit = Some(how);
-        let process_gone = tid == pid || target.threads.is_empty();
+        let process_gone = tid == pid || target.threads.values().all(|t| t.guest);
         self.forget_in_captures(tid);
         if process_gone {
             self.on_target_gone(pid, how);
@@ -533,6 +672,7 @@ impl TracerLoop {
 
     /// The whole process has exited (its leader was reaped, or its last thread).
     fn on_target_gone(&mut self, pid: i32, how: WaitEvent) {
+        self.end_breakpoints_at_exit(pid, how);
         let Some(target) = self.targets.remove(&pid) else {
             return;
         };
@@ -591,6 +731,10 @@ impl TracerLoop {
                 Resume::Continue(signal) => signal,
                 Resume::Listen => 0,
             };
+            if !self.ready_to_detach(pid, tid, signal) {
+                // It has to pass through one more stop of ours first.
+                return;
+            }
             match ptrace::detach(tid, signal) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(errno) => tracing::warn!(tid, %errno, "PTRACE_DETACH failed"),
@@ -638,6 +782,16 @@ impl TracerLoop {
                 stack_bytes,
                 reply,
             } => self.begin_capture(pid, tids, stack_bytes, reply),
+            Command::InsertBreakpoint {
+                pid,
+                address,
+                group,
+                handler,
+                reply,
+            } => reply.send(self.insert_breakpoint(pid, address, group, handler.0)),
+            Command::RemoveGroup { pid, group, reply } => {
+                reply.send(self.remove_group_command(pid, group))
+            }
             Command::Shutdown => self.begin_shutdown(),
         }
     }
@@ -697,6 +851,7 @@ impl TracerLoop {
         let mut target = Target {
             threads: HashMap::new(),
             memory: ProcessMemory::new(pid),
+            breakpoints: Breakpoints::default(),
             mappings: Vec::new(),
             detach: None,
             last_exit: None,
@@ -804,6 +959,12 @@ impl TracerLoop {
             detach.waiters.push(reply);
         }
         if fresh {
+            // Every int3 leaves the target before any thread is let go: a
+            // thread detached while one is still there would die of it.
+            self.disarm_all(pid, &super::BreakpointEnd::Detached);
+            let Some(target) = self.targets.get_mut(&pid) else {
+                return;
+            };
             // Each thread is detached at its next stop (PTRACE_DETACH needs a
             // stopped tracee); a thread in group-stop is woken into a trap by
             // the interrupt as well.
@@ -873,7 +1034,12 @@ impl TracerLoop {
             reply.send(Err(TraceError::NotAttached { pid }));
             return;
         }
-        let mut known: Vec<i32> = target.threads.keys().copied().collect();
+        let mut known: Vec<i32> = target
+            .threads
+            .iter()
+            .filter(|(_, thread)| !thread.guest)
+            .map(|(tid, _)| *tid)
+            .collect();
         known.sort_unstable();
         let wanted = match tids {
             None => known.clone(),
@@ -960,7 +1126,7 @@ impl TracerLoop {
         tid: i32,
         stack_bytes: usize,
     ) -> Option<(libc::user_regs_struct, MemoryCopy)> {
-        let regs = match ptrace::registers(tid) {
+        let mut regs = match ptrace::registers(tid) {
             Ok(regs) => regs,
             Err(errno) => {
                 tracing::debug!(tid, %errno, "cannot read registers of a stopped thread");
@@ -968,6 +1134,11 @@ impl TracerLoop {
             }
         };
         let target = self.targets.get_mut(&pid)?;
+        // A thread inside a trampoline is shown where it stands in the
+        // original code: stacks never show the scratch page.
+        if let Some(translated) = target.breakpoints.scratch.translate(regs.rip) {
+            regs.rip = translated.pc();
+        }
         let rsp = regs.rsp;
         let mut mapping = find_mapping(&target.mappings, rsp);
         if mapping.is_none() && stack_bytes > 0 {

@@ -17,25 +17,27 @@
 //! belongs to the target, change the target's job-control state, or print to
 //! stdout (stdout is the MCP protocol).
 //!
-//! Seams for the next issue (non-breaking breakpoints), in `event_loop`:
-//! - `TracerLoop::on_signal_stop` is where a SIGTRAP with `si_code`
-//!   SI_KERNEL/TRAP_BRKPT at a known probe address is dispatched to a capture
-//!   callback that runs on the tracer thread while only that thread is
-//!   stopped (today every signal is re-delivered unchanged).
-//! - `TracerLoop::on_fork_child_stopped` is where breakpoint bytes are
-//!   removed from a fork child before it is detached (not for vfork: the
-//!   child shares the parent's memory).
-//! - `ProcessMemory` keeps `/proc/PID/mem` open; breakpoint bytes are written
-//!   with `pwrite` on it. Injecting an `mmap` syscall uses a stopped thread
-//!   from `TracerLoop` (set registers, `PTRACE_CONT` to a `syscall`
-//!   instruction, wait for the trap, restore registers).
+//! Non-breaking breakpoints (`insert_breakpoint`, `remove_group`): an `int3`
+//! stays in the code while armed; a thread that hits it is the only one
+//! held, its handlers run on the tracer thread, and it resumes by running
+//! the displaced instruction out of line in a scratch page mapped into the
+//! target (`code`, `scratch`, `inject`), or by the tracer emulating it when
+//! it is a branch. Hits are never lost and no thread is single-stepped.
+//! What the target may see of us: `int3` bytes in its code, one or more
+//! anonymous r-x pages (`/proc/PID/maps` shows them without a name) while
+//! probes exist, and nothing else; every byte is restored at detach, and the
+//! pages are unmapped when the last thread is detached.
 
+mod breakpoints;
+mod code;
 mod doorbell;
 mod error;
 mod event_loop;
+mod inject;
 mod memory;
 mod procfs;
 mod ptrace;
+mod scratch;
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -44,12 +46,14 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+pub use breakpoints::{BreakpointEnd, BreakpointId, HitContext, HitHandler, HitVerdict};
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
 
+use breakpoints::PatchRegistry;
 use doorbell::Doorbell;
-use event_loop::{Command, Reply};
+use event_loop::{Command, HandlerBox, Reply};
 
 /// What `attach` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +163,7 @@ struct TracerHandle {
     commands: mpsc::Sender<Command>,
     doorbell: Arc<Doorbell>,
     states: Arc<SharedStates>,
+    registry: Arc<PatchRegistry>,
     finished: Mutex<mpsc::Receiver<()>>,
 }
 
@@ -173,7 +178,10 @@ impl Drop for TracerHandle {
             .finished
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = finished.recv_timeout(Duration::from_secs(10));
+        if finished.recv_timeout(Duration::from_secs(10)).is_err() {
+            // At least no int3 of ours may stay behind.
+            self.registry.restore_everything();
+        }
     }
 }
 
@@ -183,12 +191,14 @@ impl Tracer {
         let doorbell =
             Arc::new(Doorbell::new().map_err(|e| TraceError::Start(format!("eventfd: {e}")))?);
         let states = Arc::new(SharedStates::default());
+        let registry = Arc::new(PatchRegistry::default());
         let (commands, receiver) = mpsc::channel();
         let (finished_sender, finished) = mpsc::channel();
         event_loop::spawn(
             receiver,
             Arc::clone(&doorbell),
             Arc::clone(&states),
+            Arc::clone(&registry),
             finished_sender,
         )
         .map_err(|e| TraceError::Start(e.to_string()))?;
@@ -197,6 +207,7 @@ impl Tracer {
                 commands,
                 doorbell,
                 states,
+                registry,
                 finished: Mutex::new(finished),
             }),
         })
@@ -231,7 +242,9 @@ impl Tracer {
 
     /// Detach from every thread of `pid`. The target is left as it was:
     /// threads resume, a signal caught in transit is delivered, and a process
-    /// stopped by job control stays stopped.
+    /// stopped by job control stays stopped. Every breakpoint is removed
+    /// first (its handler's `on_end(Detached)` is called) and the scratch
+    /// pages are unmapped.
     pub async fn detach(&self, pid: i32) -> Result<(), TraceError> {
         self.ask(|reply| Command::Detach { pid, reply }).await?
     }
@@ -244,17 +257,65 @@ impl Tracer {
     /// Detach from all targets, blocking the calling thread for at most
     /// `timeout`. For paths that cannot `.await`: a panic hook, a signal
     /// handling thread, `Drop`. Returns whether every detach completed.
+    ///
+    /// If the tracer thread does not answer in time (or is gone), every
+    /// breakpoint byte is written back from the calling thread, so that no
+    /// target is left with an `int3` nobody handles. Called on the tracer
+    /// thread itself (a panic hook running for a panic in a hit handler,
+    /// which the tracer catches: that handler's group is removed), it does
+    /// nothing and returns false: the tracer thread cannot wait for itself.
     pub fn detach_all_blocking(&self, timeout: Duration) -> bool {
+        if event_loop::on_tracer_thread() {
+            return false;
+        }
         let (sender, receiver) = mpsc::channel();
-        if self
+        let answered = self
             .send(Command::DetachAll {
                 reply: Reply::Blocking(sender),
             })
-            .is_err()
-        {
-            return false;
+            .is_ok()
+            && receiver.recv_timeout(timeout).is_ok();
+        if !answered {
+            self.inner.registry.restore_everything();
         }
-        receiver.recv_timeout(timeout).is_ok()
+        answered
+    }
+
+    /// Arm a breakpoint at `address` (an instruction boundary in the
+    /// target's code, from the line table) for `group` (the engine's probe
+    /// id). Several breakpoints, from the same or different groups, may share
+    /// an address: one `int3`, several handlers, called in insertion order.
+    ///
+    /// The first breakpoint whose instruction runs out of line maps a
+    /// scratch page into the target (one thread is stopped for the few
+    /// microseconds of an injected `mmap`). Refused, with the reason: an
+    /// address that is not executable code or not an instruction boundary,
+    /// an instruction that cannot run out of line (`syscall`, `int`, ...), a
+    /// process stopped by job control, a kernel that forbids writing code.
+    pub async fn insert_breakpoint(
+        &self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+    ) -> Result<BreakpointId, TraceError> {
+        self.ask(|reply| Command::InsertBreakpoint {
+            pid,
+            address,
+            group,
+            handler: HandlerBox(handler),
+            reply,
+        })
+        .await?
+    }
+
+    /// Remove every breakpoint of `group` in `pid`; returns how many. The
+    /// `int3` bytes leave the target at once (where no other group uses the
+    /// address); each handler's `on_end(Removed)` is called. A process that
+    /// has exited, exec'd or been detached has none left: `Ok(0)`.
+    pub async fn remove_group(&self, pid: i32, group: u64) -> Result<usize, TraceError> {
+        self.ask(|reply| Command::RemoveGroup { pid, group, reply })
+            .await?
     }
 
     /// Threads of an attached target with their names and kernel states.

@@ -4,15 +4,23 @@
 
 use nix::errno::Errno;
 
-/// Options set on every seized thread. TRACEVFORKDONE is deliberately not
-/// set yet: it only matters once breakpoints exist (probes suspended in the
-/// parent while a vfork child shares its memory). EXITKILL is never set: we
-/// attach to production processes that must outlive us.
+/// Options set on every seized thread. TRACEVFORKDONE is not needed: a
+/// vfork child is followed until it execs or exits instead (it shares the
+/// parent's memory and breakpoints). TRACESYSGOOD marks the syscall-stops
+/// of a system call we inject (the only syscall-stops we ever ask for).
+/// EXITKILL is never set: we attach to production processes that must
+/// outlive us.
 pub(super) const SEIZE_OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEEXEC
     | libc::PTRACE_O_TRACEEXIT
     | libc::PTRACE_O_TRACEFORK
-    | libc::PTRACE_O_TRACEVFORK;
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACESYSGOOD;
+
+/// `si_code` of a SIGTRAP raised by an `int3` on x86-64.
+pub(super) const SI_KERNEL: i32 = 0x80;
+/// `si_code` of a SIGTRAP raised by a software breakpoint (other kernels).
+pub(super) const TRAP_BRKPT: i32 = 1;
 
 fn request(
     request: libc::c_uint,
@@ -95,6 +103,35 @@ pub(super) fn registers(tid: i32) -> Result<libc::user_regs_struct, Errno> {
     Ok(regs)
 }
 
+/// PTRACE_SETREGS: write all general registers.
+pub(super) fn set_registers(tid: i32, regs: &libc::user_regs_struct) -> Result<(), Errno> {
+    request(
+        libc::PTRACE_SETREGS,
+        tid,
+        0,
+        regs as *const libc::user_regs_struct as usize,
+    )
+    .map(drop)
+}
+
+/// PTRACE_SYSCALL: resume until the next system-call entry or exit.
+pub(super) fn resume_to_syscall(tid: i32, signal: i32) -> Result<(), Errno> {
+    request(libc::PTRACE_SYSCALL, tid, 0, signal as usize).map(drop)
+}
+
+/// PTRACE_GETSIGINFO: `si_code` of the signal a thread is stopped for.
+pub(super) fn signal_code(tid: i32) -> Result<i32, Errno> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    request(
+        libc::PTRACE_GETSIGINFO,
+        tid,
+        0,
+        &mut info as *mut libc::siginfo_t as usize,
+    )?;
+    Ok(info.si_code)
+}
+
 /// A wait status, decoded for a seized tracee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WaitEvent {
@@ -111,6 +148,9 @@ pub(super) enum WaitEvent {
     InterruptStop,
     /// PTRACE_EVENT_CLONE / FORK / VFORK / EXEC / EXIT / VFORK_DONE.
     Event(PtraceEvent),
+    /// Syscall-entry or -exit stop (PTRACE_SYSCALL with TRACESYSGOOD): only
+    /// while we inject a system call.
+    SyscallStop,
     /// Anything else (not expected with our options).
     Other(i32),
 }
@@ -140,6 +180,7 @@ pub(super) fn decode(status: i32) -> WaitEvent {
     let signal = libc::WSTOPSIG(status);
     let event = status >> 16;
     match event {
+        0 if signal == libc::SIGTRAP | 0x80 => WaitEvent::SyscallStop,
         0 => WaitEvent::Signal(signal),
         libc::PTRACE_EVENT_STOP => match signal {
             libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {

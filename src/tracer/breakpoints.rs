@@ -1,0 +1,306 @@
+//! Non-breaking breakpoints: the public contract with the engine (a
+//! handler per breakpoint, called on the tracer thread while only the
+//! hitting thread is stopped) and the per-process state behind it.
+//!
+//! Owns: the sites (one `int3` per address, several handlers per site, in
+//! insertion order), the original bytes, the recently removed ("moribund")
+//! addresses whose late traps are still ours, the scratch space with its
+//! trampolines, and the registry of patched bytes that any thread can use
+//! to restore a target when the tracer thread cannot.
+//! Must never: write anything into a target but `int3` bytes, their
+//! originals, trampolines and a pushed return address; forget an original
+//! byte while an `int3` of ours may still be in some address space.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+
+use super::code::{DisplacedInstruction, EmulationMemory, INT3};
+use super::memory::ProcessMemory;
+use super::scratch::ScratchSpace;
+
+/// Runs on the tracer thread when a thread executes a breakpoint of this
+/// handler, while ONLY that thread is stopped. Must be quick: it reads the
+/// registers and memory it needs and returns.
+pub trait HitHandler: Send + 'static {
+    /// A thread hit the breakpoint.
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict;
+    /// The breakpoint ends: removed, target exited or exec'd, detached.
+    /// Called once, on the tracer thread. Default: nothing.
+    fn on_end(&mut self, _why: &BreakpointEnd) {}
+}
+
+/// What a handler sees of a hit.
+pub struct HitContext<'a> {
+    /// The process.
+    pub pid: i32,
+    /// The thread that hit the breakpoint (stopped while the handler runs).
+    pub tid: i32,
+    /// The breakpoint address.
+    pub address: u64,
+    /// The thread's registers as at the breakpoint (`rip == address`).
+    pub regs: &'a libc::user_regs_struct,
+    /// The thread pointer (`%fs` base), for thread-local storage.
+    pub fs_base: u64,
+    /// Live reads of the target's memory. Only the hitting thread is
+    /// stopped: data other threads share may change while it is read.
+    pub memory: &'a ProcessMemory,
+}
+
+/// What a handler wants after a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitVerdict {
+    /// Stay armed.
+    Keep,
+    /// Remove every breakpoint of this handler's group now (the probe is
+    /// done or throttled), before the thread resumes.
+    RemoveGroup,
+}
+
+/// Why a breakpoint ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakpointEnd {
+    /// Removed by `remove_group` or by a `RemoveGroup` verdict.
+    Removed,
+    /// The process exited (`code`) or was killed (`signal`, e.g. "SIGSEGV").
+    TargetExited {
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Name of the signal that killed it, when it was killed.
+        signal: Option<String>,
+    },
+    /// The process ran a new program: its code is gone.
+    Execed,
+    /// The process was detached.
+    Detached,
+}
+
+/// Identifies one inserted breakpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BreakpointId(pub u64);
+
+/// Most recently removed addresses remembered per process for late traps.
+const MORIBUND_LIMIT: usize = 4096;
+
+/// One handler armed at a site.
+pub(super) struct Armed {
+    pub id: BreakpointId,
+    pub group: u64,
+    pub handler: Box<dyn HitHandler>,
+}
+
+/// One breakpoint address: one `int3`, several handlers.
+pub(super) struct Site {
+    pub instruction: DisplacedInstruction,
+    /// Trampoline address, for instructions run out of line.
+    pub trampoline: Option<u64>,
+    pub handlers: Vec<Armed>,
+}
+
+/// Breakpoint state of one address space.
+#[derive(Default)]
+pub(super) struct Breakpoints {
+    pub sites: HashMap<u64, Site>,
+    /// Recently removed address -> its original first byte.
+    pub moribund: HashMap<u64, u8>,
+    moribund_order: VecDeque<u64>,
+    pub scratch: ScratchSpace,
+    /// Address of a `syscall` instruction for injected calls, once found.
+    pub syscall_instruction: Option<u64>,
+    /// Writer of this address space's memory, opened at the first write.
+    pub writer: Option<CodeWriter>,
+}
+
+impl Breakpoints {
+    /// Whether anything of ours may be in the address space (so hits,
+    /// late traps, trampolines and fork children need attention).
+    pub(super) fn in_use(&self) -> bool {
+        !self.sites.is_empty() || !self.moribund.is_empty() || !self.scratch.pages.is_empty()
+    }
+
+    /// Whether `address` is an active or recently removed breakpoint.
+    pub(super) fn is_ours(&self, address: u64) -> bool {
+        self.sites.contains_key(&address) || self.moribund.contains_key(&address)
+    }
+
+    /// Every address whose original byte we know (active and moribund),
+    /// with that byte.
+    pub(super) fn originals(&self) -> Vec<(u64, u8)> {
+        let mut all: Vec<(u64, u8)> = self
+            .sites
+            .iter()
+            .filter_map(|(addr, site)| Some((*addr, *site.instruction.bytes.first()?)))
+            .collect();
+        all.extend(self.moribund.iter().map(|(a, b)| (*a, *b)));
+        all
+    }
+
+    /// The original bytes at `[addr, addr + buf.len())`: `buf` holds what
+    /// memory shows, and our `int3`s are replaced by what they hide.
+    pub(super) fn unpatch(&self, addr: u64, buf: &mut [u8]) {
+        for (site_addr, site) in &self.sites {
+            if let Some(offset) = site_addr.checked_sub(addr)
+                && let Some(byte) = buf.get_mut(offset as usize)
+                && let Some(original) = site.instruction.bytes.first()
+            {
+                *byte = *original;
+            }
+        }
+    }
+
+    pub(super) fn remember_moribund(&mut self, address: u64, original: u8) {
+        if self.moribund.insert(address, original).is_none() {
+            self.moribund_order.push_back(address);
+        }
+        while self.moribund_order.len() > MORIBUND_LIMIT {
+            if let Some(oldest) = self.moribund_order.pop_front() {
+                self.moribund.remove(&oldest);
+            }
+        }
+    }
+
+    pub(super) fn forget_moribund(&mut self, address: u64) {
+        if self.moribund.remove(&address).is_some() {
+            self.moribund_order.retain(|a| *a != address);
+        }
+    }
+
+    /// Lazily opened writer of this address space.
+    pub(super) fn writer(&mut self, pid: i32) -> Result<&CodeWriter, Errno> {
+        if self.writer.is_none() {
+            self.writer = Some(CodeWriter::open(pid)?);
+        }
+        self.writer.as_ref().ok_or(Errno::EBADF)
+    }
+}
+
+/// Writes into a target's memory through `/proc/PID/mem` (which works on
+/// read-only code pages). Kept open; a new one is needed after exec.
+#[derive(Debug)]
+pub(super) struct CodeWriter {
+    file: File,
+}
+
+impl CodeWriter {
+    pub(super) fn open(pid: i32) -> Result<CodeWriter, Errno> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map(|file| CodeWriter { file })
+            .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    pub(super) fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), Errno> {
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.file.write_at(&bytes[done..], addr + done as u64) {
+                Ok(0) => return Err(Errno::EIO),
+                Ok(n) => done += n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn read_byte(&self, addr: u64) -> Option<u8> {
+        let mut byte = [0u8; 1];
+        self.file
+            .read_at(&mut byte, addr)
+            .ok()
+            .filter(|n| *n == 1)?;
+        Some(byte[0])
+    }
+}
+
+/// Memory access for emulating a call or return in a stopped thread.
+pub(super) struct ThreadMemory<'a> {
+    pub memory: &'a ProcessMemory,
+    pub writer: Option<&'a CodeWriter>,
+}
+
+impl EmulationMemory for ThreadMemory<'_> {
+    fn read_u64(&self, addr: u64) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        self.memory.read(addr, &mut bytes).ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    fn write_u64(&self, addr: u64, value: u64) -> bool {
+        self.writer
+            .is_some_and(|writer| writer.write(addr, &value.to_le_bytes()).is_ok())
+    }
+}
+
+/// Every `int3` of ours in every target, with the byte it hides, readable
+/// from any thread: the last line of defence when the tracer thread cannot
+/// detach (it panicked, or does not answer in time), so that a target
+/// never meets an `int3` nobody handles.
+#[derive(Debug, Default)]
+pub(super) struct PatchRegistry {
+    patches: Mutex<HashMap<i32, HashMap<u64, u8>>>,
+}
+
+impl PatchRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashMap<u64, u8>>> {
+        // Single inserts/removes: a poisoned map is still consistent.
+        self.patches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn patched(&self, pid: i32, address: u64, original: u8) {
+        self.lock()
+            .entry(pid)
+            .or_default()
+            .insert(address, original);
+    }
+
+    pub(super) fn restored(&self, pid: i32, address: u64) {
+        let mut patches = self.lock();
+        if let Some(of_pid) = patches.get_mut(&pid) {
+            of_pid.remove(&address);
+            if of_pid.is_empty() {
+                patches.remove(&pid);
+            }
+        }
+    }
+
+    pub(super) fn forget_process(&self, pid: i32) {
+        self.lock().remove(&pid);
+    }
+
+    /// Write every original byte back, from whatever thread calls this.
+    /// Returns how many could not be written.
+    pub(super) fn restore_everything(&self) -> usize {
+        let patches = std::mem::take(&mut *self.lock());
+        let mut failed = 0;
+        for (pid, of_pid) in patches {
+            let writer = match CodeWriter::open(pid) {
+                Ok(writer) => writer,
+                Err(_) => {
+                    failed += of_pid.len();
+                    continue;
+                }
+            };
+            for (address, original) in of_pid {
+                if writer.read_byte(address) == Some(INT3)
+                    && writer.write(address, &[original]).is_err()
+                {
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            tracing::error!(
+                failed,
+                "could not restore every breakpoint byte; affected targets may die of SIGTRAP"
+            );
+        }
+        failed
+    }
+}

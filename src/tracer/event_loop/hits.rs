@@ -1,0 +1,949 @@
+//! The tracer thread's breakpoint work: arming and disarming sites, the
+//! hit itself (handlers, then out-of-line execution or emulation), late
+//! traps of removed breakpoints, scratch pages, and what forks, vforks,
+//! execs, exits and detaches do to breakpoints.
+//!
+//! A hit holds only the thread that hit: read its registers, confirm the
+//! trap is ours (`si_code`), call the handlers, point it at the trampoline
+//! (or perform the emulated branch), write its registers, resume it. One
+//! wait-resume round trip, no single-step, no other thread touched.
+//!
+//! Must never: resume a thread past one of our int3s without executing the
+//! displaced instruction exactly once, detach a thread that still has a
+//! SIGTRAP of ours pending, or let a process we stop following keep an
+//! int3 of ours.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use super::super::breakpoints::{
+    Armed, BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitVerdict, Site,
+    ThreadMemory,
+};
+use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
+use super::super::error::TraceError;
+use super::super::inject::{self, InjectError};
+use super::super::ptrace::{self, WaitEvent};
+use super::super::scratch::{self, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
+use super::{Resume, TracedThread, TracerLoop};
+
+/// Most scratch pages per address space (128 trampolines each).
+const MAX_SCRATCH_PAGES: usize = 64;
+/// How long to wait for one thread to stop so that it can map a scratch
+/// page for us, before trying another.
+const BORROW_DEADLINE: Duration = Duration::from_secs(1);
+
+fn signal_of(event: WaitEvent) -> i32 {
+    match event {
+        WaitEvent::Signal(signal) => signal,
+        _ => 0,
+    }
+}
+
+/// Let a child process that is none of our business go, delivering the
+/// signal it stopped for.
+pub(super) fn let_child_go(child: i32, event: WaitEvent) {
+    if matches!(event, WaitEvent::Exited(_) | WaitEvent::Killed(_)) {
+        return;
+    }
+    match ptrace::detach(child, signal_of(event)) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(errno) => tracing::warn!(child, %errno, "cannot detach a fork child of a target"),
+    }
+}
+
+/// Whether a SIGTRAP is pending for the thread (e.g. from an int3 it
+/// executed, not yet reported because an interrupt stop came first).
+fn sigtrap_pending(tid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix("SigPnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTRAP - 1)) != 0)
+}
+
+/// Write original bytes back into an address space through `/proc/PID/mem`
+/// wherever one of our int3s still is. Returns how many could not be.
+fn restore_bytes(pid: i32, originals: &[(u64, u8)]) -> usize {
+    if originals.is_empty() {
+        return 0;
+    }
+    let writer = match CodeWriter::open(pid) {
+        Ok(writer) => writer,
+        Err(errno) => {
+            tracing::warn!(pid, %errno, "cannot open the memory of a process to remove breakpoints");
+            return originals.len();
+        }
+    };
+    originals
+        .iter()
+        .filter(|(addr, original)| {
+            writer.read_byte(*addr) == Some(INT3) && writer.write(*addr, &[*original]).is_err()
+        })
+        .count()
+}
+
+fn call_on_end(mut armed: Armed, why: &BreakpointEnd) {
+    if catch_unwind(AssertUnwindSafe(|| armed.handler.on_end(why))).is_err() {
+        tracing::error!(
+            group = armed.group,
+            breakpoint = armed.id.0,
+            "a breakpoint handler panicked in on_end"
+        );
+    }
+}
+
+impl TracerLoop {
+    // ----- arming ------------------------------------------------------
+
+    /// Arm a breakpoint (see `Tracer::insert_breakpoint`).
+    pub(super) fn insert_breakpoint(
+        &mut self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+    ) -> Result<BreakpointId, TraceError> {
+        let not_live = self.not_live_error(pid);
+        let target = self.targets.get_mut(&pid).ok_or(not_live)?;
+        if target.detach.is_some() {
+            return Err(TraceError::DetachInProgress { pid });
+        }
+        let id = BreakpointId(self.next_breakpoint);
+        self.next_breakpoint += 1;
+        if let Some(site) = target.breakpoints.sites.get_mut(&address) {
+            site.handlers.push(Armed { id, group, handler });
+            return Ok(id);
+        }
+        let refused = |reason: String| TraceError::BreakpointRefused {
+            pid,
+            address,
+            reason,
+        };
+
+        // The original instruction, as it is without any int3 of ours.
+        let maps = scratch::read_maps(pid);
+        let Some(mapping) = scratch::mapping_at(&maps, address).filter(|m| m.executable) else {
+            return Err(refused(
+                "no executable code is mapped there; use a source line or a function name, or an address from find_functions".into(),
+            ));
+        };
+        let available = (mapping.end - address).min(MAX_INSTRUCTION_LEN as u64) as usize;
+        let mut code = vec![0u8; available];
+        target
+            .memory
+            .read(address, &mut code)
+            .map_err(|error| refused(format!("its code cannot be read: {error}")))?;
+        target.breakpoints.unpatch(address, &mut code);
+        let instruction = DisplacedInstruction::analyze(address, &code).map_err(refused)?;
+        let end = address + instruction.len() as u64;
+        for (other, site) in &target.breakpoints.sites {
+            if *other > address && *other < end {
+                return Err(refused(format!(
+                    "a probe at {other:#x} lies inside the instruction at {address:#x} (`{}`); the two addresses cannot both be probed",
+                    instruction.name()
+                )));
+            }
+            let other_end = *other + site.instruction.len() as u64;
+            if *other < address && address < other_end {
+                return Err(refused(format!(
+                    "it is inside the instruction at {other:#x} (`{}`), not at the start of an instruction",
+                    site.instruction.name()
+                )));
+            }
+        }
+
+        let trampoline = match instruction.step {
+            Step::OutOfLine => Some(self.ensure_trampoline(pid, &instruction, &maps)?),
+            Step::Emulate(_) => None,
+        };
+
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Err(self.not_live_error(pid));
+        };
+        let original = instruction.bytes[0];
+        let writer = target
+            .breakpoints
+            .writer(pid)
+            .map_err(|errno| TraceError::CodeWrite {
+                pid,
+                address,
+                errno,
+            })?;
+        // Registered first, so a thread that traps the moment the byte is
+        // written is recognised.
+        self.registry.patched(pid, address, original);
+        if let Err(errno) = writer.write(address, &[INT3]) {
+            self.registry.restored(pid, address);
+            return Err(TraceError::CodeWrite {
+                pid,
+                address,
+                errno,
+            });
+        }
+        target.breakpoints.forget_moribund(address);
+        target.breakpoints.sites.insert(
+            address,
+            Site {
+                instruction,
+                trampoline,
+                handlers: vec![Armed { id, group, handler }],
+            },
+        );
+        tracing::debug!(
+            pid,
+            address = format_args!("{address:#x}"),
+            group,
+            "breakpoint armed"
+        );
+        Ok(id)
+    }
+
+    /// The trampoline of `instruction`, built in a scratch page (mapped
+    /// into the target when none in reach has room).
+    fn ensure_trampoline(
+        &mut self,
+        pid: i32,
+        instruction: &DisplacedInstruction,
+        maps: &[scratch::Mapping],
+    ) -> Result<u64, TraceError> {
+        let address = instruction.address;
+        let refused = |reason: String| TraceError::BreakpointRefused {
+            pid,
+            address,
+            reason,
+        };
+        {
+            let Some(target) = self.targets.get_mut(&pid) else {
+                return Err(self.not_live_error(pid));
+            };
+            let space = &target.breakpoints.scratch;
+            if let Some((at, bytes)) = space.trampolines.get(&address)
+                && *bytes == instruction.bytes
+            {
+                return Ok(*at);
+            }
+        }
+        let mut last_problem = None;
+        for attempt in 0..2 {
+            let Some(target) = self.targets.get_mut(&pid) else {
+                return Err(self.not_live_error(pid));
+            };
+            let breakpoints = &mut target.breakpoints;
+            let mut placed = None;
+            for (index, page) in breakpoints.scratch.pages.iter().enumerate() {
+                let Some(at) = page.next_free() else {
+                    continue;
+                };
+                match instruction.trampoline(at) {
+                    Ok((bytes, jump_at)) => {
+                        placed = Some((index, at, bytes, jump_at));
+                        break;
+                    }
+                    Err(problem) => last_problem = Some(problem),
+                }
+            }
+            if let Some((index, at, bytes, jump_at)) = placed {
+                let writer = breakpoints
+                    .writer(pid)
+                    .map_err(|errno| TraceError::CodeWrite {
+                        pid,
+                        address: at,
+                        errno,
+                    })?;
+                writer
+                    .write(at, &bytes)
+                    .map_err(|errno| TraceError::CodeWrite {
+                        pid,
+                        address: at,
+                        errno,
+                    })?;
+                if let Some(page) = breakpoints.scratch.pages.get_mut(index) {
+                    page.take_slot(address, jump_at, instruction.len());
+                }
+                breakpoints
+                    .scratch
+                    .trampolines
+                    .insert(address, (at, instruction.bytes.clone()));
+                return Ok(at);
+            }
+            if attempt == 0 {
+                self.map_scratch_page(pid, address, maps)?;
+            }
+        }
+        Err(refused(last_problem.unwrap_or_else(|| {
+            "no room for its out-of-line copy in the scratch pages".into()
+        })))
+    }
+
+    /// Map one more scratch page near `near`, made by a target thread.
+    fn map_scratch_page(
+        &mut self,
+        pid: i32,
+        near: u64,
+        maps: &[scratch::Mapping],
+    ) -> Result<(), TraceError> {
+        let unavailable = |reason: String| TraceError::ScratchUnavailable {
+            pid,
+            address: near,
+            reason,
+        };
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Err(self.not_live_error(pid));
+        };
+        if target.breakpoints.scratch.pages.len() >= MAX_SCRATCH_PAGES {
+            return Err(unavailable(format!(
+                "{MAX_SCRATCH_PAGES} scratch pages are in use already; remove some probes"
+            )));
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|path| path.to_string_lossy().into_owned());
+        let Some(gap) = scratch::find_gap(maps, near, SCRATCH_PAGE_SIZE, exe.as_deref()) else {
+            return Err(unavailable(
+                "no free address range within 1 GiB of the code".into(),
+            ));
+        };
+        let syscall_instruction = match target.breakpoints.syscall_instruction {
+            Some(at) => at,
+            None => {
+                let found =
+                    inject::find_syscall_instruction(&target.memory, maps).ok_or_else(|| {
+                        unavailable("no `syscall` instruction found in its code".into())
+                    })?;
+                target.breakpoints.syscall_instruction = Some(found);
+                found
+            }
+        };
+        let tid = self.borrow_stopped_thread(pid)?;
+        let result = inject::remote_syscall(
+            pid,
+            tid,
+            syscall_instruction,
+            libc::SYS_mmap,
+            [
+                gap,
+                SCRATCH_PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        );
+        let mapped = self.give_back_borrowed_thread(pid, tid, result);
+        let mapped = mapped.map_err(unavailable)?;
+        if mapped < 0 {
+            return Err(unavailable(format!(
+                "mmap in the target failed: {}",
+                Errno::from_raw((-mapped) as i32)
+            )));
+        }
+        let mapped = mapped as u64;
+        if mapped != gap {
+            // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
+            tracing::debug!(pid, gap, mapped, "scratch page placed elsewhere than asked");
+        }
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Err(self.not_live_error(pid));
+        };
+        target
+            .breakpoints
+            .scratch
+            .pages
+            .push(ScratchPage::new(mapped));
+        tracing::debug!(
+            pid,
+            page = format_args!("{mapped:#x}"),
+            "scratch page mapped"
+        );
+        Ok(())
+    }
+
+    /// Stop one thread of `pid` (an interrupt stop) so that it can make a
+    /// system call for us. Other stops of that thread meanwhile are handled
+    /// as usual.
+    fn borrow_stopped_thread(&mut self, pid: i32) -> Result<i32, TraceError> {
+        let Some(target) = self.targets.get(&pid) else {
+            return Err(self.not_live_error(pid));
+        };
+        let mut candidates: Vec<(i32, bool)> = target
+            .threads
+            .iter()
+            .filter(|(_, t)| !t.guest && !t.exiting)
+            .map(|(tid, t)| (*tid, t.group_stopped))
+            .collect();
+        if !candidates.is_empty() && candidates.iter().all(|(_, stopped)| *stopped) {
+            return Err(TraceError::JobControlStopped { pid });
+        }
+        // The leader first, then the others; never a job-control stopped one.
+        candidates.retain(|(_, stopped)| !stopped);
+        candidates.sort_by_key(|(tid, _)| (*tid != pid, *tid));
+        for (tid, _) in candidates {
+            if ptrace::interrupt(tid).is_err() {
+                continue;
+            }
+            let deadline = Instant::now() + BORROW_DEADLINE;
+            loop {
+                match inject::wait_until(tid, deadline) {
+                    Ok(Some(WaitEvent::InterruptStop)) => {
+                        if let Some(thread) = self.thread_mut(pid, tid) {
+                            thread.last_stop = Some(WaitEvent::InterruptStop);
+                        }
+                        return Ok(tid);
+                    }
+                    Ok(Some(event)) => {
+                        let ends = inject::is_exit(&event);
+                        self.on_wait_status(tid, event);
+                        if !self.targets.contains_key(&pid) {
+                            return Err(self.not_live_error(pid));
+                        }
+                        if ends {
+                            break;
+                        }
+                    }
+                    // Not stopped in time (uninterruptible sleep): our
+                    // interrupt stays pending and is handled by the loop.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        Err(TraceError::ScratchUnavailable {
+            pid,
+            address: 0,
+            reason: "no thread of the process stopped within a second to map it (all in uninterruptible sleep?)".into(),
+        })
+    }
+
+    /// Resume a thread borrowed for an injected call, handling whatever
+    /// stopped it instead. Returns the call's result.
+    fn give_back_borrowed_thread(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        result: Result<i64, InjectError>,
+    ) -> Result<i64, String> {
+        match result {
+            Ok(value) => {
+                self.on_traced_stop(pid, tid, WaitEvent::InterruptStop);
+                Ok(value)
+            }
+            Err(InjectError::Failed(why)) => {
+                self.on_traced_stop(pid, tid, WaitEvent::InterruptStop);
+                Err(why)
+            }
+            Err(InjectError::Interrupted(event)) => {
+                self.on_wait_status(tid, event);
+                Err("the thread making the call exited".into())
+            }
+        }
+    }
+
+    // ----- disarming ---------------------------------------------------
+
+    /// `remove_group` for a command: a process that has ended has nothing
+    /// left to remove.
+    pub(super) fn remove_group_command(
+        &mut self,
+        pid: i32,
+        group: u64,
+    ) -> Result<usize, TraceError> {
+        if self.targets.contains_key(&pid) {
+            return Ok(self.remove_group(pid, group));
+        }
+        match self.states.get(pid) {
+            Some(_) => Ok(0),
+            None => Err(TraceError::NotAttached { pid }),
+        }
+    }
+
+    /// Remove every breakpoint of `group` in `pid`; returns how many.
+    fn remove_group(&mut self, pid: i32, group: u64) -> usize {
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return 0;
+        };
+        let breakpoints = &mut target.breakpoints;
+        let mut removed = Vec::new();
+        let mut emptied = Vec::new();
+        for (address, site) in breakpoints.sites.iter_mut() {
+            let (gone, kept): (Vec<Armed>, Vec<Armed>) = std::mem::take(&mut site.handlers)
+                .into_iter()
+                .partition(|armed| armed.group == group);
+            site.handlers = kept;
+            if !gone.is_empty() && site.handlers.is_empty() {
+                emptied.push(*address);
+            }
+            removed.extend(gone);
+        }
+        for address in emptied {
+            let Some(original) = breakpoints
+                .sites
+                .get(&address)
+                .map(|site| site.instruction.bytes[0])
+            else {
+                continue;
+            };
+            let written = breakpoints
+                .writer(pid)
+                .and_then(|writer| writer.write(address, &[original]));
+            match written {
+                Ok(()) => {
+                    breakpoints.sites.remove(&address);
+                    breakpoints.remember_moribund(address, original);
+                    self.registry.restored(pid, address);
+                }
+                Err(errno) => {
+                    // Keep the site (with no handler): its traps must still
+                    // be stepped over, or the target dies of them.
+                    tracing::error!(pid, address, %errno, "cannot remove a breakpoint byte; it stays armed without handlers");
+                }
+            }
+        }
+        let count = removed.len();
+        for armed in removed {
+            call_on_end(armed, &BreakpointEnd::Removed);
+        }
+        count
+    }
+
+    /// Take every int3 out of `pid` at once and end every handler with
+    /// `why`. Trampolines stay: threads may still be running in them.
+    pub(super) fn disarm_all(&mut self, pid: i32, why: &BreakpointEnd) {
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        let breakpoints = &mut target.breakpoints;
+        let sites: Vec<(u64, Site)> = breakpoints.sites.drain().collect();
+        let mut ended = Vec::new();
+        for (address, site) in sites {
+            let original = site.instruction.bytes[0];
+            let written = breakpoints
+                .writer(pid)
+                .and_then(|writer| writer.write(address, &[original]));
+            match written {
+                Ok(()) => self.registry.restored(pid, address),
+                Err(errno) => {
+                    tracing::error!(pid, address, %errno, "cannot remove a breakpoint byte")
+                }
+            }
+            breakpoints.remember_moribund(address, original);
+            ended.extend(site.handlers);
+        }
+        for armed in ended {
+            call_on_end(armed, why);
+        }
+    }
+
+    /// The target ran execve: its breakpoints went with the old program.
+    pub(super) fn end_breakpoints_at_exec(&mut self, pid: i32) {
+        let originals = self.release_dependants(pid);
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        let breakpoints = std::mem::take(&mut target.breakpoints);
+        self.registry.forget_process(pid);
+        if !originals.is_empty() {
+            tracing::debug!(pid, "breakpoints ended by exec");
+        }
+        for (_, site) in breakpoints.sites {
+            for armed in site.handlers {
+                call_on_end(armed, &BreakpointEnd::Execed);
+            }
+        }
+    }
+
+    /// The target is gone: its breakpoints end with how it ended.
+    pub(super) fn end_breakpoints_at_exit(&mut self, pid: i32, how: WaitEvent) {
+        self.release_dependants(pid);
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        let breakpoints = std::mem::take(&mut target.breakpoints);
+        self.registry.forget_process(pid);
+        let why = match how {
+            WaitEvent::Killed(signal) => BreakpointEnd::TargetExited {
+                code: None,
+                signal: Some(ptrace::signal_name(signal)),
+            },
+            WaitEvent::Exited(code) => BreakpointEnd::TargetExited {
+                code: Some(code),
+                signal: None,
+            },
+            _ => BreakpointEnd::TargetExited {
+                code: None,
+                signal: None,
+            },
+        };
+        for (_, site) in breakpoints.sites {
+            for armed in site.handlers {
+                call_on_end(armed, &why);
+            }
+        }
+    }
+
+    /// Processes that still share (vfork children) or copied (fork
+    /// children not settled yet) the address space `pid` is leaving: they
+    /// keep our int3s, so they are cleaned and let go at their next stop.
+    /// Returns the original bytes.
+    fn release_dependants(&mut self, pid: i32) -> Vec<(u64, u8)> {
+        let originals = match self.targets.get(&pid) {
+            Some(target) => target.breakpoints.originals(),
+            None => return Vec::new(),
+        };
+        let held: Vec<i32> = self
+            .children_held
+            .iter()
+            .filter(|(_, (parent, _))| *parent == pid)
+            .map(|(child, _)| *child)
+            .collect();
+        for child in held {
+            if let Some((_, first_stop)) = self.children_held.remove(&child) {
+                restore_bytes(child, &originals);
+                let_child_go(child, first_stop);
+            }
+        }
+        if originals.is_empty() {
+            return originals;
+        }
+        let announced: Vec<i32> = self
+            .fork_children
+            .iter()
+            .filter(|(_, (parent, _))| *parent == pid)
+            .map(|(child, _)| *child)
+            .collect();
+        for child in announced {
+            self.fork_children.remove(&child);
+            self.strays.insert(child, originals.clone());
+        }
+        let guests: Vec<i32> = self
+            .targets
+            .get(&pid)
+            .map(|t| {
+                t.threads
+                    .iter()
+                    .filter(|(_, thread)| thread.guest)
+                    .map(|(tid, _)| *tid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for guest in guests {
+            self.forget_guest(pid, guest);
+            // Its memory is its own from now on: clean it at once (it may be
+            // running) and let it go at its next stop.
+            restore_bytes(guest, &originals);
+            self.strays.insert(guest, originals.clone());
+            let _ = ptrace::interrupt(guest);
+        }
+        originals
+    }
+
+    pub(super) fn forget_guest(&mut self, pid: i32, tid: i32) {
+        if let Some(target) = self.targets.get_mut(&pid) {
+            target.threads.remove(&tid);
+        }
+        self.owner_of.remove(&tid);
+        self.forget_in_captures(tid);
+    }
+
+    /// A stop of a process we only follow to clean it (see `strays`).
+    pub(super) fn release_stray(&mut self, tid: i32, originals: Vec<(u64, u8)>, event: WaitEvent) {
+        if matches!(event, WaitEvent::Exited(_) | WaitEvent::Killed(_)) {
+            return;
+        }
+        restore_bytes(tid, &originals);
+        let mut signal = signal_of(event);
+        if signal == libc::SIGTRAP
+            && let Ok(mut regs) = ptrace::registers(tid)
+        {
+            let at = regs.rip.wrapping_sub(1);
+            let code = ptrace::signal_code(tid).unwrap_or(0);
+            if originals.iter().any(|(addr, _)| *addr == at)
+                && (code == ptrace::SI_KERNEL || code == ptrace::TRAP_BRKPT)
+            {
+                regs.rip = at;
+                let _ = ptrace::set_registers(tid, &regs);
+                signal = 0;
+            }
+        } else if sigtrap_pending(tid) {
+            // A trap of ours is still on its way: let it arrive first.
+            let _ = ptrace::cont(tid, signal);
+            let _ = ptrace::interrupt(tid);
+            self.strays.insert(tid, originals);
+            return;
+        }
+        let_child_go(tid, WaitEvent::Signal(signal));
+    }
+
+    // ----- fork and vfork ----------------------------------------------
+
+    /// A fork/vfork child of target `pid` at its first stop. A fork child
+    /// has a copy of the target's memory, int3s included: they are removed
+    /// from the copy and the child is let go. A vfork child shares the
+    /// target's memory (and so needs the breakpoints to stay): it is
+    /// followed as a guest until it execs or exits, its hits stepped over
+    /// without calling handlers.
+    pub(super) fn on_fork_child_stopped(
+        &mut self,
+        pid: i32,
+        child: i32,
+        vfork: bool,
+        event: WaitEvent,
+    ) {
+        if matches!(event, WaitEvent::Exited(_) | WaitEvent::Killed(_)) {
+            return;
+        }
+        let in_use = self
+            .targets
+            .get(&pid)
+            .is_some_and(|t| t.breakpoints.in_use());
+        if !in_use {
+            let_child_go(child, event);
+            return;
+        }
+        if vfork {
+            if let Some(target) = self.targets.get_mut(&pid) {
+                target.threads.insert(
+                    child,
+                    TracedThread {
+                        guest: true,
+                        ..TracedThread::default()
+                    },
+                );
+                self.owner_of.insert(child, pid);
+            }
+            self.on_traced_stop(pid, child, event);
+            return;
+        }
+        let originals = self
+            .targets
+            .get(&pid)
+            .map(|t| t.breakpoints.originals())
+            .unwrap_or_default();
+        let failed = restore_bytes(child, &originals);
+        if failed > 0 {
+            tracing::error!(
+                child,
+                failed,
+                "could not remove every breakpoint from a fork child; it may die of SIGTRAP"
+            );
+        }
+        let_child_go(child, event);
+    }
+
+    // ----- hits --------------------------------------------------------
+
+    /// A signal stop of a thread whose address space has breakpoint state.
+    pub(super) fn on_signal_with_breakpoints(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
+        let Ok(regs) = ptrace::registers(tid) else {
+            return Resume::Continue(signal);
+        };
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Resume::Continue(signal);
+        };
+        if signal == libc::SIGTRAP {
+            let at = regs.rip.wrapping_sub(1);
+            if target.breakpoints.is_ours(at) {
+                let code = ptrace::signal_code(tid).unwrap_or(0);
+                if code == ptrace::SI_KERNEL || code == ptrace::TRAP_BRKPT {
+                    return self.on_breakpoint_trap(pid, tid, regs, at);
+                }
+            }
+        }
+        // A signal for a thread inside a trampoline: it is delivered as if
+        // the thread were in the original code, so the signal frame (and
+        // whatever a handler does with it) never sees the scratch page.
+        if let Some(translated) = target.breakpoints.scratch.translate(regs.rip) {
+            let mut moved = regs;
+            moved.rip = translated.pc();
+            if ptrace::set_registers(tid, &moved).is_ok()
+                && let Translated::Before(address) = translated
+                && target.breakpoints.sites.contains_key(&address)
+                && let Some(thread) = target.threads.get_mut(&tid)
+            {
+                // It will meet the int3 again: that is the same hit.
+                thread.skip_hit_at = Some(address);
+            }
+        }
+        Resume::Continue(signal)
+    }
+
+    /// `tid` executed our int3 at `at` (its rip is `at + 1`).
+    fn on_breakpoint_trap(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        mut regs: libc::user_regs_struct,
+        at: u64,
+    ) -> Resume {
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Resume::Continue(libc::SIGTRAP);
+        };
+        let breakpoints = &mut target.breakpoints;
+        let Some(site) = breakpoints.sites.get_mut(&at) else {
+            // A late trap of a removed breakpoint: run the original
+            // instruction in place. If an int3 is back there that is not
+            // ours, the trap is the program's own.
+            let mut byte = [0u8; 1];
+            if target.memory.read(at, &mut byte).is_ok() && byte[0] == INT3 {
+                return Resume::Continue(libc::SIGTRAP);
+            }
+            regs.rip = at;
+            return match ptrace::set_registers(tid, &regs) {
+                Ok(()) | Err(Errno::ESRCH) => Resume::Continue(0),
+                Err(errno) => {
+                    tracing::warn!(tid, %errno, "cannot rewind a thread after a late trap");
+                    Resume::Continue(0)
+                }
+            };
+        };
+        regs.rip = at;
+        let (guest, skip) = match target.threads.get_mut(&tid) {
+            Some(thread) => (thread.guest, thread.skip_hit_at.take() == Some(at)),
+            None => (false, false),
+        };
+        let mut remove_groups: Vec<u64> = Vec::new();
+        if !guest && !skip {
+            let hit = HitContext {
+                pid,
+                tid,
+                address: at,
+                regs: &regs,
+                fs_base: regs.fs_base,
+                memory: &target.memory,
+            };
+            for armed in site.handlers.iter_mut() {
+                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {
+                    Ok(HitVerdict::Keep) => {}
+                    Ok(HitVerdict::RemoveGroup) => remove_groups.push(armed.group),
+                    Err(_) => {
+                        tracing::error!(
+                            group = armed.group,
+                            "a breakpoint handler panicked; its group is removed"
+                        );
+                        remove_groups.push(armed.group);
+                    }
+                }
+            }
+        }
+        let mut resume = Resume::Continue(0);
+        match site.instruction.step {
+            Step::OutOfLine => match site.trampoline {
+                Some(trampoline) => regs.rip = trampoline,
+                None => {
+                    // Cannot happen: out-of-line sites always get one.
+                    tracing::error!(at, "breakpoint without trampoline");
+                }
+            },
+            Step::Emulate(emulation) => {
+                let memory = ThreadMemory {
+                    memory: &target.memory,
+                    writer: breakpoints.writer.as_ref(),
+                };
+                if let Err(fault) = site.instruction.emulate(emulation, &mut regs, &memory) {
+                    // The real instruction would have faulted the same way.
+                    tracing::warn!(
+                        tid,
+                        at,
+                        fault = fault.addr,
+                        "emulated instruction faults; delivering SIGSEGV as the program would have got"
+                    );
+                    regs.rip = at;
+                    resume = Resume::Continue(libc::SIGSEGV);
+                }
+            }
+        }
+        match ptrace::set_registers(tid, &regs) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(errno) => tracing::error!(tid, %errno, "cannot move a thread past a breakpoint"),
+        }
+        remove_groups.sort_unstable();
+        remove_groups.dedup();
+        for group in remove_groups {
+            self.remove_group(pid, group);
+        }
+        resume
+    }
+
+    // ----- detach ------------------------------------------------------
+
+    /// Called when a thread of a detaching target stopped, before it is
+    /// detached: false if it must pass through another stop first (a trap
+    /// of ours is still pending for it). Moves a thread out of a trampoline
+    /// and, when it is the last thread, unmaps the scratch pages through it.
+    pub(super) fn ready_to_detach(&mut self, pid: i32, tid: i32, signal: i32) -> bool {
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return true;
+        };
+        if !target.breakpoints.in_use() {
+            return true;
+        }
+        let last_stop = target.threads.get(&tid).and_then(|t| t.last_stop);
+        let exiting = target.threads.get(&tid).is_some_and(|t| t.exiting);
+        if !exiting && last_stop != Some(WaitEvent::Signal(libc::SIGTRAP)) && sigtrap_pending(tid) {
+            // Detached now, it would die of that SIGTRAP: let it report it.
+            match ptrace::cont(tid, signal) {
+                Ok(()) => {
+                    let _ = ptrace::interrupt(tid);
+                    return false;
+                }
+                Err(_) => return true,
+            }
+        }
+        if let Ok(mut regs) = ptrace::registers(tid)
+            && let Some(translated) = target.breakpoints.scratch.translate(regs.rip)
+        {
+            regs.rip = translated.pc();
+            let _ = ptrace::set_registers(tid, &regs);
+        }
+        let last = target.threads.len() == 1;
+        if last
+            && !exiting
+            && last_stop == Some(WaitEvent::InterruptStop)
+            && !target.breakpoints.scratch.pages.is_empty()
+            && let Some(syscall_instruction) = target.breakpoints.syscall_instruction
+        {
+            // Every other thread is detached outside the scratch pages and
+            // no int3 can send one back: they can go.
+            let pages: Vec<u64> = target
+                .breakpoints
+                .scratch
+                .pages
+                .drain(..)
+                .map(|page| page.start)
+                .collect();
+            target.breakpoints.scratch.trampolines.clear();
+            for page in pages {
+                let result = inject::remote_syscall(
+                    pid,
+                    tid,
+                    syscall_instruction,
+                    libc::SYS_munmap,
+                    [page, SCRATCH_PAGE_SIZE, 0, 0, 0, 0],
+                );
+                match result {
+                    Ok(0) => tracing::debug!(pid, page, "scratch page unmapped"),
+                    Ok(error) => {
+                        tracing::warn!(
+                            pid,
+                            page,
+                            error,
+                            "cannot unmap a scratch page; it stays (harmless)"
+                        )
+                    }
+                    Err(InjectError::Failed(why)) => {
+                        tracing::warn!(pid, page, %why, "cannot unmap a scratch page; it stays (harmless)")
+                    }
+                    Err(InjectError::Interrupted(event)) => {
+                        // The thread is going away; handle that normally.
+                        self.on_wait_status(tid, event);
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}

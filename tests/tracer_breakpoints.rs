@@ -1,0 +1,566 @@
+//! Non-breaking breakpoints against real processes: nothing lost under a
+//! 4-thread hit storm, every relocated or emulated instruction kind keeps
+//! the program's results, and forks, vforks, execs, exits, thread churn,
+//! removal and detach in the middle of a storm leave the target healthy.
+//! The fixture is tests/fixtures/tracer/breakpoints.c, driven on stdin.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use liveprobe::tracer::{
+    BreakpointEnd, HitContext, HitHandler, HitVerdict, TargetState, TraceError, Tracer,
+};
+
+const WAIT: Duration = common::WAIT;
+
+fn fixture_exe() -> PathBuf {
+    common::build_fixture("tracer/breakpoints.c", "tracer_breakpoints", &["-O2"])
+}
+
+/// The fixture as a grandchild, under a `sh` that waits for it and exits
+/// with its status (a target of liveprobe is never its child: see
+/// tracer_live.rs).
+struct Fixture {
+    child: Child,
+    pid: i32,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\"; exit $?")
+            .arg(fixture_exe())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fixture");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut fixture = Fixture {
+            child,
+            pid: 0,
+            stdin,
+            lines,
+        };
+        let ready = fixture.expect("ready");
+        fixture.pid = ready["ready ".len()..].parse().expect("pid in ready line");
+        fixture
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to fixture");
+        stdin.flush().expect("flush");
+    }
+
+    fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
+                    "fixture {} printed no line starting with {prefix:?}",
+                    self.pid
+                ),
+            }
+        }
+    }
+
+    /// Send a command and return the value after `prefix ` in its answer.
+    fn ask(&mut self, command: &str, prefix: &str) -> String {
+        self.send(command);
+        let line = self.expect(prefix);
+        line[prefix.len()..].trim().to_string()
+    }
+
+    fn sites(&mut self) -> HashMap<String, u64> {
+        self.send("sites");
+        let mut sites = HashMap::new();
+        loop {
+            let line = self.expect("site");
+            if line == "sites-end" {
+                return sites;
+            }
+            let mut parts = line.split_whitespace().skip(1);
+            let name = parts.next().expect("site name").to_string();
+            let addr = parts.next().expect("site address");
+            let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).expect("hex");
+            sites.insert(name, addr);
+        }
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("fixture {} did not exit", self.pid);
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: kill has no memory-safety preconditions; the fixture is
+            // still the sh's unreaped child, so its pid cannot be reused yet.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Counts hits, remembers how it ended, and asks for removal after
+/// `remove_after` hits when set.
+#[derive(Clone, Default)]
+struct Counter {
+    hits: Arc<AtomicU64>,
+    ends: Arc<Mutex<Vec<BreakpointEnd>>>,
+    /// rip seen at each hit must be the breakpoint address.
+    bad_rip: Arc<AtomicU64>,
+    remove_after: Option<u64>,
+}
+
+impl Counter {
+    fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn ends(&self) -> Vec<BreakpointEnd> {
+        self.ends.lock().expect("ends").clone()
+    }
+
+    fn handler(&self) -> Box<dyn HitHandler> {
+        Box::new(self.clone())
+    }
+}
+
+impl HitHandler for Counter {
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        if hit.regs.rip != hit.address {
+            self.bad_rip.fetch_add(1, Ordering::SeqCst);
+        }
+        let n = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.remove_after {
+            Some(limit) if n >= limit => HitVerdict::RemoveGroup,
+            _ => HitVerdict::Keep,
+        }
+    }
+
+    fn on_end(&mut self, why: &BreakpointEnd) {
+        self.ends.lock().expect("ends").push(why.clone());
+    }
+}
+
+/// Anonymous executable mappings of a process (where scratch pages live).
+fn anonymous_code_mappings(pid: i32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() == 5 && fields[1].contains('x')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn nothing_is_lost_under_a_four_thread_hit_storm() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("hammer 100000", "checksum");
+    let code_before = anonymous_code_mappings(fixture.pid);
+
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert at hot");
+    let probed = fixture.ask("hammer 100000", "checksum");
+    assert_eq!(probed, unprobed, "the probed run computed something else");
+    assert_eq!(counter.hits(), 400_000, "hits were lost or invented");
+    assert_eq!(counter.bad_rip.load(Ordering::SeqCst), 0);
+
+    let removed = rt
+        .block_on(tracer.remove_group(fixture.pid, 1))
+        .expect("remove");
+    assert_eq!(removed, 1);
+    assert_eq!(counter.ends(), vec![BreakpointEnd::Removed]);
+    assert_eq!(fixture.ask("hammer 1000", "checksum"), {
+        // Same computation without any breakpoint: compare with itself.
+        fixture.ask("hammer 1000", "checksum")
+    });
+    assert_eq!(counter.hits(), 400_000, "a removed breakpoint still counts");
+
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    assert_eq!(
+        anonymous_code_mappings(fixture.pid),
+        code_before,
+        "the scratch page must be unmapped at detach"
+    );
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("reloc 1000", "checksum");
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+
+    // How often each site runs in reloc_mix(0..1000).
+    let expected: &[(&str, u64)] = &[
+        ("push", 1000),
+        ("riprel_load", 1000),
+        ("riprel_store", 1000),
+        ("riprel_cmp", 1000),
+        ("lea", 1000),
+        ("call", 1000),
+        ("call_reg", 1000),
+        ("call_mem", 1000),
+        ("jcc", 1000),
+        ("jmp", 1000),
+        ("loop", 3000),
+        ("jmp_reg", 1000),
+        ("pop", 1000),
+        ("ret", 1000),
+    ];
+    let mut counters = Vec::new();
+    for (group, (name, _)) in expected.iter().enumerate() {
+        let counter = Counter::default();
+        rt.block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites[*name],
+            group as u64 + 10,
+            counter.handler(),
+        ))
+        .unwrap_or_else(|e| panic!("insert at {name}: {e}"));
+        counters.push(counter);
+    }
+    let probed = fixture.ask("reloc 1000", "checksum");
+    assert_eq!(probed, unprobed, "relocated code computed something else");
+    for ((name, runs), counter) in expected.iter().zip(&counters) {
+        assert_eq!(counter.hits(), *runs, "hits at {name}");
+        assert_eq!(counter.bad_rip.load(Ordering::SeqCst), 0, "rip at {name}");
+    }
+
+    // Refusals name their reason.
+    let syscall = rt
+        .block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites["syscall"],
+            99,
+            Counter::default().handler(),
+        ))
+        .expect_err("syscall refused");
+    assert!(
+        matches!(syscall, TraceError::BreakpointRefused { .. })
+            && syscall.to_string().contains("`syscall`"),
+        "{syscall}"
+    );
+    let inside = rt
+        .block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites["riprel_load"] + 2,
+            99,
+            Counter::default().handler(),
+        ))
+        .expect_err("mid-instruction refused");
+    assert!(
+        inside.to_string().contains("inside the instruction"),
+        "{inside}"
+    );
+    let nowhere = rt
+        .block_on(tracer.insert_breakpoint(fixture.pid, 0x10, 99, Counter::default().handler()))
+        .expect_err("unmapped refused");
+    assert!(
+        nowhere.to_string().contains("no executable code"),
+        "{nowhere}"
+    );
+
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    for counter in &counters {
+        assert_eq!(counter.ends(), vec![BreakpointEnd::Detached]);
+    }
+    assert_eq!(fixture.ask("reloc 1000", "checksum"), unprobed);
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn fork_vfork_and_spawn_children_live_on_while_armed() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed_child = fixture.ask("fork 2000", "child-checksum");
+    assert_eq!(fixture.expect("forked"), "forked 0");
+
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    for (group, name) in ["hot", "call", "ret", "riprel_store"].iter().enumerate() {
+        rt.block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites[*name],
+            group as u64,
+            counter.handler(),
+        ))
+        .expect("insert");
+    }
+    let child = fixture.ask("fork 2000", "child-checksum");
+    assert_eq!(
+        child, unprobed_child,
+        "the fork child computed something else"
+    );
+    assert_eq!(fixture.expect("forked"), "forked 0", "the fork child died");
+    assert_eq!(
+        counter.hits(),
+        0,
+        "hits in a fork child are not the target's"
+    );
+
+    // vfork: the child shares the memory and its breakpoints; exit code 42.
+    assert_eq!(fixture.ask("vfork", "vforked"), (42 << 8).to_string());
+    assert_eq!(
+        counter.hits(),
+        0,
+        "hits in a vfork child are not the target's"
+    );
+    assert_eq!(fixture.ask("spawn", "spawned"), "0");
+
+    // The parent's own hits still count.
+    fixture.ask("reloc 10", "checksum");
+    assert_eq!(counter.hits(), 30);
+
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn exec_and_exit_end_the_breakpoints() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert");
+    fixture.ask("hammer 10", "checksum");
+    assert_eq!(counter.hits(), 40);
+    fixture.send("exec");
+    fixture.expect("ready");
+    let deadline = Instant::now() + WAIT;
+    while counter.ends().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(counter.ends(), vec![BreakpointEnd::Execed]);
+    assert_eq!(
+        rt.block_on(tracer.process_state(fixture.pid))
+            .expect("state"),
+        TargetState::Execed
+    );
+    assert_eq!(
+        rt.block_on(tracer.remove_group(fixture.pid, 1))
+            .expect("remove"),
+        0
+    );
+
+    // The new program, probed again, then exiting while armed.
+    let sites = fixture.sites();
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
+        .expect("insert after exec");
+    fixture.ask("hammer 10", "checksum");
+    assert_eq!(counter.hits(), 40);
+    fixture.send("exit 3");
+    assert_eq!(fixture.wait_exit().code(), Some(3));
+    let deadline = Instant::now() + WAIT;
+    while counter.ends().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        counter.ends(),
+        vec![BreakpointEnd::TargetExited {
+            code: Some(3),
+            signal: None
+        }]
+    );
+}
+
+#[test]
+fn thread_churn_and_the_programs_own_sigtrap() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("churn 200", "churned");
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert");
+    assert_eq!(fixture.ask("churn 200", "churned"), unprobed);
+    assert_eq!(counter.hits(), 200 * 1000);
+    // A SIGTRAP the program raises itself reaches its handler.
+    assert_eq!(fixture.ask("trap", "trapped"), "1");
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn removal_and_rearming_while_threads_hammer_the_address() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("hammer 300000", "checksum");
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+
+    fixture.send("hammer 300000");
+    let mut total = 0;
+    for round in 0..30u64 {
+        let counter = Counter::default();
+        rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], round, counter.handler()))
+            .expect("insert");
+        std::thread::sleep(Duration::from_millis(2));
+        let removed = rt
+            .block_on(tracer.remove_group(fixture.pid, round))
+            .expect("remove");
+        assert_eq!(removed, 1);
+        total += counter.hits();
+    }
+    assert_eq!(fixture.expect("checksum"), format!("checksum {unprobed}"));
+    assert!(total > 0, "the storm should have hit at least once");
+
+    // A handler that asks for removal after 10 hits sees exactly 10.
+    let limited = Counter {
+        remove_after: Some(10),
+        ..Counter::default()
+    };
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 500, limited.handler()))
+        .expect("insert limited");
+    assert_eq!(fixture.ask("hammer 10000", "checksum"), {
+        let again = fixture.ask("hammer 10000", "checksum");
+        again
+    });
+    assert_eq!(limited.hits(), 10);
+    assert_eq!(limited.ends(), vec![BreakpointEnd::Removed]);
+
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn detach_and_capture_in_the_middle_of_a_hit_storm() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("hammer 300000", "checksum");
+    let code_before = anonymous_code_mappings(fixture.pid);
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert");
+    let scratch: Vec<String> = anonymous_code_mappings(fixture.pid)
+        .into_iter()
+        .filter(|m| !code_before.contains(m))
+        .collect();
+    assert_eq!(scratch.len(), 1, "one scratch page: {scratch:?}");
+
+    fixture.send("hammer 300000");
+    while counter.hits() < 1000 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Stacks never show the scratch page.
+    let (start, end) = {
+        let range = scratch[0].split_whitespace().next().expect("range");
+        let (a, b) = range.split_once('-').expect("range");
+        (
+            u64::from_str_radix(a, 16).expect("hex"),
+            u64::from_str_radix(b, 16).expect("hex"),
+        )
+    };
+    for _ in 0..50 {
+        let captures = rt
+            .block_on(tracer.capture_threads(fixture.pid, None, 0))
+            .expect("capture");
+        for capture in captures {
+            assert!(
+                !(start..end).contains(&capture.regs.rip),
+                "thread {} shown in the scratch page",
+                capture.tid
+            );
+        }
+    }
+    rt.block_on(tracer.detach(fixture.pid))
+        .expect("detach mid-storm");
+    assert_eq!(counter.ends(), vec![BreakpointEnd::Detached]);
+    assert_eq!(fixture.expect("checksum"), format!("checksum {unprobed}"));
+    assert_eq!(anonymous_code_mappings(fixture.pid), code_before);
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn dropping_the_tracer_mid_storm_leaves_the_target_clean() {
+    let rt = runtime();
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("hammer 300000", "checksum");
+    let tracer = Tracer::start().expect("tracer");
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert");
+    fixture.send("hammer 300000");
+    while counter.hits() < 1000 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(tracer.detach_all_blocking(WAIT));
+    drop(tracer);
+    assert_eq!(fixture.expect("checksum"), format!("checksum {unprobed}"));
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
