@@ -308,6 +308,28 @@ pub fn frame_scope(
     pc: FileAddr,
     inline_depth: usize,
 ) -> Result<FrameScope, ScopeError> {
+    if let Some(scope) = types.scopes.get(&(pc.0, inline_depth)) {
+        return Ok(FrameScope::clone(scope));
+    }
+    let scope = walk_frame_scope(module, types, pc, inline_depth)?;
+    if types.scopes.len() >= MAX_CACHED_SCOPES {
+        types.scopes.clear();
+    }
+    types
+        .scopes
+        .insert((pc.0, inline_depth), Arc::new(scope.clone()));
+    Ok(scope)
+}
+
+/// Most scopes kept per module.
+const MAX_CACHED_SCOPES: usize = 4096;
+
+fn walk_frame_scope(
+    module: &Module,
+    types: &mut TypeTable,
+    pc: FileAddr,
+    inline_depth: usize,
+) -> Result<FrameScope, ScopeError> {
     let module_name = module.path().display().to_string();
     let no_debug_info = || ScopeError::NoDebugInfo {
         pc: pc.0,

@@ -12,7 +12,7 @@
 //! with a reason, never a panic.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use gimli::{AttributeValue, Reader, constants};
 
@@ -313,6 +313,33 @@ pub struct TypeTable {
     types: HashMap<TypeKey, Arc<Type>>,
     languages: HashMap<usize, Language>,
     unit_starts: Option<Vec<usize>>,
+    /// Scopes already walked, by (file pc, inline depth): probes read the
+    /// same pc at every hit.
+    pub(crate) scopes: HashMap<(u64, usize), Arc<super::scope::FrameScope>>,
+}
+
+type TableRegistry = Mutex<Vec<(Weak<Module>, Arc<Mutex<TypeTable>>)>>;
+
+/// The type table shared by everyone reading `module`'s values, so that a
+/// type is decoded once per module rather than once per call. Held weakly by
+/// module: it goes away with the target.
+pub fn shared_types(module: &Arc<Module>) -> Arc<Mutex<TypeTable>> {
+    static REGISTRY: OnceLock<TableRegistry> = OnceLock::new();
+    let registry = REGISTRY.get_or_init(|| Mutex::new(Vec::new()));
+    let mut tables = match registry.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    tables.retain(|(weak, _)| weak.strong_count() > 0);
+    if let Some((_, table)) = tables
+        .iter()
+        .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
+    {
+        return table.clone();
+    }
+    let table = Arc::new(Mutex::new(TypeTable::new()));
+    tables.push((Arc::downgrade(module), table.clone()));
+    table
 }
 
 /// The `.debug_info` offset of a unit's header.

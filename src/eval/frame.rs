@@ -30,6 +30,17 @@ pub(crate) fn lookup_pc(ctx: &FrameContext<'_>) -> RuntimeAddr {
     }
 }
 
+/// The module holding a frame's code.
+pub(crate) fn module_of<'a>(ctx: &FrameContext<'a>) -> Result<&'a Arc<Module>, EvalError> {
+    let pc = lookup_pc(ctx);
+    ctx.image
+        .module_for(pc)
+        .ok_or_else(|| EvalError::NoDebugInfo {
+            pc: pc.0,
+            detail: "the address is not inside any loaded module".to_string(),
+        })
+}
+
 /// Finds the module, unit and scope of a frame.
 pub(crate) fn resolve(
     ctx: &FrameContext<'_>,

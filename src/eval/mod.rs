@@ -60,7 +60,8 @@ pub fn read_locals(
     limits: &Limits,
     redaction: &Redaction,
 ) -> Result<Vec<Value>, EvalError> {
-    let mut types = TypeTable::new();
+    let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
+    let mut types = lock(&shared);
     let resolved = frame::resolve(ctx, &mut types)?;
     let entry_values = frame::CallerEntryValues { ctx };
     let env = frame::location_env(ctx, &resolved, Some(&entry_values));
@@ -95,9 +96,19 @@ pub fn read_locals(
 /// The name of the function a frame is in (the inlined callee for an inlined
 /// frame) and how many source-level frames share its pc.
 pub fn frame_function(ctx: &FrameContext<'_>) -> Result<(String, usize), EvalError> {
-    let mut types = TypeTable::new();
+    let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
+    let mut types = lock(&shared);
     let resolved = frame::resolve(ctx, &mut types)?;
     Ok((resolved.scope.function, resolved.scope.inline_frames))
+}
+
+/// Locks a type table; a panic elsewhere cannot leave a table half-updated
+/// in a way that matters (entries are inserted whole), so poison is ignored.
+fn lock(table: &Mutex<TypeTable>) -> std::sync::MutexGuard<'_, TypeTable> {
+    match table.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// Where a compiled expression was compiled: the frame it reads locals from.
@@ -122,7 +133,8 @@ pub struct CompiledExpr {
     language: Language,
     names: Vec<String>,
     type_name: String,
-    types: Mutex<TypeTable>,
+    /// The module's shared type table.
+    types: Arc<Mutex<TypeTable>>,
 }
 
 impl std::fmt::Debug for CompiledExpr {
@@ -157,10 +169,7 @@ impl CompiledExpr {
         let StaticType::Dwarf(_) = self.plan.ty else {
             return false;
         };
-        let mut types = match self.types.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut types = lock(&self.types);
         matches!(
             plan::class_of(&mut types, &self.module, &self.plan.ty),
             plan::Class::Int { .. }
@@ -181,7 +190,8 @@ impl CompiledExpr {
 /// column; an unknown name lists the names in scope.
 pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
     let parsed = parse::parse(expression)?;
-    let mut types = TypeTable::new();
+    let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
+    let mut types = lock(&shared);
     let resolved = frame::resolve(ctx, &mut types)?;
     let locals = resolved
         .scope
@@ -214,7 +224,7 @@ pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr,
         language,
         names,
         type_name,
-        types: Mutex::new(types),
+        types: shared.clone(),
     })
 }
 
@@ -289,10 +299,7 @@ fn with_operand<T>(
     ctx: &FrameContext<'_>,
     finish: impl FnOnce(&mut TypeTable, Result<exec::Operand, String>) -> T,
 ) -> T {
-    let mut types = match expr.types.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut types = lock(&expr.types);
     let Some(compiled_frame) = &expr.frame else {
         let result = run_plan(
             expr,
@@ -372,7 +379,8 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         if module.dwarf().is_none() {
             continue;
         }
-        let mut types = TypeTable::new();
+        let shared = crate::debuginfo::types::shared_types(module);
+        let mut types = lock(&shared);
         let language = Language::C;
         let scope = Scope {
             locals: Vec::new(),
@@ -385,9 +393,7 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
             Ok(plan) => {
                 let names = std::mem::take(&mut compiler.names);
                 let language = plan_language(&mut types, module, &plan).unwrap_or(language);
-                let mut types_for_name = types;
-                let type_name =
-                    plan::static_type_name(&mut types_for_name, module, &plan.ty, language);
+                let type_name = plan::static_type_name(&mut types, module, &plan.ty, language);
                 return Ok(CompiledExpr {
                     source: expression.to_string(),
                     plan,
@@ -396,7 +402,7 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
                     language,
                     names,
                     type_name,
-                    types: Mutex::new(types_for_name),
+                    types: shared.clone(),
                 });
             }
             Err(error @ EvalError::UnknownName { .. }) => {
@@ -431,10 +437,7 @@ pub fn evaluate_global(
     if expr.secret(redaction) {
         return Value::redacted(expr.source.clone(), expr.type_name.clone());
     }
-    let mut types = match expr.types.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut types = lock(&expr.types);
     let result = run_plan(expr, &mut types, image, memory, None, None);
     match result {
         Ok(operand) => {
@@ -502,7 +505,8 @@ pub fn variables_in_scope(image: &ProcessImage, pc: RuntimeAddr) -> Vec<(String,
     let Some(module) = image.module_for(pc) else {
         return Vec::new();
     };
-    let mut types = TypeTable::new();
+    let shared = crate::debuginfo::types::shared_types(module);
+    let mut types = lock(&shared);
     let Ok(scope) = crate::debuginfo::scope::frame_scope(module, &mut types, module.to_file(pc), 0)
     else {
         return Vec::new();

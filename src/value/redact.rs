@@ -68,6 +68,16 @@ impl Redaction {
         if self.patterns.is_empty() {
             return false;
         }
+        // Fast reject (this runs for every field of every value): a name
+        // that contains no pattern's first word, in any case, cannot match.
+        let lower = name.to_lowercase();
+        if !self
+            .patterns
+            .iter()
+            .any(|pattern| lower.contains(pattern[0].as_str()))
+        {
+            return false;
+        }
         let parts = word_parts(name);
         self.patterns
             .iter()
