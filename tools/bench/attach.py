@@ -41,6 +41,7 @@ from mcp_stdio import McpError, McpStdioSession  # noqa: E402
 from report import (  # noqa: E402
     Summary,
     driver_peak_rss_mib,
+    load_average,
     machine_description,
     markdown_table,
     ratio,
@@ -51,6 +52,7 @@ from report import (  # noqa: E402
     write_doc_section,
 )
 from targets import (  # noqa: E402
+    BuildError,
     BIGTARGET,
     LIVEPROBE,
     REPO,
@@ -181,10 +183,10 @@ def measure_gdb(pid: int, location: str, log_path: Path) -> Run:
     return run
 
 
-def measure_liveprobe(pid: int, location: str, log_path: Path, extra_args: list[str]) -> Run:
+def measure_liveprobe(liveprobe: Path, pid: int, location: str, log_path: Path, extra_args: list[str]) -> Run:
     """A fresh liveprobe server: initialize, attach, resolve_location, exit."""
     run = Run(tool="liveprobe")
-    session = McpStdioSession([str(LIVEPROBE), *extra_args], stderr_path=str(log_path))
+    session = McpStdioSession([str(liveprobe), *extra_args], stderr_path=str(log_path))
     try:
         session.initialize()
         started = time.perf_counter()
@@ -241,6 +243,7 @@ def compose_report(
     stall_threshold_us: int,
     realtime: bool,
     idle_s: float,
+    loads: list[float],
 ) -> tuple[str, dict]:
     gdb, live, idle = runs["gdb"], runs["liveprobe"], runs["idle"]
     gdb_answer = figure(gdb, lambda r: r.answer_ms)
@@ -343,6 +346,7 @@ def compose_report(
 Command: `{command}`
 Run: {started}, {len(gdb)} runs of each tool, alternating which goes first.
 Machine: {machine_description()}. {gdb_version}.
+Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} (the machine is shared).
 Target: `tools/bench/bigtarget` (Rust debug build, `target/bench-bigtarget/debug/bigtarget`):
 {debug_mb:.1f} MB of DWARF {"(compressed sections)" if facts.compressed else "(uncompressed)"}, \
 {facts.compile_units} compilation units, DWARF version {"/".join(map(str, facts.dwarf_versions))};
@@ -362,7 +366,9 @@ largest sections (MB): {sections}. Location resolved: `{location}`.
   the sleep + {stall_threshold_us} µs counts as a stall. It sees only its own thread; gdb
   stops every thread for the whole run, liveprobe holds a thread only briefly.
   {PRIORITY_NOTE[realtime]}
-  What is left of such jitter shows in the no-debugger row.
+  What is left of such jitter (kernel sections that cannot be preempted while other
+  work keeps both cores busy) shows in the no-debugger row: holds shorter than that
+  noise cannot be seen by the heartbeat, only by liveprobe's own `held_us`.
 - Same address as gdb: {("yes" if agree else "**no**") if gdb and live else "not measured"} (gdb {sorted(gdb_addresses)}, liveprobe \
 {sorted(live_addresses)[:6]}{" …" if len(live_addresses) > 6 else ""}).
 """
@@ -403,13 +409,11 @@ def main() -> int:
     tools = [t for t in ("gdb", "liveprobe") if t in args.tools.split(",")]
     if not tools:
         raise BenchError("--tools names neither gdb nor liveprobe")
+    liveprobe = build_liveprobe(build=not args.no_build) if "liveprobe" in tools else LIVEPROBE
     if not args.no_build:
-        if "liveprobe" in tools:
-            build_liveprobe()
         build_bigtarget()
-    for binary in [BIGTARGET] + ([LIVEPROBE] if "liveprobe" in tools else []):
-        if not binary.exists():
-            raise BenchError(f"{binary} does not exist; run without --no-build")
+    if not BIGTARGET.exists():
+        raise BenchError(f"{BIGTARGET} does not exist; run without --no-build")
     facts = dwarf_facts(BIGTARGET)
     log(f"target: {facts.debug_bytes / 1e6:.1f} MB of DWARF, {facts.compile_units} compilation units")
     location = f"main.rs:{resolve_line()}"
@@ -424,6 +428,7 @@ def main() -> int:
         BIGTARGET, args.tick_us, stall_threshold_us, realtime, LOG_DIR / "bigtarget.stderr"
     )
     runs: dict[str, list[Run]] = {"gdb": [], "liveprobe": [], "idle": []}
+    loads = [load_average()]
     try:
         if target.ask("ready?") != "ready":
             raise BenchError("the target did not start")
@@ -437,10 +442,12 @@ def main() -> int:
                     run = measure_gdb(target.pid, location, LOG_DIR / "attach-gdb.log")
                 else:
                     run = measure_liveprobe(
+                        liveprobe,
                         target.pid, location, LOG_DIR / "attach-liveprobe.stderr", args.liveprobe_arg
                     )
                 run.heartbeat = target.heartbeat()
                 runs[tool].append(run)
+                loads.append(load_average())
                 log(
                     f"run {index + 1}/{args.runs} {tool}: {run.answer_ms:.1f} ms, "
                     f"{run.peak_rss_mib:.1f} MiB, held {run.heartbeat.get('stall_us', 0) / 1000:.2f} ms "
@@ -450,7 +457,7 @@ def main() -> int:
         target.stop()
 
     body, raw = compose_report(
-        runs, location, facts, command, started, args.tick_us, stall_threshold_us, realtime, args.idle_s
+        runs, location, facts, command, started, args.tick_us, stall_threshold_us, realtime, args.idle_s, loads
     )
     (LOG_DIR / "attach-raw.json").write_text(json.dumps(raw, indent=2))
     print(body)
@@ -463,6 +470,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BenchError as e:
+    except (BenchError, BuildError) as e:
         log(f"attach benchmark: {e}")
         sys.exit(1)

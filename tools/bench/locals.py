@@ -40,6 +40,7 @@ from mcp_stdio import McpError, McpStdioSession  # noqa: E402
 from report import (  # noqa: E402
     Summary,
     driver_peak_rss_mib,
+    load_average,
     machine_description,
     markdown_table,
     ratio,
@@ -49,7 +50,7 @@ from report import (  # noqa: E402
     verdict,
     write_doc_section,
 )
-from targets import LIVEPROBE, REPO, TARGET_DIR, build_c_fixture, build_liveprobe, log, tool_version  # noqa: E402
+from targets import BuildError, LIVEPROBE, REPO, TARGET_DIR, build_c_fixture, build_liveprobe, log, tool_version  # noqa: E402
 
 FIXTURE_SOURCE = Path(__file__).resolve().parent / "locals_target.c"
 FUNCTION = "handle_order"
@@ -107,10 +108,10 @@ def frame_of(stack: dict, function: str) -> int:
     raise BenchError(f"no frame of {function} in the stack: {json.dumps(stack)[:600]}")
 
 
-def liveprobe_session(pid: int, calls: int, warmup: int, extra_args: list[str]) -> Session:
+def liveprobe_session(liveprobe: Path, pid: int, calls: int, warmup: int, extra_args: list[str]) -> Session:
     session = Session(tool="liveprobe")
     log_path = LOG_DIR / "locals-liveprobe.stderr"
-    client = McpStdioSession([str(LIVEPROBE), *extra_args], stderr_path=str(log_path))
+    client = McpStdioSession([str(liveprobe), *extra_args], stderr_path=str(log_path))
     try:
         client.initialize()
         started = time.perf_counter()
@@ -205,7 +206,9 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def compose_report(results: dict[str, list[Session]], calls: int, command: str, started: str) -> str:
+def compose_report(
+    results: dict[str, list[Session]], calls: int, command: str, started: str, loads: list[float]
+) -> str:
     gdb, live = results["gdb"], results["liveprobe"]
     gdb_call = pooled(gdb, lambda s: s.call_us)
     live_call = pooled(live, lambda s: s.call_us)
@@ -277,6 +280,7 @@ def compose_report(results: dict[str, list[Session]], calls: int, command: str, 
 Command: `{command}`
 Run: {started}, {len(live)} liveprobe and {len(gdb)} gdb sessions, alternating, {calls} timed calls
 each after warm-up. Machine: {machine_description()}. {tool_version(["gdb", "--version"])}.
+Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} (the machine is shared).
 Target: `tools/bench/locals_target.c` (gcc -g -O0), blocked in read() inside `{FUNCTION}`
 (3 arguments, 10 locals, pointers to a struct nesting structs two deep).
 
@@ -316,15 +320,13 @@ def main() -> int:
         raise BenchError("--tools names neither gdb nor liveprobe")
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    if not args.no_build and "liveprobe" in tools:
-        build_liveprobe()
-    if "liveprobe" in tools and not LIVEPROBE.exists():
-        raise BenchError(f"{LIVEPROBE} does not exist; run without --no-build")
+    liveprobe = build_liveprobe(build=not args.no_build) if "liveprobe" in tools else LIVEPROBE
     binary = build_c_fixture(FIXTURE_SOURCE)
     started = today()
 
     target = start_fixture(binary)
     results: dict[str, list[Session]] = {"gdb": [], "liveprobe": []}
+    loads = [load_average()]
     try:
         for index in range(args.sessions):
             order = tools if index % 2 == 0 else tools[::-1]
@@ -332,8 +334,9 @@ def main() -> int:
                 if tool == "gdb":
                     session = gdb_session(target.pid, args.calls, args.warmup)
                 else:
-                    session = liveprobe_session(target.pid, args.calls, args.warmup, args.liveprobe_arg)
+                    session = liveprobe_session(liveprobe, target.pid, args.calls, args.warmup, args.liveprobe_arg)
                 results[tool].append(session)
+                loads.append(load_average())
                 median_call = Summary.of(session.call_us)
                 median_held = Summary.of(session.held_us)
                 log(
@@ -346,7 +349,7 @@ def main() -> int:
     finally:
         target.close(timeout_s=10)
 
-    body = compose_report(results, args.calls, command, started)
+    body = compose_report(results, args.calls, command, started, loads)
     print(body)
     if not args.no_doc:
         write_doc_section(DOC, "locals", body)
@@ -357,6 +360,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BenchError as e:
+    except (BenchError, BuildError) as e:
         log(f"locals benchmark: {e}")
         sys.exit(1)

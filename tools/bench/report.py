@@ -119,6 +119,14 @@ def driver_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def load_average() -> float:
+    """The 1-minute load average: how busy the machine was besides the benchmark."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def today() -> str:
     """The date and time of the run, UTC."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

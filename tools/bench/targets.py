@@ -1,6 +1,6 @@
 """Building what the benchmarks run, and facts about the binaries they run on.
 
-Owns: building `target/release/liveprobe`, the big Rust target
+Owns: building `target/release/liveprobe` (and the private copy of it a run uses), the big Rust target
 (`tools/bench/bigtarget`, into `target/bench-bigtarget`) and C fixtures (into
 `target/bench-fixtures`); reading an ELF file's section table to size its DWARF
 and count its compilation units. Never: writes outside the main crate's `target/`
@@ -25,6 +25,7 @@ BIGTARGET_MANIFEST = REPO / "tools" / "bench" / "bigtarget" / "Cargo.toml"
 BIGTARGET_TARGET_DIR = TARGET_DIR / "bench-bigtarget"
 BIGTARGET = BIGTARGET_TARGET_DIR / "debug" / "bigtarget"
 FIXTURE_DIR = TARGET_DIR / "bench-fixtures"
+BENCH_BIN_DIR = TARGET_DIR / "bench-bin"
 
 SHF_COMPRESSED = 0x800
 
@@ -46,12 +47,18 @@ def _run_build(command: list[str], what: str, cwd: Path = REPO) -> None:
         raise BuildError(f"building {what} failed (exit {completed.returncode}):\n{tail}")
 
 
-def build_liveprobe() -> Path:
-    """`cargo build --release` of the liveprobe binary; returns its path."""
-    _run_build(["cargo", "build", "--release", "--bin", "liveprobe"], "liveprobe (release)")
+def build_liveprobe(build: bool = True) -> Path:
+    """`cargo build --release` of the liveprobe binary (unless `build` is False), then
+    a private copy of it for the run, so a rebuild in the shared target directory
+    during the benchmark cannot swap the binary under it. Returns the copy's path."""
+    if build:
+        _run_build(["cargo", "build", "--release", "--bin", "liveprobe"], "liveprobe (release)")
     if not LIVEPROBE.exists():
-        raise BuildError(f"cargo succeeded but {LIVEPROBE} does not exist")
-    return LIVEPROBE
+        raise BuildError(f"{LIVEPROBE} does not exist; build it (run the driver without --no-build)")
+    BENCH_BIN_DIR.mkdir(parents=True, exist_ok=True)
+    copy = BENCH_BIN_DIR / "liveprobe"
+    shutil.copy2(LIVEPROBE, copy)
+    return copy
 
 
 def build_bigtarget() -> Path:
