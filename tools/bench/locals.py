@@ -350,6 +350,8 @@ def main() -> int:
         target.close(timeout_s=10)
 
     body = compose_report(results, args.calls, command, started, loads)
+    raw = {tool: [session.__dict__ for session in sessions] for tool, sessions in results.items()}
+    (LOG_DIR / "locals-raw.json").write_text(json.dumps(raw, indent=2))
     print(body)
     if not args.no_doc:
         write_doc_section(DOC, "locals", body)

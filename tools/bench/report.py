@@ -19,11 +19,22 @@ from pathlib import Path
 
 DOC_TITLE = """# liveprobe benchmarks
 
-Every section below was written by the benchmark driver named in it, from numbers
-measured in one run against a baseline measured in the same run. Rerun a section
-with the command it shows; the driver rewrites only that section. The drivers are
-in `tools/bench/` (Python 3.11, standard library only). These are measurements,
-not tests: nothing in the test suite asserts on time.
+Each section below was written by the benchmark driver named in it, from numbers
+measured in one run against a baseline (gdb) measured in the same run. Rerun a
+section with the command it shows; the driver rewrites only that section. These are
+measurements, not tests: nothing in the test suite asserts on time.
+
+The drivers are in `tools/bench/` (Python 3.11, standard library only). They build
+what they need (`cargo build --release` of liveprobe, the targets into `target/`),
+drive the real `liveprobe` binary over MCP stdio as a client would, and need `gdb`,
+`gcc` and `chrt` on the machine; run them as root or with `CAP_SYS_PTRACE` (and
+`CAP_SYS_NICE` for the real-time heartbeat). Options: `--help`; `--no-doc` prints the
+report without touching this file. Raw figures and logs go to `target/bench-logs/`.
+
+| benchmark | command | takes |
+|---|---|---|
+| attach to a huge binary and resolve file:line (issue 2) | `python3 tools/bench/attach.py` | ~10 min cold (big target build), then ~2–5 min |
+| read_locals vs gdb, warm (issue 3) | `python3 tools/bench/locals.py` | ~1–4 min |
 """
 
 
