@@ -6,7 +6,7 @@ mod support;
 
 use liveprobe::eval::read_locals;
 use liveprobe::value::{Limits, Redaction, Value};
-use support::{Fixture, Stopped, build};
+use support::{Fixture, Stopped};
 
 fn find<'a>(values: &'a [Value], name: &str) -> &'a Value {
     values.iter().find(|v| v.name == name).unwrap_or_else(|| {
@@ -19,7 +19,11 @@ fn find<'a>(values: &'a [Value], name: &str) -> &'a Value {
 
 #[test]
 fn c_locals_at_o0() {
-    let exe = build("c_values.c", "c_values_O0", &["-O0"]);
+    let exe = support::build_many(
+        &["c_values.c", "c_values_handle.c"],
+        "c_values_O0",
+        &["-O0"],
+    );
     let mut fixture = Fixture::start(&exe);
     let stopped = Stopped::new(fixture.pid);
     let ctx = stopped.context("inspect_here");
@@ -144,7 +148,11 @@ fn normalise_liveprobe(value: &Value) -> String {
 #[test]
 fn c_evaluate_agrees_with_gdb() {
     use liveprobe::eval::{compile, evaluate};
-    let exe = build("c_values.c", "c_values_O0", &["-O0"]);
+    let exe = support::build_many(
+        &["c_values.c", "c_values_handle.c"],
+        "c_values_O0",
+        &["-O0"],
+    );
     let mut fixture = Fixture::start(&exe);
     let stopped = Stopped::new(fixture.pid);
     let ctx = stopped.context("inspect_here");
@@ -171,6 +179,91 @@ fn c_evaluate_agrees_with_gdb() {
         "disagreements with gdb:\n{}",
         mismatches.join("\n")
     );
+    let last = fixture.finish();
+    assert!(last.starts_with("done "), "{last}");
+}
+
+#[test]
+fn c_globals_without_a_stopped_thread_and_thread_locals() {
+    use liveprobe::debuginfo::ProcessImage;
+    use liveprobe::eval::{compile, compile_global, evaluate, evaluate_global};
+    let exe = support::build_many(
+        &["c_values.c", "c_values_handle.c"],
+        "c_values_O0",
+        &["-O0"],
+    );
+    let mut fixture = Fixture::start(&exe);
+    let limits = Limits::default();
+    let redaction = Redaction::default_list();
+    // No ptrace at all: globals are read live through process_vm_readv.
+    let image = ProcessImage::load(fixture.pid).expect("load image");
+    let memory = support::LiveMemory { pid: fixture.pid };
+    let global = |expression: &str| {
+        let compiled =
+            compile_global(expression, &image).unwrap_or_else(|e| panic!("{expression}: {e}"));
+        evaluate_global(&compiled, &image, &memory, &limits, &redaction)
+    };
+    assert_eq!(global("global_counter").value, "42");
+    assert_eq!(global("global_counter * 2 + 1").value, "85");
+    assert_eq!(global("global_origin.y").value, "4");
+    assert_eq!(global("global_matrix[1][2]").value, "6");
+    assert_eq!(global("file_static").value, "-7");
+    assert!(
+        global("global_greeting")
+            .value
+            .ends_with("\"hello, world\"")
+    );
+    assert_eq!(global("inspect_here::calls").value, "1");
+    assert_eq!(global("len(global_greeting)").value, "12");
+    assert_eq!(global("api_key").unavailable.as_deref(), Some("redacted"));
+    let matrix = global("global_matrix");
+    assert_eq!(
+        matrix.to_text(),
+        "global_matrix: int [2][3] = [[1, 2, 3], [4, 5, 6]]"
+    );
+    // A thread-local needs a thread: without one it says so.
+    let tls = global("tls_counter");
+    assert!(
+        tls.unavailable
+            .as_deref()
+            .is_some_and(|r| r.contains("thread")),
+        "{tls:?}"
+    );
+    match compile_global("count", &image) {
+        Err(liveprobe::eval::EvalError::UnknownName { .. }) => {}
+        other => panic!("a local is not a global: {other:?}"),
+    }
+    // With the thread stopped, the thread-local reads through fs_base.
+    let stopped = Stopped::new(fixture.pid);
+    let ctx = stopped.context("inspect_here");
+    let tls = evaluate(
+        &compile("tls_counter", &ctx).expect("compile"),
+        &ctx,
+        &limits,
+        &redaction,
+    );
+    assert_eq!(tls.value, "11", "{tls:?}");
+    // The pointee's type is only declared in this unit; its definition is
+    // in c_values_handle.c.
+    let opaque = evaluate(
+        &compile("opaque", &ctx).expect("compile"),
+        &ctx,
+        &limits,
+        &redaction,
+    );
+    let text = opaque.to_text();
+    assert!(
+        text.contains("<the_handle> {magic = 16962, tag = 0x") && text.ends_with("\"handle\"}"),
+        "{text}"
+    );
+    let magic = evaluate(
+        &compile("opaque->magic", &ctx).expect("compile"),
+        &ctx,
+        &limits,
+        &redaction,
+    );
+    assert_eq!(magic.value, "16962");
+    stopped.detach();
     let last = fixture.finish();
     assert!(last.starts_with("done "), "{last}");
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use liveprobe::debuginfo::{MemoryError, MemorySource, RecordedMemory};
 use liveprobe::eval::{EvalError, FrameContext, compile, evaluate, read_locals};
 use liveprobe::value::{Limits, Redaction};
-use support::{Fixture, Stopped, build};
+use support::{Fixture, Stopped};
 
 /// Reads through to another source and keeps a copy of every byte read.
 struct Recorder<'a> {
@@ -33,7 +33,11 @@ impl MemorySource for Recorder<'_> {
 
 #[test]
 fn a_frame_decodes_the_same_from_a_recording() {
-    let exe = build("c_values.c", "c_values_O0", &["-O0"]);
+    let exe = support::build_many(
+        &["c_values.c", "c_values_handle.c"],
+        "c_values_O0",
+        &["-O0"],
+    );
     let mut fixture = Fixture::start(&exe);
     let stopped = Stopped::new(fixture.pid);
     let frame = stopped.frame("inspect_here");
@@ -94,7 +98,11 @@ fn a_frame_decodes_the_same_from_a_recording() {
 
 #[test]
 fn bad_input_is_reported_not_fatal() {
-    let exe = build("c_values.c", "c_values_O0", &["-O0"]);
+    let exe = support::build_many(
+        &["c_values.c", "c_values_handle.c"],
+        "c_values_O0",
+        &["-O0"],
+    );
     let mut fixture = Fixture::start(&exe);
     let stopped = Stopped::new(fixture.pid);
     let ctx = stopped.context("inspect_here");

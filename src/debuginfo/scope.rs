@@ -619,6 +619,9 @@ pub struct GlobalVariable {
     pub address: Option<FileAddr>,
     /// Its size in bytes, when known from the type.
     pub size: Option<u64>,
+    /// True for a `static` inside a function (`function::name`): found by
+    /// a bare name only from inside that function's frame.
+    pub in_function: bool,
 }
 
 /// The global and static variables of one module, by name and by address.
@@ -661,6 +664,19 @@ impl GlobalIndex {
         index
     }
 
+    /// The index of `module` if it has been built already (never builds:
+    /// for callers on a hot path).
+    pub fn if_built(module: &Arc<Module>) -> Option<Arc<GlobalIndex>> {
+        let registry = match registry().lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        registry
+            .iter()
+            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
+            .map(|(_, index)| index.clone())
+    }
+
     /// Walks every unit of `module` for variables with a static location.
     pub fn build(module: &Module) -> GlobalIndex {
         let mut index = GlobalIndex::default();
@@ -697,13 +713,14 @@ impl GlobalIndex {
                 0,
                 &mut declarations,
                 &mut definitions,
+                false,
             );
-            for (name, spec, entry_offset) in definitions {
-                let name = match spec.and_then(|s| declarations.get(&s)) {
+            for definition in definitions {
+                let name = match definition.specification.and_then(|s| declarations.get(&s)) {
                     Some(qualified) => qualified.clone(),
-                    None => name,
+                    None => definition.name,
                 };
-                let Ok(entry) = unit.entry(gimli::UnitOffset(entry_offset)) else {
+                let Ok(entry) = unit.entry(gimli::UnitOffset(definition.entry)) else {
                     continue;
                 };
                 let ty = die_type(module, &mut types, &unit, &entry);
@@ -726,6 +743,7 @@ impl GlobalIndex {
                     location,
                     address,
                     size,
+                    in_function: definition.in_function,
                 });
             }
         }
@@ -747,10 +765,13 @@ impl GlobalIndex {
         let mut exact: Vec<&GlobalVariable> =
             self.globals.iter().filter(|g| g.name == wanted).collect();
         if exact.is_empty() {
+            // `COUNTER` finds `my_crate::COUNTER`; a function's static needs
+            // at least `function::name` (otherwise every `count` in libc
+            // would answer).
             exact = self
                 .globals
                 .iter()
-                .filter(|g| g.name.ends_with(&suffix))
+                .filter(|g| g.name.ends_with(&suffix) && (!g.in_function || segments.len() > 1))
                 .collect();
         }
         exact
@@ -787,7 +808,16 @@ struct GlobalWalk<'a, 'u> {
 /// Collects, in one unit: declarations inside namespaces/classes (for the
 /// qualified names of out-of-class definitions) and definitions with a
 /// location (name, specification offset, DIE offset).
-#[allow(clippy::type_complexity)]
+/// A global's definition found in a unit, before its name is qualified
+/// through its specification.
+struct GlobalDefinition {
+    name: String,
+    specification: Option<usize>,
+    entry: usize,
+    in_function: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn walk_globals(
     walk: &GlobalWalk<'_, '_>,
     types: &mut TypeTable,
@@ -795,7 +825,8 @@ fn walk_globals(
     path: &mut Vec<String>,
     depth: usize,
     declarations: &mut HashMap<usize, String>,
-    definitions: &mut Vec<(String, Option<usize>, usize)>,
+    definitions: &mut Vec<GlobalDefinition>,
+    in_function: bool,
 ) {
     if depth > MAX_TREE_DEPTH {
         return;
@@ -832,7 +863,12 @@ fn walk_globals(
                 if let Some(name) = name {
                     let mut qualified = path.clone();
                     qualified.push(name);
-                    definitions.push((qualified.join("::"), spec, entry.offset().0));
+                    definitions.push(GlobalDefinition {
+                        name: qualified.join("::"),
+                        specification: spec,
+                        entry: entry.offset().0,
+                        in_function,
+                    });
                 }
             }
             constants::DW_TAG_namespace
@@ -859,6 +895,7 @@ fn walk_globals(
                     }
                     _ => false,
                 };
+                let inside = in_function || entry.tag() == constants::DW_TAG_subprogram;
                 walk_globals(
                     walk,
                     types,
@@ -867,6 +904,7 @@ fn walk_globals(
                     depth + 1,
                     declarations,
                     definitions,
+                    inside,
                 );
                 if pushed {
                     path.pop();

@@ -316,6 +316,8 @@ pub struct TypeTable {
     /// Scopes already walked, by (file pc, inline depth): probes read the
     /// same pc at every hit.
     pub(crate) scopes: HashMap<(u64, usize), Arc<super::scope::FrameScope>>,
+    /// Definitions found for declarations, by source name.
+    definitions: HashMap<String, Option<TypeKey>>,
 }
 
 type TableRegistry = Mutex<Vec<(Weak<Module>, Arc<Mutex<TypeTable>>)>>;
@@ -379,9 +381,13 @@ impl TypeTable {
     /// The size in bytes of the type at `key`, looking through typedefs,
     /// qualifiers and arrays.
     pub fn size_of(&mut self, module: &Module, key: TypeKey) -> Option<u64> {
-        let (_, ty) = self.strip(module, key)?;
+        let (stripped, ty) = self.strip(module, key)?;
         if let Some(size) = ty.size {
             return Some(size);
+        }
+        if ty.aggregate().is_some_and(|a| a.declaration) {
+            let definition = self.definition_of(module, stripped)?;
+            return self.get(module, definition).size;
         }
         match &ty.kind {
             TypeKind::Array { element, dims } => {
@@ -1063,6 +1069,47 @@ impl TypeTable {
 }
 
 impl TypeTable {
+    /// The full definition of an incomplete struct/class/union/enum type
+    /// (`struct handle;` here, defined in another compilation unit),
+    /// searched by name in every unit once and remembered.
+    pub fn definition_of(&mut self, module: &Module, key: TypeKey) -> Option<TypeKey> {
+        let ty = self.get(module, key);
+        if ty.short_name.is_empty() {
+            return None;
+        }
+        let name = match (&ty.kind, ty.language) {
+            (TypeKind::Aggregate(aggregate), Language::C | Language::Other) => {
+                let keyword = match aggregate.kind {
+                    AggregateKind::Union => "union",
+                    AggregateKind::Class => "class",
+                    AggregateKind::Struct => "struct",
+                };
+                format!("{keyword} {}", ty.short_name)
+            }
+            _ => ty.short_name.clone(),
+        };
+        if let Some(found) = self.definitions.get(&name) {
+            return *found;
+        }
+        let mut found = None;
+        if let Some(dwarf) = module.dwarf() {
+            let mut headers = dwarf.units();
+            while let Ok(Some(header)) = headers.next() {
+                let Some(offset) = header.debug_info_offset() else {
+                    continue;
+                };
+                if let Some(definition) = self.find_named(module, offset.0, &name)
+                    && definition != key
+                {
+                    found = Some(definition);
+                    break;
+                }
+            }
+        }
+        self.definitions.insert(name, found);
+        found
+    }
+
     /// A type named as in source (`struct node`, `enum color`, `point`,
     /// `ns::Widget`, `uint32_t`) among the unit's top-level and namespace
     /// types; `unit` is the `.debug_info` offset of the unit to search.

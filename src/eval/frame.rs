@@ -139,8 +139,17 @@ pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
     }
     let module = image.module_for(RuntimeAddr(address))?;
     let file = module.to_file(RuntimeAddr(address));
-    let index = GlobalIndex::of(module);
-    if let Some((global, offset)) = index.containing(file) {
+    // Indexing a big library's globals takes seconds: only the executable's
+    // index is built for naming pointers; others are used once built.
+    let is_main = image
+        .main_module()
+        .is_some_and(|main| Arc::ptr_eq(main, module));
+    let index = if is_main {
+        Some(GlobalIndex::of(module))
+    } else {
+        GlobalIndex::if_built(module)
+    };
+    if let Some((global, offset)) = index.as_ref().and_then(|index| index.containing(file)) {
         return Some(if offset == 0 {
             global.name.clone()
         } else {

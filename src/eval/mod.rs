@@ -405,7 +405,11 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
                     types: shared.clone(),
                 });
             }
-            Err(error @ EvalError::UnknownName { .. }) => {
+            // A name unknown here, or ambiguous in a library, may still be
+            // found in another module; the executable's answer comes first.
+            Err(error @ (EvalError::UnknownName { .. } | EvalError::Type { .. }))
+                if is_lookup_miss(&error) =>
+            {
                 first_error.get_or_insert(error);
             }
             Err(error) => return Err(error),
@@ -415,6 +419,16 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         pc: 0,
         detail: "no module of the process has DWARF debug info; rebuild with -g or install debug symbols".to_string(),
     }))
+}
+
+/// True for errors that mean "not (only) here": an unknown name, or a
+/// name several statics share.
+fn is_lookup_miss(error: &EvalError) -> bool {
+    match error {
+        EvalError::UnknownName { .. } => true,
+        EvalError::Type { message, .. } => message.contains("is ambiguous"),
+        _ => false,
+    }
 }
 
 /// The language of the first DWARF-typed operand of a plan.

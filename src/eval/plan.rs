@@ -403,11 +403,18 @@ impl<'a> Compiler<'a> {
                         column,
                     });
                 }
+                let shown: Vec<&str> = unique.iter().take(8).map(String::as_str).collect();
+                let more = unique.len().saturating_sub(shown.len());
+                let tail = if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                };
                 Err(type_error(
                     column,
                     format!(
-                        "`{joined}` is ambiguous: {}; write the qualified name",
-                        unique.join(", ")
+                        "`{joined}` is ambiguous: {}{tail}; write the qualified name",
+                        shown.join(", ")
                     ),
                 ))
             }
@@ -467,10 +474,19 @@ impl<'a> Compiler<'a> {
                 target = stripped_key;
             }
         }
-        let (aggregate_key, aggregate_ty) = self
+        let (mut aggregate_key, mut aggregate_ty) = self
             .types
             .strip(self.module(), target)
             .ok_or_else(|| type_error(column, "`void` has no fields"))?;
+        // `struct handle;` here, defined in another compilation unit.
+        if aggregate_ty
+            .aggregate()
+            .is_some_and(|a| a.declaration && a.members.is_empty())
+            && let Some(definition) = self.types.definition_of(self.module(), aggregate_key)
+        {
+            aggregate_key = definition;
+            aggregate_ty = self.types.get(self.module(), definition);
+        }
         if let TypeKind::Reference {
             target: Some(referent),
             ..

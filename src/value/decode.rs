@@ -436,7 +436,7 @@ impl<'a> Decoder<'a> {
                 if let Some(value) = super::printers::pretty(self, name, key, &ty, src, depth) {
                     return value;
                 }
-                self.aggregate(name, type_name, &ty, aggregate, src, depth)
+                self.aggregate(name, type_name, key, &ty, aggregate, src, depth)
             }
         }
     }
@@ -695,16 +695,23 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn aggregate(
         &mut self,
         name: &str,
         type_name: String,
+        key: TypeKey,
         ty: &Type,
         aggregate: &Aggregate,
         src: Src<'_>,
         depth: u32,
     ) -> Value {
         if aggregate.declaration && aggregate.members.is_empty() {
+            if let Some(definition) = self.types.definition_of(self.module, key) {
+                let mut value = self.value(name, Some(definition), src, depth);
+                value.type_name = type_name;
+                return value;
+            }
             return Value::unavailable(
                 name,
                 type_name,
