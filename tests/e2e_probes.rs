@@ -1,7 +1,5 @@
 //! End-to-end tests of non-breaking probes, through a real MCP session with
 //! the real binary, on a real multi-threaded fixture.
-//! Enabled once the tracer's breakpoints land (cfg `liveprobe_wip`).
-#![cfg(liveprobe_wip)]
 
 mod common;
 

@@ -8,17 +8,13 @@
 mod error;
 mod frames;
 mod inspect;
-#[cfg(liveprobe_wip)]
 mod probe_ops;
-#[cfg(liveprobe_wip)]
 pub mod probes;
 pub mod report;
 mod source;
-#[cfg(liveprobe_wip)]
 mod store;
 
 use std::collections::HashMap;
-#[cfg(liveprobe_wip)]
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,22 +22,18 @@ use std::time::Instant;
 pub use error::EngineError;
 use frames::CapturedThread;
 pub use inspect::{EvaluateReport, FrameInfo, LocalsReport};
-#[cfg(liveprobe_wip)]
 pub use probe_ops::{
     MAX_PROBES, MAX_WAIT_MS, ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults,
     ProbeWhat, ScopeVariable,
 };
-#[cfg(liveprobe_wip)]
 pub use probes::{MetricKind, ProbeKind, ProbeRow, ProbeState};
 use report::*;
-#[cfg(liveprobe_wip)]
 pub use store::SummaryView;
 
 use crate::debuginfo::{ProcessImage, RuntimeAddr};
 use crate::policy::Policy;
 use crate::tracer::{ProcessMemory, Tracer};
 use crate::value::Redaction;
-#[cfg(liveprobe_wip)]
 use probes::Probe;
 
 /// Stack bytes copied per thread for `stack_trace`: enough for deep stacks;
@@ -71,9 +63,7 @@ pub struct Engine {
     policy: Arc<Policy>,
     redaction: Redaction,
     targets: Mutex<HashMap<i32, Arc<Target>>>,
-    #[cfg(liveprobe_wip)]
     probes: Mutex<HashMap<u64, Arc<Probe>>>,
-    #[cfg(liveprobe_wip)]
     next_probe_id: AtomicU64,
     #[allow(dead_code)]
     probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
@@ -98,15 +88,12 @@ impl Engine {
             policy,
             redaction,
             targets: Mutex::new(HashMap::new()),
-            #[cfg(liveprobe_wip)]
             probes: Mutex::new(HashMap::new()),
-            #[cfg(liveprobe_wip)]
             next_probe_id: AtomicU64::new(1),
             probe_updates,
         })
     }
 
-    #[cfg(liveprobe_wip)]
     fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Probe>>> {
         self.probes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -232,7 +219,6 @@ impl Engine {
     /// Releases `pid`: every thread detached, the target left as it was.
     pub async fn detach(&self, pid: i32) -> Result<DetachReport, EngineError> {
         let target = self.target(pid)?;
-        #[cfg(liveprobe_wip)]
         let armed: Vec<Arc<Probe>> = self
             .probes()
             .values()
@@ -241,17 +227,13 @@ impl Engine {
             .collect();
         self.tracer.detach(pid).await?;
         self.targets().remove(&target.pid);
-        #[cfg(liveprobe_wip)]
         for probe in &armed {
             probe.finish(
                 probes::ProbeState::Removed,
                 Some("the process was detached".into()),
             );
         }
-        #[cfg(liveprobe_wip)]
         let removed = armed.len();
-        #[cfg(not(liveprobe_wip))]
-        let removed = 0;
         Ok(DetachReport {
             pid,
             probes_removed: removed,

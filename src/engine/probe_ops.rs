@@ -470,6 +470,15 @@ impl Engine {
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::from_std(probe.expires_at);
             loop {
+                let ended = probe.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if probe.status().state != ProbeState::Armed {
+                    // Done, throttled or failed at a hit: that hit removed
+                    // its group already; make sure, in case of a race.
+                    let _ = tracer.remove_group(probe.pid, probe.id).await;
+                    return;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {
                         if probe.finish(ProbeState::Expired, Some("ttl_s passed".into())) {
@@ -477,16 +486,7 @@ impl Engine {
                         }
                         return;
                     }
-                    _ = probe.changed.notified() => {
-                        let state = probe.status().state;
-                        if state != ProbeState::Armed {
-                            // Done, throttled or failed at a hit: the hit
-                            // handler removed the breakpoints already; make
-                            // sure, in case other sites were not hit.
-                            let _ = tracer.remove_group(probe.pid, probe.id).await;
-                            return;
-                        }
-                    }
+                    _ = &mut ended => {}
                 }
             }
         });
@@ -505,21 +505,24 @@ impl Engine {
     }
 
     fn probe(&self, probe_id: u64) -> Result<Arc<Probe>, EngineError> {
-        self.probes().get(&probe_id).cloned().ok_or_else(|| {
-            let known: Vec<String> = {
-                let mut ids: Vec<u64> = self.probes().keys().copied().collect();
-                ids.sort_unstable();
-                ids.iter().map(u64::to_string).collect()
-            };
-            EngineError::BadArgument(if known.is_empty() {
-                format!("no probe {probe_id}: there are no probes; set one with set_snapshot, set_logpoint or set_metric")
-            } else {
-                format!(
-                    "no probe {probe_id}; known probes: {} (list_probes shows them)",
-                    known.join(", ")
-                )
-            })
-        })
+        let probes = self.probes();
+        if let Some(p) = probes.get(&probe_id) {
+            return Ok(p.clone());
+        }
+        let mut known: Vec<u64> = probes.keys().copied().collect();
+        drop(probes);
+        known.sort_unstable();
+        let known: Vec<String> = known.iter().map(u64::to_string).collect();
+        Err(EngineError::BadArgument(if known.is_empty() {
+            format!(
+                "no probe {probe_id}: there are no probes; set one with set_snapshot, set_logpoint or set_metric"
+            )
+        } else {
+            format!(
+                "no probe {probe_id}; known probes: {} (list_probes shows them)",
+                known.join(", ")
+            )
+        }))
     }
 
     /// Results of a probe after `after`, waiting up to `wait_ms` for a new one.

@@ -15,12 +15,15 @@ use serde_json::json;
 
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitVerdict, ProcessMemory};
+use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitVerdict};
 use crate::value::{Limits, Redaction, Value};
 
 use super::frames::{LiveMemory, registers_from};
 use super::report::ResolvedSiteRow;
 use super::store::{ResultStore, Summary, SummaryView, rfc3339};
+
+/// Shortest interval between two "new results" updates of one probe.
+const UPDATE_INTERVAL_NS: u64 = 50_000_000;
 
 /// Condition faults tolerated before a probe gives up and reports the error.
 pub const MAX_CONDITION_FAULTS: u64 = 10;
@@ -152,6 +155,12 @@ pub struct Probe {
     budget: Mutex<BudgetWindow>,
     /// Woken at every new item and at every state change.
     pub changed: tokio::sync::Notify,
+    /// Woken when the probe leaves `armed`.
+    pub ended: tokio::sync::Notify,
+    /// When the last update was sent, in ns since `born` (updates are
+    /// rate-limited at the source: a hot probe must not flood the channel).
+    last_update_ns: AtomicU64,
+    born: Instant,
     /// Told of every new item (to send resource notifications).
     updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
 }
@@ -240,6 +249,9 @@ impl Probe {
                 spent: Duration::ZERO,
             }),
             changed: tokio::sync::Notify::new(),
+            ended: tokio::sync::Notify::new(),
+            last_update_ns: AtomicU64::new(0),
+            born: Instant::now(),
             updates,
         }
     }
@@ -260,6 +272,7 @@ impl Probe {
         s.reason = reason;
         drop(s);
         self.changed.notify_waiters();
+        self.ended.notify_waiters();
         if let Some(tx) = &self.updates {
             let _ = tx.send(self.id);
         }
@@ -339,14 +352,43 @@ impl Probe {
         lock(&self.summary).view()
     }
 
-    fn push(&self, make: impl FnOnce(u64) -> serde_json::Value) {
+    /// Stores an item; when it is the last one (`max_hits` reached), the
+    /// probe is marked done before anyone is woken, so a reader never sees
+    /// the last item with the probe still armed, nor `done` without the item.
+    fn record(&self, make: impl FnOnce(u64) -> serde_json::Value, last: bool) {
         lock(&self.store).push_with(make);
+        if last {
+            self.mark_done();
+            self.ended.notify_waiters();
+            if let Some(tx) = &self.updates {
+                let _ = tx.send(self.id);
+            }
+        }
         self.announce();
+    }
+
+    /// Marks the probe done without waking anyone (the caller announces).
+    fn mark_done(&self) {
+        let mut s = lock(&self.status);
+        if s.state == ProbeState::Armed {
+            s.state = ProbeState::Done;
+            s.reason = Some(format!("reached max_hits ({})", self.max_hits));
+        }
     }
 
     fn announce(&self) {
         self.changed.notify_waiters();
-        if let Some(tx) = &self.updates {
+        let Some(tx) = &self.updates else {
+            return;
+        };
+        let now = self.born.elapsed().as_nanos() as u64;
+        let last = self.last_update_ns.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= UPDATE_INTERVAL_NS)
+            && self
+                .last_update_ns
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             let _ = tx.send(self.id);
         }
     }
@@ -389,11 +431,23 @@ impl SiteHandler {
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
         let memory = LiveMemory(hit.memory);
         let pc = RuntimeAddr(hit.address);
-        let cfa = self
-            .image
-            .unwind(&regs, &memory, 1)
-            .first()
-            .and_then(|f| f.cfa);
+        // Only what reads the frame needs its CFA (a CFI lookup): a plain
+        // count or a span mark must stay as cheap as a trap can be.
+        let reads_frame = self.condition.is_some()
+            || matches!(
+                self.action,
+                SiteAction::Snapshot { .. }
+                    | SiteAction::Logpoint { .. }
+                    | SiteAction::Histogram(_)
+            );
+        let cfa = if reads_frame {
+            self.image
+                .unwind(&regs, &memory, 1)
+                .first()
+                .and_then(|f| f.cfa)
+        } else {
+            None
+        };
         let ctx = FrameContext {
             image: &self.image,
             pc,
@@ -432,6 +486,7 @@ impl SiteHandler {
             probe.hits.fetch_sub(1, Ordering::Relaxed);
             return HitVerdict::RemoveGroup;
         }
+        let last = n >= probe.max_hits;
         let time = SystemTime::now();
         let tid = hit.tid;
         match &self.action {
@@ -456,15 +511,18 @@ impl SiteHandler {
                         v
                     })
                     .collect();
-                probe.push(|seq| {
-                    json!({
-                        "seq": seq,
-                        "time": rfc3339(time),
-                        "tid": tid,
-                        "frames": captured_frames,
-                        "expressions": exprs,
-                    })
-                });
+                probe.record(
+                    |seq| {
+                        json!({
+                            "seq": seq,
+                            "time": rfc3339(time),
+                            "tid": tid,
+                            "frames": captured_frames,
+                            "expressions": exprs,
+                        })
+                    },
+                    last,
+                );
             }
             SiteAction::Logpoint { parts } => {
                 let limits = Limits {
@@ -489,8 +547,9 @@ impl SiteHandler {
                         }
                     }
                 }
-                probe.push(
+                probe.record(
                     |seq| json!({"seq": seq, "time": rfc3339(time), "tid": tid, "text": text}),
+                    last,
                 );
             }
             SiteAction::Count => {
@@ -525,7 +584,9 @@ impl SiteHandler {
                 }
             }
         }
-        if n >= probe.max_hits {
+        if last {
+            // Snapshots and logpoints were marked done with their last item;
+            // metrics are marked here.
             probe.finish(
                 ProbeState::Done,
                 Some(format!("reached max_hits ({})", probe.max_hits)),

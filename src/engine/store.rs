@@ -73,6 +73,7 @@ impl ResultStore {
     }
 
     /// Smallest sequence number still held.
+    #[cfg(test)]
     pub fn oldest_seq(&self) -> Option<u64> {
         self.items.front().map(|i| i.seq)
     }

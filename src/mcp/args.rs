@@ -6,7 +6,6 @@ use lenient::*;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[cfg(liveprobe_wip)]
 use crate::engine::MetricKind;
 use crate::value::Limits;
 
@@ -242,7 +241,6 @@ pub struct ProbeCommonArgs {
     pub dry_run: Option<bool>,
 }
 
-#[cfg(liveprobe_wip)]
 /// Arguments of `set_snapshot`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SetSnapshotArgs {
@@ -265,7 +263,6 @@ pub struct SetSnapshotArgs {
     pub limits: Option<Limits>,
 }
 
-#[cfg(liveprobe_wip)]
 /// Arguments of `set_logpoint`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SetLogpointArgs {
@@ -280,7 +277,6 @@ pub struct SetLogpointArgs {
     pub max_hits: Option<u64>,
 }
 
-#[cfg(liveprobe_wip)]
 /// Arguments of `set_metric`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SetMetricArgs {

@@ -4,7 +4,6 @@
 //! It knows nothing of ptrace or DWARF: everything it needs is in `engine`.
 
 pub mod args;
-#[cfg(liveprobe_wip)]
 mod probe_tools;
 pub mod resources;
 mod text;
@@ -14,21 +13,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use resources::Subscriptions;
-#[cfg(liveprobe_wip)]
 use resources::{parse_probe_uri, probe_uri};
-#[cfg(liveprobe_wip)]
 use rmcp::ErrorData as McpError;
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-#[cfg(liveprobe_wip)]
 use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
     ResourceContents, ResourceTemplate, SubscriptionFilter,
 };
-#[cfg(liveprobe_wip)]
 use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
@@ -46,7 +41,6 @@ const DEFAULT_FUNCTION_LIMIT: u32 = 50;
 #[derive(Clone)]
 pub struct LiveprobeServer {
     engine: Arc<Engine>,
-    #[cfg_attr(not(liveprobe_wip), allow(dead_code))]
     subscriptions: Arc<Subscriptions>,
     tool_router: ToolRouter<Self>,
 }
@@ -96,13 +90,7 @@ impl LiveprobeServer {
     }
 
     fn all_tools() -> ToolRouter<Self> {
-        #[allow(unused_mut)]
-        let mut router = Self::tool_router() + Self::value_tools();
-        #[cfg(liveprobe_wip)]
-        {
-            router += Self::probe_tools();
-        }
-        router
+        Self::tool_router() + Self::value_tools() + Self::probe_tools()
     }
 
     /// Every tool with its schemas, as `tools/list` shows them.
@@ -261,14 +249,11 @@ pub fn tool_schemas() -> Vec<(String, &'static str, serde_json::Value)> {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LiveprobeServer {
     fn get_info(&self) -> ServerConfig {
-        #[cfg(liveprobe_wip)]
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_resources()
             .enable_resources_subscribe()
             .build();
-        #[cfg(not(liveprobe_wip))]
-        let capabilities = ServerCapabilities::builder().enable_tools().build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 env!("CARGO_PKG_NAME"),
@@ -283,7 +268,6 @@ impl ServerHandler for LiveprobeServer {
             )
     }
 
-    #[cfg(liveprobe_wip)]
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -311,7 +295,6 @@ impl ServerHandler for LiveprobeServer {
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
-    #[cfg(liveprobe_wip)]
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -326,7 +309,6 @@ impl ServerHandler for LiveprobeServer {
         ]))
     }
 
-    #[cfg(liveprobe_wip)]
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
@@ -351,7 +333,6 @@ impl ServerHandler for LiveprobeServer {
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
     }
 
-    #[cfg(liveprobe_wip)]
     #[allow(deprecated)]
     async fn subscribe(
         &self,
@@ -371,7 +352,6 @@ impl ServerHandler for LiveprobeServer {
         Ok(())
     }
 
-    #[cfg(liveprobe_wip)]
     #[allow(deprecated)]
     async fn unsubscribe(
         &self,
@@ -382,7 +362,6 @@ impl ServerHandler for LiveprobeServer {
         Ok(())
     }
 
-    #[cfg(liveprobe_wip)]
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
@@ -390,7 +369,6 @@ impl ServerHandler for LiveprobeServer {
         Some(requested.supported_by(&self.get_info().capabilities))
     }
 
-    #[cfg(liveprobe_wip)]
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let wanted: Vec<String> = context
             .accepted()

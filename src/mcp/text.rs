@@ -6,7 +6,6 @@ use std::fmt::Write;
 
 use crate::engine::report::*;
 use crate::engine::{EvaluateReport, LocalsReport};
-#[cfg(liveprobe_wip)]
 use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeResults};
 
 /// A compact, human-readable rendering of an answer.
@@ -237,152 +236,148 @@ impl RenderText for EvaluateReport {
     }
 }
 
-#[cfg(liveprobe_wip)]
-mod wip {
-    use super::*;
-    impl RenderText for ProbeCreated {
-        fn render_text(&self) -> String {
-            let mut s = match self.probe_id {
-                Some(id) => format!(
-                    "probe {id} armed at {} address(es) (max_hits {}, ttl {} s)",
-                    self.resolved.len(),
-                    self.max_hits,
-                    self.ttl_s
-                ),
-                None => format!("dry run: would arm {} address(es)", self.resolved.len()),
-            };
-            if let Some(note) = &self.note {
-                let _ = write!(s, "; {note}");
-            }
-            s.push('\n');
-            for r in self.resolved.iter().chain(&self.end_resolved) {
-                let _ = write!(
-                    s,
-                    "  {} {}",
-                    r.address,
-                    location(&r.function, &r.file, r.line)
-                );
-                if r.inlined {
-                    s.push_str(" [inlined]");
-                }
-                s.push('\n');
-            }
-            if let Some(vars) = &self.variables {
-                s.push_str("in scope: ");
-                let names: Vec<String> = vars
-                    .iter()
-                    .map(|v| format!("{}: {}", v.name, v.type_name))
-                    .collect();
-                s.push_str(&names.join(", "));
-                s.push('\n');
-            }
-            s
+impl RenderText for ProbeCreated {
+    fn render_text(&self) -> String {
+        let mut s = match self.probe_id {
+            Some(id) => format!(
+                "probe {id} armed at {} address(es) (max_hits {}, ttl {} s)",
+                self.resolved.len(),
+                self.max_hits,
+                self.ttl_s
+            ),
+            None => format!("dry run: would arm {} address(es)", self.resolved.len()),
+        };
+        if let Some(note) = &self.note {
+            let _ = write!(s, "; {note}");
         }
-    }
-
-    impl RenderText for ProbeList {
-        fn render_text(&self) -> String {
-            if self.probes.is_empty() {
-                return "no probes".to_string();
-            }
-            let mut s = String::new();
-            for p in &self.probes {
-                let _ = write!(
-                    s,
-                    "probe {} pid {} {} at {}: {}, {} hit(s), {:.1} µs/hit",
-                    p.probe_id,
-                    p.pid,
-                    json_name(&p.kind),
-                    p.location,
-                    json_name(&p.state),
-                    p.hits,
-                    p.mean_handler_us
-                );
-                if let Some(r) = &p.reason {
-                    let _ = write!(s, " — {r}");
-                }
-                s.push('\n');
-            }
-            s
-        }
-    }
-
-    /// An enum's name as the JSON shows it (`target_exited`, not `TargetExited`).
-    fn json_name<T: serde::Serialize>(v: &T) -> String {
-        serde_json::to_value(v)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-
-    impl RenderText for ProbeResults {
-        fn render_text(&self) -> String {
-            let state = json_name(&self.state);
-            let mut s = format!(
-                "probe {} {state}, {} hit(s), {} new result(s), next_after {}",
-                self.probe_id,
-                self.hits,
-                self.items.len(),
-                self.next_after
+        s.push('\n');
+        for r in self.resolved.iter().chain(&self.end_resolved) {
+            let _ = write!(
+                s,
+                "  {} {}",
+                r.address,
+                location(&r.function, &r.file, r.line)
             );
-            if let Some(r) = &self.reason {
-                let _ = write!(s, " ({r})");
-            }
-            if self.dropped > 0 {
-                let _ = write!(s, "; {} older result(s) were dropped", self.dropped);
-            }
-            if self.wait_capped {
-                s.push_str("; wait_ms was capped at 30000");
+            if r.inlined {
+                s.push_str(" [inlined]");
             }
             s.push('\n');
-            for item in &self.items {
-                if let Some(text) = item["text"].as_str() {
-                    let _ = writeln!(s, "#{} [{}] {}", item["seq"], item["tid"], text);
-                } else if item.get("frames").is_some() {
+        }
+        if let Some(vars) = &self.variables {
+            s.push_str("in scope: ");
+            let names: Vec<String> = vars
+                .iter()
+                .map(|v| format!("{}: {}", v.name, v.type_name))
+                .collect();
+            s.push_str(&names.join(", "));
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl RenderText for ProbeList {
+    fn render_text(&self) -> String {
+        if self.probes.is_empty() {
+            return "no probes".to_string();
+        }
+        let mut s = String::new();
+        for p in &self.probes {
+            let _ = write!(
+                s,
+                "probe {} pid {} {} at {}: {}, {} hit(s), {:.1} µs/hit",
+                p.probe_id,
+                p.pid,
+                json_name(&p.kind),
+                p.location,
+                json_name(&p.state),
+                p.hits,
+                p.mean_handler_us
+            );
+            if let Some(r) = &p.reason {
+                let _ = write!(s, " — {r}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// An enum's name as the JSON shows it (`target_exited`, not `TargetExited`).
+fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl RenderText for ProbeResults {
+    fn render_text(&self) -> String {
+        let state = json_name(&self.state);
+        let mut s = format!(
+            "probe {} {state}, {} hit(s), {} new result(s), next_after {}",
+            self.probe_id,
+            self.hits,
+            self.items.len(),
+            self.next_after
+        );
+        if let Some(r) = &self.reason {
+            let _ = write!(s, " ({r})");
+        }
+        if self.dropped > 0 {
+            let _ = write!(s, "; {} older result(s) were dropped", self.dropped);
+        }
+        if self.wait_capped {
+            s.push_str("; wait_ms was capped at 30000");
+        }
+        s.push('\n');
+        for item in &self.items {
+            if let Some(text) = item["text"].as_str() {
+                let _ = writeln!(s, "#{} [{}] {}", item["seq"], item["tid"], text);
+            } else if item.get("frames").is_some() {
+                let _ = writeln!(
+                    s,
+                    "#{} [{}] {}",
+                    item["seq"],
+                    item["tid"],
+                    item["time"].as_str().unwrap_or("")
+                );
+                for f in item["frames"].as_array().into_iter().flatten() {
                     let _ = writeln!(
                         s,
-                        "#{} [{}] {}",
-                        item["seq"],
-                        item["tid"],
-                        item["time"].as_str().unwrap_or("")
+                        "  in {}",
+                        location(
+                            &f["function"].as_str().map(str::to_string),
+                            &f["file"].as_str().map(str::to_string),
+                            f["line"].as_u64().map(|l| l as u32)
+                        )
                     );
-                    for f in item["frames"].as_array().into_iter().flatten() {
-                        let _ = writeln!(
-                            s,
-                            "  in {}",
-                            location(
-                                &f["function"].as_str().map(str::to_string),
-                                &f["file"].as_str().map(str::to_string),
-                                f["line"].as_u64().map(|l| l as u32)
-                            )
-                        );
-                        for v in f["variables"].as_array().into_iter().flatten() {
-                            let _ = writeln!(s, "    {}", compact_value(v));
-                        }
+                    for v in f["variables"].as_array().into_iter().flatten() {
+                        let _ = writeln!(s, "    {}", compact_value(v));
                     }
-                    for v in item["expressions"].as_array().into_iter().flatten() {
-                        let _ = writeln!(s, "  {}", compact_value(v));
-                    }
-                } else {
-                    let _ = writeln!(s, "{item}");
                 }
+                for v in item["expressions"].as_array().into_iter().flatten() {
+                    let _ = writeln!(s, "  {}", compact_value(v));
+                }
+            } else {
+                let _ = writeln!(s, "{item}");
             }
-            s
         }
+        s
     }
+}
 
-    /// One line for a value already in JSON form.
-    fn compact_value(v: &serde_json::Value) -> String {
-        let name = v["name"].as_str().unwrap_or("?");
-        match v["unavailable"].as_str() {
-            Some(why) => format!("{name} = <{why}>"),
-            None => format!("{name} = {}", v["value"].as_str().unwrap_or("")),
-        }
+/// One line for a value already in JSON form.
+fn compact_value(v: &serde_json::Value) -> String {
+    let name = v["name"].as_str().unwrap_or("?");
+    match v["unavailable"].as_str() {
+        Some(why) => format!("{name} = <{why}>"),
+        None => format!("{name} = {}", v["value"].as_str().unwrap_or("")),
     }
+}
 
-    impl RenderText for ProbeRemoved {
-        fn render_text(&self) -> String {
-            format!("probe {} removed after {} hit(s)", self.probe_id, self.hits)
-        }
+impl RenderText for ProbeRemoved {
+    fn render_text(&self) -> String {
+        format!("probe {} removed after {} hit(s)", self.probe_id, self.hits)
     }
 }
