@@ -488,3 +488,69 @@ fn sighup_mid_storm_leaves_the_target_clean() {
 fn closing_stdin_mid_storm_leaves_the_target_clean() {
     stop_liveprobe_mid_storm("stdin");
 }
+
+#[test]
+fn a_condition_that_faults_is_counted_then_reported() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order", "max_hits": 5,
+                   "condition": "o->customer[4000000000] == 'x'"}),
+        )
+        .ok();
+    fx.send("run 100");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &set["probe_id"], 0, 5000);
+    assert_eq!(r["state"], "error", "{r}");
+    assert_eq!(r["hits"], json!(0));
+    assert!(
+        r["reason"].as_str().expect("reason").contains("condition"),
+        "{r}"
+    );
+    let listed = c.call("list_probes", json!({})).ok();
+    assert!(
+        listed["probes"][0]["condition_faults"]
+            .as_u64()
+            .expect("faults")
+            >= 10
+    );
+    // The target never noticed.
+    fx.send("run 10");
+    fx.expect_line("checksum");
+}
+
+#[test]
+fn subscribers_hear_of_new_results() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": "process_order", "message": "{o->id}", "max_hits": 3}),
+        )
+        .ok();
+    let uri = format!("probe://{}/results", set["probe_id"]);
+    let listed = c.request("resources/list", json!({}));
+    assert!(
+        listed["result"]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .any(|r| r["uri"] == uri.as_str()),
+        "{listed}"
+    );
+    let sub = c.request("resources/subscribe", json!({"uri": uri}));
+    assert!(sub.get("result").is_some(), "{sub}");
+    fx.send("run 5");
+    fx.expect_line("checksum");
+    let note = c.wait_notification("notifications/resources/updated");
+    assert_eq!(note["params"]["uri"], uri.as_str());
+    let read = c.request("resources/read", json!({"uri": uri}));
+    let text = read["result"]["contents"][0]["text"]
+        .as_str()
+        .expect("text");
+    let body: Value = serde_json::from_str(text).expect("JSON results");
+    assert_eq!(body["items"].as_array().expect("items").len(), 3);
+    let bad = c.request("resources/read", json!({"uri": "probe://999/results"}));
+    assert!(bad.get("error").is_some(), "{bad}");
+}

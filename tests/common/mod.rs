@@ -208,6 +208,8 @@ pub struct McpClient {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     next_id: u64,
+    /// Notifications received while waiting for responses, oldest first.
+    pub notifications: Vec<Value>,
 }
 
 impl McpClient {
@@ -232,6 +234,7 @@ impl McpClient {
             stdin,
             lines: line_reader(stdout),
             next_id: 1,
+            notifications: Vec::new(),
         };
         let init = c.request(
             "initialize",
@@ -273,6 +276,29 @@ impl McpClient {
             let msg = self.read_message();
             if msg.get("id") == Some(&json!(id)) {
                 return msg;
+            }
+            if msg.get("id").is_none() {
+                self.notifications.push(msg);
+            }
+        }
+    }
+
+    /// Waits for a notification with `method` (already received or next).
+    pub fn wait_notification(&mut self, method: &str) -> Value {
+        if let Some(i) = self
+            .notifications
+            .iter()
+            .position(|n| n["method"] == method)
+        {
+            return self.notifications.remove(i);
+        }
+        loop {
+            let msg = self.read_message();
+            if msg["method"] == method {
+                return msg;
+            }
+            if msg.get("id").is_none() {
+                self.notifications.push(msg);
             }
         }
     }
