@@ -325,7 +325,7 @@ impl Engine {
                                         &text,
                                         "template expression",
                                     )?;
-                                    Ok(TemplatePart::Expr(text, c))
+                                    Ok(TemplatePart::Expr(text, Box::new(c)))
                                 } else {
                                     Ok(TemplatePart::Text(text))
                                 }
@@ -344,7 +344,12 @@ impl Engine {
                                     .into(),
                             )
                         })?;
-                        SiteAction::Histogram(compile_at(&image, site.address, e, "expression")?)
+                        SiteAction::Histogram(Box::new(compile_at(
+                            &image,
+                            site.address,
+                            e,
+                            "expression",
+                        )?))
                     }
                     MetricKind::Duration => SiteAction::DurationStart,
                 },

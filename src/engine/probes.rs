@@ -94,7 +94,7 @@ pub enum SiteAction {
     /// Count hits.
     Count,
     /// Summarize a numeric expression.
-    Histogram(CompiledExpr),
+    Histogram(Box<CompiledExpr>),
     /// Start of a timed span.
     DurationStart,
     /// End of a timed span.
@@ -106,7 +106,7 @@ pub enum TemplatePart {
     /// Text copied as is.
     Text(String),
     /// An expression whose value is rendered in place.
-    Expr(String, CompiledExpr),
+    Expr(String, Box<CompiledExpr>),
 }
 
 /// A status change with its reason.
