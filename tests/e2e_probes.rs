@@ -554,3 +554,41 @@ fn subscribers_hear_of_new_results() {
     let bad = c.request("resources/read", json!({"uri": "probe://999/results"}));
     assert!(bad.get("error").is_some(), "{bad}");
 }
+
+#[test]
+fn durations_to_the_function_return_and_to_an_end_location() {
+    let (mut fx, mut c) = attached();
+    let to_return = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "process_order", "kind": "duration"}),
+        )
+        .ok();
+    assert!(
+        !to_return["end_resolved"]
+            .as_array()
+            .expect("end sites")
+            .is_empty(),
+        "{to_return}"
+    );
+    let start = line_of("make_order(&o, base + i, worker);");
+    let end = line_of("sum += process_order(&o, worker);");
+    let span = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": format!("orders.c:{start}"), "kind": "duration",
+                   "end_location": format!("orders.c:{end}")}),
+        )
+        .ok();
+    fx.send("run 250");
+    fx.expect_line("checksum");
+    for id in [&to_return["probe_id"], &span["probe_id"]] {
+        let r = results(&mut c, id, 0, 0);
+        let item = &r["items"][0];
+        assert_eq!(item["count"], json!(1000), "{r}");
+        assert!(item["min"].as_f64().expect("min") > 0.0, "{r}");
+        assert!(item["p99"].as_f64().expect("p99") >= item["p50"].as_f64().expect("p50"));
+    }
+    fx.send("quit");
+    fx.wait_exit();
+}

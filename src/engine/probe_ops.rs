@@ -364,14 +364,16 @@ impl Engine {
             ..
         } = &req.what
         {
-            let end = end_location.as_deref().ok_or_else(|| {
-                EngineError::BadArgument(
-                    "a duration metric needs `end_location`: where the timed span ends (for example the function's last line, or its caller's next line)".into(),
-                )
-            })?;
-            let end_res = target.image.resolve_location(end.trim())?;
-            for s in &end_res.sites {
-                end_sites.push(s.clone());
+            match end_location
+                .as_deref()
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+            {
+                Some(end) => {
+                    let end_res = target.image.resolve_location(end)?;
+                    end_sites.extend(end_res.sites.iter().cloned());
+                }
+                None => end_sites = function_return_sites(&image, &resolution.sites)?,
             }
         }
         let resolved: Vec<ResolvedSiteRow> = resolution.sites.iter().map(site_row).collect();
@@ -608,4 +610,48 @@ fn scope_variables(image: &ProcessImage, pc: RuntimeAddr) -> Vec<ScopeVariable> 
         .into_iter()
         .map(|(name, type_name)| ScopeVariable { name, type_name })
         .collect()
+}
+
+/// The `ret` instructions of the functions containing `sites`: where a
+/// duration "to the function's return" ends.
+fn function_return_sites(
+    image: &ProcessImage,
+    sites: &[crate::debuginfo::ResolvedSite],
+) -> Result<Vec<crate::debuginfo::ResolvedSite>, EngineError> {
+    let mut ends: Vec<crate::debuginfo::ResolvedSite> = Vec::new();
+    for site in sites {
+        let needs_end_location = |why: &str| {
+            EngineError::BadArgument(format!(
+                "cannot time {} to its function's return: {why}; give end_location (e.g. the function's last line)",
+                format_addr(site.address)
+            ))
+        };
+        if site.inlined {
+            return Err(needs_end_location(
+                "it is an inlined copy, which has no return of its own",
+            ));
+        }
+        let code = image.function_returns(site.address).ok_or_else(|| {
+            needs_end_location("its function's extent is not in the symbol table")
+        })?;
+        if code.returns.is_empty() {
+            return Err(needs_end_location(
+                "its function has no ret instruction (it ends in a tail call or never returns)",
+            ));
+        }
+        for ret in code.returns {
+            if ends.iter().any(|e| e.address == ret) {
+                continue;
+            }
+            let frame = image.symbolize(ret, false).into_iter().next_back();
+            ends.push(crate::debuginfo::ResolvedSite {
+                address: ret,
+                function: frame.as_ref().and_then(|f| f.function.clone()),
+                file: frame.as_ref().and_then(|f| f.file.clone()),
+                line: frame.as_ref().and_then(|f| f.line),
+                inlined: false,
+            });
+        }
+    }
+    Ok(ends)
 }
