@@ -250,3 +250,79 @@ fn bad_input_is_reported_not_fatal() {
     let last = fixture.finish();
     assert!(last.starts_with("done "), "{last}");
 }
+
+/// Memory where every address is readable and holds pseudo-random bytes:
+/// every pointer "works", every length and discriminant is garbage.
+struct Garbage;
+
+impl MemorySource for Garbage {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if buf.len() > 64 << 20 {
+            panic!("a {}-byte read: limits did not hold", buf.len());
+        }
+        for (i, byte) in buf.iter_mut().enumerate() {
+            let mut x = addr
+                .wrapping_add(i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            *byte = (x >> 32) as u8;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn garbage_memory_stays_bounded() {
+    let cases = [
+        (
+            support::build("rust_values.rs", "rust_values", &["-C", "opt-level=0"]),
+            "inspect_here",
+        ),
+        (
+            support::build("cpp_values.cpp", "cpp_values_O0", &["-O0", "-std=c++17"]),
+            "inspect_here",
+        ),
+        (
+            support::build_many(
+                &["c_values.c", "c_values_handle.c"],
+                "c_values_O0",
+                &["-O0"],
+            ),
+            "inspect_here",
+        ),
+    ];
+    for (exe, function) in cases {
+        let mut fixture = Fixture::start(&exe);
+        let stopped = Stopped::new(fixture.pid);
+        let frame = stopped.frame(function);
+        let ctx = FrameContext {
+            image: &stopped.image,
+            pc: frame.pc,
+            regs: &frame.regs,
+            cfa: frame.cfa,
+            is_caller: frame.is_caller,
+            inline_depth: frame.inline_depth,
+            memory: &Garbage,
+        };
+        let limits = Limits {
+            depth: 6,
+            max_string: 4096,
+            max_items: 200,
+        };
+        let started = Instant::now();
+        let values = read_locals(&ctx, &limits, &Redaction::default_list())
+            .expect("read_locals over garbage");
+        let json = serde_json::to_string(&values).expect("json");
+        eprintln!(
+            "{}: {} variables over garbage in {:?}, {} bytes of JSON",
+            exe.display(),
+            values.len(),
+            started.elapsed(),
+            json.len()
+        );
+        assert!(json.len() < 64 << 20, "the answer must stay bounded");
+        stopped.detach();
+        let _ = fixture.finish();
+    }
+}

@@ -302,6 +302,11 @@ impl Type {
 /// building a name; deeper chains are malformed or malicious DWARF.
 const MAX_NAME_DEPTH: u32 = 24;
 
+/// Largest offset, size or array length believed from DWARF (1 TiB);
+/// anything larger is malformed, and capping here keeps every later sum of
+/// offsets far from overflowing.
+const MAX_PLAUSIBLE: u64 = 1 << 40;
+
 /// Upper bound on members, enumerators or dimensions decoded per type, so a
 /// corrupt DIE tree cannot make one decode allocate without bound.
 const MAX_CHILDREN: usize = 100_000;
@@ -499,7 +504,8 @@ impl TypeTable {
             .unwrap_or_default();
         let size = entry
             .attr_value(constants::DW_AT_byte_size)
-            .and_then(|v| v.udata_value());
+            .and_then(|v| v.udata_value())
+            .filter(|size| *size <= MAX_PLAUSIBLE);
         let target = entry
             .attr_value(constants::DW_AT_type)
             .and_then(|value| self.reference(module, &unit, value));
@@ -805,6 +811,10 @@ impl TypeTable {
                 .udata_value()
                 .map_or(MemberOffset::Dynamic, MemberOffset::Bytes),
         };
+        let offset = match offset {
+            MemberOffset::Bytes(bytes) if bytes > MAX_PLAUSIBLE => MemberOffset::Dynamic,
+            other => other,
+        };
         let bit_size = entry
             .attr_value(constants::DW_AT_bit_size)
             .and_then(|v| v.udata_value());
@@ -827,7 +837,9 @@ impl TypeTable {
                 MemberOffset::Bytes(bytes) => bytes,
                 MemberOffset::Dynamic => return None,
             };
-            (base * 8 + storage * 8).checked_sub(from_msb + bits)
+            base.checked_add(storage)?
+                .checked_mul(8)?
+                .checked_sub(from_msb.checked_add(bits)?)
         });
         let bit_size = bit_size.filter(|_| bit_offset.is_some());
         Member {
@@ -1056,9 +1068,10 @@ impl TypeTable {
                     if upper == -1 {
                         return Some(0);
                     }
-                    Some(upper - lower + 1)
+                    upper.checked_sub(lower)?.checked_add(1)
                 })
-                .and_then(|count| u64::try_from(count).ok());
+                .and_then(|count| u64::try_from(count).ok())
+                .filter(|count| *count <= MAX_PLAUSIBLE);
             dims.push(count);
         });
         if dims.is_empty() {

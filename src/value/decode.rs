@@ -51,6 +51,10 @@ impl Place {
 /// that an answer (and liveprobe's memory) stays bounded.
 pub const MAX_NODES: usize = 20_000;
 
+/// Most values one decoder produces over all the values it decodes (a whole
+/// `read_locals` answer); later values are cut to their summaries.
+pub const MAX_TOTAL_NODES: usize = 100_000;
+
 /// Largest object read in one piece; bigger aggregates are read per member.
 const MAX_WHOLE_READ: u64 = 64 * 1024;
 
@@ -129,6 +133,8 @@ pub struct Decoder<'a> {
     redaction: &'a Redaction,
     symbolize: &'a dyn Fn(u64) -> Option<String>,
     nodes: usize,
+    /// Nodes produced over the decoder's life (see [`MAX_TOTAL_NODES`]).
+    total_nodes: usize,
     /// Addresses of the pointees being expanded on the current path.
     pointer_path: Vec<u64>,
 }
@@ -165,6 +171,7 @@ impl<'a> Decoder<'a> {
             redaction,
             symbolize,
             nodes: 0,
+            total_nodes: 0,
             pointer_path: Vec::new(),
         }
     }
@@ -197,7 +204,11 @@ impl<'a> Decoder<'a> {
     pub fn decode(&mut self, name: &str, ty: Option<TypeKey>, place: &Place) -> Value {
         self.nodes = 0;
         self.pointer_path.clear();
-        let depth = self.limits.depth;
+        let depth = if self.total_nodes >= MAX_TOTAL_NODES {
+            0
+        } else {
+            self.limits.depth
+        };
         if self.redaction.is_secret(name) {
             let type_name = self.type_name(ty);
             return Value::redacted(name, type_name);
@@ -290,7 +301,11 @@ impl<'a> Decoder<'a> {
 
     /// How many nodes the current value has produced.
     pub(crate) fn nodes_spent(&self) -> usize {
-        self.nodes
+        if self.total_nodes >= MAX_TOTAL_NODES {
+            MAX_NODES
+        } else {
+            self.nodes
+        }
     }
 
     /// The target address of a source, when it has one.
@@ -319,7 +334,8 @@ impl<'a> Decoder<'a> {
     /// Marks one more produced node; false once the budget is spent.
     pub(crate) fn spend_node(&mut self) -> bool {
         self.nodes += 1;
-        self.nodes <= MAX_NODES
+        self.total_nodes += 1;
+        self.nodes <= MAX_NODES && self.total_nodes <= MAX_TOTAL_NODES
     }
 
     /// The core: the value of type `ty` at `src`, with `depth` levels of
@@ -757,7 +773,7 @@ impl<'a> Decoder<'a> {
         let mut truncated = false;
         let max_items = self.limits.max_items as usize;
         for member in members {
-            if children.len() >= max_items || self.nodes >= MAX_NODES {
+            if children.len() >= max_items || self.nodes_spent() >= MAX_NODES {
                 truncated = true;
                 break;
             }

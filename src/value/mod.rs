@@ -20,8 +20,8 @@ mod redact;
 mod render;
 
 pub use decode::{
-    Decoder, MAX_NODES, Place, format_float, long_double_to_f64, quote_bytes, quote_char,
-    sign_extend,
+    Decoder, MAX_NODES, MAX_TOTAL_NODES, Place, format_float, long_double_to_f64, quote_bytes,
+    quote_char, sign_extend,
 };
 pub use memory::PageCache;
 pub use redact::Redaction;

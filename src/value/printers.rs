@@ -152,7 +152,7 @@ fn sequence(
             None => decoder.value(
                 &child_name,
                 Some(element),
-                Src::Memory(address + i * stride),
+                Src::Memory(address.wrapping_add(i.wrapping_mul(stride))),
                 depth - 1,
             ),
         };
@@ -501,7 +501,7 @@ fn vec_deque(
         children.push(decoder.value(
             &format!("[{i}]"),
             Some(element),
-            Src::Memory(address + slot * stride),
+            Src::Memory(address.wrapping_add(slot.wrapping_mul(stride))),
             depth - 1,
         ));
     }
@@ -562,7 +562,7 @@ fn reference_counted(
         decoder,
         summary,
         value_type,
-        address + value_offset,
+        address.wrapping_add(value_offset),
         depth,
     ))
 }
@@ -650,7 +650,7 @@ fn hash_table(
     let mut scanned = 0u64;
     while scanned < buckets && (full.len() as u64) < max_items {
         let chunk = (buckets - scanned).min(64 * 1024);
-        let bytes = match decoder.read(Src::Memory(ctrl + scanned), chunk as usize) {
+        let bytes = match decoder.read(Src::Memory(ctrl.wrapping_add(scanned)), chunk as usize) {
             Ok(bytes) => bytes,
             Err(reason) => return Some(Value::unavailable(name, value.type_name, reason)),
         };
@@ -689,7 +689,10 @@ fn hash_table(
             value.truncated = true;
             break;
         }
-        let Some(slot) = ctrl.checked_sub((index + 1) * stride) else {
+        let Some(slot) = (index + 1)
+            .checked_mul(stride)
+            .and_then(|back| ctrl.checked_sub(back))
+        else {
             break;
         };
         children.push(map_entry(
@@ -884,7 +887,14 @@ fn walk_btree(
         Ok(len) if len <= 11 => len,
         _ => return false,
     };
-    let edge = |i: u64| read_word(decoder, Src::Memory(node), shape.edges_offset + i * 8).ok();
+    let edge = |i: u64| {
+        read_word(
+            decoder,
+            Src::Memory(node),
+            shape.edges_offset.wrapping_add(i * 8),
+        )
+        .ok()
+    };
     for i in 0..len {
         if height > 0 {
             let Some(child) = edge(i) else { return false };
@@ -904,8 +914,10 @@ fn walk_btree(
             return false;
         }
         entries.push((
-            node + shape.keys_offset + i * shape.key_size,
-            node + shape.vals_offset + i * shape.value_size,
+            node.wrapping_add(shape.keys_offset)
+                .wrapping_add(i.wrapping_mul(shape.key_size)),
+            node.wrapping_add(shape.vals_offset)
+                .wrapping_add(i.wrapping_mul(shape.value_size)),
         ));
     }
     if height > 0 {
@@ -1185,8 +1197,8 @@ fn rb_tree(
         }
     };
     let header_address = match src {
-        Src::Memory(address) => Some(address + header),
-        Src::View(_) => decoder.view_address(src).map(|a| a + header),
+        Src::Memory(address) => Some(address.wrapping_add(header)),
+        Src::View(_) => decoder.view_address(src).map(|a| a.wrapping_add(header)),
     };
     let mut value = Value::leaf(name, type_name, format!("{kind}(len {count})"));
     if count == 0 {
@@ -1222,7 +1234,7 @@ fn rb_tree(
         if steps > MAX_TREE_NODES * 4 || decoder.nodes_spent() >= MAX_NODES {
             break;
         }
-        let storage = node + storage_offset;
+        let storage = node.wrapping_add(storage_offset);
         children.push(map_entry(
             decoder,
             children.len(),
@@ -1230,7 +1242,7 @@ fn rb_tree(
             key_type,
             mapped_type,
             storage,
-            storage + mapped_offset,
+            storage.wrapping_add(mapped_offset),
             depth,
         ));
         // Successor: leftmost of the right subtree, else climb while we are a right child.
@@ -1342,7 +1354,7 @@ fn std_hashtable(
         if steps > count.min(MAX_TREE_NODES as u64) + 1 || decoder.nodes_spent() >= MAX_NODES {
             break;
         }
-        let storage = node + storage_offset;
+        let storage = node.wrapping_add(storage_offset);
         children.push(map_entry(
             decoder,
             children.len(),
@@ -1350,7 +1362,7 @@ fn std_hashtable(
             key_type,
             mapped_type,
             storage,
-            storage + mapped_offset,
+            storage.wrapping_add(mapped_offset),
             depth,
         ));
         node = match read_word(decoder, Src::Memory(node), 0) {
