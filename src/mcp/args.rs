@@ -288,7 +288,7 @@ pub struct SetMetricArgs {
     /// The number to summarize (histogram).
     #[serde(default)]
     pub expression: Option<String>,
-    /// Where a duration ends.
+    /// Where a duration ends (default: every return of the function containing `location`).
     #[serde(default)]
     pub end_location: Option<String>,
     /// Observations before the metric is done (default 10,000,000).

@@ -48,7 +48,7 @@ impl LiveprobeServer {
     }
 
     #[tool(
-        description = "Set a metric probe: `count` of passes, `histogram` of a numeric `expression`, or `duration` in µs from `location` to `end_location` (per thread). Its result is a summary {count, min, max, mean, p50, p90, p99}, read with get_probe_results.",
+        description = "Set a metric probe: `count` of passes, `histogram` of a numeric `expression`, or `duration` in µs from `location` to `end_location`, or to the function's return when no end_location is given (per thread). Its result is a summary {count, min, max, mean, p50, p90, p99}, read with get_probe_results.",
         output_schema = schema_for_output::<ProbeCreated>(),
         annotations(read_only_hint = false, destructive_hint = false, open_world_hint = false)
     )]
