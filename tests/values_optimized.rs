@@ -102,3 +102,45 @@ fn optimized_values_are_right_or_reported_missing() {
     let last = fixture.finish();
     assert_eq!(last.trim(), "done 81 13 42");
 }
+
+#[test]
+fn rust_release_build_is_honest() {
+    let exe = build("rust_values.rs", "rust_values_O2", &["-C", "opt-level=2"]);
+    let mut fixture = Fixture::start(&exe);
+    let stopped = Stopped::new(fixture.pid);
+    let ctx = stopped.context("inspect_here");
+    let values =
+        read_locals(&ctx, &Limits::default(), &Redaction::default_list()).expect("read_locals");
+    let truth = [
+        ("count", "3"),
+        ("small", "200"),
+        ("negative", "-5"),
+        ("flag", "true"),
+        ("name", "\"fixture\""),
+        ("text", "\"hello\""),
+        ("unit", "()"),
+        ("some", "Some(5)"),
+        ("ok", "Ok(1)"),
+        ("rect", "Rect(2, 3)"),
+        ("cell", "12"),
+    ];
+    for (name, expected) in truth {
+        let Some(value) = values.iter().find(|v| v.name == name) else {
+            continue;
+        };
+        match &value.unavailable {
+            Some(reason) => assert!(reason.starts_with("optimized out"), "{name}: {reason}"),
+            None => assert_eq!(value.value, expected, "{name} is wrong"),
+        }
+    }
+    for secret in ["password", "creds"] {
+        let value = values.iter().find(|v| v.name == secret).expect(secret);
+        assert!(
+            !value.to_text().contains("hunter2") && !value.to_text().contains("sk-secret"),
+            "{secret}"
+        );
+    }
+    stopped.detach();
+    let last = fixture.finish();
+    assert!(last.starts_with("done "), "{last}");
+}

@@ -214,6 +214,13 @@ impl<'a> Decoder<'a> {
             return Value::redacted(name, type_name);
         }
         match place {
+            // A zero-sized value (`()`, an empty struct) needs no location.
+            Place::Unavailable(_)
+                if ty.is_some_and(|t| self.types.size_of(self.module, t) == Some(0)) =>
+            {
+                let view = View::new(&[], &[], None);
+                self.value(name, ty, Src::View(view), depth)
+            }
             Place::Unavailable(reason) => {
                 let type_name = self.type_name(ty);
                 Value::unavailable(name, type_name, reason.clone())
