@@ -71,25 +71,33 @@ pub(crate) struct CuLines {
     pub(crate) language: Option<gimli::DwLang>,
 }
 
+/// A file entry of a unit: (unit index, raw file index, normalized full path).
+pub(crate) type FileEntryRef = (u32, u32, Arc<str>);
+
+/// Statement rows of some files of a unit, keyed by (unit index, file indices).
+type FileRowsCache = HashMap<(u32, Vec<u32>), Arc<Vec<Row>>>;
+
 /// Per module: compilation units and, per file base name, where it appears (unit index, file index).
 pub(crate) struct LineIndex {
     pub(crate) cus: Vec<CuLines>,
     by_base: HashMap<Box<str>, Vec<(u32, u32)>>,
     /// Resolved paths of the file entries with a given base name (unit index, file index, path).
-    by_base_paths: Mutex<HashMap<Box<str>, Arc<Vec<(u32, u32, Arc<str>)>>>>,
+    by_base_paths: Mutex<HashMap<Box<str>, Arc<Vec<FileEntryRef>>>>,
     /// Units visited by scans since the index was built (see `note_unit_visited`).
     visited: std::sync::atomic::AtomicUsize,
     /// Rows of selected files of a unit, keyed by (unit index, file indices).
-    file_rows: Mutex<HashMap<(u32, Vec<u32>), Arc<Vec<Row>>>>,
+    file_rows: Mutex<FileRowsCache>,
 }
 
 /// How many units a scan visits before releasing the pages it touched (bounds resident memory on huge files).
-const RELEASE_EVERY_UNITS: usize = 64;
+pub(crate) const RELEASE_EVERY_UNITS: usize = 32;
 
 /// One decoded line-table row.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Row {
     pub(crate) addr: u64,
+    /// Raw file index of the unit's line program.
+    pub(crate) file: u32,
     pub(crate) line: u32,
     pub(crate) is_stmt: bool,
     pub(crate) prologue_end: bool,
@@ -324,6 +332,28 @@ impl LineIndex {
         self.decode(module, cu, None)
     }
 
+    /// The source file and line of a file address inside unit `cu`, from its line table (the row that covers
+    /// the address; of several rows at one address, the last, as addr2line does).
+    pub(crate) fn location_in_unit(
+        &self,
+        module: &Module,
+        cu: u32,
+        addr: u64,
+    ) -> Option<(String, u32)> {
+        let rows = self.all_rows(module, cu)?;
+        let mut found: Option<Row> = None;
+        for pair in rows.windows(2) {
+            let (row, next) = (pair[0], pair[1]);
+            if !row.end_sequence && row.addr <= addr && addr < next.addr {
+                found = Some(row);
+            }
+        }
+        let row = found?;
+        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        let path = file_path(module.dwarf()?, &unit, u64::from(row.file))?;
+        Some((path, row.line))
+    }
+
     /// Counts a unit visited by a scan and releases touched pages every [`RELEASE_EVERY_UNITS`] units.
     fn note_unit_visited(&self, module: &Module) {
         let n = self
@@ -352,6 +382,7 @@ impl LineIndex {
                     }
                     rows.push(Row {
                         addr: row.address(),
+                        file,
                         line: row.line().map(|l| l.get() as u32).unwrap_or(0),
                         is_stmt: row.is_stmt(),
                         prologue_end: row.prologue_end(),

@@ -318,13 +318,23 @@ impl ProcessImage {
         })
     }
 
-    /// Describes the site at an address: innermost function, file and line (unless given).
+    /// Describes the site at an address: innermost function, file and line (unless given; when both are given
+    /// nothing is looked up and `inlined` is left false for the caller to set).
     fn site_at(
         &self,
         address: RuntimeAddr,
         function: Option<&str>,
         line: Option<(String, u32)>,
     ) -> ResolvedSite {
+        if let (Some(function), Some((file, line))) = (function, &line) {
+            return ResolvedSite {
+                address,
+                function: Some(function.to_string()),
+                file: Some(file.clone()),
+                line: Some(*line),
+                inlined: false,
+            };
+        }
         let frames = self.symbolize(address, false);
         let innermost = frames.first();
         let (file, line) = match line {
@@ -411,11 +421,7 @@ impl ProcessImage {
                 if after != addr {
                     addr = after;
                     moved = true;
-                    if let Some(l) = self
-                        .symbolize(module.to_runtime(FileAddr(addr)), false)
-                        .first()
-                        .and_then(|f| f.line)
-                    {
+                    if let Some((_, l)) = module.line_index().location_in_unit(module, cu, addr) {
                         at_line = l;
                     }
                 }
@@ -489,7 +495,7 @@ impl ProcessImage {
                 let module = &self.modules()[mi];
                 if module.debug_info().found && tier_no == 0 {
                     for e in &module.name_index().entries {
-                        if let Some(rank) = query.rank(&e.name, &e.key, e.linkage.as_deref())
+                        if let Some(rank) = query.rank(&e.name, &e.key, None)
                             && (want_substring || rank != MatchRank::Substring)
                         {
                             out.push((
@@ -584,7 +590,15 @@ impl ProcessImage {
                     c.name
                 ));
             }
-            let mut site = self.site_at(module.to_runtime(FileAddr(addr)), Some(&c.name), None);
+            // File and line from the unit's line table when the index knows the unit (cheap); otherwise
+            // through the symbolizer.
+            let line =
+                c.cu.and_then(|cu| module.line_index().location_in_unit(module, cu, addr));
+            let mut site = self.site_at(
+                module.to_runtime(FileAddr(addr)),
+                Some(&c.name),
+                line.map(|(f, l)| (normalize_path(&f), l)),
+            );
             site.inlined = c.inlined;
             sites.push(site);
         }

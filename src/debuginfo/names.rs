@@ -13,7 +13,7 @@ use gimli::Reader as _;
 
 use super::bytes::DwarfReader;
 use super::demangle::{demangle_name, strip_generics};
-use super::lines::file_path;
+use super::lines::{RELEASE_EVERY_UNITS, file_path};
 use super::module::Module;
 
 /// One function instance with code.
@@ -23,8 +23,6 @@ pub(crate) struct FnEntry {
     pub(crate) name: Arc<str>,
     /// Lowercase matching key (generic arguments and `<T as Trait>` wrappers removed).
     pub(crate) key: Arc<str>,
-    /// Raw linkage (mangled) name, when the DWARF gives one.
-    pub(crate) linkage: Option<Arc<str>>,
     /// Declaration file and line.
     pub(crate) decl_file: Option<Arc<str>>,
     pub(crate) decl_line: Option<u32>,
@@ -111,6 +109,8 @@ pub(crate) enum MatchRank {
 /// A prepared query.
 pub(crate) struct NameQuery {
     raw: String,
+    /// The query demangled if it was a mangled name (`_ZN...`, `_R...`), else the query.
+    display: String,
     key: String,
     suffix: String,
 }
@@ -118,16 +118,30 @@ pub(crate) struct NameQuery {
 impl NameQuery {
     pub(crate) fn new(query: &str) -> NameQuery {
         let raw = query.trim().to_string();
-        let key = match_key(&raw);
+        let display = if raw.starts_with("_Z") || raw.starts_with("_R") {
+            demangle_name(&raw, None)
+        } else {
+            raw.clone()
+        };
+        let key = match_key(&display);
         let suffix = format!("::{key}");
-        NameQuery { raw, key, suffix }
+        NameQuery {
+            raw,
+            display,
+            key,
+            suffix,
+        }
     }
 
     pub(crate) fn rank(&self, name: &str, key: &str, linkage: Option<&str>) -> Option<MatchRank> {
         if self.key.is_empty() {
             return None;
         }
-        if name == self.raw || key == self.key || linkage == Some(self.raw.as_str()) {
+        if name == self.raw
+            || name == self.display
+            || key == self.key
+            || linkage == Some(self.raw.as_str())
+        {
             Some(MatchRank::Exact)
         } else if key.ends_with(&self.suffix) {
             Some(MatchRank::Qualified)
@@ -148,6 +162,8 @@ struct UnitWalk<'a> {
     /// Names already computed for abstract origins / specifications in this unit.
     origin_names: HashMap<usize, Option<Names>>,
     decl_files: HashMap<u64, Option<Arc<str>>>,
+    /// Declaration paths shared across units (the same headers and modules recur in every unit).
+    paths: &'a mut HashMap<String, Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -175,11 +191,19 @@ fn string_of(
 
 impl UnitWalk<'_> {
     fn decl_file(&mut self, index: u64) -> Option<Arc<str>> {
-        let (dwarf, unit) = (self.dwarf, self.unit);
-        self.decl_files
-            .entry(index)
-            .or_insert_with(|| file_path(dwarf, unit, index).map(Arc::from))
-            .clone()
+        if let Some(known) = self.decl_files.get(&index) {
+            return known.clone();
+        }
+        let path = file_path(self.dwarf, self.unit, index).map(|p| match self.paths.get(&p) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(p.as_str());
+                self.paths.insert(p, shared.clone());
+                shared
+            }
+        });
+        self.decl_files.insert(index, path.clone());
+        path
     }
 
     /// Name, linkage name and declaration of a DIE, following DW_AT_abstract_origin / DW_AT_specification.
@@ -310,6 +334,7 @@ fn cross_unit_names(module: &Module, offset: gimli::DebugInfoOffset<usize>) -> O
     let unit = module.unit_at(unit_offset)?;
     let local = UnitOffset(offset.0.checked_sub(unit_offset.0)?);
     let entry = unit.entry(local).ok()?;
+    let mut paths = HashMap::new();
     let mut walk = UnitWalk {
         module,
         dwarf,
@@ -317,6 +342,7 @@ fn cross_unit_names(module: &Module, offset: gimli::DebugInfoOffset<usize>) -> O
         language: None,
         origin_names: HashMap::new(),
         decl_files: HashMap::new(),
+        paths: &mut paths,
     };
     Some(walk.names(&entry, 3))
 }
@@ -333,54 +359,98 @@ fn scope_tag(tag: gimli::DwTag) -> bool {
     )
 }
 
-/// Visits every function DIE with code (out-of-line subprograms and inlined copies) of a unit in DFS order,
-/// with the namespaces/types enclosing it.
-fn walk_functions(
-    walk: &mut UnitWalk<'_>,
-    mut visit: impl FnMut(
+/// Deepest DIE nesting we follow (malformed DWARF must not overflow the stack).
+const MAX_DIE_DEPTH: usize = 128;
+
+type Scopes = Vec<(isize, String)>;
+
+/// Visits every function DIE with code (out-of-line subprograms and inlined copies) of a unit, depth first,
+/// with the namespaces/types enclosing it. `visit` returns whether to look inside the function (for inlined
+/// copies); subtrees that cannot hold functions (types' members, variables) are skipped without decoding.
+fn walk_functions<F>(walk: &mut UnitWalk<'_>, mut visit: F)
+where
+    F: FnMut(
         &mut UnitWalk<'_>,
         &DebuggingInformationEntry<DwarfReader>,
         bool,
         &[(isize, String)],
-    ),
-) {
-    let (dwarf, unit) = (walk.dwarf, walk.unit);
-    let mut scopes: Vec<(isize, String)> = Vec::new();
-    let mut cursor = unit.entries();
+    ) -> bool,
+{
+    let unit = walk.unit;
+    let Ok(mut tree) = unit.entries_tree(None) else {
+        return;
+    };
+    let Ok(root) = tree.root() else {
+        return;
+    };
+    let mut scopes: Scopes = Vec::new();
+    walk_children(walk, root, 1, &mut scopes, &mut visit);
+}
+
+fn walk_children<F>(
+    walk: &mut UnitWalk<'_>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    depth: usize,
+    scopes: &mut Scopes,
+    visit: &mut F,
+) where
+    F: FnMut(
+        &mut UnitWalk<'_>,
+        &DebuggingInformationEntry<DwarfReader>,
+        bool,
+        &[(isize, String)],
+    ) -> bool,
+{
+    if depth > MAX_DIE_DEPTH {
+        return;
+    }
+    let mut children = node.children();
     loop {
-        let entry = match cursor.next_dfs() {
-            Ok(Some(e)) => e,
+        let child = match children.next() {
+            Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "stopped walking unit DIEs");
                 break;
             }
         };
-        let depth = entry.depth();
-        while scopes.last().is_some_and(|(d, _)| *d >= depth) {
-            scopes.pop();
-        }
+        let entry = child.entry();
         let tag = entry.tag();
         if scope_tag(tag) {
-            if entry.has_children() {
-                let name = entry
-                    .attr_value(gimli::DW_AT_name)
-                    .and_then(|v| string_of(dwarf, unit, v))
-                    .unwrap_or_else(|| "(anonymous namespace)".to_string());
-                scopes.push((depth, name));
+            if !entry.has_children() {
+                continue;
             }
+            let name = entry
+                .attr_value(gimli::DW_AT_name)
+                .and_then(|v| string_of(walk.dwarf, walk.unit, v))
+                .unwrap_or_else(|| "(anonymous namespace)".to_string());
+            scopes.push((depth as isize, name));
+            walk_children(walk, child, depth + 1, scopes, visit);
+            scopes.pop();
             continue;
         }
-        let inlined = match tag {
-            gimli::DW_TAG_subprogram => false,
-            gimli::DW_TAG_inlined_subroutine => true,
-            _ => continue,
+        let descend = match tag {
+            gimli::DW_TAG_subprogram | gimli::DW_TAG_inlined_subroutine => {
+                let inlined = tag == gimli::DW_TAG_inlined_subroutine;
+                entry.attr_value(gimli::DW_AT_declaration).is_none()
+                    && visit(walk, entry, inlined, scopes)
+            }
+            gimli::DW_TAG_lexical_block => true,
+            _ => false,
         };
-        if entry.attr_value(gimli::DW_AT_declaration).is_some() {
-            continue;
+        if descend && entry.has_children() {
+            walk_children(walk, child, depth + 1, scopes, visit);
         }
-        visit(walk, entry, inlined, &scopes);
     }
+}
+
+/// Shares one allocation per distinct function name and declaration path (generic functions and headers
+/// recur in many units).
+#[derive(Default)]
+struct Interner {
+    /// Display name -> (display name, matching key).
+    names: HashMap<String, (Arc<str>, Arc<str>)>,
+    paths: HashMap<String, Arc<str>>,
 }
 
 fn index_unit(
@@ -389,8 +459,13 @@ fn index_unit(
     unit: &gimli::Unit<DwarfReader>,
     cu: u32,
     language: Option<gimli::DwLang>,
+    interned: &mut Interner,
     out: &mut Vec<FnEntry>,
 ) {
+    let Interner {
+        names: interned,
+        paths,
+    } = interned;
     let mut walk = UnitWalk {
         module,
         dwarf,
@@ -398,18 +473,18 @@ fn index_unit(
         language,
         origin_names: HashMap::new(),
         decl_files: HashMap::new(),
+        paths,
     };
-    let mut interned: HashMap<String, (Arc<str>, Arc<str>)> = HashMap::new();
     walk_functions(&mut walk, |walk, entry, inlined, scopes| {
         let Some((start, end)) = walk.code_range(entry) else {
-            return;
+            return true;
         };
         if start == 0 {
-            return; // discarded by the linker (address 0 in an executable that does not map page 0)
+            return false; // discarded by the linker (address 0 in an executable that does not map page 0)
         }
         let names = walk.names(entry, 0);
         let Some(display) = walk.display_name(&names, if inlined { &[] } else { scopes }) else {
-            return;
+            return true;
         };
         let (name, key) = interned
             .entry(display)
@@ -418,7 +493,6 @@ fn index_unit(
         out.push(FnEntry {
             name,
             key,
-            linkage: names.linkage.map(Arc::from),
             decl_file: names.decl_file,
             decl_line: names.decl_line,
             entry: start,
@@ -426,6 +500,7 @@ fn index_unit(
             inlined,
             cu,
         });
+        true
     });
 }
 
@@ -446,7 +521,10 @@ pub(crate) struct Instance {
 /// For each address (file addresses inside unit `cu`), the innermost function instance containing it. Walks
 /// only that unit's DIEs.
 pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Option<Instance>> {
-    let mut best: Vec<Option<(isize, Instance)>> = vec![None; addrs.len()];
+    let mut best: Vec<Option<Instance>> = vec![None; addrs.len()];
+    if addrs.is_empty() {
+        return best;
+    }
     let index = module.line_index();
     let (Some(dwarf), Some(info)) = (module.dwarf(), index.cus.get(cu as usize)) else {
         return vec![None; addrs.len()];
@@ -454,6 +532,7 @@ pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Optio
     let Some(unit) = module.parse_unit(info.unit_offset) else {
         return vec![None; addrs.len()];
     };
+    let mut paths = HashMap::new();
     let mut walk = UnitWalk {
         module,
         dwarf,
@@ -461,11 +540,12 @@ pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Optio
         language: info.language,
         origin_names: HashMap::new(),
         decl_files: HashMap::new(),
+        paths: &mut paths,
     };
     walk_functions(&mut walk, |walk, entry, inlined, scopes| {
         let unit_ref = walk.unit.unit_ref(walk.dwarf);
         let Ok(mut ranges) = unit_ref.die_ranges(entry) else {
-            return;
+            return false;
         };
         let mut hits: Vec<usize> = Vec::new();
         while let Ok(Some(r)) = ranges.next() {
@@ -476,56 +556,108 @@ pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Optio
             }
         }
         if hits.is_empty() {
-            return;
+            return false;
         }
-        let depth = entry.depth();
         let Some((start, end)) = walk.code_range(entry) else {
-            return;
+            return true;
         };
         let names = walk.names(entry, 0);
         let name = walk.display_name(&names, if inlined { &[] } else { scopes });
+        // Functions nest and are visited outside-in, so the last containing one is the innermost.
         for i in hits {
-            if best[i].as_ref().is_none_or(|(d, _)| *d < depth) {
-                best[i] = Some((
-                    depth,
-                    Instance {
-                        die: entry.offset().0,
-                        name: name.clone(),
-                        inlined,
-                        entry: start,
-                        end,
-                    },
-                ));
-            }
+            best[i] = Some(Instance {
+                die: entry.offset().0,
+                name: name.clone(),
+                inlined,
+                entry: start,
+                end,
+            });
         }
+        true
     });
-    best.into_iter().map(|b| b.map(|(_, i)| i)).collect()
+    best
 }
 
 impl NameIndex {
     fn build(module: &Module) -> NameIndex {
-        let mut entries = Vec::new();
-        let Some(dwarf) = module.dwarf() else {
-            return NameIndex { entries };
-        };
-        let started = std::time::Instant::now();
-        let index = module.line_index();
-        for (i, cu) in index.cus.iter().enumerate() {
-            // Units are parsed fresh (not through the module cache): indexing touches every unit once and
-            // must not keep them all alive.
-            let Some(unit) = module.parse_unit(cu.unit_offset) else {
-                continue;
+        if module.dwarf().is_none() {
+            return NameIndex {
+                entries: Vec::new(),
             };
-            index_unit(module, dwarf, &unit, i as u32, cu.language, &mut entries);
-            if i % 64 == 63 {
-                module.release_dwarf_pages();
+        }
+        let started = std::time::Instant::now();
+        let cus = module.line_index().cus.len();
+        // Two workers: DIE decoding dominates and parallelizes per unit; more would crowd the target's machine.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 2);
+        let chunk = cus.div_ceil(workers).max(1);
+        let mut parts: Vec<Vec<FnEntry>> = Vec::new();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    scope.spawn(move || index_range(module, w * chunk..((w + 1) * chunk).min(cus)))
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(part) => parts.push(part),
+                    Err(_) => {
+                        tracing::warn!("a function-index worker panicked; its units are missing")
+                    }
+                }
             }
+        });
+        let mut entries: Vec<FnEntry> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for part in parts {
+            entries.extend(part);
         }
         module.release_dwarf_pages();
-        entries.shrink_to_fit();
+        release_freed_heap();
         tracing::debug!(module = %module.path().display(), functions = entries.len(), ms = started.elapsed().as_millis() as u64, "built function index");
         NameIndex { entries }
     }
+}
+
+/// Returns memory freed by the indexing workers (their per-thread malloc arenas) to the system, so a one-off
+/// index build does not leave the server's resident size at its peak.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Indexes the units `range` of a module.
+fn index_range(module: &Module, range: std::ops::Range<usize>) -> Vec<FnEntry> {
+    let mut entries = Vec::new();
+    let (Some(dwarf), index) = (module.dwarf(), module.line_index()) else {
+        return entries;
+    };
+    let mut interned = Interner::default();
+    for i in range {
+        let Some(cu) = index.cus.get(i) else { break };
+        // Units are parsed fresh (not through the module cache): indexing touches every unit once and must
+        // not keep them all alive.
+        let Some(unit) = module.parse_unit(cu.unit_offset) else {
+            continue;
+        };
+        index_unit(
+            module,
+            dwarf,
+            &unit,
+            i as u32,
+            cu.language,
+            &mut interned,
+            &mut entries,
+        );
+        if i % RELEASE_EVERY_UNITS == RELEASE_EVERY_UNITS - 1 {
+            module.release_dwarf_pages();
+        }
+    }
+    entries.shrink_to_fit();
+    entries
 }
 
 impl Module {
