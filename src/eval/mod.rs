@@ -538,3 +538,16 @@ pub fn variables_in_scope(image: &ProcessImage, pc: RuntimeAddr) -> Vec<(String,
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Probes keep compiled conditions in shared state across threads.
+    #[test]
+    fn compiled_expressions_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<CompiledExpr>();
+        assert_send_sync::<EvalError>();
+    }
+}
