@@ -564,3 +564,203 @@ fn dropping_the_tracer_mid_storm_leaves_the_target_clean() {
     fixture.send("exit 0");
     assert_eq!(fixture.wait_exit().code(), Some(0));
 }
+
+/// Per-hit cost, printed (never asserted: timing depends on the machine).
+/// Run with `cargo test --test tracer_breakpoints -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_the_cost_of_a_hit() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let solo = |fixture: &mut Fixture, n: u64| -> (String, f64) {
+        let answer = fixture.ask(&format!("solo {n}"), "solo");
+        let mut parts = answer.split_whitespace();
+        let checksum = parts.next().expect("checksum").to_string();
+        let ns: f64 = parts.next().expect("ns").parse().expect("number");
+        (checksum, ns)
+    };
+    let n = 200_000;
+    let (plain, plain_ns) = solo(&mut fixture, n);
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert");
+    let (probed, probed_ns) = solo(&mut fixture, n);
+    assert_eq!(plain, probed);
+    assert_eq!(counter.hits(), n);
+    eprintln!(
+        "one thread: {:.2} µs per call unprobed, {:.2} µs per call probed: {:.2} µs per hit",
+        plain_ns / n as f64 / 1000.0,
+        probed_ns / n as f64 / 1000.0,
+        (probed_ns - plain_ns) / n as f64 / 1000.0
+    );
+    let started = Instant::now();
+    fixture.ask("hammer 100000", "checksum");
+    let elapsed = started.elapsed();
+    eprintln!(
+        "four threads: 400000 hits in {elapsed:?}: {:.2} µs per hit of wall time",
+        elapsed.as_secs_f64() * 1e6 / 400_000.0
+    );
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+}
+
+#[test]
+fn shared_library_code_gets_a_scratch_page_of_its_own() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let code_before = anonymous_code_mappings(fixture.pid);
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let in_exe = Counter::default();
+    let in_libc = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, in_exe.handler()))
+        .expect("insert in the executable");
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["getppid"], 2, in_libc.handler()))
+        .expect("insert in libc");
+    // getppid's own `syscall` instruction is refused, by name.
+    let refused = rt
+        .block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites["getppid"] + 5,
+            3,
+            Counter::default().handler(),
+        ))
+        .expect_err("syscall in libc");
+    assert!(refused.to_string().contains("`syscall`"), "{refused}");
+    let pages: Vec<String> = anonymous_code_mappings(fixture.pid)
+        .into_iter()
+        .filter(|m| !code_before.contains(m))
+        .collect();
+    assert_eq!(pages.len(), 2, "one page near each module: {pages:?}");
+
+    assert_eq!(fixture.ask("libc 5000", "libc"), "5000");
+    assert_eq!(in_libc.hits(), 5000);
+    fixture.ask("hammer 100", "checksum");
+    assert_eq!(in_exe.hits(), 400);
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    assert_eq!(anonymous_code_mappings(fixture.pid), code_before);
+    assert_eq!(fixture.ask("libc 10", "libc"), "10");
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn groups_share_an_address_and_leave_it_one_by_one() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+
+    /// Appends its name to a shared log at each hit.
+    struct Named(&'static str, Arc<Mutex<Vec<&'static str>>>);
+    impl HitHandler for Named {
+        fn on_hit(&mut self, _hit: &HitContext<'_>) -> HitVerdict {
+            self.1.lock().expect("log").push(self.0);
+            HitVerdict::Keep
+        }
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for (group, name) in [(1, "first"), (2, "second"), (1, "third")] {
+        rt.block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites["call"],
+            group,
+            Box::new(Named(name, log.clone())),
+        ))
+        .expect("insert");
+    }
+    fixture.ask("reloc 1", "checksum");
+    assert_eq!(*log.lock().expect("log"), ["first", "second", "third"]);
+    assert_eq!(
+        rt.block_on(tracer.remove_group(fixture.pid, 1))
+            .expect("remove"),
+        2
+    );
+    fixture.ask("reloc 1", "checksum");
+    assert_eq!(
+        *log.lock().expect("log"),
+        ["first", "second", "third", "second"]
+    );
+    assert_eq!(
+        rt.block_on(tracer.remove_group(fixture.pid, 2))
+            .expect("remove"),
+        1
+    );
+    assert_eq!(
+        rt.block_on(tracer.remove_group(fixture.pid, 2))
+            .expect("remove again"),
+        0
+    );
+    fixture.ask("reloc 1", "checksum");
+    assert_eq!(log.lock().expect("log").len(), 4);
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+}
+
+#[test]
+fn a_process_stopped_by_job_control_is_refused_until_continued() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(fixture.pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + WAIT;
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", fixture.pid))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with(['T', 't']))
+            })
+            .unwrap_or(false)
+    };
+    while !stopped() {
+        assert!(Instant::now() < deadline, "fixture did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let refused = loop {
+        // The tracer learns of the group-stop when it reaps it.
+        match rt.block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            sites["hot"],
+            1,
+            Counter::default().handler(),
+        )) {
+            Err(error) => break error,
+            Ok(_) => {
+                rt.block_on(tracer.remove_group(fixture.pid, 1))
+                    .expect("remove");
+                panic!("a job-control stopped process could be probed: a thread was resumed");
+            }
+        }
+    };
+    assert!(
+        matches!(refused, TraceError::JobControlStopped { .. }),
+        "{refused}"
+    );
+    // Still stopped: nothing resumed it.
+    assert!(stopped());
+    // SAFETY: as above.
+    unsafe { libc::kill(fixture.pid, libc::SIGCONT) };
+    let counter = Counter::default();
+    let armed = loop {
+        match rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
+        {
+            Ok(id) => break id,
+            Err(TraceError::JobControlStopped { .. }) => {
+                assert!(Instant::now() < deadline, "never continued");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(other) => panic!("{other}"),
+        }
+    };
+    let _ = armed;
+    fixture.ask("hammer 10", "checksum");
+    assert_eq!(counter.hits(), 40);
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+}

@@ -382,6 +382,8 @@ impl TracerLoop {
         // The leader first, then the others; never a job-control stopped one.
         candidates.retain(|(_, stopped)| !stopped);
         candidates.sort_by_key(|(tid, _)| (*tid != pid, *tid));
+        let tried = candidates.len();
+        let mut found_group_stopped = 0;
         for (tid, _) in candidates {
             if ptrace::interrupt(tid).is_err() {
                 continue;
@@ -397,9 +399,15 @@ impl TracerLoop {
                     }
                     Ok(Some(event)) => {
                         let ends = inject::is_exit(&event);
+                        let group_stop = matches!(event, WaitEvent::GroupStop(_));
                         self.on_wait_status(tid, event);
                         if !self.targets.contains_key(&pid) {
                             return Err(self.not_live_error(pid));
+                        }
+                        if group_stop {
+                            // Stopped by job control just now: it stays so.
+                            found_group_stopped += 1;
+                            break;
                         }
                         if ends {
                             break;
@@ -410,6 +418,9 @@ impl TracerLoop {
                     Ok(None) | Err(_) => break,
                 }
             }
+        }
+        if tried > 0 && found_group_stopped == tried {
+            return Err(TraceError::JobControlStopped { pid });
         }
         Err(TraceError::ScratchUnavailable {
             pid,
@@ -745,11 +756,23 @@ impl TracerLoop {
         };
         if signal == libc::SIGTRAP {
             let at = regs.rip.wrapping_sub(1);
-            if target.breakpoints.is_ours(at) {
-                let code = ptrace::signal_code(tid).unwrap_or(0);
-                if code == ptrace::SI_KERNEL || code == ptrace::TRAP_BRKPT {
-                    return self.on_breakpoint_trap(pid, tid, regs, at);
+            // A thread stopped for a signal is at an instruction boundary
+            // unless it trapped on an int3; `at + 1` is a boundary only when
+            // the instruction there is one byte long (push, pop, ret...).
+            // Only then can a SIGTRAP sent by someone (kill, raise) look like
+            // ours, and only then is `si_code` needed to tell them apart.
+            let mid_instruction = target
+                .breakpoints
+                .sites
+                .get(&at)
+                .is_some_and(|site| site.instruction.len() > 1);
+            if mid_instruction
+                || target.breakpoints.is_ours(at) && {
+                    let code = ptrace::signal_code(tid).unwrap_or(0);
+                    code == ptrace::SI_KERNEL || code == ptrace::TRAP_BRKPT
                 }
+            {
+                return self.on_breakpoint_trap(pid, tid, regs, at);
             }
         }
         // A signal for a thread inside a trampoline: it is delivered as if
@@ -882,7 +905,15 @@ impl TracerLoop {
         }
         let last_stop = target.threads.get(&tid).and_then(|t| t.last_stop);
         let exiting = target.threads.get(&tid).is_some_and(|t| t.exiting);
-        if !exiting && last_stop != Some(WaitEvent::Signal(libc::SIGTRAP)) && sigtrap_pending(tid) {
+        // A synchronous SIGTRAP is delivered before any job-control stop,
+        // so a group-stopped thread has none pending (and must not be
+        // resumed out of its stop).
+        let group_stopped = matches!(last_stop, Some(WaitEvent::GroupStop(_)));
+        if !exiting
+            && !group_stopped
+            && last_stop != Some(WaitEvent::Signal(libc::SIGTRAP))
+            && sigtrap_pending(tid)
+        {
             // Detached now, it would die of that SIGTRAP: let it report it.
             match ptrace::cont(tid, signal) {
                 Ok(()) => {
