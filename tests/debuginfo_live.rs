@@ -81,6 +81,64 @@ fn fixture(name: &str) -> PathBuf {
                 .arg(src.join("cpp_class.cpp")),
             name,
         ),
+        "c_signal" => compile(
+            Command::new("gcc")
+                .args(["-g", "-O0", "-o"])
+                .arg(&out)
+                .arg(src.join("c_signal.c")),
+            name,
+        ),
+        "c_basic_symtab_only" => {
+            compile(
+                Command::new("gcc")
+                    .args(["-g", "-O0", "-o"])
+                    .arg(&out)
+                    .arg(src.join("c_basic.c")),
+                name,
+            );
+            compile(Command::new("strip").arg("--strip-debug").arg(&out), name);
+        }
+        "c_basic_debuglink" => {
+            // DWARF moved to a separate file next to the executable, found through .gnu_debuglink.
+            compile(
+                Command::new("gcc")
+                    .args(["-g", "-O0", "-o"])
+                    .arg(&out)
+                    .arg(src.join("c_basic.c")),
+                name,
+            );
+            let debug = out.with_extension("debug");
+            compile(
+                Command::new("objcopy")
+                    .arg("--only-keep-debug")
+                    .arg(&out)
+                    .arg(&debug),
+                name,
+            );
+            compile(
+                Command::new("objcopy")
+                    .arg("--strip-debug")
+                    .arg(format!("--add-gnu-debuglink={}", debug.display()))
+                    .arg(&out),
+                name,
+            );
+        }
+        "rust_v0" => compile(
+            Command::new("rustc")
+                .args([
+                    "-g",
+                    "-C",
+                    "opt-level=0",
+                    "-C",
+                    "symbol-mangling-version=v0",
+                    "--crate-name",
+                    "fixture",
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(src.join("rust_basic.rs")),
+            name,
+        ),
         "rust_basic" => compile(
             Command::new("rustc")
                 .args(["-g", "-C", "opt-level=0", "--crate-name", "fixture", "-o"])
@@ -101,6 +159,12 @@ struct Running {
 
 impl Running {
     fn start(name: &str) -> Running {
+        Running::start_then(name, |_| {})
+    }
+
+    /// Starts a fixture, waits for its "ready" line, runs `poke` (e.g. send a signal), then waits until the
+    /// main thread blocks in read(2).
+    fn start_then(name: &str, poke: impl FnOnce(i32)) -> Running {
         let exe = fixture(name);
         let mut child = Command::new(&exe)
             .stdin(Stdio::piped())
@@ -115,6 +179,7 @@ impl Running {
             .expect("read ready line");
         assert!(line.starts_with("ready"), "fixture said {line:?}");
         let running = Running { child };
+        poke(running.pid());
         running.wait_blocked_in_read();
         running
     }
@@ -572,4 +637,136 @@ fn non_pie_and_dwarf4_compressed() {
         assert_eq!(res.sites.len(), 1, "{name}");
         run.finish();
     }
+}
+
+#[test]
+fn unwinds_through_a_signal_frame() {
+    let run = Running::start("c_signal");
+    let image = ProcessImage::load(run.pid()).expect("load");
+    let regs = run.registers();
+    let frames = image.unwind(&regs, &LiveMemory(run.pid()), 64);
+    let names: Vec<String> = frames
+        .iter()
+        .map(|f| {
+            image
+                .symbolize(f.pc, f.is_caller)
+                .last()
+                .and_then(|s| s.function.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    eprintln!("{names:?}");
+    let handler = names
+        .iter()
+        .position(|n| n == "on_signal")
+        .expect("handler frame");
+    let trampoline = handler + 1;
+    assert!(
+        names[trampoline].contains("restore_rt"),
+        "trampoline after the handler: {names:?}"
+    );
+    assert!(frames[trampoline].is_signal_trampoline);
+    assert!(
+        !frames[trampoline + 1].is_caller,
+        "the interrupted pc is not a return address"
+    );
+    let spin = names.iter().position(|n| n == "spin").expect("spin frame");
+    assert!(spin > trampoline, "{names:?}");
+    assert_eq!(names[spin + 1], "main", "{names:?}");
+    if let Some(bt) = gdb_backtrace(run.pid()) {
+        // gdb also synthesizes frames for tail calls (__pthread_kill_internal jumps to
+        // __pthread_kill_implementation); every frame of ours must appear in its list, in order.
+        let theirs: Vec<String> = gdb_frame_names(&bt)
+            .into_iter()
+            .map(|n| {
+                if n.starts_with("<signal handler called>") {
+                    "__restore_rt".to_string()
+                } else {
+                    n
+                }
+            })
+            .collect();
+        let mut it = theirs.iter();
+        for n in &names {
+            assert!(
+                it.any(|t| t == n),
+                "{n} missing or out of order in gdb's {theirs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn separate_debug_file_through_debuglink() {
+    let run = Running::start("c_basic_debuglink");
+    let image = ProcessImage::load(run.pid()).expect("load");
+    let main = image.main_module().expect("main");
+    let status = main.debug_info();
+    assert!(status.found);
+    assert_eq!(
+        status.path.as_deref(),
+        Some(
+            fixture("c_basic_debuglink")
+                .with_extension("debug")
+                .as_path()
+        )
+    );
+    let ours = our_stack(&image, &run);
+    assert_eq!(ours[1].0, "work");
+    assert_eq!(ours[1].2, Some(24));
+    assert_eq!(
+        image
+            .resolve_location("c_basic.c:24")
+            .expect("resolve")
+            .sites
+            .len(),
+        1
+    );
+    run.finish();
+}
+
+#[test]
+fn symbols_without_dwarf() {
+    let run = Running::start("c_basic_symtab_only");
+    let image = ProcessImage::load(run.pid()).expect("load");
+    let main = image.main_module().expect("main");
+    assert!(!main.debug_info().found);
+    let ours = our_stack(&image, &run);
+    let names: Vec<&str> = ours.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(
+        names[..3],
+        ["__GI___libc_read", "work", "main"],
+        "CFI unwinding and .symtab names"
+    );
+    assert_eq!(ours[1].2, None, "no line without DWARF");
+    let res = image.resolve_location("work").expect("function by symbol");
+    assert_eq!(res.sites.len(), 1);
+    assert!(
+        res.note.is_some(),
+        "says the probe is at the entry: {res:?}"
+    );
+    assert!(
+        image
+            .find_functions("work", 5)
+            .iter()
+            .any(|f| f.name == "work")
+    );
+    let err = image
+        .resolve_location("c_basic.c:24")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c_basic.c"), "{err}");
+    run.finish();
+}
+
+#[test]
+fn rust_v0_mangling() {
+    let image = offline_image("rust_v0");
+    let worker = image.resolve_location("fixture::worker").expect("worker");
+    assert_eq!(worker.sites.len(), 1);
+    assert_eq!(worker.sites[0].function.as_deref(), Some("fixture::worker"));
+    let get = image.resolve_location("Cache::get").expect("Cache::get");
+    assert_eq!(get.sites.len(), 1, "{get:?}");
+    let frames = image.symbolize(worker.sites[0].address, false);
+    assert_eq!(frames[0].function.as_deref(), Some("fixture::worker"));
 }

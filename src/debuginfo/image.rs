@@ -40,6 +40,11 @@ impl ProcessImage {
                 PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s))
             });
         let root = PathBuf::from(format!("/proc/{pid}/root"));
+        // Same root as ours: look for separate debug files by their plain paths (and report those).
+        let debug_root = match std::fs::read_link(&root) {
+            Ok(target) if target == Path::new("/") => None,
+            _ => Some(root.as_path()),
+        };
 
         // Group file mappings per (path, inode), keeping first-seen order.
         let mut order: Vec<(String, u64)> = Vec::new();
@@ -69,7 +74,7 @@ impl ProcessImage {
             ))];
             open_paths.push(root.join(seen.strip_prefix("/").unwrap_or(&seen)));
             open_paths.push(seen.clone());
-            match Module::open(&seen, &open_paths, Some(&root), &group) {
+            match Module::open(&seen, &open_paths, debug_root, &group) {
                 Ok(module) => {
                     if exe.as_deref() == Some(seen.as_path()) {
                         main = Some(modules.len());

@@ -43,6 +43,9 @@ pub struct UnwoundFrame {
     pub is_caller: bool,
     /// How the registers of this frame were recovered.
     pub method: UnwindMethod,
+    /// This frame is the kernel's signal trampoline (`__restore_rt`): gdb shows it as
+    /// `<signal handler called>`; the next frame is the code the signal interrupted.
+    pub is_signal_trampoline: bool,
 }
 
 /// A sorted FDE index over a CFI section without a binary-search table: (start, end, FDE offset).
@@ -360,6 +363,7 @@ impl ProcessImage {
             cfa: None,
             is_caller: false,
             method: UnwindMethod::Initial,
+            is_signal_trampoline: false,
         });
         let mut prev_cfa: Option<u64> = None;
         while let Some(cur) = frames.last_mut() {
@@ -381,6 +385,12 @@ impl ProcessImage {
             if method == UnwindMethod::Cfi {
                 cur.cfa = Some(step.cfa);
             }
+            if step.signal_frame {
+                // A signal trampoline (__restore_rt) is entered by the kernel, not called: its pc is not a
+                // return address, so it is looked up as is (its FDE starts a byte early for the pc-1 CFI lookup).
+                cur.is_caller = false;
+                cur.is_signal_trampoline = true;
+            }
             if frames.len() >= max_frames {
                 break;
             }
@@ -398,6 +408,7 @@ impl ProcessImage {
                 cfa: None,
                 is_caller: !step.signal_frame,
                 method,
+                is_signal_trampoline: false,
             });
         }
         frames
