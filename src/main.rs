@@ -35,6 +35,10 @@ struct Cli {
     /// built-in list: password, secret, token, api_key, auth, cookie, ...).
     #[arg(long = "redact-name", value_name = "PART")]
     redact_names: Vec<String>,
+    /// Milliseconds per second one probe may hold target threads before it is
+    /// throttled (1..=1000; default 250).
+    #[arg(long = "probe-budget-ms", value_name = "MS")]
+    probe_budget_ms: Option<u64>,
     /// Append one JSON line per tool call to this file.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -85,6 +89,7 @@ fn serve(cli: Cli) -> std::process::ExitCode {
         allowed_exes: cli.allow_exe,
         secret_names: cli.redact_names,
         audit_log: cli.audit_log,
+        hit_budget_ms_per_s: cli.probe_budget_ms,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -403,6 +403,14 @@ fn bad_probe_requests_get_clear_errors() {
         )
         .err();
     assert!(err.contains("expression"), "{err}");
+    let err = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "orders.c:53", "source_contains": "return h;",
+                   "condition": "session_token[0] == 'a'"}),
+        )
+        .err();
+    assert!(err.contains("secret"), "{err}");
     let err = c.call("get_probe_results", json!({"probe_id": 4242})).err();
     assert!(err.contains("4242"), "{err}");
     let err = c.call("remove_probe", json!({"probe_id": 4242})).err();

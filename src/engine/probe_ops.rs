@@ -293,6 +293,15 @@ impl Engine {
                 .filter(|c| !c.trim().is_empty())
                 .map(|c| compile_at(&image, site.address, c, "condition"))
                 .transpose()?;
+            if let Some(secret) = condition
+                .as_ref()
+                .and_then(|c| c.secret_name(&self.redaction))
+            {
+                return Err(EngineError::BadArgument(format!(
+                    "the condition reads `{secret}`, whose name looks secret: a condition on it would leak \
+                     its value one hit at a time, so it is refused; filter on something else"
+                )));
+            }
             let action = match &req.what {
                 ProbeWhat::Snapshot {
                     frames,
@@ -415,6 +424,7 @@ impl Engine {
             req.max_hits,
             Duration::from_secs(ttl_s),
             capacity,
+            self.policy.hit_budget(),
             self.probe_updates.clone(),
         ));
         self.probes().insert(id, probe.clone());

@@ -28,8 +28,9 @@ const UPDATE_INTERVAL_NS: u64 = 50_000_000;
 /// Condition faults tolerated before a probe gives up and reports the error.
 pub const MAX_CONDITION_FAULTS: u64 = 10;
 /// Handler time one probe may spend per second of wall time before it is
-/// throttled: the overhead budget that keeps a hot probe from hurting the target.
-pub const HANDLER_BUDGET_PER_SECOND: Duration = Duration::from_millis(250);
+/// throttled, unless the policy says otherwise: the overhead budget that
+/// keeps a hot probe from hurting the target.
+pub const DEFAULT_HANDLER_BUDGET_PER_SECOND: Duration = Duration::from_millis(250);
 
 /// What kind of probe this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -146,6 +147,8 @@ pub struct Probe {
     pub max_hits: u64,
     /// When the probe expires.
     pub expires_at: Instant,
+    /// Handler time it may spend per second before it is throttled.
+    pub budget_per_second: Duration,
     /// When it was set.
     pub created: SystemTime,
     status: Mutex<ProbeStatus>,
@@ -220,6 +223,7 @@ impl Probe {
         max_hits: u64,
         ttl: Duration,
         capacity: usize,
+        budget_per_second: Duration,
         updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
     ) -> Probe {
         Probe {
@@ -236,6 +240,7 @@ impl Probe {
             max_handler_ns: AtomicU64::new(0),
             max_hits,
             expires_at: Instant::now() + ttl,
+            budget_per_second,
             created: SystemTime::now(),
             status: Mutex::new(ProbeStatus {
                 state: ProbeState::Armed,
@@ -404,7 +409,7 @@ impl Probe {
             b.spent = Duration::ZERO;
         }
         b.spent += spent;
-        b.spent > HANDLER_BUDGET_PER_SECOND
+        b.spent > self.budget_per_second
     }
 }
 
@@ -606,7 +611,7 @@ impl HitHandler for SiteHandler {
                 ProbeState::Throttled,
                 Some(format!(
                     "spent more than {} ms per second holding target threads; narrow it with a condition, or use a count metric",
-                    HANDLER_BUDGET_PER_SECOND.as_millis()
+                    self.probe.budget_per_second.as_millis()
                 )),
             );
             return HitVerdict::RemoveGroup;

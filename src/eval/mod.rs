@@ -183,6 +183,15 @@ impl CompiledExpr {
     fn secret(&self, redaction: &Redaction) -> bool {
         self.names.iter().any(|name| redaction.is_secret(name))
     }
+
+    /// The first name the expression reads whose name looks secret, if any:
+    /// the engine refuses such conditions, which would leak a bit per hit.
+    pub fn secret_name(&self, redaction: &Redaction) -> Option<&str> {
+        self.names
+            .iter()
+            .find(|name| redaction.is_secret(name))
+            .map(String::as_str)
+    }
 }
 
 /// Parses and compiles `expression` for the frame `ctx`: locals and

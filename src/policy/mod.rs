@@ -14,9 +14,17 @@ pub struct Policy {
     pub secret_names: Vec<String>,
     /// Where to append one JSON line per tool call; `None`: the log on stderr only.
     pub audit_log: Option<PathBuf>,
+    /// Milliseconds per second one probe may hold target threads before it
+    /// is throttled; `None`: 250.
+    pub hit_budget_ms_per_s: Option<u64>,
 }
 
 impl Policy {
+    /// Handler time one probe may spend per second before it is throttled.
+    pub fn hit_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.hit_budget_ms_per_s.unwrap_or(250).clamp(1, 1000))
+    }
+
     /// Why `pid` (running `exe`) may not be attached, or `None` when it may.
     pub fn refusal(&self, pid: i32, exe: Option<&str>) -> Option<String> {
         if self.allowed_exes.is_empty() {
