@@ -692,3 +692,47 @@ fn every_tool_call_is_audited_when_asked() {
             .contains("999999999")
     );
 }
+
+#[test]
+fn list_source_says_when_the_file_changed_after_the_build() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("moving.c");
+    std::fs::copy(fixture_src("e2e/inlined.c"), &src).expect("copy source");
+    let exe = dir.path().join("moving");
+    let status = std::process::Command::new("gcc")
+        .args(["-g", "-O0", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(status.success());
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let fresh = c
+        .call(
+            "list_source",
+            json!({"pid": fx.pid, "file": "moving.c", "line": 5}),
+        )
+        .ok();
+    assert!(fresh.get("stale").is_none(), "{fresh}");
+    // Edit the source after the build: its lines may no longer match the code.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let text = std::fs::read_to_string(&src).expect("read") + "\n/* edited */\n";
+    std::fs::write(&src, text).expect("write");
+    let stale = c
+        .call(
+            "list_source",
+            json!({"pid": fx.pid, "file": "moving.c", "line": 5}),
+        )
+        .ok();
+    assert_eq!(stale["stale"], json!(true), "{stale}");
+    // A source that is gone says so.
+    std::fs::remove_file(&src).expect("remove");
+    let err = c
+        .call("list_source", json!({"pid": fx.pid, "file": "moving.c"}))
+        .err();
+    assert!(err.contains("cannot be read"), "{err}");
+    fx.send("q");
+    fx.expect_line("acc");
+}
