@@ -64,6 +64,7 @@ macro_rules! endpoints {
     };
 }
 
+#[rustfmt::skip]
 endpoints!(
     e000, e001, e002, e003, e004, e005, e006, e007, e008, e009, e010, e011, e012, e013, e014,
     e015, e016, e017, e018, e019, e020, e021, e022, e023, e024, e025, e026, e027, e028, e029,

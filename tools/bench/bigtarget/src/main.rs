@@ -84,7 +84,11 @@ fn heartbeat_loop(tick: Duration, stall_threshold: Duration, shared: Arc<Mutex<H
 
 /// Answers one command line from the driver. The driver resolves the line marked
 /// `BENCH-RESOLVE-LINE` below (it finds the marker, so edits above it are harmless).
-fn handle_command(command: &str, shared: &Mutex<Heartbeat>, out: &mut impl Write) -> std::io::Result<()> {
+fn handle_command(
+    command: &str,
+    shared: &Mutex<Heartbeat>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     match command.trim() {
         "stats" => {
             let snapshot = match shared.lock() {
@@ -96,7 +100,8 @@ fn handle_command(command: &str, shared: &Mutex<Heartbeat>, out: &mut impl Write
                 }
                 Err(_) => HeartbeatStats::default(),
             };
-            let line = serde_json::to_string(&snapshot).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let line = serde_json::to_string(&snapshot)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             writeln!(out, "{line}")?;
         }
         "ready?" => writeln!(out, "ready")?,
@@ -212,23 +217,39 @@ mod workload {
             Err(e) => parts.push(format!("json error {e}")),
         }
         let schema = schemars::schema_for!(Order);
-        parts.push(format!("schema {}", serde_json::to_string(&schema).map(|s| s.len()).unwrap_or(0)));
+        parts.push(format!(
+            "schema {}",
+            serde_json::to_string(&schema).map(|s| s.len()).unwrap_or(0)
+        ));
 
         // regex-automata, regex-syntax, aho-corasick, memchr
         if let Ok(re) = regex_automata::meta::Regex::new(r"(?i)order\s+(\d+)") {
-            parts.push(format!("regex {:?}", re.find("see ORDER 42 now").map(|m| m.range())));
+            parts.push(format!(
+                "regex {:?}",
+                re.find("see ORDER 42 now").map(|m| m.range())
+            ));
         }
         if let Ok(hir) = regex_syntax::parse(r"[a-z]+\d{2,4}") {
-            parts.push(format!("hir {}", hir.properties().minimum_len().unwrap_or(0)));
+            parts.push(format!(
+                "hir {}",
+                hir.properties().minimum_len().unwrap_or(0)
+            ));
         }
         if let Ok(ac) = aho_corasick::AhoCorasick::new(["alpha", "beta", "gamma"]) {
-            parts.push(format!("ac {}", ac.find_iter("alphabet gamma beta").count()));
+            parts.push(format!(
+                "ac {}",
+                ac.find_iter("alphabet gamma beta").count()
+            ));
         }
-        parts.push(format!("memmem {:?}", memchr::memmem::find(b"haystack needle", b"needle")));
+        parts.push(format!(
+            "memmem {:?}",
+            memchr::memmem::find(b"haystack needle", b"needle")
+        ));
 
         // iced-x86: decode and format a few instructions
         let code = [0x55u8, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10, 0xc3];
-        let mut decoder = iced_x86::Decoder::with_ip(64, &code, 0x1000, iced_x86::DecoderOptions::NONE);
+        let mut decoder =
+            iced_x86::Decoder::with_ip(64, &code, 0x1000, iced_x86::DecoderOptions::NONE);
         let mut formatter = iced_x86::NasmFormatter::new();
         let mut listing = String::new();
         while decoder.can_decode() {
@@ -240,23 +261,25 @@ mod workload {
         parts.push(format!("asm {listing}"));
 
         // object + gimli + addr2line on a small system binary
-        if let Ok(bytes) = std::fs::read("/bin/true") {
-            if let Ok(file) = object::File::parse(&*bytes) {
-                use object::{Object, ObjectSection};
-                parts.push(format!("sections {}", file.sections().count()));
-                let endian = gimli::RunTimeEndian::Little;
-                let dwarf = gimli::Dwarf::load(|id| -> Result<gimli::EndianSlice<'_, gimli::RunTimeEndian>, gimli::Error> {
+        let system_binary = std::fs::read("/bin/true").unwrap_or_default();
+        if let Ok(file) = object::File::parse(&*system_binary) {
+            use object::{Object, ObjectSection};
+            parts.push(format!("sections {}", file.sections().count()));
+            let endian = gimli::RunTimeEndian::Little;
+            let dwarf = gimli::Dwarf::load(
+                |id| -> Result<gimli::EndianSlice<'_, gimli::RunTimeEndian>, gimli::Error> {
                     let data = file
                         .section_by_name(id.name())
                         .and_then(|s| s.data().ok())
                         .unwrap_or(&[]);
                     Ok(gimli::EndianSlice::new(data, endian))
-                });
-                if let Ok(dwarf) = dwarf {
-                    if let Ok(context) = addr2line::Context::from_dwarf(dwarf) {
-                        parts.push(format!("a2l {}", context.find_location(0x1000).ok().flatten().is_some()));
-                    }
-                }
+                },
+            );
+            if let Ok(context) = dwarf.and_then(addr2line::Context::from_dwarf) {
+                parts.push(format!(
+                    "a2l {}",
+                    context.find_location(0x1000).ok().flatten().is_some()
+                ));
             }
         }
 
@@ -264,14 +287,22 @@ mod workload {
         let source = "fn add(a: i32, b: i32) -> i32 { a + b } struct P { x: f64 }";
         if let Ok(file) = syn::parse_file(source) {
             let tokens = quote::quote!(#file);
-            parts.push(format!("syn items {} tokens {}", file.items.len(), tokens.to_string().len()));
+            parts.push(format!(
+                "syn items {} tokens {}",
+                file.items.len(),
+                tokens.to_string().len()
+            ));
         }
         let stream: proc_macro2::TokenStream = "let x = 1;".parse().unwrap_or_default();
         parts.push(format!("pm2 {}", stream.into_iter().count()));
 
         // chrono, uuid, sha2, base64, twox-hash, unicode-normalization, demanglers
         parts.push(format!("now {}", chrono::Utc::now().timestamp() > 0));
-        parts.push(format!("uuid {:?}", uuid::Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").map(|u| u.get_version_num())));
+        parts.push(format!(
+            "uuid {:?}",
+            uuid::Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8")
+                .map(|u| u.get_version_num())
+        ));
         {
             use sha2::Digest;
             let digest = sha2::Sha256::digest(b"bigtarget");
@@ -279,14 +310,23 @@ mod workload {
         }
         {
             use base64::Engine;
-            parts.push(format!("b64 {}", base64::engine::general_purpose::STANDARD.encode(b"liveprobe")));
+            parts.push(format!(
+                "b64 {}",
+                base64::engine::general_purpose::STANDARD.encode(b"liveprobe")
+            ));
         }
-        parts.push(format!("xxh {:x}", twox_hash::XxHash64::oneshot(7, b"bigtarget")));
+        parts.push(format!(
+            "xxh {:x}",
+            twox_hash::XxHash64::oneshot(7, b"bigtarget")
+        ));
         {
             use unicode_normalization::UnicodeNormalization;
             parts.push(format!("nfc {}", "e\u{301}".nfc().count()));
         }
-        parts.push(format!("rust {}", rustc_demangle::demangle("_ZN4core3fmt5write17h0123456789abcdefE")));
+        parts.push(format!(
+            "rust {}",
+            rustc_demangle::demangle("_ZN4core3fmt5write17h0123456789abcdefE")
+        ));
         if let Ok(symbol) = cpp_demangle::Symbol::new(&b"_ZN5Cache3getERKSs"[..]) {
             parts.push(format!("cpp {}", symbol.demangle().unwrap_or_default()));
         }
@@ -294,14 +334,18 @@ mod workload {
         // flate2 and ruzstd round trips
         let payload = b"the quick brown fox jumps over the lazy dog ".repeat(20);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        if gz.write_all(&payload).is_ok() {
-            if let Ok(compressed) = gz.finish() {
-                let mut back = Vec::new();
-                let ok = flate2::read::GzDecoder::new(&compressed[..]).read_to_end(&mut back).is_ok();
-                parts.push(format!("gz {} {}", compressed.len(), ok && back == payload));
-            }
+        let compressed = gz.write_all(&payload).and_then(|()| gz.finish());
+        if let Ok(compressed) = compressed {
+            let mut back = Vec::new();
+            let ok = flate2::read::GzDecoder::new(&compressed[..])
+                .read_to_end(&mut back)
+                .is_ok();
+            parts.push(format!("gz {} {}", compressed.len(), ok && back == payload));
         }
-        let zstd = ruzstd::encoding::compress_to_vec(&payload[..], ruzstd::encoding::CompressionLevel::Fastest);
+        let zstd = ruzstd::encoding::compress_to_vec(
+            &payload[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
         if let Ok(mut decoder) = ruzstd::decoding::StreamingDecoder::new(&zstd[..]) {
             let mut back = Vec::new();
             let ok = decoder.read_to_end(&mut back).is_ok();
@@ -310,7 +354,8 @@ mod workload {
 
         // indexmap, hashbrown
         let mut ordered: indexmap::IndexMap<&str, usize> = indexmap::IndexMap::new();
-        let mut hashed: hashbrown::HashMap<usize, &str, std::hash::RandomState> = hashbrown::HashMap::with_hasher(std::hash::RandomState::new());
+        let mut hashed: hashbrown::HashMap<usize, &str, std::hash::RandomState> =
+            hashbrown::HashMap::with_hasher(std::hash::RandomState::new());
         for (i, word) in ["x", "y", "z"].into_iter().enumerate() {
             ordered.insert(word, i);
             hashed.insert(i, word);
@@ -324,10 +369,14 @@ mod workload {
         }
 
         // futures, and an rmcp message as a client would see it
-        let joined = futures::executor::block_on(async { futures::join!(async { 1 }, async { 2 }) });
+        let joined =
+            futures::executor::block_on(async { futures::join!(async { 1 }, async { 2 }) });
         parts.push(format!("futures {}", joined.0 + joined.1));
         let result = rmcp::model::CallToolResult::structured(serde_json::json!({"pid": 1}));
-        parts.push(format!("rmcp {}", serde_json::to_string(&result).map(|s| s.len()).unwrap_or(0)));
+        parts.push(format!(
+            "rmcp {}",
+            serde_json::to_string(&result).map(|s| s.len()).unwrap_or(0)
+        ));
 
         // every endpoint once, as a service's self-test at start would
         let body = r#"{"id":1,"name":"n","tags":["t"],"limits":{"a":1},"detail":{"weight":0.5,"flags":[1,2,3,4],"note":null}}"#;
@@ -335,7 +384,10 @@ mod workload {
             .iter()
             .filter(|(_, handle, schema)| handle(body).is_ok() && !schema().is_empty())
             .count();
-        parts.push(format!("endpoints {answered}/{}", crate::endpoints::ENDPOINTS.len()));
+        parts.push(format!(
+            "endpoints {answered}/{}",
+            crate::endpoints::ENDPOINTS.len()
+        ));
 
         parts.join(", ")
     }
