@@ -31,10 +31,15 @@ struct Cli {
     /// attached (repeatable). Default: any process we may ptrace.
     #[arg(long = "allow-exe", value_name = "SUBSTRING")]
     allow_exe: Vec<String>,
-    /// Name parts whose values are never shown (repeatable; replaces the
-    /// built-in list: password, secret, token, api_key, auth, cookie, ...).
+    /// Name parts whose values are never shown, in addition to the built-in
+    /// list (password, passwd, secret, token, api_key, apikey, auth,
+    /// authorization, cookie, session_key, private_key, credential);
+    /// matched case-insensitively as a word part. Repeatable.
     #[arg(long = "redact-name", value_name = "PART")]
     redact_names: Vec<String>,
+    /// Redact only the --redact-name parts, not the built-in list.
+    #[arg(long)]
+    no_default_redactions: bool,
     /// Milliseconds per second one probe may hold target threads before it is
     /// throttled (1..=1000; default 250).
     #[arg(long = "probe-budget-ms", value_name = "MS")]
@@ -88,6 +93,7 @@ fn serve(cli: Cli) -> std::process::ExitCode {
     let policy = Arc::new(Policy {
         allowed_exes: cli.allow_exe,
         secret_names: cli.redact_names,
+        no_default_secrets: cli.no_default_redactions,
         audit_log: cli.audit_log,
         hit_budget_ms_per_s: cli.probe_budget_ms,
     });

@@ -600,3 +600,42 @@ fn durations_to_the_function_return_and_to_an_end_location() {
     fx.send("quit");
     fx.wait_exit();
 }
+
+#[test]
+fn the_owner_adds_secret_names_on_the_command_line() {
+    let mut fx = Fixture::start(&orders());
+    let mut c = McpClient::start_with_args(&["--redact-name", "customer"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order", "expressions": ["o->customer", "o->id"]}),
+        )
+        .ok();
+    fx.send("run 3");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &set["probe_id"], 0, 5000);
+    let item = &r["items"][0];
+    assert_eq!(item["expressions"][0]["unavailable"], "redacted", "{item}");
+    assert!(item["expressions"][1]["value"].as_str().is_some());
+    // The built-in list still applies.
+    let token = item["frames"][0]["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["name"] == "session_token")
+        .expect("session_token")
+        .clone();
+    assert_eq!(token["unavailable"], "redacted");
+    // And the customer field inside the struct is redacted too.
+    let o = item["frames"][0]["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["name"] == "o")
+        .expect("o")
+        .to_string();
+    for name in ["alice", "bob", "carol", "dave"] {
+        assert!(!o.contains(name), "{o}");
+    }
+}

@@ -78,10 +78,10 @@ impl Engine {
         policy: Arc<Policy>,
         probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
     ) -> Result<Engine, EngineError> {
-        let redaction = if policy.secret_names.is_empty() {
-            Redaction::default_list()
-        } else {
+        let redaction = if policy.no_default_secrets {
             Redaction::with_patterns(policy.secret_names.clone())
+        } else {
+            Redaction::default_with(policy.secret_names.clone())
         };
         Ok(Engine {
             tracer: Tracer::start()?,

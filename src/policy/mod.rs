@@ -10,8 +10,10 @@ use std::path::PathBuf;
 pub struct Policy {
     /// When set, only executables whose path contains one of these may be attached.
     pub allowed_exes: Vec<String>,
-    /// Name parts whose values are redacted; empty means the built-in list.
+    /// Name parts whose values are redacted, in addition to the built-in list.
     pub secret_names: Vec<String>,
+    /// Drop the built-in list: only `secret_names` are redacted.
+    pub no_default_secrets: bool,
     /// Where to append one JSON line per tool call; `None`: the log on stderr only.
     pub audit_log: Option<PathBuf>,
     /// Milliseconds per second one probe may hold target threads before it

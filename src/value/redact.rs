@@ -45,6 +45,13 @@ impl Redaction {
         Redaction::with_patterns(DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect())
     }
 
+    /// The built-in list plus `extra` (an owner's own secret names).
+    pub fn default_with(extra: Vec<String>) -> Redaction {
+        let mut all: Vec<String> = DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect();
+        all.extend(extra);
+        Redaction::with_patterns(all)
+    }
+
     /// A redaction over exactly these patterns (for a command-line list);
     /// empty patterns are ignored.
     pub fn with_patterns(patterns: Vec<String>) -> Redaction {
