@@ -144,3 +144,95 @@ fn bigtarget_attach_and_resolve_line() {
     drop(stdin);
     let _ = child.wait();
 }
+
+/// Per-call cost of unwinding and symbolizing a small C stack (read -> work -> main -> libc start), on memory
+/// recorded once, so only debuginfo's own work is timed.
+#[test]
+#[ignore]
+fn unwind_and_symbolize_cost() {
+    use liveprobe::debuginfo::{RecordedMemory, Registers};
+    use nix::sys::{ptrace, wait::waitpid};
+    use nix::unistd::Pid;
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debuginfo_bench");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let exe = dir.join("c_basic");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debuginfo/c_basic.c");
+    let ok = Command::new("gcc")
+        .args(["-g", "-O0", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(ok.success());
+    let mut child = Command::new(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    let pid = Pid::from_raw(child.id() as i32);
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if text.starts_with("0 ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    ptrace::seize(pid, ptrace::Options::empty()).expect("seize");
+    ptrace::interrupt(pid).expect("interrupt");
+    waitpid(pid, None).expect("wait");
+    let regs = Registers::from_user_regs(&ptrace::getregs(pid).expect("regs"));
+    let sp = regs.sp().expect("sp");
+    let mut stack = vec![0u8; 64 * 1024];
+    let mut recorded = RecordedMemory::new();
+    let mut len = stack.len();
+    while len > 0 {
+        let local = [std::io::IoSliceMut::new(&mut stack[..len])];
+        let mut local = local;
+        let remote = [nix::sys::uio::RemoteIoVec {
+            base: sp as usize,
+            len,
+        }];
+        if nix::sys::uio::process_vm_readv(pid, &mut local, &remote).is_ok() {
+            break;
+        }
+        len /= 2;
+    }
+    stack.truncate(len);
+    recorded.insert(sp, stack);
+    let image = ProcessImage::load(pid.as_raw()).expect("load");
+    ptrace::detach(pid, None).expect("detach");
+
+    let frames = image.unwind(&regs, &recorded, 64);
+    let warm: Vec<_> = frames
+        .iter()
+        .flat_map(|f| image.symbolize(f.pc, f.is_caller))
+        .collect();
+    let rounds = 2000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let frames = image.unwind(&regs, &recorded, 64);
+        assert_eq!(frames.len(), 6);
+    }
+    let unwind = started.elapsed() / rounds;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for f in &frames {
+            let _ = image.symbolize(f.pc, f.is_caller);
+        }
+    }
+    let symbolize = started.elapsed() / rounds;
+    eprintln!(
+        "{} frames ({} source frames): unwind {:?} per stack, symbolize {:?} per stack",
+        frames.len(),
+        warm.len(),
+        unwind,
+        symbolize
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -36,4 +36,4 @@ pub use memory::{MemoryError, MemorySource, RecordedMemory, read_u64};
 pub use module::{DebugInfoStatus, Module};
 pub use registers::{Registers, reg};
 pub use symbolize::SourceFrame;
-pub use unwind::{UnwindMethod, UnwoundFrame};
+pub use unwind::{FrameIter, UnwindMethod, UnwoundFrame};

@@ -18,6 +18,7 @@ use super::error::DebugInfoError;
 use super::lines::LineIndex;
 use super::maps::Mapping;
 use super::names::NameIndex;
+use super::symbolize::SourceFrame;
 use super::symbols::SymbolTable;
 use super::unwind::CfiSections;
 
@@ -117,6 +118,8 @@ pub struct Module {
     pub(crate) symbols: OnceLock<SymbolTable>,
     pub(crate) addr2line: Mutex<Option<Option<addr2line::Context<DwarfReader>>>>,
     pub(crate) units: Mutex<HashMap<usize, Arc<gimli::Unit<DwarfReader>>>>,
+    /// Symbolized pcs (file address -> frames), bounded: stacks and probe hits repeat the same pcs.
+    pub(crate) symbolized: Mutex<HashMap<u64, Vec<SourceFrame>>>,
     pub(crate) line_index: OnceLock<LineIndex>,
     pub(crate) name_index: OnceLock<NameIndex>,
 }
@@ -276,6 +279,7 @@ impl Module {
             symbols: OnceLock::new(),
             addr2line: Mutex::new(None),
             units: Mutex::new(HashMap::new()),
+            symbolized: Mutex::new(HashMap::new()),
             line_index: OnceLock::new(),
             name_index: OnceLock::new(),
         })

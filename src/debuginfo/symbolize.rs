@@ -30,6 +30,9 @@ pub struct SourceFrame {
 
 type Context = addr2line::Context<DwarfReader>;
 
+/// Most symbolized pcs kept per module before the cache starts over.
+const SYMBOLIZED_CACHE_LIMIT: usize = 4096;
+
 impl Module {
     /// Runs `f` with this module's addr2line context (built on first use). None if the module has no DWARF.
     pub(crate) fn with_addr2line<T>(&self, f: impl FnOnce(&Context) -> T) -> Option<T> {
@@ -80,6 +83,22 @@ impl Module {
 
     /// Source frames for a file address (already adjusted for return addresses), innermost first.
     pub fn symbolize_file(&self, probe: FileAddr) -> Vec<SourceFrame> {
+        if let Ok(cache) = self.symbolized.lock()
+            && let Some(hit) = cache.get(&probe.0)
+        {
+            return hit.clone();
+        }
+        let frames = self.symbolize_uncached(probe);
+        if let Ok(mut cache) = self.symbolized.lock() {
+            if cache.len() >= SYMBOLIZED_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(probe.0, frames.clone());
+        }
+        frames
+    }
+
+    fn symbolize_uncached(&self, probe: FileAddr) -> Vec<SourceFrame> {
         let module_name = Some(self.path.display().to_string());
         let mut frames = self
             .with_addr2line(|ctx| {

@@ -6,7 +6,8 @@
 //! [`MemorySource`]; never calls ptrace.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gimli::{BaseAddresses, CfaRule, RegisterRule, UnwindSection};
 use object::{Object, ObjectSection};
@@ -61,6 +62,20 @@ pub(crate) struct CfiSections {
     got: u64,
     eh_index: OnceLock<FdeIndex>,
     debug_index: OnceLock<FdeIndex>,
+    /// Unwind rows already computed, by file pc (bounded): probes and repeated stack traces hit the same pcs.
+    rows: Mutex<HashMap<u64, Option<Arc<CachedRow>>>>,
+}
+
+/// Most rows kept per module before the cache starts over.
+const ROW_CACHE_LIMIT: usize = 4096;
+
+/// The CFI row for one pc, with what is needed to apply it later.
+pub(crate) struct CachedRow {
+    row: gimli::UnwindTableRow<usize>,
+    encoding: gimli::Encoding,
+    signal_frame: bool,
+    /// The row comes from `.debug_frame` (its expressions point into that section), else `.eh_frame`.
+    from_debug_frame: bool,
 }
 
 impl CfiSections {
@@ -80,6 +95,7 @@ impl CfiSections {
                 .unwrap_or(0),
             eh_index: OnceLock::new(),
             debug_index: OnceLock::new(),
+            rows: Mutex::new(HashMap::new()),
         }
     }
 
@@ -191,15 +207,42 @@ fn eval_expression(
     }
 }
 
-impl Module {
-    /// Finds the unwind row for a file address and applies it to `regs`.
-    fn cfi_step(&self, file_pc: u64, regs: &Registers, mem: &dyn MemorySource) -> Option<Step> {
-        let cfi = &self.cfi;
-        if let Some((eh_bytes, _)) = &cfi.eh_frame {
-            let mut eh_frame = gimli::EhFrame::from(reader(eh_bytes.clone()));
-            eh_frame.set_address_size(8);
-            let bases = cfi.eh_bases();
-            let fde = match &cfi.eh_frame_hdr {
+impl CfiSections {
+    fn eh_frame_section(&self) -> Option<gimli::EhFrame<DwarfReader>> {
+        let (bytes, _) = self.eh_frame.as_ref()?;
+        let mut eh_frame = gimli::EhFrame::from(reader(bytes.clone()));
+        eh_frame.set_address_size(8);
+        Some(eh_frame)
+    }
+
+    fn debug_frame_section(&self) -> Option<gimli::DebugFrame<DwarfReader>> {
+        let bytes = self.debug_frame.as_ref()?;
+        let mut debug_frame = gimli::DebugFrame::from(reader(bytes.clone()));
+        debug_frame.set_address_size(8);
+        Some(debug_frame)
+    }
+
+    /// The unwind row for a file pc (cached).
+    fn row_for(&self, file_pc: u64) -> Option<Arc<CachedRow>> {
+        if let Ok(cache) = self.rows.lock()
+            && let Some(hit) = cache.get(&file_pc)
+        {
+            return hit.clone();
+        }
+        let row = self.compute_row(file_pc).map(Arc::new);
+        if let Ok(mut cache) = self.rows.lock() {
+            if cache.len() >= ROW_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(file_pc, row.clone());
+        }
+        row
+    }
+
+    fn compute_row(&self, file_pc: u64) -> Option<CachedRow> {
+        if let Some(eh_frame) = self.eh_frame_section() {
+            let bases = self.eh_bases();
+            let fde = match &self.eh_frame_hdr {
                 Some((hdr_bytes, _)) => gimli::EhFrameHdr::from(reader(hdr_bytes.clone()))
                     .parse(&bases, 8)
                     .ok()
@@ -215,7 +258,7 @@ impl Module {
                             .ok()
                     }),
                 None => {
-                    let index = cfi.eh_index.get_or_init(|| build_index(&eh_frame, &bases));
+                    let index = self.eh_index.get_or_init(|| build_index(&eh_frame, &bases));
                     index_lookup(index, file_pc).and_then(|off| {
                         eh_frame
                             .fde_from_offset(
@@ -228,45 +271,66 @@ impl Module {
                 }
             };
             if let Some(fde) = fde {
-                return self.apply_fde(&eh_frame, &bases, &fde, file_pc, regs, mem);
+                return row_of(&eh_frame, &bases, &fde, file_pc, false);
             }
         }
-        if let Some(df_bytes) = &cfi.debug_frame {
-            let mut debug_frame = gimli::DebugFrame::from(reader(df_bytes.clone()));
-            debug_frame.set_address_size(8);
-            let bases = BaseAddresses::default();
-            let index = cfi
-                .debug_index
-                .get_or_init(|| build_index(&debug_frame, &bases));
-            let off = index_lookup(index, file_pc)?;
-            let fde = debug_frame
-                .fde_from_offset(
-                    &bases,
-                    gimli::DebugFrameOffset(off),
-                    gimli::DebugFrame::cie_from_offset,
-                )
-                .ok()?;
-            return self.apply_fde(&debug_frame, &bases, &fde, file_pc, regs, mem);
-        }
-        None
+        let debug_frame = self.debug_frame_section()?;
+        let bases = BaseAddresses::default();
+        let index = self
+            .debug_index
+            .get_or_init(|| build_index(&debug_frame, &bases));
+        let off = index_lookup(index, file_pc)?;
+        let fde = debug_frame
+            .fde_from_offset(
+                &bases,
+                gimli::DebugFrameOffset(off),
+                gimli::DebugFrame::cie_from_offset,
+            )
+            .ok()?;
+        row_of(&debug_frame, &bases, &fde, file_pc, true)
     }
+}
 
-    fn apply_fde<S: UnwindSection<DwarfReader>>(
-        &self,
-        section: &S,
-        bases: &BaseAddresses,
-        fde: &gimli::FrameDescriptionEntry<DwarfReader>,
-        file_pc: u64,
-        regs: &Registers,
-        mem: &dyn MemorySource,
-    ) -> Option<Step> {
-        let row = UNWIND_CONTEXT.with(|ctx| {
-            let mut ctx = ctx.try_borrow_mut().ok()?;
-            fde.unwind_info_for_address(section, bases, &mut ctx, file_pc)
-                .ok()
-                .cloned()
-        })?;
-        let encoding = fde.cie().encoding();
+fn row_of<S: UnwindSection<DwarfReader>>(
+    section: &S,
+    bases: &BaseAddresses,
+    fde: &gimli::FrameDescriptionEntry<DwarfReader>,
+    file_pc: u64,
+    from_debug_frame: bool,
+) -> Option<CachedRow> {
+    let row = UNWIND_CONTEXT.with(|ctx| {
+        let mut ctx = ctx.try_borrow_mut().ok()?;
+        fde.unwind_info_for_address(section, bases, &mut ctx, file_pc)
+            .ok()
+            .cloned()
+    })?;
+    Some(CachedRow {
+        row,
+        encoding: fde.cie().encoding(),
+        signal_frame: fde.is_signal_trampoline(),
+        from_debug_frame,
+    })
+}
+
+/// Fetches a CFI expression from the section its row came from.
+fn expression_of(
+    cfi: &CfiSections,
+    cached: &CachedRow,
+    expr: &gimli::UnwindExpression<usize>,
+) -> Option<gimli::Expression<DwarfReader>> {
+    if cached.from_debug_frame {
+        expr.get(&cfi.debug_frame_section()?).ok()
+    } else {
+        expr.get(&cfi.eh_frame_section()?).ok()
+    }
+}
+
+impl Module {
+    /// Finds the unwind row for a file address and applies it to `regs`.
+    fn cfi_step(&self, file_pc: u64, regs: &Registers, mem: &dyn MemorySource) -> Option<Step> {
+        let cached = self.cfi.row_for(file_pc)?;
+        let row = &cached.row;
+        let encoding = cached.encoding;
         let env = ExprEnv {
             regs,
             mem,
@@ -276,9 +340,12 @@ impl Module {
             CfaRule::RegisterAndOffset { register, offset } => {
                 regs.get(register.0)?.checked_add_signed(*offset)?
             }
-            CfaRule::Expression(expr) => {
-                eval_expression(expr.get(section).ok()?, encoding, &env, None)?
-            }
+            CfaRule::Expression(expr) => eval_expression(
+                expression_of(&self.cfi, &cached, expr)?,
+                encoding,
+                &env,
+                None,
+            )?,
         };
         let mut caller = Registers::new();
         caller.set_fs_base(regs.fs_base());
@@ -297,12 +364,20 @@ impl Module {
                 Some(RegisterRule::ValOffset(off)) => cfa.checked_add_signed(off),
                 Some(RegisterRule::Register(other)) => regs.get(other.0),
                 Some(RegisterRule::Expression(expr)) => {
-                    let addr = eval_expression(expr.get(section).ok()?, encoding, &env, Some(cfa));
+                    let addr = eval_expression(
+                        expression_of(&self.cfi, &cached, &expr)?,
+                        encoding,
+                        &env,
+                        Some(cfa),
+                    );
                     addr.and_then(|a| read_u64(mem, a).ok())
                 }
-                Some(RegisterRule::ValExpression(expr)) => {
-                    eval_expression(expr.get(section).ok()?, encoding, &env, Some(cfa))
-                }
+                Some(RegisterRule::ValExpression(expr)) => eval_expression(
+                    expression_of(&self.cfi, &cached, &expr)?,
+                    encoding,
+                    &env,
+                    Some(cfa),
+                ),
                 Some(RegisterRule::Constant(v)) => Some(v),
                 Some(_) => None,
             };
@@ -311,7 +386,7 @@ impl Module {
         Some(Step {
             cfa,
             caller,
-            signal_frame: fde.is_signal_trampoline(),
+            signal_frame: cached.signal_frame,
         })
     }
 }
@@ -352,12 +427,13 @@ impl ProcessImage {
         mem: &dyn MemorySource,
         max_frames: usize,
     ) -> Vec<UnwoundFrame> {
-        let mut frames = Vec::new();
-        let Some(pc) = regs.pc() else { return frames };
-        if max_frames == 0 {
-            return frames;
-        }
-        frames.push(UnwoundFrame {
+        self.unwind_iter(regs, mem).take(max_frames).collect()
+    }
+
+    /// The same frames as [`ProcessImage::unwind`], computed one at a time: a caller that needs frame N
+    /// stops there instead of unwinding the whole stack.
+    pub fn unwind_iter<'a>(&'a self, regs: &Registers, mem: &'a dyn MemorySource) -> FrameIter<'a> {
+        let pending = regs.pc().map(|pc| UnwoundFrame {
             pc: RuntimeAddr(pc),
             regs: regs.clone(),
             cfa: None,
@@ -365,44 +441,59 @@ impl ProcessImage {
             method: UnwindMethod::Initial,
             is_signal_trampoline: false,
         });
-        let mut prev_cfa: Option<u64> = None;
-        while let Some(cur) = frames.last_mut() {
-            let lookup = if cur.is_caller {
-                cur.pc.0.saturating_sub(1)
-            } else {
-                cur.pc.0
-            };
-            let cfi = self
-                .module_for(RuntimeAddr(lookup))
-                .and_then(|m| m.cfi_step(m.to_file(RuntimeAddr(lookup)).0, &cur.regs, mem));
-            let (step, method) = match cfi {
-                Some(step) => (step, UnwindMethod::Cfi),
-                None => match frame_pointer_step(&cur.regs, mem) {
-                    Some(step) => (step, UnwindMethod::FramePointer),
-                    None => break,
-                },
-            };
-            if method == UnwindMethod::Cfi {
-                cur.cfa = Some(step.cfa);
-            }
-            if step.signal_frame {
-                // A signal trampoline (__restore_rt) is entered by the kernel, not called: its pc is not a
-                // return address, so it is looked up as is (its FDE starts a byte early for the pc-1 CFI lookup).
-                cur.is_caller = false;
-                cur.is_signal_trampoline = true;
-            }
-            if frames.len() >= max_frames {
-                break;
-            }
-            let Some(caller_pc) = step.caller.pc().filter(|&p| p != 0) else {
-                break;
-            };
-            if prev_cfa.is_some_and(|p| step.cfa <= p) || step.caller.sp().is_none() {
-                tracing::debug!(cfa = step.cfa, "unwinding stopped: CFA did not increase");
-                break;
-            }
-            prev_cfa = Some(step.cfa);
-            frames.push(UnwoundFrame {
+        FrameIter {
+            image: self,
+            mem,
+            pending,
+            prev_cfa: None,
+        }
+    }
+}
+
+/// Lazily unwound frames (see [`ProcessImage::unwind_iter`]).
+pub struct FrameIter<'a> {
+    image: &'a ProcessImage,
+    mem: &'a dyn MemorySource,
+    /// The next frame to return; its CFA and its caller are computed when it is returned.
+    pending: Option<UnwoundFrame>,
+    prev_cfa: Option<u64>,
+}
+
+impl Iterator for FrameIter<'_> {
+    type Item = UnwoundFrame;
+
+    fn next(&mut self) -> Option<UnwoundFrame> {
+        let mut cur = self.pending.take()?;
+        let lookup = if cur.is_caller {
+            cur.pc.0.saturating_sub(1)
+        } else {
+            cur.pc.0
+        };
+        let cfi = self
+            .image
+            .module_for(RuntimeAddr(lookup))
+            .and_then(|m| m.cfi_step(m.to_file(RuntimeAddr(lookup)).0, &cur.regs, self.mem));
+        let (step, method) = match cfi {
+            Some(step) => (step, UnwindMethod::Cfi),
+            None => match frame_pointer_step(&cur.regs, self.mem) {
+                Some(step) => (step, UnwindMethod::FramePointer),
+                None => return Some(cur),
+            },
+        };
+        if method == UnwindMethod::Cfi {
+            cur.cfa = Some(step.cfa);
+        }
+        if step.signal_frame {
+            // A signal trampoline (__restore_rt) is entered by the kernel, not called: its pc is not a
+            // return address, so it is looked up as is (its FDE starts a byte early for the pc-1 CFI lookup).
+            cur.is_caller = false;
+            cur.is_signal_trampoline = true;
+        }
+        let caller_pc = step.caller.pc().filter(|&p| p != 0);
+        let increasing = self.prev_cfa.is_none_or(|p| step.cfa > p) && step.caller.sp().is_some();
+        if let Some(caller_pc) = caller_pc.filter(|_| increasing) {
+            self.prev_cfa = Some(step.cfa);
+            self.pending = Some(UnwoundFrame {
                 pc: RuntimeAddr(caller_pc),
                 regs: step.caller,
                 cfa: None,
@@ -410,7 +501,9 @@ impl ProcessImage {
                 method,
                 is_signal_trampoline: false,
             });
+        } else if caller_pc.is_some() {
+            tracing::debug!(cfa = step.cfa, "unwinding stopped: CFA did not increase");
         }
-        frames
+        Some(cur)
     }
 }
