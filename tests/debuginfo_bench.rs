@@ -94,6 +94,17 @@ fn bigtarget_attach_and_resolve_line() {
         hwm
     );
     assert!(!resolution.sites.is_empty());
+    let site = resolution.sites[0].address;
+    let started = Instant::now();
+    let unit = main.unit_for(main.to_file(site));
+    eprintln!(
+        "unit_for {:?}: {} after {:?}; {} (peak {} KB)",
+        site,
+        unit.is_some(),
+        started.elapsed(),
+        rss(),
+        status_kb("VmHWM:")
+    );
 
     let started = Instant::now();
     let found = image.find_functions("handle_command", 5);

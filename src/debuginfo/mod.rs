@@ -22,6 +22,7 @@ pub mod scope;
 mod symbolize;
 mod symbols;
 pub mod types;
+mod units;
 mod unwind;
 
 pub use addr::{FileAddr, RuntimeAddr};

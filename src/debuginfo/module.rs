@@ -20,6 +20,7 @@ use super::maps::Mapping;
 use super::names::NameIndex;
 use super::symbolize::SourceFrame;
 use super::symbols::SymbolTable;
+use super::units::{UnitContexts, UnitRanges};
 use super::unwind::CfiSections;
 
 /// Where a module's DWARF came from.
@@ -116,7 +117,8 @@ pub struct Module {
     pub(crate) cfi: CfiSections,
     dwarf: OnceLock<Option<Arc<gimli::Dwarf<DwarfReader>>>>,
     pub(crate) symbols: OnceLock<SymbolTable>,
-    pub(crate) addr2line: Mutex<Option<Option<addr2line::Context<DwarfReader>>>>,
+    pub(crate) unit_ranges: OnceLock<UnitRanges>,
+    pub(crate) unit_contexts: UnitContexts,
     pub(crate) units: Mutex<HashMap<usize, Arc<gimli::Unit<DwarfReader>>>>,
     /// Symbolized pcs (file address -> frames), bounded: stacks and probe hits repeat the same pcs.
     pub(crate) symbolized: Mutex<HashMap<u64, Vec<SourceFrame>>>,
@@ -277,7 +279,8 @@ impl Module {
             cfi,
             dwarf: OnceLock::new(),
             symbols: OnceLock::new(),
-            addr2line: Mutex::new(None),
+            unit_ranges: OnceLock::new(),
+            unit_contexts: Mutex::new(HashMap::new()),
             units: Mutex::new(HashMap::new()),
             symbolized: Mutex::new(HashMap::new()),
             line_index: OnceLock::new(),

@@ -3,10 +3,7 @@
 //! Owns the per-module `addr2line::Context` (lazily built, kept behind a mutex because it is not `Sync`).
 //! Never touches target memory.
 
-use std::sync::MutexGuard;
-
 use super::addr::FileAddr;
-use super::bytes::DwarfReader;
 use super::demangle::{demangle, demangle_name};
 use super::module::Module;
 use super::symbols::{SymbolHit, SymbolTable};
@@ -28,31 +25,10 @@ pub struct SourceFrame {
     pub module: Option<String>,
 }
 
-type Context = addr2line::Context<DwarfReader>;
-
 /// Most symbolized pcs kept per module before the cache starts over.
 const SYMBOLIZED_CACHE_LIMIT: usize = 4096;
 
 impl Module {
-    /// Runs `f` with this module's addr2line context (built on first use). None if the module has no DWARF.
-    pub(crate) fn with_addr2line<T>(&self, f: impl FnOnce(&Context) -> T) -> Option<T> {
-        let mut guard: MutexGuard<'_, Option<Option<Context>>> = match self.addr2line.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if guard.is_none() {
-            let ctx = self.dwarf_arc().and_then(|d| match Context::from_arc_dwarf(d.clone()) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(module = %self.path.display(), error = %e, "cannot index DWARF units");
-                    None
-                }
-            });
-            *guard = Some(ctx);
-        }
-        guard.as_ref().and_then(|c| c.as_ref()).map(f)
-    }
-
     /// The module's function symbols (built on first use).
     pub(crate) fn symbol_table(&self) -> &SymbolTable {
         self.symbols.get_or_init(|| {
@@ -69,16 +45,6 @@ impl Module {
         self.symbol_table()
             .lookup(a.0)
             .map(|SymbolHit { name, addr, .. }| (demangle(name), FileAddr(addr)))
-    }
-
-    /// The `.debug_info` offset of the compilation unit covering a file address.
-    pub(crate) fn unit_offset_for(&self, a: FileAddr) -> Option<gimli::DebugInfoOffset<usize>> {
-        self.with_addr2line(|ctx| {
-            let unit = ctx.find_dwarf_and_unit(a.0).skip_all_loads()?;
-            let header = &unit.unit.header;
-            header.offset().to_debug_info_offset(header)
-        })
-        .flatten()
     }
 
     /// Source frames for a file address (already adjusted for return addresses), innermost first.
@@ -100,40 +66,45 @@ impl Module {
 
     fn symbolize_uncached(&self, probe: FileAddr) -> Vec<SourceFrame> {
         let module_name = Some(self.path.display().to_string());
-        let mut frames = self
-            .with_addr2line(|ctx| {
-                let mut out = Vec::new();
-                let Ok(mut iter) = ctx.find_frames(probe.0).skip_all_loads() else {
-                    return out;
-                };
-                loop {
-                    match iter.next() {
-                        Ok(Some(frame)) => {
-                            let function = frame.function.as_ref().and_then(|name| {
-                                let raw = name.raw_name().ok()?;
-                                Some(demangle_name(&raw, name.language))
-                            });
-                            let (file, line, column) = match &frame.location {
-                                Some(loc) => (loc.file.map(str::to_string), loc.line, loc.column),
-                                None => (None, None, None),
-                            };
-                            out.push(SourceFrame {
-                                function,
-                                file,
-                                line,
-                                column,
-                                inlined: true,
-                                module: module_name.clone(),
-                            });
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "addr2line frame iteration stopped");
-                            break;
+        let unit = self.unit_offset_for(probe);
+        let mut frames = unit
+            .and_then(|unit| {
+                self.with_unit_context(unit.0, |ctx| {
+                    let mut out = Vec::new();
+                    let Ok(mut iter) = ctx.find_frames(probe.0).skip_all_loads() else {
+                        return out;
+                    };
+                    loop {
+                        match iter.next() {
+                            Ok(Some(frame)) => {
+                                let function = frame.function.as_ref().and_then(|name| {
+                                    let raw = name.raw_name().ok()?;
+                                    Some(demangle_name(&raw, name.language))
+                                });
+                                let (file, line, column) = match &frame.location {
+                                    Some(loc) => {
+                                        (loc.file.map(str::to_string), loc.line, loc.column)
+                                    }
+                                    None => (None, None, None),
+                                };
+                                out.push(SourceFrame {
+                                    function,
+                                    file,
+                                    line,
+                                    column,
+                                    inlined: true,
+                                    module: module_name.clone(),
+                                });
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "addr2line frame iteration stopped");
+                                break;
+                            }
                         }
                     }
-                }
-                out
+                    out
+                })
             })
             .unwrap_or_default();
         if let Some(last) = frames.last_mut() {
