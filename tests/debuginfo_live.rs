@@ -139,6 +139,13 @@ fn fixture(name: &str) -> PathBuf {
                 .arg(src.join("rust_basic.rs")),
             name,
         ),
+        "c_vdso" => compile(
+            Command::new("gcc")
+                .args(["-g", "-O1", "-o"])
+                .arg(&out)
+                .arg(src.join("c_vdso.c")),
+            name,
+        ),
         "rust_basic" => compile(
             Command::new("rustc")
                 .args(["-g", "-C", "opt-level=0", "--crate-name", "fixture", "-o"])
@@ -769,4 +776,67 @@ fn rust_v0_mangling() {
     assert_eq!(get.sites.len(), 1, "{get:?}");
     let frames = image.symbolize(worker.sites[0].address, false);
     assert_eq!(frames[0].function.as_deref(), Some("fixture::worker"));
+}
+
+#[test]
+fn unwinds_out_of_the_vdso() {
+    let exe = fixture("c_vdso");
+    let mut child = Command::new(&exe)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    let pid = Pid::from_raw(child.id() as i32);
+    let image = ProcessImage::load(pid.as_raw()).expect("load");
+    let vdso = image
+        .modules()
+        .iter()
+        .find(|m| m.path() == Path::new("[vdso]"))
+        .expect("vdso module")
+        .clone();
+    ptrace::seize(pid, ptrace::Options::empty()).expect("seize");
+    let mut caught = None;
+    for _ in 0..2000 {
+        ptrace::interrupt(pid).expect("interrupt");
+        waitpid(pid, Some(WaitPidFlag::__WALL)).expect("wait");
+        let regs = Registers::from_user_regs(&ptrace::getregs(pid).expect("regs"));
+        if vdso.contains(RuntimeAddr(regs.pc().unwrap_or(0))) {
+            let frames = image.unwind(&regs, &LiveMemory(pid.as_raw()), 16);
+            let names: Vec<String> = frames
+                .iter()
+                .map(|f| {
+                    image
+                        .symbolize(f.pc, f.is_caller)
+                        .last()
+                        .and_then(|s| s.function.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            caught = Some((frames, names));
+            break;
+        }
+        ptrace::cont(pid, None).expect("cont");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some((frames, names)) = caught else {
+        eprintln!("never caught the thread inside the vDSO; nothing to check");
+        return;
+    };
+    eprintln!("{names:?}");
+    assert!(names[0].contains("gettime"), "vDSO symbol: {names:?}");
+    assert_eq!(
+        frames[1].method,
+        liveprobe::debuginfo::UnwindMethod::Cfi,
+        "the vDSO's own CFI is used"
+    );
+    let tick = names.iter().position(|n| n == "tick").expect("tick");
+    assert_eq!(
+        names.get(tick + 1).map(String::as_str),
+        Some("main"),
+        "{names:?}"
+    );
 }

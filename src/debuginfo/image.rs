@@ -49,6 +49,7 @@ impl ProcessImage {
         // Group file mappings per (path, inode), keeping first-seen order.
         let mut order: Vec<(String, u64)> = Vec::new();
         let mut groups: HashMap<(String, u64), Vec<Mapping>> = HashMap::new();
+        let vdso = mappings.iter().find(|m| m.pathname == "[vdso]").cloned();
         for m in mappings.into_iter().filter(Mapping::is_file) {
             let key = (m.pathname.clone(), m.inode);
             if !groups.contains_key(&key) {
@@ -84,6 +85,9 @@ impl ProcessImage {
                 }
                 Err(e) => tracing::debug!(module = %seen.display(), error = %e, "skipping mapping"),
             }
+        }
+        if let Some(module) = vdso.as_ref().and_then(Module::vdso) {
+            modules.push(Arc::new(module));
         }
         Ok(ProcessImage::from_modules(pid, modules, main))
     }

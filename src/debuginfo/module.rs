@@ -206,6 +206,46 @@ impl Module {
         Ok(module)
     }
 
+    /// The target's vDSO as a module: the kernel maps the same vDSO image into every process, so our own copy
+    /// (found through AT_SYSINFO_EHDR) gives its symbols and CFI. Returns None if sizes differ (another kernel
+    /// image, e.g. a 32-bit target) or our own vDSO cannot be found.
+    pub(crate) fn vdso(target: &Mapping) -> Option<Module> {
+        // SAFETY: getauxval has no preconditions; it returns 0 when the entry is absent.
+        let ours = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+        if ours == 0 {
+            return None;
+        }
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let own = super::maps::parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.pathname == "[vdso]" && m.start == ours)?;
+        let len = usize::try_from(own.end - own.start).ok()?;
+        if own.end - own.start != target.end - target.start {
+            return None;
+        }
+        let mut copy = memmap2::MmapMut::map_anon(len).ok()?;
+        // SAFETY: [own.start, own.end) is our own vDSO mapping, readable for the life of the process and never
+        // written; `len` is its exact length.
+        let bytes = unsafe { std::slice::from_raw_parts(own.start as *const u8, len) };
+        copy.copy_from_slice(bytes);
+        let map = copy.make_read_only().ok()?;
+        let path = PathBuf::from("[vdso]");
+        let elf = MappedFile {
+            path: path.clone(),
+            map: Arc::new(map),
+        };
+        let mut module = Module::from_mapped(&path, elf, None, 0).ok()?;
+        let file = module.elf.parse().ok()?;
+        let as_file = Mapping {
+            offset: 0,
+            ..target.clone()
+        };
+        module.bias = compute_bias(&file, std::slice::from_ref(&as_file));
+        drop(file);
+        module.ranges = vec![(target.start, target.end)];
+        Some(module)
+    }
+
     /// Opens an ELF file on disk as a module loaded at `bias` (for tools and tests that work without a process).
     pub fn open_file(path: &Path, bias: u64) -> Result<Module, DebugInfoError> {
         let elf = MappedFile::open(path)?;
