@@ -139,6 +139,13 @@ fn fixture(name: &str) -> PathBuf {
                 .arg(src.join("rust_basic.rs")),
             name,
         ),
+        "c_threads" => compile(
+            Command::new("gcc")
+                .args(["-g", "-O0", "-pthread", "-o"])
+                .arg(&out)
+                .arg(src.join("c_threads.c")),
+            name,
+        ),
         "c_vdso" => compile(
             Command::new("gcc")
                 .args(["-g", "-O1", "-o"])
@@ -838,5 +845,70 @@ fn unwinds_out_of_the_vdso() {
         names.get(tick + 1).map(String::as_str),
         Some("main"),
         "{names:?}"
+    );
+}
+
+#[test]
+fn unwinds_a_thread_to_its_start() {
+    let exe = fixture("c_threads");
+    let mut child = Command::new(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    let pid = child.id() as i32;
+    // The worker is the task that is not the main thread; wait until it sits in read(2).
+    let mut worker = None;
+    for _ in 0..2000 {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+        for task in tasks.flatten() {
+            let tid: i32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
+            let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+                .unwrap_or_default();
+            if tid != pid && syscall.starts_with("0 ") {
+                worker = Some(tid);
+            }
+        }
+        if worker.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let tid = Pid::from_raw(worker.expect("worker blocked in read"));
+    let image = ProcessImage::load(pid).expect("load");
+    ptrace::seize(tid, ptrace::Options::empty()).expect("seize");
+    ptrace::interrupt(tid).expect("interrupt");
+    waitpid(tid, Some(WaitPidFlag::__WALL)).expect("wait");
+    let regs = Registers::from_user_regs(&ptrace::getregs(tid).expect("regs"));
+    let frames = image.unwind(&regs, &LiveMemory(pid), 64);
+    ptrace::detach(tid, None).expect("detach");
+    let names: Vec<String> = frames
+        .iter()
+        .map(|f| {
+            image
+                .symbolize(f.pc, f.is_caller)
+                .last()
+                .and_then(|s| s.function.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("{names:?}");
+    assert_eq!(names[0], "__GI___libc_read");
+    assert_eq!(names[1], "worker_body");
+    assert_eq!(names[2], "start_thread");
+    assert!(
+        names.last().is_some_and(|n| n.contains("clone")),
+        "ends at clone3: {names:?}"
+    );
+    assert_eq!(
+        names.len(),
+        4,
+        "nothing invented past the thread's first frame: {names:?}"
     );
 }
