@@ -139,6 +139,20 @@ fn fixture(name: &str) -> PathBuf {
                 .arg(src.join("rust_basic.rs")),
             name,
         ),
+        "c_basic_debug_frame" => compile(
+            // No .eh_frame for our own code: its CFI is only in .debug_frame.
+            Command::new("gcc")
+                .args([
+                    "-g",
+                    "-O0",
+                    "-fno-asynchronous-unwind-tables",
+                    "-fno-unwind-tables",
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(src.join("c_basic.c")),
+            name,
+        ),
         "c_threads" => compile(
             Command::new("gcc")
                 .args(["-g", "-O0", "-pthread", "-o"])
@@ -911,4 +925,34 @@ fn unwinds_a_thread_to_its_start() {
         4,
         "nothing invented past the thread's first frame: {names:?}"
     );
+}
+
+#[test]
+fn unwinds_with_debug_frame_only() {
+    let run = Running::start("c_basic_debug_frame");
+    let image = ProcessImage::load(run.pid()).expect("load");
+    let regs = run.registers();
+    let frames = image.unwind(&regs, &LiveMemory(run.pid()), 64);
+    let names: Vec<String> = frames
+        .iter()
+        .map(|f| {
+            image
+                .symbolize(f.pc, f.is_caller)
+                .last()
+                .and_then(|s| s.function.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    eprintln!(
+        "{names:?} {:?}",
+        frames.iter().map(|f| f.method).collect::<Vec<_>>()
+    );
+    assert_eq!(names[..3], ["__GI___libc_read", "work", "main"]);
+    // main's registers come from work's CFI, which exists only in .debug_frame.
+    assert_eq!(frames[2].method, liveprobe::debuginfo::UnwindMethod::Cfi);
+    assert!(
+        names.iter().any(|n| n == "__libc_start_call_main"),
+        "{names:?}"
+    );
+    run.finish();
 }
