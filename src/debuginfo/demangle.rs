@@ -53,13 +53,18 @@ fn demangle_rust(name: &str) -> Option<String> {
 
 fn has_rust_hash(name: &str) -> bool {
     // Legacy Rust: last path component is "h" + 16 hex digits, encoded as `17h` + 16 hex + `E`.
-    let core = name.split('.').next().unwrap_or(name);
-    core.len() > 20 && {
-        let tail = &core[core.len() - 20..];
-        tail.starts_with("17h")
-            && tail.ends_with('E')
-            && tail[3..19].bytes().all(|b| b.is_ascii_hexdigit())
-    }
+    // Bytes, not str slicing: a symbol name from a hostile binary need not be ASCII.
+    let core = name.split('.').next().unwrap_or(name).as_bytes();
+    let Some(tail) = core
+        .len()
+        .checked_sub(20)
+        .and_then(|start| core.get(start..))
+    else {
+        return false;
+    };
+    tail.starts_with(b"17h")
+        && tail.ends_with(b"E")
+        && tail[3..19].iter().all(|b| b.is_ascii_hexdigit())
 }
 
 fn demangle_cpp(name: &str) -> Option<String> {
@@ -105,6 +110,18 @@ mod tests {
         assert_eq!(demangle("_ZN5Cache3getEi"), "Cache::get");
         assert_eq!(demangle("_ZNK5Cache3getEv"), "Cache::get");
         assert_eq!(demangle("_ZN5Cache3getEv"), "Cache::get");
+    }
+
+    #[test]
+    fn non_ascii_names_do_not_panic() {
+        assert_eq!(
+            demangle("_ZN3fooé12345678901234567890E"),
+            "_ZN3fooé12345678901234567890E"
+        );
+        assert_eq!(
+            demangle("ééééééééééééééééééééééé"),
+            "ééééééééééééééééééééééé"
+        );
     }
 
     #[test]

@@ -466,7 +466,7 @@ impl ProcessImage {
                 .lookup(entry)
                 .map(|s| {
                     if s.size > 0 {
-                        s.addr + s.size
+                        s.addr.saturating_add(s.size)
                     } else {
                         u64::MAX
                     }
@@ -531,7 +531,7 @@ impl ProcessImage {
                                     file: None,
                                     line: None,
                                     entry: s.addr,
-                                    end: (s.size > 0).then(|| s.addr + s.size),
+                                    end: (s.size > 0).then(|| s.addr.saturating_add(s.size)),
                                     inlined: false,
                                     has_lines: module.debug_info().found,
                                     cu: None,

@@ -256,7 +256,10 @@ impl Module {
             if segment.size() > 0 {
                 ranges.push((
                     segment.address().wrapping_add(bias),
-                    segment.address().wrapping_add(bias) + segment.size(),
+                    segment
+                        .address()
+                        .wrapping_add(bias)
+                        .wrapping_add(segment.size()),
                 ));
             }
         }

@@ -309,7 +309,7 @@ impl UnitWalk<'_> {
         let entry_pc = entry
             .attr_value(gimli::DW_AT_entry_pc)
             .and_then(|v| match v {
-                AttributeValue::Udata(off) => lowest.map(|l| l.begin + off),
+                AttributeValue::Udata(off) => lowest.map(|l| l.begin.wrapping_add(off)),
                 other => unit_ref.attr_address(other).ok().flatten(),
             });
         let low_pc = entry
@@ -322,7 +322,7 @@ impl UnitWalk<'_> {
             if start >= range.begin && start < range.end {
                 range.end
             } else {
-                start + 1
+                start.saturating_add(1)
             },
         ))
     }
