@@ -106,7 +106,10 @@ pub fn symbolized_frames(
     max_frames: usize,
 ) -> Vec<FrameRow> {
     let mut rows = Vec::new();
-    for frame in image.unwind(&thread.regs, &thread.memory, max_frames) {
+    for frame in image
+        .unwind_iter(&thread.regs, &thread.memory)
+        .take(max_frames)
+    {
         let module_of_pc = image.module_for(frame.pc);
         let own_code = module_of_pc.is_some_and(|m| !is_system_library(m.path()));
         let module = module_of_pc.and_then(|m| {

@@ -80,7 +80,10 @@ impl Engine {
         let target = self.target(pid)?;
         let image = &target.image;
         let mut seen = 0usize;
-        for frame in image.unwind(&thread.regs, &thread.memory, MAX_INSPECT_FRAMES) {
+        for frame in image
+            .unwind_iter(&thread.regs, &thread.memory)
+            .take(MAX_INSPECT_FRAMES)
+        {
             let symbols = image.symbolize(frame.pc, frame.is_caller);
             let count = symbols.len().max(1);
             if index < seen + count {

@@ -654,7 +654,7 @@ fn capture_frames(
     redaction: &Redaction,
 ) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for frame in image.unwind(regs, memory, frames.max(1)) {
+    for frame in image.unwind_iter(regs, memory).take(frames.max(1)) {
         let symbols = image.symbolize(frame.pc, frame.is_caller);
         for (depth, sym) in symbols.iter().enumerate() {
             if out.len() >= frames {
