@@ -733,6 +733,10 @@ fn list_source_says_when_the_file_changed_after_the_build() {
         .call("list_source", json!({"pid": fx.pid, "file": "moving.c"}))
         .err();
     assert!(err.contains("cannot be read"), "{err}");
+    // Reading source touched nothing in the target: it still waits on stdin.
+    if let Ok(Some(status)) = fx.child.try_wait() {
+        panic!("the fixture ended early with {status}");
+    }
     fx.send("q");
     fx.expect_line("acc");
 }
