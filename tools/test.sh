@@ -20,4 +20,4 @@ command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@"
+cargo test --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" "$@"
