@@ -269,6 +269,13 @@ impl DisplacedInstruction {
         };
         bytes.push(0xe9);
         bytes.extend_from_slice(&rel32.to_le_bytes());
+        if bytes.len() as u64 > TRAMPOLINE_SLOT {
+            return Err(format!(
+                "the relocated copy of `{}` at {:#x} does not fit a trampoline",
+                self.name(),
+                self.address
+            ));
+        }
         self.verify_trampoline(at, &bytes, jump_at)?;
         Ok((bytes, jump_at))
     }

@@ -246,18 +246,6 @@ struct TracerLoop {
     shutdown_deadline: Option<Instant>,
 }
 
-fn spin_budget() -> Duration {
-    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *SPIN.get_or_init(|| {
-        Duration::from_micros(
-            std::env::var("LIVEPROBE_SPIN_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-        )
-    })
-}
-
 fn current_tid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
@@ -317,7 +305,7 @@ impl TracerLoop {
     /// One turn of the loop; false when the loop must end.
     fn turn(&mut self) -> bool {
         {
-            let reaped = self.reap_events();
+            self.reap_events();
             loop {
                 match self.commands.try_recv() {
                     Ok(command) => self.on_command(command),
@@ -342,31 +330,9 @@ impl TracerLoop {
                     return false;
                 }
             }
-            if reaped > 0 && self.spin_for_next_event() {
-                return true;
-            }
             self.sleep(now);
         }
         true
-    }
-
-    /// Right after tracee events, poll for the next one for a few
-    /// microseconds before sleeping: in a hit storm the next trap comes
-    /// sooner than a sleep-and-wake through SIGCHLD would notice it.
-    /// Returns whether an event came.
-    fn spin_for_next_event(&mut self) -> bool {
-        let spin = spin_budget();
-        if spin.is_zero() {
-            return false;
-        }
-        let until = Instant::now() + spin;
-        while Instant::now() < until {
-            if self.reap_events() > 0 {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        false
     }
 
     fn sleep(&self, now: Instant) {

@@ -114,6 +114,62 @@ pub(super) fn set_registers(tid: i32, regs: &libc::user_regs_struct) -> Result<(
     .map(drop)
 }
 
+/// PTRACE_POKEUSER of one general register (`offset` into user_regs_struct).
+fn set_register(tid: i32, offset: usize, value: u64) -> Result<(), Errno> {
+    request(libc::PTRACE_POKEUSER, tid, offset, value as usize).map(drop)
+}
+
+/// Write the registers of a stopped thread that differ between `before`
+/// (as read) and `after`. A hit changes only rip (and rsp or rcx for an
+/// emulated call, return or loop): one PTRACE_POKEUSER each is much cheaper
+/// than PTRACE_SETREGS, which copies all 27 registers in one by one.
+pub(super) fn write_changed_registers(
+    tid: i32,
+    before: &libc::user_regs_struct,
+    after: &libc::user_regs_struct,
+) -> Result<(), Errno> {
+    let mut only_pokable = *after;
+    only_pokable.rip = before.rip;
+    only_pokable.rsp = before.rsp;
+    only_pokable.rcx = before.rcx;
+    if !same_registers(&only_pokable, before) {
+        return set_registers(tid, after);
+    }
+    if after.rcx != before.rcx {
+        set_register(
+            tid,
+            std::mem::offset_of!(libc::user_regs_struct, rcx),
+            after.rcx,
+        )?;
+    }
+    if after.rsp != before.rsp {
+        set_register(
+            tid,
+            std::mem::offset_of!(libc::user_regs_struct, rsp),
+            after.rsp,
+        )?;
+    }
+    if after.rip != before.rip {
+        set_register(
+            tid,
+            std::mem::offset_of!(libc::user_regs_struct, rip),
+            after.rip,
+        )?;
+    }
+    Ok(())
+}
+
+fn same_registers(a: &libc::user_regs_struct, b: &libc::user_regs_struct) -> bool {
+    let words = |r: &libc::user_regs_struct| {
+        [
+            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
+            r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base,
+            r.gs_base, r.ds, r.es, r.fs, r.gs,
+        ]
+    };
+    words(a) == words(b)
+}
+
 /// PTRACE_SYSCALL: resume until the next system-call entry or exit.
 pub(super) fn resume_to_syscall(tid: i32, signal: i32) -> Result<(), Errno> {
     request(libc::PTRACE_SYSCALL, tid, 0, signal as usize).map(drop)

@@ -781,7 +781,7 @@ impl TracerLoop {
         if let Some(translated) = target.breakpoints.scratch.translate(regs.rip) {
             let mut moved = regs;
             moved.rip = translated.pc();
-            if ptrace::set_registers(tid, &moved).is_ok()
+            if ptrace::write_changed_registers(tid, &regs, &moved).is_ok()
                 && let Translated::Before(address) = translated
                 && target.breakpoints.sites.contains_key(&address)
                 && let Some(thread) = target.threads.get_mut(&tid)
@@ -798,9 +798,10 @@ impl TracerLoop {
         &mut self,
         pid: i32,
         tid: i32,
-        mut regs: libc::user_regs_struct,
+        as_read: libc::user_regs_struct,
         at: u64,
     ) -> Resume {
+        let mut regs = as_read;
         let Some(target) = self.targets.get_mut(&pid) else {
             return Resume::Continue(libc::SIGTRAP);
         };
@@ -814,7 +815,7 @@ impl TracerLoop {
                 return Resume::Continue(libc::SIGTRAP);
             }
             regs.rip = at;
-            return match ptrace::set_registers(tid, &regs) {
+            return match ptrace::write_changed_registers(tid, &as_read, &regs) {
                 Ok(()) | Err(Errno::ESRCH) => Resume::Continue(0),
                 Err(errno) => {
                     tracing::warn!(tid, %errno, "cannot rewind a thread after a late trap");
@@ -878,7 +879,7 @@ impl TracerLoop {
                 }
             }
         }
-        match ptrace::set_registers(tid, &regs) {
+        match ptrace::write_changed_registers(tid, &as_read, &regs) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(errno) => tracing::error!(tid, %errno, "cannot move a thread past a breakpoint"),
         }
