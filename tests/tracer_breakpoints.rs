@@ -757,3 +757,67 @@ fn a_process_stopped_by_job_control_is_refused_until_continued() {
     assert_eq!(counter.hits(), 40);
     rt.block_on(tracer.detach(fixture.pid)).expect("detach");
 }
+
+#[test]
+fn signals_landing_in_trampolines_keep_the_count_exact() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
+        .expect("insert");
+    // Most signals arrive while their thread is stopped at the breakpoint,
+    // so they are delivered the moment it resumes at the start of the
+    // trampoline: the handler's frame must show the original code, and the
+    // thread's return onto the int3 must not count twice.
+    let answer = fixture.ask("storm 3000", "storm");
+    let mut parts = answer.split_whitespace();
+    let calls: u64 = parts.next().expect("calls").parse().expect("number");
+    let handled: u64 = parts.next().expect("handled").parse().expect("number");
+    assert_eq!(handled, 3000, "every signal reached the program's handler");
+    assert_eq!(
+        counter.hits(),
+        calls,
+        "one hit per call, none lost or doubled"
+    );
+    assert_eq!(counter.bad_rip.load(Ordering::SeqCst), 0);
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_panicking_handler_loses_only_its_own_group() {
+    struct Panicky;
+    impl HitHandler for Panicky {
+        fn on_hit(&mut self, _hit: &HitContext<'_>) -> HitVerdict {
+            panic!("a bug in a hit handler");
+        }
+    }
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let mut fixture = Fixture::start();
+    let sites = fixture.sites();
+    let unprobed = fixture.ask("hammer 1000", "checksum");
+    rt.block_on(tracer.attach(fixture.pid)).expect("attach");
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, Box::new(Panicky)))
+        .expect("insert panicky");
+    let counter = Counter::default();
+    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
+        .expect("insert counter");
+    assert_eq!(fixture.ask("hammer 1000", "checksum"), unprobed);
+    assert_eq!(counter.hits(), 4000);
+    assert_eq!(
+        rt.block_on(tracer.remove_group(fixture.pid, 1))
+            .expect("remove"),
+        0,
+        "the panicking group was removed at its first hit"
+    );
+    // The tracer thread survived and still answers.
+    assert!(tracer.is_attached(fixture.pid));
+    rt.block_on(tracer.detach(fixture.pid)).expect("detach");
+    fixture.send("exit 0");
+    assert_eq!(fixture.wait_exit().code(), Some(0));
+}
