@@ -209,6 +209,16 @@ impl CodeWriter {
         Ok(())
     }
 
+    /// Put `original` back at `addr` if our int3 is still there. Anything
+    /// else there (the code was unmapped, or other code mapped in its place
+    /// after a dlclose) is left alone.
+    pub(super) fn restore(&self, addr: u64, original: u8) -> Result<(), Errno> {
+        match self.read_byte(addr) {
+            Some(INT3) => self.write(addr, &[original]),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn read_byte(&self, addr: u64) -> Option<u8> {
         let mut byte = [0u8; 1];
         self.file
@@ -288,9 +298,7 @@ impl PatchRegistry {
                 }
             };
             for (address, original) in of_pid {
-                if writer.read_byte(address) == Some(INT3)
-                    && writer.write(address, &[original]).is_err()
-                {
+                if writer.restore(address, original).is_err() {
                     failed += 1;
                 }
             }

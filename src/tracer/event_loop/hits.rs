@@ -81,9 +81,7 @@ fn restore_bytes(pid: i32, originals: &[(u64, u8)]) -> usize {
     };
     originals
         .iter()
-        .filter(|(addr, original)| {
-            writer.read_byte(*addr) == Some(INT3) && writer.write(*addr, &[*original]).is_err()
-        })
+        .filter(|(addr, original)| writer.restore(*addr, *original).is_err())
         .count()
 }
 
@@ -499,7 +497,7 @@ impl TracerLoop {
             };
             let written = breakpoints
                 .writer(pid)
-                .and_then(|writer| writer.write(address, &[original]));
+                .and_then(|writer| writer.restore(address, original));
             match written {
                 Ok(()) => {
                     breakpoints.sites.remove(&address);
@@ -533,7 +531,7 @@ impl TracerLoop {
             let original = site.instruction.bytes[0];
             let written = breakpoints
                 .writer(pid)
-                .and_then(|writer| writer.write(address, &[original]));
+                .and_then(|writer| writer.restore(address, original));
             match written {
                 Ok(()) => self.registry.restored(pid, address),
                 Err(errno) => {
