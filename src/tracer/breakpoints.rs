@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -84,6 +85,11 @@ pub struct BreakpointId(pub u64);
 
 /// Most recently removed addresses remembered per process for late traps.
 const MORIBUND_LIMIT: usize = 4096;
+/// How long a removed address may still see a late trap, or be an int3 in
+/// a fork child's copy of memory that has not been cleaned yet. A late trap
+/// is microseconds late (milliseconds if its thread is preempted in the
+/// kernel on its way to the stop); this is generous.
+const MORIBUND_FRESH: Duration = Duration::from_secs(60);
 
 /// One handler armed at a site.
 pub(super) struct Armed {
@@ -106,7 +112,8 @@ pub(super) struct Breakpoints {
     pub sites: HashMap<u64, Site>,
     /// Recently removed address -> its original first byte.
     pub moribund: HashMap<u64, u8>,
-    moribund_order: VecDeque<u64>,
+    /// Removed addresses, oldest first, with when they were removed.
+    moribund_order: VecDeque<(u64, Instant)>,
     pub scratch: ScratchSpace,
     /// Address of a `syscall` instruction for injected calls, once found.
     pub syscall_instruction: Option<u64>,
@@ -118,7 +125,12 @@ impl Breakpoints {
     /// Whether anything of ours may be in the address space (so hits,
     /// late traps, trampolines and fork children need attention).
     pub(super) fn in_use(&self) -> bool {
-        !self.sites.is_empty() || !self.moribund.is_empty() || !self.scratch.pages.is_empty()
+        !self.sites.is_empty()
+            || !self.scratch.pages.is_empty()
+            || self
+                .moribund_order
+                .back()
+                .is_some_and(|(_, removed)| removed.elapsed() < MORIBUND_FRESH)
     }
 
     /// Whether `address` is an active or recently removed breakpoint.
@@ -126,15 +138,22 @@ impl Breakpoints {
         self.sites.contains_key(&address) || self.moribund.contains_key(&address)
     }
 
-    /// Every address whose original byte we know (active and moribund),
-    /// with that byte.
+    /// Every address that may hold an int3 of ours in this address space
+    /// or a copy of it made recently (active and recently removed), with
+    /// the byte it hides.
     pub(super) fn originals(&self) -> Vec<(u64, u8)> {
         let mut all: Vec<(u64, u8)> = self
             .sites
             .iter()
             .filter_map(|(addr, site)| Some((*addr, *site.instruction.bytes.first()?)))
             .collect();
-        all.extend(self.moribund.iter().map(|(a, b)| (*a, *b)));
+        all.extend(
+            self.moribund_order
+                .iter()
+                .rev()
+                .take_while(|(_, removed)| removed.elapsed() < MORIBUND_FRESH)
+                .filter_map(|(addr, _)| Some((*addr, *self.moribund.get(addr)?))),
+        );
         all
     }
 
@@ -152,11 +171,12 @@ impl Breakpoints {
     }
 
     pub(super) fn remember_moribund(&mut self, address: u64, original: u8) {
-        if self.moribund.insert(address, original).is_none() {
-            self.moribund_order.push_back(address);
+        if self.moribund.insert(address, original).is_some() {
+            self.moribund_order.retain(|(a, _)| *a != address);
         }
+        self.moribund_order.push_back((address, Instant::now()));
         while self.moribund_order.len() > MORIBUND_LIMIT {
-            if let Some(oldest) = self.moribund_order.pop_front() {
+            if let Some((oldest, _)) = self.moribund_order.pop_front() {
                 self.moribund.remove(&oldest);
             }
         }
@@ -164,7 +184,7 @@ impl Breakpoints {
 
     pub(super) fn forget_moribund(&mut self, address: u64) {
         if self.moribund.remove(&address).is_some() {
-            self.moribund_order.retain(|a| *a != address);
+            self.moribund_order.retain(|(a, _)| *a != address);
         }
     }
 

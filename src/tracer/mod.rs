@@ -27,6 +27,26 @@
 //! anonymous r-x pages (`/proc/PID/maps` shows them without a name) while
 //! probes exist, and nothing else; every byte is restored at detach, and the
 //! pages are unmapped when the last thread is detached.
+//!
+//! How each way of ending treats a target with breakpoints:
+//! - `detach`, `detach_all`, dropping the last `Tracer`: every original byte
+//!   is written back first (from the tracer thread, before any thread is let
+//!   go), threads with a trap of ours still pending pass through one more
+//!   stop, threads inside a trampoline are moved to the original code, the
+//!   scratch pages are unmapped through the last thread, then all detach.
+//! - `detach_all_blocking` (panic hooks, signal paths): the same; if the
+//!   tracer thread does not answer in time, the calling thread writes every
+//!   original byte back itself (`PatchRegistry`).
+//! - A panic in a hit handler: caught; that handler's group is removed. A
+//!   panic in the tracer's own code: caught; every byte is restored and
+//!   every target detached.
+//! - SIGKILL of liveprobe (or the OOM killer): nothing can run. The kernel
+//!   detaches every thread; a thread held at a hit at that moment receives
+//!   the SIGTRAP (and the target dies of it), and any thread that later
+//!   executes a remaining `int3` dies the same way. What limits the damage:
+//!   a thread is held only for the microseconds of its hit, probes expire and
+//!   have hit limits (engine), and every catchable way of ending restores
+//!   the bytes. Prefer SIGTERM/SIGINT to stop liveprobe.
 
 mod breakpoints;
 mod code;
