@@ -1142,6 +1142,15 @@ impl TracerLoop {
         if let Some(translated) = target.breakpoints.scratch.translate(regs.rip) {
             regs.rip = translated.pc();
         }
+        // A thread that just executed one of our int3s but was stopped for
+        // the capture before its trap was reported stands at the breakpoint.
+        let trapped_at = regs.rip.wrapping_sub(1);
+        if target.breakpoints.is_ours(trapped_at)
+            && target.threads.get(&tid).and_then(|t| t.last_stop) == Some(WaitEvent::InterruptStop)
+            && hits::sigtrap_pending(tid)
+        {
+            regs.rip = trapped_at;
+        }
         let rsp = regs.rsp;
         let mut mapping = find_mapping(&target.mappings, rsp);
         if mapping.is_none() && stack_bytes > 0 {

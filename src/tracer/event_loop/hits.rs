@@ -56,7 +56,7 @@ pub(super) fn let_child_go(child: i32, event: WaitEvent) {
 
 /// Whether a SIGTRAP is pending for the thread (e.g. from an int3 it
 /// executed, not yet reported because an interrupt stop came first).
-fn sigtrap_pending(tid: i32) -> bool {
+pub(super) fn sigtrap_pending(tid: i32) -> bool {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return false;
     };
