@@ -122,8 +122,15 @@ impl Fixture {
     /// Sends one line to the fixture's stdin.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to fixture");
-        stdin.flush().expect("flush");
+        let written = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+        if let Err(e) = written {
+            std::thread::sleep(Duration::from_millis(50));
+            panic!(
+                "cannot write to fixture {} ({e}); it ended with {:?}",
+                self.pid,
+                self.child.try_wait()
+            );
+        }
     }
 
     /// Closes the fixture's stdin.
