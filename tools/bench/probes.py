@@ -380,7 +380,7 @@ def bpftrace_phase(ctx: Context, pinned: bool, rep: int) -> Phase:
     phase.lost = sum(int(w) for line in lines if line.startswith("Lost") for w in line.split()[1:2] if w.isdigit())
     # bpftrace prints a line per call it delivered; the uprobe ran on every call even
     # when its line was lost, so its cost is charged to every call.
-    phase.state = f"{phase.hits} lines printed, {phase.lost} events lost"
+    phase.state = f"{phase.lost} lost"
     return phase
 
 
@@ -488,6 +488,8 @@ def goal_rows(phases: list[Phase], pinned: bool) -> list[list[str]]:
     ]:
         value = median_ratio(a, b)
         rows.append([what, render_ratio(value), f"≤ {goal}×: {verdict(None if value is None else value <= goal)}"])
+    floor = median_ratio(per_hit("count"), bpftrace)
+    rows.append(["count / bpftrace printf (liveprobe's trap-and-resume floor, no capture)", render_ratio(floor), ""])
     threads = [p for p in phases if p.variant == "threads" and p.pinned == pinned]
     exact = [p.hits == p.calls and p.checksum_ok for p in threads]
     counts = ", ".join(f"{p.hits}/{p.calls}" for p in threads)
@@ -512,7 +514,9 @@ def variant_rows(phases: list[Phase], pinned: bool, ctx: Context) -> list[list[s
         per_hit = summary_of(phases, variant, pinned, lambda p: p.overhead_us_per_hit)
         handler = summary_of(phases, variant, pinned, lambda p: p.mean_handler_us)
         hits = ", ".join(str(p.hits) for p in mine) if mine[0].hits is not None else "—"
-        states = sorted({p.state for p in mine if p.state})
+        states = [p.state for p in mine if p.state]
+        if len(set(states)) == 1:
+            states = states[:1]
         checks = "yes" if all(p.checksum_ok for p in mine) else "**no**"
         rows.append(
             [
@@ -523,7 +527,7 @@ def variant_rows(phases: list[Phase], pinned: bool, ctx: Context) -> list[list[s
                 hits,
                 render_summary(per_hit, 1),
                 render_summary(handler, 2),
-                "; ".join(states) if states else "",
+                ", ".join(states),
                 checks,
             ]
         )
@@ -604,8 +608,9 @@ Cells are median (min–max) over the repetitions.
   calls), then `continue` and `detach`. Its output goes to a file; hits are its lines.
 - bpftrace: `bpftrace -p PID -e 'uprobe:BIN:{FUNCTION} {{ printf("a=%d b=%d\\n", arg0, arg1); }}'`
   (at the function's entry, reading the argument registers); output to a file, stopped with
-  SIGINT after the calls. Its hits column counts printed lines; lines it lost are counted
-  from its `Lost N events` messages. The uprobe runs on every call either way.
+  SIGINT after the calls. Its hits column counts printed lines, its state column the events
+  it reported lost (`Lost N events`: its reader fell behind); the uprobe ran on every call
+  either way, so its overhead divides by the calls.
 - Pinned pass: the target's threads and the tool's process (all its threads) share one CPU,
   so a hit wakes the tracer on the CPU the stopped thread just left.{throttle_note}
 - Raw figures: `target/bench-logs/probes-raw.json`.
