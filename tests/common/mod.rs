@@ -125,8 +125,9 @@ impl Fixture {
         let written = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
         if let Err(e) = written {
             std::thread::sleep(Duration::from_millis(50));
+            let said: Vec<String> = self.lines.try_iter().collect();
             panic!(
-                "cannot write to fixture {} ({e}); it ended with {:?}",
+                "cannot write to fixture {} ({e}); it ended with {:?} after printing {said:?}",
                 self.pid,
                 self.child.try_wait()
             );
