@@ -361,48 +361,44 @@ fn bad_probe_requests_get_clear_errors() {
         err.contains("process_order"),
         "suggests the near name: {err}"
     );
-    let err = c
-        .call(
+    // (tool, arguments, what the error must name)
+    let refusals = [
+        (
             "set_snapshot",
-            json!({"pid": fx.pid, "location": "nosuchfile.c:10"}),
-        )
-        .err();
-    assert!(err.contains("nosuchfile.c"), "{err}");
-    let err = c
-        .call(
+            json!({"location": "nosuchfile.c:10"}),
+            "nosuchfile.c",
+        ),
+        (
             "set_snapshot",
-            json!({"pid": fx.pid, "location": "process_order", "condition": "o->no_such_field == 1"}),
-        )
-        .err();
-    assert!(err.contains("no_such_field"), "refused when set: {err}");
-    let err = c
-        .call(
+            json!({"location": "process_order", "condition": "o->no_such_field == 1"}),
+            "no_such_field",
+        ),
+        (
             "set_snapshot",
-            json!({"pid": fx.pid, "location": "process_order", "condition": "worker == "}),
-        )
-        .err();
-    assert!(err.contains("column"), "{err}");
-    let err = c
-        .call(
+            json!({"location": "process_order", "condition": "worker == "}),
+            "column",
+        ),
+        (
             "set_snapshot",
-            json!({"pid": fx.pid, "location": "process_order", "max_hits": 0}),
-        )
-        .err();
-    assert!(err.contains("max_hits"), "{err}");
-    let err = c
-        .call(
+            json!({"location": "process_order", "max_hits": 0}),
+            "max_hits",
+        ),
+        (
             "set_logpoint",
-            json!({"pid": fx.pid, "location": "process_order", "message": "a {o->id"}),
-        )
-        .err();
-    assert!(err.contains("never closed"), "{err}");
-    let err = c
-        .call(
+            json!({"location": "process_order", "message": "a {o->id"}),
+            "never closed",
+        ),
+        (
             "set_metric",
-            json!({"pid": fx.pid, "location": "process_order", "kind": "histogram"}),
-        )
-        .err();
-    assert!(err.contains("expression"), "{err}");
+            json!({"location": "process_order", "kind": "histogram"}),
+            "expression",
+        ),
+    ];
+    for (tool, mut args, expected) in refusals {
+        args["pid"] = json!(fx.pid);
+        let err = c.call(tool, args.clone()).err();
+        assert!(err.contains(expected), "{tool} {args}: {err}");
+    }
     let err = c
         .call(
             "set_snapshot",
