@@ -20,7 +20,7 @@ command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
-# One test at a time by default: under parallel test threads a fixture blocked
-# in read() on its stdin pipe has been seen to end as if at EOF (open bug, see
-# the closing note of the founding session); TEST_THREADS=2 reproduces it.
+# One test at a time by default: with parallel test threads a fixture has been
+# seen to receive a line meant for another test's fixture (a harness fd mix-up,
+# open bug; TEST_THREADS=2 reproduces it now and then).
 cargo test --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-1}" "$@"
