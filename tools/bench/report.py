@@ -35,6 +35,7 @@ report without touching this file. Raw figures and logs go to `target/bench-logs
 |---|---|---|
 | attach to a huge binary and resolve file:line (issue 2) | `python3 tools/bench/attach.py` | ~10 min cold (big target build), then ~2–5 min |
 | read_locals vs gdb, warm (issue 3) | `python3 tools/bench/locals.py` | ~1–4 min |
+| probe overhead per hit vs gdb and bpftrace (issue 4) | `python3 tools/bench/probes.py` | ~6 min (+ build); bpftrace via `apt-get install bpftrace` |
 """
 
 
