@@ -1061,8 +1061,12 @@ impl TracerLoop {
             }
         };
         // Read the memory map while every thread still runs, so the stops
-        // themselves need no /proc read.
-        target.mappings = procfs::read_mappings(pid);
+        // themselves need no /proc read; once read it is kept (a stack that
+        // is not in it makes the capture read it again, and a stale bound
+        // only shortens a copy, whose read stops at the first bad page).
+        if target.mappings.is_empty() {
+            target.mappings = procfs::read_mappings(pid);
+        }
         let op_id = self.next_op;
         self.next_op += 1;
         self.captures.insert(
