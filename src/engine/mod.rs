@@ -222,7 +222,7 @@ impl Engine {
         let armed: Vec<Arc<Probe>> = self
             .probes()
             .values()
-            .filter(|p| p.pid == pid && p.status().state == probes::ProbeState::Armed)
+            .filter(|p| p.pid == pid && p.state() == probes::ProbeState::Armed)
             .cloned()
             .collect();
         self.tracer.detach(pid).await?;

@@ -405,7 +405,7 @@ impl Engine {
             let armed = self
                 .probes()
                 .values()
-                .filter(|p| p.status().state == ProbeState::Armed)
+                .filter(|p| p.state() == ProbeState::Armed)
                 .count();
             if armed >= MAX_PROBES {
                 return Err(EngineError::BadArgument(format!(
@@ -490,7 +490,7 @@ impl Engine {
                 let ended = probe.ended.notified();
                 tokio::pin!(ended);
                 ended.as_mut().enable();
-                if probe.status().state != ProbeState::Armed {
+                if probe.state() != ProbeState::Armed {
                     // Done, throttled or failed at a hit: that hit removed
                     // its group already; make sure, in case of a race.
                     let _ = tracer.remove_group(probe.pid, probe.id).await;
@@ -587,7 +587,7 @@ impl Engine {
     /// Removes a probe: its breakpoints leave the target at once.
     pub async fn remove_probe(&self, probe_id: u64) -> Result<ProbeRemoved, EngineError> {
         let probe = self.probe(probe_id)?;
-        let before = probe.status().state;
+        let before = probe.state();
         probe.finish(ProbeState::Removed, Some("removed by remove_probe".into()));
         let removed = self.tracer.remove_group(probe.pid, probe.id).await;
         self.probes().remove(&probe_id);

@@ -261,6 +261,11 @@ impl Probe {
         }
     }
 
+    /// Current state, without copying the reason (checked at every hit).
+    pub fn state(&self) -> ProbeState {
+        lock(&self.status).state
+    }
+
     /// Current state and reason.
     pub fn status(&self) -> ProbeStatus {
         lock(&self.status).clone()
@@ -430,7 +435,7 @@ pub struct SiteHandler {
 impl SiteHandler {
     fn hit_inner(&mut self, hit: &HitContext<'_>) -> HitVerdict {
         let probe = &self.probe;
-        if probe.status().state != ProbeState::Armed {
+        if probe.state() != ProbeState::Armed {
             return HitVerdict::RemoveGroup;
         }
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
