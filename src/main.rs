@@ -44,6 +44,11 @@ struct Cli {
     /// throttled (1..=1000; default 250).
     #[arg(long = "probe-budget-ms", value_name = "MS")]
     probe_budget_ms: Option<u64>,
+    /// How probes reach their hits: `auto` (a kernel uprobe with a BPF
+    /// capture where possible, else ptrace), `uprobe` or `ptrace`. A request
+    /// can ask for another.
+    #[arg(long = "probe-engine", value_enum, default_value = "auto")]
+    probe_engine: liveprobe::policy::EngineChoice,
     /// Append one JSON line per tool call to this file.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -96,6 +101,7 @@ fn serve(cli: Cli) -> std::process::ExitCode {
         no_default_secrets: cli.no_default_redactions,
         audit_log: cli.audit_log,
         hit_budget_ms_per_s: cli.probe_budget_ms,
+        probe_engine: cli.probe_engine,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 pub trait MemorySource {
     /// Fill `buf` from target address `addr`; fail (with the first unreadable address) if any byte is unreadable.
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+    /// True when reads should reach this source exactly as asked, not
+    /// rounded to whole pages by a cache (a copy of chosen ranges, or a
+    /// recorder that plans what to copy).
+    fn wants_exact_reads(&self) -> bool {
+        false
+    }
 }
 
 /// A target read that could not be satisfied.

@@ -3,7 +3,7 @@
 //! (and on live memory for anything beyond it).
 
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers, reg};
-use crate::tracer::{MemoryCopy, ProcessMemory, ThreadCapture};
+use crate::tracer::{HitMemory, MemoryCopy, ProcessMemory, ThreadCapture};
 
 use super::format_addr;
 use super::report::FrameRow;
@@ -23,7 +23,7 @@ pub struct CapturedThread {
 impl CapturedThread {
     /// Converts the tracer's raw capture.
     pub fn new(capture: ThreadCapture, live: ProcessMemory) -> CapturedThread {
-        let regs = registers_from(&capture.regs, capture.fs_base);
+        let regs = registers_from(&capture.regs, Some(capture.fs_base));
         CapturedThread {
             tid: capture.tid,
             regs,
@@ -37,7 +37,7 @@ impl CapturedThread {
 }
 
 /// The tracer's raw registers in DWARF numbering.
-pub fn registers_from(r: &libc::user_regs_struct, fs_base: u64) -> Registers {
+pub fn registers_from(r: &libc::user_regs_struct, fs_base: Option<u64>) -> Registers {
     let mut regs = Registers::default();
     for (num, value) in [
         (reg::RAX, r.rax),
@@ -60,7 +60,7 @@ pub fn registers_from(r: &libc::user_regs_struct, fs_base: u64) -> Registers {
     ] {
         regs.set(num, Some(value));
     }
-    regs.set_fs_base(Some(fs_base));
+    regs.set_fs_base(fs_base);
     regs
 }
 
@@ -95,6 +95,27 @@ impl MemorySource for LiveMemory<'_> {
         self.0
             .read(addr, buf)
             .map_err(|e| MemoryError { addr: e.addr })
+    }
+}
+
+/// The memory a probe handler reads: live, or what the kernel copied at
+/// the hit (then anything else was not captured).
+pub struct HitMemorySource<'a>(pub HitMemory<'a>);
+
+impl MemorySource for HitMemorySource<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        match self.0 {
+            HitMemory::Live(live) => live
+                .read(addr, buf)
+                .map_err(|e| MemoryError { addr: e.addr }),
+            HitMemory::Captured(copy) => copy.read(addr, buf).map_err(|addr| MemoryError { addr }),
+        }
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        // A copy holds exactly the planned reads: reading whole pages of it
+        // would only fail and fall back.
+        matches!(self.0, HitMemory::Captured(_))
     }
 }
 

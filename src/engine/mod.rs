@@ -5,6 +5,7 @@
 //! It owns no ptrace call itself (the tracer thread does) and knows nothing of
 //! MCP: the `mcp` room turns its answers into JSON and text.
 
+mod capture_plan;
 mod error;
 mod frames;
 mod inspect;
@@ -26,7 +27,7 @@ pub use probe_ops::{
     MAX_PROBES, MAX_WAIT_MS, ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults,
     ProbeWhat, ScopeVariable,
 };
-pub use probes::{MetricKind, ProbeKind, ProbeRow, ProbeState};
+pub use probes::{EngineChoice, MetricKind, ProbeEngine, ProbeKind, ProbeRow, ProbeState};
 use report::*;
 pub use store::SummaryView;
 

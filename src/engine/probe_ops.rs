@@ -11,10 +11,15 @@ use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
+use super::capture_plan::plan_site;
 use super::probes::{
-    MetricKind, Probe, ProbeKind, ProbeRow, ProbeState, SiteAction, SiteHandler, TemplatePart,
-    parse_template,
+    EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState, SiteAction,
+    SiteHandler, TemplatePart, parse_template,
 };
+use crate::tracer::CapturePlan;
+
+/// One site's compiled condition and action.
+type CompiledSite = (RuntimeAddr, Option<CompiledExpr>, SiteAction);
 use super::report::ResolvedSiteRow;
 use super::{Engine, EngineError, Target, format_addr};
 
@@ -47,6 +52,8 @@ pub struct ProbeRequest {
     pub ttl_s: u64,
     /// Resolve and check only.
     pub dry_run: bool,
+    /// How hits should reach the probe; `None`: the server's default.
+    pub engine: Option<EngineChoice>,
     /// Kind-specific part.
     pub what: ProbeWhat,
 }
@@ -112,6 +119,13 @@ pub struct ProbeCreated {
     pub max_hits: u64,
     /// `ttl_s` in force.
     pub ttl_s: u64,
+    /// How hits reach the probe (for a dry run: would reach it): `uprobe`
+    /// (captured in the kernel, the thread is not stopped) or `ptrace` (the
+    /// hitting thread is held while liveprobe reads).
+    pub engine: ProbeEngine,
+    /// Why `ptrace` is used although `uprobe` was preferred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_note: Option<String>,
 }
 
 /// Answer of `list_probes`.
@@ -254,6 +268,96 @@ impl Engine {
         Ok(resolution)
     }
 
+    /// Compiles the condition and the action of every site of a request.
+    fn compile_sites(
+        &self,
+        image: &ProcessImage,
+        sites: &[crate::debuginfo::ResolvedSite],
+        req: &ProbeRequest,
+    ) -> Result<Vec<CompiledSite>, EngineError> {
+        let mut site_plans: Vec<CompiledSite> = Vec::new();
+        for site in sites {
+            let condition = req
+                .condition
+                .as_deref()
+                .filter(|c| !c.trim().is_empty())
+                .map(|c| compile_at(image, site.address, c, "condition"))
+                .transpose()?;
+            if let Some(secret) = condition
+                .as_ref()
+                .and_then(|c| c.secret_name(&self.redaction))
+            {
+                return Err(EngineError::BadArgument(format!(
+                    "the condition reads `{secret}`, whose name looks secret: a condition on it would leak \
+                     its value one hit at a time, so it is refused; filter on something else"
+                )));
+            }
+            let action = match &req.what {
+                ProbeWhat::Snapshot {
+                    frames,
+                    expressions,
+                    limits,
+                } => SiteAction::Snapshot {
+                    frames: *frames,
+                    expressions: expressions
+                        .iter()
+                        .map(|e| {
+                            Ok((
+                                e.clone(),
+                                compile_at(image, site.address, e, "expression")?,
+                            ))
+                        })
+                        .collect::<Result<_, EngineError>>()?,
+                    limits: limits.clamped(),
+                },
+                ProbeWhat::Logpoint { message } => {
+                    let parts = parse_template(message)
+                        .map_err(|e| EngineError::BadArgument(format!("message template: {e}")))?;
+                    SiteAction::Logpoint {
+                        parts: parts
+                            .into_iter()
+                            .map(|(is_expr, text)| {
+                                if is_expr {
+                                    let c = compile_at(
+                                        image,
+                                        site.address,
+                                        &text,
+                                        "template expression",
+                                    )?;
+                                    Ok(TemplatePart::Expr(text, Box::new(c)))
+                                } else {
+                                    Ok(TemplatePart::Text(text))
+                                }
+                            })
+                            .collect::<Result<_, EngineError>>()?,
+                    }
+                }
+                ProbeWhat::Metric {
+                    kind, expression, ..
+                } => match kind {
+                    MetricKind::Count => SiteAction::Count,
+                    MetricKind::Histogram => {
+                        let e = expression.as_deref().ok_or_else(|| {
+                            EngineError::BadArgument(
+                                "a histogram metric needs `expression`: the number to summarize"
+                                    .into(),
+                            )
+                        })?;
+                        SiteAction::Histogram(Box::new(compile_at(
+                            image,
+                            site.address,
+                            e,
+                            "expression",
+                        )?))
+                    }
+                    MetricKind::Duration => SiteAction::DurationStart,
+                },
+            };
+            site_plans.push((site.address, condition, action));
+        }
+        Ok(site_plans)
+    }
+
     /// Sets a probe (or, with `dry_run`, only resolves and checks it).
     pub async fn set_probe(&self, req: ProbeRequest) -> Result<ProbeCreated, EngineError> {
         let target = self.target(req.pid)?;
@@ -285,86 +389,7 @@ impl Engine {
         };
         // Compile everything for every site now: a condition that does not
         // type-check is refused here, not at the first hit.
-        let mut site_plans = Vec::new();
-        for site in &resolution.sites {
-            let condition = req
-                .condition
-                .as_deref()
-                .filter(|c| !c.trim().is_empty())
-                .map(|c| compile_at(&image, site.address, c, "condition"))
-                .transpose()?;
-            if let Some(secret) = condition
-                .as_ref()
-                .and_then(|c| c.secret_name(&self.redaction))
-            {
-                return Err(EngineError::BadArgument(format!(
-                    "the condition reads `{secret}`, whose name looks secret: a condition on it would leak \
-                     its value one hit at a time, so it is refused; filter on something else"
-                )));
-            }
-            let action = match &req.what {
-                ProbeWhat::Snapshot {
-                    frames,
-                    expressions,
-                    limits,
-                } => SiteAction::Snapshot {
-                    frames: *frames,
-                    expressions: expressions
-                        .iter()
-                        .map(|e| {
-                            Ok((
-                                e.clone(),
-                                compile_at(&image, site.address, e, "expression")?,
-                            ))
-                        })
-                        .collect::<Result<_, EngineError>>()?,
-                    limits: limits.clamped(),
-                },
-                ProbeWhat::Logpoint { message } => {
-                    let parts = parse_template(message)
-                        .map_err(|e| EngineError::BadArgument(format!("message template: {e}")))?;
-                    SiteAction::Logpoint {
-                        parts: parts
-                            .into_iter()
-                            .map(|(is_expr, text)| {
-                                if is_expr {
-                                    let c = compile_at(
-                                        &image,
-                                        site.address,
-                                        &text,
-                                        "template expression",
-                                    )?;
-                                    Ok(TemplatePart::Expr(text, Box::new(c)))
-                                } else {
-                                    Ok(TemplatePart::Text(text))
-                                }
-                            })
-                            .collect::<Result<_, EngineError>>()?,
-                    }
-                }
-                ProbeWhat::Metric {
-                    kind, expression, ..
-                } => match kind {
-                    MetricKind::Count => SiteAction::Count,
-                    MetricKind::Histogram => {
-                        let e = expression.as_deref().ok_or_else(|| {
-                            EngineError::BadArgument(
-                                "a histogram metric needs `expression`: the number to summarize"
-                                    .into(),
-                            )
-                        })?;
-                        SiteAction::Histogram(Box::new(compile_at(
-                            &image,
-                            site.address,
-                            e,
-                            "expression",
-                        )?))
-                    }
-                    MetricKind::Duration => SiteAction::DurationStart,
-                },
-            };
-            site_plans.push((site.address, condition, action));
-        }
+        let site_plans = self.compile_sites(&image, &resolution.sites, &req)?;
         // A duration's end sites.
         let mut end_sites = Vec::new();
         if let ProbeWhat::Metric {
@@ -388,7 +413,34 @@ impl Engine {
         let resolved: Vec<ResolvedSiteRow> = resolution.sites.iter().map(site_row).collect();
         let end_resolved: Vec<ResolvedSiteRow> = end_sites.iter().map(site_row).collect();
         let ttl_s = req.ttl_s;
+        let choice = req.engine.unwrap_or(self.policy.probe_engine);
+        // The kernel-side capture of every site (and of the end sites of a
+        // duration, which read nothing), or why there cannot be one.
+        let kernel_plans: Result<Vec<CapturePlan>, String> = match choice {
+            EngineChoice::Ptrace => Err("engine ptrace was asked for".into()),
+            _ => site_plans
+                .iter()
+                .map(|(addr, condition, action)| {
+                    plan_site(&image, *addr, condition.as_ref(), action, &self.redaction)
+                        .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
+                })
+                .collect(),
+        };
+        if choice == EngineChoice::Uprobe
+            && let Err(why) = &kernel_plans
+        {
+            return Err(EngineError::BadArgument(format!(
+                "engine uprobe cannot capture this probe ({why}); use engine auto or ptrace"
+            )));
+        }
         if req.dry_run {
+            let (engine, engine_note) = match &kernel_plans {
+                Ok(_) => (ProbeEngine::Uprobe, None),
+                Err(why) if choice == EngineChoice::Auto => {
+                    (ProbeEngine::Ptrace, Some(why.clone()))
+                }
+                Err(_) => (ProbeEngine::Ptrace, None),
+            };
             let variables = scope_variables(&image, resolution.sites[0].address);
             return Ok(ProbeCreated {
                 probe_id: None,
@@ -399,6 +451,8 @@ impl Engine {
                 variables: Some(variables),
                 max_hits: req.max_hits,
                 ttl_s,
+                engine,
+                engine_note,
             });
         }
         {
@@ -428,46 +482,48 @@ impl Engine {
             self.probe_updates.clone(),
         ));
         self.probes().insert(id, probe.clone());
-        let redaction = self.redaction.clone();
-        let mut handlers: Vec<(u64, SiteHandler)> = site_plans
-            .into_iter()
-            .map(|(addr, condition, action)| {
-                (
-                    addr.0,
-                    SiteHandler {
-                        probe: probe.clone(),
-                        image: image.clone(),
-                        condition,
-                        action,
-                        redaction: redaction.clone(),
-                    },
-                )
-            })
-            .collect();
-        for s in &end_sites {
-            handlers.push((
-                s.address.0,
-                SiteHandler {
-                    probe: probe.clone(),
-                    image: image.clone(),
-                    condition: None,
-                    action: SiteAction::DurationEnd,
-                    redaction: redaction.clone(),
-                },
-            ));
-        }
-        for (addr, handler) in handlers {
-            if let Err(e) = self
-                .tracer
-                .insert_breakpoint(req.pid, addr, id, Box::new(handler))
+        let mut engine_note = None;
+        let mut engine = ProbeEngine::Ptrace;
+        let ptrace_sites = match kernel_plans {
+            Ok(plans) => match self
+                .arm_kernel_sites(&probe, &image, site_plans, &end_sites, plans)
                 .await
             {
-                let _ = self.tracer.remove_group(req.pid, id).await;
-                probe.finish(ProbeState::Error, Some(e.to_string()));
-                self.probes().remove(&id);
-                return Err(EngineError::Trace(e));
+                Ok(()) => {
+                    engine = ProbeEngine::Uprobe;
+                    None
+                }
+                Err(why) if choice == EngineChoice::Auto => {
+                    engine_note = Some(why);
+                    // The handlers went to the kernel path: compile again.
+                    match self.compile_sites(&image, &resolution.sites, &req) {
+                        Ok(sites) => Some(sites),
+                        Err(e) => {
+                            self.probes().remove(&id);
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(why) => {
+                    probe.finish(ProbeState::Error, Some(why.clone()));
+                    self.probes().remove(&id);
+                    return Err(EngineError::BadArgument(format!(
+                        "engine uprobe is not possible here: {why}; use engine auto or ptrace"
+                    )));
+                }
+            },
+            Err(why) => {
+                if choice == EngineChoice::Auto {
+                    engine_note = Some(why);
+                }
+                Some(site_plans)
             }
+        };
+        if let Some(sites) = ptrace_sites {
+            self.arm_ptrace_sites(&probe, &image, sites, &end_sites)
+                .await?;
         }
+        probe.set_engine(engine, engine_note.clone());
         self.spawn_expiry(probe.clone());
         tracing::info!(probe = id, pid = req.pid, location = %req.location, "probe armed");
         Ok(ProbeCreated {
@@ -479,7 +535,87 @@ impl Engine {
             variables: None,
             max_hits: req.max_hits,
             ttl_s,
+            engine,
+            engine_note,
         })
+    }
+
+    /// Arms every site of `probe` as a ptrace breakpoint.
+    async fn arm_ptrace_sites(
+        &self,
+        probe: &Arc<Probe>,
+        image: &Arc<ProcessImage>,
+        sites: Vec<CompiledSite>,
+        end_sites: &[crate::debuginfo::ResolvedSite],
+    ) -> Result<(), EngineError> {
+        let handlers = self.site_handlers(probe, image, sites, end_sites);
+        for (addr, handler) in handlers {
+            if let Err(e) = self
+                .tracer
+                .insert_breakpoint(probe.pid, addr, probe.id, Box::new(handler))
+                .await
+            {
+                let _ = self.tracer.remove_group(probe.pid, probe.id).await;
+                probe.finish(ProbeState::Error, Some(e.to_string()));
+                self.probes().remove(&probe.id);
+                return Err(EngineError::Trace(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Arms every site of `probe` as a kernel-side site with its plan; on
+    /// failure nothing stays armed and the reason is returned.
+    async fn arm_kernel_sites(
+        &self,
+        probe: &Arc<Probe>,
+        image: &Arc<ProcessImage>,
+        sites: Vec<CompiledSite>,
+        end_sites: &[crate::debuginfo::ResolvedSite],
+        plans: Vec<CapturePlan>,
+    ) -> Result<(), String> {
+        let handlers = self.site_handlers(probe, image, sites, end_sites);
+        // End sites of a duration read nothing.
+        let plans = plans.into_iter().chain(std::iter::repeat(CapturePlan::default()));
+        for ((addr, handler), plan) in handlers.into_iter().zip(plans) {
+            if let Err((e, _handler)) = self
+                .tracer
+                .insert_kernel_breakpoint(probe.pid, addr, probe.id, Box::new(handler), plan)
+                .await
+            {
+                let _ = self.tracer.remove_group(probe.pid, probe.id).await;
+                return Err(match e {
+                    crate::tracer::TraceError::BreakpointRefused { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The handlers of a probe's sites (and of a duration's end sites).
+    fn site_handlers(
+        &self,
+        probe: &Arc<Probe>,
+        image: &Arc<ProcessImage>,
+        sites: Vec<CompiledSite>,
+        end_sites: &[crate::debuginfo::ResolvedSite],
+    ) -> Vec<(u64, SiteHandler)> {
+        let handler = |condition, action| SiteHandler {
+            probe: probe.clone(),
+            image: image.clone(),
+            condition,
+            action,
+            redaction: self.redaction.clone(),
+        };
+        let mut handlers: Vec<(u64, SiteHandler)> = sites
+            .into_iter()
+            .map(|(addr, condition, action)| (addr.0, handler(condition, action)))
+            .collect();
+        for s in end_sites {
+            handlers.push((s.address.0, handler(None, SiteAction::DurationEnd)));
+        }
+        handlers
     }
 
     fn spawn_expiry(&self, probe: Arc<Probe>) {

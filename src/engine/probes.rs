@@ -15,10 +15,10 @@ use serde_json::json;
 
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitVerdict};
+use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitMemory, HitVerdict};
 use crate::value::{Limits, Redaction, Value};
 
-use super::frames::{LiveMemory, registers_from};
+use super::frames::{HitMemorySource, registers_from};
 use super::report::ResolvedSiteRow;
 use super::store::{ResultStore, Summary, SummaryView, rfc3339};
 
@@ -31,6 +31,25 @@ pub const MAX_CONDITION_FAULTS: u64 = 10;
 /// throttled, unless the policy says otherwise: the overhead budget that
 /// keeps a hot probe from hurting the target.
 pub const DEFAULT_HANDLER_BUDGET_PER_SECOND: Duration = Duration::from_millis(250);
+/// What one hit of a kernel-side probe costs the hitting thread (the
+/// uprobe trap and the capture program; tools/bench/probes.py measures it),
+/// charged to the probe's budget per hit: liveprobe's own work on the
+/// record happens later, on its own thread, and does not hold the target.
+pub const KERNEL_HIT_COST: Duration = Duration::from_micros(3);
+
+/// How hits reach a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeEngine {
+    /// A kernel uprobe runs a generated BPF program that copies what the
+    /// probe reads into a ring buffer; the thread is never stopped by us.
+    Uprobe,
+    /// A ptrace breakpoint: the hitting thread alone is held while the
+    /// handler reads.
+    Ptrace,
+}
+
+pub use crate::policy::EngineChoice;
 
 /// What kind of probe this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -143,6 +162,10 @@ pub struct Probe {
     pub handler_ns: AtomicU64,
     /// Longest a thread was held by this probe's handler, in nanoseconds.
     pub max_handler_ns: AtomicU64,
+    /// Hits lost because the kernel's ring buffer was full (uprobe engine).
+    pub lost: AtomicU64,
+    /// How hits reach it (set once, when it is armed).
+    engine: Mutex<(ProbeEngine, Option<String>)>,
     /// `max_hits`.
     pub max_hits: u64,
     /// When the probe expires.
@@ -154,7 +177,8 @@ pub struct Probe {
     status: Mutex<ProbeStatus>,
     store: Mutex<ResultStore>,
     summary: Mutex<Summary>,
-    span_starts: Mutex<HashMap<i32, Instant>>,
+    /// Open spans of a duration metric: thread -> start (monotonic ns).
+    span_starts: Mutex<HashMap<i32, u64>>,
     budget: Mutex<BudgetWindow>,
     /// Woken at every new item and at every state change.
     pub changed: tokio::sync::Notify,
@@ -208,6 +232,22 @@ pub struct ProbeRow {
     pub expires_in_s: u64,
     /// Addresses covered.
     pub sites: usize,
+    /// How hits reach it: `uprobe` (kernel-side capture, the thread is not
+    /// stopped; `mean_handler_us` is then liveprobe's own work per hit, done
+    /// after the thread went on) or `ptrace` (the hitting thread is held
+    /// while the handler reads).
+    pub engine: ProbeEngine,
+    /// Why it uses `ptrace` although `uprobe` was preferred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_note: Option<String>,
+    /// Hits lost because the kernel's ring buffer was full (uprobe engine):
+    /// liveprobe fell behind a very hot probe.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lost: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Probe {
@@ -238,6 +278,8 @@ impl Probe {
             condition_faults: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
             max_handler_ns: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            engine: Mutex::new((ProbeEngine::Ptrace, None)),
             max_hits,
             expires_at: Instant::now() + ttl,
             budget_per_second,
@@ -259,6 +301,16 @@ impl Probe {
             born: Instant::now(),
             updates,
         }
+    }
+
+    /// Records how hits reach it.
+    pub fn set_engine(&self, engine: ProbeEngine, note: Option<String>) {
+        *lock(&self.engine) = (engine, note);
+    }
+
+    /// How hits reach it.
+    pub fn engine(&self) -> ProbeEngine {
+        lock(&self.engine).0
     }
 
     /// Current state, without copying the reason (checked at every hit).
@@ -292,6 +344,7 @@ impl Probe {
     /// The row `list_probes` shows.
     pub fn row(&self) -> ProbeRow {
         let status = self.status();
+        let (engine, engine_note) = lock(&self.engine).clone();
         let hits = self.hits.load(Ordering::Relaxed);
         let all_hits = hits
             + self.filtered.load(Ordering::Relaxed)
@@ -320,6 +373,9 @@ impl Probe {
                 0
             },
             sites: self.resolved.len(),
+            engine,
+            engine_note,
+            lost: self.lost.load(Ordering::Relaxed),
         }
     }
 
@@ -403,8 +459,9 @@ impl Probe {
         }
     }
 
-    /// Charges handler time; true when the probe went over its budget.
-    fn charge(&self, spent: Duration) -> bool {
+    /// Records handler time, and charges `cost` (what the hit cost the
+    /// target) to the budget; true when the probe went over its budget.
+    fn charge(&self, spent: Duration, cost: Duration) -> bool {
         let ns = spent.as_nanos() as u64;
         self.handler_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_handler_ns.fetch_max(ns, Ordering::Relaxed);
@@ -413,7 +470,7 @@ impl Probe {
             b.started = Instant::now();
             b.spent = Duration::ZERO;
         }
-        b.spent += spent;
+        b.spent += cost;
         b.spent > self.budget_per_second
     }
 }
@@ -439,7 +496,7 @@ impl SiteHandler {
             return HitVerdict::RemoveGroup;
         }
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
-        let memory = LiveMemory(hit.memory);
+        let memory = HitMemorySource(hit.memory);
         let pc = RuntimeAddr(hit.address);
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
@@ -497,7 +554,7 @@ impl SiteHandler {
             return HitVerdict::RemoveGroup;
         }
         let last = n >= probe.max_hits;
-        let time = SystemTime::now();
+        let time = hit.time;
         let tid = hit.tid;
         match &self.action {
             SiteAction::Snapshot {
@@ -535,11 +592,7 @@ impl SiteHandler {
                 );
             }
             SiteAction::Logpoint { parts } => {
-                let limits = Limits {
-                    depth: 1,
-                    max_string: 256,
-                    max_items: 16,
-                };
+                let limits = logpoint_limits();
                 let mut text = String::new();
                 for part in parts {
                     match part {
@@ -579,13 +632,14 @@ impl SiteHandler {
             SiteAction::DurationStart => {
                 // A start is not a completed observation.
                 probe.hits.fetch_sub(1, Ordering::Relaxed);
-                lock(&probe.span_starts).insert(tid, Instant::now());
+                lock(&probe.span_starts).insert(tid, hit.monotonic_ns);
             }
             SiteAction::DurationEnd => {
                 let started = lock(&probe.span_starts).remove(&tid);
                 match started {
                     Some(t0) => {
-                        lock(&probe.summary).add(t0.elapsed().as_secs_f64() * 1e6);
+                        let us = hit.monotonic_ns.saturating_sub(t0) as f64 / 1000.0;
+                        lock(&probe.summary).add(us);
                         probe.announce();
                     }
                     None => {
@@ -611,11 +665,18 @@ impl HitHandler for SiteHandler {
     fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
         let started = Instant::now();
         let verdict = self.hit_inner(hit);
-        if self.probe.charge(started.elapsed()) && verdict == HitVerdict::Keep {
+        let spent = started.elapsed();
+        // A kernel-side hit held the thread only for the trap; ours was
+        // work on a copy, after the thread went on.
+        let (cost, what) = match hit.memory {
+            HitMemory::Live(_) => (spent, "holding target threads"),
+            HitMemory::Captured(_) => (KERNEL_HIT_COST, "of target threads' time in uprobe hits"),
+        };
+        if self.probe.charge(spent, cost) && verdict == HitVerdict::Keep {
             self.probe.finish(
                 ProbeState::Throttled,
                 Some(format!(
-                    "spent more than {} ms per second holding target threads; narrow it with a condition, or use a count metric",
+                    "spent more than {} ms per second {what}; narrow it with a condition, or use a count metric",
                     self.probe.budget_per_second.as_millis()
                 )),
             );
@@ -647,10 +708,23 @@ impl HitHandler for SiteHandler {
             BreakpointEnd::Removed => {}
         }
     }
+
+    fn on_lost(&mut self, count: u64) {
+        self.probe.lost.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+/// The limits a logpoint renders its expressions with.
+pub(super) fn logpoint_limits() -> Limits {
+    Limits {
+        depth: 1,
+        max_string: 256,
+        max_items: 16,
+    }
 }
 
 /// Locals of the hit frame and its callers, as a snapshot shows them.
-fn capture_frames(
+pub(super) fn capture_frames(
     image: &ProcessImage,
     regs: &Registers,
     memory: &dyn MemorySource,

@@ -33,6 +33,12 @@ pub(crate) enum Operand {
     },
 }
 
+thread_local! {
+    /// Set while planning a capture: `&&` and `||` evaluate both sides, so
+    /// every read either side may make is seen (see `exercise_condition`).
+    pub(crate) static EAGER_LOGIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Evaluates plan nodes.
 pub(crate) struct Executor<'a> {
     pub module: &'a Module,
@@ -283,6 +289,9 @@ impl Executor<'_> {
         match mode {
             BinaryMode::Logic => {
                 let left = self.number(lhs)?.truthy();
+                if EAGER_LOGIC.with(|eager| eager.get()) {
+                    let _ = self.number(rhs);
+                }
                 let result = match op {
                     BinaryOp::And => left && self.number(rhs)?.truthy(),
                     _ => left || self.number(rhs)?.truthy(),

@@ -282,6 +282,16 @@ pub fn evaluate_condition(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result
     evaluate_number_inner(expr, ctx).map(|number| number.truthy())
 }
 
+/// Evaluates a condition with both sides of every `&&` and `||` evaluated
+/// (errors of a side the real rule would skip are ignored): for planning
+/// what a condition may read at any hit, not for deciding one.
+pub fn exercise_condition(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result<bool, EvalError> {
+    exec::EAGER_LOGIC.with(|eager| eager.set(true));
+    let result = evaluate_condition(expr, ctx);
+    exec::EAGER_LOGIC.with(|eager| eager.set(false));
+    result
+}
+
 /// Evaluates a compiled expression to a number (for histograms).
 pub fn evaluate_number(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result<f64, EvalError> {
     evaluate_number_inner(expr, ctx).map(|number| number.as_f64())

@@ -239,6 +239,9 @@ pub struct ProbeCommonArgs {
     /// Resolve and check only: nothing is armed; the variables in scope are returned.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// How hits reach the probe: `auto` (default: a kernel uprobe whose BPF program copies what the probe reads, so the thread is never stopped, where the kernel allows it and the capture can be planned; else ptrace), `uprobe` (refuse if not possible) or `ptrace` (the hitting thread is held while liveprobe reads).
+    #[serde(default)]
+    pub engine: Option<crate::engine::EngineChoice>,
 }
 
 /// Arguments of `set_snapshot`.

@@ -122,6 +122,7 @@ fn probe_request(common: ProbeCommonArgs, max_hits: u64, what: ProbeWhat) -> Pro
         max_hits,
         ttl_s: common.ttl_s.unwrap_or(600),
         dry_run: common.dry_run.unwrap_or(false),
+        engine: common.engine,
         what,
     }
 }

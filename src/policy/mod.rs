@@ -19,6 +19,8 @@ pub struct Policy {
     /// Milliseconds per second one probe may hold target threads before it
     /// is throttled; `None`: 250.
     pub hit_budget_ms_per_s: Option<u64>,
+    /// How probes reach their hits unless a request says otherwise.
+    pub probe_engine: EngineChoice,
 }
 
 impl Policy {
@@ -76,4 +78,18 @@ impl Policy {
             tracing::warn!("cannot append to the audit log {}: {e}", path.display());
         }
     }
+}
+
+/// Which engine a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// `uprobe` where the kernel allows it and the capture can be planned,
+    /// else `ptrace`.
+    #[default]
+    Auto,
+    /// Only `uprobe`; refuse the probe if that is not possible.
+    Uprobe,
+    /// Only `ptrace`.
+    Ptrace,
 }

@@ -32,6 +32,9 @@ pub trait HitHandler: Send + 'static {
     /// The breakpoint ends: removed, target exited or exec'd, detached.
     /// Called once, on the tracer thread. Default: nothing.
     fn on_end(&mut self, _why: &BreakpointEnd) {}
+    /// Hits of a kernel-side site that were lost (its ring was full), as
+    /// they are noticed. Default: nothing.
+    fn on_lost(&mut self, _count: u64) {}
 }
 
 /// What a handler sees of a hit.
@@ -44,11 +47,37 @@ pub struct HitContext<'a> {
     pub address: u64,
     /// The thread's registers as at the breakpoint (`rip == address`).
     pub regs: &'a libc::user_regs_struct,
-    /// The thread pointer (`%fs` base), for thread-local storage.
-    pub fs_base: u64,
-    /// Live reads of the target's memory. Only the hitting thread is
-    /// stopped: data other threads share may change while it is read.
-    pub memory: &'a ProcessMemory,
+    /// The thread pointer (`%fs` base), for thread-local storage, when known
+    /// (kernel-side captures do not have it).
+    pub fs_base: Option<u64>,
+    /// The target's memory as the handler may read it.
+    pub memory: HitMemory<'a>,
+    /// When the hit happened, in `CLOCK_MONOTONIC` nanoseconds.
+    pub monotonic_ns: u64,
+    /// When the hit happened, in wall-clock time.
+    pub time: std::time::SystemTime,
+}
+
+/// The memory a handler reads at a hit.
+#[derive(Clone, Copy)]
+pub enum HitMemory<'a> {
+    /// Live reads of the target (a ptrace breakpoint: the hitting thread is
+    /// stopped, other threads run, so data they share may change meanwhile).
+    Live(&'a ProcessMemory),
+    /// What the kernel copied at the hit (a kernel-side site): the thread
+    /// has moved on, and memory the capture plan did not cover is not there.
+    Captured(&'a super::kernel::CapturedMemory),
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of kernel-side hits).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// What a handler wants after a hit.

@@ -24,12 +24,14 @@ use tokio::sync::oneshot;
 use super::breakpoints::{BreakpointId, Breakpoints, HitHandler, PatchRegistry};
 use super::doorbell::{self, Doorbell};
 use super::error::TraceError;
+use super::kernel::CapturePlan;
 use super::memory::ProcessMemory;
 use super::procfs;
 use super::ptrace::{self, PtraceEvent, WaitEvent};
 use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
 
 mod hits;
+mod kernel_hits;
 
 thread_local! {
     /// Set on the tracer thread, so that a blocking request made from it
@@ -107,6 +109,14 @@ pub(super) enum Command {
         group: u64,
         handler: HandlerBox,
         reply: Reply<Result<BreakpointId, TraceError>>,
+    },
+    InsertKernelBreakpoint {
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: HandlerBox,
+        plan: CapturePlan,
+        reply: Reply<Result<BreakpointId, (TraceError, HandlerBox)>>,
     },
     RemoveGroup {
         pid: i32,
@@ -244,6 +254,8 @@ struct TracerLoop {
     next_op: u64,
     detach_all_waiters: Vec<Reply<()>>,
     shutdown_deadline: Option<Instant>,
+    /// Kernel-side (uprobe + BPF) sites.
+    kernel: kernel_hits::KernelState,
 }
 
 fn current_tid() -> i32 {
@@ -276,6 +288,7 @@ impl TracerLoop {
             next_op: 0,
             detach_all_waiters: Vec::new(),
             shutdown_deadline: None,
+            kernel: kernel_hits::KernelState::default(),
         }
     }
 
@@ -306,6 +319,7 @@ impl TracerLoop {
     fn turn(&mut self) -> bool {
         {
             self.reap_events();
+            self.drain_kernel_hits();
             loop {
                 match self.commands.try_recv() {
                     Ok(command) => self.on_command(command),
@@ -350,16 +364,24 @@ impl TracerLoop {
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
         }
-        let mut fds = [libc::pollfd {
-            fd: self.doorbell.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [
+            libc::pollfd {
+                fd: self.doorbell.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.kernel.poll_fd().unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         // Round up so a deadline 0.4 ms away does not become a busy loop.
         let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd on the stack. EINTR (our own SIGCHLD
-        // handler ran on this thread) just means "look again".
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+        // SAFETY: two valid pollfds on the stack (a negative fd is ignored).
+        // EINTR (our own SIGCHLD handler ran on this thread) just means
+        // "look again".
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
         self.doorbell.clear();
     }
 
@@ -792,6 +814,17 @@ impl TracerLoop {
                 handler,
                 reply,
             } => reply.send(self.insert_breakpoint(pid, address, group, handler.0)),
+            Command::InsertKernelBreakpoint {
+                pid,
+                address,
+                group,
+                handler,
+                plan,
+                reply,
+            } => reply.send(
+                self.insert_kernel_breakpoint(pid, address, group, handler.0, plan)
+                    .map_err(|(e, h)| (e, HandlerBox(h))),
+            ),
             Command::RemoveGroup { pid, group, reply } => {
                 reply.send(self.remove_group_command(pid, group))
             }

@@ -54,6 +54,7 @@ mod doorbell;
 mod error;
 mod event_loop;
 mod inject;
+mod kernel;
 mod memory;
 mod procfs;
 mod ptrace;
@@ -66,7 +67,10 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-pub use breakpoints::{BreakpointEnd, BreakpointId, HitContext, HitHandler, HitVerdict};
+pub use breakpoints::{
+    BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
+};
+pub use kernel::{CaptureBase, CapturePlan, CaptureRead, CapturedMemory, MAX_READS, RegisterSlot};
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
@@ -74,6 +78,15 @@ pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
 use breakpoints::PatchRegistry;
 use doorbell::Doorbell;
 use event_loop::{Command, HandlerBox, Reply};
+
+/// A handler that does nothing (stands in for one lost with the tracer thread).
+struct NoHandler;
+
+impl HitHandler for NoHandler {
+    fn on_hit(&mut self, _hit: &HitContext<'_>) -> HitVerdict {
+        HitVerdict::RemoveGroup
+    }
+}
 
 /// What `attach` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +340,47 @@ impl Tracer {
             reply,
         })
         .await?
+    }
+
+    /// Arm a kernel-side site at `address`: a uprobe whose generated BPF
+    /// program copies what `plan` says into a ring buffer at each hit, without
+    /// stopping the thread; `handler` is called later on the tracer thread
+    /// with that copy (`HitMemory::Captured`). Fails, giving the handler
+    /// back, where the kernel or our privileges do not allow it or a ptrace
+    /// breakpoint is at the address: the caller can then use
+    /// `insert_breakpoint` instead.
+    pub async fn insert_kernel_breakpoint(
+        &self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+        plan: CapturePlan,
+    ) -> Result<BreakpointId, (TraceError, Box<dyn HitHandler>)> {
+        let (sender, receiver) = oneshot::channel();
+        let command = Command::InsertKernelBreakpoint {
+            pid,
+            address,
+            group,
+            handler: HandlerBox(handler),
+            plan,
+            reply: Reply::Async(sender),
+        };
+        if let Err(mpsc::SendError(command)) = self.inner.commands.send(command) {
+            return match command {
+                Command::InsertKernelBreakpoint { handler, .. } => {
+                    Err((TraceError::TracerGone, handler.0))
+                }
+                _ => unreachable!("the command sent is the command returned"),
+            };
+        }
+        self.inner.doorbell.ring();
+        match receiver.await {
+            Ok(result) => result.map_err(|(e, h)| (e, h.0)),
+            // The tracer thread ended with the handler: nothing to give back,
+            // and nothing could be armed anywhere else either.
+            Err(_) => Err((TraceError::TracerGone, Box::new(NoHandler))),
+        }
     }
 
     /// Remove every breakpoint of `group` in `pid`; returns how many. The

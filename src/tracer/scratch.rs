@@ -34,6 +34,8 @@ pub(super) struct Mapping {
     pub start: u64,
     pub end: u64,
     pub executable: bool,
+    /// Offset of `start` in the mapped file.
+    pub offset: u64,
     /// The file or pseudo-name (`[heap]`, `[stack]`, `[vdso]`), or "".
     pub path: String,
 }
@@ -53,8 +55,9 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
             let mut fields = line.split_whitespace();
             let (start, end) = fields.next()?.split_once('-')?;
             let perms = fields.next()?;
-            // offset, device, inode, then the path (which may contain spaces).
-            let path = fields.nth(3).map(|first| {
+            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+            // device, inode, then the path (which may contain spaces).
+            let path = fields.nth(2).map(|first| {
                 let at = line.find(first).unwrap_or(line.len());
                 line[at..].to_string()
             });
@@ -62,6 +65,7 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 executable: perms.as_bytes().get(2) == Some(&b'x'),
+                offset,
                 path: path.unwrap_or_default(),
             })
         })

@@ -58,7 +58,7 @@ impl MemorySource for PageCache<'_> {
         let first = addr & !(PAGE - 1);
         let last = (end - 1) & !(PAGE - 1);
         // Large reads are already one syscall; caching them would only copy.
-        if last - first >= 2 * PAGE {
+        if last - first >= 2 * PAGE || self.inner.wants_exact_reads() {
             return self.inner.read_memory(addr, buf);
         }
         let mut page_start = first;

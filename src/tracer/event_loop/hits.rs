@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::super::breakpoints::{
-    Armed, BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitVerdict, Site,
-    ThreadMemory,
+    Armed, BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitMemory, HitVerdict,
+    Site, ThreadMemory, monotonic_ns,
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
@@ -85,7 +85,7 @@ fn restore_bytes(pid: i32, originals: &[(u64, u8)]) -> usize {
         .count()
 }
 
-fn call_on_end(mut armed: Armed, why: &BreakpointEnd) {
+pub(super) fn call_on_end(mut armed: Armed, why: &BreakpointEnd) {
     if catch_unwind(AssertUnwindSafe(|| armed.handler.on_end(why))).is_err() {
         tracing::error!(
             group = armed.group,
@@ -111,6 +111,18 @@ impl TracerLoop {
         if target.detach.is_some() {
             return Err(TraceError::DetachInProgress { pid });
         }
+        if let Some(other) = self.kernel_site_at(pid, address) {
+            return Err(TraceError::BreakpointRefused {
+                pid,
+                address,
+                reason: format!(
+                    "a kernel-side probe (group {other}) is already there; a ptrace breakpoint cannot share its address: remove that probe first"
+                ),
+            });
+        }
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Err(self.not_live_error(pid));
+        };
         let id = BreakpointId(self.next_breakpoint);
         self.next_breakpoint += 1;
         if let Some(site) = target.breakpoints.sites.get_mut(&address) {
@@ -470,9 +482,14 @@ impl TracerLoop {
     }
 
     /// Remove every breakpoint of `group` in `pid`; returns how many.
-    fn remove_group(&mut self, pid: i32, group: u64) -> usize {
+    pub(super) fn remove_group(&mut self, pid: i32, group: u64) -> usize {
+        let kernel_removed = self.remove_kernel_group(pid, group);
+        let kernel_count = kernel_removed.len();
+        for armed in kernel_removed {
+            call_on_end(armed, &BreakpointEnd::Removed);
+        }
         let Some(target) = self.targets.get_mut(&pid) else {
-            return 0;
+            return kernel_count;
         };
         let breakpoints = &mut target.breakpoints;
         let mut removed = Vec::new();
@@ -511,7 +528,7 @@ impl TracerLoop {
                 }
             }
         }
-        let count = removed.len();
+        let count = removed.len() + kernel_count;
         for armed in removed {
             call_on_end(armed, &BreakpointEnd::Removed);
         }
@@ -521,6 +538,7 @@ impl TracerLoop {
     /// Take every int3 out of `pid` at once and end every handler with
     /// `why`. Trampolines stay: threads may still be running in them.
     pub(super) fn disarm_all(&mut self, pid: i32, why: &BreakpointEnd) {
+        self.end_kernel_sites(pid, why);
         let Some(target) = self.targets.get_mut(&pid) else {
             return;
         };
@@ -548,6 +566,7 @@ impl TracerLoop {
 
     /// The target ran execve: its breakpoints went with the old program.
     pub(super) fn end_breakpoints_at_exec(&mut self, pid: i32) {
+        self.end_kernel_sites(pid, &BreakpointEnd::Execed);
         let originals = self.release_dependants(pid);
         let Some(target) = self.targets.get_mut(&pid) else {
             return;
@@ -591,6 +610,7 @@ impl TracerLoop {
                 call_on_end(armed, &why);
             }
         }
+        self.end_kernel_sites(pid, &why);
     }
 
     /// Processes that still share (vfork children) or copied (fork
@@ -833,8 +853,10 @@ impl TracerLoop {
                 tid,
                 address: at,
                 regs: &regs,
-                fs_base: regs.fs_base,
-                memory: &target.memory,
+                fs_base: Some(regs.fs_base),
+                memory: HitMemory::Live(&target.memory),
+                monotonic_ns: monotonic_ns(),
+                time: std::time::SystemTime::now(),
             };
             for armed in site.handlers.iter_mut() {
                 match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {

@@ -1,0 +1,263 @@
+//! Planning a kernel-side capture: which registers and which memory a
+//! probe's handler will read at a hit, decided when the probe is set, so a
+//! BPF program can copy exactly that while the thread runs on.
+//!
+//! How: the handler's own reading code (condition, snapshot, logpoint,
+//! histogram) is run once on marked values. Every register holds a marker
+//! that names it, and every word a read returns is a marker naming that
+//! read and the word's offset in it. An address the code then asks for is
+//! therefore "register R + k" or "word w of read n + k" (or a fixed address
+//! in a module), which is exactly what the program can compute at a hit.
+//! An address that is none of these (for example an index computed from
+//! data) cannot be planned, and the probe uses a ptrace breakpoint instead.
+//! Conditions are run with both sides of `&&` and `||` evaluated, so the
+//! plan covers whichever side a real hit takes.
+
+use std::cell::RefCell;
+
+use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, RuntimeAddr};
+use crate::eval::{self, FrameContext};
+use crate::tracer::{CaptureBase, CapturePlan, CaptureRead, MAX_READS};
+use crate::value::{Limits, Redaction};
+
+use super::frames::registers_from;
+use super::probes::{SiteAction, TemplatePart, capture_frames, logpoint_limits};
+
+/// Most bytes of memory one hit may copy (plus registers and bookkeeping,
+/// this stays under the kernel-side record limit).
+const MAX_CAPTURE_BYTES: usize = 16 * 1024;
+/// Registers are in `user_regs_struct` order; the first 21 are captured.
+const CAPTURED_REGISTERS: u64 = 21;
+
+const REGISTER_TAG: u64 = 0b10 << 62;
+const WORD_TAG: u64 = 0b01 << 62;
+const REGISTER_MIDDLE: u64 = 0x8000_0000_0000;
+const WORD_MIDDLE: u64 = 0x8000_0000;
+
+fn register_marker(slot: u64) -> u64 {
+    REGISTER_TAG | (slot << 48) | REGISTER_MIDDLE
+}
+
+fn word_marker(read: usize, at: usize) -> u64 {
+    WORD_TAG | ((read as u64) << 48) | ((at as u64) << 32) | WORD_MIDDLE
+}
+
+/// What a planned address is made of.
+fn decode_marker(image: &ProcessImage, addr: u64) -> Option<(CaptureBase, i64)> {
+    match addr >> 62 {
+        0b10 => {
+            let slot = (addr >> 48) & 0x3fff;
+            (slot < CAPTURED_REGISTERS).then(|| {
+                (
+                    CaptureBase::Register(slot as u8),
+                    (addr & 0xffff_ffff_ffff) as i64 - REGISTER_MIDDLE as i64,
+                )
+            })
+        }
+        0b01 => Some((
+            CaptureBase::Word {
+                read: ((addr >> 48) & 0x3fff) as usize,
+                at: ((addr >> 32) & 0xffff) as u32,
+            },
+            (addr & 0xffff_ffff) as i64 - WORD_MIDDLE as i64,
+        )),
+        // A fixed address must be a module's (a global): anything else is a
+        // number computed from data.
+        0 => image
+            .module_for(RuntimeAddr(addr))
+            .map(|_| (CaptureBase::Absolute, addr as i64)),
+        _ => None,
+    }
+}
+
+/// Memory for the dry run: records each read as a planned read and answers
+/// with markers.
+struct PlanningMemory<'a> {
+    image: &'a ProcessImage,
+    reads: RefCell<Vec<CaptureRead>>,
+    refused: RefCell<Option<String>>,
+}
+
+impl PlanningMemory<'_> {
+    fn refuse(&self, why: String) {
+        let mut refused = self.refused.borrow_mut();
+        if refused.is_none() {
+            *refused = Some(why);
+        }
+    }
+
+    /// The planned read covering `len` bytes at `base + offset` (added or
+    /// grown as needed), and where those bytes start in it.
+    fn plan(&self, base: CaptureBase, offset: i64, len: usize) -> Option<(usize, usize)> {
+        let mut reads = self.reads.borrow_mut();
+        for (i, read) in reads.iter_mut().enumerate() {
+            if read.base != base || offset < read.offset {
+                continue;
+            }
+            let start = (offset - read.offset) as usize;
+            let end = start + len;
+            if end <= read.len as usize {
+                return Some((i, start));
+            }
+            // Grow a read upwards when the new bytes follow closely (the
+            // offsets of words inside it do not move).
+            if start <= read.len as usize + 64 && end <= 0xffff {
+                read.len = end as u32;
+                return Some((i, start));
+            }
+        }
+        if reads.len() >= MAX_READS || len > 0xffff {
+            return None;
+        }
+        reads.push(CaptureRead {
+            base,
+            offset,
+            len: len as u32,
+            string: false,
+        });
+        Some((reads.len() - 1, 0))
+    }
+
+    fn total_bytes(&self) -> usize {
+        self.reads.borrow().iter().map(|r| r.len as usize).sum()
+    }
+}
+
+impl MemorySource for PlanningMemory<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let Some((base, offset)) = decode_marker(self.image, addr) else {
+            self.refuse(format!(
+                "an address ({addr:#x}) is computed from the target's data (for example an array index), which a kernel-side capture cannot plan"
+            ));
+            return Err(MemoryError { addr });
+        };
+        let Some((read, start)) = self.plan(base, offset, buf.len()) else {
+            self.refuse(format!(
+                "the capture needs more than {MAX_READS} reads or a read over 64 KiB"
+            ));
+            return Err(MemoryError { addr });
+        };
+        for (i, byte) in buf.iter_mut().enumerate() {
+            let at = start + i;
+            let word = word_marker(read, at & !7);
+            *byte = word.to_le_bytes()[at & 7];
+        }
+        Ok(())
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        true
+    }
+}
+
+/// The capture plan of one site, or why there cannot be one (the probe then
+/// uses a ptrace breakpoint).
+pub fn plan_site(
+    image: &ProcessImage,
+    address: RuntimeAddr,
+    condition: Option<&eval::CompiledExpr>,
+    action: &SiteAction,
+    redaction: &Redaction,
+) -> Result<CapturePlan, String> {
+    let reads_frame = condition.is_some()
+        || matches!(
+            action,
+            SiteAction::Snapshot { .. } | SiteAction::Logpoint { .. } | SiteAction::Histogram(_)
+        );
+    if !reads_frame {
+        return Ok(CapturePlan::default());
+    }
+    if let SiteAction::Snapshot { frames, .. } = action
+        && *frames > 1
+    {
+        return Err(
+            "a snapshot of caller frames needs their return addresses, which only a stopped thread gives"
+                .into(),
+        );
+    }
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    let mut marked: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    let fields: [&mut u64; 21] = [
+        &mut marked.r15,
+        &mut marked.r14,
+        &mut marked.r13,
+        &mut marked.r12,
+        &mut marked.rbp,
+        &mut marked.rbx,
+        &mut marked.r11,
+        &mut marked.r10,
+        &mut marked.r9,
+        &mut marked.r8,
+        &mut marked.rax,
+        &mut marked.rcx,
+        &mut marked.rdx,
+        &mut marked.rsi,
+        &mut marked.rdi,
+        &mut marked.orig_rax,
+        &mut marked.rip,
+        &mut marked.cs,
+        &mut marked.eflags,
+        &mut marked.rsp,
+        &mut marked.ss,
+    ];
+    for (slot, field) in fields.into_iter().enumerate() {
+        *field = register_marker(slot as u64);
+    }
+    marked.rip = address.0;
+    let regs = registers_from(&marked, None);
+    let memory = PlanningMemory {
+        image,
+        reads: RefCell::new(Vec::new()),
+        refused: RefCell::new(None),
+    };
+    let cfa = image.unwind(&regs, &memory, 1).first().and_then(|f| f.cfa);
+    let ctx = FrameContext {
+        image,
+        pc: address,
+        regs: &regs,
+        cfa,
+        is_caller: false,
+        memory: &memory,
+        inline_depth: 0,
+    };
+    if let Some(condition) = condition {
+        let _ = eval::exercise_condition(condition, &ctx);
+    }
+    match action {
+        SiteAction::Snapshot {
+            frames,
+            expressions,
+            limits,
+        } => {
+            capture_frames(image, &regs, &memory, *frames, limits, redaction);
+            for (_, e) in expressions {
+                eval::evaluate(e, &ctx, limits, redaction);
+            }
+        }
+        SiteAction::Logpoint { parts } => {
+            let limits: Limits = logpoint_limits();
+            for part in parts {
+                if let TemplatePart::Expr(_, e) = part {
+                    eval::evaluate(e, &ctx, &limits, redaction);
+                }
+            }
+        }
+        SiteAction::Histogram(e) => {
+            let _ = eval::evaluate_number(e, &ctx);
+        }
+        SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
+    }
+    let total = memory.total_bytes();
+    if let Some(why) = memory.refused.into_inner() {
+        return Err(why);
+    }
+    if total > MAX_CAPTURE_BYTES {
+        return Err(format!(
+            "the capture would copy {total} bytes per hit, more than {MAX_CAPTURE_BYTES}; narrow it with smaller limits or fewer expressions"
+        ));
+    }
+    Ok(CapturePlan {
+        registers: true,
+        reads: memory.reads.into_inner(),
+    })
+}

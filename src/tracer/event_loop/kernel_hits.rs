@@ -1,0 +1,296 @@
+//! Kernel-side sites on the tracer thread: arming them, reading their
+//! records from the ring and calling their handlers, ending them with
+//! their process. The handlers are the same as for ptrace breakpoints; they
+//! see a hit on captured memory.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::super::breakpoints::{
+    Armed, BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict,
+    monotonic_ns,
+};
+use super::super::error::TraceError;
+use super::super::kernel::{CapturePlan, KernelProbes, KernelSite, decode_record};
+use super::super::scratch;
+use super::TracerLoop;
+use super::hits::call_on_end;
+
+/// Records handled per loop turn, so ptrace events are not starved by a
+/// flood of hits.
+const RECORDS_PER_TURN: usize = 4096;
+/// How often the lost-record counters are read.
+const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The kernel-side state of the tracer thread.
+#[derive(Default)]
+pub(super) struct KernelState {
+    probes: Option<KernelProbes>,
+    /// Why kernel-side probes cannot be used here, once found out.
+    unavailable: Option<String>,
+    handlers: HashMap<u64, Armed>,
+    last_loss_check: Option<Instant>,
+    /// Offset from CLOCK_MONOTONIC to wall-clock time, in ns.
+    wall_offset_ns: i128,
+}
+
+impl KernelState {
+    /// The ring's descriptor while kernel sites exist (to sleep on).
+    pub(super) fn poll_fd(&self) -> Option<i32> {
+        let probes = self.probes.as_ref()?;
+        (!probes.sites.is_empty()).then(|| probes.ring.fd())
+    }
+}
+
+impl TracerLoop {
+    /// The group of the kernel-side site at `address` of `pid`, if any.
+    pub(super) fn kernel_site_at(&self, pid: i32, address: u64) -> Option<u64> {
+        let probes = self.kernel.probes.as_ref()?;
+        probes
+            .sites
+            .values()
+            .find(|s| s.pid == pid && s.address == address)
+            .map(|s| s.group)
+    }
+
+    /// Arms a kernel-side site (see `Tracer::insert_kernel_breakpoint`). On
+    /// failure the handler comes back, so the caller can use it elsewhere.
+    pub(super) fn insert_kernel_breakpoint(
+        &mut self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+        plan: CapturePlan,
+    ) -> Result<BreakpointId, (TraceError, Box<dyn HitHandler>)> {
+        let refused = |reason: String| TraceError::BreakpointRefused {
+            pid,
+            address,
+            reason,
+        };
+        let Some(target) = self.targets.get(&pid) else {
+            return Err((self.not_live_error(pid), handler));
+        };
+        if target.detach.is_some() {
+            return Err((TraceError::DetachInProgress { pid }, handler));
+        }
+        if target.breakpoints.sites.contains_key(&address) {
+            return Err((
+                refused("a ptrace breakpoint is already there".into()),
+                handler,
+            ));
+        }
+        if let Some(why) = &self.kernel.unavailable {
+            return Err((refused(why.clone()), handler));
+        }
+        if self.kernel.probes.is_none() {
+            match KernelProbes::new() {
+                Ok(probes) => {
+                    let wall = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as i128)
+                        .unwrap_or(0);
+                    self.kernel.wall_offset_ns = wall - monotonic_ns() as i128;
+                    self.kernel.probes = Some(probes);
+                }
+                Err(e) => {
+                    self.kernel.unavailable = Some(e.0.clone());
+                    return Err((refused(e.0), handler));
+                }
+            }
+        }
+        let maps = scratch::read_maps(pid);
+        let Some(mapping) = scratch::mapping_at(&maps, address).filter(|m| m.executable) else {
+            return Err((
+                refused("no executable code is mapped there".into()),
+                handler,
+            ));
+        };
+        if !mapping.path.starts_with('/') {
+            return Err((
+                refused(format!(
+                    "the code there is not from a file ({}), which a uprobe needs",
+                    mapping.path
+                )),
+                handler,
+            ));
+        }
+        // The mapping's own link in /proc reaches the very file mapped, even
+        // in another mount namespace or after the file was replaced on disk.
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end);
+        let file_offset = address - mapping.start + mapping.offset;
+        let id = BreakpointId(self.next_breakpoint);
+        let Some(probes) = self.kernel.probes.as_mut() else {
+            return Err((refused("kernel probes are not set up".into()), handler));
+        };
+        if let Err(e) = probes.arm(id.0, pid, address, group, &path, file_offset, plan) {
+            return Err((refused(e.0), handler));
+        }
+        self.next_breakpoint += 1;
+        self.kernel
+            .handlers
+            .insert(id.0, Armed { id, group, handler });
+        tracing::debug!(
+            pid,
+            address = format_args!("{address:#x}"),
+            group,
+            "kernel-side probe armed"
+        );
+        Ok(id)
+    }
+
+    /// Handles the records waiting in the ring (at most a turn's worth).
+    pub(super) fn drain_kernel_hits(&mut self) {
+        let Some(probes) = self.kernel.probes.as_ref() else {
+            return;
+        };
+        if probes.sites.is_empty() && self.kernel.handlers.is_empty() {
+            // Records of removed sites may still wait; drop them.
+            probes.ring.drain(usize::MAX, |_| {});
+            return;
+        }
+        let mut remove: Vec<(i32, u64)> = Vec::new();
+        let sites = &probes.sites;
+        let handlers = &mut self.kernel.handlers;
+        let wall_offset = self.kernel.wall_offset_ns;
+        probes.ring.drain(RECORDS_PER_TURN, |record| {
+            if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
+                && verdict == HitVerdict::RemoveGroup
+            {
+                remove.push((pid, group));
+            }
+        });
+        remove.sort_unstable();
+        remove.dedup();
+        for (pid, group) in remove {
+            self.remove_group(pid, group);
+        }
+        self.check_kernel_losses();
+    }
+
+    fn check_kernel_losses(&mut self) {
+        let now = Instant::now();
+        if self
+            .kernel
+            .last_loss_check
+            .is_some_and(|t| now.duration_since(t) < LOSS_CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.kernel.last_loss_check = Some(now);
+        let Some(probes) = self.kernel.probes.as_mut() else {
+            return;
+        };
+        for (id, count) in probes.new_losses() {
+            if let Some(armed) = self.kernel.handlers.get_mut(&id) {
+                armed.handler.on_lost(count);
+            }
+        }
+    }
+
+    /// Takes the kernel-side sites of `group` in `pid` out; returns their
+    /// handlers (the caller ends them).
+    pub(super) fn remove_kernel_group(&mut self, pid: i32, group: u64) -> Vec<Armed> {
+        let Some(probes) = self.kernel.probes.as_mut() else {
+            return Vec::new();
+        };
+        let ids: Vec<u64> = probes
+            .sites
+            .iter()
+            .filter(|(_, s)| s.pid == pid && s.group == group)
+            .map(|(id, _)| *id)
+            .collect();
+        // Records already in the ring are still handed over first: they are
+        // hits that happened while the probe was armed.
+        if !ids.is_empty() {
+            self.drain_kernel_records_of();
+        }
+        let Some(probes) = self.kernel.probes.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            probes.disarm(id);
+            if let Some(armed) = self.kernel.handlers.remove(&id) {
+                out.push(armed);
+            }
+        }
+        out
+    }
+
+    /// Handles waiting records now, before some sites go (their later
+    /// records would be dropped).
+    fn drain_kernel_records_of(&mut self) {
+        // One bounded pass: what arrives after it arrived after the removal.
+        let Some(probes) = self.kernel.probes.as_ref() else {
+            return;
+        };
+        let sites = &probes.sites;
+        let handlers = &mut self.kernel.handlers;
+        let wall_offset = self.kernel.wall_offset_ns;
+        probes.ring.drain(RECORDS_PER_TURN * 4, |record| {
+            // Verdicts no longer matter: the group is going.
+            deliver(record, sites, handlers, wall_offset);
+        });
+    }
+
+    /// Ends every kernel-side site of `pid` with `why`.
+    pub(super) fn end_kernel_sites(&mut self, pid: i32, why: &BreakpointEnd) {
+        let Some(probes) = self.kernel.probes.as_mut() else {
+            return;
+        };
+        let ids: Vec<u64> = probes
+            .sites
+            .iter()
+            .filter(|(_, s)| s.pid == pid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            probes.disarm(id);
+            if let Some(armed) = self.kernel.handlers.remove(&id) {
+                call_on_end(armed, why);
+            }
+        }
+    }
+}
+
+/// Hands one record to its site's handler: the process, the group and the
+/// handler's verdict (a panic counts as "remove"); None for a record of a
+/// site removed meanwhile, or a malformed one.
+fn deliver(
+    record: &[u8],
+    sites: &HashMap<u64, KernelSite>,
+    handlers: &mut HashMap<u64, Armed>,
+    wall_offset_ns: i128,
+) -> Option<(i32, u64, HitVerdict)> {
+    let id = u64::from_ne_bytes(record.get(..8)?.try_into().ok()?);
+    let site = sites.get(&id)?;
+    let armed = handlers.get_mut(&id)?;
+    let hit = decode_record(record, &site.plan)?;
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    let mut regs = hit.regs.unwrap_or_else(|| unsafe { std::mem::zeroed() });
+    regs.rip = site.address;
+    let wall_ns = hit.monotonic_ns as i128 + wall_offset_ns;
+    let context = HitContext {
+        pid: hit.pid,
+        tid: hit.tid,
+        address: site.address,
+        regs: &regs,
+        fs_base: None,
+        memory: HitMemory::Captured(&hit.memory),
+        monotonic_ns: hit.monotonic_ns,
+        time: SystemTime::UNIX_EPOCH + Duration::from_nanos(wall_ns.max(0) as u64),
+    };
+    let verdict = match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&context))) {
+        Ok(verdict) => verdict,
+        Err(_) => {
+            tracing::error!(
+                group = armed.group,
+                "a probe handler panicked; its group is removed"
+            );
+            HitVerdict::RemoveGroup
+        }
+    };
+    Some((site.pid, armed.group, verdict))
+}

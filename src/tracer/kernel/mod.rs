@@ -1,0 +1,385 @@
+//! Kernel-side probes: a uprobe with a generated eBPF program, for probes
+//! whose capture can be planned when they are set. The hitting thread is
+//! never stopped for us: the kernel's uprobe trap runs the program (copy
+//! the registers, run the planned reads into a ring buffer record), and the
+//! thread goes on. The tracer thread reads the records later and hands
+//! each to the site's handler as a hit on captured memory: decoding and
+//! rendering happen after the thread has long resumed.
+//!
+//! What the target sees: the kernel's `int3` at each site while armed (the
+//! kernel removes it when the descriptor closes, also if liveprobe is
+//! SIGKILLed) and a few microseconds per hit. Nothing is written by us.
+//!
+//! Must never: attach to another process than the target (programs check
+//! the thread group and the uprobe is registered for that process only), or
+//! drop a record without counting it (a full ring counts a loss per site).
+
+mod bpf;
+mod program;
+mod ringbuf;
+mod uprobe;
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use program::ProgramParams;
+use ringbuf::RingBuffer;
+use uprobe::Uprobe;
+
+/// Bytes of the record header: site id, pid/tgid, monotonic time.
+pub(crate) const RECORD_HEADER: usize = 24;
+/// Bytes of `struct pt_regs` on x86-64 (21 registers, the same order as
+/// the first 21 fields of `user_regs_struct`).
+pub(crate) const REGS_BYTES: usize = 21 * 8;
+/// Most reads in one plan.
+pub const MAX_READS: usize = 64;
+/// Ring buffer size: records wait here until the tracer thread reads them.
+const RING_BYTES: usize = 16 * 1024 * 1024;
+/// Sites that can be armed at once (slots of the lost-record counters).
+const LOST_SLOTS: u32 = 1024;
+
+/// A register of the hitting thread, by its index in `user_regs_struct`
+/// (which is also its index in the kernel's `pt_regs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RegisterSlot(pub u8);
+
+impl RegisterSlot {
+    /// `rbp`.
+    pub const RBP: RegisterSlot = RegisterSlot(4);
+    /// `rsp`.
+    pub const RSP: RegisterSlot = RegisterSlot(19);
+    /// `rip`.
+    pub const RIP: RegisterSlot = RegisterSlot(16);
+}
+
+/// Where the address of a planned read comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CaptureBase {
+    /// A register of the hitting thread.
+    Register(u8),
+    /// The 8-byte word at byte `at` of an earlier read's data.
+    Word {
+        /// Index of the earlier read.
+        read: usize,
+        /// Byte offset of the word in that read.
+        at: u32,
+    },
+    /// A fixed address (`offset` is the address).
+    Absolute,
+}
+
+/// One read of the capture: `len` bytes at `base + offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CaptureRead {
+    /// Where the address comes from.
+    pub base: CaptureBase,
+    /// Added to the base.
+    pub offset: i64,
+    /// Bytes read.
+    pub len: u32,
+    /// Read as a NUL-terminated string (stops at the NUL).
+    pub string: bool,
+}
+
+/// What the kernel copies at each hit of a site, decided when the probe is
+/// set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturePlan {
+    /// Copy the general-purpose registers.
+    pub registers: bool,
+    /// Reads, in order (a read may take its address from an earlier one).
+    pub reads: Vec<CaptureRead>,
+}
+
+/// Where a read's address, status and data sit in a record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadSlot {
+    pub address: usize,
+    pub status: usize,
+    pub data: usize,
+}
+
+/// The record layout of a plan.
+pub(crate) struct ReadLayout {
+    pub reads: Vec<ReadSlot>,
+    pub record_bytes: usize,
+}
+
+pub(crate) fn read_layout(plan: &CapturePlan) -> ReadLayout {
+    let mut at = RECORD_HEADER + if plan.registers { REGS_BYTES } else { 0 };
+    let mut reads = Vec::with_capacity(plan.reads.len());
+    for read in &plan.reads {
+        let slot = ReadSlot {
+            address: at,
+            status: at + 8,
+            data: at + 16,
+        };
+        at += 16 + (read.len as usize).div_ceil(8) * 8;
+        reads.push(slot);
+    }
+    ReadLayout {
+        reads,
+        record_bytes: at,
+    }
+}
+
+/// Memory as the kernel copied it at a hit: the planned reads that
+/// succeeded. Anything else was not captured.
+#[derive(Debug, Default)]
+pub struct CapturedMemory {
+    ranges: Vec<(u64, Vec<u8>)>,
+}
+
+impl CapturedMemory {
+    /// Fills `buf` from the captured bytes at `addr`; the first address not
+    /// captured otherwise.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        let end = addr.checked_add(buf.len() as u64).ok_or(addr)?;
+        for (start, bytes) in &self.ranges {
+            let range_end = start + bytes.len() as u64;
+            if *start <= addr && end <= range_end {
+                let from = (addr - start) as usize;
+                buf.copy_from_slice(&bytes[from..from + buf.len()]);
+                return Ok(());
+            }
+        }
+        Err(addr)
+    }
+}
+
+/// One record, decoded.
+pub(crate) struct KernelHit {
+    pub pid: i32,
+    pub tid: i32,
+    pub monotonic_ns: u64,
+    pub regs: Option<libc::user_regs_struct>,
+    pub memory: CapturedMemory,
+}
+
+fn word(record: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(record.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Decodes `record` of a site with `plan`; None when it is malformed.
+pub(crate) fn decode_record(record: &[u8], plan: &CapturePlan) -> Option<KernelHit> {
+    let layout = read_layout(plan);
+    if record.len() < layout.record_bytes {
+        return None;
+    }
+    let pid_tgid = word(record, 8)?;
+    let monotonic_ns = word(record, 16)?;
+    let regs = if plan.registers {
+        // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        let slots: [&mut u64; 21] = [
+            &mut regs.r15,
+            &mut regs.r14,
+            &mut regs.r13,
+            &mut regs.r12,
+            &mut regs.rbp,
+            &mut regs.rbx,
+            &mut regs.r11,
+            &mut regs.r10,
+            &mut regs.r9,
+            &mut regs.r8,
+            &mut regs.rax,
+            &mut regs.rcx,
+            &mut regs.rdx,
+            &mut regs.rsi,
+            &mut regs.rdi,
+            &mut regs.orig_rax,
+            &mut regs.rip,
+            &mut regs.cs,
+            &mut regs.eflags,
+            &mut regs.rsp,
+            &mut regs.ss,
+        ];
+        for (i, slot) in slots.into_iter().enumerate() {
+            *slot = word(record, RECORD_HEADER + i * 8)?;
+        }
+        Some(regs)
+    } else {
+        None
+    };
+    let mut memory = CapturedMemory::default();
+    for (read, slot) in plan.reads.iter().zip(&layout.reads) {
+        let address = word(record, slot.address)?;
+        let status = word(record, slot.status)? as i64;
+        if status < 0 {
+            continue;
+        }
+        let mut bytes = record
+            .get(slot.data..slot.data + read.len as usize)?
+            .to_vec();
+        if read.string {
+            // The kernel copied `status` bytes up to and with the NUL; what
+            // follows is not the target's.
+            let copied = (status as usize).min(bytes.len());
+            bytes[copied..].fill(0);
+        }
+        memory.ranges.push((address, bytes));
+    }
+    Some(KernelHit {
+        pid: (pid_tgid >> 32) as i32,
+        tid: pid_tgid as u32 as i32,
+        monotonic_ns,
+        regs,
+        memory,
+    })
+}
+
+/// Why a kernel-side probe cannot be used here (the caller falls back to a
+/// ptrace breakpoint and can say why).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct KernelUnavailable(pub String);
+
+/// One armed kernel-side site.
+pub(crate) struct KernelSite {
+    pub pid: i32,
+    pub address: u64,
+    pub group: u64,
+    pub plan: CapturePlan,
+    pub lost_slot: u32,
+    pub lost_seen: u64,
+    _uprobe: Uprobe,
+}
+
+/// Every kernel-side site of the tracer, the ring their records go
+/// through, and the lost-record counters.
+pub(crate) struct KernelProbes {
+    pub ring: RingBuffer,
+    lost: OwnedFd,
+    pmu: u32,
+    pub sites: HashMap<u64, KernelSite>,
+    free_slots: Vec<u32>,
+}
+
+impl KernelProbes {
+    /// Sets up the ring and counters; fails (with a reason a user can act
+    /// on) where the kernel, its configuration or our privileges do not
+    /// allow BPF uprobes.
+    pub fn new() -> Result<KernelProbes, KernelUnavailable> {
+        let pmu = uprobe::pmu_type().map_err(|e| {
+            KernelUnavailable(format!(
+                "this kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe: {e})"
+            ))
+        })?;
+        let ring = RingBuffer::new(RING_BYTES).map_err(|e| {
+            KernelUnavailable(format!(
+                "cannot create a BPF ring buffer ({e}); BPF needs Linux 5.8+ and CAP_BPF + CAP_PERFMON (or root)"
+            ))
+        })?;
+        let lost = bpf::create_map(bpf::MAP_TYPE_ARRAY, 4, 8, LOST_SLOTS, "liveprobe_lost")
+            .map_err(|e| KernelUnavailable(format!("cannot create a BPF map ({e})")))?;
+        Ok(KernelProbes {
+            ring,
+            lost,
+            pmu,
+            sites: HashMap::new(),
+            free_slots: (0..LOST_SLOTS).rev().collect(),
+        })
+    }
+
+    /// Arms a uprobe at `address` of `pid`, which is `file_offset` into the
+    /// file reachable at `path`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn arm(
+        &mut self,
+        id: u64,
+        pid: i32,
+        address: u64,
+        group: u64,
+        path: &str,
+        file_offset: u64,
+        plan: CapturePlan,
+    ) -> Result<(), KernelUnavailable> {
+        if plan.reads.len() > MAX_READS {
+            return Err(KernelUnavailable(format!(
+                "the capture needs {} reads, more than {MAX_READS}",
+                plan.reads.len()
+            )));
+        }
+        let lost_slot = self.free_slots.pop().ok_or_else(|| {
+            KernelUnavailable(format!("{LOST_SLOTS} kernel-side sites are armed already"))
+        })?;
+        let result = self.arm_slot(id, pid, path, file_offset, &plan, lost_slot);
+        match result {
+            Ok(uprobe) => {
+                // Counts of a slot's previous user are not this site's.
+                let lost_seen = bpf::array_get_u64(&self.lost, lost_slot).unwrap_or(0);
+                self.sites.insert(
+                    id,
+                    KernelSite {
+                        pid,
+                        address,
+                        group,
+                        plan,
+                        lost_slot,
+                        lost_seen,
+                        _uprobe: uprobe,
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.free_slots.push(lost_slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn arm_slot(
+        &self,
+        id: u64,
+        pid: i32,
+        path: &str,
+        file_offset: u64,
+        plan: &CapturePlan,
+        lost_slot: u32,
+    ) -> Result<Uprobe, KernelUnavailable> {
+        let params = ProgramParams {
+            tgid: pid as u32,
+            site_id: id,
+            ring_fd: self.ring.fd(),
+            lost_fd: self.lost.as_raw_fd(),
+            lost_slot,
+        };
+        let (insns, _) = program::generate(plan, &params).map_err(KernelUnavailable)?;
+        let program = bpf::load_kprobe_program(&insns, "liveprobe_site").map_err(|e| {
+            KernelUnavailable(if e.log.is_empty() {
+                format!("the kernel refused the BPF program ({})", e.error)
+            } else {
+                format!(
+                    "the BPF verifier refused the capture program ({}): {}",
+                    e.error, e.log
+                )
+            })
+        })?;
+        Uprobe::attach(self.pmu, path, file_offset, pid, program).map_err(|e| {
+            KernelUnavailable(format!("cannot place a uprobe at {path}+{file_offset:#x}: {e}"))
+        })
+    }
+
+    /// Removes a site: the kernel takes its `int3` out now.
+    pub fn disarm(&mut self, id: u64) -> Option<KernelSite> {
+        let site = self.sites.remove(&id)?;
+        self.free_slots.push(site.lost_slot);
+        Some(site)
+    }
+
+    /// Records lost since the last look, per site with losses.
+    pub fn new_losses(&mut self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for (id, site) in self.sites.iter_mut() {
+            if let Ok(total) = bpf::array_get_u64(&self.lost, site.lost_slot)
+                && total > site.lost_seen
+            {
+                out.push((*id, total - site.lost_seen));
+                site.lost_seen = total;
+            }
+        }
+        out
+    }
+}
+
