@@ -38,29 +38,36 @@ fn register_marker(slot: u64) -> u64 {
     REGISTER_TAG | (slot << 48) | REGISTER_MIDDLE
 }
 
-fn word_marker(read: usize, at: usize) -> u64 {
-    WORD_TAG | ((read as u64) << 48) | ((at as u64) << 32) | WORD_MIDDLE
+fn word_marker(read: usize, at: u64) -> u64 {
+    WORD_TAG | ((read as u64) << 48) | ((at & 0xffff) << 32) | WORD_MIDDLE
 }
+
+/// `at` of a word that is not wholly inside its read: never valid.
+const NO_WORD: u64 = 0xffff;
+/// Largest offset from a register or a word that is taken as a field or
+/// frame offset; anything larger is a number mistaken for an address.
+const MAX_OFFSET: i64 = 1 << 20;
 
 /// What a planned address is made of.
 fn decode_marker(image: &ProcessImage, addr: u64) -> Option<(CaptureBase, i64)> {
     match addr >> 62 {
         0b10 => {
             let slot = (addr >> 48) & 0x3fff;
-            (slot < CAPTURED_REGISTERS).then(|| {
-                (
-                    CaptureBase::Register(slot as u8),
-                    (addr & 0xffff_ffff_ffff) as i64 - REGISTER_MIDDLE as i64,
-                )
-            })
+            let offset = (addr & 0xffff_ffff_ffff) as i64 - REGISTER_MIDDLE as i64;
+            (slot < CAPTURED_REGISTERS && offset.abs() < MAX_OFFSET)
+                .then_some((CaptureBase::Register(slot as u8), offset))
         }
-        0b01 => Some((
-            CaptureBase::Word {
-                read: ((addr >> 48) & 0x3fff) as usize,
-                at: ((addr >> 32) & 0xffff) as u32,
-            },
-            (addr & 0xffff_ffff) as i64 - WORD_MIDDLE as i64,
-        )),
+        0b01 => {
+            let at = (addr >> 32) & 0xffff;
+            let offset = (addr & 0xffff_ffff) as i64 - WORD_MIDDLE as i64;
+            (at != NO_WORD && offset.abs() < MAX_OFFSET).then_some((
+                CaptureBase::Word {
+                    read: ((addr >> 48) & 0x3fff) as usize,
+                    at: at as u32,
+                },
+                offset,
+            ))
+        }
         // A fixed address must be a module's (a global): anything else is a
         // number computed from data.
         0 => image
@@ -137,10 +144,23 @@ impl MemorySource for PlanningMemory<'_> {
             ));
             return Err(MemoryError { addr });
         };
+        // Markers sit where the target's 8-byte words do (registers and
+        // pointers are 8-aligned at run time), so an aligned pointer load
+        // sees one whole marker; a word that is not wholly in the read gets
+        // a marker that never decodes.
+        let read_offset = self.reads.borrow()[read].offset;
         for (i, byte) in buf.iter_mut().enumerate() {
-            let at = start + i;
-            let word = word_marker(read, at & !7);
-            *byte = word.to_le_bytes()[at & 7];
+            let absolute = read_offset + (start + i) as i64;
+            let word_start = absolute.div_euclid(8) * 8;
+            let at = word_start - read_offset;
+            // (A word running past the read's end now may still be wholly
+            // inside once the read grows; the plan is checked at the end.)
+            let at = if (0..NO_WORD as i64).contains(&at) {
+                at as u64
+            } else {
+                NO_WORD
+            };
+            *byte = word_marker(read, at).to_le_bytes()[(absolute - word_start) as usize];
         }
         Ok(())
     }
@@ -256,8 +276,22 @@ pub fn plan_site(
             "the capture would copy {total} bytes per hit, more than {MAX_CAPTURE_BYTES}; narrow it with smaller limits or fewer expressions"
         ));
     }
+    let reads = memory.reads.into_inner();
+    // A word an address was taken from must lie wholly in its read, and
+    // that read must come first (the program runs reads in order).
+    for (i, read) in reads.iter().enumerate() {
+        if let CaptureBase::Word { read: from, at } = read.base {
+            let fits = from < i && reads[from].len >= at + 8;
+            if !fits {
+                return Err(
+                    "a pointer is read from memory in a way the kernel-side capture cannot follow"
+                        .into(),
+                );
+            }
+        }
+    }
     Ok(CapturePlan {
         registers: true,
-        reads: memory.reads.into_inner(),
+        reads,
     })
 }

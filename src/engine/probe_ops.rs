@@ -301,12 +301,7 @@ impl Engine {
                     frames: *frames,
                     expressions: expressions
                         .iter()
-                        .map(|e| {
-                            Ok((
-                                e.clone(),
-                                compile_at(image, site.address, e, "expression")?,
-                            ))
-                        })
+                        .map(|e| Ok((e.clone(), compile_at(image, site.address, e, "expression")?)))
                         .collect::<Result<_, EngineError>>()?,
                     limits: limits.clamped(),
                 },
@@ -576,7 +571,9 @@ impl Engine {
     ) -> Result<(), String> {
         let handlers = self.site_handlers(probe, image, sites, end_sites);
         // End sites of a duration read nothing.
-        let plans = plans.into_iter().chain(std::iter::repeat(CapturePlan::default()));
+        let plans = plans
+            .into_iter()
+            .chain(std::iter::repeat(CapturePlan::default()));
         for ((addr, handler), plan) in handlers.into_iter().zip(plans) {
             if let Err((e, _handler)) = self
                 .tracer
@@ -645,8 +642,21 @@ impl Engine {
         });
     }
 
+    /// Hands the kernel-side hits recorded so far to their probes, when any
+    /// probe is kernel-side: answers must include hits that already happened.
+    async fn settle_kernel_hits(&self) {
+        let any = self
+            .probes()
+            .values()
+            .any(|p| p.engine() == ProbeEngine::Uprobe);
+        if any {
+            let _ = self.tracer.flush_kernel_hits().await;
+        }
+    }
+
     /// Probes of one target or of all.
-    pub fn list_probes(&self, pid: Option<i32>) -> ProbeList {
+    pub async fn list_probes(&self, pid: Option<i32>) -> ProbeList {
+        self.settle_kernel_hits().await;
         let mut probes: Vec<ProbeRow> = self
             .probes()
             .values()
@@ -687,6 +697,9 @@ impl Engine {
         wait_ms: u64,
     ) -> Result<ProbeResults, EngineError> {
         let probe = self.probe(probe_id)?;
+        if probe.engine() == ProbeEngine::Uprobe {
+            let _ = self.tracer.flush_kernel_hits().await;
+        }
         let wait_capped = wait_ms > MAX_WAIT_MS;
         let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
         let deadline = tokio::time::Instant::now() + wait;
@@ -723,6 +736,9 @@ impl Engine {
     /// Removes a probe: its breakpoints leave the target at once.
     pub async fn remove_probe(&self, probe_id: u64) -> Result<ProbeRemoved, EngineError> {
         let probe = self.probe(probe_id)?;
+        if probe.engine() == ProbeEngine::Uprobe {
+            let _ = self.tracer.flush_kernel_hits().await;
+        }
         let before = probe.state();
         probe.finish(ProbeState::Removed, Some("removed by remove_probe".into()));
         let removed = self.tracer.remove_group(probe.pid, probe.id).await;

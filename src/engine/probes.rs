@@ -31,11 +31,13 @@ pub const MAX_CONDITION_FAULTS: u64 = 10;
 /// throttled, unless the policy says otherwise: the overhead budget that
 /// keeps a hot probe from hurting the target.
 pub const DEFAULT_HANDLER_BUDGET_PER_SECOND: Duration = Duration::from_millis(250);
-/// What one hit of a kernel-side probe costs the hitting thread (the
-/// uprobe trap and the capture program; tools/bench/probes.py measures it),
-/// charged to the probe's budget per hit: liveprobe's own work on the
-/// record happens later, on its own thread, and does not hold the target.
-pub const KERNEL_HIT_COST: Duration = Duration::from_micros(3);
+/// What each hit of a kernel-side probe is charged against the probe's
+/// budget: the part of a hit that is the probe's own work in the hitting
+/// thread (the capture program; the trap itself is not charged, as for
+/// ptrace breakpoints). A rule, not a measurement: liveprobe cannot time
+/// the program per hit without turning on kernel-wide BPF statistics.
+/// Its work on the record happens later, on its own thread.
+pub const KERNEL_HIT_COST: Duration = Duration::from_nanos(500);
 
 /// How hits reach a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]

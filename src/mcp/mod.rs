@@ -276,6 +276,7 @@ impl ServerHandler for LiveprobeServer {
         let resources = self
             .engine
             .list_probes(None)
+            .await
             .probes
             .into_iter()
             .map(|p| {

@@ -73,7 +73,11 @@ impl LiveprobeServer {
     )]
     async fn list_probes(&self, Parameters(a): Parameters<ListProbesArgs>) -> CallToolResult {
         let started = Instant::now();
-        self.reply("list_probes", started, Ok(self.engine.list_probes(a.pid)))
+        self.reply(
+            "list_probes",
+            started,
+            Ok(self.engine.list_probes(a.pid).await),
+        )
     }
 
     #[tool(

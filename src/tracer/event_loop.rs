@@ -123,6 +123,9 @@ pub(super) enum Command {
         group: u64,
         reply: Reply<Result<usize, TraceError>>,
     },
+    FlushKernelHits {
+        reply: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -827,6 +830,10 @@ impl TracerLoop {
             ),
             Command::RemoveGroup { pid, group, reply } => {
                 reply.send(self.remove_group_command(pid, group))
+            }
+            Command::FlushKernelHits { reply } => {
+                self.flush_kernel_hits();
+                reply.send(());
             }
             Command::Shutdown => self.begin_shutdown(),
         }

@@ -70,8 +70,8 @@ use tokio::sync::oneshot;
 pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
-pub use kernel::{CaptureBase, CapturePlan, CaptureRead, CapturedMemory, MAX_READS, RegisterSlot};
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
+pub use kernel::{CaptureBase, CapturePlan, CaptureRead, CapturedMemory, MAX_READS, RegisterSlot};
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
 
@@ -381,6 +381,13 @@ impl Tracer {
             // and nothing could be armed anywhere else either.
             Err(_) => Err((TraceError::TracerGone, Box::new(NoHandler))),
         }
+    }
+
+    /// Hands every kernel-side hit recorded so far to its handler before
+    /// returning (and handles pending process events first), so that an
+    /// answer about probes includes every hit that happened before it.
+    pub async fn flush_kernel_hits(&self) -> Result<(), TraceError> {
+        self.ask(|reply| Command::FlushKernelHits { reply }).await
     }
 
     /// Remove every breakpoint of `group` in `pid`; returns how many. The

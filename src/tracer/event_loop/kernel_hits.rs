@@ -8,8 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::breakpoints::{
-    Armed, BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict,
-    monotonic_ns,
+    Armed, BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 use super::super::error::TraceError;
 use super::super::kernel::{CapturePlan, KernelProbes, KernelSite, decode_record};
@@ -118,7 +117,10 @@ impl TracerLoop {
         }
         // The mapping's own link in /proc reaches the very file mapped, even
         // in another mount namespace or after the file was replaced on disk.
-        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end);
+        let path = format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            mapping.start, mapping.end
+        );
         let file_offset = address - mapping.start + mapping.offset;
         let id = BreakpointId(self.next_breakpoint);
         let Some(probes) = self.kernel.probes.as_mut() else {
@@ -166,6 +168,22 @@ impl TracerLoop {
         for (pid, group) in remove {
             self.remove_group(pid, group);
         }
+        self.check_kernel_losses();
+    }
+
+    /// Handles every record committed so far (bounded, so a flood cannot
+    /// keep the tracer thread here).
+    pub(super) fn flush_kernel_hits(&mut self) {
+        for _ in 0..64 {
+            let Some(probes) = self.kernel.probes.as_ref() else {
+                return;
+            };
+            if probes.ring.is_empty() {
+                break;
+            }
+            self.drain_kernel_hits();
+        }
+        self.kernel.last_loss_check = None;
         self.check_kernel_losses();
     }
 

@@ -357,7 +357,9 @@ impl KernelProbes {
             })
         })?;
         Uprobe::attach(self.pmu, path, file_offset, pid, program).map_err(|e| {
-            KernelUnavailable(format!("cannot place a uprobe at {path}+{file_offset:#x}: {e}"))
+            KernelUnavailable(format!(
+                "cannot place a uprobe at {path}+{file_offset:#x}: {e}"
+            ))
         })
     }
 
@@ -382,4 +384,3 @@ impl KernelProbes {
         out
     }
 }
-

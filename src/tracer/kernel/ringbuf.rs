@@ -89,6 +89,11 @@ impl RingBuffer {
         unsafe { &*(self.producer as *const AtomicU64) }
     }
 
+    /// True when no record waits.
+    pub fn is_empty(&self) -> bool {
+        self.consumer_pos().load(Ordering::Acquire) >= self.producer_pos().load(Ordering::Acquire)
+    }
+
     /// Calls `each` with every committed record, oldest first, and releases
     /// them to the kernel; stops after `limit` records. Returns how many
     /// were read.

@@ -65,8 +65,13 @@ impl Uprobe {
         // SAFETY: the kernel just gave us this descriptor.
         let event = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         // SAFETY: plain ioctls on our own perf event descriptor.
-        if unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, program.as_raw_fd()) }
-            < 0
+        if unsafe {
+            libc::ioctl(
+                event.as_raw_fd(),
+                PERF_EVENT_IOC_SET_BPF,
+                program.as_raw_fd(),
+            )
+        } < 0
         {
             return Err(io::Error::last_os_error());
         }
