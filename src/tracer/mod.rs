@@ -28,7 +28,14 @@
 //! probes exist, and nothing else; every byte is restored at detach, and the
 //! pages are unmapped when the last thread is detached.
 //!
-//! How each way of ending treats a target with breakpoints:
+//! Kernel-side sites (`insert_kernel_breakpoint`, `kernel`): a uprobe
+//! running a generated BPF program that copies what a capture plan says
+//! into a ring buffer; the thread is not stopped at all, and the tracer
+//! thread hands each record to the site's handler later, as a hit on
+//! captured memory. The kernel owns that `int3` and removes it when our
+//! descriptor closes, whichever way liveprobe ends (SIGKILL included).
+//!
+//! How each way of ending treats a target with (ptrace) breakpoints:
 //! - `detach`, `detach_all`, dropping the last `Tracer`: every original byte
 //!   is written back first (from the tracer thread, before any thread is let
 //!   go), threads with a trap of ours still pending pass through one more

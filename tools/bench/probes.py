@@ -15,10 +15,13 @@ run, against the same target process, it measures:
   count        liveprobe `set_metric {kind: count}`
   logpoint     liveprobe `set_logpoint {message: "a={a} b={b}", max_hits: N}`
   snapshot     liveprobe `set_snapshot {max_hits: N}` (locals of the frame)
+               (each once with `engine: uprobe`, a kernel uprobe with liveprobe's generated
+               BPF capture, and once with `engine: ptrace`, an int3 the tracer handles)
   gdb dprintf  `gdb -nx -batch -p PID`: `dprintf probe_work,"a=%d b=%d\\n",a,b`
   gdb locals   the same gdb with `commands: silent, info args, info locals, continue`
   bpftrace     `uprobe:BIN:probe_work { printf("a=%d b=%d\\n", arg0, arg1); }` (if installed)
-  4 threads    liveprobe count on `threads 4 N`: must count exactly 4×N, same checksum
+  4 threads    liveprobe count on `threads 4 N` (both engines): must count exactly 4×N,
+               same checksum
 
 Per-hit overhead = (time of the N calls with the probe − N × baseline time per call)
 / hits, where hits is what the tool reports (liveprobe's `list_probes`) or N (gdb,
@@ -75,17 +78,35 @@ GOAL_LOGPOINT_VS_DPRINTF = 0.05
 GOAL_LOGPOINT_VS_BPFTRACE = 1.0
 GOAL_SNAPSHOT_VS_GDB_LOCALS = 0.05
 
-VARIANTS = ["baseline", "attached", "count", "logpoint", "snapshot", "gdb_dprintf", "gdb_locals", "bpftrace", "threads"]
+VARIANTS = [
+    "baseline",
+    "attached",
+    "count",
+    "logpoint",
+    "snapshot",
+    "threads",
+    "count_ptrace",
+    "logpoint_ptrace",
+    "snapshot_ptrace",
+    "threads_ptrace",
+    "gdb_dprintf",
+    "gdb_locals",
+    "bpftrace",
+]
 LABELS = {
     "baseline": "no probe (baseline)",
     "attached": "liveprobe attached, no probe",
-    "count": "liveprobe `count` metric",
-    "logpoint": "liveprobe logpoint `a={a} b={b}`",
-    "snapshot": "liveprobe snapshot (frame locals)",
+    "count": "liveprobe `count` metric (uprobe)",
+    "logpoint": "liveprobe logpoint `a={a} b={b}` (uprobe)",
+    "snapshot": "liveprobe snapshot, frame locals (uprobe)",
+    "threads": f"liveprobe `count`, {THREADS} threads (uprobe)",
+    "count_ptrace": "liveprobe `count` metric (ptrace)",
+    "logpoint_ptrace": "liveprobe logpoint `a={a} b={b}` (ptrace)",
+    "snapshot_ptrace": "liveprobe snapshot, frame locals (ptrace)",
+    "threads_ptrace": f"liveprobe `count`, {THREADS} threads (ptrace)",
     "gdb_dprintf": "gdb `dprintf` a, b",
     "gdb_locals": "gdb `info args` + `info locals` per hit",
     "bpftrace": "bpftrace uprobe `printf` a, b",
-    "threads": f"liveprobe `count`, {THREADS} threads",
 }
 
 
@@ -111,7 +132,9 @@ class Phase:
     mean_handler_us: float | None = None
     max_handler_us: float | None = None
     lost: int | None = None
-    """bpftrace: events it reported lost."""
+    """bpftrace: events it reported lost; liveprobe: hits its kernel ring had no room for."""
+    engine: str | None = None
+    """liveprobe: the engine the probe ran on, as it reported."""
     baseline_ns_per_call: float = 0.0
     overhead_us_per_hit: float | None = None
 
@@ -221,6 +244,11 @@ def liveprobe_probe_phase(
     phase.reason = row.get("reason")
     phase.mean_handler_us = row.get("mean_handler_us")
     phase.max_handler_us = row.get("max_handler_us")
+    phase.lost = int(row.get("lost", 0))
+    phase.engine = row.get("engine")
+    wanted = arguments.get("engine")
+    if wanted and phase.engine != wanted:
+        raise BenchError(f"liveprobe ran the {variant} probe on {phase.engine}, not {wanted}: {row.get('engine_note')}")
     if rep == 0:
         results = client.call_tool("get_probe_results", {"probe_id": probe_id, "limit": 1})
         (LOG_DIR / f"probes-{variant}-result.json").write_text(json.dumps(results.structured, indent=2))
@@ -245,18 +273,20 @@ def liveprobe_phases(ctx: Context, pinned: bool, rep: int) -> list[Phase]:
         command = f"run {ctx.baseline_calls}"
         phases.append(make_phase(ctx, "attached", pinned, rep, command, target_command(ctx, command)))
         run_n = f"run {n}"
-        probes = [
-            ("count", "set_metric", {"kind": "count"}, run_n),
-            ("logpoint", "set_logpoint", {"message": LOGPOINT_MESSAGE, "max_hits": n}, run_n),
-            ("snapshot", "set_snapshot", {"max_hits": n}, run_n),
-            ("threads", "set_metric", {"kind": "count"}, f"threads {THREADS} {ctx.thread_calls}"),
-        ]
+        probes = []
+        for engine, suffix in (("uprobe", ""), ("ptrace", "_ptrace")):
+            probes += [
+                ("count" + suffix, "set_metric", {"kind": "count", "engine": engine}, run_n),
+                ("logpoint" + suffix, "set_logpoint", {"message": LOGPOINT_MESSAGE, "max_hits": n, "engine": engine}, run_n),
+                ("snapshot" + suffix, "set_snapshot", {"max_hits": n, "engine": engine}, run_n),
+                ("threads" + suffix, "set_metric", {"kind": "count", "engine": engine}, f"threads {THREADS} {ctx.thread_calls}"),
+            ]
         for variant, tool, arguments, command in probes:
             phase = liveprobe_probe_phase(ctx, client, variant, tool, arguments, command, pinned, rep)
             phases.append(phase)
             log(
-                f"  {variant}: {phase.elapsed_ns / 1e9:.2f} s, {phase.hits} hits, state {phase.state}, "
-                f"handler {phase.mean_handler_us or 0:.2f} µs mean"
+                f"  {variant}: {phase.elapsed_ns / 1e9:.2f} s, {phase.hits} hits ({phase.lost or 0} lost), "
+                f"state {phase.state}, handler {phase.mean_handler_us or 0:.2f} µs mean"
             )
         detached = client.call_tool("detach", {"pid": pid})
         if detached.is_error:
@@ -478,28 +508,29 @@ def goal_rows(phases: list[Phase], pinned: bool) -> list[list[str]]:
     def per_hit(variant: str) -> Summary | None:
         return summary_of(phases, variant, pinned, lambda p: p.overhead_us_per_hit)
 
-    logpoint, snapshot = per_hit("logpoint"), per_hit("snapshot")
     dprintf, locals_, bpftrace = per_hit("gdb_dprintf"), per_hit("gdb_locals"), per_hit("bpftrace")
     rows = []
-    for what, a, b, goal in [
-        ("logpoint / gdb dprintf", logpoint, dprintf, GOAL_LOGPOINT_VS_DPRINTF),
-        ("logpoint / bpftrace printf", logpoint, bpftrace, GOAL_LOGPOINT_VS_BPFTRACE),
-        ("snapshot / gdb info args + info locals", snapshot, locals_, GOAL_SNAPSHOT_VS_GDB_LOCALS),
-    ]:
-        value = median_ratio(a, b)
-        rows.append([what, render_ratio(value), f"≤ {goal}×: {verdict(None if value is None else value <= goal)}"])
-    floor = median_ratio(per_hit("count"), bpftrace)
-    rows.append(["count / bpftrace printf (liveprobe's trap-and-resume floor, no capture)", render_ratio(floor), ""])
-    threads = [p for p in phases if p.variant == "threads" and p.pinned == pinned]
-    exact = [p.hits == p.calls and p.checksum_ok for p in threads]
-    counts = ", ".join(f"{p.hits}/{p.calls}" for p in threads)
-    rows.append(
-        [
-            f"{THREADS}-thread count: hits / calls, every run",
-            counts or "—",
-            f"no lost hits: {verdict(all(exact) if exact else None)}",
-        ]
-    )
+    for engine, suffix in (("uprobe", ""), ("ptrace", "_ptrace")):
+        logpoint, snapshot = per_hit("logpoint" + suffix), per_hit("snapshot" + suffix)
+        for what, a, b, goal in [
+            (f"logpoint ({engine}) / gdb dprintf", logpoint, dprintf, GOAL_LOGPOINT_VS_DPRINTF),
+            (f"logpoint ({engine}) / bpftrace printf", logpoint, bpftrace, GOAL_LOGPOINT_VS_BPFTRACE),
+            (f"snapshot ({engine}) / gdb info args + info locals", snapshot, locals_, GOAL_SNAPSHOT_VS_GDB_LOCALS),
+        ]:
+            value = median_ratio(a, b)
+            rows.append([what, render_ratio(value), f"≤ {goal}×: {verdict(None if value is None else value <= goal)}"])
+        floor = median_ratio(per_hit("count" + suffix), bpftrace)
+        rows.append([f"count ({engine}) / bpftrace printf (the bare hit cost, no capture)", render_ratio(floor), ""])
+        threads = [p for p in phases if p.variant == "threads" + suffix and p.pinned == pinned]
+        exact = [p.hits == p.calls and p.checksum_ok for p in threads]
+        counts = ", ".join(f"{p.hits}/{p.calls}" for p in threads)
+        rows.append(
+            [
+                f"{THREADS}-thread count ({engine}): hits / calls, every run",
+                counts or "—",
+                f"no lost hits: {verdict(all(exact) if exact else None)}",
+            ]
+        )
     return rows
 
 
@@ -517,6 +548,8 @@ def variant_rows(phases: list[Phase], pinned: bool, ctx: Context) -> list[list[s
         states = [p.state for p in mine if p.state]
         if len(set(states)) == 1:
             states = states[:1]
+        if any(p.lost for p in mine if not p.variant.startswith(("gdb", "bpftrace"))):
+            states.append("lost " + ", ".join(str(p.lost or 0) for p in mine))
         checks = "yes" if all(p.checksum_ok for p in mine) else "**no**"
         rows.append(
             [
@@ -598,10 +631,17 @@ Cells are median (min–max) over the repetitions.
   repetition. Time is measured inside the target (CLOCK_MONOTONIC around the calls), so
   attaching and setting probes are outside it.
 - liveprobe: one server per repetition over MCP stdio; `attach`, then for each variant the
-  probe tool with `location: "{FUNCTION}"` (after the prologue), the calls, `list_probes` (hits,
-  `mean_handler_us`: the time its handler held the thread, which is part of the overhead per
-  hit; the rest is the trap, the tracer's wake-up and the out-of-line resume), `remove_probe`.
-  Logpoint and snapshot have `max_hits` = calls; the store keeps the newest 100 items.
+  probe tool with `location: "{FUNCTION}"` (after the prologue) and `engine` set explicitly,
+  the calls, `list_probes` (hits, lost, `mean_handler_us`), `remove_probe`. Logpoint and
+  snapshot have `max_hits` = calls; the store keeps the newest 100 items.
+  - `uprobe`: a kernel uprobe runs the BPF capture program liveprobe generated for the probe
+    (registers plus the planned stack reads into a ring buffer); the thread is not stopped.
+    liveprobe decodes and renders each record afterwards on its tracer thread, so
+    `mean_handler_us` is its own work per hit, not time the target waited; `list_probes`
+    answers after every record so far has been handled, so hits are complete.
+  - `ptrace`: an `int3` the tracer handles; `mean_handler_us` is the time its handler held
+    the thread, part of the overhead per hit (the rest is the trap, the tracer's wake-up and
+    the out-of-line resume).
 - gdb: `gdb -nx -batch -p PID -x script` (scripts in `target/bench-logs/probes-gdb_*.gdb`):
   `dprintf {FUNCTION},"a=%d b=%d\\n",a,b`, or `break {FUNCTION}` with `commands` `silent`,
   `info args`, `info locals`, `continue`; plus `break phase_done` (called after the timed
@@ -612,7 +652,8 @@ Cells are median (min–max) over the repetitions.
   it reported lost (`Lost N events`: its reader fell behind); the uprobe ran on every call
   either way, so its overhead divides by the calls.
 - Pinned pass: the target's threads and the tool's process (all its threads) share one CPU,
-  so a hit wakes the tracer on the CPU the stopped thread just left.{throttle_note}
+  so a ptrace hit wakes the tracer on the CPU the stopped thread just left, and uprobe
+  records wait in the ring until the target yields the CPU.{throttle_note}
 - Raw figures: `target/bench-logs/probes-raw.json`.
 """
 

@@ -234,7 +234,21 @@ impl TracerLoop {
                 out.push(armed);
             }
         }
+        self.release_kernel_if_idle();
         out
+    }
+
+    /// Frees the ring (16 MiB of kernel memory) once no kernel-side site is
+    /// left; the next one sets it up again.
+    fn release_kernel_if_idle(&mut self) {
+        if self
+            .kernel
+            .probes
+            .as_ref()
+            .is_some_and(|p| p.sites.is_empty())
+        {
+            self.kernel.probes = None;
+        }
     }
 
     /// Handles waiting records now, before some sites go (their later
@@ -270,6 +284,7 @@ impl TracerLoop {
                 call_on_end(armed, why);
             }
         }
+        self.release_kernel_if_idle();
     }
 }
 

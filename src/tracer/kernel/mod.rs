@@ -384,3 +384,140 @@ impl KernelProbes {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(reads: Vec<CaptureRead>) -> CapturePlan {
+        CapturePlan {
+            registers: true,
+            reads,
+        }
+    }
+
+    /// The kernel's verifier accepts the programs of plans at the edges of
+    /// what the planner makes: every kind of base, offsets too large for an
+    /// instruction's immediate, strings, and the most reads allowed.
+    #[test]
+    fn the_verifier_accepts_generated_capture_programs() {
+        let ring =
+            RingBuffer::new(4096 * 16).expect("a BPF ring buffer (run as root on Linux 5.8+)");
+        let lost = bpf::create_map(bpf::MAP_TYPE_ARRAY, 4, 8, 4, "t_lost").expect("array map");
+        let params = ProgramParams {
+            tgid: std::process::id(),
+            site_id: 7,
+            ring_fd: ring.fd(),
+            lost_fd: lost.as_raw_fd(),
+            lost_slot: 3,
+        };
+        let read = |base, offset, len, string| CaptureRead {
+            base,
+            offset,
+            len,
+            string,
+        };
+        let plans = [
+            CapturePlan::default(),
+            plan_with(vec![]),
+            plan_with(vec![
+                read(CaptureBase::Register(RegisterSlot::RBP.0), -40, 48, false),
+                read(CaptureBase::Word { read: 0, at: 8 }, 16, 8, false),
+                read(CaptureBase::Word { read: 1, at: 0 }, 0, 257, true),
+                read(CaptureBase::Absolute, 0x5555_5555_4000, 16, false),
+                read(
+                    CaptureBase::Register(RegisterSlot::RSP.0),
+                    1 << 33,
+                    8,
+                    false,
+                ),
+            ]),
+            plan_with(
+                (0..MAX_READS)
+                    .map(|i| {
+                        read(
+                            CaptureBase::Register(RegisterSlot::RSP.0),
+                            i as i64 * 8,
+                            8,
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+        ];
+        for plan in &plans {
+            let (insns, size) = program::generate(plan, &params).expect("generate");
+            assert_eq!(size, read_layout(plan).record_bytes);
+            if let Err(e) = bpf::load_kprobe_program(&insns, "t_capture") {
+                panic!(
+                    "verifier refused a plan of {} reads: {} {}",
+                    plan.reads.len(),
+                    e.error,
+                    e.log
+                );
+            }
+        }
+        // A plan too large for one record is refused before the kernel sees it.
+        let huge = plan_with(vec![read(CaptureBase::Register(0), 0, 40_000, false)]);
+        assert!(program::generate(&huge, &params).is_err());
+    }
+
+    /// A record decodes into the registers and the reads that succeeded; a
+    /// string read keeps only the bytes the kernel copied.
+    #[test]
+    fn records_decode_into_registers_and_captured_ranges() {
+        let plan = plan_with(vec![
+            CaptureRead {
+                base: CaptureBase::Register(RegisterSlot::RSP.0),
+                offset: 0,
+                len: 8,
+                string: false,
+            },
+            CaptureRead {
+                base: CaptureBase::Word { read: 0, at: 0 },
+                offset: 0,
+                len: 6,
+                string: true,
+            },
+            CaptureRead {
+                base: CaptureBase::Absolute,
+                offset: 0x1000,
+                len: 8,
+                string: false,
+            },
+        ]);
+        let layout = read_layout(&plan);
+        let mut record = vec![0u8; layout.record_bytes];
+        let put = |record: &mut Vec<u8>, at: usize, v: u64| {
+            record[at..at + 8].copy_from_slice(&v.to_ne_bytes())
+        };
+        put(&mut record, 0, 9);
+        put(&mut record, 8, (1234u64 << 32) | 1240);
+        put(&mut record, 16, 555);
+        put(&mut record, RECORD_HEADER + 19 * 8, 0x7ffd_0000); // rsp
+        let [stack, text, global] = [layout.reads[0], layout.reads[1], layout.reads[2]];
+        put(&mut record, stack.address, 0x7ffd_0000);
+        put(&mut record, stack.status, 0);
+        put(&mut record, stack.data, 0x5000);
+        put(&mut record, text.address, 0x5000);
+        put(&mut record, text.status, 3); // "hi\0"
+        record[text.data..text.data + 6].copy_from_slice(b"hi\0xyz");
+        put(&mut record, global.address, 0x1000);
+        put(&mut record, global.status, (-14i64) as u64); // -EFAULT
+        let hit = decode_record(&record, &plan).expect("decodes");
+        assert_eq!((hit.pid, hit.tid, hit.monotonic_ns), (1234, 1240, 555));
+        assert_eq!(hit.regs.expect("registers").rsp, 0x7ffd_0000);
+        let mut word = [0u8; 8];
+        hit.memory.read(0x7ffd_0000, &mut word).expect("stack word");
+        assert_eq!(u64::from_ne_bytes(word), 0x5000);
+        let mut text = [0u8; 6];
+        hit.memory.read(0x5000, &mut text).expect("string");
+        assert_eq!(&text, b"hi\0\0\0\0");
+        assert_eq!(
+            hit.memory.read(0x1000, &mut word),
+            Err(0x1000),
+            "a failed read is not captured"
+        );
+        assert!(decode_record(&record[..record.len() - 1], &plan).is_none());
+    }
+}
