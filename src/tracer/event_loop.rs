@@ -353,7 +353,7 @@ impl TracerLoop {
     }
 
     fn sleep(&self, now: Instant) {
-        let mut timeout = MAX_SLEEP;
+        let mut timeout = self.kernel.max_sleep().unwrap_or(MAX_SLEEP);
         let deadlines = self
             .captures
             .values()
@@ -367,24 +367,16 @@ impl TracerLoop {
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.doorbell.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.kernel.poll_fd().unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        let mut fds = [libc::pollfd {
+            fd: self.doorbell.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         // Round up so a deadline 0.4 ms away does not become a busy loop.
         let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: two valid pollfds on the stack (a negative fd is ignored).
-        // EINTR (our own SIGCHLD handler ran on this thread) just means
-        // "look again".
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
+        // SAFETY: one valid pollfd on the stack. EINTR (our own SIGCHLD
+        // handler ran on this thread) just means "look again".
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
         self.doorbell.clear();
     }
 

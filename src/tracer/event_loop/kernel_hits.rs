@@ -11,7 +11,9 @@ use super::super::breakpoints::{
     Armed, BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 use super::super::error::TraceError;
-use super::super::kernel::{CapturePlan, KernelProbes, KernelSite, decode_record};
+use super::super::kernel::{
+    CapturePlan, KernelProbes, KernelSite, RING_POLL_INTERVAL, decode_record,
+};
 use super::super::scratch;
 use super::TracerLoop;
 use super::hits::call_on_end;
@@ -35,10 +37,19 @@ pub(super) struct KernelState {
 }
 
 impl KernelState {
-    /// The ring's descriptor while kernel sites exist (to sleep on).
-    pub(super) fn poll_fd(&self) -> Option<i32> {
+    /// How long the tracer may sleep: hits do not wake it (see
+    /// `program`), so while kernel-side sites exist it comes by itself, at
+    /// once when records are still waiting.
+    pub(super) fn max_sleep(&self) -> Option<Duration> {
         let probes = self.probes.as_ref()?;
-        (!probes.sites.is_empty()).then(|| probes.ring.fd())
+        if probes.sites.is_empty() {
+            return None;
+        }
+        Some(if probes.ring.is_empty() {
+            RING_POLL_INTERVAL
+        } else {
+            Duration::ZERO
+        })
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) const REGS_BYTES: usize = 21 * 8;
 pub const MAX_READS: usize = 64;
 /// Ring buffer size: records wait here until the tracer thread reads them.
 const RING_BYTES: usize = 16 * 1024 * 1024;
+/// How often the tracer thread reads the ring while kernel-side sites exist.
+pub(crate) const RING_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 /// Sites that can be armed at once (slots of the lost-record counters).
 const LOST_SLOTS: u32 = 1024;
 
