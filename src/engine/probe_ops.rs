@@ -602,7 +602,7 @@ impl Engine {
             probe: probe.clone(),
             image: image.clone(),
             condition,
-            action,
+            action: Arc::new(action),
             redaction: self.redaction.clone(),
         };
         let mut handlers: Vec<(u64, SiteHandler)> = sites

@@ -20,7 +20,7 @@ use crate::value::{Limits, Redaction, Value};
 
 use super::frames::{HitMemorySource, registers_from};
 use super::report::ResolvedSiteRow;
-use super::store::{ResultStore, Summary, SummaryView, rfc3339};
+use super::store::{Render, ResultStore, Summary, SummaryView, rfc3339};
 
 /// Shortest interval between two "new results" updates of one probe.
 const UPDATE_INTERVAL_NS: u64 = 50_000_000;
@@ -397,7 +397,7 @@ impl Probe {
             }
             return (Vec::new(), seq, 0);
         }
-        let store = lock(&self.store);
+        let mut store = lock(&self.store);
         let items = store
             .after(after, limit)
             .into_iter()
@@ -423,8 +423,14 @@ impl Probe {
     /// Stores an item; when it is the last one (`max_hits` reached), the
     /// probe is marked done before anyone is woken, so a reader never sees
     /// the last item with the probe still armed, nor `done` without the item.
-    fn record(&self, make: impl FnOnce(u64) -> serde_json::Value, last: bool) {
-        lock(&self.store).push_with(make);
+    fn record(&self, item: StoredBody, last: bool) {
+        {
+            let mut store = lock(&self.store);
+            match item {
+                StoredBody::Ready(body) => store.push_ready(body),
+                StoredBody::Pending(render) => store.push_pending(render),
+            };
+        }
         if last {
             self.mark_done();
             self.ended.notify_waiters();
@@ -477,6 +483,12 @@ impl Probe {
     }
 }
 
+/// An item for the store: rendered, or rendered when first read.
+enum StoredBody {
+    Ready(serde_json::Value),
+    Pending(Render),
+}
+
 /// The handler armed at one site of a probe.
 pub struct SiteHandler {
     /// The probe it records into.
@@ -485,8 +497,8 @@ pub struct SiteHandler {
     pub image: Arc<ProcessImage>,
     /// Compiled condition, if any.
     pub condition: Option<CompiledExpr>,
-    /// What to capture.
-    pub action: SiteAction,
+    /// What to capture (shared with captures waiting to be rendered).
+    pub action: Arc<SiteAction>,
     /// Names never shown.
     pub redaction: Redaction,
 }
@@ -504,7 +516,7 @@ impl SiteHandler {
         // count or a span mark must stay as cheap as a trap can be.
         let reads_frame = self.condition.is_some()
             || matches!(
-                self.action,
+                *self.action,
                 SiteAction::Snapshot { .. }
                     | SiteAction::Logpoint { .. }
                     | SiteAction::Histogram(_)
@@ -558,64 +570,39 @@ impl SiteHandler {
         let last = n >= probe.max_hits;
         let time = hit.time;
         let tid = hit.tid;
-        match &self.action {
-            SiteAction::Snapshot {
-                frames,
-                expressions,
-                limits,
-            } => {
-                let captured_frames = capture_frames(
-                    &self.image,
-                    &regs,
-                    &memory,
-                    *frames,
-                    limits,
-                    &self.redaction,
-                );
-                let exprs: Vec<Value> = expressions
-                    .iter()
-                    .map(|(text, e)| {
-                        let mut v = eval::evaluate(e, &ctx, limits, &self.redaction);
-                        v.name = text.clone();
-                        v
-                    })
-                    .collect();
-                probe.record(
-                    |seq| {
-                        json!({
-                            "seq": seq,
-                            "time": rfc3339(time),
-                            "tid": tid,
-                            "frames": captured_frames,
-                            "expressions": exprs,
-                        })
-                    },
-                    last,
-                );
-            }
-            SiteAction::Logpoint { parts } => {
-                let limits = logpoint_limits();
-                let mut text = String::new();
-                for part in parts {
-                    match part {
-                        TemplatePart::Text(t) => text.push_str(t),
-                        TemplatePart::Expr(_, e) => {
-                            let v = eval::evaluate(e, &ctx, &limits, &self.redaction);
-                            match &v.unavailable {
-                                Some(why) => {
-                                    text.push('<');
-                                    text.push_str(why);
-                                    text.push('>');
-                                }
-                                None => text.push_str(&v.value),
-                            }
-                        }
+        match &*self.action {
+            SiteAction::Snapshot { .. } | SiteAction::Logpoint { .. } => {
+                let capture = Capture {
+                    tid,
+                    time,
+                    pc,
+                    cfa,
+                    regs: regs.clone(),
+                };
+                let item = match hit.memory {
+                    // A kernel copy stays valid: render it when it is read.
+                    HitMemory::Captured(copy) => {
+                        let site = SiteRendering {
+                            image: self.image.clone(),
+                            action: self.action.clone(),
+                            redaction: self.redaction.clone(),
+                        };
+                        let copy = copy.clone();
+                        StoredBody::Pending(Box::new(move || {
+                            site.render(&capture, &HitMemorySource(HitMemory::Captured(&copy)))
+                        }))
                     }
-                }
-                probe.record(
-                    |seq| json!({"seq": seq, "time": rfc3339(time), "tid": tid, "text": text}),
-                    last,
-                );
+                    // Live memory changes once the thread goes on: render now.
+                    HitMemory::Live(_) => {
+                        let site = SiteRendering {
+                            image: self.image.clone(),
+                            action: self.action.clone(),
+                            redaction: self.redaction.clone(),
+                        };
+                        StoredBody::Ready(site.render(&capture, &memory))
+                    }
+                };
+                probe.record(item, last);
             }
             SiteAction::Count => {
                 lock(&probe.summary).add_count();
@@ -713,6 +700,90 @@ impl HitHandler for SiteHandler {
 
     fn on_lost(&mut self, count: u64) {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+/// What a hit left to render an item from, besides memory.
+struct Capture {
+    tid: i32,
+    time: SystemTime,
+    pc: RuntimeAddr,
+    cfa: Option<u64>,
+    regs: Registers,
+}
+
+/// What rendering a site's snapshot or logpoint needs.
+struct SiteRendering {
+    image: Arc<ProcessImage>,
+    action: Arc<SiteAction>,
+    redaction: Redaction,
+}
+
+impl SiteRendering {
+    /// The item of a snapshot or logpoint hit (without `seq`).
+    fn render(&self, hit: &Capture, memory: &dyn MemorySource) -> serde_json::Value {
+        let ctx = FrameContext {
+            image: &self.image,
+            pc: hit.pc,
+            regs: &hit.regs,
+            cfa: hit.cfa,
+            is_caller: false,
+            memory,
+            inline_depth: 0,
+        };
+        let time = rfc3339(hit.time);
+        match &*self.action {
+            SiteAction::Snapshot {
+                frames,
+                expressions,
+                limits,
+            } => {
+                let captured_frames = capture_frames(
+                    &self.image,
+                    &hit.regs,
+                    memory,
+                    *frames,
+                    limits,
+                    &self.redaction,
+                );
+                let exprs: Vec<Value> = expressions
+                    .iter()
+                    .map(|(text, e)| {
+                        let mut v = eval::evaluate(e, &ctx, limits, &self.redaction);
+                        v.name = text.clone();
+                        v
+                    })
+                    .collect();
+                json!({
+                    "time": time,
+                    "tid": hit.tid,
+                    "frames": captured_frames,
+                    "expressions": exprs,
+                })
+            }
+            SiteAction::Logpoint { parts } => {
+                let limits = logpoint_limits();
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        TemplatePart::Text(t) => text.push_str(t),
+                        TemplatePart::Expr(_, e) => {
+                            let v = eval::evaluate(e, &ctx, &limits, &self.redaction);
+                            match &v.unavailable {
+                                Some(why) => {
+                                    text.push('<');
+                                    text.push_str(why);
+                                    text.push('>');
+                                }
+                                None => text.push_str(&v.value),
+                            }
+                        }
+                    }
+                }
+                json!({"time": time, "tid": hit.tid, "text": text})
+            }
+            _ => json!({"time": time, "tid": hit.tid}),
+        }
     }
 }
 

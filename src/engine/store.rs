@@ -17,10 +17,43 @@ pub struct StoredItem {
     pub body: Json,
 }
 
+/// Renders a stored capture into the item clients see (without `seq`).
+pub type Render = Box<dyn FnOnce() -> Json + Send>;
+
+/// An item as kept: rendered, or a capture rendered when first read (most
+/// items of a hot probe are pushed out before anyone reads them, so
+/// rendering them all would be wasted work).
+enum Body {
+    Ready(Json),
+    Pending(Render),
+}
+
+struct Entry {
+    seq: u64,
+    body: Body,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.body {
+            Body::Ready(_) => "ready",
+            Body::Pending(_) => "pending",
+        };
+        write!(f, "Entry {{ seq: {}, {state} }}", self.seq)
+    }
+}
+
+fn with_seq(mut body: Json, seq: u64) -> Json {
+    if let Some(object) = body.as_object_mut() {
+        object.insert("seq".into(), Json::from(seq));
+    }
+    body
+}
+
 /// A ring of the newest results of one probe.
 #[derive(Debug)]
 pub struct ResultStore {
-    items: VecDeque<StoredItem>,
+    items: VecDeque<Entry>,
     capacity: usize,
     next_seq: u64,
     dropped: u64,
@@ -37,29 +70,45 @@ impl ResultStore {
         }
     }
 
-    /// Adds an item built from its sequence number; drops the oldest when full.
-    pub fn push_with(&mut self, make: impl FnOnce(u64) -> Json) -> u64 {
+    fn push(&mut self, body: Body) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.items.len() == self.capacity {
             self.items.pop_front();
             self.dropped += 1;
         }
-        self.items.push_back(StoredItem {
-            seq,
-            body: make(seq),
-        });
+        self.items.push_back(Entry { seq, body });
         seq
     }
 
-    /// Items with `seq > after`, at most `limit`, oldest first.
-    pub fn after(&self, after: u64, limit: usize) -> Vec<StoredItem> {
-        self.items
-            .iter()
-            .filter(|i| i.seq > after)
-            .take(limit)
-            .cloned()
-            .collect()
+    /// Adds a rendered item (its `seq` field is set here); drops the oldest
+    /// when full.
+    pub fn push_ready(&mut self, body: Json) -> u64 {
+        self.push(Body::Ready(body))
+    }
+
+    /// Adds a capture to be rendered when first read.
+    pub fn push_pending(&mut self, render: Render) -> u64 {
+        self.push(Body::Pending(render))
+    }
+
+    /// Items with `seq > after`, at most `limit`, oldest first (rendering
+    /// those not rendered yet).
+    pub fn after(&mut self, after: u64, limit: usize) -> Vec<StoredItem> {
+        let mut out = Vec::new();
+        for entry in self.items.iter_mut().filter(|i| i.seq > after).take(limit) {
+            let body = match std::mem::replace(&mut entry.body, Body::Ready(Json::Null)) {
+                Body::Ready(json) => json,
+                Body::Pending(render) => with_seq(render(), entry.seq),
+            };
+            let body = with_seq(body, entry.seq);
+            entry.body = Body::Ready(body.clone());
+            out.push(StoredItem {
+                seq: entry.seq,
+                body,
+            });
+        }
+        out
     }
 
     /// Highest sequence number given out so far (0 when none).
@@ -209,12 +258,19 @@ mod tests {
     fn store_drops_oldest_and_counts_them() {
         let mut s = ResultStore::new(3);
         for i in 0..5 {
-            s.push_with(|seq| serde_json::json!({"seq": seq, "i": i}));
+            if i % 2 == 0 {
+                s.push_ready(serde_json::json!({"i": i}));
+            } else {
+                s.push_pending(Box::new(move || serde_json::json!({"i": i})));
+            }
         }
         assert_eq!(s.dropped(), 2);
         assert_eq!(s.oldest_seq(), Some(3));
         let after = s.after(3, 10);
         assert_eq!(after.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![4, 5]);
+        // Pending items are rendered when read, with their seq, and stay so.
+        assert_eq!(after[0].body, serde_json::json!({"seq": 4, "i": 3}));
+        assert_eq!(s.after(3, 1)[0].body, serde_json::json!({"seq": 4, "i": 3}));
         assert_eq!(s.after(0, 1).len(), 1);
         assert_eq!(s.last_seq(), 5);
     }

@@ -56,6 +56,9 @@ const DETACH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest sleep without a doorbell ring: a safety net, should SIGCHLD be
 /// ignored or stolen by code outside our control.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// Longest the tracer polls for the stop of a thread it interrupted for a
+/// capture before it goes to sleep (see `spin_for_capture_stops`).
+const CAPTURE_SPIN: Duration = Duration::from_micros(200);
 /// The x86-64 System V red zone below `rsp`, where leaf functions keep data.
 const RED_ZONE: u64 = 128;
 
@@ -347,9 +350,31 @@ impl TracerLoop {
                     return false;
                 }
             }
+            if self.spin_for_capture_stops() {
+                return true;
+            }
             self.sleep(now);
         }
         true
+    }
+
+    /// While a capture waits for a thread it interrupted, reap for a short
+    /// while instead of sleeping: the stop usually comes within tens of µs,
+    /// and going to sleep and being woken by SIGCHLD would add a cross-CPU
+    /// wake-up to the time the thread is held and the caller waits. True
+    /// when an event came.
+    fn spin_for_capture_stops(&mut self) -> bool {
+        if !self.captures.values().any(|op| !op.waiting.is_empty()) {
+            return false;
+        }
+        let started = Instant::now();
+        while started.elapsed() < CAPTURE_SPIN {
+            if self.reap_events() > 0 {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
     }
 
     fn sleep(&self, now: Instant) {

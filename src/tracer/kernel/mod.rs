@@ -127,7 +127,7 @@ pub(crate) fn read_layout(plan: &CapturePlan) -> ReadLayout {
 
 /// Memory as the kernel copied it at a hit: the planned reads that
 /// succeeded. Anything else was not captured.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CapturedMemory {
     ranges: Vec<(u64, Vec<u8>)>,
 }
