@@ -514,13 +514,15 @@ impl SiteHandler {
         let pc = RuntimeAddr(hit.address);
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
+        // A kernel copy is rendered later, and finds its CFA then.
+        let renders_now = matches!(hit.memory, HitMemory::Live(_));
         let reads_frame = self.condition.is_some()
-            || matches!(
-                *self.action,
-                SiteAction::Snapshot { .. }
-                    | SiteAction::Logpoint { .. }
-                    | SiteAction::Histogram(_)
-            );
+            || matches!(*self.action, SiteAction::Histogram(_))
+            || (renders_now
+                && matches!(
+                    *self.action,
+                    SiteAction::Snapshot { .. } | SiteAction::Logpoint { .. }
+                ));
         let cfa = if reads_frame {
             self.image
                 .unwind(&regs, &memory, 1)
@@ -722,11 +724,17 @@ struct SiteRendering {
 impl SiteRendering {
     /// The item of a snapshot or logpoint hit (without `seq`).
     fn render(&self, hit: &Capture, memory: &dyn MemorySource) -> serde_json::Value {
+        let cfa = hit.cfa.or_else(|| {
+            self.image
+                .unwind(&hit.regs, memory, 1)
+                .first()
+                .and_then(|f| f.cfa)
+        });
         let ctx = FrameContext {
             image: &self.image,
             pc: hit.pc,
             regs: &hit.regs,
-            cfa: hit.cfa,
+            cfa,
             is_caller: false,
             memory,
             inline_depth: 0,
