@@ -670,9 +670,10 @@ Cells are median (min–max) over the repetitions.
   snapshot have `max_hits` = calls; the store keeps the newest 100 items.
   - `uprobe`: a kernel uprobe runs the BPF capture program liveprobe generated for the probe
     (registers plus the planned stack reads into a ring buffer); the thread is not stopped.
-    liveprobe decodes and renders each record afterwards on its tracer thread, so
-    `mean_handler_us` is its own work per hit, not time the target waited; `list_probes`
-    answers after every record so far has been handled, so hits are complete.
+    liveprobe's tracer thread takes each record afterwards (condition, count, store;
+    snapshots and logpoints are rendered when a client reads them), so `mean_handler_us`
+    is its own work per hit, not time the target waited; `list_probes` answers after
+    every record so far has been handled, so hits are complete.
   - `ptrace`: an `int3` the tracer handles; `mean_handler_us` is the time its handler held
     the thread, part of the overhead per hit (the rest is the trap, the tracer's wake-up and
     the out-of-line resume).
