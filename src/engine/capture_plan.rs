@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, RuntimeAddr};
 use crate::eval::{self, FrameContext};
-use crate::tracer::{CaptureBase, CapturePlan, CaptureRead, MAX_READS};
+use crate::tracer::{CaptureBase, CapturePlan, CaptureRead, MAX_READS, user_regs_from_slots};
 use crate::value::{Limits, Redaction};
 
 use super::frames::registers_from;
@@ -195,34 +195,11 @@ pub fn plan_site(
                 .into(),
         );
     }
-    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
-    let mut marked: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    let fields: [&mut u64; 21] = [
-        &mut marked.r15,
-        &mut marked.r14,
-        &mut marked.r13,
-        &mut marked.r12,
-        &mut marked.rbp,
-        &mut marked.rbx,
-        &mut marked.r11,
-        &mut marked.r10,
-        &mut marked.r9,
-        &mut marked.r8,
-        &mut marked.rax,
-        &mut marked.rcx,
-        &mut marked.rdx,
-        &mut marked.rsi,
-        &mut marked.rdi,
-        &mut marked.orig_rax,
-        &mut marked.rip,
-        &mut marked.cs,
-        &mut marked.eflags,
-        &mut marked.rsp,
-        &mut marked.ss,
-    ];
-    for (slot, field) in fields.into_iter().enumerate() {
-        *field = register_marker(slot as u64);
+    let mut markers = [0u64; CAPTURED_REGISTERS as usize];
+    for (slot, marker) in markers.iter_mut().enumerate() {
+        *marker = register_marker(slot as u64);
     }
+    let mut marked = user_regs_from_slots(&markers);
     marked.rip = address.0;
     let regs = registers_from(&marked, None);
     let memory = PlanningMemory {

@@ -78,7 +78,10 @@ pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
-pub use kernel::{CaptureBase, CapturePlan, CaptureRead, CapturedMemory, MAX_READS, RegisterSlot};
+pub use kernel::{
+    CaptureBase, CapturePlan, CaptureRead, CapturedMemory, MAX_READS, RegisterSlot,
+    user_regs_from_slots,
+};
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
 

@@ -93,6 +93,40 @@ pub struct CapturePlan {
     pub reads: Vec<CaptureRead>,
 }
 
+/// Registers from their values in `pt_regs` order (`RegisterSlot`s 0..21,
+/// the first 21 fields of `user_regs_struct`); the others are zero.
+pub fn user_regs_from_slots(values: &[u64; 21]) -> libc::user_regs_struct {
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    let slots: [&mut u64; 21] = [
+        &mut regs.r15,
+        &mut regs.r14,
+        &mut regs.r13,
+        &mut regs.r12,
+        &mut regs.rbp,
+        &mut regs.rbx,
+        &mut regs.r11,
+        &mut regs.r10,
+        &mut regs.r9,
+        &mut regs.r8,
+        &mut regs.rax,
+        &mut regs.rcx,
+        &mut regs.rdx,
+        &mut regs.rsi,
+        &mut regs.rdi,
+        &mut regs.orig_rax,
+        &mut regs.rip,
+        &mut regs.cs,
+        &mut regs.eflags,
+        &mut regs.rsp,
+        &mut regs.ss,
+    ];
+    for (slot, value) in slots.into_iter().zip(values) {
+        *slot = *value;
+    }
+    regs
+}
+
 /// Where a read's address, status and data sit in a record.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadSlot {
@@ -171,35 +205,11 @@ pub(crate) fn decode_record(record: &[u8], plan: &CapturePlan) -> Option<KernelH
     let pid_tgid = word(record, 8)?;
     let monotonic_ns = word(record, 16)?;
     let regs = if plan.registers {
-        // SAFETY: user_regs_struct is plain integers; all-zero is valid.
-        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-        let slots: [&mut u64; 21] = [
-            &mut regs.r15,
-            &mut regs.r14,
-            &mut regs.r13,
-            &mut regs.r12,
-            &mut regs.rbp,
-            &mut regs.rbx,
-            &mut regs.r11,
-            &mut regs.r10,
-            &mut regs.r9,
-            &mut regs.r8,
-            &mut regs.rax,
-            &mut regs.rcx,
-            &mut regs.rdx,
-            &mut regs.rsi,
-            &mut regs.rdi,
-            &mut regs.orig_rax,
-            &mut regs.rip,
-            &mut regs.cs,
-            &mut regs.eflags,
-            &mut regs.rsp,
-            &mut regs.ss,
-        ];
-        for (i, slot) in slots.into_iter().enumerate() {
-            *slot = word(record, RECORD_HEADER + i * 8)?;
+        let mut values = [0u64; 21];
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = word(record, RECORD_HEADER + i * 8)?;
         }
-        Some(regs)
+        Some(user_regs_from_slots(&values))
     } else {
         None
     };
