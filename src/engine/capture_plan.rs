@@ -217,32 +217,59 @@ pub fn plan_site(
         memory: &memory,
         inline_depth: 0,
     };
-    if let Some(condition) = condition {
-        let _ = eval::exercise_condition(condition, &ctx);
-    }
-    match action {
-        SiteAction::Snapshot {
-            frames,
-            expressions,
-            limits,
-        } => {
-            capture_frames(image, &regs, &memory, *frames, limits, redaction);
-            for (_, e) in expressions {
-                eval::evaluate(e, &ctx, limits, redaction);
+    // Reads at addresses computed from data cannot be planned: refuse them
+    // up front (the dry run below could not tell them from field offsets).
+    let expressions: Vec<&eval::CompiledExpr> = condition
+        .into_iter()
+        .chain(match action {
+            SiteAction::Snapshot { expressions, .. } => {
+                expressions.iter().map(|(_, e)| e).collect()
             }
+            SiteAction::Logpoint { parts } => parts
+                .iter()
+                .filter_map(|p| match p {
+                    TemplatePart::Expr(_, e) => Some(&**e),
+                    TemplatePart::Text(_) => None,
+                })
+                .collect(),
+            SiteAction::Histogram(e) => vec![&**e],
+            _ => Vec::new(),
+        })
+        .collect();
+    if let Some(why) = expressions.iter().find_map(|e| e.data_dependent_address()) {
+        return Err(why);
+    }
+    let ((), refused) = crate::value::planning::plan(|| {
+        if let Some(condition) = condition {
+            let _ = eval::exercise_condition(condition, &ctx);
         }
-        SiteAction::Logpoint { parts } => {
-            let limits: Limits = logpoint_limits();
-            for part in parts {
-                if let TemplatePart::Expr(_, e) = part {
-                    eval::evaluate(e, &ctx, &limits, redaction);
+        match action {
+            SiteAction::Snapshot {
+                frames,
+                expressions,
+                limits,
+            } => {
+                capture_frames(image, &regs, &memory, *frames, limits, redaction);
+                for (_, e) in expressions {
+                    eval::evaluate(e, &ctx, limits, redaction);
                 }
             }
+            SiteAction::Logpoint { parts } => {
+                let limits: Limits = logpoint_limits();
+                for part in parts {
+                    if let TemplatePart::Expr(_, e) = part {
+                        eval::evaluate(e, &ctx, &limits, redaction);
+                    }
+                }
+            }
+            SiteAction::Histogram(e) => {
+                let _ = eval::evaluate_number(e, &ctx);
+            }
+            SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
         }
-        SiteAction::Histogram(e) => {
-            let _ = eval::evaluate_number(e, &ctx);
-        }
-        SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
+    });
+    if let Some(why) = refused {
+        return Err(why);
     }
     let total = memory.total_bytes();
     if let Some(why) = memory.refused.into_inner() {

@@ -702,6 +702,18 @@ impl HitHandler for SiteHandler {
 
     fn on_lost(&mut self, count: u64) {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
+        // A lost hit cost the target its trap and program all the same.
+        let cost = KERNEL_HIT_COST.saturating_mul(count.min(u32::MAX as u64) as u32);
+        if self.probe.charge(Duration::ZERO, cost) {
+            self.probe.finish(
+                ProbeState::Throttled,
+                Some(format!(
+                    "spent more than {} ms per second of target threads' time in uprobe hits ({} hits lost: liveprobe fell behind); narrow it with a condition, or use a count metric",
+                    self.probe.budget_per_second.as_millis(),
+                    self.probe.lost.load(Ordering::Relaxed)
+                )),
+            );
+        }
     }
 }
 

@@ -184,6 +184,18 @@ impl CompiledExpr {
         self.names.iter().any(|name| redaction.is_secret(name))
     }
 
+    /// Why the expression reads memory at an address only a hit can tell
+    /// (an index or pointer offset read from the target), if it does: such
+    /// reads cannot be planned for a kernel-side capture.
+    pub fn data_dependent_address(&self) -> Option<String> {
+        plan::reads_data_dependent_address(&self.plan).then(|| {
+            format!(
+                "`{}` reads at an address computed from the target's data (an index or pointer offset that is not a constant)",
+                self.source
+            )
+        })
+    }
+
     /// The first name the expression reads whose name looks secret, if any:
     /// the engine refuses such conditions, which would leak a bit per hit.
     pub fn secret_name(&self, redaction: &Redaction) -> Option<&str> {

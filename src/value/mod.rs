@@ -15,6 +15,7 @@
 mod decode;
 pub mod layout;
 mod memory;
+pub mod planning;
 mod printers;
 mod redact;
 mod render;

@@ -448,6 +448,11 @@ fn vec_deque(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a VecDeque (where its items are depends on its head)".into(),
+        );
+    }
     let module = decoder.module();
     let (head_offset, _) = layout::member(decoder.types(), module, key, "head")?;
     let (len_offset, _) = layout::member(decoder.types(), module, key, "len")?;
@@ -595,6 +600,12 @@ fn hash_table(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a hash table (which buckets to read depends on its control bytes)"
+                .into(),
+        );
+    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("HashSet<");
     let (raw_offset, raw_table) = layout::hashbrown_raw_table(decoder.types(), module, key)?;
@@ -752,6 +763,11 @@ fn btree(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a B-tree map (its shape decides what to read)".into(),
+        );
+    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("BTreeSet<");
     let (map_offset, map_type) = if is_set {
@@ -1160,6 +1176,11 @@ fn rb_tree(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a std::map/std::set tree (its shape decides what to read)".into(),
+        );
+    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("set<") || ty.short_name.starts_with("multiset<");
     let (tree_offset, tree_type) = layout::member_path(decoder.types(), module, key, &["_M_t"])?;

@@ -21,6 +21,8 @@ use super::hits::call_on_end;
 /// Records handled per loop turn, so ptrace events are not starved by a
 /// flood of hits.
 const RECORDS_PER_TURN: usize = 4096;
+/// Longest a flush before an answer works through waiting records.
+const FLUSH_LIMIT: Duration = Duration::from_millis(250);
 /// How often the lost-record counters are read.
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -182,14 +184,25 @@ impl TracerLoop {
         self.check_kernel_losses();
     }
 
-    /// Handles every record committed so far (bounded, so a flood cannot
-    /// keep the tracer thread here).
+    /// Handles every record committed before this call: an answer about
+    /// probes then includes every hit before it. Records that arrive
+    /// meanwhile wait for the next turn, and the flush gives up after
+    /// `FLUSH_LIMIT`, so a hit storm cannot hold an answer back.
     pub(super) fn flush_kernel_hits(&mut self) {
-        for _ in 0..64 {
+        let started = Instant::now();
+        let Some(target) = self
+            .kernel
+            .probes
+            .as_ref()
+            .map(|p| p.ring.producer_position())
+        else {
+            return;
+        };
+        while started.elapsed() < FLUSH_LIMIT {
             let Some(probes) = self.kernel.probes.as_ref() else {
                 return;
             };
-            if probes.ring.is_empty() {
+            if probes.ring.consumed_up_to(target) || probes.ring.is_empty() {
                 break;
             }
             self.drain_kernel_hits();

@@ -94,6 +94,17 @@ impl RingBuffer {
         self.consumer_pos().load(Ordering::Acquire) >= self.producer_pos().load(Ordering::Acquire)
     }
 
+    /// Where the producer is now: records before it are committed or
+    /// being written.
+    pub fn producer_position(&self) -> u64 {
+        self.producer_pos().load(Ordering::Acquire)
+    }
+
+    /// True once every record before `position` has been consumed.
+    pub fn consumed_up_to(&self, position: u64) -> bool {
+        self.consumer_pos().load(Ordering::Acquire) >= position
+    }
+
     /// Calls `each` with every committed record, oldest first, and releases
     /// them to the kernel; stops after `limit` records. Returns how many
     /// were read.
