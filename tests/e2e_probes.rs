@@ -43,6 +43,34 @@ fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
     .ok()
 }
 
+/// Calls a set_* tool with `"engine": engine` and checks that the answer
+/// says the probe uses that engine (for "auto", only that it names one).
+fn set_with(c: &mut McpClient, tool: &str, mut args: Value, engine: &str) -> Value {
+    args["engine"] = json!(engine);
+    let set = c.call(tool, args.clone()).ok();
+    if engine == "auto" {
+        assert!(
+            set["engine"] == "uprobe" || set["engine"] == "ptrace",
+            "{tool} {args}: {set}"
+        );
+    } else {
+        assert_eq!(set["engine"], engine, "{tool} {args}: {set}");
+    }
+    set
+}
+
+/// The list_probes row of probe `id`.
+fn row_of(c: &mut McpClient, id: &Value) -> Value {
+    let listed = c.call("list_probes", json!({})).ok();
+    listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["probe_id"] == *id)
+        .unwrap_or_else(|| panic!("probe {id} not listed: {listed}"))
+        .clone()
+}
+
 /// The byte at `addr` in the target, read from /proc/PID/mem.
 fn byte_at(pid: i32, addr: &str) -> u8 {
     use std::io::{Read, Seek, SeekFrom};
@@ -54,16 +82,15 @@ fn byte_at(pid: i32, addr: &str) -> u8 {
     b[0]
 }
 
-#[test]
-fn a_count_metric_on_four_threads_loses_no_hit() {
+fn a_count_metric_on_four_threads_loses_no_hit(engine: &str) {
     let expected = unprobed_checksum(100_000);
     let (mut fx, mut c) = attached();
-    let set = c
-        .call(
-            "set_metric",
-            json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
-        )
-        .ok();
+    let set = set_with(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        engine,
+    );
     let id = set["probe_id"].clone();
     let addr = set["resolved"][0]["address"]
         .as_str()
@@ -75,6 +102,9 @@ fn a_count_metric_on_four_threads_loses_no_hit() {
     let r = results(&mut c, &id, 0, 0);
     assert_eq!(r["items"][0]["count"], json!(400_000), "{r}");
     assert_eq!(r["state"], "armed");
+    let row = row_of(&mut c, &id);
+    assert_eq!(row["engine"], engine, "{row}");
+    assert!(row.get("lost").is_none(), "no hit lost: {row}");
     let removed = c.call("remove_probe", json!({"probe_id": id})).ok();
     assert_eq!(removed["hits"], json!(400_000));
     assert_ne!(
@@ -89,20 +119,29 @@ fn a_count_metric_on_four_threads_loses_no_hit() {
 }
 
 #[test]
-fn snapshots_carry_the_hitting_threads_values() {
+fn a_count_metric_on_four_threads_loses_no_hit_uprobe() {
+    a_count_metric_on_four_threads_loses_no_hit("uprobe");
+}
+
+#[test]
+fn a_count_metric_on_four_threads_loses_no_hit_ptrace() {
+    a_count_metric_on_four_threads_loses_no_hit("ptrace");
+}
+
+fn snapshots_carry_the_hitting_threads_values(engine: &str) {
     let (mut fx, mut c) = attached();
-    let set = c
-        .call(
-            "set_snapshot",
-            json!({
-                "pid": fx.pid,
-                "location": "process_order",
-                "max_hits": 40,
-                "expressions": ["o->amount", "o->n_items", "o->items[0].price", "o->items[1].price",
-                                "o->items[2].price", "o->items[3].price", "o->id", "worker", "o->customer"]
-            }),
-        )
-        .ok();
+    let set = set_with(
+        &mut c,
+        "set_snapshot",
+        json!({
+            "pid": fx.pid,
+            "location": "process_order",
+            "max_hits": 40,
+            "expressions": ["o->amount", "o->n_items", "o->items[0].price", "o->items[1].price",
+                            "o->items[2].price", "o->items[3].price", "o->id", "worker", "o->customer"]
+        }),
+        engine,
+    );
     let id = set["probe_id"].clone();
     assert_eq!(set["resolved"][0]["function"], "process_order");
     fx.send("run 1000");
@@ -150,23 +189,32 @@ fn snapshots_carry_the_hitting_threads_values() {
 }
 
 #[test]
-fn logpoints_render_like_evaluate_and_conditions_filter() {
+fn snapshots_carry_the_hitting_threads_values_uprobe() {
+    snapshots_carry_the_hitting_threads_values("uprobe");
+}
+
+#[test]
+fn snapshots_carry_the_hitting_threads_values_ptrace() {
+    snapshots_carry_the_hitting_threads_values("ptrace");
+}
+
+fn logpoints_render_like_evaluate_and_conditions_filter(engine: &str) {
     let (mut fx, mut c) = attached();
     let loc = format!("orders.c:{}", line_of("uint64_t h = (uint64_t)o->id * 31u"));
-    let log = c
-        .call(
-            "set_logpoint",
-            json!({"pid": fx.pid, "location": loc, "condition": "worker == 2 && o->id % 100 == 7",
-                   "message": "order {o->id} worker={worker} amount={o->amount} who={o->customer}"}),
-        )
-        .ok();
-    let snap = c
-        .call(
-            "set_snapshot",
-            json!({"pid": fx.pid, "location": loc, "condition": "worker == 2 && o->id % 100 == 7",
-                   "max_hits": 3, "expressions": ["o->id", "worker", "o->amount", "o->customer"]}),
-        )
-        .ok();
+    let log = set_with(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": loc, "condition": "worker == 2 && o->id % 100 == 7",
+               "message": "order {o->id} worker={worker} amount={o->amount} who={o->customer}"}),
+        engine,
+    );
+    let snap = set_with(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": loc, "condition": "worker == 2 && o->id % 100 == 7",
+               "max_hits": 3, "expressions": ["o->id", "worker", "o->amount", "o->customer"]}),
+        engine,
+    );
     fx.send("run 1000");
     fx.expect_line("checksum");
     let logs = results(&mut c, &log["probe_id"], 0, 5000);
@@ -213,8 +261,19 @@ fn logpoints_render_like_evaluate_and_conditions_filter() {
         .clone();
     assert_eq!(row["hits"], json!(10));
     assert_eq!(row["filtered"], json!(4000 - 10));
+    assert_eq!(row["engine"], engine, "{row}");
     fx.send("quit");
     fx.wait_exit();
+}
+
+#[test]
+fn logpoints_render_like_evaluate_and_conditions_filter_uprobe() {
+    logpoints_render_like_evaluate_and_conditions_filter("uprobe");
+}
+
+#[test]
+fn logpoints_render_like_evaluate_and_conditions_filter_ptrace() {
+    logpoints_render_like_evaluate_and_conditions_filter("ptrace");
 }
 
 #[test]
@@ -250,15 +309,14 @@ fn get_probe_results_long_polls_until_traffic_passes() {
     fx.wait_exit();
 }
 
-#[test]
-fn fork_spawn_thread_churn_and_exec_while_probed() {
+fn fork_spawn_thread_churn_and_exec_while_probed(engine: &str) {
     let (mut fx, mut c) = attached();
-    let set = c
-        .call(
-            "set_metric",
-            json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
-        )
-        .ok();
+    let set = set_with(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        engine,
+    );
     let id = set["probe_id"].clone();
     fx.send("fork");
     assert_eq!(fx.expect_line("child"), "child exited 0");
@@ -277,6 +335,16 @@ fn fork_spawn_thread_churn_and_exec_while_probed() {
     let r = results(&mut c, &id, 0, 10_000);
     assert_eq!(r["state"], "target_exited", "{r}");
     assert!(r["reason"].as_str().expect("reason").contains("exec"));
+}
+
+#[test]
+fn fork_spawn_thread_churn_and_exec_while_probed_uprobe() {
+    fork_spawn_thread_churn_and_exec_while_probed("uprobe");
+}
+
+#[test]
+fn fork_spawn_thread_churn_and_exec_while_probed_ptrace() {
+    fork_spawn_thread_churn_and_exec_while_probed("ptrace");
 }
 
 #[test]
@@ -421,16 +489,16 @@ fn bad_probe_requests_get_clear_errors() {
     assert!(err.contains("attach"), "{err}");
 }
 
-fn stop_liveprobe_mid_storm(how: &str) {
+fn stop_liveprobe_mid_storm(how: &str, engine: &str) {
     let n = 300_000;
     let expected = unprobed_checksum(n);
     let (mut fx, mut c) = attached();
-    let set = c
-        .call(
-            "set_metric",
-            json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
-        )
-        .ok();
+    let set = set_with(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        engine,
+    );
     let addr = set["resolved"][0]["address"]
         .as_str()
         .expect("address")
@@ -474,23 +542,28 @@ fn stop_liveprobe_mid_storm(how: &str) {
 }
 
 #[test]
-fn sigterm_mid_storm_leaves_the_target_clean() {
-    stop_liveprobe_mid_storm("TERM");
+fn sigterm_mid_storm_leaves_the_target_clean_uprobe() {
+    stop_liveprobe_mid_storm("TERM", "uprobe");
+}
+
+#[test]
+fn sigterm_mid_storm_leaves_the_target_clean_ptrace() {
+    stop_liveprobe_mid_storm("TERM", "ptrace");
 }
 
 #[test]
 fn sigint_mid_storm_leaves_the_target_clean() {
-    stop_liveprobe_mid_storm("INT");
+    stop_liveprobe_mid_storm("INT", "auto");
 }
 
 #[test]
 fn sighup_mid_storm_leaves_the_target_clean() {
-    stop_liveprobe_mid_storm("HUP");
+    stop_liveprobe_mid_storm("HUP", "auto");
 }
 
 #[test]
 fn closing_stdin_mid_storm_leaves_the_target_clean() {
-    stop_liveprobe_mid_storm("stdin");
+    stop_liveprobe_mid_storm("stdin", "auto");
 }
 
 #[test]
@@ -559,15 +632,14 @@ fn subscribers_hear_of_new_results() {
     assert!(bad.get("error").is_some(), "{bad}");
 }
 
-#[test]
-fn durations_to_the_function_return_and_to_an_end_location() {
+fn durations_to_the_function_return_and_to_an_end_location(engine: &str) {
     let (mut fx, mut c) = attached();
-    let to_return = c
-        .call(
-            "set_metric",
-            json!({"pid": fx.pid, "location": "process_order", "kind": "duration"}),
-        )
-        .ok();
+    let to_return = set_with(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "duration"}),
+        engine,
+    );
     assert!(
         !to_return["end_resolved"]
             .as_array()
@@ -577,13 +649,13 @@ fn durations_to_the_function_return_and_to_an_end_location() {
     );
     let start = line_of("make_order(&o, base + i, worker);");
     let end = line_of("sum += process_order(&o, worker);");
-    let span = c
-        .call(
-            "set_metric",
-            json!({"pid": fx.pid, "location": format!("orders.c:{start}"), "kind": "duration",
-                   "end_location": format!("orders.c:{end}")}),
-        )
-        .ok();
+    let span = set_with(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": format!("orders.c:{start}"), "kind": "duration",
+               "end_location": format!("orders.c:{end}")}),
+        engine,
+    );
     fx.send("run 250");
     fx.expect_line("checksum");
     for id in [&to_return["probe_id"], &span["probe_id"]] {
@@ -595,6 +667,16 @@ fn durations_to_the_function_return_and_to_an_end_location() {
     }
     fx.send("quit");
     fx.wait_exit();
+}
+
+#[test]
+fn durations_to_the_function_return_and_to_an_end_location_uprobe() {
+    durations_to_the_function_return_and_to_an_end_location("uprobe");
+}
+
+#[test]
+fn durations_to_the_function_return_and_to_an_end_location_ptrace() {
+    durations_to_the_function_return_and_to_an_end_location("ptrace");
 }
 
 #[test]
