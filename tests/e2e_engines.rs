@@ -1,0 +1,712 @@
+//! End-to-end tests of the two probe engines (kernel uprobe + BPF capture,
+//! and ptrace breakpoints) through a real MCP session with the real binary:
+//! what survives a SIGKILL of liveprobe, when `auto` falls back to ptrace and
+//! says why, dry runs, both engines in one function, the server's
+//! `--probe-engine` default, and conditions evaluated on captured memory.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn orders() -> std::path::PathBuf {
+    build_fixture("probes/orders.c", "probes_orders", &["-O0"])
+}
+
+fn storm() -> std::path::PathBuf {
+    build_fixture("probes/storm.c", "probes_storm", &["-O0"])
+}
+
+fn line_of(needle: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture_src("probes/orders.c")).expect("source");
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in orders.c"))
+}
+
+/// `orders.c:N` of the line containing `needle`.
+fn at_line(needle: &str) -> String {
+    format!("orders.c:{}", line_of(needle))
+}
+
+fn attached(exe: &std::path::Path) -> (Fixture, McpClient) {
+    let fx = Fixture::start(exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    (fx, c)
+}
+
+fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
+    c.call(
+        "get_probe_results",
+        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms}),
+    )
+    .ok()
+}
+
+/// Calls a set_* tool with `"engine": engine` (none when `None`).
+fn set(c: &mut McpClient, tool: &str, mut args: Value, engine: Option<&str>) -> Value {
+    if let Some(engine) = engine {
+        args["engine"] = json!(engine);
+    }
+    c.call(tool, args).ok()
+}
+
+/// Same, and checks that the answer names `expected` as its engine.
+fn set_expect(
+    c: &mut McpClient,
+    tool: &str,
+    args: Value,
+    engine: Option<&str>,
+    expected: &str,
+) -> Value {
+    let answer = set(c, tool, args.clone(), engine);
+    assert_eq!(answer["engine"], expected, "{tool} {args}: {answer}");
+    answer
+}
+
+/// The list_probes row of probe `id`.
+fn row_of(c: &mut McpClient, id: &Value) -> Value {
+    let listed = c.call("list_probes", json!({})).ok();
+    listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["probe_id"] == *id)
+        .unwrap_or_else(|| panic!("probe {id} not listed: {listed}"))
+        .clone()
+}
+
+fn address_of(answer: &Value) -> String {
+    answer["resolved"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {answer}"))
+        .to_string()
+}
+
+/// The byte at `addr` in the target, read from /proc/PID/mem.
+fn byte_at(pid: i32, addr: &str) -> u8 {
+    use std::io::{Read, Seek, SeekFrom};
+    let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).expect("hex address");
+    let mut f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    f.seek(SeekFrom::Start(addr)).expect("seek");
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).expect("read");
+    b[0]
+}
+
+/// Logpoint texts of a results answer.
+fn texts(r: &Value) -> Vec<String> {
+    r["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["text"].as_str().expect("text").to_string())
+        .collect()
+}
+
+/// `name=value` from a logpoint text, as a number.
+fn field(text: &str, name: &str) -> i64 {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {name}= in {text:?}"))
+}
+
+/// Expression `k` of a snapshot item, as a number (a char's code: `111 'o'`).
+fn expr(item: &Value, k: usize) -> i64 {
+    item["expressions"][k]["value"]
+        .as_str()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("expression {k} is not a number: {item}"))
+}
+
+/// One `run n` of the storm fixture, "go" as soon as every worker spins;
+/// its checksum line.
+fn storm_run(fx: &mut Fixture, n: u64) -> String {
+    fx.send(&format!("run {n}"));
+    fx.expect_line("spinning");
+    fx.send("go");
+    fx.expect_line("checksum")
+}
+
+/// The checksum line of an unprobed `run n` of the storm fixture.
+fn unprobed_storm(n: u64) -> String {
+    let mut fx = Fixture::start(&storm());
+    let line = storm_run(&mut fx, n);
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+    line
+}
+
+/// (a) Uprobes go with liveprobe's descriptors: SIGKILL of liveprobe while
+/// two uprobe probes (a count and a logpoint on the same hot function) are
+/// being hit on four threads leaves the target running, computing the same
+/// results as an unprobed run, with its original code byte back, and it
+/// exits 0. The fixture's workers keep calling the probed function until
+/// the test says "go", so the kill always lands in the middle of the storm.
+#[test]
+fn sigkill_mid_storm_with_uprobe_probes_leaves_the_target_healthy() {
+    let n = 2_000;
+    let expected = unprobed_storm(n);
+    assert!(expected.ends_with(" bad 0"), "{expected}");
+    let (mut fx, mut c) = attached(&storm());
+    let dry = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count", "dry_run": true}),
+        Some("uprobe"),
+        "uprobe",
+    );
+    let addr = address_of(&dry);
+    let original = byte_at(fx.pid, &addr);
+    assert_ne!(original, 0xcc, "no int3 before any probe");
+    let count = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        Some("uprobe"),
+        "uprobe",
+    );
+    let log = set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": "process_order", "max_hits": 10_000_000,
+               "message": "id={o->id} worker={worker}"}),
+        Some("uprobe"),
+        "uprobe",
+    );
+    assert_eq!(address_of(&count), addr);
+    assert_eq!(address_of(&log), addr);
+    assert_eq!(
+        byte_at(fx.pid, &addr),
+        0xcc,
+        "the kernel's int3 is in place"
+    );
+
+    // A first storm shows that both probes record hits. (No call during a
+    // storm: liveprobe answers slowly while it is flooded with records.)
+    assert_eq!(storm_run(&mut fx, n), expected);
+    let counted = results(&mut c, &count["probe_id"], 0, 0);
+    assert!(
+        counted["items"][0]["count"].as_u64().expect("count") > 0,
+        "{counted}"
+    );
+    let row = row_of(&mut c, &log["probe_id"]);
+    assert!(row["hits"].as_u64().expect("hits") > 0, "{row}");
+    assert_eq!(row["state"], "armed", "{row}");
+    assert_eq!(row_of(&mut c, &count["probe_id"])["state"], "armed");
+
+    // The second storm: every worker is calling process_order() in a loop
+    // when liveprobe is killed, and goes on until "go".
+    fx.send(&format!("run {n}"));
+    fx.expect_line("spinning");
+    let server = c.child.id() as i32;
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &server.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = c.child.wait().expect("wait liveprobe");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exit.signal(), Some(9), "{exit:?}");
+
+    // liveprobe is reaped, so its descriptors are closed. The storm is
+    // still going (no "go" yet): the target is neither stopped nor traced,
+    // and its code is as before.
+    assert_eq!(tracer_pid(fx.pid), 0, "no tracer left");
+    assert_eq!(
+        byte_at(fx.pid, &addr),
+        original,
+        "the kernel took its int3 out when liveprobe's descriptors closed"
+    );
+    assert!(
+        matches!(proc_state(fx.pid), Some('R' | 'S')),
+        "{:?}",
+        proc_state(fx.pid)
+    );
+    fx.send("go");
+    assert_eq!(
+        fx.expect_line("checksum"),
+        expected,
+        "same result as unprobed, no wrong result during the storm"
+    );
+    // And it goes on working unprobed.
+    assert_eq!(storm_run(&mut fx, n), expected);
+    fx.send("quit");
+    assert_eq!(fx.expect_line("bye"), "bye");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// (b) Probes whose expressions need `o->customer[worker]`, an address
+/// computed from data (the index is a variable): `auto` (asked for or by
+/// default) uses ptrace and says why, and the values are right; `uprobe` is
+/// refused with what to do instead. The same goes for a condition or a
+/// histogram needing such an address, and for a snapshot of caller frames.
+#[test]
+fn data_dependent_addresses_fall_back_to_ptrace_or_are_refused_for_uprobe() {
+    let (mut fx, mut c) = attached(&orders());
+    let message = "id={o->id} worker={worker} c={o->customer[worker]}";
+    let log = set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": "process_order", "message": message, "max_hits": 100}),
+        Some("auto"),
+        "ptrace",
+    );
+    let note = log["engine_note"]
+        .as_str()
+        .expect("engine_note")
+        .to_string();
+    assert!(
+        note.contains("computed from the target's data"),
+        "says why: {note}"
+    );
+    let row = row_of(&mut c, &log["probe_id"]);
+    assert_eq!(row["engine"], "ptrace", "{row}");
+    assert_eq!(row["engine_note"], note.as_str(), "{row}");
+    let snap = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "max_hits": 5,
+               "expressions": ["o->customer[worker]", "worker"]}),
+        None,
+        "ptrace",
+    );
+    assert!(snap["engine_note"].as_str().is_some(), "{snap}");
+    // The index only in the condition: only carol's [2] is 'r'.
+    let cond = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count",
+               "condition": "o->customer[worker] == 'r'"}),
+        None,
+        "ptrace",
+    );
+    assert!(cond["engine_note"].as_str().is_some(), "{cond}");
+
+    // Engine uprobe: refused, naming the engine and what to use instead.
+    let refusals = [
+        json!({"tool": "set_logpoint", "message": message}),
+        json!({"tool": "set_snapshot", "expressions": ["o->customer[worker]"]}),
+        json!({"tool": "set_metric", "kind": "histogram", "expression": "o->customer[worker]"}),
+        json!({"tool": "set_metric", "kind": "count", "condition": "o->customer[worker] == 'r'"}),
+        json!({"tool": "set_snapshot", "frames": 2}),
+    ];
+    for mut args in refusals {
+        let tool = args["tool"].as_str().expect("tool").to_string();
+        let map = args.as_object_mut().expect("object");
+        map.remove("tool");
+        map.insert("pid".into(), json!(fx.pid));
+        map.insert("location".into(), json!("process_order"));
+        map.insert("engine".into(), json!("uprobe"));
+        let err = c.call(&tool, args.clone()).err();
+        assert!(err.contains("uprobe"), "{tool} {args}: {err}");
+        assert!(err.contains("auto or ptrace"), "{tool} {args}: {err}");
+    }
+    let frames = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "frames": 2}),
+        Some("auto"),
+        "ptrace",
+    );
+    assert!(
+        frames["engine_note"]
+            .as_str()
+            .expect("engine_note")
+            .contains("caller frames"),
+        "{frames}"
+    );
+    let listed = c.call("list_probes", json!({})).ok();
+    assert_eq!(
+        listed["probes"].as_array().expect("probes").len(),
+        4,
+        "refusals armed nothing: {listed}"
+    );
+
+    fx.send("run 3");
+    fx.expect_line("checksum");
+    let names = ["alice", "bob", "carol", "dave"];
+    let nth_letter = |worker: i64| names[worker as usize % 4].as_bytes()[worker as usize] as i64;
+    let logs = texts(&results(&mut c, &log["probe_id"], 0, 5000));
+    assert_eq!(logs.len(), 12, "{logs:?}");
+    for t in &logs {
+        let (id, worker) = (field(t, "id"), field(t, "worker"));
+        assert_eq!(id / 1_000_000, worker, "{t}");
+        assert_eq!(field(t, "c"), nth_letter(worker), "{t}");
+    }
+    let snaps = results(&mut c, &snap["probe_id"], 0, 5000);
+    assert_eq!(snaps["state"], "done", "{snaps}");
+    for item in snaps["items"].as_array().expect("items") {
+        assert_eq!(expr(item, 0), nth_letter(expr(item, 1)), "{item}");
+    }
+    let counted = results(&mut c, &cond["probe_id"], 0, 0);
+    assert_eq!(counted["items"][0]["count"], json!(3), "{counted}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// (c) A dry run says which engine the probe would use, and why not
+/// uprobe when it would not, and arms nothing.
+#[test]
+fn dry_run_reports_the_engine_that_would_be_used() {
+    let (mut fx, mut c) = attached(&orders());
+    let plain = json!({"pid": fx.pid, "location": "process_order", "dry_run": true,
+                       "expressions": ["o->id", "o->customer"]});
+    let indexed = json!({"pid": fx.pid, "location": "process_order", "dry_run": true,
+                         "expressions": ["o->customer[worker]"]});
+    for engine in [None, Some("auto"), Some("uprobe")] {
+        let dry = set_expect(&mut c, "set_snapshot", plain.clone(), engine, "uprobe");
+        assert_eq!(dry["dry_run"], json!(true));
+        assert!(dry.get("engine_note").is_none(), "{engine:?}: {dry}");
+        assert!(dry.get("probe_id").is_none());
+    }
+    let dry = set_expect(
+        &mut c,
+        "set_snapshot",
+        plain.clone(),
+        Some("ptrace"),
+        "ptrace",
+    );
+    assert!(dry.get("engine_note").is_none(), "asked for: {dry}");
+    for engine in [None, Some("auto")] {
+        let dry = set_expect(&mut c, "set_snapshot", indexed.clone(), engine, "ptrace");
+        assert!(
+            dry["engine_note"]
+                .as_str()
+                .expect("engine_note")
+                .contains("computed from the target's data"),
+            "{dry}"
+        );
+    }
+    let mut args = indexed.clone();
+    args["engine"] = json!("uprobe");
+    let err = c.call("set_snapshot", args).err();
+    assert!(
+        err.contains("uprobe") && err.contains("auto or ptrace"),
+        "{err}"
+    );
+    let dry = set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": "process_order", "dry_run": true,
+               "message": "{o->id} {worker}"}),
+        None,
+        "uprobe",
+    );
+    let addr = address_of(&dry);
+    let dry = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "dry_run": true, "kind": "duration"}),
+        None,
+        "uprobe",
+    );
+    assert!(dry["end_resolved"].as_array().is_some(), "{dry}");
+    let listed = c.call("list_probes", json!({})).ok();
+    assert_eq!(listed["probes"].as_array().expect("probes").len(), 0);
+    assert_ne!(byte_at(fx.pid, &addr), 0xcc, "a dry run writes nothing");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// (d) A uprobe logpoint and a ptrace snapshot on different lines of one
+/// function both see every pass; a ptrace probe at the very address of an
+/// armed uprobe is refused with what to do, and a uprobe at the address of
+/// an armed ptrace breakpoint is refused (engine uprobe) or shares the
+/// breakpoint (engine auto, saying why).
+#[test]
+fn uprobe_and_ptrace_probes_in_one_function() {
+    let (mut fx, mut c) = attached(&orders());
+    let first = at_line("uint64_t h = (uint64_t)o->id * 31u");
+    let second = at_line("h ^= (uint64_t)worker << 40;");
+    let log = set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": first, "condition": "worker == 1",
+               "message": "id={o->id}", "max_hits": 500}),
+        Some("uprobe"),
+        "uprobe",
+    );
+    let snap = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": second, "condition": "worker == 3", "max_hits": 5,
+               "expressions": ["o->id", "worker", "h", "o->amount"]}),
+        Some("ptrace"),
+        "ptrace",
+    );
+    let first_addr = address_of(&log);
+    assert_ne!(first_addr, address_of(&snap));
+    fx.send("run 100");
+    fx.expect_line("checksum");
+    let logs = texts(&results(&mut c, &log["probe_id"], 0, 5000));
+    let ids: Vec<i64> = logs.iter().map(|t| field(t, "id")).collect();
+    assert_eq!(ids, (1_000_000..1_000_100).collect::<Vec<i64>>());
+    let snaps = results(&mut c, &snap["probe_id"], 0, 5000);
+    assert_eq!(snaps["state"], "done", "{snaps}");
+    let items = snaps["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5);
+    for (k, item) in items.iter().enumerate() {
+        let (id, worker, h, amount) = (expr(item, 0), expr(item, 1), expr(item, 2), expr(item, 3));
+        assert_eq!((id, worker), (3_000_000 + k as i64, 3), "{item}");
+        assert_eq!(
+            h,
+            id * 31 + amount,
+            "h as computed on the line before: {item}"
+        );
+    }
+
+    // ptrace at the address of the armed uprobe: refused, saying why.
+    for location in [first.clone(), format!("*{first_addr}")] {
+        let err = c
+            .call(
+                "set_snapshot",
+                json!({"pid": fx.pid, "location": location, "engine": "ptrace"}),
+            )
+            .err();
+        assert!(
+            err.contains("kernel-side probe") && err.contains("remove that probe first"),
+            "{location}: {err}"
+        );
+    }
+    // uprobe at the address of an armed ptrace breakpoint.
+    let ptrace_count = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": second, "kind": "count"}),
+        Some("ptrace"),
+        "ptrace",
+    );
+    let err = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": second, "kind": "count", "engine": "uprobe"}),
+        )
+        .err();
+    assert!(
+        err.contains("ptrace breakpoint is already there") && err.contains("auto or ptrace"),
+        "{err}"
+    );
+    let shared = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": second, "kind": "count"}),
+        Some("auto"),
+        "ptrace",
+    );
+    assert!(
+        shared["engine_note"]
+            .as_str()
+            .expect("engine_note")
+            .contains("ptrace breakpoint is already there"),
+        "{shared}"
+    );
+    fx.send("run 10");
+    fx.expect_line("checksum");
+    for id in [&ptrace_count["probe_id"], &shared["probe_id"]] {
+        let r = results(&mut c, id, 0, 0);
+        assert_eq!(r["items"][0]["count"], json!(40), "{r}");
+    }
+    // Once the uprobe is gone, ptrace may go where it was.
+    c.call("remove_probe", json!({"probe_id": log["probe_id"]}))
+        .ok();
+    let there = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": first, "kind": "count"}),
+        Some("ptrace"),
+        "ptrace",
+    );
+    fx.send("run 10");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &there["probe_id"], 0, 0);
+    assert_eq!(r["items"][0]["count"], json!(40), "{r}");
+    for id in [
+        &ptrace_count["probe_id"],
+        &shared["probe_id"],
+        &there["probe_id"],
+    ] {
+        c.call("remove_probe", json!({"probe_id": id})).ok();
+    }
+    assert_ne!(byte_at(fx.pid, &first_addr), 0xcc);
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// (e) `--probe-engine` on the server's command line is the engine of
+/// requests that name none; a request's own "engine" still wins.
+#[test]
+fn the_server_flag_sets_the_default_engine() {
+    let mut fx = Fixture::start(&orders());
+    let mut c = McpClient::start_with_args(&["--probe-engine", "ptrace"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let count = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count"}),
+        None,
+        "ptrace",
+    );
+    assert!(count.get("engine_note").is_none(), "{count}");
+    let dry = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "dry_run": true}),
+        None,
+        "ptrace",
+    );
+    assert!(dry.get("engine_note").is_none(), "{dry}");
+    let log = set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": at_line("h ^= (uint64_t)worker << 40;"),
+               "message": "{o->id}", "max_hits": 3}),
+        Some("auto"),
+        "uprobe",
+    );
+    fx.send("run 10");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &count["probe_id"], 0, 0);
+    assert_eq!(r["items"][0]["count"], json!(40), "{r}");
+    assert_eq!(row_of(&mut c, &count["probe_id"])["engine"], "ptrace");
+    let r = results(&mut c, &log["probe_id"], 0, 5000);
+    assert_eq!(r["items"].as_array().expect("items").len(), 3, "{r}");
+    assert_eq!(row_of(&mut c, &log["probe_id"])["engine"], "uprobe");
+    // Closing stdin ends it cleanly (SIGKILL would leave its ptrace int3).
+    assert_eq!(c.shutdown(), Some(0));
+
+    // --probe-engine uprobe: requests that cannot be uprobes are refused.
+    let mut c = McpClient::start_with_args(&["--probe-engine", "uprobe"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let err = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": "process_order", "message": "{o->customer[worker]}"}),
+        )
+        .err();
+    assert!(
+        err.contains("uprobe") && err.contains("auto or ptrace"),
+        "{err}"
+    );
+    set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": "process_order", "message": "{o->customer[worker]}"}),
+        Some("auto"),
+        "ptrace",
+    );
+    assert_eq!(c.shutdown(), Some(0));
+    fx.send("run 10");
+    fx.expect_line("checksum");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// (f) Conditions on kernel-captured memory keep `&&` semantics: the
+/// capture reads the right side's memory at every hit, but hits where the
+/// left side is false are filtered without looking at it, even when that
+/// memory could not be read; where the left side is true, the right side
+/// decides (or faults).
+fn conditions_short_circuit_on_captured_memory(engine: &str) {
+    let (mut fx, mut c) = attached(&orders());
+    let snap = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "max_hits": 20,
+               "condition": "worker == 2 && o->id % 100 == 7",
+               "expressions": ["o->id", "worker"]}),
+        Some(engine),
+        engine,
+    );
+    // The right side reads far below the customer string, where nothing is
+    // mapped; the left side is never true.
+    let never = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count",
+               "condition": "worker == 9 && o->customer[-900000] == 'x'"}),
+        Some(engine),
+        engine,
+    );
+    let or = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count",
+               "condition": "worker != 9 || o->customer[-900000] == 'x'"}),
+        Some(engine),
+        engine,
+    );
+    fx.send("run 1000");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &snap["probe_id"], 0, 5000);
+    let ids: Vec<i64> = r["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            assert_eq!(expr(item, 1), 2, "{item}");
+            expr(item, 0)
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (0..10).map(|k| 2_000_007 + 100 * k).collect::<Vec<i64>>(),
+        "{r}"
+    );
+    let row = row_of(&mut c, &snap["probe_id"]);
+    assert_eq!(row["hits"], json!(10), "{row}");
+    assert_eq!(row["filtered"], json!(4000 - 10), "{row}");
+    assert_eq!(row["condition_faults"], json!(0), "{row}");
+    let row = row_of(&mut c, &never["probe_id"]);
+    assert_eq!(row["state"], "armed", "{row}");
+    assert_eq!(row["filtered"], json!(4000), "{row}");
+    assert_eq!(row["condition_faults"], json!(0), "{row}");
+    let r = results(&mut c, &never["probe_id"], 0, 0);
+    assert_eq!(r["hits"], json!(0), "{r}");
+    let r = results(&mut c, &or["probe_id"], 0, 0);
+    assert_eq!(r["items"][0]["count"], json!(4000), "{r}");
+    assert_eq!(
+        row_of(&mut c, &or["probe_id"])["condition_faults"],
+        json!(0)
+    );
+
+    // Left side true, right side unreadable: faults, not matches.
+    let faulting = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "max_hits": 5,
+               "condition": "worker == 2 && o->customer[-900000] == 'x'"}),
+        Some(engine),
+        engine,
+    );
+    fx.send("run 100");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &faulting["probe_id"], 0, 5000);
+    assert_eq!(r["hits"], json!(0), "{r}");
+    assert_eq!(r["state"], "error", "{r}");
+    assert!(
+        r["reason"].as_str().expect("reason").contains("condition"),
+        "{r}"
+    );
+    let row = row_of(&mut c, &faulting["probe_id"]);
+    assert!(
+        row["condition_faults"].as_u64().expect("faults") >= 1,
+        "{row}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn conditions_short_circuit_on_captured_memory_uprobe() {
+    conditions_short_circuit_on_captured_memory("uprobe");
+}
+
+#[test]
+fn conditions_short_circuit_on_captured_memory_ptrace() {
+    conditions_short_circuit_on_captured_memory("ptrace");
+}
