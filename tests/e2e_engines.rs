@@ -30,6 +30,10 @@ fn at_line(needle: &str) -> String {
     format!("orders.c:{}", line_of(needle))
 }
 
+/// The line in make_order() where the local index `i` is in scope and
+/// `o->items[i]` has an address computed from data.
+const INDEXED_LINE: &str = "o->amount += o->items[i].price;";
+
 fn attached(exe: &std::path::Path) -> (Fixture, McpClient) {
     let fx = Fixture::start(exe);
     let mut c = McpClient::start();
@@ -345,6 +349,87 @@ fn data_dependent_addresses_fall_back_to_ptrace_or_are_refused_for_uprobe() {
     }
     let counted = results(&mut c, &cond["probe_id"], 0, 0);
     assert_eq!(counted["items"][0]["count"], json!(3), "{counted}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// (b') Array elements whose index is read from the target's memory (a
+/// local `int i`, an `int` argument, `o->id % 4`) have addresses computed
+/// from data too: `auto` must use ptrace (and give the right values), a
+/// dry run must say so, and `uprobe` must be refused.
+#[test]
+fn array_indexes_read_from_memory_are_data_dependent_addresses() {
+    let (mut fx, mut c) = attached(&orders());
+    let loc = at_line(INDEXED_LINE);
+    let log = set(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": loc, "max_hits": 100,
+               "message": "id={o->id} i={i} price={o->items[i].price}"}),
+        Some("auto"),
+    );
+    // ids w*1000000 + 0,1,2 have 1,2,3 items: 6 passes per worker.
+    fx.send("run 3");
+    fx.expect_line("checksum");
+    let logs = texts(&results(&mut c, &log["probe_id"], 0, 5000));
+    assert_eq!(logs.len(), 24, "{logs:?}");
+    let wrong: Vec<&String> = logs
+        .iter()
+        .filter(|t| {
+            let text = t.as_str();
+            let (id, i) = (field(text, "id"), field(text, "i"));
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix("price="))
+                .and_then(|v| v.parse::<i64>().ok())
+                != Some(id % 97 + i * 3 + 1)
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "o->items[i].price is wrong or unreadable on the {} engine: {wrong:?}",
+        log["engine"]
+    );
+    assert_eq!(log["engine"], "ptrace", "{log}");
+    assert!(
+        log["engine_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("computed from the target's data")),
+        "{log}"
+    );
+    let cases = [
+        (loc.as_str(), "o->items[i].price"),
+        (loc.as_str(), "customers[i]"),
+        ("process_order", "o->items[worker].price"),
+        ("process_order", "customers[worker]"),
+        ("process_order", "o->items[o->id % 4].price"),
+        ("process_order", "o->items[o->n_items - 1].price"),
+    ];
+    let mut planned = Vec::new();
+    for (location, e) in cases {
+        let dry = set(
+            &mut c,
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": location, "dry_run": true, "expressions": [e]}),
+            None,
+        );
+        let refused = c
+            .call(
+                "set_snapshot",
+                json!({"pid": fx.pid, "location": location, "expressions": [e], "engine": "uprobe"}),
+            )
+            .is_error;
+        if dry["engine"] != "ptrace" || !refused {
+            planned.push(format!(
+                "{location} {e}: dry run engine {}, engine uprobe {}",
+                dry["engine"],
+                if refused { "refused" } else { "accepted" }
+            ));
+        }
+    }
+    assert!(
+        planned.is_empty(),
+        "data-dependent addresses planned for uprobe: {planned:#?}"
+    );
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
