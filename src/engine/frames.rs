@@ -99,23 +99,47 @@ impl MemorySource for LiveMemory<'_> {
 }
 
 /// The memory a probe handler reads: live, or what the kernel copied at
-/// the hit (then anything else was not captured).
-pub struct HitMemorySource<'a>(pub HitMemory<'a>);
+/// the hit (then anything else was not captured, and the first such read
+/// is remembered so the item can say so).
+pub struct HitMemorySource<'a> {
+    memory: HitMemory<'a>,
+    first_miss: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a> HitMemorySource<'a> {
+    /// Reads through `memory`.
+    pub fn new(memory: HitMemory<'a>) -> HitMemorySource<'a> {
+        HitMemorySource {
+            memory,
+            first_miss: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The first address a read wanted that the kernel's copy did not hold.
+    pub fn first_miss(&self) -> Option<u64> {
+        self.first_miss.get()
+    }
+}
 
 impl MemorySource for HitMemorySource<'_> {
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        match self.0 {
+        match self.memory {
             HitMemory::Live(live) => live
                 .read(addr, buf)
                 .map_err(|e| MemoryError { addr: e.addr }),
-            HitMemory::Captured(copy) => copy.read(addr, buf).map_err(|addr| MemoryError { addr }),
+            HitMemory::Captured(copy) => copy.read(addr, buf).map_err(|addr| {
+                if self.first_miss.get().is_none() && !copy.was_planned(addr) {
+                    self.first_miss.set(Some(addr));
+                }
+                MemoryError { addr }
+            }),
         }
     }
 
     fn wants_exact_reads(&self) -> bool {
         // A copy holds exactly the planned reads: reading whole pages of it
         // would only fail and fall back.
-        matches!(self.0, HitMemory::Captured(_))
+        matches!(self.memory, HitMemory::Captured(_))
     }
 }
 

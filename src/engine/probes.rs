@@ -510,7 +510,7 @@ impl SiteHandler {
             return HitVerdict::RemoveGroup;
         }
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
-        let memory = HitMemorySource(hit.memory);
+        let memory = HitMemorySource::new(hit.memory);
         let pc = RuntimeAddr(hit.address);
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
@@ -591,7 +591,21 @@ impl SiteHandler {
                         };
                         let copy = copy.clone();
                         StoredBody::Pending(Box::new(move || {
-                            site.render(&capture, &HitMemorySource(HitMemory::Captured(&copy)))
+                            let memory = HitMemorySource::new(HitMemory::Captured(&copy));
+                            let mut item = site.render(&capture, &memory);
+                            if let (Some(addr), Some(object)) =
+                                (memory.first_miss(), item.as_object_mut())
+                            {
+                                // A failed read of a planned range is the
+                                // target's; one outside the plan is ours.
+                                object.insert(
+                                    "capture_note".into(),
+                                    json!(format!(
+                                        "some reads were not in the kernel-side capture (first at {addr:#x}), so they show as read errors: the capture was planned for other data; set the probe with engine ptrace to read such values live"
+                                    )),
+                                );
+                            }
+                            item
                         }))
                     }
                     // Live memory changes once the thread goes on: render now.

@@ -164,6 +164,8 @@ pub(crate) fn read_layout(plan: &CapturePlan) -> ReadLayout {
 #[derive(Debug, Default, Clone)]
 pub struct CapturedMemory {
     ranges: Vec<(u64, Vec<u8>)>,
+    /// Planned reads the target's memory refused at the hit (address, length).
+    failed: Vec<(u64, u64)>,
 }
 
 impl CapturedMemory {
@@ -180,6 +182,15 @@ impl CapturedMemory {
             }
         }
         Err(addr)
+    }
+
+    /// Whether `addr` was meant to be captured (a planned read covered it,
+    /// and failed at the hit because the target had nothing there), as
+    /// opposed to a read the plan did not foresee.
+    pub fn was_planned(&self, addr: u64) -> bool {
+        self.failed
+            .iter()
+            .any(|(start, len)| *start <= addr && addr < start.saturating_add(*len))
     }
 }
 
@@ -218,6 +229,7 @@ pub(crate) fn decode_record(record: &[u8], plan: &CapturePlan) -> Option<KernelH
         let address = word(record, slot.address)?;
         let status = word(record, slot.status)? as i64;
         if status < 0 {
+            memory.failed.push((address, read.len as u64));
             continue;
         }
         let mut bytes = record
