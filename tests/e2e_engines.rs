@@ -795,3 +795,42 @@ fn conditions_short_circuit_on_captured_memory_uprobe() {
 fn conditions_short_circuit_on_captured_memory_ptrace() {
     conditions_short_circuit_on_captured_memory("ptrace");
 }
+
+/// A thread-local variable needs the thread pointer, which a kernel-side
+/// capture does not have: auto takes ptrace (saying why) and reads it right;
+/// engine uprobe refuses.
+#[test]
+fn thread_local_variables_take_the_ptrace_engine() {
+    let (mut fx, mut c) = attached(&orders());
+    let location = at_line("sum += process_order(&o, worker);");
+    let log = set_expect(
+        &mut c,
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": location, "condition": "worker == 1",
+               "message": "seen={thread_orders}", "max_hits": 5}),
+        None,
+        "ptrace",
+    );
+    let note = log["engine_note"].as_str().expect("engine_note");
+    assert!(note.contains("thread-local"), "{log}");
+    let err = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": location, "message": "{thread_orders}", "engine": "uprobe"}),
+        )
+        .err();
+    assert!(
+        err.contains("thread-local") && err.contains("auto or ptrace"),
+        "{err}"
+    );
+    fx.send("run 10");
+    fx.expect_line("checksum");
+    let seen: Vec<i64> = texts(&results(&mut c, &log["probe_id"], 0, 5000))
+        .iter()
+        .map(|t| field(t, "seen"))
+        .collect();
+    // Worker 1's own count, one more at each of its orders.
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

@@ -28,6 +28,8 @@ use super::probes::{SiteAction, TemplatePart, capture_frames, logpoint_limits};
 const MAX_CAPTURE_BYTES: usize = 16 * 1024;
 /// Registers are in `user_regs_struct` order; the first 21 are captured.
 const CAPTURED_REGISTERS: u64 = 21;
+/// The marker slot of the thread pointer (`fs_base`), which is not captured.
+const THREAD_POINTER_SLOT: u64 = 21;
 
 const REGISTER_TAG: u64 = 0b10 << 62;
 const WORD_TAG: u64 = 0b01 << 62;
@@ -132,6 +134,13 @@ impl PlanningMemory<'_> {
 
 impl MemorySource for PlanningMemory<'_> {
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if addr >> 62 == 0b10 && (addr >> 48) & 0x3fff == THREAD_POINTER_SLOT {
+            self.refuse(
+                "it reads a thread-local variable, and the thread pointer is not part of a kernel-side capture"
+                    .into(),
+            );
+            return Err(MemoryError { addr });
+        }
         let Some((base, offset)) = decode_marker(self.image, addr) else {
             self.refuse(format!(
                 "an address ({addr:#x}) is computed from the target's data (for example an array index), which a kernel-side capture cannot plan"
@@ -201,7 +210,9 @@ pub fn plan_site(
     }
     let mut marked = user_regs_from_slots(&markers);
     marked.rip = address.0;
-    let regs = registers_from(&marked, None);
+    // The thread pointer is not in pt_regs: mark it too, so a thread-local
+    // variable is seen (and refused) rather than planned as unavailable.
+    let regs = registers_from(&marked, Some(register_marker(THREAD_POINTER_SLOT)));
     let memory = PlanningMemory {
         image,
         reads: RefCell::new(Vec::new()),
