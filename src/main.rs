@@ -49,6 +49,11 @@ struct Cli {
     /// can ask for another.
     #[arg(long = "probe-engine", value_enum, default_value = "auto")]
     probe_engine: liveprobe::policy::EngineChoice,
+    /// MiB of kernel memory for the ring that carries uprobe-engine hits to
+    /// liveprobe (1..=1024, rounded up to a power of two; default 16). A
+    /// bigger ring loses fewer hits of a very hot probe.
+    #[arg(long = "ring-buffer-mb", value_name = "MIB")]
+    ring_buffer_mb: Option<u32>,
     /// Append one JSON line per tool call to this file.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -102,6 +107,7 @@ fn serve(cli: Cli) -> std::process::ExitCode {
         audit_log: cli.audit_log,
         hit_budget_ms_per_s: cli.probe_budget_ms,
         probe_engine: cli.probe_engine,
+        ring_buffer_mb: cli.ring_buffer_mb,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -834,3 +834,38 @@ fn thread_local_variables_take_the_ptrace_engine() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// A probe that outruns liveprobe: with a small ring, hits that find it full
+/// are counted as lost, never silently dropped: every call is either a
+/// recorded hit or a lost one.
+#[test]
+fn hits_a_full_ring_cannot_take_are_counted_as_lost() {
+    let mut fx = Fixture::start(&orders());
+    let mut c = McpClient::start_with_args(&["--ring-buffer-mb", "1", "--probe-budget-ms", "1000"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let snap = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "max_hits": 10_000_000,
+               "expressions": ["o->id", "o->customer"]}),
+        None,
+        "uprobe",
+    );
+    fx.send("run 100000");
+    fx.expect_line("checksum");
+    let row = row_of(&mut c, &snap["probe_id"]);
+    let hits = row["hits"].as_u64().expect("hits");
+    let lost = row["lost"].as_u64().unwrap_or(0);
+    assert_eq!(
+        hits + lost,
+        400_000,
+        "every call is a hit or a lost hit: {row}"
+    );
+    assert!(
+        lost > 0,
+        "a 1 MiB ring cannot hold a 400000-hit storm of snapshots: {row}"
+    );
+    assert_eq!(c.shutdown(), Some(0));
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

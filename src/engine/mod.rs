@@ -85,7 +85,10 @@ impl Engine {
             Redaction::default_with(policy.secret_names.clone())
         };
         Ok(Engine {
-            tracer: Tracer::start()?,
+            tracer: match policy.ring_buffer_mb {
+                Some(mb) => Tracer::start_with_ring(mb.clamp(1, 1024) as usize * 1024 * 1024)?,
+                None => Tracer::start()?,
+            },
             policy,
             redaction,
             targets: Mutex::new(HashMap::new()),

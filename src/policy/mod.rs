@@ -21,6 +21,8 @@ pub struct Policy {
     pub hit_budget_ms_per_s: Option<u64>,
     /// How probes reach their hits unless a request says otherwise.
     pub probe_engine: EngineChoice,
+    /// Size of the kernel ring buffer of uprobe-engine hits, in MiB; `None`: 16.
+    pub ring_buffer_mb: Option<u32>,
 }
 
 impl Policy {

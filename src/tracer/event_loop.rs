@@ -149,13 +149,20 @@ pub(super) fn spawn(
     states: Arc<SharedStates>,
     registry: Arc<PatchRegistry>,
     finished: mpsc::Sender<()>,
+    ring_bytes: usize,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name("liveprobe-tracer".into())
         .spawn(move || {
             ON_TRACER_THREAD.with(|flag| flag.set(true));
             doorbell::unblock_sigchld_in_this_thread();
-            let mut tracer = TracerLoop::new(commands, doorbell, states, Arc::clone(&registry));
+            let mut tracer = TracerLoop::new(
+                commands,
+                doorbell,
+                states,
+                Arc::clone(&registry),
+                ring_bytes,
+            );
             tracer.run();
             // Whatever could not be detached properly must at least not
             // meet an int3 that nobody handles once this thread is gone.
@@ -275,6 +282,7 @@ impl TracerLoop {
         doorbell: Arc<Doorbell>,
         states: Arc<SharedStates>,
         registry: Arc<PatchRegistry>,
+        ring_bytes: usize,
     ) -> TracerLoop {
         TracerLoop {
             commands,
@@ -294,7 +302,7 @@ impl TracerLoop {
             next_op: 0,
             detach_all_waiters: Vec::new(),
             shutdown_deadline: None,
-            kernel: kernel_hits::KernelState::default(),
+            kernel: kernel_hits::KernelState::new(ring_bytes),
         }
     }
 

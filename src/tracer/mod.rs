@@ -79,8 +79,8 @@ pub use breakpoints::{
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use kernel::{
-    CaptureBase, CapturePlan, CaptureRead, CapturedMemory, MAX_READS, RegisterSlot,
-    user_regs_from_slots,
+    CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
+    RegisterSlot, user_regs_from_slots,
 };
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
@@ -231,6 +231,13 @@ impl Drop for TracerHandle {
 impl Tracer {
     /// Start the tracer thread.
     pub fn start() -> Result<Tracer, TraceError> {
+        Tracer::start_with_ring(kernel::DEFAULT_RING_BYTES)
+    }
+
+    /// Start the tracer thread; kernel-side probes share a ring buffer of
+    /// `ring_bytes` (rounded up to a power of two of at least a page).
+    pub fn start_with_ring(ring_bytes: usize) -> Result<Tracer, TraceError> {
+        let ring_bytes = ring_bytes.max(4096).next_power_of_two();
         let doorbell =
             Arc::new(Doorbell::new().map_err(|e| TraceError::Start(format!("eventfd: {e}")))?);
         let states = Arc::new(SharedStates::default());
@@ -243,6 +250,7 @@ impl Tracer {
             Arc::clone(&states),
             Arc::clone(&registry),
             finished_sender,
+            ring_bytes,
         )
         .map_err(|e| TraceError::Start(e.to_string()))?;
         Ok(Tracer {

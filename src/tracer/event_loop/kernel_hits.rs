@@ -29,7 +29,6 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The kernel-side state of the tracer thread.
-#[derive(Default)]
 pub(super) struct KernelState {
     probes: Option<KernelProbes>,
     /// Why kernel-side probes cannot be used here, once found out.
@@ -38,9 +37,22 @@ pub(super) struct KernelState {
     last_loss_check: Option<Instant>,
     /// Offset from CLOCK_MONOTONIC to wall-clock time, in ns.
     wall_offset_ns: i128,
+    /// Size of the ring, in bytes (a power of two).
+    pub ring_bytes: usize,
 }
 
 impl KernelState {
+    pub(super) fn new(ring_bytes: usize) -> KernelState {
+        KernelState {
+            probes: None,
+            unavailable: None,
+            handlers: HashMap::new(),
+            last_loss_check: None,
+            wall_offset_ns: 0,
+            ring_bytes,
+        }
+    }
+
     /// How long the tracer may sleep: hits do not wake it (see
     /// `program`), so while kernel-side sites exist it comes by itself, at
     /// once when records are still waiting.
@@ -99,7 +111,7 @@ impl TracerLoop {
             return Err((refused(why.clone()), handler));
         }
         if self.kernel.probes.is_none() {
-            match KernelProbes::new() {
+            match KernelProbes::new(self.kernel.ring_bytes) {
                 Ok(probes) => {
                     let wall = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)

@@ -33,8 +33,9 @@ pub(crate) const RECORD_HEADER: usize = 24;
 pub(crate) const REGS_BYTES: usize = 21 * 8;
 /// Most reads in one plan.
 pub const MAX_READS: usize = 64;
-/// Ring buffer size: records wait here until the tracer thread reads them.
-const RING_BYTES: usize = 16 * 1024 * 1024;
+/// Default ring buffer size: records wait here until the tracer thread
+/// reads them.
+pub const DEFAULT_RING_BYTES: usize = 16 * 1024 * 1024;
 /// How often the tracer thread reads the ring while kernel-side sites exist.
 pub(crate) const RING_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 /// Sites that can be armed at once (slots of the lost-record counters).
@@ -283,13 +284,13 @@ impl KernelProbes {
     /// Sets up the ring and counters; fails (with a reason a user can act
     /// on) where the kernel, its configuration or our privileges do not
     /// allow BPF uprobes.
-    pub fn new() -> Result<KernelProbes, KernelUnavailable> {
+    pub fn new(ring_bytes: usize) -> Result<KernelProbes, KernelUnavailable> {
         let pmu = uprobe::pmu_type().map_err(|e| {
             KernelUnavailable(format!(
                 "this kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe: {e})"
             ))
         })?;
-        let ring = RingBuffer::new(RING_BYTES).map_err(|e| {
+        let ring = RingBuffer::new(ring_bytes).map_err(|e| {
             KernelUnavailable(format!(
                 "cannot create a BPF ring buffer ({e}); BPF needs Linux 5.8+ and CAP_BPF + CAP_PERFMON (or root)"
             ))
