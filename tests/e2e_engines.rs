@@ -869,3 +869,104 @@ fn hits_a_full_ring_cannot_take_are_counted_as_lost() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// Strings are copied up to their NUL, so one that crosses a page or ends
+/// just before unmapped memory reads (and compares) as it does live.
+fn strings_read_whole(engine: &str) {
+    let exe = build_fixture("probes/strings.c", "probes_strings", &["-O0"]);
+    let (mut fx, mut c) = attached(&exe);
+    let matched = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "check", "condition": "name == \"hello\"",
+               "max_hits": 50, "expressions": ["name", "k"]}),
+        Some(engine),
+        engine,
+    );
+    fx.send("cross");
+    fx.expect_line("checked");
+    let r = results(&mut c, &matched["probe_id"], 0, 5000);
+    let items = r["items"].as_array().expect("items");
+    assert_eq!(
+        items.len(),
+        10,
+        "mid-page and page-crossing strings both match: {r}"
+    );
+    for item in items {
+        let name = item["expressions"][0]["value"].as_str().expect("name");
+        assert!(name.ends_with("\"hello\""), "{item}");
+    }
+    let row = row_of(&mut c, &matched["probe_id"]);
+    assert_eq!(row["condition_faults"], json!(0), "{row}");
+    c.call("remove_probe", json!({"probe_id": matched["probe_id"]}))
+        .ok();
+    let edge = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "check", "expressions": ["name"]}),
+        Some(engine),
+        engine,
+    );
+    fx.send("edge");
+    fx.expect_line("checked");
+    let r = results(&mut c, &edge["probe_id"], 0, 5000);
+    let name = r["items"][0]["expressions"][0]["value"]
+        .as_str()
+        .expect("name");
+    assert!(
+        name.ends_with("\"hello\""),
+        "a string before unmapped memory: {r}"
+    );
+    assert!(r["items"][0].get("capture_note").is_none(), "{r}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn strings_read_whole_uprobe() {
+    strings_read_whole("uprobe");
+}
+
+#[test]
+fn strings_read_whole_ptrace() {
+    strings_read_whole("ptrace");
+}
+
+/// Vector elements are planned and read (Rust Vec, and a std::vector whose
+/// element size is not a power of two), the same as ptrace reads them.
+#[test]
+fn vector_elements_are_captured_like_ptrace_reads_them() {
+    let rust = build_fixture("probes/vectors.rs", "probes_vectors_rs", &[]);
+    let cpp = build_fixture("probes/vectors.cpp", "probes_vectors_cpp", &["-O0"]);
+    let mut seen = Vec::new();
+    for (exe, location, expression) in [(&rust, "vectors::target", "*v"), (&cpp, "target", "v")] {
+        for engine in ["ptrace", "uprobe"] {
+            let (mut fx, mut c) = attached(exe);
+            let snap = set_expect(
+                &mut c,
+                "set_snapshot",
+                json!({"pid": fx.pid, "location": location, "expressions": [expression]}),
+                Some(engine),
+                engine,
+            );
+            fx.send("go");
+            fx.expect_line("done");
+            let r = results(&mut c, &snap["probe_id"], 0, 5000);
+            let value = r["items"][0]["expressions"][0].clone();
+            assert!(value.get("unavailable").is_none(), "{engine}: {r}");
+            assert!(r["items"][0].get("capture_note").is_none(), "{engine}: {r}");
+            seen.push(value);
+            fx.send("quit");
+            assert_eq!(fx.wait_exit(), Some(0));
+        }
+    }
+    assert_eq!(seen[0], seen[1], "Rust Vec: uprobe reads what ptrace reads");
+    assert_eq!(
+        seen[2], seen[3],
+        "std::vector: uprobe reads what ptrace reads"
+    );
+    let shown = seen[0].to_string();
+    assert!(shown.contains("11") && shown.contains("33"), "{shown}");
+    let shown = seen[2].to_string();
+    assert!(shown.contains('5') && shown.contains('6'), "{shown}");
+}

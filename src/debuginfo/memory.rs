@@ -14,6 +14,42 @@ pub trait MemorySource {
     fn wants_exact_reads(&self) -> bool {
         false
     }
+
+    /// Reads a NUL-terminated string at `addr`, at most `max` bytes of it
+    /// (the NUL not included): the bytes, and whether its NUL was seen.
+    /// Reads a page at a time, so a string that ends just before unmapped
+    /// memory reads whole; a fault after the first page ends it early (NUL
+    /// not seen). Sources that hold copies answer from the copy instead.
+    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
+        read_string_by_pages(self, addr, max)
+    }
+}
+
+/// `MemorySource::read_string` done with `read_memory`, a page at a time.
+pub fn read_string_by_pages<M: MemorySource + ?Sized>(
+    memory: &M,
+    addr: u64,
+    max: usize,
+) -> Result<(Vec<u8>, bool), MemoryError> {
+    let mut bytes = Vec::new();
+    let mut cursor = addr;
+    while bytes.len() < max {
+        let page_left = (4096 - (cursor % 4096)) as usize;
+        let mut chunk = vec![0u8; page_left.min(max - bytes.len())];
+        if let Err(e) = memory.read_memory(cursor, &mut chunk) {
+            if bytes.is_empty() {
+                return Err(e);
+            }
+            return Ok((bytes, false));
+        }
+        if let Some(nul) = chunk.iter().position(|b| *b == 0) {
+            bytes.extend_from_slice(&chunk[..nul]);
+            return Ok((bytes, true));
+        }
+        cursor = cursor.wrapping_add(chunk.len() as u64);
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, false))
 }
 
 /// A target read that could not be satisfied.

@@ -33,7 +33,7 @@ pub use extent::FunctionReturns;
 pub use image::ProcessImage;
 pub use location::{FunctionMatch, Resolution, ResolvedSite, SourceFileInfo, language_name};
 pub use maps::{Mapping, parse_maps};
-pub use memory::{MemoryError, MemorySource, RecordedMemory, read_u64};
+pub use memory::{MemoryError, MemorySource, RecordedMemory, read_string_by_pages, read_u64};
 pub use module::{DebugInfoStatus, Module};
 pub use registers::{Registers, reg};
 pub use symbolize::SourceFrame;

@@ -28,6 +28,8 @@ use super::probes::{SiteAction, TemplatePart, capture_frames, logpoint_limits};
 const MAX_CAPTURE_BYTES: usize = 16 * 1024;
 /// Registers are in `user_regs_struct` order; the first 21 are captured.
 const CAPTURED_REGISTERS: u64 = 21;
+/// Longest string a capture plans to copy.
+const MAX_STRING_READ: usize = 4096;
 /// The marker slot of the thread pointer (`fs_base`), which is not captured.
 const THREAD_POINTER_SLOT: u64 = 21;
 
@@ -176,6 +178,39 @@ impl MemorySource for PlanningMemory<'_> {
 
     fn wants_exact_reads(&self) -> bool {
         true
+    }
+
+    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
+        let Some((base, offset)) = decode_marker(self.image, addr) else {
+            self.refuse(format!(
+                "a string's address ({addr:#x}) is computed from the target's data, which a kernel-side capture cannot plan"
+            ));
+            return Err(MemoryError { addr });
+        };
+        if max > MAX_STRING_READ {
+            self.refuse(format!(
+                "it reads a string of up to {max} bytes (the length of a C string, say), more than a kernel-side capture copies ({MAX_STRING_READ})"
+            ));
+            return Err(MemoryError { addr });
+        }
+        let mut reads = self.reads.borrow_mut();
+        if reads.len() >= MAX_READS {
+            drop(reads);
+            self.refuse(format!("the capture needs more than {MAX_READS} reads"));
+            return Err(MemoryError { addr });
+        }
+        // A string read of its own: the kernel copies up to the NUL, so a
+        // string ending just before unmapped memory still reads (the
+        // program's `bpf_probe_read_user_str`), with room for `max` bytes
+        // and the NUL.
+        reads.push(CaptureRead {
+            base,
+            offset,
+            len: max as u32 + 1,
+            string: true,
+        });
+        // The content does not matter for planning: an empty string.
+        Ok((Vec::new(), true))
     }
 }
 

@@ -141,6 +141,15 @@ impl MemorySource for HitMemorySource<'_> {
         // would only fail and fall back.
         matches!(self.memory, HitMemory::Captured(_))
     }
+
+    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
+        if let HitMemory::Captured(copy) = self.memory
+            && let Some(found) = copy.read_string(addr, max)
+        {
+            return Ok(found);
+        }
+        crate::debuginfo::read_string_by_pages(self, addr, max)
+    }
 }
 
 /// Unwinds a captured thread and expands each physical frame into its

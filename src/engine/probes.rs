@@ -178,6 +178,8 @@ pub struct Probe {
     pub created: SystemTime,
     status: Mutex<ProbeStatus>,
     store: Mutex<ResultStore>,
+    /// Held by a reader while it renders waiting captures.
+    render_lock: Mutex<()>,
     summary: Mutex<Summary>,
     /// Open spans of a duration metric: thread -> start (monotonic ns).
     span_starts: Mutex<HashMap<i32, u64>>,
@@ -291,6 +293,7 @@ impl Probe {
                 reason: None,
             }),
             store: Mutex::new(ResultStore::new(capacity)),
+            render_lock: Mutex::new(()),
             summary: Mutex::new(Summary::default()),
             span_starts: Mutex::new(HashMap::new()),
             budget: Mutex::new(BudgetWindow {
@@ -397,7 +400,18 @@ impl Probe {
             }
             return (Vec::new(), seq, 0);
         }
+        // Rendering waiting captures takes a while: not under the store's
+        // lock, which the tracer thread takes at every hit.
+        let _one_reader = lock(&self.render_lock);
+        let pending = lock(&self.store).take_pending(after, limit);
+        let rendered: Vec<(u64, serde_json::Value)> = pending
+            .into_iter()
+            .map(|(seq, render)| (seq, render()))
+            .collect();
         let mut store = lock(&self.store);
+        for (seq, body) in rendered {
+            store.put_rendered(seq, body);
+        }
         let items = store
             .after(after, limit)
             .into_iter()

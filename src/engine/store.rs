@@ -92,6 +92,28 @@ impl ResultStore {
         self.push(Body::Pending(render))
     }
 
+    /// Takes out the renders of the items `after` would return, so they can
+    /// run without this store's lock (see `put_rendered`).
+    pub fn take_pending(&mut self, after: u64, limit: usize) -> Vec<(u64, Render)> {
+        let mut out = Vec::new();
+        for entry in self.items.iter_mut().filter(|i| i.seq > after).take(limit) {
+            if matches!(entry.body, Body::Pending(_))
+                && let Body::Pending(render) =
+                    std::mem::replace(&mut entry.body, Body::Ready(Json::Null))
+            {
+                out.push((entry.seq, render));
+            }
+        }
+        out
+    }
+
+    /// Puts back an item rendered outside the lock (if it is still held).
+    pub fn put_rendered(&mut self, seq: u64, body: Json) {
+        if let Some(entry) = self.items.iter_mut().find(|i| i.seq == seq) {
+            entry.body = Body::Ready(with_seq(body, seq));
+        }
+    }
+
     /// Items with `seq > after`, at most `limit`, oldest first (rendering
     /// those not rendered yet).
     pub fn after(&mut self, after: u64, limit: usize) -> Vec<StoredItem> {

@@ -520,21 +520,21 @@ impl Executor<'_> {
     }
 
     fn strlen(&self, address: u64) -> Result<u64, String> {
-        let mut length = 0u64;
-        let mut cursor = address;
-        while length < MAX_STRLEN {
-            let chunk_len = (4096 - cursor % 4096) as usize;
-            let mut chunk = vec![0u8; chunk_len];
-            self.memory
-                .read_memory(cursor, &mut chunk)
-                .map_err(|e| format!("read error at {:#x}", e.addr))?;
-            if let Some(nul) = chunk.iter().position(|b| *b == 0) {
-                return Ok(length + nul as u64);
-            }
-            length += chunk_len as u64;
-            cursor += chunk_len as u64;
+        let (bytes, ended) = self
+            .memory
+            .read_string(address, MAX_STRLEN as usize)
+            .map_err(|e| format!("read error at {:#x}", e.addr))?;
+        if !ended {
+            return Err(if bytes.len() as u64 >= MAX_STRLEN {
+                format!("unsupported: no NUL within {MAX_STRLEN} bytes")
+            } else {
+                format!(
+                    "read error at {:#x}",
+                    address.wrapping_add(bytes.len() as u64)
+                )
+            });
         }
-        Err(format!("unsupported: no NUL within {MAX_STRLEN} bytes"))
+        Ok(bytes.len() as u64)
     }
 
     fn container_length(&mut self, place: &Place, ty: TypeKey) -> Result<u64, String> {
@@ -579,9 +579,14 @@ impl Executor<'_> {
             .ok_or_else(|| "unsupported: not a string".to_string())?;
         match kind {
             StringKind::CharPointer => {
+                // At most `max` bytes: a comparison needs no more, and a
+                // capture plans no more.
                 let address = self.read_u64(&place)?;
-                let length = self.strlen(address)?.min(max);
-                read_place(self.memory, &Place::Memory(address), length as usize)
+                let (bytes, _) = self
+                    .memory
+                    .read_string(address, max as usize)
+                    .map_err(|e| format!("read error at {:#x}", e.addr))?;
+                Ok(bytes)
             }
             StringKind::CharArray { len } => {
                 let bytes = read_place(self.memory, &place, len.min(max) as usize)?;

@@ -542,35 +542,18 @@ impl<'a> Decoder<'a> {
     /// at a time so that a string ending just before unmapped memory reads.
     pub(crate) fn c_string(&self, address: u64) -> Result<(String, bool), String> {
         let max = self.limits.max_string as usize;
-        let mut bytes = Vec::new();
-        let mut cursor = address;
-        loop {
-            let page_left = (4096 - (cursor % 4096)) as usize;
-            let want = page_left.min(max + 1 - bytes.len()).max(1);
-            let mut chunk = vec![0u8; want];
-            if let Err(e) = self.memory.read_memory(cursor, &mut chunk) {
-                if bytes.is_empty() {
-                    return Err(format!("read error at {:#x}", e.addr));
-                }
-                return Ok((format!("{}...", quote_bytes(&bytes, Language::C)), true));
-            }
-            if let Some(nul) = chunk.iter().position(|b| *b == 0) {
-                bytes.extend_from_slice(&chunk[..nul]);
-                let truncated = bytes.len() > max;
-                bytes.truncate(max);
-                let mut text = quote_bytes(&bytes, Language::C);
-                if truncated {
-                    text.push_str("...");
-                }
-                return Ok((text, truncated));
-            }
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > max {
-                bytes.truncate(max);
-                return Ok((format!("{}...", quote_bytes(&bytes, Language::C)), true));
-            }
-            cursor = cursor.wrapping_add(want as u64);
+        let (mut bytes, ended) = self
+            .memory
+            .read_string(address, max + 1)
+            .map_err(|e| format!("read error at {:#x}", e.addr))?;
+        // Longer than the limit, or cut short by unreadable memory.
+        let truncated = bytes.len() > max || !ended;
+        bytes.truncate(max);
+        let mut text = quote_bytes(&bytes, Language::C);
+        if truncated {
+            text.push_str("...");
         }
+        Ok((text, truncated))
     }
 
     #[allow(clippy::too_many_arguments)]

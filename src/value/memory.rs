@@ -79,6 +79,17 @@ impl MemorySource for PageCache<'_> {
         }
         Ok(())
     }
+
+    fn wants_exact_reads(&self) -> bool {
+        self.inner.wants_exact_reads()
+    }
+
+    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
+        if self.inner.wants_exact_reads() {
+            return self.inner.read_string(addr, max);
+        }
+        crate::debuginfo::read_string_by_pages(self, addr, max)
+    }
 }
 
 #[cfg(test)]

@@ -319,7 +319,12 @@ fn rust(
             ) {
                 (Ok(address), Ok(len)) => {
                     // Zero-sized elements have no capacity to check against.
-                    if access.stride > 0 && capacity.is_some_and(|cap| len > cap) {
+                    // (While planning a capture the values are markers:
+                    // checks between them mean nothing.)
+                    if access.stride > 0
+                        && capacity.is_some_and(|cap| len > cap)
+                        && !super::planning::active()
+                    {
                         Value::unavailable(
                             name,
                             type_name,
@@ -1021,14 +1026,16 @@ fn cpp(
         );
         return Some(match fields {
             (Ok(first), Ok(last), Ok(end)) => {
-                if last < first || end < last || (last - first) % stride != 0 {
+                if !super::planning::active()
+                    && (last < first || end < last || (last - first) % stride != 0)
+                {
                     Value::unavailable(
                         name,
                         type_name,
                         "unsupported: corrupt std::vector (uninitialised?)",
                     )
                 } else {
-                    let len = (last - first) / stride;
+                    let len = last.saturating_sub(first) / stride;
                     sequence(
                         decoder,
                         name,

@@ -143,11 +143,18 @@ impl TracerLoop {
             ));
         }
         // The mapping's own link in /proc reaches the very file mapped, even
-        // in another mount namespace or after the file was replaced on disk.
-        let path = format!(
+        // in another mount namespace or after the file was replaced on disk,
+        // but following it takes CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE);
+        // without, the path in the target's root is the next best.
+        let map_files = format!(
             "/proc/{pid}/map_files/{:x}-{:x}",
             mapping.start, mapping.end
         );
+        let path = if std::fs::metadata(&map_files).is_ok() {
+            map_files
+        } else {
+            format!("/proc/{pid}/root{}", mapping.path)
+        };
         let file_offset = address - mapping.start + mapping.offset;
         let id = BreakpointId(self.next_breakpoint);
         let Some(probes) = self.kernel.probes.as_mut() else {
@@ -258,9 +265,12 @@ impl TracerLoop {
             .map(|(id, _)| *id)
             .collect();
         // Records already in the ring are still handed over first: they are
-        // hits that happened while the probe was armed.
+        // hits that happened while the probe was armed; so are its losses.
+        let mut others = Vec::new();
         if !ids.is_empty() {
-            self.drain_kernel_records_of();
+            others = self.drain_kernel_records_of();
+            self.kernel.last_loss_check = None;
+            self.check_kernel_losses();
         }
         let Some(probes) = self.kernel.probes.as_mut() else {
             return Vec::new();
@@ -273,6 +283,15 @@ impl TracerLoop {
             }
         }
         self.release_kernel_if_idle();
+        // Other groups whose handlers asked to go while their records were
+        // handed over (done, throttled, a panic) go too.
+        for (other_pid, other_group) in others {
+            if (other_pid, other_group) != (pid, group) {
+                for armed in self.remove_kernel_group(other_pid, other_group) {
+                    call_on_end(armed, &BreakpointEnd::Removed);
+                }
+            }
+        }
         out
     }
 
@@ -289,24 +308,62 @@ impl TracerLoop {
         }
     }
 
-    /// Handles waiting records now, before some sites go (their later
-    /// records would be dropped).
-    fn drain_kernel_records_of(&mut self) {
-        // One bounded pass: what arrives after it arrived after the removal.
-        let Some(probes) = self.kernel.probes.as_ref() else {
-            return;
+    /// Handles every waiting record now, before some sites go (their later
+    /// records would be dropped); returns the groups other handlers asked
+    /// to remove meanwhile.
+    fn drain_kernel_records_of(&mut self) -> Vec<(i32, u64)> {
+        let mut remove: Vec<(i32, u64)> = Vec::new();
+        let Some(target) = self
+            .kernel
+            .probes
+            .as_ref()
+            .map(|p| p.ring.producer_position())
+        else {
+            return remove;
         };
-        let sites = &probes.sites;
-        let handlers = &mut self.kernel.handlers;
-        let wall_offset = self.kernel.wall_offset_ns;
-        probes.ring.drain(RECORDS_PER_TURN * 4, |record| {
-            // Verdicts no longer matter: the group is going.
-            deliver(record, sites, handlers, wall_offset);
-        });
+        // What arrives after this pass arrived after the removal.
+        let started = Instant::now();
+        while started.elapsed() < FLUSH_LIMIT {
+            let Some(probes) = self.kernel.probes.as_ref() else {
+                break;
+            };
+            if probes.ring.consumed_up_to(target) || probes.ring.is_empty() {
+                break;
+            }
+            let sites = &probes.sites;
+            let handlers = &mut self.kernel.handlers;
+            let wall_offset = self.kernel.wall_offset_ns;
+            probes.ring.drain(RECORDS_PER_TURN, |record| {
+                if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
+                    && verdict == HitVerdict::RemoveGroup
+                {
+                    remove.push((pid, group));
+                }
+            });
+        }
+        remove
     }
 
     /// Ends every kernel-side site of `pid` with `why`.
     pub(super) fn end_kernel_sites(&mut self, pid: i32, why: &BreakpointEnd) {
+        let has_sites = self
+            .kernel
+            .probes
+            .as_ref()
+            .is_some_and(|p| p.sites.values().any(|s| s.pid == pid));
+        if has_sites {
+            // Hits before the end are delivered, and losses counted.
+            let others = self.drain_kernel_records_of();
+            self.kernel.last_loss_check = None;
+            self.check_kernel_losses();
+            for (other_pid, other_group) in others {
+                if other_pid != pid {
+                    for armed in self.remove_kernel_group(other_pid, other_group) {
+                        call_on_end(armed, &BreakpointEnd::Removed);
+                    }
+                }
+            }
+        }
         let Some(probes) = self.kernel.probes.as_mut() else {
             return;
         };

@@ -167,6 +167,8 @@ pub struct CapturedMemory {
     ranges: Vec<(u64, Vec<u8>)>,
     /// Planned reads the target's memory refused at the hit (address, length).
     failed: Vec<(u64, u64)>,
+    /// Strings copied up to their NUL (address, bytes with the NUL).
+    strings: Vec<(u64, Vec<u8>)>,
 }
 
 impl CapturedMemory {
@@ -183,6 +185,15 @@ impl CapturedMemory {
             }
         }
         Err(addr)
+    }
+
+    /// The string a planned string read copied at `addr` (at most `max`
+    /// bytes, and whether its NUL was seen), if there was one.
+    pub fn read_string(&self, addr: u64, max: usize) -> Option<(Vec<u8>, bool)> {
+        let (_, bytes) = self.strings.iter().find(|(start, _)| *start == addr)?;
+        let end = bytes.iter().position(|b| *b == 0);
+        let len = end.unwrap_or(bytes.len()).min(max);
+        Some((bytes[..len].to_vec(), end.is_some_and(|e| e <= max)))
     }
 
     /// Whether `addr` was meant to be captured (a planned read covered it,
@@ -228,19 +239,24 @@ pub(crate) fn decode_record(record: &[u8], plan: &CapturePlan) -> Option<KernelH
     let mut memory = CapturedMemory::default();
     for (read, slot) in plan.reads.iter().zip(&layout.reads) {
         let address = word(record, slot.address)?;
+        // The bytes copied, or a negative error.
         let status = word(record, slot.status)? as i64;
-        if status < 0 {
+        if status <= 0 {
             memory.failed.push((address, read.len as u64));
             continue;
         }
-        let mut bytes = record
-            .get(slot.data..slot.data + read.len as usize)?
-            .to_vec();
+        let copied = (status as usize).min(read.len as usize);
+        if copied < read.len as usize && !read.string {
+            // Only up to the end of a page: the rest was unmapped.
+            memory
+                .failed
+                .push((address + copied as u64, (read.len as usize - copied) as u64));
+        }
+        let mut bytes = record.get(slot.data..slot.data + copied)?.to_vec();
         if read.string {
-            // The kernel copied `status` bytes up to and with the NUL; what
-            // follows is not the target's.
-            let copied = (status as usize).min(bytes.len());
-            bytes[copied..].fill(0);
+            // The kernel copied `status` bytes up to and with the NUL.
+            memory.strings.push((address, std::mem::take(&mut bytes)));
+            continue;
         }
         memory.ranges.push((address, bytes));
     }
@@ -258,6 +274,28 @@ pub(crate) fn decode_record(record: &[u8], plan: &CapturePlan) -> Option<KernelH
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct KernelUnavailable(pub String);
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`).
+const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+/// The PID namespace the kernel must translate thread ids into for our
+/// view of `pid` (None: the initial one, where its ids are the kernel's).
+fn pid_namespace_of(pid: i32) -> Result<Option<(u64, u64)>, KernelUnavailable> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata("/proc/self/ns/pid")
+        .map_err(|e| KernelUnavailable(format!("cannot read /proc/self/ns/pid: {e}")))?;
+    if ours.ino() == INITIAL_PID_NAMESPACE {
+        return Ok(None);
+    }
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map_err(|e| KernelUnavailable(format!("cannot read /proc/{pid}/ns/pid: {e}")))?;
+    if theirs.ino() != ours.ino() {
+        return Err(KernelUnavailable(format!(
+            "liveprobe runs in a PID namespace and process {pid} in another one below it; a kernel-side capture tells threads apart only in one namespace"
+        )));
+    }
+    Ok(Some((ours.dev(), ours.ino())))
+}
 
 /// One armed kernel-side site.
 pub(crate) struct KernelSite {
@@ -369,6 +407,7 @@ impl KernelProbes {
             ring_fd: self.ring.fd(),
             lost_fd: self.lost.as_raw_fd(),
             lost_slot,
+            pid_namespace: pid_namespace_of(pid)?,
         };
         let (insns, _) = program::generate(plan, &params).map_err(KernelUnavailable)?;
         let program = bpf::load_kprobe_program(&insns, "liveprobe_site").map_err(|e| {
@@ -435,6 +474,7 @@ mod tests {
             ring_fd: ring.fd(),
             lost_fd: lost.as_raw_fd(),
             lost_slot: 3,
+            pid_namespace: None,
         };
         let read = |base, offset, len, string| CaptureRead {
             base,
@@ -482,6 +522,20 @@ mod tests {
                 );
             }
         }
+        // Thread ids taken in a PID namespace (liveprobe in a container).
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata("/proc/self/ns/pid").expect("pid namespace");
+        let in_namespace = ProgramParams {
+            pid_namespace: Some((ns.dev(), ns.ino())),
+            ..params
+        };
+        let (insns, _) = program::generate(&plans[2], &in_namespace).expect("generate");
+        if let Err(e) = bpf::load_kprobe_program(&insns, "t_capture_ns") {
+            panic!(
+                "verifier refused the namespace variant: {} {}",
+                e.error, e.log
+            );
+        }
         // A plan too large for one record is refused before the kernel sees it.
         let huge = plan_with(vec![read(CaptureBase::Register(0), 0, 40_000, false)]);
         assert!(program::generate(&huge, &params).is_err());
@@ -522,7 +576,7 @@ mod tests {
         put(&mut record, RECORD_HEADER + 19 * 8, 0x7ffd_0000); // rsp
         let [stack, text, global] = [layout.reads[0], layout.reads[1], layout.reads[2]];
         put(&mut record, stack.address, 0x7ffd_0000);
-        put(&mut record, stack.status, 0);
+        put(&mut record, stack.status, 8); // bytes copied
         put(&mut record, stack.data, 0x5000);
         put(&mut record, text.address, 0x5000);
         put(&mut record, text.status, 3); // "hi\0"
@@ -535,14 +589,34 @@ mod tests {
         let mut word = [0u8; 8];
         hit.memory.read(0x7ffd_0000, &mut word).expect("stack word");
         assert_eq!(u64::from_ne_bytes(word), 0x5000);
-        let mut text = [0u8; 6];
-        hit.memory.read(0x5000, &mut text).expect("string");
-        assert_eq!(&text, b"hi\0\0\0\0");
+        assert_eq!(
+            hit.memory.read_string(0x5000, 100),
+            Some((b"hi".to_vec(), true)),
+            "a string read holds what the kernel copied, up to its NUL"
+        );
+        assert_eq!(
+            hit.memory.read_string(0x5000, 1),
+            Some((b"h".to_vec(), false))
+        );
+        assert_eq!(
+            hit.memory.read_string(0x5001, 10),
+            None,
+            "strings are found where they start"
+        );
         assert_eq!(
             hit.memory.read(0x1000, &mut word),
             Err(0x1000),
             "a failed read is not captured"
         );
         assert!(decode_record(&record[..record.len() - 1], &plan).is_none());
+        // A read cut at a page end: what was copied reads, the rest was planned.
+        put(&mut record, stack.status, 4);
+        let hit = decode_record(&record, &plan).expect("decodes");
+        let mut half = [0u8; 4];
+        hit.memory
+            .read(0x7ffd_0000, &mut half)
+            .expect("the copied part");
+        assert!(hit.memory.read(0x7ffd_0000, &mut word).is_err());
+        assert!(hit.memory.was_planned(0x7ffd_0004));
     }
 }

@@ -19,6 +19,9 @@ const ST_W: u8 = 0x62;
 const LD_IMM64: u8 = 0x18;
 const JEQ_IMM: u8 = 0x15;
 const JNE_IMM: u8 = 0x55;
+const JLE_IMM: u8 = 0xb5;
+const AND64_IMM: u8 = 0x57;
+const SUB64_REG: u8 = 0x1f;
 const JA: u8 = 0x05;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
@@ -30,6 +33,7 @@ const PSEUDO_MAP_FD: u8 = 1;
 const MAP_LOOKUP_ELEM: i32 = 1;
 const KTIME_GET_NS: i32 = 5;
 const GET_CURRENT_PID_TGID: i32 = 14;
+const GET_NS_CURRENT_PID_TGID: i32 = 120;
 const PROBE_READ_USER: i32 = 112;
 const PROBE_READ_USER_STR: i32 = 114;
 const RINGBUF_RESERVE: i32 = 131;
@@ -41,9 +45,11 @@ const R0: u8 = 0;
 const R1: u8 = 1;
 const R2: u8 = 2;
 const R3: u8 = 3;
+const R4: u8 = 4;
 const R6: u8 = 6;
 const R7: u8 = 7;
 const R8: u8 = 8;
+const R9: u8 = 9;
 const R10: u8 = 10;
 
 /// A tiny assembler with forward labels.
@@ -135,6 +141,10 @@ pub struct ProgramParams {
     pub lost_fd: i32,
     /// Slot in the lost counters.
     pub lost_slot: u32,
+    /// The PID namespace liveprobe sees pids in (device, inode of
+    /// /proc/self/ns/pid), when it is not the initial one: thread ids are
+    /// then taken in it.
+    pub pid_namespace: Option<(u64, u64)>,
 }
 
 /// The program for `plan`, and the size of its records.
@@ -150,8 +160,25 @@ pub fn generate(plan: &CapturePlan, params: &ProgramParams) -> Result<(Vec<u64>,
     let out = a.label();
     let lost = a.label();
     a.mov_reg(R6, R1); // r6 = struct pt_regs *
-    a.call(GET_CURRENT_PID_TGID);
-    a.mov_reg(R7, R0);
+    match params.pid_namespace {
+        None => {
+            a.call(GET_CURRENT_PID_TGID);
+            a.mov_reg(R7, R0);
+        }
+        Some((dev, ino)) => {
+            // struct bpf_pidns_info { u32 pid; u32 tgid; } read as one u64
+            // is laid out like bpf_get_current_pid_tgid's answer.
+            a.ld_imm64(R1, 0, dev);
+            a.ld_imm64(R2, 0, ino);
+            a.mov_reg(R3, R10);
+            a.add_imm(R3, -16);
+            a.mov_imm(R4, 8);
+            a.call(GET_NS_CURRENT_PID_TGID);
+            a.jump(JNE_IMM, R0, 0, out);
+            a.load(R7, R10, -16);
+        }
+    }
+    a.mov_reg(R0, R7);
     a.op(RSH64_IMM, R0, 0, 0, 32);
     a.jump(JNE_IMM, R0, params.tgid as i32, out);
     a.ld_imm64(R1, PSEUDO_MAP_FD, params.ring_fd as u32 as u64);
@@ -185,12 +212,42 @@ pub fn generate(plan: &CapturePlan, params: &ProgramParams) -> Result<(Vec<u64>,
         a.mov_reg(R1, R8);
         a.add_imm(R1, slot.data as i64);
         a.mov_imm(R2, read.len as i32);
-        a.call(if read.string {
-            PROBE_READ_USER_STR
-        } else {
-            PROBE_READ_USER
-        });
+        if read.string {
+            // Copies up to the NUL; the status is the bytes copied.
+            a.call(PROBE_READ_USER_STR);
+            a.store(R8, slot.status as i16, R0);
+            continue;
+        }
+        // The status is the bytes copied. A read that fails whole (it runs
+        // into unmapped memory) is tried again up to the end of its first
+        // page, as a debugger reading page by page would get those bytes.
+        let done = a.label();
+        let failed = a.label();
+        let short = a.label();
+        a.call(PROBE_READ_USER);
+        a.jump(JNE_IMM, R0, 0, failed);
+        a.mov_imm(R0, read.len as i32);
         a.store(R8, slot.status as i16, R0);
+        a.jump(JA, 0, 0, done);
+        a.bind(failed);
+        a.load(R3, R8, slot.address as i16);
+        a.mov_reg(R2, R3);
+        a.op(AND64_IMM, R2, 0, 0, 4095);
+        a.mov_imm(R9, 4096);
+        a.op(SUB64_REG, R9, R2, 0, 0);
+        a.jump(JLE_IMM, R9, read.len as i32, short);
+        a.mov_imm(R9, read.len as i32);
+        a.bind(short);
+        a.mov_reg(R2, R9);
+        a.mov_reg(R1, R8);
+        a.add_imm(R1, slot.data as i64);
+        a.call(PROBE_READ_USER);
+        let kept = a.label();
+        a.jump(JNE_IMM, R0, 0, kept);
+        a.mov_reg(R0, R9);
+        a.bind(kept);
+        a.store(R8, slot.status as i16, R0);
+        a.bind(done);
     }
     // Waking the reader at every record would cost the hitting thread a
     // cross-CPU wake-up per hit; the reader reads the ring on a short timer
