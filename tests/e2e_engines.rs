@@ -970,3 +970,46 @@ fn vector_elements_are_captured_like_ptrace_reads_them() {
     let shown = seen[2].to_string();
     assert!(shown.contains('5') && shown.contains('6'), "{shown}");
 }
+
+/// A duration to the function's return nests: each recursive call is timed
+/// from its own start, and outer calls last longer than inner ones.
+fn recursive_durations_nest(engine: &str) {
+    let exe = build_fixture("probes/recurse.c", "probes_recurse", &["-O0"]);
+    let (mut fx, mut c) = attached(&exe);
+    let metric = set_expect(
+        &mut c,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "depth", "kind": "duration"}),
+        Some(engine),
+        engine,
+    );
+    fx.send("run 3");
+    assert_eq!(fx.expect_line("depth"), "depth 4");
+    let r = results(&mut c, &metric["probe_id"], 0, 0);
+    let summary = &r["items"][0];
+    assert_eq!(
+        summary["count"],
+        json!(4),
+        "four nested calls, four spans: {r}"
+    );
+    let (min, max) = (
+        summary["min"].as_f64().expect("min"),
+        summary["max"].as_f64().expect("max"),
+    );
+    assert!(
+        max > 2.0 * min,
+        "the outermost span holds the three inner ones: {r}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn recursive_durations_nest_uprobe() {
+    recursive_durations_nest("uprobe");
+}
+
+#[test]
+fn recursive_durations_nest_ptrace() {
+    recursive_durations_nest("ptrace");
+}

@@ -25,6 +25,9 @@ use super::store::{Render, ResultStore, Summary, SummaryView, rfc3339};
 /// Shortest interval between two "new results" updates of one probe.
 const UPDATE_INTERVAL_NS: u64 = 50_000_000;
 
+/// Spans of one duration metric open at once on one thread (recursion).
+const MAX_OPEN_SPANS: usize = 256;
+
 /// Condition faults tolerated before a probe gives up and reports the error.
 pub const MAX_CONDITION_FAULTS: u64 = 10;
 /// Handler time one probe may spend per second of wall time before it is
@@ -181,8 +184,9 @@ pub struct Probe {
     /// Held by a reader while it renders waiting captures.
     render_lock: Mutex<()>,
     summary: Mutex<Summary>,
-    /// Open spans of a duration metric: thread -> start (monotonic ns).
-    span_starts: Mutex<HashMap<i32, u64>>,
+    /// Open spans of a duration metric: thread -> starts (monotonic ns),
+    /// innermost last, so a recursive function's spans nest.
+    span_starts: Mutex<HashMap<i32, Vec<u64>>>,
     budget: Mutex<BudgetWindow>,
     /// Woken at every new item and at every state change.
     pub changed: tokio::sync::Notify,
@@ -651,10 +655,23 @@ impl SiteHandler {
             SiteAction::DurationStart => {
                 // A start is not a completed observation.
                 probe.hits.fetch_sub(1, Ordering::Relaxed);
-                lock(&probe.span_starts).insert(tid, hit.monotonic_ns);
+                let mut starts = lock(&probe.span_starts);
+                let open = starts.entry(tid).or_default();
+                if open.len() >= MAX_OPEN_SPANS {
+                    // Deeper than we follow: the outermost span is given up.
+                    open.remove(0);
+                }
+                open.push(hit.monotonic_ns);
             }
             SiteAction::DurationEnd => {
-                let started = lock(&probe.span_starts).remove(&tid);
+                let started = {
+                    let mut starts = lock(&probe.span_starts);
+                    let started = starts.get_mut(&tid).and_then(Vec::pop);
+                    if starts.get(&tid).is_some_and(Vec::is_empty) {
+                        starts.remove(&tid);
+                    }
+                    started
+                };
                 match started {
                     Some(t0) => {
                         let us = hit.monotonic_ns.saturating_sub(t0) as f64 / 1000.0;
