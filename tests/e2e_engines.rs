@@ -1013,3 +1013,50 @@ fn recursive_durations_nest_uprobe() {
 fn recursive_durations_nest_ptrace() {
     recursive_durations_nest("ptrace");
 }
+
+/// The overhead budget holds on both engines: a hot probe over it is
+/// throttled, says why, and leaves the target, which finishes its work.
+fn hot_probes_are_throttled(engine: &str) {
+    let mut fx = Fixture::start(&orders());
+    let mut c = McpClient::start_with_args(&["--probe-budget-ms", "1"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let snap = set_expect(
+        &mut c,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "process_order", "max_hits": 10_000_000}),
+        Some(engine),
+        engine,
+    );
+    fx.send("run 100000");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &snap["probe_id"], 0, 0);
+    assert_eq!(r["state"], "throttled", "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("1 ms per second"),
+        "{r}"
+    );
+    let hits = r["hits"].as_u64().expect("hits");
+    assert!(hits > 0 && hits < 400_000, "stopped early: {r}");
+    let addr = snap["resolved"][0]["address"].as_str().expect("address");
+    assert_ne!(
+        byte_at(fx.pid, addr),
+        0xcc,
+        "its breakpoint left the target"
+    );
+    assert_eq!(c.shutdown(), Some(0));
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn hot_probes_are_throttled_uprobe() {
+    hot_probes_are_throttled("uprobe");
+}
+
+#[test]
+fn hot_probes_are_throttled_ptrace() {
+    hot_probes_are_throttled("ptrace");
+}

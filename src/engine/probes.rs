@@ -200,9 +200,12 @@ pub struct Probe {
     updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
 }
 
+/// One second of the budget, on the clock of the hits (CLOCK_MONOTONIC):
+/// kernel-side hits are handled after they happened, sometimes in a batch,
+/// and are charged to the second they happened in.
 #[derive(Debug)]
 struct BudgetWindow {
-    started: Instant,
+    started_ns: u64,
     spent: Duration,
 }
 
@@ -301,7 +304,7 @@ impl Probe {
             summary: Mutex::new(Summary::default()),
             span_starts: Mutex::new(HashMap::new()),
             budget: Mutex::new(BudgetWindow {
-                started: Instant::now(),
+                started_ns: crate::tracer::monotonic_ns(),
                 spent: Duration::ZERO,
             }),
             changed: tokio::sync::Notify::new(),
@@ -486,14 +489,15 @@ impl Probe {
     }
 
     /// Records handler time, and charges `cost` (what the hit cost the
-    /// target) to the budget; true when the probe went over its budget.
-    fn charge(&self, spent: Duration, cost: Duration) -> bool {
+    /// target) to the budget second of `at_ns` (when the hit happened, on
+    /// CLOCK_MONOTONIC); true when the probe went over its budget.
+    fn charge(&self, spent: Duration, cost: Duration, at_ns: u64) -> bool {
         let ns = spent.as_nanos() as u64;
         self.handler_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_handler_ns.fetch_max(ns, Ordering::Relaxed);
         let mut b = lock(&self.budget);
-        if b.started.elapsed() >= Duration::from_secs(1) {
-            b.started = Instant::now();
+        if at_ns.saturating_sub(b.started_ns) >= 1_000_000_000 {
+            b.started_ns = at_ns;
             b.spent = Duration::ZERO;
         }
         b.spent += cost;
@@ -708,7 +712,7 @@ impl HitHandler for SiteHandler {
             HitMemory::Live(_) => (spent, "holding target threads"),
             HitMemory::Captured(_) => (KERNEL_HIT_COST, "of target threads' time in uprobe hits"),
         };
-        if self.probe.charge(spent, cost) && verdict == HitVerdict::Keep {
+        if self.probe.charge(spent, cost, hit.monotonic_ns) && verdict == HitVerdict::Keep {
             self.probe.finish(
                 ProbeState::Throttled,
                 Some(format!(
@@ -749,7 +753,10 @@ impl HitHandler for SiteHandler {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
         // A lost hit cost the target its trap and program all the same.
         let cost = KERNEL_HIT_COST.saturating_mul(count.min(u32::MAX as u64) as u32);
-        if self.probe.charge(Duration::ZERO, cost) {
+        if self
+            .probe
+            .charge(Duration::ZERO, cost, crate::tracer::monotonic_ns())
+        {
             self.probe.finish(
                 ProbeState::Throttled,
                 Some(format!(
