@@ -186,17 +186,7 @@ impl TracerLoop {
             probes.ring.drain(usize::MAX, |_| {});
             return;
         }
-        let mut remove: Vec<(i32, u64)> = Vec::new();
-        let sites = &probes.sites;
-        let handlers = &mut self.kernel.handlers;
-        let wall_offset = self.kernel.wall_offset_ns;
-        probes.ring.drain(RECORDS_PER_TURN, |record| {
-            if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
-                && verdict == HitVerdict::RemoveGroup
-            {
-                remove.push((pid, group));
-            }
-        });
+        let mut remove = self.deliver_batch();
         remove.sort_unstable();
         remove.dedup();
         for (pid, group) in remove {
@@ -330,17 +320,28 @@ impl TracerLoop {
             if probes.ring.consumed_up_to(target) || probes.ring.is_empty() {
                 break;
             }
-            let sites = &probes.sites;
-            let handlers = &mut self.kernel.handlers;
-            let wall_offset = self.kernel.wall_offset_ns;
-            probes.ring.drain(RECORDS_PER_TURN, |record| {
-                if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
-                    && verdict == HitVerdict::RemoveGroup
-                {
-                    remove.push((pid, group));
-                }
-            });
+            remove.extend(self.deliver_batch());
         }
+        remove
+    }
+
+    /// Hands up to a turn's worth of waiting records to their handlers;
+    /// returns the groups whose handlers asked to be removed.
+    fn deliver_batch(&mut self) -> Vec<(i32, u64)> {
+        let mut remove = Vec::new();
+        let Some(probes) = self.kernel.probes.as_ref() else {
+            return remove;
+        };
+        let sites = &probes.sites;
+        let handlers = &mut self.kernel.handlers;
+        let wall_offset = self.kernel.wall_offset_ns;
+        probes.ring.drain(RECORDS_PER_TURN, |record| {
+            if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
+                && verdict == HitVerdict::RemoveGroup
+            {
+                remove.push((pid, group));
+            }
+        });
         remove
     }
 
