@@ -3,20 +3,9 @@
 
 mod common;
 
+use common::probes::*;
 use common::*;
 use serde_json::{Value, json};
-
-fn orders() -> std::path::PathBuf {
-    build_fixture("probes/orders.c", "probes_orders", &["-O0"])
-}
-
-fn line_of(needle: &str) -> u64 {
-    let text = std::fs::read_to_string(fixture_src("probes/orders.c")).expect("source");
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i as u64 + 1)
-        .unwrap_or_else(|| panic!("{needle:?} not in orders.c"))
-}
 
 /// The checksum line of an unprobed run of `run n`.
 fn unprobed_checksum(n: u64) -> String {
@@ -35,14 +24,6 @@ fn attached() -> (Fixture, McpClient) {
     (fx, c)
 }
 
-fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
-    c.call(
-        "get_probe_results",
-        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms}),
-    )
-    .ok()
-}
-
 /// Calls a set_* tool with `"engine": engine` and checks that the answer
 /// says the probe uses that engine (for "auto", only that it names one).
 fn set_with(c: &mut McpClient, tool: &str, mut args: Value, engine: &str) -> Value {
@@ -57,29 +38,6 @@ fn set_with(c: &mut McpClient, tool: &str, mut args: Value, engine: &str) -> Val
         assert_eq!(set["engine"], engine, "{tool} {args}: {set}");
     }
     set
-}
-
-/// The list_probes row of probe `id`.
-fn row_of(c: &mut McpClient, id: &Value) -> Value {
-    let listed = c.call("list_probes", json!({})).ok();
-    listed["probes"]
-        .as_array()
-        .expect("probes")
-        .iter()
-        .find(|p| p["probe_id"] == *id)
-        .unwrap_or_else(|| panic!("probe {id} not listed: {listed}"))
-        .clone()
-}
-
-/// The byte at `addr` in the target, read from /proc/PID/mem.
-fn byte_at(pid: i32, addr: &str) -> u8 {
-    use std::io::{Read, Seek, SeekFrom};
-    let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).expect("hex address");
-    let mut f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
-    f.seek(SeekFrom::Start(addr)).expect("seek");
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).expect("read");
-    b[0]
 }
 
 fn a_count_metric_on_four_threads_loses_no_hit(engine: &str) {

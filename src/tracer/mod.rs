@@ -80,7 +80,7 @@ pub use breakpoints::{
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
-    RegisterSlot, user_regs_from_slots,
+    user_regs_from_slots,
 };
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};

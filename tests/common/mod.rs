@@ -3,6 +3,8 @@
 //! drives the `liveprobe` binary over stdio JSON-RPC.
 #![allow(dead_code)]
 
+pub mod probes;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -41,24 +41,11 @@ pub(crate) const RING_POLL_INTERVAL: std::time::Duration = std::time::Duration::
 /// Sites that can be armed at once (slots of the lost-record counters).
 const LOST_SLOTS: u32 = 1024;
 
-/// A register of the hitting thread, by its index in `user_regs_struct`
-/// (which is also its index in the kernel's `pt_regs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RegisterSlot(pub u8);
-
-impl RegisterSlot {
-    /// `rbp`.
-    pub const RBP: RegisterSlot = RegisterSlot(4);
-    /// `rsp`.
-    pub const RSP: RegisterSlot = RegisterSlot(19);
-    /// `rip`.
-    pub const RIP: RegisterSlot = RegisterSlot(16);
-}
-
 /// Where the address of a planned read comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CaptureBase {
-    /// A register of the hitting thread.
+    /// A register of the hitting thread, by its index in `pt_regs` (the
+    /// same as in `user_regs_struct`; see `user_regs_from_slots`).
     Register(u8),
     /// The 8-byte word at byte `at` of an earlier read's data.
     Word {
@@ -94,7 +81,7 @@ pub struct CapturePlan {
     pub reads: Vec<CaptureRead>,
 }
 
-/// Registers from their values in `pt_regs` order (`RegisterSlot`s 0..21,
+/// Registers from their values in `pt_regs` order (slots 0..21,
 /// the first 21 fields of `user_regs_struct`); the others are zero.
 pub fn user_regs_from_slots(values: &[u64; 21]) -> libc::user_regs_struct {
     // SAFETY: user_regs_struct is plain integers; all-zero is valid.
@@ -453,6 +440,10 @@ impl KernelProbes {
 mod tests {
     use super::*;
 
+    /// `pt_regs` slots of rbp and rsp.
+    const SLOT_RBP: u8 = 4;
+    const SLOT_RSP: u8 = 19;
+
     fn plan_with(reads: Vec<CaptureRead>) -> CapturePlan {
         CapturePlan {
             registers: true,
@@ -486,27 +477,15 @@ mod tests {
             CapturePlan::default(),
             plan_with(vec![]),
             plan_with(vec![
-                read(CaptureBase::Register(RegisterSlot::RBP.0), -40, 48, false),
+                read(CaptureBase::Register(SLOT_RBP), -40, 48, false),
                 read(CaptureBase::Word { read: 0, at: 8 }, 16, 8, false),
                 read(CaptureBase::Word { read: 1, at: 0 }, 0, 257, true),
                 read(CaptureBase::Absolute, 0x5555_5555_4000, 16, false),
-                read(
-                    CaptureBase::Register(RegisterSlot::RSP.0),
-                    1 << 33,
-                    8,
-                    false,
-                ),
+                read(CaptureBase::Register(SLOT_RSP), 1 << 33, 8, false),
             ]),
             plan_with(
                 (0..MAX_READS)
-                    .map(|i| {
-                        read(
-                            CaptureBase::Register(RegisterSlot::RSP.0),
-                            i as i64 * 8,
-                            8,
-                            false,
-                        )
-                    })
+                    .map(|i| read(CaptureBase::Register(SLOT_RSP), i as i64 * 8, 8, false))
                     .collect(),
             ),
         ];
@@ -547,7 +526,7 @@ mod tests {
     fn records_decode_into_registers_and_captured_ranges() {
         let plan = plan_with(vec![
             CaptureRead {
-                base: CaptureBase::Register(RegisterSlot::RSP.0),
+                base: CaptureBase::Register(SLOT_RSP),
                 offset: 0,
                 len: 8,
                 string: false,
