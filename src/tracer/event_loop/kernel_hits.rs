@@ -200,23 +200,11 @@ impl TracerLoop {
     /// meanwhile wait for the next turn, and the flush gives up after
     /// `FLUSH_LIMIT`, so a backlog cannot hold an answer back for long.
     pub(super) fn flush_kernel_hits(&mut self) {
-        let started = Instant::now();
-        let Some(target) = self
-            .kernel
-            .probes
-            .as_ref()
-            .map(|p| p.ring.producer_position())
-        else {
-            return;
-        };
-        while started.elapsed() < FLUSH_LIMIT {
-            let Some(probes) = self.kernel.probes.as_ref() else {
-                return;
-            };
-            if probes.ring.consumed_up_to(target) || probes.ring.is_empty() {
-                break;
-            }
-            self.drain_kernel_hits();
+        let mut remove = self.drain_committed();
+        remove.sort_unstable();
+        remove.dedup();
+        for (pid, group) in remove {
+            self.remove_group(pid, group);
         }
         self.kernel.last_loss_check = None;
         self.check_kernel_losses();
@@ -258,7 +246,7 @@ impl TracerLoop {
         // hits that happened while the probe was armed; so are its losses.
         let mut others = Vec::new();
         if !ids.is_empty() {
-            others = self.drain_kernel_records_of();
+            others = self.drain_committed();
             self.kernel.last_loss_check = None;
             self.check_kernel_losses();
         }
@@ -298,10 +286,10 @@ impl TracerLoop {
         }
     }
 
-    /// Handles every waiting record now, before some sites go (their later
-    /// records would be dropped); returns the groups other handlers asked
-    /// to remove meanwhile.
-    fn drain_kernel_records_of(&mut self) -> Vec<(i32, u64)> {
+    /// Handles every record committed before this call (for at most
+    /// `FLUSH_LIMIT`: what arrives meanwhile waits for the next turn);
+    /// returns the groups whose handlers asked to be removed.
+    fn drain_committed(&mut self) -> Vec<(i32, u64)> {
         let mut remove: Vec<(i32, u64)> = Vec::new();
         let Some(target) = self
             .kernel
@@ -311,7 +299,6 @@ impl TracerLoop {
         else {
             return remove;
         };
-        // What arrives after this pass arrived after the removal.
         let started = Instant::now();
         while started.elapsed() < FLUSH_LIMIT {
             let Some(probes) = self.kernel.probes.as_ref() else {
@@ -354,7 +341,7 @@ impl TracerLoop {
             .is_some_and(|p| p.sites.values().any(|s| s.pid == pid));
         if has_sites {
             // Hits before the end are delivered, and losses counted.
-            let others = self.drain_kernel_records_of();
+            let others = self.drain_committed();
             self.kernel.last_loss_check = None;
             self.check_kernel_losses();
             for (other_pid, other_group) in others {
