@@ -50,7 +50,7 @@ fn bigtarget_attach_and_resolve_line() {
         .expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    writeln!(stdin, "ready?").expect("ask");
+    stdin.write_all(b"ready?\n").expect("ask");
     let mut answer = String::new();
     stdout.read_line(&mut answer).expect("ready");
     let pid = child.id() as i32;

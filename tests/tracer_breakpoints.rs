@@ -70,8 +70,10 @@ impl Fixture {
 
     fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to fixture");
-        stdin.flush().expect("flush");
+        // One write per line (a second write of the newline could meet EPIPE).
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to fixture");
     }
 
     fn expect(&mut self, prefix: &str) -> String {

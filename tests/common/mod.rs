@@ -124,7 +124,9 @@ impl Fixture {
     /// Sends one line to the fixture's stdin.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        let written = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+        // One write per line: a fixture that reads its line and exits must
+        // not make a second write (the newline alone) fail with EPIPE.
+        let written = stdin.write_all(format!("{line}\n").as_bytes());
         if let Err(e) = written {
             std::thread::sleep(Duration::from_millis(50));
             let said: Vec<String> = self.lines.try_iter().collect();
@@ -262,8 +264,9 @@ impl McpClient {
     /// Sends a raw JSON-RPC message line.
     pub fn send_raw(&mut self, msg: &Value) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{msg}").expect("write to liveprobe");
-        stdin.flush().expect("flush");
+        stdin
+            .write_all(format!("{msg}\n").as_bytes())
+            .expect("write to liveprobe");
     }
 
     /// Reads the next JSON-RPC message; every stdout line must be JSON.
