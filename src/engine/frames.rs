@@ -27,10 +27,7 @@ impl CapturedThread {
         CapturedThread {
             tid: capture.tid,
             regs,
-            memory: CapturedMemory {
-                stack: capture.stack,
-                live,
-            },
+            memory: CapturedMemory::new(capture.stack, live),
             held_us: capture.held.as_micros() as u64,
         }
     }
@@ -71,18 +68,45 @@ pub struct CapturedMemory {
     live: ProcessMemory,
 }
 
-impl MemorySource for CapturedMemory {
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let start = self.stack.start;
-        let end = start + self.stack.bytes.len() as u64;
-        if addr >= start && addr.saturating_add(buf.len() as u64) <= end {
-            let off = (addr - start) as usize;
-            buf.copy_from_slice(&self.stack.bytes[off..off + buf.len()]);
+impl CapturedMemory {
+    /// A view of `stack` (copied while the thread was held) over `live`.
+    pub fn new(stack: MemoryCopy, live: ProcessMemory) -> CapturedMemory {
+        CapturedMemory { stack, live }
+    }
+
+    fn read_live(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
             return Ok(());
         }
         self.live
             .read(addr, buf)
             .map_err(|e| MemoryError { addr: e.addr })
+    }
+}
+
+impl MemorySource for CapturedMemory {
+    /// Every copied byte is answered from the copy, also when a read only
+    /// overlaps it: the value decoder reads whole pages, and the copy starts
+    /// at `rsp - 128`, never on a page boundary, so a read "not wholly
+    /// inside" would otherwise take frame 0's slots from live memory, where
+    /// the thread has run on since (values from two moments). Only the bytes
+    /// outside the copy are read live.
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let len = buf.len() as u64;
+        let read_end = addr.checked_add(len).ok_or(MemoryError { addr })?;
+        let start = self.stack.start;
+        let end = start.saturating_add(self.stack.bytes.len() as u64);
+        if read_end <= start || addr >= end {
+            return self.read_live(addr, buf);
+        }
+        let from = addr.max(start);
+        let to = read_end.min(end);
+        let (below, rest) = buf.split_at_mut((from - addr) as usize);
+        let (copied, above) = rest.split_at_mut((to - from) as usize);
+        let offset = (from - start) as usize;
+        copied.copy_from_slice(&self.stack.bytes[offset..offset + copied.len()]);
+        self.read_live(addr, below)?;
+        self.read_live(to, above)
     }
 }
 
@@ -219,4 +243,65 @@ fn is_system_library(path: &std::path::Path) -> bool {
     .any(|dir| path.starts_with(dir))
         || path.as_os_str().is_empty()
         || path.to_string_lossy().starts_with('[')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::PageCache;
+
+    /// This process's own memory stands in for a thread's stack: a copy is
+    /// taken, then the "thread runs on" (the live bytes change).
+    struct RunOn {
+        live: Vec<u8>,
+        memory: CapturedMemory,
+        copy_start: u64,
+    }
+
+    fn copied_then_changed(copy_from: usize, copy_len: usize) -> RunOn {
+        let mut live: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+        let base = live.as_ptr() as u64;
+        let copy = MemoryCopy {
+            start: base + copy_from as u64,
+            bytes: live[copy_from..copy_from + copy_len].to_vec(),
+        };
+        live.iter_mut().for_each(|b| *b = 0xee);
+        let memory = CapturedMemory::new(copy, ProcessMemory::new(std::process::id() as i32));
+        RunOn {
+            copy_start: base + copy_from as u64,
+            live,
+            memory,
+        }
+    }
+
+    #[test]
+    fn a_page_read_takes_the_copied_bytes_from_the_copy() {
+        // The copy begins mid-page, as a stack copy from rsp - 128 does.
+        let run = copied_then_changed(4096 + 200, 4000);
+        let cache = PageCache::new(&run.memory);
+        let mut word = [0u8; 8];
+        cache
+            .read_memory(run.copy_start + 36, &mut word)
+            .expect("read inside the copy");
+        let expected: Vec<u8> = (4096 + 236..4096 + 244).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            word.to_vec(),
+            expected,
+            "a copied slot must not be read live"
+        );
+        assert!(run.live.iter().all(|b| *b == 0xee));
+    }
+
+    #[test]
+    fn a_read_across_the_copy_edges_is_split() {
+        let run = copied_then_changed(100, 50);
+        let mut bytes = [0u8; 70];
+        run.memory
+            .read_memory(run.copy_start - 10, &mut bytes)
+            .expect("read across the copy");
+        assert!(bytes[..10].iter().all(|b| *b == 0xee), "{bytes:?}");
+        let copied: Vec<u8> = (100..150).map(|i| (i % 251) as u8).collect();
+        assert_eq!(bytes[10..60].to_vec(), copied);
+        assert!(bytes[60..].iter().all(|b| *b == 0xee), "{bytes:?}");
+    }
 }
