@@ -7,6 +7,7 @@
 
 mod addr;
 mod bytes;
+mod call_site;
 mod demangle;
 mod error;
 mod extent;

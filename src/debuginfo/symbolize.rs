@@ -47,6 +47,41 @@ impl Module {
             .map(|SymbolHit { name, addr, .. }| (demangle(name), FileAddr(addr)))
     }
 
+    /// The entry (file address) and raw name of the function symbol containing file address `a`.
+    pub fn function_entry(&self, a: FileAddr) -> Option<(FileAddr, String)> {
+        self.symbol_table()
+            .lookup(a.0)
+            .map(|SymbolHit { name, addr, .. }| (FileAddr(addr), name.to_string()))
+    }
+
+    /// Whether a function symbol named `name` (raw, as the linker sees it) starts at file address `entry`.
+    /// Aliases count (`read`, `__read`, `__libc_read` are one function), although the address index keeps
+    /// only one name per address; they are looked up in the symbol tables themselves (rarely needed).
+    pub fn has_symbol_at(&self, name: &str, entry: FileAddr) -> bool {
+        use object::{Object, ObjectSymbol};
+        if self
+            .symbol_table()
+            .lookup(entry.0)
+            .is_some_and(|hit| hit.addr == entry.0 && hit.name == name)
+        {
+            return true;
+        }
+        let mut files = vec![&self.elf];
+        if let Some(separate) = &self.debug_separate {
+            files.push(separate);
+        }
+        files.into_iter().any(|mapped| {
+            let Ok(file) = mapped.parse() else {
+                return false;
+            };
+            file.symbols().chain(file.dynamic_symbols()).any(|symbol| {
+                symbol.address() == entry.0
+                    && !symbol.is_undefined()
+                    && symbol.name_bytes().is_ok_and(|n| n == name.as_bytes())
+            })
+        })
+    }
+
     /// Source frames for a file address (already adjusted for return addresses), innermost first.
     pub fn symbolize_file(&self, probe: FileAddr) -> Vec<SourceFrame> {
         if let Ok(cache) = self.symbolized.lock()

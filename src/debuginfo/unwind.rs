@@ -450,6 +450,37 @@ impl ProcessImage {
     }
 }
 
+impl ProcessImage {
+    /// The caller of one frame (`pc`, `regs` and `is_caller` as that frame has them), or None when it cannot
+    /// be unwound. Its `method` says how its registers were recovered: only [`UnwindMethod::Cfi`] frames have
+    /// registers one may rely on.
+    pub fn caller_of(
+        &self,
+        pc: RuntimeAddr,
+        regs: &Registers,
+        is_caller: bool,
+        mem: &dyn MemorySource,
+    ) -> Option<UnwoundFrame> {
+        let mut regs = regs.clone();
+        regs.set(reg::RIP, Some(pc.0));
+        let mut frames = FrameIter {
+            image: self,
+            mem,
+            pending: Some(UnwoundFrame {
+                pc,
+                regs,
+                cfa: None,
+                is_caller,
+                method: UnwindMethod::Initial,
+                is_signal_trampoline: false,
+            }),
+            prev_cfa: None,
+        };
+        frames.next()?;
+        frames.next()
+    }
+}
+
 /// Lazily unwound frames (see [`ProcessImage::unwind_iter`]).
 pub struct FrameIter<'a> {
     image: &'a ProcessImage,

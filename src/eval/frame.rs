@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::debuginfo::scope::{FrameScope, GlobalIndex, frame_scope};
+use crate::debuginfo::scope::{CallSiteCallee, FrameScope, GlobalIndex, frame_scope};
 use crate::debuginfo::types::TypeTable;
 use crate::debuginfo::{DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
 
@@ -170,12 +170,42 @@ pub(crate) fn symbolize(image: &ProcessImage, address: u64) -> Option<String> {
     })
 }
 
-/// Recovers `DW_OP_entry_value` operands for a frame: a callee-saved
-/// register's value at entry is the caller's (restored by the unwinder);
-/// any other register's is what the caller's call site recorded passing in
-/// it. Anything else is not recoverable, and is reported, never guessed.
+/// Recovers `DW_OP_entry_value` operands for a frame, only from what can be
+/// proven: a callee-saved register's value at entry is the caller's, when
+/// the unwinder restored it from CFI; any other register's is what the
+/// caller's call site recorded passing in it, when that call site returns
+/// to the caller frame's pc, calls this very function (so no tail call from
+/// another function came between) and its value can be computed from the
+/// caller's reliably recovered registers (callee-saved ones, the CFA) and
+/// memory. Anything else is unavailable with the reason, never guessed.
 pub(crate) struct CallerEntryValues<'a> {
     pub ctx: &'a FrameContext<'a>,
+}
+
+/// Why an entry value is not known, as a value's `unavailable` text.
+fn not_provable(why: &str) -> String {
+    format!(
+        "{}: entry value not provable at this pc ({why})",
+        crate::value::OPTIMIZED_OUT
+    )
+}
+
+/// A value computed by a call site expression: an "address" result is the
+/// number itself, a register location its contents.
+fn call_site_word(place: crate::value::Place) -> Result<u64, String> {
+    match place {
+        crate::value::Place::Memory(value) => Ok(value),
+        crate::value::Place::Bytes { bytes, missing }
+            if missing.is_empty() && !bytes.is_empty() =>
+        {
+            let mut word = [0u8; 8];
+            let n = bytes.len().min(8);
+            word[..n].copy_from_slice(&bytes[..n]);
+            Ok(u64::from_le_bytes(word))
+        }
+        crate::value::Place::Bytes { .. } => Err("the call site value is incomplete".to_string()),
+        crate::value::Place::Unavailable(reason) => Err(format!("the call site value: {reason}")),
+    }
 }
 
 impl EntryValues for CallerEntryValues<'_> {
@@ -184,27 +214,28 @@ impl EntryValues for CallerEntryValues<'_> {
         expression: &crate::debuginfo::scope::LocationExpression,
         unit: &gimli::Unit<DwarfReader>,
     ) -> Result<u64, String> {
-        let not_recoverable = |why: &str| {
-            if why.starts_with(crate::value::OPTIMIZED_OUT) {
-                why.to_string()
-            } else {
-                format!("{}: {why}", crate::value::OPTIMIZED_OUT)
-            }
-        };
         let mut operations = expression.clone().operations(unit.encoding());
         let register = match (operations.next(), operations.next()) {
             (Ok(Some(gimli::Operation::Register { register })), Ok(None)) => register.0,
-            _ => {
-                return Err(not_recoverable(
-                    "the value at function entry is not a plain register",
-                ));
-            }
+            _ => return Err(not_provable("the value at entry is not a plain register")),
         };
         let ctx = self.ctx;
-        let frames = ctx.image.unwind(ctx.regs, ctx.memory, 2);
-        let caller = frames
-            .get(1)
-            .ok_or_else(|| not_recoverable("the caller's frame could not be unwound"))?;
+        let caller = ctx
+            .image
+            .caller_of(ctx.pc, ctx.regs, ctx.is_caller, ctx.memory)
+            .ok_or_else(|| not_provable("the caller's frame could not be unwound"))?;
+        // Registers guessed from the rbp chain, or a frame the kernel
+        // entered (a signal), prove nothing about a call.
+        if caller.method != crate::debuginfo::UnwindMethod::Cfi {
+            return Err(not_provable(
+                "the caller's registers were not recovered from unwind information",
+            ));
+        }
+        if !caller.is_caller {
+            return Err(not_provable(
+                "the function was entered by a signal, not a call",
+            ));
+        }
         if crate::debuginfo::reg::CALLEE_SAVED.contains(&register)
             && let Some(value) = caller.regs.get(register)
         {
@@ -213,7 +244,7 @@ impl EntryValues for CallerEntryValues<'_> {
         let caller_module = ctx
             .image
             .module_for(RuntimeAddr(caller.pc.0.saturating_sub(1)))
-            .ok_or_else(|| not_recoverable("the caller is outside every module"))?;
+            .ok_or_else(|| not_provable("the caller is outside every module"))?;
         let mut types = TypeTable::new();
         let site = crate::debuginfo::scope::call_site_value(
             caller_module,
@@ -221,10 +252,13 @@ impl EntryValues for CallerEntryValues<'_> {
             caller_module.to_file(caller.pc),
             register,
         )
-        .ok_or_else(|| not_recoverable("the caller's call site does not record this argument"))?;
+        .ok_or_else(|| not_provable("the caller's call site does not record this argument"))?;
+        if site.tail_call {
+            return Err(not_provable("the caller's call site is a tail call"));
+        }
         let caller_unit = caller_module
             .unit_at(gimli::DebugInfoOffset(site.unit))
-            .ok_or_else(|| not_recoverable("the caller's unit cannot be read"))?;
+            .ok_or_else(|| not_provable("the caller's unit cannot be read"))?;
         let mut env = LocationEnv {
             module: caller_module,
             unit: caller_unit,
@@ -237,22 +271,57 @@ impl EntryValues for CallerEntryValues<'_> {
             tls: caller.regs.fs_base().map(|fs_base| (ctx.image, fs_base)),
         };
         env.frame_base = Some(super::location::frame_base_of(&env, &site.frame_base));
-        // A call value is a DWARF expression whose result is the value
-        // itself: an "address" result is the number, a register its contents.
-        match super::location::evaluate(&env, &site.value) {
-            crate::value::Place::Memory(value) => Ok(value),
-            crate::value::Place::Bytes { bytes, missing }
-                if missing.is_empty() && !bytes.is_empty() =>
-            {
-                let mut word = [0u8; 8];
-                let n = bytes.len().min(8);
-                word[..n].copy_from_slice(&bytes[..n]);
-                Ok(u64::from_le_bytes(word))
+        let callee = self.callee_entry()?;
+        let called = match &site.callee {
+            CallSiteCallee::Defined(entry) => caller_module.to_runtime(*entry) == callee.0,
+            CallSiteCallee::Named(names) => callee_has_name(ctx.image, callee.0, names),
+            CallSiteCallee::Computed(target) => {
+                let target =
+                    call_site_word(super::location::evaluate(&env, target)).map_err(|why| {
+                        not_provable(&format!("the called address is unknown: {why}"))
+                    })?;
+                target == callee.0.0
             }
-            crate::value::Place::Bytes { .. } => {
-                Err(not_recoverable("the call site value is incomplete"))
+            CallSiteCallee::Unknown => {
+                return Err(not_provable(
+                    "the caller's call site does not say what it calls",
+                ));
             }
-            crate::value::Place::Unavailable(reason) => Err(not_recoverable(&reason)),
+        };
+        if !called {
+            return Err(not_provable(&format!(
+                "the caller's call site calls another function than {} (a tail call came between)",
+                callee.1
+            )));
         }
+        call_site_word(super::location::evaluate(&env, &site.value))
+            .map_err(|why| not_provable(&why))
     }
+}
+
+impl CallerEntryValues<'_> {
+    /// The entry address (runtime) and name of the out-of-line function this
+    /// frame runs in.
+    fn callee_entry(&self) -> Result<(RuntimeAddr, String), String> {
+        let pc = lookup_pc(self.ctx);
+        let module = self
+            .ctx
+            .image
+            .module_for(pc)
+            .ok_or_else(|| not_provable("the frame is outside every module"))?;
+        let (entry, name) = module
+            .function_entry(module.to_file(pc))
+            .ok_or_else(|| not_provable("the frame's function has no symbol"))?;
+        Ok((module.to_runtime(entry), name))
+    }
+}
+
+/// Whether the function entered at `entry` is known by one of `names`
+/// (aliases included) in its module.
+fn callee_has_name(image: &ProcessImage, entry: RuntimeAddr, names: &[String]) -> bool {
+    let Some(module) = image.module_for(entry) else {
+        return false;
+    };
+    let file = module.to_file(entry);
+    names.iter().any(|name| module.has_symbol_at(name, file))
 }

@@ -89,11 +89,17 @@ pub struct Fixture {
 impl Fixture {
     /// Starts `exe` and waits for its `ready <pid>` line.
     pub fn start(exe: &Path) -> Fixture {
+        Fixture::start_with_args(exe, &[])
+    }
+
+    /// Starts `exe` with command-line `args` and waits for its `ready <pid>` line.
+    pub fn start_with_args(exe: &Path, args: &[&str]) -> Fixture {
         // ETXTBSY: another thread of this test process may be forking while
         // a fixture binary was briefly open for writing; try again.
         let mut attempts = 0;
         let mut child = loop {
             match Command::new(exe)
+                .args(args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
