@@ -391,7 +391,8 @@ impl Module {
     }
 }
 
-/// The rbp-chain guess for a frame without CFI: [rbp] = caller's rbp, [rbp+8] = return address.
+/// The rbp-chain guess for a frame without CFI: [rbp] = caller's rbp, [rbp+8] = return address; the
+/// caller's other registers are unknown.
 fn frame_pointer_step(regs: &Registers, mem: &dyn MemorySource) -> Option<Step> {
     let rbp = regs.get(reg::RBP)?;
     if rbp == 0 || rbp % 8 != 0 || regs.sp().is_some_and(|sp| rbp < sp) {
@@ -405,9 +406,9 @@ fn frame_pointer_step(regs: &Registers, mem: &dyn MemorySource) -> Option<Step> 
     caller.set(reg::RBP, Some(saved_rbp));
     caller.set(reg::RSP, Some(cfa));
     caller.set(reg::RIP, Some(ra));
-    for r in [reg::RBX, reg::R12, reg::R13, reg::R14, reg::R15] {
-        caller.set(r, regs.get(r));
-    }
+    // The other callee-saved registers stay unknown: a function without CFI
+    // may have saved and reused them, and where it saved them is not known.
+    // Showing the inner frame's values as the caller's would be a guess.
     Some(Step {
         cfa,
         caller,

@@ -23,7 +23,10 @@ pub struct CapturedThread {
 impl CapturedThread {
     /// Converts the tracer's raw capture.
     pub fn new(capture: ThreadCapture, live: ProcessMemory) -> CapturedThread {
-        let regs = registers_from(&capture.regs, Some(capture.fs_base));
+        let mut regs = registers_from(&capture.regs, Some(capture.fs_base));
+        if syscall_will_restart(&capture.regs) {
+            regs.set(reg::RAX, None);
+        }
         CapturedThread {
             tid: capture.tid,
             regs,
@@ -31,6 +34,16 @@ impl CapturedThread {
             held_us: capture.held.as_micros() as u64,
         }
     }
+}
+
+/// A thread held inside a system call the kernel will restart: rax holds a
+/// kernel-internal code (-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND,
+/// -ERESTART_RESTARTBLOCK) that the program never sees; when it runs on, the
+/// kernel rewinds rip by 2 and makes the call again. Every other register
+/// and the stack are the program's at that moment; rax has no value of the
+/// program's yet.
+fn syscall_will_restart(r: &libc::user_regs_struct) -> bool {
+    (r.orig_rax as i64) >= 0 && [-512, -513, -514, -516].contains(&(r.rax as i64))
 }
 
 /// The tracer's raw registers in DWARF numbering.
@@ -290,6 +303,24 @@ mod tests {
             "a copied slot must not be read live"
         );
         assert!(run.live.iter().all(|b| *b == 0xee));
+    }
+
+    #[test]
+    fn a_restarting_system_call_has_no_result_yet() {
+        // SAFETY: user_regs_struct is plain integers; all zeroes is valid.
+        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        regs.orig_rax = 232;
+        for code in [-512i64, -513, -514, -516] {
+            regs.rax = code as u64;
+            assert!(syscall_will_restart(&regs), "{code}");
+        }
+        regs.rax = (-4i64) as u64; // EINTR: the program sees it
+        assert!(!syscall_will_restart(&regs));
+        regs.rax = 2; // completed
+        assert!(!syscall_will_restart(&regs));
+        regs.orig_rax = u64::MAX; // not in a system call (e.g. at an int3)
+        regs.rax = (-512i64) as u64;
+        assert!(!syscall_will_restart(&regs));
     }
 
     #[test]

@@ -59,7 +59,7 @@ fn missing_register(register: u16, regs: Option<&Registers>) -> String {
                 .to_string()
         }
         Some(_) if usize::from(register) < reg::COUNT => format!(
-            "{OPTIMIZED_OUT}: register {} is not saved in this frame",
+            "{OPTIMIZED_OUT}: register {} is not known in this frame (not saved by the callee, or a system call's result not there yet)",
             reg::NAMES[usize::from(register)]
         ),
         Some(_) if (17..=32).contains(&register) => {
