@@ -88,6 +88,22 @@ fn entry_values_come_only_from_a_proven_call_site() {
     assert_eq!(gdb[0], epfd, "gdb: {gdb:?}");
     assert!(gdb[1].ends_with(&events), "gdb: {gdb:?}");
 
+    // gdb's attach made epoll_wait return EINTR; wait until the loop is
+    // back in it (system call 232 on x86-64).
+    let in_epoll_wait = || {
+        std::fs::read_to_string(format!("/proc/{}/syscall", fixture.pid))
+            .is_ok_and(|text| text.split_whitespace().next() == Some("232"))
+    };
+    for _ in 0..10_000 {
+        if in_epoll_wait() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        in_epoll_wait(),
+        "the main thread never waited in epoll_wait again"
+    );
     let stopped = support::Stopped::new(fixture.pid);
     let frame = stopped.frame("epoll_wait");
     assert!(
