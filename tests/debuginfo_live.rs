@@ -178,21 +178,31 @@ impl MemorySource for LiveMemory {
     }
 }
 
-fn gdb_backtrace(pid: i32) -> Option<String> {
+/// gdb's output for `args`. gdb is the oracle of these tests: without it
+/// they fail, saying so, rather than check nothing.
+fn run_gdb(args: &[&str]) -> String {
     let out = Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-nx",
-            "-ex",
-            "set backtrace past-main on",
-            "-ex",
-            "bt",
-        ])
+        .args(["-batch", "-nx", "-ex", "set width 0", "-ex", "set height 0"])
+        .args(args)
         .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|e| {
+            panic!("gdb is needed by this test as its oracle and cannot run ({e}); install it (apt-get install gdb)")
+        });
+    String::from_utf8_lossy(&out.stdout).into_owned() + "\n" + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// gdb's `bt` of the process, frame arguments left out.
+fn gdb_backtrace(pid: i32) -> String {
+    run_gdb(&[
+        "-p",
+        &pid.to_string(),
+        "-ex",
+        "set backtrace past-main on",
+        "-ex",
+        "set print frame-arguments none",
+        "-ex",
+        "bt",
+    ])
 }
 
 fn names_of(frames: &[liveprobe::debuginfo::SourceFrame]) -> Vec<String> {
@@ -227,17 +237,26 @@ fn c_basic_load_and_symbolize() {
         names.iter().any(|n| n.contains("read")),
         "pc in read, got {names:?}"
     );
-    if let Some(bt) = gdb_backtrace(run.pid()) {
-        eprintln!("gdb:\n{bt}");
-    }
+    eprintln!("gdb:\n{}", gdb_backtrace(run.pid()));
     run.finish();
 }
 
-/// Function names of a gdb `bt`, innermost first.
-fn gdb_frame_names(bt: &str) -> Vec<String> {
+/// One frame of a gdb `bt`: function, file, line (file and line when gdb
+/// has them).
+#[derive(Debug)]
+struct GdbFrame {
+    function: String,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+/// The frames of a gdb `bt` (made with `set print frame-arguments none`),
+/// innermost first. A line reads `#N  [0xADDR in ]NAME (...)[ at FILE:LINE |
+/// from LIBRARY]`.
+fn gdb_frames(bt: &str) -> Vec<GdbFrame> {
     bt.lines()
         .filter(|l| l.starts_with('#'))
-        .filter_map(|l| {
+        .map(|l| {
             let rest = l
                 .trim_start_matches(|c: char| c == '#' || c.is_ascii_digit())
                 .trim_start();
@@ -245,7 +264,26 @@ fn gdb_frame_names(bt: &str) -> Vec<String> {
                 Some((addr, after)) if addr.starts_with("0x") => after,
                 _ => rest,
             };
-            Some(rest.split(" (").next()?.to_string())
+            // NAME (...) [at FILE:LINE | from LIBRARY]; a Rust NAME may hold
+            // " (" in its generic arguments (`call_once<fn(), ()>`).
+            let (call, place) = match rest.rsplit_once(" at ") {
+                Some((call, at)) => (call, Some(at)),
+                None => (
+                    rest.rsplit_once(" from ").map_or(rest, |(call, _)| call),
+                    None,
+                ),
+            };
+            // `<signal handler called>` has no argument list.
+            let function = call.rsplit_once(" (").map_or(call, |(name, _)| name);
+            let function = function.to_string();
+            let place = place
+                .and_then(|at| at.rsplit_once(':'))
+                .and_then(|(file, line)| Some((file.to_string(), line.trim().parse().ok()?)));
+            GdbFrame {
+                function,
+                file: place.as_ref().map(|(f, _)| f.clone()),
+                line: place.map(|(_, l)| l),
+            }
         })
         .collect()
 }
@@ -271,19 +309,75 @@ fn our_stack(image: &ProcessImage, run: &Running) -> Vec<(String, Option<String>
     out
 }
 
+/// Whether our name of a frame's function is gdb's. C and C++ names are the
+/// same but for generic arguments. For Rust, ours come from the demangled
+/// symbol (`<std::io::stdio::Stdin as std::io::Read>::read`) and gdb's from
+/// DWARF's scopes (`std::io::stdio::{impl#5}::read`): the function itself
+/// must be the same, with closures named either way.
+fn same_function(ours: &str, gdb: &str, file: Option<&str>) -> bool {
+    fn plain(name: &str) -> String {
+        let mut out = String::new();
+        let mut depth = 0usize;
+        let mut previous = ' ';
+        for c in name.chars() {
+            match c {
+                '<' => depth += 1,
+                '>' if previous != '-' => depth = depth.saturating_sub(1),
+                _ if depth == 0 => out.push(c),
+                _ => {}
+            }
+            previous = c;
+        }
+        let mut out = out
+            .trim_end_matches("::")
+            .replace("{{closure}}", "{closure}");
+        while let Some(at) = out.find("{closure#") {
+            let Some(end) = out[at..].find('}') else {
+                break;
+            };
+            out.replace_range(at..at + end + 1, "{closure}");
+        }
+        out
+    }
+    let (ours, gdb) = (plain(ours), plain(gdb));
+    let leaf = |n: &str| n.rsplit("::").next().unwrap_or(n).to_string();
+    ours == gdb || (file.is_some_and(|f| f.ends_with(".rs")) && leaf(&ours) == leaf(&gdb))
+}
+
+/// Our stack of fixture `name` blocked in read(2), checked frame by frame
+/// against gdb's: the same functions, and where gdb names a file and a
+/// line, the same file name and line.
 fn check_against_gdb(name: &str) -> Vec<(String, Option<String>, Option<u32>)> {
     let run = Running::start(name);
     let image = ProcessImage::load(run.pid()).expect("load");
     let ours = our_stack(&image, &run);
     eprintln!("ours: {ours:#?}");
-    if let Some(bt) = gdb_backtrace(run.pid()) {
-        let theirs = gdb_frame_names(&bt);
-        eprintln!("gdb: {theirs:#?}");
-        assert_eq!(
-            ours.len(),
-            theirs.len(),
-            "frame count differs from gdb: ours {ours:?} gdb {theirs:?}"
+    let bt = gdb_backtrace(run.pid());
+    let theirs = gdb_frames(&bt);
+    eprintln!("gdb: {theirs:#?}");
+    assert!(!theirs.is_empty(), "gdb printed no frames:\n{bt}");
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "frame count differs from gdb: ours {ours:?} gdb {theirs:?}"
+    );
+    for (k, ((function, file, line), gdb)) in ours.iter().zip(&theirs).enumerate() {
+        assert!(
+            same_function(function, &gdb.function, file.as_deref()),
+            "frame {k}: ours {function:?}, gdb's {:?}\nours {ours:?}\ngdb {theirs:?}",
+            gdb.function
         );
+        if let Some(gdb_file) = &gdb.file {
+            let base = |p: &str| Path::new(p).file_name().map(|n| n.to_os_string());
+            assert!(
+                file.as_deref().is_some_and(|f| base(f) == base(gdb_file)),
+                "frame {k} ({function}): our file {file:?}, gdb's {gdb_file}"
+            );
+            assert_eq!(
+                *line, gdb.line,
+                "frame {k} ({function}): line differs from gdb"
+            );
+        }
     }
     run.finish();
     ours
@@ -322,20 +416,15 @@ fn offline_image(name: &str) -> ProcessImage {
 }
 
 /// Addresses gdb chooses for `break LOCATION` on the executable (file addresses for PIE).
-fn gdb_break_addrs(exe: &Path, location: &str) -> Option<Vec<u64>> {
-    let out = Command::new("gdb")
-        .args([
-            "-batch",
-            "-nx",
-            "-ex",
-            &format!("break {location}"),
-            "-ex",
-            "info breakpoints",
-        ])
-        .arg(exe)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+fn gdb_break_addrs(exe: &Path, location: &str) -> Vec<u64> {
+    let exe = exe.to_string_lossy();
+    let text = run_gdb(&[
+        "-ex",
+        &format!("break {location}"),
+        "-ex",
+        "info breakpoints",
+        &exe,
+    ]);
     let mut addrs = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -354,7 +443,11 @@ fn gdb_break_addrs(exe: &Path, location: &str) -> Option<Vec<u64>> {
         }
     }
     addrs.sort_unstable();
-    Some(addrs)
+    assert!(
+        !addrs.is_empty(),
+        "gdb placed no breakpoint at {location}:\n{text}"
+    );
+    addrs
 }
 
 fn site_addrs(image: &ProcessImage, location: &str) -> Vec<u64> {
@@ -370,12 +463,11 @@ fn assert_same_as_gdb(name: &str, location: &str) {
     let image = offline_image(name);
     let ours = site_addrs(&image, location);
     assert!(!ours.is_empty(), "{location}: no sites");
-    if let Some(theirs) = gdb_break_addrs(&fixture(name), location) {
-        assert_eq!(
-            ours, theirs,
-            "{name} {location}: ours {ours:x?} gdb {theirs:x?}"
-        );
-    }
+    let theirs = gdb_break_addrs(&fixture(name), location);
+    assert_eq!(
+        ours, theirs,
+        "{name} {location}: ours {ours:x?} gdb {theirs:x?}"
+    );
 }
 
 #[test]
@@ -603,26 +695,26 @@ fn unwinds_through_a_signal_frame() {
     let spin = names.iter().position(|n| n == "spin").expect("spin frame");
     assert!(spin > trampoline, "{names:?}");
     assert_eq!(names[spin + 1], "main", "{names:?}");
-    if let Some(bt) = gdb_backtrace(run.pid()) {
-        // gdb also synthesizes frames for tail calls (__pthread_kill_internal jumps to
-        // __pthread_kill_implementation); every frame of ours must appear in its list, in order.
-        let theirs: Vec<String> = gdb_frame_names(&bt)
-            .into_iter()
-            .map(|n| {
-                if n.starts_with("<signal handler called>") {
-                    "__restore_rt".to_string()
-                } else {
-                    n
-                }
-            })
-            .collect();
-        let mut it = theirs.iter();
-        for n in &names {
-            assert!(
-                it.any(|t| t == n),
-                "{n} missing or out of order in gdb's {theirs:?}"
-            );
-        }
+    // gdb also synthesizes frames for tail calls (__pthread_kill_internal jumps to
+    // __pthread_kill_implementation); every frame of ours must appear in its list, in order.
+    let bt = gdb_backtrace(run.pid());
+    let theirs: Vec<String> = gdb_frames(&bt)
+        .into_iter()
+        .map(|f| {
+            if f.function.starts_with("<signal handler called>") {
+                "__restore_rt".to_string()
+            } else {
+                f.function
+            }
+        })
+        .collect();
+    assert!(!theirs.is_empty(), "gdb printed no frames:\n{bt}");
+    let mut it = theirs.iter();
+    for n in &names {
+        assert!(
+            it.any(|t| t == n),
+            "{n} missing or out of order in gdb's {theirs:?}"
+        );
     }
 }
 
