@@ -1,11 +1,13 @@
 //! debuginfo room, live: compile fixtures (C -O0, C -O2 with inlining, C++, Rust), run them blocked on stdin,
 //! and check ProcessImage::load, symbolize, unwind, resolve_location, find_functions and source_file against
-//! what the sources say (and gdb where it is installed).
+//! what the sources say (and gdb, which they need as their oracle).
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
+
+use common::{Fixture, Launch, build_fixture_with, run_build_step};
 
 use liveprobe::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers, RuntimeAddr};
 use nix::sys::ptrace;
@@ -17,172 +19,106 @@ fn fixtures_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debuginfo")
 }
 
-fn out_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debuginfo_fixtures");
-    std::fs::create_dir_all(&dir).expect("create fixture dir");
-    dir
-}
-
-fn compile(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run compiler for {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "compiling {what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Compiles a fixture once per test binary and returns the executable path.
+/// Builds a fixture (see `common::build_fixture_with`) and returns the path
+/// of this test's copy of it.
 fn fixture(name: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
-        OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap();
-    if let Some(p) = built.get(name) {
-        return p.clone();
-    }
     let src = fixtures_src();
-    let out = out_dir().join(name);
-    match name {
-        "c_basic" => compile(
-            Command::new("gcc")
-                .args(["-g", "-O0", "-o"])
-                .arg(&out)
-                .arg(src.join("c_basic.c")),
-            name,
-        ),
-        "c_basic_nopie" => compile(
-            Command::new("gcc")
-                .args(["-g", "-O0", "-no-pie", "-fno-pie", "-o"])
-                .arg(&out)
-                .arg(src.join("c_basic.c")),
-            name,
-        ),
-        "c_basic_dwarf4_zlib" => compile(
-            Command::new("gcc")
-                .args(["-gdwarf-4", "-O0", "-gz=zlib", "-o"])
-                .arg(&out)
-                .arg(src.join("c_basic.c")),
-            name,
-        ),
-        "c_inline" => compile(
-            Command::new("gcc")
-                .args(["-g", "-O2", "-o"])
-                .arg(&out)
-                .arg(src.join("c_inline.c")),
-            name,
-        ),
-        "cpp_class" => compile(
-            Command::new("g++")
-                .args(["-g", "-O0", "-o"])
-                .arg(&out)
-                .arg(src.join("cpp_class.cpp")),
-            name,
-        ),
-        "c_signal" => compile(
-            Command::new("gcc")
-                .args(["-g", "-O0", "-o"])
-                .arg(&out)
-                .arg(src.join("c_signal.c")),
-            name,
-        ),
-        "c_basic_symtab_only" => {
-            compile(
-                Command::new("gcc")
-                    .args(["-g", "-O0", "-o"])
-                    .arg(&out)
-                    .arg(src.join("c_basic.c")),
-                name,
-            );
-            compile(Command::new("strip").arg("--strip-debug").arg(&out), name);
+    // (compiler, flags, source, post-processing)
+    let (compiler, flags, source): (&str, &[&str], &str) = match name {
+        "c_basic" | "c_basic_symtab_only" | "c_basic_debuglink" => {
+            ("gcc", &["-g", "-O0"], "c_basic.c")
         }
-        "c_basic_debuglink" => {
-            // DWARF moved to a separate file next to the executable, found through .gnu_debuglink.
-            compile(
-                Command::new("gcc")
-                    .args(["-g", "-O0", "-o"])
-                    .arg(&out)
-                    .arg(src.join("c_basic.c")),
-                name,
-            );
-            let debug = out.with_extension("debug");
-            compile(
-                Command::new("objcopy")
-                    .arg("--only-keep-debug")
-                    .arg(&out)
-                    .arg(&debug),
-                name,
-            );
-            compile(
-                Command::new("objcopy")
-                    .arg("--strip-debug")
-                    .arg(format!("--add-gnu-debuglink={}", debug.display()))
-                    .arg(&out),
-                name,
-            );
-        }
-        "rust_v0" => compile(
-            Command::new("rustc")
-                .args([
-                    "-g",
-                    "-C",
-                    "opt-level=0",
-                    "-C",
-                    "symbol-mangling-version=v0",
-                    "--crate-name",
-                    "fixture",
-                    "-o",
-                ])
-                .arg(&out)
-                .arg(src.join("rust_basic.rs")),
-            name,
+        "c_basic_nopie" => ("gcc", &["-g", "-O0", "-no-pie", "-fno-pie"], "c_basic.c"),
+        "c_basic_dwarf4_zlib" => ("gcc", &["-gdwarf-4", "-O0", "-gz=zlib"], "c_basic.c"),
+        "c_inline" => ("gcc", &["-g", "-O2"], "c_inline.c"),
+        "cpp_class" => ("g++", &["-g", "-O0"], "cpp_class.cpp"),
+        "c_signal" => ("gcc", &["-g", "-O0"], "c_signal.c"),
+        "rust_v0" => (
+            "rustc",
+            &[
+                "-g",
+                "-C",
+                "opt-level=0",
+                "-C",
+                "symbol-mangling-version=v0",
+                "--crate-name",
+                "fixture",
+            ],
+            "rust_basic.rs",
         ),
-        "c_basic_debug_frame" => compile(
-            // No .eh_frame for our own code: its CFI is only in .debug_frame.
-            Command::new("gcc")
-                .args([
-                    "-g",
-                    "-O0",
-                    "-fno-asynchronous-unwind-tables",
-                    "-fno-unwind-tables",
-                    "-o",
-                ])
-                .arg(&out)
-                .arg(src.join("c_basic.c")),
-            name,
+        // No .eh_frame for our own code: its CFI is only in .debug_frame.
+        "c_basic_debug_frame" => (
+            "gcc",
+            &[
+                "-g",
+                "-O0",
+                "-fno-asynchronous-unwind-tables",
+                "-fno-unwind-tables",
+            ],
+            "c_basic.c",
         ),
-        "c_threads" => compile(
-            Command::new("gcc")
-                .args(["-g", "-O0", "-pthread", "-o"])
-                .arg(&out)
-                .arg(src.join("c_threads.c")),
-            name,
-        ),
-        "c_vdso" => compile(
-            Command::new("gcc")
-                .args(["-g", "-O1", "-o"])
-                .arg(&out)
-                .arg(src.join("c_vdso.c")),
-            name,
-        ),
-        "rust_basic" => compile(
-            Command::new("rustc")
-                .args(["-g", "-C", "opt-level=0", "--crate-name", "fixture", "-o"])
-                .arg(&out)
-                .arg(src.join("rust_basic.rs")),
-            name,
+        "c_threads" => ("gcc", &["-g", "-O0", "-pthread"], "c_threads.c"),
+        "c_vdso" => ("gcc", &["-g", "-O1"], "c_vdso.c"),
+        "rust_basic" => (
+            "rustc",
+            &["-g", "-C", "opt-level=0", "--crate-name", "fixture"],
+            "rust_basic.rs",
         ),
         other => panic!("unknown fixture {other}"),
-    }
-    built.insert(name.to_string(), out.clone());
-    out
+    };
+    let source = src.join(source);
+    let companions: &[&str] = if name == "c_basic_debuglink" {
+        &[".debug"]
+    } else {
+        &[]
+    };
+    let recipe = format!("{compiler} {flags:?} {} then {name}", source.display());
+    build_fixture_with(
+        name,
+        std::slice::from_ref(&source),
+        &recipe,
+        companions,
+        |out| {
+            run_build_step(
+                Command::new(compiler)
+                    .args(flags)
+                    .arg("-o")
+                    .arg(out)
+                    .arg(&source),
+                name,
+            );
+            match name {
+                "c_basic_symtab_only" => {
+                    run_build_step(Command::new("strip").arg("--strip-debug").arg(out), name)
+                }
+                "c_basic_debuglink" => {
+                    // DWARF moved to a separate file next to the executable,
+                    // found through .gnu_debuglink (which keeps the base name).
+                    let debug = out.with_extension("debug");
+                    run_build_step(
+                        Command::new("objcopy")
+                            .arg("--only-keep-debug")
+                            .arg(out)
+                            .arg(&debug),
+                        name,
+                    );
+                    run_build_step(
+                        Command::new("objcopy")
+                            .arg("--strip-debug")
+                            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+                            .arg(out),
+                        name,
+                    );
+                }
+                _ => {}
+            }
+        },
+    )
 }
 
-/// A running fixture, killed on drop.
+/// A running fixture (the common driver), blocked in read(2).
 struct Running {
-    child: Child,
+    fixture: Fixture,
 }
 
 impl Running {
@@ -191,42 +127,16 @@ impl Running {
     }
 
     /// Starts a fixture, waits for its "ready" line, runs `poke` (e.g. send a signal), then waits until the
-    /// main thread blocks in read(2).
+    /// main thread blocks in read(2), so stacks are deterministic.
     fn start_then(name: &str, poke: impl FnOnce(i32)) -> Running {
-        let exe = fixture(name);
-        let mut child = Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn fixture");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read ready line");
-        assert!(line.starts_with("ready"), "fixture said {line:?}");
-        let running = Running { child };
-        poke(running.pid());
-        running.wait_blocked_in_read();
-        running
+        let fixture = Launch::new(&fixture(name)).ready_without_pid().start();
+        poke(fixture.pid);
+        fixture.wait_blocked_in_read();
+        Running { fixture }
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Waits until the main thread sits in the read(2) syscall (nr 0), so stacks are deterministic.
-    fn wait_blocked_in_read(&self) {
-        for _ in 0..2000 {
-            let text = std::fs::read_to_string(format!("/proc/{}/syscall", self.pid()))
-                .unwrap_or_default();
-            if text.split_whitespace().next() == Some("0") {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        panic!("fixture never blocked in read");
+        self.fixture.pid
     }
 
     /// Stops the thread with PTRACE_SEIZE + PTRACE_INTERRUPT, reads its registers, and detaches.
@@ -241,17 +151,9 @@ impl Running {
     }
 
     fn finish(mut self) {
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let _ = stdin.write_all(b"x");
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.fixture.send("x");
+        self.fixture.close_stdin();
+        self.fixture.wait_exit_status();
     }
 }
 
@@ -276,21 +178,31 @@ impl MemorySource for LiveMemory {
     }
 }
 
-fn gdb_backtrace(pid: i32) -> Option<String> {
+/// gdb's output for `args`. gdb is the oracle of these tests: without it
+/// they fail, saying so, rather than check nothing.
+fn run_gdb(args: &[&str]) -> String {
     let out = Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-nx",
-            "-ex",
-            "set backtrace past-main on",
-            "-ex",
-            "bt",
-        ])
+        .args(["-batch", "-nx", "-ex", "set width 0", "-ex", "set height 0"])
+        .args(args)
         .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|e| {
+            panic!("gdb is needed by this test as its oracle and cannot run ({e}); install it (apt-get install gdb)")
+        });
+    String::from_utf8_lossy(&out.stdout).into_owned() + "\n" + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// gdb's `bt` of the process, frame arguments left out.
+fn gdb_backtrace(pid: i32) -> String {
+    run_gdb(&[
+        "-p",
+        &pid.to_string(),
+        "-ex",
+        "set backtrace past-main on",
+        "-ex",
+        "set print frame-arguments none",
+        "-ex",
+        "bt",
+    ])
 }
 
 fn names_of(frames: &[liveprobe::debuginfo::SourceFrame]) -> Vec<String> {
@@ -325,17 +237,26 @@ fn c_basic_load_and_symbolize() {
         names.iter().any(|n| n.contains("read")),
         "pc in read, got {names:?}"
     );
-    if let Some(bt) = gdb_backtrace(run.pid()) {
-        eprintln!("gdb:\n{bt}");
-    }
+    eprintln!("gdb:\n{}", gdb_backtrace(run.pid()));
     run.finish();
 }
 
-/// Function names of a gdb `bt`, innermost first.
-fn gdb_frame_names(bt: &str) -> Vec<String> {
+/// One frame of a gdb `bt`: function, file, line (file and line when gdb
+/// has them).
+#[derive(Debug)]
+struct GdbFrame {
+    function: String,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+/// The frames of a gdb `bt` (made with `set print frame-arguments none`),
+/// innermost first. A line reads `#N  [0xADDR in ]NAME (...)[ at FILE:LINE |
+/// from LIBRARY]`.
+fn gdb_frames(bt: &str) -> Vec<GdbFrame> {
     bt.lines()
         .filter(|l| l.starts_with('#'))
-        .filter_map(|l| {
+        .map(|l| {
             let rest = l
                 .trim_start_matches(|c: char| c == '#' || c.is_ascii_digit())
                 .trim_start();
@@ -343,7 +264,26 @@ fn gdb_frame_names(bt: &str) -> Vec<String> {
                 Some((addr, after)) if addr.starts_with("0x") => after,
                 _ => rest,
             };
-            Some(rest.split(" (").next()?.to_string())
+            // NAME (...) [at FILE:LINE | from LIBRARY]; a Rust NAME may hold
+            // " (" in its generic arguments (`call_once<fn(), ()>`).
+            let (call, place) = match rest.rsplit_once(" at ") {
+                Some((call, at)) => (call, Some(at)),
+                None => (
+                    rest.rsplit_once(" from ").map_or(rest, |(call, _)| call),
+                    None,
+                ),
+            };
+            // `<signal handler called>` has no argument list.
+            let function = call.rsplit_once(" (").map_or(call, |(name, _)| name);
+            let function = function.to_string();
+            let place = place
+                .and_then(|at| at.rsplit_once(':'))
+                .and_then(|(file, line)| Some((file.to_string(), line.trim().parse().ok()?)));
+            GdbFrame {
+                function,
+                file: place.as_ref().map(|(f, _)| f.clone()),
+                line: place.map(|(_, l)| l),
+            }
         })
         .collect()
 }
@@ -369,19 +309,75 @@ fn our_stack(image: &ProcessImage, run: &Running) -> Vec<(String, Option<String>
     out
 }
 
+/// Whether our name of a frame's function is gdb's. C and C++ names are the
+/// same but for generic arguments. For Rust, ours come from the demangled
+/// symbol (`<std::io::stdio::Stdin as std::io::Read>::read`) and gdb's from
+/// DWARF's scopes (`std::io::stdio::{impl#5}::read`): the function itself
+/// must be the same, with closures named either way.
+fn same_function(ours: &str, gdb: &str, file: Option<&str>) -> bool {
+    fn plain(name: &str) -> String {
+        let mut out = String::new();
+        let mut depth = 0usize;
+        let mut previous = ' ';
+        for c in name.chars() {
+            match c {
+                '<' => depth += 1,
+                '>' if previous != '-' => depth = depth.saturating_sub(1),
+                _ if depth == 0 => out.push(c),
+                _ => {}
+            }
+            previous = c;
+        }
+        let mut out = out
+            .trim_end_matches("::")
+            .replace("{{closure}}", "{closure}");
+        while let Some(at) = out.find("{closure#") {
+            let Some(end) = out[at..].find('}') else {
+                break;
+            };
+            out.replace_range(at..at + end + 1, "{closure}");
+        }
+        out
+    }
+    let (ours, gdb) = (plain(ours), plain(gdb));
+    let leaf = |n: &str| n.rsplit("::").next().unwrap_or(n).to_string();
+    ours == gdb || (file.is_some_and(|f| f.ends_with(".rs")) && leaf(&ours) == leaf(&gdb))
+}
+
+/// Our stack of fixture `name` blocked in read(2), checked frame by frame
+/// against gdb's: the same functions, and where gdb names a file and a
+/// line, the same file name and line.
 fn check_against_gdb(name: &str) -> Vec<(String, Option<String>, Option<u32>)> {
     let run = Running::start(name);
     let image = ProcessImage::load(run.pid()).expect("load");
     let ours = our_stack(&image, &run);
     eprintln!("ours: {ours:#?}");
-    if let Some(bt) = gdb_backtrace(run.pid()) {
-        let theirs = gdb_frame_names(&bt);
-        eprintln!("gdb: {theirs:#?}");
-        assert_eq!(
-            ours.len(),
-            theirs.len(),
-            "frame count differs from gdb: ours {ours:?} gdb {theirs:?}"
+    let bt = gdb_backtrace(run.pid());
+    let theirs = gdb_frames(&bt);
+    eprintln!("gdb: {theirs:#?}");
+    assert!(!theirs.is_empty(), "gdb printed no frames:\n{bt}");
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "frame count differs from gdb: ours {ours:?} gdb {theirs:?}"
+    );
+    for (k, ((function, file, line), gdb)) in ours.iter().zip(&theirs).enumerate() {
+        assert!(
+            same_function(function, &gdb.function, file.as_deref()),
+            "frame {k}: ours {function:?}, gdb's {:?}\nours {ours:?}\ngdb {theirs:?}",
+            gdb.function
         );
+        if let Some(gdb_file) = &gdb.file {
+            let base = |p: &str| Path::new(p).file_name().map(|n| n.to_os_string());
+            assert!(
+                file.as_deref().is_some_and(|f| base(f) == base(gdb_file)),
+                "frame {k} ({function}): our file {file:?}, gdb's {gdb_file}"
+            );
+            assert_eq!(
+                *line, gdb.line,
+                "frame {k} ({function}): line differs from gdb"
+            );
+        }
     }
     run.finish();
     ours
@@ -420,20 +416,15 @@ fn offline_image(name: &str) -> ProcessImage {
 }
 
 /// Addresses gdb chooses for `break LOCATION` on the executable (file addresses for PIE).
-fn gdb_break_addrs(exe: &Path, location: &str) -> Option<Vec<u64>> {
-    let out = Command::new("gdb")
-        .args([
-            "-batch",
-            "-nx",
-            "-ex",
-            &format!("break {location}"),
-            "-ex",
-            "info breakpoints",
-        ])
-        .arg(exe)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+fn gdb_break_addrs(exe: &Path, location: &str) -> Vec<u64> {
+    let exe = exe.to_string_lossy();
+    let text = run_gdb(&[
+        "-ex",
+        &format!("break {location}"),
+        "-ex",
+        "info breakpoints",
+        &exe,
+    ]);
     let mut addrs = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -452,7 +443,11 @@ fn gdb_break_addrs(exe: &Path, location: &str) -> Option<Vec<u64>> {
         }
     }
     addrs.sort_unstable();
-    Some(addrs)
+    assert!(
+        !addrs.is_empty(),
+        "gdb placed no breakpoint at {location}:\n{text}"
+    );
+    addrs
 }
 
 fn site_addrs(image: &ProcessImage, location: &str) -> Vec<u64> {
@@ -468,12 +463,11 @@ fn assert_same_as_gdb(name: &str, location: &str) {
     let image = offline_image(name);
     let ours = site_addrs(&image, location);
     assert!(!ours.is_empty(), "{location}: no sites");
-    if let Some(theirs) = gdb_break_addrs(&fixture(name), location) {
-        assert_eq!(
-            ours, theirs,
-            "{name} {location}: ours {ours:x?} gdb {theirs:x?}"
-        );
-    }
+    let theirs = gdb_break_addrs(&fixture(name), location);
+    assert_eq!(
+        ours, theirs,
+        "{name} {location}: ours {ours:x?} gdb {theirs:x?}"
+    );
 }
 
 #[test]
@@ -701,26 +695,26 @@ fn unwinds_through_a_signal_frame() {
     let spin = names.iter().position(|n| n == "spin").expect("spin frame");
     assert!(spin > trampoline, "{names:?}");
     assert_eq!(names[spin + 1], "main", "{names:?}");
-    if let Some(bt) = gdb_backtrace(run.pid()) {
-        // gdb also synthesizes frames for tail calls (__pthread_kill_internal jumps to
-        // __pthread_kill_implementation); every frame of ours must appear in its list, in order.
-        let theirs: Vec<String> = gdb_frame_names(&bt)
-            .into_iter()
-            .map(|n| {
-                if n.starts_with("<signal handler called>") {
-                    "__restore_rt".to_string()
-                } else {
-                    n
-                }
-            })
-            .collect();
-        let mut it = theirs.iter();
-        for n in &names {
-            assert!(
-                it.any(|t| t == n),
-                "{n} missing or out of order in gdb's {theirs:?}"
-            );
-        }
+    // gdb also synthesizes frames for tail calls (__pthread_kill_internal jumps to
+    // __pthread_kill_implementation); every frame of ours must appear in its list, in order.
+    let bt = gdb_backtrace(run.pid());
+    let theirs: Vec<String> = gdb_frames(&bt)
+        .into_iter()
+        .map(|f| {
+            if f.function.starts_with("<signal handler called>") {
+                "__restore_rt".to_string()
+            } else {
+                f.function
+            }
+        })
+        .collect();
+    assert!(!theirs.is_empty(), "gdb printed no frames:\n{bt}");
+    let mut it = theirs.iter();
+    for n in &names {
+        assert!(
+            it.any(|t| t == n),
+            "{n} missing or out of order in gdb's {theirs:?}"
+        );
     }
 }
 
@@ -801,16 +795,8 @@ fn rust_v0_mangling() {
 
 #[test]
 fn unwinds_out_of_the_vdso() {
-    let exe = fixture("c_vdso");
-    let mut child = Command::new(&exe)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready");
-    let pid = Pid::from_raw(child.id() as i32);
+    let spinning = Launch::new(&fixture("c_vdso")).ready_without_pid().start();
+    let pid = Pid::from_raw(spinning.pid);
     let image = ProcessImage::load(pid.as_raw()).expect("load");
     let vdso = image
         .modules()
@@ -820,7 +806,9 @@ fn unwinds_out_of_the_vdso() {
         .clone();
     ptrace::seize(pid, ptrace::Options::empty()).expect("seize");
     let mut caught = None;
-    for _ in 0..2000 {
+    // The fixture spends nearly all its time in clock_gettime: a miss in
+    // 20000 stops means something is wrong, not bad luck.
+    for _ in 0..20_000 {
         ptrace::interrupt(pid).expect("interrupt");
         waitpid(pid, Some(WaitPidFlag::__WALL)).expect("wait");
         let regs = Registers::from_user_regs(&ptrace::getregs(pid).expect("regs"));
@@ -841,11 +829,9 @@ fn unwinds_out_of_the_vdso() {
         }
         ptrace::cont(pid, None).expect("cont");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(spinning);
     let Some((frames, names)) = caught else {
-        eprintln!("never caught the thread inside the vDSO; nothing to check");
-        return;
+        panic!("never caught the thread inside the vDSO in 20000 stops");
     };
     eprintln!("{names:?}");
     assert!(names[0].contains("gettime"), "vDSO symbol: {names:?}");
@@ -864,17 +850,10 @@ fn unwinds_out_of_the_vdso() {
 
 #[test]
 fn unwinds_a_thread_to_its_start() {
-    let exe = fixture("c_threads");
-    let mut child = Command::new(&exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready");
-    let pid = child.id() as i32;
+    let threads = Launch::new(&fixture("c_threads"))
+        .ready_without_pid()
+        .start();
+    let pid = threads.pid;
     // The worker is the task that is not the main thread; wait until it sits in read(2).
     let mut worker = None;
     for _ in 0..2000 {
@@ -910,8 +889,7 @@ fn unwinds_a_thread_to_its_start() {
                 .unwrap_or_default()
         })
         .collect();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(threads);
     eprintln!("{names:?}");
     assert_eq!(names[0], "__GI___libc_read");
     assert_eq!(names[1], "worker_body");

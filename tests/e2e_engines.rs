@@ -1018,3 +1018,96 @@ fn hot_probes_are_throttled_uprobe() {
 fn hot_probes_are_throttled_ptrace() {
     hot_probes_are_throttled("ptrace");
 }
+
+/// Two processes of one binary, one liveprobe, both engines at once. A
+/// kernel uprobe is keyed by file and offset: at its place, the int3 of
+/// any process that has a uprobe is taken by the kernel and removed. So a
+/// ptrace breakpoint is refused where a uprobe of ours is, in any process
+/// of the file, and a uprobe where a ptrace breakpoint of ours is; `auto`
+/// takes the engine that can share the place. Every count is exact.
+#[test]
+fn two_processes_of_one_binary_share_places_between_engines() {
+    let exe = orders();
+    let mut a = Fixture::start(&exe);
+    let mut b = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": a.pid})).ok();
+    c.call("attach", json!({"pid": b.pid})).ok();
+    let count = |c: &mut McpClient, pid: i32, location: &str, engine: &str| {
+        c.call(
+            "set_metric",
+            json!({"pid": pid, "location": location, "kind": "count", "engine": engine}),
+        )
+    };
+    let customer_line = at_line("o->customer = customers[worker % 4];");
+
+    // A uprobe on process_order in A; B gets a uprobe of its own elsewhere,
+    // which makes the kernel look at every int3 of B.
+    let a_work = count(&mut c, a.pid, "process_order", "uprobe").ok();
+    assert_eq!(a_work["engine"], "uprobe", "{a_work}");
+    let b_other = count(&mut c, b.pid, "make_order", "uprobe").ok();
+    assert_eq!(b_other["engine"], "uprobe", "{b_other}");
+    // ptrace at process_order in B: the uprobe of A is at that place.
+    let err = count(&mut c, b.pid, "process_order", "ptrace").err();
+    assert!(
+        err.contains("kernel-side probe")
+            && err.contains(&format!("process {}", a.pid))
+            && err.contains("remove that probe first"),
+        "{err}"
+    );
+    let b_work = count(&mut c, b.pid, "process_order", "auto").ok();
+    assert_eq!(b_work["engine"], "uprobe", "{b_work}");
+
+    // The other way round: a ptrace breakpoint in B, then A asks there.
+    let b_line = count(&mut c, b.pid, &customer_line, "ptrace").ok();
+    assert_eq!(b_line["engine"], "ptrace", "{b_line}");
+    let err = count(&mut c, a.pid, &customer_line, "uprobe").err();
+    assert!(
+        err.contains("ptrace breakpoint is already there")
+            && err.contains(&format!("process {}", b.pid)),
+        "{err}"
+    );
+    let a_line = count(&mut c, a.pid, &customer_line, "auto").ok();
+    assert_eq!(a_line["engine"], "ptrace", "{a_line}");
+    assert!(
+        a_line["engine_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("ptrace breakpoint is already there")),
+        "{a_line}"
+    );
+
+    for fx in [&mut a, &mut b] {
+        fx.send("run 100");
+        assert_eq!(
+            fx.expect_line("checksum").split_whitespace().last(),
+            Some("400")
+        );
+    }
+    for (what, probe) in [
+        ("A process_order (uprobe)", &a_work),
+        ("B make_order (uprobe)", &b_other),
+        ("B process_order (auto: uprobe)", &b_work),
+        ("B customer line (ptrace)", &b_line),
+        ("A customer line (auto: ptrace)", &a_line),
+    ] {
+        let r = results(&mut c, &probe["probe_id"], 0, 0);
+        assert_eq!(r["items"][0]["count"], json!(400), "{what}: {r}");
+        assert_eq!(r["state"], "armed", "{what}: {r}");
+    }
+    for probe in [&a_work, &b_other, &b_work, &b_line, &a_line] {
+        c.call("remove_probe", json!({"probe_id": probe["probe_id"]}))
+            .ok();
+    }
+    // With the uprobes gone, ptrace may go to process_order in B.
+    let b_work_ptrace = count(&mut c, b.pid, "process_order", "ptrace").ok();
+    assert_eq!(b_work_ptrace["engine"], "ptrace", "{b_work_ptrace}");
+    b.send("run 10");
+    b.expect_line("checksum");
+    let r = results(&mut c, &b_work_ptrace["probe_id"], 0, 0);
+    assert_eq!(r["items"][0]["count"], json!(40), "{r}");
+    assert_eq!(c.shutdown(), Some(0));
+    for fx in [&mut a, &mut b] {
+        fx.send("quit");
+        assert_eq!(fx.wait_exit(), Some(0));
+    }
+}

@@ -6,12 +6,11 @@
 
 mod common;
 
+use common::{Fixture, Launch};
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,116 +24,26 @@ fn fixture_exe() -> PathBuf {
     common::build_fixture("tracer/breakpoints.c", "tracer_breakpoints", &["-O2"])
 }
 
-/// The fixture as a grandchild, under a `sh` that waits for it and exits
-/// with its status (a target of liveprobe is never its child: see
-/// tracer_live.rs).
-struct Fixture {
-    child: Child,
-    pid: i32,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+/// The fixture under a `sh` (a target of liveprobe is never its child: see
+/// `common::Launch::under_shell`).
+fn breakpoints() -> Fixture {
+    Launch::new(&fixture_exe()).under_shell().start()
 }
 
-impl Fixture {
-    fn start() -> Fixture {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg("\"$0\"; exit $?")
-            .arg(fixture_exe())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fixture");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut fixture = Fixture {
-            child,
-            pid: 0,
-            stdin,
-            lines,
-        };
-        let ready = fixture.expect("ready");
-        fixture.pid = ready["ready ".len()..].parse().expect("pid in ready line");
-        fixture
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        // One write per line (a second write of the newline could meet EPIPE).
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("write to fixture");
-    }
-
-    fn expect(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
-                    "fixture {} printed no line starting with {prefix:?}",
-                    self.pid
-                ),
-            }
+/// The fixture's probe sites by name, as it lists them.
+fn sites_of(fixture: &mut Fixture) -> HashMap<String, u64> {
+    fixture.send("sites");
+    let mut sites = HashMap::new();
+    loop {
+        let line = fixture.expect_line("site");
+        if line == "sites-end" {
+            return sites;
         }
-    }
-
-    /// Send a command and return the value after `prefix ` in its answer.
-    fn ask(&mut self, command: &str, prefix: &str) -> String {
-        self.send(command);
-        let line = self.expect(prefix);
-        line[prefix.len()..].trim().to_string()
-    }
-
-    fn sites(&mut self) -> HashMap<String, u64> {
-        self.send("sites");
-        let mut sites = HashMap::new();
-        loop {
-            let line = self.expect("site");
-            if line == "sites-end" {
-                return sites;
-            }
-            let mut parts = line.split_whitespace().skip(1);
-            let name = parts.next().expect("site name").to_string();
-            let addr = parts.next().expect("site address");
-            let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).expect("hex");
-            sites.insert(name, addr);
-        }
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("fixture {} did not exit", self.pid);
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if self.pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions; the fixture is
-            // still the sh's unreaped child, so its pid cannot be reused yet.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut parts = line.split_whitespace().skip(1);
+        let name = parts.next().expect("site name").to_string();
+        let addr = parts.next().expect("site address");
+        let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).expect("hex");
+        sites.insert(name, addr);
     }
 }
 
@@ -203,8 +112,8 @@ fn anonymous_code_mappings(pid: i32) -> Vec<String> {
 fn nothing_is_lost_under_a_four_thread_hit_storm() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("hammer 100000", "checksum");
     let code_before = anonymous_code_mappings(fixture.pid);
 
@@ -235,15 +144,15 @@ fn nothing_is_lost_under_a_four_thread_hit_storm() {
         "the scratch page must be unmapped at detach"
     );
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("reloc 1000", "checksum");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
 
@@ -323,17 +232,17 @@ fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
     }
     assert_eq!(fixture.ask("reloc 1000", "checksum"), unprobed);
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn fork_vfork_and_spawn_children_live_on_while_armed() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed_child = fixture.ask("fork 2000", "child-checksum");
-    assert_eq!(fixture.expect("forked"), "forked 0");
+    assert_eq!(fixture.expect_line("forked"), "forked 0");
 
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
@@ -351,7 +260,11 @@ fn fork_vfork_and_spawn_children_live_on_while_armed() {
         child, unprobed_child,
         "the fork child computed something else"
     );
-    assert_eq!(fixture.expect("forked"), "forked 0", "the fork child died");
+    assert_eq!(
+        fixture.expect_line("forked"),
+        "forked 0",
+        "the fork child died"
+    );
     assert_eq!(
         counter.hits(),
         0,
@@ -373,15 +286,15 @@ fn fork_vfork_and_spawn_children_live_on_while_armed() {
 
     rt.block_on(tracer.detach(fixture.pid)).expect("detach");
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn exec_and_exit_end_the_breakpoints() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
 
     let counter = Counter::default();
@@ -390,7 +303,7 @@ fn exec_and_exit_end_the_breakpoints() {
     fixture.ask("hammer 10", "checksum");
     assert_eq!(counter.hits(), 40);
     fixture.send("exec");
-    fixture.expect("ready");
+    fixture.expect_line("ready");
     let deadline = Instant::now() + WAIT;
     while counter.ends().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -408,14 +321,14 @@ fn exec_and_exit_end_the_breakpoints() {
     );
 
     // The new program, probed again, then exiting while armed.
-    let sites = fixture.sites();
+    let sites = sites_of(&mut fixture);
     let counter = Counter::default();
     rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
         .expect("insert after exec");
     fixture.ask("hammer 10", "checksum");
     assert_eq!(counter.hits(), 40);
     fixture.send("exit 3");
-    assert_eq!(fixture.wait_exit().code(), Some(3));
+    assert_eq!(fixture.wait_exit_status().code(), Some(3));
     let deadline = Instant::now() + WAIT;
     while counter.ends().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -433,8 +346,8 @@ fn exec_and_exit_end_the_breakpoints() {
 fn thread_churn_and_the_programs_own_sigtrap() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("churn 200", "churned");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
@@ -446,15 +359,15 @@ fn thread_churn_and_the_programs_own_sigtrap() {
     assert_eq!(fixture.ask("trap", "trapped"), "1");
     rt.block_on(tracer.detach(fixture.pid)).expect("detach");
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn removal_and_rearming_while_threads_hammer_the_address() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     // Long enough unprobed (tens of milliseconds) that every round below
     // lands in the middle of the storm.
     let unprobed = fixture.ask("hammer 20000000", "checksum");
@@ -473,7 +386,10 @@ fn removal_and_rearming_while_threads_hammer_the_address() {
         assert_eq!(removed, 1);
         total += counter.hits();
     }
-    assert_eq!(fixture.expect("checksum"), format!("checksum {unprobed}"));
+    assert_eq!(
+        fixture.expect_line("checksum"),
+        format!("checksum {unprobed}")
+    );
     assert!(total > 0, "the storm should have hit at least once");
 
     // A handler that asks for removal after 10 hits sees exactly 10.
@@ -491,15 +407,15 @@ fn removal_and_rearming_while_threads_hammer_the_address() {
 
     rt.block_on(tracer.detach(fixture.pid)).expect("detach");
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn detach_and_capture_in_the_middle_of_a_hit_storm() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("hammer 300000", "checksum");
     let code_before = anonymous_code_mappings(fixture.pid);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
@@ -540,17 +456,20 @@ fn detach_and_capture_in_the_middle_of_a_hit_storm() {
     rt.block_on(tracer.detach(fixture.pid))
         .expect("detach mid-storm");
     assert_eq!(counter.ends(), vec![BreakpointEnd::Detached]);
-    assert_eq!(fixture.expect("checksum"), format!("checksum {unprobed}"));
+    assert_eq!(
+        fixture.expect_line("checksum"),
+        format!("checksum {unprobed}")
+    );
     assert_eq!(anonymous_code_mappings(fixture.pid), code_before);
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn dropping_the_tracer_mid_storm_leaves_the_target_clean() {
     let rt = runtime();
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("hammer 300000", "checksum");
     let tracer = Tracer::start().expect("tracer");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
@@ -563,9 +482,12 @@ fn dropping_the_tracer_mid_storm_leaves_the_target_clean() {
     }
     assert!(tracer.detach_all_blocking(WAIT));
     drop(tracer);
-    assert_eq!(fixture.expect("checksum"), format!("checksum {unprobed}"));
+    assert_eq!(
+        fixture.expect_line("checksum"),
+        format!("checksum {unprobed}")
+    );
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 /// Per-hit cost, printed (never asserted: timing depends on the machine).
@@ -575,8 +497,8 @@ fn dropping_the_tracer_mid_storm_leaves_the_target_clean() {
 fn measure_the_cost_of_a_hit() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let solo = |fixture: &mut Fixture, n: u64| -> (String, f64) {
         let answer = fixture.ask(&format!("solo {n}"), "solo");
         let mut parts = answer.split_whitespace();
@@ -613,8 +535,8 @@ fn measure_the_cost_of_a_hit() {
 fn shared_library_code_gets_a_scratch_page_of_its_own() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let code_before = anonymous_code_mappings(fixture.pid);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let in_exe = Counter::default();
@@ -647,15 +569,15 @@ fn shared_library_code_gets_a_scratch_page_of_its_own() {
     assert_eq!(anonymous_code_mappings(fixture.pid), code_before);
     assert_eq!(fixture.ask("libc 10", "libc"), "10");
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
 fn groups_share_an_address_and_leave_it_one_by_one() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
 
     /// Appends its name to a shared log at each hit.
@@ -707,8 +629,8 @@ fn groups_share_an_address_and_leave_it_one_by_one() {
 fn a_process_stopped_by_job_control_is_refused_until_continued() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(fixture.pid, libc::SIGSTOP) };
@@ -764,8 +686,8 @@ fn a_process_stopped_by_job_control_is_refused_until_continued() {
 fn signals_landing_in_trampolines_keep_the_count_exact() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
     rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
@@ -787,7 +709,7 @@ fn signals_landing_in_trampolines_keep_the_count_exact() {
     assert_eq!(counter.bad_rip.load(Ordering::SeqCst), 0);
     rt.block_on(tracer.detach(fixture.pid)).expect("detach");
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }
 
 #[test]
@@ -800,8 +722,8 @@ fn a_panicking_handler_loses_only_its_own_group() {
     }
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut fixture = Fixture::start();
-    let sites = fixture.sites();
+    let mut fixture = breakpoints();
+    let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("hammer 1000", "checksum");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, Box::new(Panicky)))
@@ -821,5 +743,5 @@ fn a_panicking_handler_loses_only_its_own_group() {
     assert!(tracer.is_attached(fixture.pid));
     rt.block_on(tracer.detach(fixture.pid)).expect("detach");
     fixture.send("exit 0");
-    assert_eq!(fixture.wait_exit().code(), Some(0));
+    assert_eq!(fixture.wait_exit_status().code(), Some(0));
 }

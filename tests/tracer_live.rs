@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use common::{Fixture, Launch};
+
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use liveprobe::tracer::{ProcessMemory, TargetState, TraceError, Tracer, list_processes};
@@ -22,123 +22,9 @@ fn holdtrace_exe() -> PathBuf {
     common::build_fixture("tracer/holdtrace.c", "tracer_holdtrace", &[])
 }
 
-/// A fixture process driven through stdin, whose output lines can also be
-/// polled without blocking.
-struct Driven {
-    child: Child,
-    pid: i32,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl Driven {
-    /// Start `exe` directly: it is a child of this test process.
-    fn start(exe: &PathBuf, args: &[&str]) -> Driven {
-        let mut command = Command::new(exe);
-        command.args(args);
-        let mut driven = Driven::spawn(command);
-        driven.pid = driven.child.id() as i32;
-        driven
-    }
-
-    fn spawn(mut command: Command) -> Driven {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fixture");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Driven {
-            child,
-            pid: 0,
-            stdin,
-            lines,
-        }
-    }
-
-    /// The workers fixture as a grandchild, under a `sh` that waits for it
-    /// and exits with its status. A traced process that is a child of the
-    /// tracer's own process has its exit status collected by the tracer
-    /// (Linux hands a ptraced child's exit to the first waiter in the real
-    /// parent's thread group); targets of liveprobe are never its children,
-    /// so the tests keep it that way too, and `sh` plays the real parent
-    /// whose view of the exit must stay intact.
-    fn workers() -> Driven {
-        let mut command = Command::new("sh");
-        command.arg("-c").arg("\"$0\"; exit $?").arg(workers_exe());
-        let mut driven = Driven::spawn(command);
-        let ready = driven.expect("ready");
-        driven.pid = ready["ready ".len()..].parse().expect("pid in ready line");
-        driven
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        // One write per line (a second write of the newline could meet EPIPE).
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("write to fixture");
-    }
-
-    fn expect(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "fixture {} printed no line starting with {prefix:?}",
-                    self.pid
-                ),
-            }
-        }
-    }
-
-    /// A line starting with `prefix` if one has arrived, without waiting.
-    fn poll(&mut self, prefix: &str) -> Option<String> {
-        loop {
-            match self.lines.recv_timeout(Duration::ZERO) {
-                Ok(line) if line.starts_with(prefix) => return Some(line),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("fixture {} did not exit", self.pid);
-    }
-}
-
-impl Drop for Driven {
-    fn drop(&mut self) {
-        if self.pid > 0 && self.pid != self.child.id() as i32 {
-            // SAFETY: kill has no memory-safety preconditions; the fixture is
-            // still the sh's unreaped child, so its pid cannot be reused yet.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The workers fixture under a `sh` (see `common::Launch::under_shell`).
+fn workers() -> Fixture {
+    Launch::new(&workers_exe()).under_shell().start()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -188,12 +74,12 @@ fn attach_captures_and_detach_leave_the_target_unchanged() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
     let reference = {
-        let mut plain = Driven::workers();
+        let mut plain = workers();
         plain.send("work 4000000");
-        plain.expect("checksum")
+        plain.expect_line("checksum")
     };
 
-    let mut target = Driven::workers();
+    let mut target = workers();
     let report = rt.block_on(tracer.attach(target.pid)).expect("attach");
     assert_eq!(report.pid, target.pid);
     assert_eq!(report.threads, vec![target.pid]);
@@ -234,7 +120,7 @@ fn attach_captures_and_detach_leave_the_target_unchanged() {
                 assert_ne!(capture.fs_base, 0, "thread pointer missing");
                 assert_eq!(capture.fs_base, capture.regs.fs_base);
             }
-            if let Some(line) = target.poll("checksum") {
+            if let Some(line) = target.poll_line("checksum") {
                 break line;
             }
         };
@@ -249,7 +135,7 @@ fn attach_captures_and_detach_leave_the_target_unchanged() {
     );
 
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     rt.block_on(tracer.detach(target.pid)).expect("detach");
     assert!(!tracer.is_attached(target.pid));
     assert_eq!(
@@ -259,11 +145,11 @@ fn attach_captures_and_detach_leave_the_target_unchanged() {
     );
     assert_eq!(common::tracer_pid(target.pid), 0);
     target.send("work 4000000");
-    assert_eq!(target.expect("checksum"), reference);
+    assert_eq!(target.expect_line("checksum"), reference);
     // And it can be attached again.
     rt.block_on(tracer.attach(target.pid)).expect("re-attach");
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     rt.block_on(tracer.detach(target.pid))
         .expect("detach again");
 }
@@ -272,32 +158,32 @@ fn attach_captures_and_detach_leave_the_target_unchanged() {
 fn signals_of_the_target_still_arrive_while_captured() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("spawn 3");
-    target.expect("spawned 3");
+    target.expect_line("spawned 3");
     target.send("signals 3000");
     let mut captures = 0;
     let line = loop {
         rt.block_on(tracer.capture_threads(target.pid, None, 256))
             .expect("capture");
         captures += 1;
-        if let Some(line) = target.poll("usr1") {
+        if let Some(line) = target.poll_line("usr1") {
             break line;
         }
     };
     assert_eq!(line, "usr1 3000", "after {captures} captures");
-    assert!(target.poll("lost-signal").is_none());
+    assert!(target.poll_line("lost-signal").is_none());
 }
 
 #[test]
 fn new_threads_are_followed_and_named() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("spawn 3");
-    target.expect("spawned 3");
+    target.expect_line("spawned 3");
     let tids = task_ids(target.pid);
     assert_eq!(tids.len(), 4);
     let threads = rt.block_on(tracer.threads(target.pid)).expect("threads");
@@ -337,17 +223,17 @@ fn new_threads_are_followed_and_named() {
         other => panic!("expected NoSuchThread, got {other:?}"),
     }
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
 }
 
 #[test]
 fn group_stop_is_kept_and_capture_does_not_resume_it() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("spawn 2");
-    target.expect("spawned 2");
+    target.expect_line("spawned 2");
     let stopped = |pid: i32| {
         task_ids(pid)
             .iter()
@@ -363,13 +249,13 @@ fn group_stop_is_kept_and_capture_does_not_resume_it() {
     assert_eq!(captured.len(), 3);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        target.poll("pong").is_none(),
+        target.poll_line("pong").is_none(),
         "capture resumed a job-control-stopped process"
     );
     assert!(stopped(target.pid));
     // SAFETY: as above.
     unsafe { libc::kill(target.pid, libc::SIGCONT) };
-    target.expect("pong");
+    target.expect_line("pong");
 
     // Detaching from a stopped process leaves it stopped.
     // SAFETY: as above.
@@ -383,12 +269,12 @@ fn group_stop_is_kept_and_capture_does_not_resume_it() {
     target.send("ping");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        target.poll("pong").is_none(),
+        target.poll_line("pong").is_none(),
         "detach resumed a job-control-stopped process"
     );
     // SAFETY: as above.
     unsafe { libc::kill(target.pid, libc::SIGCONT) };
-    target.expect("pong");
+    target.expect_line("pong");
 }
 
 fn task_state(pid: i32, tid: i32) -> Option<char> {
@@ -400,14 +286,14 @@ fn task_state(pid: i32, tid: i32) -> Option<char> {
 fn fork_children_are_let_go_and_vfork_spawn_works() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("fork");
     // Parent and child print concurrently: take both lines in either order.
     let mut child_alive = None;
     let mut forked = None;
     while child_alive.is_none() || forked.is_none() {
-        let line = target.expect("");
+        let line = target.expect_line("");
         if let Some(pid) = line.strip_prefix("child-alive ") {
             child_alive = pid.parse::<i32>().ok();
         } else if let Some(pid) = line.strip_prefix("forked ") {
@@ -421,11 +307,11 @@ fn fork_children_are_let_go_and_vfork_spawn_works() {
     });
     assert!(!tracer.is_attached(child));
     target.send("reap");
-    assert_eq!(target.expect("reaped"), "reaped 4");
+    assert_eq!(target.expect_line("reaped"), "reaped 4");
     target.send("spawn-true");
-    assert_eq!(target.expect("spawned-true"), "spawned-true 0");
+    assert_eq!(target.expect_line("spawned-true"), "spawned-true 0");
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     assert!(tracer.is_attached(target.pid));
 }
 
@@ -433,12 +319,12 @@ fn fork_children_are_let_go_and_vfork_spawn_works() {
 fn exec_is_recorded_and_followed() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("spawn 2");
-    target.expect("spawned 2");
+    target.expect_line("spawned 2");
     target.send("exec");
-    assert_eq!(target.expect("ready"), format!("ready {}", target.pid));
+    assert_eq!(target.expect_line("ready"), format!("ready {}", target.pid));
     eventually("exec is recorded", || {
         rt.block_on(tracer.process_state(target.pid)).ok() == Some(TargetState::Execed)
     });
@@ -451,14 +337,14 @@ fn exec_is_recorded_and_followed() {
         vec![target.pid]
     );
     target.send("spawn 1");
-    target.expect("spawned 1");
+    target.expect_line("spawned 1");
     let captured = rt
         .block_on(tracer.capture_threads(target.pid, None, 128))
         .expect("capture after exec");
     assert_eq!(captured.len(), 2);
     rt.block_on(tracer.detach(target.pid)).expect("detach");
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
 }
 
 #[test]
@@ -466,17 +352,17 @@ fn exit_and_death_are_recorded() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
 
-    let mut exiting = Driven::workers();
+    let mut exiting = workers();
     rt.block_on(tracer.attach(exiting.pid)).expect("attach");
     exiting.send("spawn 2");
-    exiting.expect("spawned 2");
+    exiting.expect_line("spawned 2");
     exiting.send("exit 7");
     assert_eq!(
         wait_state(&rt, &tracer, exiting.pid),
         TargetState::Exited { code: 7 }
     );
     assert_eq!(
-        exiting.wait_exit().code(),
+        exiting.wait_exit_status().code(),
         Some(7),
         "the real parent still gets the exit status"
     );
@@ -495,7 +381,7 @@ fn exit_and_death_are_recorded() {
     rt.block_on(tracer.detach(exiting.pid))
         .expect("detach of an exited target is fine");
 
-    let mut crashing = Driven::workers();
+    let mut crashing = workers();
     rt.block_on(tracer.attach(crashing.pid)).expect("attach");
     crashing.send("crash");
     assert_eq!(
@@ -505,7 +391,7 @@ fn exit_and_death_are_recorded() {
         }
     );
     assert_eq!(
-        crashing.wait_exit().code(),
+        crashing.wait_exit_status().code(),
         Some(128 + libc::SIGABRT),
         "sh saw its child die of SIGABRT"
     );
@@ -515,15 +401,15 @@ fn exit_and_death_are_recorded() {
 fn leader_exit_with_live_threads() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("leader-exit");
-    target.expect("leader-gone");
+    target.expect_line("leader-gone");
     eventually("the leader is a zombie", || {
         task_state(target.pid, target.pid) == Some('Z')
     });
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     assert_eq!(
         rt.block_on(tracer.process_state(target.pid))
             .expect("state"),
@@ -539,23 +425,23 @@ fn leader_exit_with_live_threads() {
         wait_state(&rt, &tracer, target.pid),
         TargetState::Exited { code: 5 }
     );
-    assert_eq!(target.wait_exit().code(), Some(5));
+    assert_eq!(target.wait_exit_status().code(), Some(5));
 }
 
 #[test]
 fn attaching_to_a_process_whose_leader_already_exited() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     target.send("leader-exit");
-    target.expect("leader-gone");
+    target.expect_line("leader-gone");
     eventually("the leader is a zombie", || {
         task_state(target.pid, target.pid) == Some('Z')
     });
     let report = rt.block_on(tracer.attach(target.pid)).expect("attach");
     assert_eq!(report.threads.len(), 1);
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     target.send("exit 6");
     assert_eq!(
         wait_state(&rt, &tracer, target.pid),
@@ -612,9 +498,15 @@ fn refusals_name_their_reason() {
     let _ = zombie.wait();
 
     // Already traced by a foreign tracer.
-    let target = Driven::workers();
-    let mut holder = Driven::start(&holdtrace_exe(), &[&target.pid.to_string()]);
-    assert_eq!(holder.expect("holding"), format!("holding {}", target.pid));
+    let target = workers();
+    let mut holder = common::Launch::new(&holdtrace_exe())
+        .without_ready_line()
+        .args(&[&target.pid.to_string()])
+        .start();
+    assert_eq!(
+        holder.expect_line("holding"),
+        format!("holding {}", target.pid)
+    );
     match rt.block_on(tracer.attach(target.pid)) {
         Err(error @ TraceError::AlreadyTraced { .. }) => {
             let TraceError::AlreadyTraced {
@@ -643,8 +535,8 @@ fn refusals_name_their_reason() {
         entry.reason.as_deref().unwrap_or("").contains("holdtrace"),
         "{entry:?}"
     );
-    holder.stdin.take();
-    holder.wait_exit();
+    holder.close_stdin();
+    holder.wait_exit_status();
     eventually("the foreign tracer is gone", || {
         common::tracer_pid(target.pid) == 0
     });
@@ -684,13 +576,13 @@ fn refusals_name_their_reason() {
 #[test]
 fn dropping_or_detach_all_releases_every_target() {
     let rt = runtime();
-    let mut first = Driven::workers();
-    let mut second = Driven::workers();
+    let mut first = workers();
+    let mut second = workers();
     let tracer = Tracer::start().expect("tracer");
     rt.block_on(tracer.attach(first.pid)).expect("attach");
     rt.block_on(tracer.attach(second.pid)).expect("attach");
     second.send("spawn 2");
-    second.expect("spawned 2");
+    second.expect_line("spawned 2");
     rt.block_on(tracer.detach_all());
     assert_eq!(common::tracer_pid(first.pid), 0);
     assert_eq!(common::tracer_pid(second.pid), 0);
@@ -712,7 +604,7 @@ fn dropping_or_detach_all_releases_every_target() {
     assert_eq!(common::tracer_pid(first.pid), 0);
     for target in [&mut first, &mut second] {
         target.send("ping");
-        target.expect("pong");
+        target.expect_line("pong");
     }
 }
 
@@ -720,10 +612,10 @@ fn dropping_or_detach_all_releases_every_target() {
 fn memory_reads_of_a_running_target() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("addr");
-    let line = target.expect("addr");
+    let line = target.expect_line("addr");
     let mut parts = line.split_whitespace().skip(1);
     let addr =
         u64::from_str_radix(parts.next().expect("addr").trim_start_matches("0x"), 16).expect("hex");
@@ -748,7 +640,7 @@ fn memory_reads_of_a_running_target() {
 
 #[test]
 fn list_processes_finds_the_fixture() {
-    let target = Driven::workers();
+    let target = workers();
     let listed = list_processes(Some("tracer_workers"));
     let entry = listed
         .iter()
@@ -783,16 +675,16 @@ fn list_processes_finds_the_fixture() {
 fn exec_from_a_thread_that_is_not_the_leader() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("spawn 2");
-    target.expect("spawned 2");
+    target.expect_line("spawned 2");
     // The successor thread takes over the command loop, then execs: the kernel
     // gives it the leader's id and ends every other thread.
     target.send("leader-exit");
-    target.expect("leader-gone");
+    target.expect_line("leader-gone");
     target.send("exec");
-    assert_eq!(target.expect("ready"), format!("ready {}", target.pid));
+    assert_eq!(target.expect_line("ready"), format!("ready {}", target.pid));
     eventually("exec is recorded", || {
         rt.block_on(tracer.process_state(target.pid)).ok() == Some(TargetState::Execed)
     });
@@ -804,20 +696,20 @@ fn exec_from_a_thread_that_is_not_the_leader() {
         vec![target.pid]
     );
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     target.send("exit 3");
     assert_eq!(
         wait_state(&rt, &tracer, target.pid),
         TargetState::Exited { code: 3 }
     );
-    assert_eq!(target.wait_exit().code(), Some(3));
+    assert_eq!(target.wait_exit_status().code(), Some(3));
 }
 
 #[test]
 fn thread_churn_while_capturing() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     rt.block_on(tracer.attach(target.pid)).expect("attach");
     target.send("churn 2000");
     let mut captures = 0;
@@ -827,13 +719,13 @@ fn thread_churn_while_capturing() {
             .expect("capture during churn");
         assert!(!taken.is_empty() || captures > 0 || task_ids(target.pid).len() > 1);
         captures += 1;
-        if let Some(line) = target.poll("churned") {
+        if let Some(line) = target.poll_line("churned") {
             break line;
         }
     };
     assert_eq!(line, "churned 2000", "after {captures} captures");
     target.send("ping");
-    target.expect("pong");
+    target.expect_line("pong");
     let captured = rt
         .block_on(tracer.capture_threads(target.pid, None, 64))
         .expect("capture");
@@ -850,9 +742,9 @@ fn thread_churn_while_capturing() {
 fn a_thread_id_is_not_a_process() {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
-    let mut target = Driven::workers();
+    let mut target = workers();
     target.send("spawn 1");
-    target.expect("spawned 1");
+    target.expect_line("spawned 1");
     let thread = *task_ids(target.pid).last().expect("a thread");
     match rt.block_on(tracer.attach(thread)) {
         Err(TraceError::ThreadNotProcess { tid, pid }) => {
@@ -873,12 +765,15 @@ fn permission_denied_says_why() {
         unprivileged_child(target.parse().expect("target pid"));
         return;
     }
+    // Without root there is no dropping to `nobody`: fail rather than check
+    // nothing.
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: cannot drop privileges to produce EPERM; skipped");
-        return;
-    }
-    let target = Driven::workers();
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root, to produce EPERM in a copy of itself that drops to user nobody; run the tests as root"
+    );
+    let target = workers();
     let output = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",

@@ -20,7 +20,12 @@ command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
-# One test at a time by default: with parallel test threads a fixture has been
-# seen to receive a line meant for another test's fixture (a harness fd mix-up,
-# open bug; TEST_THREADS=2 reproduces it now and then).
-cargo test --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-1}" "$@"
+# Tests run on parallel threads (TEST_THREADS overrides the default, the
+# number of CPUs): each test gets its own copies of its fixture binaries
+# (tests/common: target/fixtures/run-*), so no kernel uprobe of one test can
+# sit on another test's processes.
+if [ -n "${TEST_THREADS:-}" ]; then
+  cargo test --all-targets --no-fail-fast -- --test-threads="$TEST_THREADS" "$@"
+else
+  cargo test --all-targets --no-fail-fast -- "$@"
+fi

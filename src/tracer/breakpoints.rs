@@ -21,7 +21,7 @@ use nix::errno::Errno;
 
 use super::code::{DisplacedInstruction, EmulationMemory, INT3};
 use super::memory::ProcessMemory;
-use super::scratch::ScratchSpace;
+use super::scratch::{FilePlace, ScratchSpace};
 
 /// Runs on the tracer thread when a thread executes a breakpoint of this
 /// handler, while ONLY that thread is stopped. Must be quick: it reads the
@@ -133,6 +133,10 @@ pub(super) struct Site {
     /// Trampoline address, for instructions run out of line.
     pub trampoline: Option<u64>,
     pub handlers: Vec<Armed>,
+    /// The place in the mapped file (None for anonymous code): a kernel
+    /// uprobe there, in any process, would take this int3 (see
+    /// `TracerLoop::uprobe_at_place`).
+    pub place: Option<FilePlace>,
 }
 
 /// Breakpoint state of one address space.

@@ -38,6 +38,35 @@ pub(super) struct Mapping {
     pub offset: u64,
     /// The file or pseudo-name (`[heap]`, `[stack]`, `[vdso]`), or "".
     pub path: String,
+    /// The mapped file's device and inode; None for anonymous memory.
+    pub file: Option<FileId>,
+}
+
+/// A file as the kernel knows it in /proc/PID/maps: device and inode. The
+/// same file mapped by two processes has the same id, whatever its paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    /// `major:minor`, as /proc/PID/maps writes it.
+    pub device: String,
+    pub inode: u64,
+}
+
+/// A place in a file's code: where the kernel's uprobes are keyed, so
+/// every process that maps the file shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FilePlace {
+    pub file: FileId,
+    pub offset: u64,
+}
+
+impl Mapping {
+    /// The place in the mapped file of `address` (inside this mapping).
+    pub(super) fn file_place(&self, address: u64) -> Option<FilePlace> {
+        Some(FilePlace {
+            file: self.file.clone()?,
+            offset: address - self.start + self.offset,
+        })
+    }
 }
 
 /// The memory map of `pid`, sorted by address (empty if unreadable).
@@ -56,8 +85,10 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
             let (start, end) = fields.next()?.split_once('-')?;
             let perms = fields.next()?;
             let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            // device, inode, then the path (which may contain spaces).
-            let path = fields.nth(2).map(|first| {
+            let device = fields.next()?;
+            let inode: u64 = fields.next()?.parse().ok()?;
+            // Then the path (which may contain spaces).
+            let path = fields.next().map(|first| {
                 let at = line.find(first).unwrap_or(line.len());
                 line[at..].to_string()
             });
@@ -67,6 +98,10 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
                 executable: perms.as_bytes().get(2) == Some(&b'x'),
                 offset,
                 path: path.unwrap_or_default(),
+                file: (inode != 0).then(|| FileId {
+                    device: device.to_string(),
+                    inode,
+                }),
             })
         })
         .collect();
@@ -252,6 +287,18 @@ mod tests {
         assert!(!maps[0].executable);
         assert_eq!(maps[0].path, "/usr/bin/app with space");
         assert_eq!(maps[3].path, "[heap]");
+        assert_eq!(maps[3].file, None);
+        let libc_code = &maps[5];
+        assert_eq!(
+            libc_code.file_place(0x7fff_f7da_8010),
+            Some(FilePlace {
+                file: FileId {
+                    device: "08:01".into(),
+                    inode: 456
+                },
+                offset: 0x28010
+            })
+        );
     }
 
     #[test]

@@ -142,6 +142,21 @@ impl TracerLoop {
                 "no executable code is mapped there; use a source line or a function name, or an address from find_functions".into(),
             ));
         };
+        // A kernel uprobe is keyed by file and offset: at its int3 in any
+        // process that has uprobes, the kernel takes the trap, finds the
+        // uprobe, and (the process not being the uprobe's) writes the
+        // original instruction back: our int3 would be gone without a word.
+        let place = mapping.file_place(address);
+        if let Some((other_pid, other)) = place.as_ref().and_then(|p| self.kernel_site_at_place(p))
+        {
+            return Err(refused(format!(
+                "a kernel-side probe (group {other}) is at the same place of {} in process {other_pid}; the kernel's uprobe there would remove a ptrace breakpoint in every process of that file: remove that probe first, or use engine auto or uprobe",
+                mapping.path
+            )));
+        }
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return Err(self.not_live_error(pid));
+        };
         let available = (mapping.end - address).min(MAX_INSTRUCTION_LEN as u64) as usize;
         let mut code = vec![0u8; available];
         target
@@ -202,6 +217,7 @@ impl TracerLoop {
                 instruction,
                 trampoline,
                 handlers: vec![Armed { id, group, handler }],
+                place,
             },
         );
         tracing::debug!(

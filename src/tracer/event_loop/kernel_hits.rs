@@ -14,7 +14,7 @@ use super::super::error::TraceError;
 use super::super::kernel::{
     CapturePlan, KernelProbes, KernelSite, RING_POLL_INTERVAL, decode_record,
 };
-use super::super::scratch;
+use super::super::scratch::{self, FilePlace};
 use super::TracerLoop;
 use super::hits::call_on_end;
 
@@ -78,6 +78,28 @@ impl TracerLoop {
             .values()
             .find(|s| s.pid == pid && s.address == address)
             .map(|s| s.group)
+    }
+
+    /// A kernel-side site (its pid and group) at `place`, in any process.
+    pub(super) fn kernel_site_at_place(&self, place: &FilePlace) -> Option<(i32, u64)> {
+        let probes = self.kernel.probes.as_ref()?;
+        probes
+            .sites
+            .values()
+            .find(|s| s.place == *place)
+            .map(|s| (s.pid, s.group))
+    }
+
+    /// A ptrace breakpoint (its pid and address) at `place`, in any process.
+    fn ptrace_site_at_place(&self, place: &FilePlace) -> Option<(i32, u64)> {
+        self.targets.iter().find_map(|(pid, target)| {
+            target
+                .breakpoints
+                .sites
+                .iter()
+                .find(|(_, site)| site.place.as_ref() == Some(place))
+                .map(|(address, _)| (*pid, *address))
+        })
     }
 
     /// Arms a kernel-side site (see `Tracer::insert_kernel_breakpoint`). On
@@ -155,12 +177,31 @@ impl TracerLoop {
         } else {
             format!("/proc/{pid}/root{}", mapping.path)
         };
-        let file_offset = address - mapping.start + mapping.offset;
+        let Some(place) = mapping.file_place(address) else {
+            return Err((
+                refused(format!(
+                    "the code there has no file identity in /proc/{pid}/maps, which a uprobe needs"
+                )),
+                handler,
+            ));
+        };
+        // The uprobe would be at this place in every process of the file:
+        // where one of ours has a ptrace int3 there and any uprobe, the
+        // kernel would take that int3 for the uprobe's and remove it.
+        if let Some((other_pid, other_address)) = self.ptrace_site_at_place(&place) {
+            return Err((
+                refused(format!(
+                    "a ptrace breakpoint is already there, at the same place of {} ({other_address:#x} in process {other_pid}); a uprobe would remove it",
+                    mapping.path
+                )),
+                handler,
+            ));
+        }
         let id = BreakpointId(self.next_breakpoint);
         let Some(probes) = self.kernel.probes.as_mut() else {
             return Err((refused("kernel probes are not set up".into()), handler));
         };
-        if let Err(e) = probes.arm(id.0, pid, address, group, &path, file_offset, plan) {
+        if let Err(e) = probes.arm(id.0, pid, address, group, &path, place, plan) {
             return Err((refused(e.0), handler));
         }
         self.next_breakpoint += 1;

@@ -26,6 +26,8 @@ use program::ProgramParams;
 use ringbuf::RingBuffer;
 use uprobe::Uprobe;
 
+use super::scratch::FilePlace;
+
 /// Bytes of the record header: site id, pid/tgid, monotonic time.
 pub(crate) const RECORD_HEADER: usize = 24;
 /// Bytes of `struct pt_regs` on x86-64 (21 registers, the same order as
@@ -289,6 +291,8 @@ pub(crate) struct KernelSite {
     pub pid: i32,
     pub address: u64,
     pub group: u64,
+    /// Where the uprobe is: every process of that file shares it.
+    pub place: FilePlace,
     pub plan: CapturePlan,
     pub lost_slot: u32,
     pub lost_seen: u64,
@@ -331,8 +335,8 @@ impl KernelProbes {
         })
     }
 
-    /// Arms a uprobe at `address` of `pid`, which is `file_offset` into the
-    /// file reachable at `path`.
+    /// Arms a uprobe at `address` of `pid`, which is `place` in the file
+    /// reachable at `path`.
     #[allow(clippy::too_many_arguments)]
     pub fn arm(
         &mut self,
@@ -341,7 +345,7 @@ impl KernelProbes {
         address: u64,
         group: u64,
         path: &str,
-        file_offset: u64,
+        place: FilePlace,
         plan: CapturePlan,
     ) -> Result<(), KernelUnavailable> {
         if plan.reads.len() > MAX_READS {
@@ -353,7 +357,7 @@ impl KernelProbes {
         let lost_slot = self.free_slots.pop().ok_or_else(|| {
             KernelUnavailable(format!("{LOST_SLOTS} kernel-side sites are armed already"))
         })?;
-        let result = self.arm_slot(id, pid, path, file_offset, &plan, lost_slot);
+        let result = self.arm_slot(id, pid, path, place.offset, &plan, lost_slot);
         match result {
             Ok(uprobe) => {
                 // Counts of a slot's previous user are not this site's.
@@ -364,6 +368,7 @@ impl KernelProbes {
                         pid,
                         address,
                         group,
+                        place,
                         plan,
                         lost_slot,
                         lost_seen,
