@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in gcc g++ gdb strip rustc; do
+for tool in gcc g++ gdb strip addr2line rustc; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,6 +18,10 @@ python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp").
   || python3 -m pip install -q 'mcp>=2,<3'
 command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
+# Real programs nobody here wrote (Lua from crates.io's lua-src, a hyper +
+# tokio server), built with full DWARF into target/real for tests/real_*.rs.
+# The first run fetches their sources with cargo; later runs reuse the build.
+./tests/real/build.sh
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
 # One test at a time by default: with parallel test threads a fixture has been

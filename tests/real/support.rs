@@ -1,0 +1,255 @@
+//! Support for the tests of real programs (tests/real_*.rs): building them
+//! with tests/real/build.sh, and the references the tests compare
+//! liveprobe's answers with: gdb in batch mode and `addr2line -i`. A missing
+//! tool fails the test: a comparison that cannot run proves nothing.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The programs tests/real/build.sh made.
+pub struct RealPrograms {
+    /// Lua 5.4 at -O0 -g, running tests/real/scenario.lua.
+    pub lua: PathBuf,
+    /// The same at -O2 -g.
+    pub lua_o2: PathBuf,
+    /// Where Lua's C sources are (in cargo's registry cache).
+    pub lua_src: PathBuf,
+    /// hyper + tokio, release with debug info.
+    pub hyper_server: PathBuf,
+}
+
+/// Builds (or finds cached) the real programs, once per test process.
+pub fn real_programs() -> &'static RealPrograms {
+    static BUILT: OnceLock<RealPrograms> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join("tests/real/build.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(status.success(), "{} failed: {status}", script.display());
+        let out = root.join("target/real");
+        let lua_src = std::fs::read_to_string(out.join("lua-src-dir"))
+            .expect("build.sh names the Lua source directory");
+        RealPrograms {
+            lua: out.join("lua_host"),
+            lua_o2: out.join("lua_host_o2"),
+            lua_src: PathBuf::from(lua_src.trim()),
+            hyper_server: out.join("cargo/release/hyper_server"),
+        }
+    })
+}
+
+/// The 1-based line of `file` that contains `needle`, searching from the
+/// first line that contains `after` (a function's head, say).
+pub fn line_in(file: &Path, after: &str, needle: &str) -> u64 {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let start = text
+        .lines()
+        .position(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("{after:?} not in {}", file.display()));
+    text.lines()
+        .enumerate()
+        .skip(start)
+        .find(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not after {after:?} in {}", file.display()))
+}
+
+/// Runs gdb in batch mode attached to `pid` with `commands` (one `-ex`
+/// each) and returns its standard output. gdb detaches when it ends, and the
+/// process goes on as before.
+pub fn gdb_batch(pid: i32, commands: &[&str]) -> String {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-nx", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "set width 0", "-ex", "set height 0"])
+        .args(["-ex", "set print frame-arguments none"]);
+    for c in commands {
+        cmd.args(["-ex", c]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("gdb is needed for this test and did not run: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One frame of a gdb `bt`: function and, where gdb has one, file:line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GdbFrame {
+    pub index: usize,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u64>,
+}
+
+/// Parses the `#N ...` lines of gdb's `bt` (with frame arguments off).
+pub fn parse_gdb_bt(text: &str) -> Vec<GdbFrame> {
+    let mut frames = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((index, rest)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<usize>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        // "0x... in f (...) at file:line" or "f (...) at file:line".
+        let rest = match rest.split_once(" in ") {
+            Some((addr, after)) if addr.starts_with("0x") => after,
+            _ => rest,
+        };
+        let (head, location) = match rest.rsplit_once(" at ") {
+            Some((h, l)) => (h, Some(l)),
+            None => (rest, None),
+        };
+        let function = match head.find(" (") {
+            Some(i) => head[..i].to_string(),
+            None => head.to_string(),
+        };
+        let (file, line_no) = match location.and_then(|l| l.rsplit_once(':')) {
+            Some((f, n)) => (Some(f.to_string()), n.trim().parse().ok()),
+            None => (None, None),
+        };
+        if frames.len() > index {
+            continue; // a repeated frame line (`frame N` prints one again)
+        }
+        frames.push(GdbFrame {
+            index,
+            function,
+            file,
+            line: line_no,
+        });
+    }
+    frames
+}
+
+/// The value gdb printed for `print EXPR` as `$N = VALUE`, in order.
+pub fn gdb_prints(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('$')?;
+            let (n, value) = rest.split_once(" = ")?;
+            n.parse::<u32>().ok()?;
+            Some(value.to_string())
+        })
+        .collect()
+}
+
+/// `addr2line -i -f -C -e exe ADDR`: the inlined chain at a file offset
+/// address, innermost first, as (function, file, line); `None` for `??`.
+pub fn addr2line_chain(exe: &Path, addr: u64) -> Vec<(String, Option<String>, Option<u64>)> {
+    let out = Command::new("addr2line")
+        .args(["-i", "-f", "-C", "-e"])
+        .arg(exe)
+        .arg(format!("{addr:#x}"))
+        .output()
+        .unwrap_or_else(|e| panic!("addr2line is needed for this test and did not run: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .filter(|pair| pair.len() == 2)
+        .map(|pair| {
+            let function = pair[0].to_string();
+            // "file:line" or "file:line (discriminator N)" or "??:0".
+            let location = pair[1].split(" (").next().unwrap_or(pair[1]);
+            let (file, line) = match location.rsplit_once(':') {
+                Some(("??", _)) | None => (None, None),
+                Some((f, n)) => (Some(f.to_string()), n.parse().ok().filter(|n| *n != 0)),
+            };
+            (function, file, line)
+        })
+        .collect()
+}
+
+/// The load bias of `exe` in process `pid`: the start of its first mapping
+/// minus that mapping's file offset (a PIE's addresses minus this are the
+/// addresses in the file).
+pub fn load_bias(pid: i32, exe: &Path) -> u64 {
+    let exe = std::fs::canonicalize(exe).expect("canonical exe path");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    maps.lines()
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            if fields.len() < 6 || Path::new(fields[5]) != exe {
+                return None;
+            }
+            let start = u64::from_str_radix(fields[0].split('-').next()?, 16).ok()?;
+            let offset = u64::from_str_radix(fields[2], 16).ok()?;
+            Some(start - offset)
+        })
+        .unwrap_or_else(|| panic!("{} not mapped in {pid}", exe.display()))
+}
+
+/// The [start, end) ranges where `exe` is mapped in `pid`.
+pub fn mapped_ranges(pid: i32, exe: &Path) -> Vec<(u64, u64)> {
+    let exe = std::fs::canonicalize(exe).expect("canonical exe path");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    maps.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            if fields.len() < 6 || Path::new(fields[5]) != exe {
+                return None;
+            }
+            let (a, b) = fields[0].split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` on its own connection; the
+/// status code and body of the answer.
+pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(super::common::WAIT))
+        .expect("read timeout");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("read the answer to {method} {path}: {e}"));
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A number parsed from the start of a value summary (`"42"`, `"111 'o'"`).
+pub fn number_of(value: &Value) -> Option<i64> {
+    value.as_str()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The hexadecimal address at the start of a summary (`"0x55d0..."` or
+/// `"(T *) 0x55d0..."`), as gdb and liveprobe both print pointers.
+pub fn address_in(text: &str) -> Option<u64> {
+    let start = text.find("0x")?;
+    let hex: String = text[start + 2..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    u64::from_str_radix(&hex, 16).ok()
+}
