@@ -146,31 +146,43 @@ pub fn gdb_prints(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `addr2line -i -f -C -e exe ADDR`: the inlined chain at a file offset
-/// address, innermost first, as (function, file, line); `None` for `??`.
-pub fn addr2line_chain(exe: &Path, addr: u64) -> Vec<(String, Option<String>, Option<u64>)> {
+/// One frame as addr2line names it: function, file, line (`None` for `??`).
+pub type Addr2lineFrame = (String, Option<String>, Option<u64>);
+
+/// `addr2line -a -i -f -C -e exe ADDR...`: for each file address, its
+/// inlined chain, innermost first.
+pub fn addr2line_chains(exe: &Path, addrs: &[u64]) -> Vec<Vec<Addr2lineFrame>> {
+    if addrs.is_empty() {
+        return Vec::new();
+    }
     let out = Command::new("addr2line")
-        .args(["-i", "-f", "-C", "-e"])
+        .args(["-a", "-i", "-f", "-C", "-e"])
         .arg(exe)
-        .arg(format!("{addr:#x}"))
+        .args(addrs.iter().map(|a| format!("{a:#x}")))
         .output()
         .unwrap_or_else(|e| panic!("addr2line is needed for this test and did not run: {e}"));
+    assert!(out.status.success(), "addr2line failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
-    lines
-        .chunks(2)
-        .filter(|pair| pair.len() == 2)
-        .map(|pair| {
-            let function = pair[0].to_string();
-            // "file:line" or "file:line (discriminator N)" or "??:0".
-            let location = pair[1].split(" (").next().unwrap_or(pair[1]);
-            let (file, line) = match location.rsplit_once(':') {
-                Some(("??", _)) | None => (None, None),
-                Some((f, n)) => (Some(f.to_string()), n.parse().ok().filter(|n| *n != 0)),
-            };
-            (function, file, line)
-        })
-        .collect()
+    let mut chains: Vec<Vec<Addr2lineFrame>> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("0x") && !line.contains(':') {
+            chains.push(Vec::new()); // `-a`: the address opens a chain
+            continue;
+        }
+        let Some(location) = lines.next() else { break };
+        // "file:line", "file:line (discriminator N)" or "??:0" / "??:?".
+        let location = location.split(" (").next().unwrap_or(location);
+        let (file, line_no) = match location.rsplit_once(':') {
+            Some(("??", _)) | None => (None, None),
+            Some((f, n)) => (Some(f.to_string()), n.parse().ok().filter(|n| *n != 0)),
+        };
+        if let Some(chain) = chains.last_mut() {
+            chain.push((line.to_string(), file, line_no));
+        }
+    }
+    assert_eq!(chains.len(), addrs.len(), "addr2line output:\n{text}");
+    chains
 }
 
 /// The load bias of `exe` in process `pid`: the start of its first mapping

@@ -1,0 +1,401 @@
+//! A release Rust network server nobody here wrote — hyper 1.x on tokio's
+//! multi-thread runtime, opt-level 3 with full debug info, built by
+//! tests/real/build.sh from crates.io (tests/real/src/hyper_server.rs is
+//! only the glue and a handler) — driven with real HTTP requests on
+//! 127.0.0.1 through a real MCP session. Frames are checked against
+//! `addr2line -i` on the same pcs, values against gdb stopped at the same
+//! line, counts against the requests sent.
+
+mod common;
+#[path = "real/support.rs"]
+mod real;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use real::*;
+use serde_json::{Value, json};
+
+/// A running server and its port.
+fn server() -> (Fixture, u16) {
+    let mut fx = Fixture::start(&real_programs().hyper_server);
+    let line = fx.expect_line("port");
+    let port = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    (fx, port)
+}
+
+fn server_attached() -> (Fixture, u16, McpClient) {
+    let (fx, port) = server();
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    (fx, port, c)
+}
+
+fn server_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real/src/hyper_server.rs")
+}
+
+/// The handler's line that builds the response: `path`, `method`, `status`
+/// and `body` are all in scope there.
+fn response_line() -> u64 {
+    line_in(
+        &server_source(),
+        "async fn handle_request",
+        "let mut response = Response::new",
+    )
+}
+
+fn results(c: &mut McpClient, probe: &Value) -> Value {
+    c.call(
+        "get_probe_results",
+        json!({"probe_id": probe, "after": 0, "limit": 100, "wait_ms": 0}),
+    )
+    .ok()
+}
+
+/// Two files name the same source: equal, or one a path suffix of the
+/// other (addr2line and liveprobe may join the compilation directory
+/// differently).
+fn same_file(a: &str, b: &str) -> bool {
+    a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
+}
+
+/// Every frame of every idle thread that lies in the server's code has the
+/// function, file and line `addr2line -i` gives for its pc, inlined frames
+/// included (caller frames are looked up at pc - 1, as debuggers do, since
+/// their pc is a return address).
+#[test]
+#[ignore = "issue 9: 37 of 50 physical frames differ: frames in tokio/mio/hyper units (built here, not std's) have no file:line and no inlined frames; some show legacy-mangled ELF names (`_$LT$tokio..runtime..blocking..task..BlockingTask$LT$T$GT$$u20$as$u20$core..future..future..Future$GT$::poll::h9a37...`)"]
+fn hyper_idle_frames_match_addr2line_inlined_chains() {
+    let (fx, port, mut c) = server_attached();
+    for i in 0..3 {
+        assert_eq!(http_request(port, "GET", &format!("/echo/{i}")).0, 200);
+    }
+    let exe = &real_programs().hyper_server;
+    let stack = c
+        .call(
+            "stack_trace",
+            json!({"pid": fx.pid, "all_threads": true, "max_frames": 64}),
+        )
+        .ok();
+    let threads = stack["threads"].as_array().expect("threads");
+    assert!(threads.len() >= 3, "main + 2 workers at least: {stack}");
+    let ranges = mapped_ranges(fx.pid, exe);
+    let bias = load_bias(fx.pid, exe);
+    // Physical frames: runs of frames with one pc (inlined ones first).
+    let mut groups: Vec<(u64, Vec<Value>)> = Vec::new();
+    for thread in threads {
+        let frames = thread["frames"].as_array().expect("frames");
+        let mut start = 0;
+        while start < frames.len() {
+            let pc_text = frames[start]["pc"].as_str().unwrap_or("");
+            let end = frames[start..]
+                .iter()
+                .position(|f| f["pc"].as_str() != Some(pc_text))
+                .map_or(frames.len(), |n| start + n);
+            let pc = address_in(pc_text).unwrap_or_else(|| panic!("pc {pc_text:?}"));
+            if ranges.iter().any(|(a, b)| (*a..*b).contains(&pc)) {
+                let lookup = pc - bias - u64::from(start > 0);
+                groups.push((lookup, frames[start..end].to_vec()));
+            }
+            start = end;
+        }
+    }
+    assert!(
+        groups.len() >= 10,
+        "too few frames in the server's code: {stack}"
+    );
+    let lookups: Vec<u64> = groups.iter().map(|(a, _)| *a).collect();
+    let chains = addr2line_chains(exe, &lookups);
+    let mut wrong = Vec::new();
+    let mut compared = 0;
+    for ((lookup, got), expected) in groups.iter().zip(&chains) {
+        let got: Vec<(String, Option<String>, Option<u64>)> = got
+            .iter()
+            .map(|f| {
+                (
+                    f["function"].as_str().unwrap_or("?").to_string(),
+                    f["file"].as_str().map(str::to_string),
+                    f["line"].as_u64(),
+                )
+            })
+            .collect();
+        compared += expected.len();
+        let same = got.len() == expected.len()
+            && got.iter().zip(expected).all(|(g, e)| {
+                g.0 == e.0
+                    && g.2 == e.2
+                    && match (&g.1, &e.1) {
+                        (Some(a), Some(b)) => same_file(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+        if !same {
+            wrong.push(format!(
+                "file address {lookup:#x}:\n  liveprobe {got:?}\n  addr2line {expected:?}"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} physical frames ({compared} frames by addr2line) differ:\n{}",
+        wrong.len(),
+        groups.len(),
+        wrong.join("\n")
+    );
+}
+
+/// `find_functions handle_request` answers with the handler (its async
+/// body, defined in hyper_server.rs) first, in readable names, and within
+/// the answer budget.
+#[test]
+#[ignore = "issue 9: the first of the answer is `core::ptr::drop_in_place$LT$hyper..proto..h1..dispatch..Server$LT$...::h393e9d4d7c8b2abe` (raw legacy-mangled, 6 drop_in_place names before `hyper_server::handle_request::{{closure}}`)"]
+fn hyper_find_functions_names_the_handler_first_and_readably() {
+    let (fx, _port, mut c) = server_attached();
+    let answer = c.call(
+        "find_functions",
+        json!({"pid": fx.pid, "query": "handle_request"}),
+    );
+    assert!(
+        answer.text.len() <= 32 * 1024,
+        "text of {} bytes",
+        answer.text.len()
+    );
+    let found = answer.ok();
+    let functions = found["functions"].as_array().expect("functions");
+    let first = functions
+        .first()
+        .unwrap_or_else(|| panic!("nothing found: {found}"));
+    assert!(
+        first["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("hyper_server::handle_request")),
+        "first: {first}"
+    );
+    assert!(
+        first["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("hyper_server.rs")),
+        "first: {first}"
+    );
+    let mangled: Vec<&str> = functions
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .filter(|n| n.contains("$LT$") || n.contains("$u7b$") || n.contains("::h"))
+        .collect();
+    assert!(mangled.is_empty(), "raw mangled names listed: {mangled:?}");
+}
+
+/// Sends `n` requests and returns the count a metric probe reports.
+fn count_after_requests(c: &mut McpClient, port: u16, probe: &Value, n: usize) -> Value {
+    for i in 0..n {
+        let (status, body) = http_request(port, "GET", &format!("/echo/n{i}"));
+        assert_eq!((status, body.as_str()), (200, format!("n{i}\n").as_str()));
+    }
+    let r = results(c, probe);
+    assert_eq!(r["hits"], n, "{r}");
+    r["items"]
+        .as_array()
+        .and_then(|items| items.last())
+        .map(|item| item["count"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// A count at the handler by the name liveprobe lists for it (the async
+/// fn's body) is the number of requests sent, on both engines.
+#[test]
+fn hyper_count_at_the_handler_body_is_the_number_of_requests() {
+    for engine in ["uprobe", "ptrace"] {
+        let (_fx, port, mut c) = server_attached();
+        let pid = _fx.pid;
+        let set = c
+            .call(
+                "set_metric",
+                json!({"pid": pid, "location": "hyper_server::handle_request::{{closure}}",
+                       "kind": "count", "engine": engine}),
+            )
+            .ok();
+        assert_eq!(set["engine"], engine, "{set}");
+        let count = count_after_requests(&mut c, port, &set["probe_id"], 7);
+        assert_eq!(count, 7, "{engine}");
+    }
+}
+
+/// The same count by the plain name a person types, `handle_request`
+/// (gdb's `break hyper_server::handle_request` finds nothing: the function
+/// that makes the future is inlined everywhere; the body is the handler).
+#[test]
+#[ignore = "issue 9: location `handle_request` is refused: no function named \"handle_request\" (the async fn's body `handle_request::{{closure}}` is not found by its fn's name)"]
+fn hyper_count_at_the_handler_by_its_plain_name() {
+    for engine in ["uprobe", "ptrace"] {
+        let (fx, port, mut c) = server_attached();
+        let set = c
+            .call(
+                "set_metric",
+                json!({"pid": fx.pid, "location": "handle_request", "kind": "count",
+                       "engine": engine}),
+            )
+            .ok();
+        let count = count_after_requests(&mut c, port, &set["probe_id"], 5);
+        assert_eq!(count, 5, "{engine}");
+    }
+}
+
+/// A count at a line of the handler run once per request.
+#[test]
+fn hyper_count_at_a_handler_line_is_the_number_of_requests() {
+    for engine in ["uprobe", "ptrace"] {
+        let (fx, port, mut c) = server_attached();
+        let set = c
+            .call(
+                "set_metric",
+                json!({"pid": fx.pid, "location": format!("hyper_server.rs:{}", response_line()),
+                       "kind": "count", "engine": engine}),
+            )
+            .ok();
+        let count = count_after_requests(&mut c, port, &set["probe_id"], 6);
+        assert_eq!(count, 6, "{engine}: {set}");
+    }
+}
+
+/// gdb stopped at the handler's response line during one request: what it
+/// prints for `exprs` ($N = value lines, in order).
+fn gdb_at_line_during_request(
+    pid: i32,
+    port: u16,
+    line: u64,
+    path: &str,
+    exprs: &[&str],
+) -> Vec<String> {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-nx", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "set width 0", "-ex", "set height 0"])
+        .args(["-ex", &format!("break hyper_server.rs:{line}")])
+        .args(["-ex", "continue"]);
+    for e in exprs {
+        cmd.args(["-ex", &format!("print {e}")]);
+    }
+    let mut gdb = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("gdb is needed for this test and did not run: {e}"));
+    let mut out = BufReader::new(gdb.stdout.take().expect("gdb stdout"));
+    let mut text = String::new();
+    // The breakpoint is set (and the process stopped) once gdb says so;
+    // the request then waits in the socket until gdb continues.
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("read gdb output");
+        assert!(n > 0, "gdb ended before setting its breakpoint:\n{text}");
+        text.push_str(&line);
+        if line.starts_with("Breakpoint 1 at") {
+            break;
+        }
+    }
+    let path = path.to_string();
+    let request = std::thread::spawn(move || http_request(port, "GET", &path));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read gdb output");
+    text.push_str(&rest);
+    let _ = gdb.wait();
+    let (status, _) = request.join().expect("request thread");
+    assert_eq!(status, 200, "gdb:\n{text}");
+    let values = gdb_prints(&text);
+    assert_eq!(values.len(), exprs.len(), "gdb printed:\n{text}");
+    values
+}
+
+/// A snapshot at the handler's response line reads the request's path and
+/// method and the chosen status: the values gdb prints stopped at the same
+/// line for the same request. (`auto`: the uprobe engine refuses this
+/// capture, saying why, and auto falls back to ptrace.)
+#[test]
+fn hyper_snapshot_in_the_handler_reads_the_request_as_gdb_does() {
+    let line = response_line();
+    let exprs = ["path", "*method", "status"];
+    for engine in ["auto", "ptrace"] {
+        let (fx, port) = server();
+        let gdb = gdb_at_line_during_request(fx.pid, port, line, "/echo/gdb", &exprs);
+        assert_eq!(gdb[0], "\"/echo/gdb\"", "{gdb:?}");
+        assert!(gdb[1].contains("Get"), "{gdb:?}");
+        assert!(gdb[2].contains("(200)"), "{gdb:?}");
+
+        let mut c = McpClient::start();
+        c.call("attach", json!({"pid": fx.pid})).ok();
+        let set = c.call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": format!("hyper_server.rs:{line}"),
+                   "expressions": exprs, "engine": engine}),
+        );
+        let set = set.ok();
+        assert_eq!(set["resolved"].as_array().map(Vec::len), Some(1), "{set}");
+        assert_eq!(http_request(port, "GET", "/echo/gdb").0, 200);
+        let r = results(&mut c, &set["probe_id"]);
+        let item = &r["items"][0];
+        let values = item["expressions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{engine}: {r}"));
+        let path = &values[0];
+        assert_eq!(path["value"], "\"/echo/gdb\"", "{engine}: path {path}");
+        let method = values[1].to_string();
+        assert!(
+            method.contains("Get") || method.contains("GET"),
+            "{engine}: method {method}"
+        );
+        let status = values[2].to_string();
+        assert!(status.contains("200"), "{engine}: status {status}");
+    }
+}
+
+/// A snapshot's frame 0 at a handler line is the handler (inlined into
+/// hyper's dispatcher at opt-level 3) at that file:line, as gdb's `bt`
+/// says (`hyper_server::handle_request::{async_fn#0} () at
+/// src/hyper_server.rs:LINE`), not the function it is inlined into.
+#[test]
+#[ignore = "issue 9: frame 0 of the hit is `hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_write` with file and line null (resolved says `hyper_server::handle_request::{{closure}}`, inlined, at the line)"]
+fn hyper_snapshot_hit_names_the_handler_frame_and_line() {
+    let line = response_line();
+    let (_fx, port, mut c) = server_attached();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": _fx.pid, "location": format!("hyper_server.rs:{line}"), "frames": 2}),
+        )
+        .ok();
+    assert_eq!(
+        set["resolved"][0]["function"], "hyper_server::handle_request::{{closure}}",
+        "{set}"
+    );
+    assert_eq!(http_request(port, "GET", "/").0, 200);
+    let r = results(&mut c, &set["probe_id"]);
+    let frame = &r["items"][0]["frames"][0];
+    assert_eq!(
+        frame["function"], "hyper_server::handle_request::{{closure}}",
+        "{frame}"
+    );
+    assert!(
+        frame["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("hyper_server.rs")),
+        "{frame}"
+    );
+    assert_eq!(frame["line"], line, "{frame}");
+    let names: Vec<&str> = frame["variables"]
+        .as_array()
+        .map(|vs| vs.iter().filter_map(|v| v["name"].as_str()).collect())
+        .unwrap_or_default();
+    for name in ["path", "method", "status", "body"] {
+        assert!(
+            names.contains(&name),
+            "{name} not in frame 0's variables {names:?}"
+        );
+    }
+}
