@@ -444,3 +444,133 @@ fn lua_snapshot_in_the_interpreter_loop_reads_the_call_state() {
     assert_eq!(item["frames"][0]["function"], "luaV_execute", "{item}");
     assert_eq!(item["frames"][0]["line"], line, "{item}");
 }
+
+/// Lines whose hit counts are compared with gdb's: (file, a line before
+/// the one meant, the text of the line meant, the command that runs it).
+/// A `for` line split into the loop's start and its condition, a loop body,
+/// the interpreter's call line, and a line of a function gcc inlines at -O2
+/// into three callers (precallC in luaD_precall).
+const COUNTED_LINES: &[(&str, &str, &str, &str)] = &[
+    (
+        "lstrlib.c",
+        "static int str_upper",
+        "for (i=0; i<l; i++)",
+        "upper 3 lua",
+    ),
+    (
+        "lstrlib.c",
+        "static int str_upper",
+        "p[i] = toupper(uchar(s[i]));",
+        "upper 2 hello",
+    ),
+    (
+        "lvm.c",
+        "vmcase(OP_CALL)",
+        "if ((newci = luaD_precall(L, ra, nresults)) == NULL)",
+        "fib 6",
+    ),
+    (
+        "ldo.c",
+        "l_sinline int precallC",
+        "n = (*f)(L);  /* do the actual call */",
+        "upper 4 x",
+    ),
+];
+
+/// Runs `command` then `quit` in a fresh process of `exe` with a count at
+/// `location` on `engine`; the count when the process has exited.
+fn liveprobe_line_count(
+    exe: &std::path::Path,
+    location: &str,
+    engine: &str,
+    command: &str,
+) -> (u64, Value) {
+    let (mut fx, mut c) = lua_attached(exe);
+    let set = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": location, "kind": "count", "engine": engine}),
+        )
+        .ok();
+    fx.send(command);
+    fx.expect_line(command.split_whitespace().next().unwrap_or(command));
+    // Counted to the end, as gdb counts: the quit runs the line too.
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+    let r = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": set["probe_id"], "after": 0, "limit": 100, "wait_ms": 0}),
+        )
+        .ok();
+    (r["hits"].as_u64().unwrap_or(0), set)
+}
+
+/// gdb's hit count of a breakpoint at `location` in a fresh process of
+/// `exe` that runs `command` and quits.
+fn gdb_line_count(exe: &std::path::Path, location: &str, command: &str) -> u64 {
+    let mut fx = Fixture::start(exe);
+    let pid = fx.pid;
+    let word = command
+        .split_whitespace()
+        .next()
+        .unwrap_or(command)
+        .to_string();
+    gdb_hit_count(pid, location, || {
+        fx.send(command);
+        fx.expect_line(&word);
+        fx.send("quit");
+    })
+}
+
+/// Counts at lines equal gdb's hit counts for breakpoints at the same
+/// lines (gdb arms one site per line per block and inlined instance), on
+/// both engines and at -O0 and -O2.
+fn line_counts_match_gdb(exe: &std::path::Path) {
+    let src = &real_programs().lua_src;
+    let mut wrong = Vec::new();
+    for (file, after, needle, command) in COUNTED_LINES {
+        let line = line_in(&src.join(file), after, needle);
+        let location = format!("{file}:{line}");
+        let expected = gdb_line_count(exe, &location, command);
+        assert!(expected > 0, "gdb never stopped at {location} ({needle})");
+        for engine in ["uprobe", "ptrace"] {
+            let (got, set) = liveprobe_line_count(exe, &location, engine, command);
+            if got != expected {
+                let sites: Vec<String> = set["resolved"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .map(|s| {
+                                format!(
+                                    "{} {}:{}",
+                                    s["function"],
+                                    s["file"].as_str().map(base_name).unwrap_or("?"),
+                                    s["line"]
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                wrong.push(format!(
+                    "{location} `{needle}` on {engine}: {got} hits, gdb {expected}; sites {sites:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "line counts differ from gdb's:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn lua_line_counts_match_gdb_hit_counts_at_o0() {
+    line_counts_match_gdb(&real_programs().lua);
+}
+
+#[test]
+fn lua_line_counts_match_gdb_hit_counts_at_o2() {
+    line_counts_match_gdb(&real_programs().lua_o2);
+}

@@ -265,3 +265,64 @@ pub fn address_in(text: &str) -> Option<u64> {
         .collect();
     u64::from_str_radix(&hex, 16).ok()
 }
+
+/// How many times gdb's breakpoint at `location` is hit while the process
+/// `pid` runs until it exits after `drive` (which sends it its commands)
+/// returns: gdb's own choice of sites for the location, counted by gdb.
+pub fn gdb_hit_count(pid: i32, location: &str, drive: impl FnOnce()) -> u64 {
+    use std::io::BufRead;
+    let script = std::env::temp_dir().join(format!(
+        "liveprobe-real-gdb-{}-{pid}.gdb",
+        std::process::id()
+    ));
+    std::fs::write(
+        &script,
+        format!(
+            "set width 0\nset height 0\nset pagination off\n\
+             break {location}\ncommands 1\nsilent\ncontinue\nend\n\
+             echo armed\\n\ncontinue\ninfo breakpoints\n"
+        ),
+    )
+    .expect("write gdb script");
+    let mut gdb = Command::new("gdb")
+        .args(["-nx", "-batch", "-p", &pid.to_string(), "-x"])
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("gdb is needed for this test and did not run: {e}"));
+    let mut out = std::io::BufReader::new(gdb.stdout.take().expect("gdb stdout"));
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("read gdb output");
+        assert!(n > 0, "gdb ended before arming {location}:\n{text}");
+        text.push_str(&line);
+        if line.trim() == "armed" {
+            break;
+        }
+    }
+    drive();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read gdb output");
+    text.push_str(&rest);
+    let _ = gdb.wait();
+    let _ = std::fs::remove_file(&script);
+    // "\tbreakpoint already hit 3 times" (absent when never hit).
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("breakpoint already hit ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            assert!(
+                text.contains("Breakpoint 1 at"),
+                "gdb set no breakpoint:\n{text}"
+            );
+            0
+        })
+}
