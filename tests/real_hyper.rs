@@ -399,3 +399,89 @@ fn hyper_snapshot_hit_names_the_handler_frame_and_line() {
         );
     }
 }
+
+/// Lines whose hit counts are compared with gdb's: (file under hyper's
+/// sources or this server's, a line before the one meant, the line meant).
+/// Hyper's request parser (its header loop runs once per header; two per
+/// request here) and the handler's response line.
+const COUNTED_LINES: &[(&str, &str, &str)] = &[
+    (
+        "src/proto/h1/role.rs",
+        "fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<RequestLine>",
+        "for header in &headers_indices[..headers_len] {",
+    ),
+    (
+        "src/proto/h1/role.rs",
+        "fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<RequestLine>",
+        "let name = header_name!(&slice[header.name.0..header.name.1]);",
+    ),
+    (
+        "src/proto/h1/role.rs",
+        "fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<RequestLine>",
+        "headers.reserve(headers_len);",
+    ),
+    (
+        "hyper_server.rs",
+        "async fn handle_request",
+        "let mut response = Response::new",
+    ),
+];
+
+/// Sends `n` requests, then `quit`, and waits for the server to exit.
+fn requests_then_quit(fx: &mut Fixture, port: u16, n: usize) {
+    for i in 0..n {
+        assert_eq!(http_request(port, "GET", &format!("/echo/{i}")).0, 200);
+    }
+    fx.send("quit");
+}
+
+/// Counts at lines of hyper's parser and of the handler equal gdb's hit
+/// counts for breakpoints at the same lines while the same requests are
+/// served, on both engines.
+#[test]
+fn hyper_line_counts_match_gdb_hit_counts() {
+    let requests = 4;
+    let mut wrong = Vec::new();
+    for (file, after, needle) in COUNTED_LINES {
+        let source = if *file == "hyper_server.rs" {
+            server_source()
+        } else {
+            real_programs().hyper_src.join(file)
+        };
+        let line = line_in(&source, after, needle);
+        let short = file.trim_start_matches("src/");
+        let location = format!("{short}:{line}");
+        let (mut fx, port) = server();
+        let pid = fx.pid;
+        let expected = gdb_hit_count(pid, &location, || {
+            requests_then_quit(&mut fx, port, requests)
+        });
+        assert_eq!(fx.wait_exit(), Some(0));
+        assert!(expected > 0, "gdb never stopped at {location} ({needle})");
+        for engine in ["uprobe", "ptrace"] {
+            let (mut fx, port, mut c) = server_attached();
+            let set = c
+                .call(
+                    "set_metric",
+                    json!({"pid": fx.pid, "location": location, "kind": "count", "engine": engine}),
+                )
+                .ok();
+            requests_then_quit(&mut fx, port, requests);
+            assert_eq!(fx.wait_exit(), Some(0));
+            let got = results(&mut c, &set["probe_id"])["hits"]
+                .as_u64()
+                .unwrap_or(0);
+            if got != expected {
+                wrong.push(format!(
+                    "{location} `{needle}` on {engine}: {got} hits, gdb {expected}; resolved {}",
+                    set["resolved"]
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "line counts differ from gdb's:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -5,7 +5,8 @@
 #   cargo/release/hyper_server  hyper 1.x + tokio, release (opt-level 3, debug = 2)
 #   lua_host      Lua 5.4 (crates.io lua-src) at gcc -O0 -g
 #   lua_host_o2   the same at gcc -O2 -g
-#   lua-src-dir   a file naming the Lua source directory (tests read lines)
+#   lua-src-dir, hyper-src-dir   files naming those source directories
+#                 (tests find the lines they probe there)
 # Cached: a second run with nothing changed does no work and needs no network.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,12 +18,15 @@ mkdir -p "$out"
 CARGO_TARGET_DIR="$out/cargo" cargo build --quiet --release --locked \
   --manifest-path "$manifest" --bin hyper_server
 
-# Where cargo unpacked lua-src (it unpacks every package metadata reads).
-lua_crate="$(cargo metadata --locked --format-version 1 --manifest-path "$manifest" \
-  | python3 -c 'import json, sys
-m = json.load(sys.stdin)
-print(next(p["manifest_path"] for p in m["packages"] if p["name"] == "lua-src"))')"
-lua_src="$(dirname "$lua_crate")/lua-5.4.7"
+# Where cargo unpacked a package (it unpacks every package metadata reads).
+metadata="$(cargo metadata --locked --format-version 1 --manifest-path "$manifest")"
+package_dir() {
+  python3 -c 'import json, os, sys
+m = json.loads(sys.stdin.read())
+print(os.path.dirname(next(p["manifest_path"] for p in m["packages"] if p["name"] == sys.argv[1])))' "$1" <<<"$metadata"
+}
+package_dir hyper > "$out/hyper-src-dir"
+lua_src="$(package_dir lua-src)/lua-5.4.7"
 [ -f "$lua_src/lvm.c" ] || { echo "no Lua 5.4 sources at $lua_src" >&2; exit 1; }
 echo "$lua_src" > "$out/lua-src-dir"
 

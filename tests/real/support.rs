@@ -22,6 +22,8 @@ pub struct RealPrograms {
     pub lua_src: PathBuf,
     /// hyper + tokio, release with debug info.
     pub hyper_server: PathBuf,
+    /// Where hyper's sources are (in cargo's registry cache).
+    pub hyper_src: PathBuf,
 }
 
 /// Builds (or finds cached) the real programs, once per test process.
@@ -36,13 +38,17 @@ pub fn real_programs() -> &'static RealPrograms {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         assert!(status.success(), "{} failed: {status}", script.display());
         let out = root.join("target/real");
-        let lua_src = std::fs::read_to_string(out.join("lua-src-dir"))
-            .expect("build.sh names the Lua source directory");
+        let named_dir = |file: &str| {
+            let text = std::fs::read_to_string(out.join(file))
+                .unwrap_or_else(|e| panic!("build.sh wrote no {file}: {e}"));
+            PathBuf::from(text.trim())
+        };
         RealPrograms {
             lua: out.join("lua_host"),
             lua_o2: out.join("lua_host_o2"),
-            lua_src: PathBuf::from(lua_src.trim()),
+            lua_src: named_dir("lua-src-dir"),
             hyper_server: out.join("cargo/release/hyper_server"),
+            hyper_src: named_dir("hyper-src-dir"),
         }
     })
 }
