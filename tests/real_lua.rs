@@ -574,3 +574,194 @@ fn lua_line_counts_match_gdb_hit_counts_at_o0() {
 fn lua_line_counts_match_gdb_hit_counts_at_o2() {
     line_counts_match_gdb(&real_programs().lua_o2);
 }
+
+/// `name = value` lines of gdb's `info args` / `info locals` for each
+/// program frame of the main thread, by gdb's frame index, with the frame's
+/// function. Values that are whole structs (`{...}`) are left out: gdb
+/// prints them in full, liveprobe as a summary.
+fn gdb_frame_variables(pid: i32) -> Vec<(usize, String, Vec<(String, String)>)> {
+    let bt = parse_gdb_bt(&gdb_batch(pid, &["bt"]));
+    let program: Vec<&GdbFrame> = bt
+        .iter()
+        .filter(|f| is_program_file(f.file.as_deref()))
+        .collect();
+    assert!(program.len() >= 10, "gdb bt: {bt:?}");
+    let mut commands = Vec::new();
+    for f in &program {
+        commands.push(format!("echo @@frame {}\\n", f.index));
+        commands.push(format!("frame {}", f.index));
+        commands.push("info args".to_string());
+        commands.push("info locals".to_string());
+    }
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    let out = gdb_batch(pid, &commands);
+    let mut frames: Vec<(usize, String, Vec<(String, String)>)> = Vec::new();
+    for line in out.lines() {
+        if let Some(n) = line.strip_prefix("@@frame ") {
+            let index: usize = n.trim().parse().expect("frame index");
+            let function = program
+                .iter()
+                .find(|f| f.index == index)
+                .map(|f| f.function.clone())
+                .unwrap_or_default();
+            frames.push((index, function, Vec::new()));
+            continue;
+        }
+        let Some((name, value)) = line.split_once(" = ") else {
+            continue;
+        };
+        let name_ok =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name_ok || value.starts_with('{') {
+            continue;
+        }
+        if let Some(frame) = frames.last_mut() {
+            frame.2.push((name.to_string(), value.to_string()));
+        }
+    }
+    frames
+}
+
+/// In every frame of the main thread blocked in `io.lines()`, from
+/// liolib.c's read_line to the host's main, read_locals lists each argument
+/// and local gdb lists (`info args`, `info locals`) with gdb's value:
+/// integers, pointers, and strings behind `char *`. main's `status` is left
+/// to the next test: gdb shows a value its declaration has not assigned.
+#[test]
+fn lua_locals_of_every_frame_match_gdb() {
+    let fx = Fixture::start(&real_programs().lua);
+    let expected = gdb_frame_variables(fx.pid);
+    let first_gdb = expected.first().map(|f| f.0).expect("frames");
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "max_frames": 64}))
+        .ok();
+    let frames = stack["threads"][0]["frames"]
+        .as_array()
+        .expect("frames")
+        .clone();
+    let first_live = frames
+        .iter()
+        .position(|f| is_program_file(f["file"].as_str()))
+        .expect("a program frame");
+    let mut wrong = Vec::new();
+    let mut compared = 0;
+    for (gdb_index, function, variables) in &expected {
+        let index = gdb_index - first_gdb + first_live;
+        if frames.get(index).map(|f| &f["function"]) != Some(&json!(function)) {
+            wrong.push(format!(
+                "frame {index}: not {function}: {:?}",
+                frames.get(index)
+            ));
+            continue;
+        }
+        let locals = c
+            .call("read_locals", json!({"pid": fx.pid, "frame": index}))
+            .ok();
+        let live = locals["variables"].as_array().expect("variables");
+        for (name, gdb_value) in variables {
+            if function == "main" && name == "status" {
+                continue;
+            }
+            compared += 1;
+            match live.iter().find(|v| v["name"] == name.as_str()) {
+                None => wrong.push(format!("{function}: {name} missing")),
+                Some(v) if !same_value(v, gdb_value) => wrong.push(format!(
+                    "{function}: {name}: liveprobe {v} vs gdb {gdb_value}"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        compared >= 30,
+        "only {compared} values compared: {expected:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "values differ from gdb's:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// main's `int status = luaL_dofile(L, script);` is running (the script
+/// blocks inside the call): `status` has not been assigned, so its value is
+/// marked not yet initialized rather than shown as the stack's leftover
+/// (gdb prints whatever is there).
+#[test]
+#[ignore = "issue 9: main's `status` (its `int status = luaL_dofile(...)` line is still running) reads as {\"type\":\"int\",\"value\":\"0\"}, not marked not yet initialized"]
+fn lua_local_whose_declaration_is_still_running_is_not_yet_initialized() {
+    let (fx, mut c) = lua_attached(&real_programs().lua);
+    let (frames, _) = liveprobe_program_frames(&mut c, fx.pid);
+    let main = frame_of(&frames, "main");
+    let locals = c
+        .call("read_locals", json!({"pid": fx.pid, "frame": main}))
+        .ok();
+    let status = locals["variables"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == "status"))
+        .unwrap_or_else(|| panic!("no status in {locals}"))
+        .clone();
+    let script = locals["variables"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == "script"))
+        .unwrap_or_else(|| panic!("no script in {locals}"));
+    assert!(
+        script["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("scenario.lua")),
+        "{script}"
+    );
+    assert!(
+        status["unavailable"]
+            .as_str()
+            .is_some_and(|u| u.contains("not yet initialized")),
+        "status: {status}"
+    );
+}
+
+/// Globals of the program, evaluated with no frame given while the main
+/// thread sleeps inside libc's read: the program's own globals (Lua's
+/// tables of names and character classes, its version string), with the
+/// values gdb prints from the same state.
+#[test]
+fn lua_globals_without_a_frame_match_gdb() {
+    let fx = Fixture::start(&real_programs().lua);
+    let expressions = [
+        "luaT_typenames_[5]",
+        "luaT_typenames_[3]",
+        "luai_ctype_[98]",
+        "lua_ident",
+        "luaP_opmodes[0]",
+    ];
+    let commands: Vec<String> = expressions.iter().map(|e| format!("print {e}")).collect();
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    let gdb_out = gdb_batch(fx.pid, &commands);
+    let gdb_values = gdb_prints(&gdb_out);
+    assert_eq!(
+        gdb_values.len(),
+        expressions.len(),
+        "gdb printed:\n{gdb_out}"
+    );
+    assert!(gdb_values[0].ends_with("\"string\""), "{gdb_values:?}");
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let mut wrong = Vec::new();
+    for (expr, gdb_value) in expressions.iter().zip(&gdb_values) {
+        let answer = c.call("evaluate", json!({"pid": fx.pid, "expression": expr}));
+        if answer.is_error {
+            wrong.push(format!("{expr}: refused: {}", answer.text));
+            continue;
+        }
+        let value = &answer.structured["value"];
+        if !same_value(value, gdb_value) {
+            wrong.push(format!("{expr}: liveprobe {value} vs gdb {gdb_value}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "values differ from gdb's:\n{}",
+        wrong.join("\n")
+    );
+}
