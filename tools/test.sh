@@ -19,8 +19,11 @@ python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp").
 command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
 # Real programs nobody here wrote (Lua from crates.io's lua-src, a hyper +
-# tokio server), built with full DWARF into target/real for tests/real_*.rs.
-# The first run fetches their sources with cargo; later runs reuse the build.
+# tokio server, an Asio C++ server), built with full DWARF into target/real
+# for tests/real_*.rs. The first run fetches their sources with cargo and
+# apt; later runs reuse the build.
+[ -f /usr/include/asio.hpp ] \
+  || { apt-get update -qq && apt-get install -y -qq libasio-dev >/dev/null; }
 ./tests/real/build.sh
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).

@@ -5,6 +5,8 @@
 #   cargo/release/hyper_server  hyper 1.x + tokio, release (opt-level 3, debug = 2)
 #   lua_host      Lua 5.4 (crates.io lua-src) at gcc -O0 -g
 #   lua_host_o2   the same at gcc -O2 -g
+#   asio_echo     a TCP echo server on standalone Asio (Debian's libasio-dev,
+#                 header-only) at g++ -O0 -g: C++ lambdas as handlers
 #   lua-src-dir, hyper-src-dir   files naming those source directories
 #                 (tests find the lines they probe there)
 # Cached: a second run with nothing changed does no work and needs no network.
@@ -43,3 +45,15 @@ build_lua() {
 }
 build_lua lua_host -O0
 build_lua lua_host_o2 -O2
+
+# Asio is header-only: its code is compiled here, with our flags and DWARF.
+if [ ! -f /usr/include/asio.hpp ]; then
+  echo "Asio headers missing: apt-get install libasio-dev (tools/test.sh does)" >&2
+  exit 1
+fi
+asio_bin="$out/asio_echo"
+if ! { [ -x "$asio_bin" ] && [ "$asio_bin" -nt "$here/asio_echo.cpp" ] \
+  && [ "$asio_bin" -nt "$here/build.sh" ] && [ "$asio_bin" -nt /usr/include/asio/version.hpp ]; }; then
+  g++ -g -O0 -std=c++17 -pthread "$here/asio_echo.cpp" -o "$asio_bin.tmp.$$"
+  mv "$asio_bin.tmp.$$" "$asio_bin"
+fi

@@ -24,6 +24,8 @@ pub struct RealPrograms {
     pub hyper_server: PathBuf,
     /// Where hyper's sources are (in cargo's registry cache).
     pub hyper_src: PathBuf,
+    /// The Asio echo server, g++ -O0 -g.
+    pub asio_echo: PathBuf,
 }
 
 /// Builds (or finds cached) the real programs, once per test process.
@@ -49,6 +51,7 @@ pub fn real_programs() -> &'static RealPrograms {
             lua_src: named_dir("lua-src-dir"),
             hyper_server: out.join("cargo/release/hyper_server"),
             hyper_src: named_dir("hyper-src-dir"),
+            asio_echo: out.join("asio_echo"),
         }
     })
 }
@@ -331,4 +334,50 @@ pub fn gdb_hit_count(pid: i32, location: &str, drive: impl FnOnce()) -> u64 {
             );
             0
         })
+}
+
+/// gdb attached to `pid` with a breakpoint at `location`: `drive` runs once
+/// the breakpoint is armed (it makes the program reach it, from another
+/// thread if it must wait for the program); what gdb prints for `exprs` at
+/// the first stop, in order. gdb detaches at the end and the program goes on.
+pub fn gdb_prints_at_breakpoint(
+    pid: i32,
+    location: &str,
+    exprs: &[&str],
+    drive: impl FnOnce() + Send + 'static,
+) -> Vec<String> {
+    use std::io::BufRead;
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-nx", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "set width 0", "-ex", "set height 0"])
+        .args(["-ex", &format!("break {location}")])
+        .args(["-ex", "echo armed\\n", "-ex", "continue"]);
+    for e in exprs {
+        cmd.args(["-ex", &format!("print {e}")]);
+    }
+    let mut gdb = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("gdb is needed for this test and did not run: {e}"));
+    let mut out = std::io::BufReader::new(gdb.stdout.take().expect("gdb stdout"));
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("read gdb output");
+        assert!(n > 0, "gdb ended before arming {location}:\n{text}");
+        text.push_str(&line);
+        if line.trim() == "armed" {
+            break;
+        }
+    }
+    let driver = std::thread::spawn(drive);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read gdb output");
+    text.push_str(&rest);
+    let _ = gdb.wait();
+    driver.join().expect("the driving thread panicked");
+    let values = gdb_prints(&text);
+    assert_eq!(values.len(), exprs.len(), "gdb printed:\n{text}");
+    values
 }
