@@ -575,11 +575,14 @@ fn lua_line_counts_match_gdb_hit_counts_at_o2() {
     line_counts_match_gdb(&real_programs().lua_o2);
 }
 
+/// gdb's frame index, the frame's function, and its `(name, value)` pairs.
+type GdbFrameVariables = (usize, String, Vec<(String, String)>);
+
 /// `name = value` lines of gdb's `info args` / `info locals` for each
 /// program frame of the main thread, by gdb's frame index, with the frame's
 /// function. Values that are whole structs (`{...}`) are left out: gdb
 /// prints them in full, liveprobe as a summary.
-fn gdb_frame_variables(pid: i32) -> Vec<(usize, String, Vec<(String, String)>)> {
+fn gdb_frame_variables(pid: i32) -> Vec<GdbFrameVariables> {
     let bt = parse_gdb_bt(&gdb_batch(pid, &["bt"]));
     let program: Vec<&GdbFrame> = bt
         .iter()
@@ -595,7 +598,7 @@ fn gdb_frame_variables(pid: i32) -> Vec<(usize, String, Vec<(String, String)>)> 
     }
     let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     let out = gdb_batch(pid, &commands);
-    let mut frames: Vec<(usize, String, Vec<(String, String)>)> = Vec::new();
+    let mut frames: Vec<GdbFrameVariables> = Vec::new();
     for line in out.lines() {
         if let Some(n) = line.strip_prefix("@@frame ") {
             let index: usize = n.trim().parse().expect("frame index");
