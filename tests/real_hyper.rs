@@ -10,9 +10,7 @@ mod common;
 #[path = "real/support.rs"]
 mod real;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::*;
 use real::*;
@@ -266,7 +264,7 @@ fn hyper_count_at_a_handler_line_is_the_number_of_requests() {
 }
 
 /// gdb stopped at the handler's response line during one request: what it
-/// prints for `exprs` ($N = value lines, in order).
+/// prints for `exprs`.
 fn gdb_at_line_during_request(
     pid: i32,
     port: u16,
@@ -274,43 +272,10 @@ fn gdb_at_line_during_request(
     path: &str,
     exprs: &[&str],
 ) -> Vec<String> {
-    let mut cmd = Command::new("gdb");
-    cmd.args(["-nx", "-batch", "-p", &pid.to_string()])
-        .args(["-ex", "set width 0", "-ex", "set height 0"])
-        .args(["-ex", &format!("break hyper_server.rs:{line}")])
-        .args(["-ex", "continue"]);
-    for e in exprs {
-        cmd.args(["-ex", &format!("print {e}")]);
-    }
-    let mut gdb = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("gdb is needed for this test and did not run: {e}"));
-    let mut out = BufReader::new(gdb.stdout.take().expect("gdb stdout"));
-    let mut text = String::new();
-    // The breakpoint is set (and the process stopped) once gdb says so;
-    // the request then waits in the socket until gdb continues.
-    loop {
-        let mut line = String::new();
-        let n = out.read_line(&mut line).expect("read gdb output");
-        assert!(n > 0, "gdb ended before setting its breakpoint:\n{text}");
-        text.push_str(&line);
-        if line.starts_with("Breakpoint 1 at") {
-            break;
-        }
-    }
     let path = path.to_string();
-    let request = std::thread::spawn(move || http_request(port, "GET", &path));
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).expect("read gdb output");
-    text.push_str(&rest);
-    let _ = gdb.wait();
-    let (status, _) = request.join().expect("request thread");
-    assert_eq!(status, 200, "gdb:\n{text}");
-    let values = gdb_prints(&text);
-    assert_eq!(values.len(), exprs.len(), "gdb printed:\n{text}");
-    values
+    gdb_prints_at_breakpoint(pid, &format!("hyper_server.rs:{line}"), exprs, move || {
+        assert_eq!(http_request(port, "GET", &path).0, 200);
+    })
 }
 
 /// A snapshot at the handler's response line reads the request's path and
@@ -484,4 +449,38 @@ fn hyper_line_counts_match_gdb_hit_counts() {
         "line counts differ from gdb's:\n{}",
         wrong.join("\n")
     );
+}
+
+/// Answers stay within the 32 KB budget the tool contract promises, text and
+/// structured content alike: 10 snapshot hits of the handler with 16 frames
+/// each (hyper's and tokio's frames hold large generic types).
+#[test]
+fn hyper_snapshot_results_stay_within_the_answer_budget() {
+    let (fx, port, mut c) = server_attached();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": format!("hyper_server.rs:{}", response_line()),
+                   "frames": 16, "max_hits": 10}),
+        )
+        .ok();
+    for i in 0..10 {
+        assert_eq!(http_request(port, "GET", &format!("/echo/{i}")).0, 200);
+    }
+    let answer = c.call(
+        "get_probe_results",
+        json!({"probe_id": set["probe_id"], "after": 0, "limit": 100, "wait_ms": 0}),
+    );
+    let structured = answer.structured.to_string().len();
+    let text = answer.text.len();
+    assert!(
+        structured <= 32 * 1024 && text <= 32 * 1024,
+        "structuredContent {structured} bytes, text {text} bytes (budget 32768)"
+    );
+    assert!(!answer.is_error, "{}", answer.text);
+    let items = answer.structured["items"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!(items >= 1, "no hit in the answer: {}", answer.text);
 }
