@@ -876,3 +876,107 @@ fn lua_function_sites_match_gdb_at_o0() {
 fn lua_function_sites_match_gdb_at_o2() {
     function_sites_match_gdb(&real_programs().lua_o2);
 }
+
+/// Pointers cast to `char *` (from `void *`, as C code stores strings
+/// behind opaque pointers) are strings, as gdb prints them: in main's frame,
+/// the script path through `void *` casts of each char type.
+#[test]
+#[ignore = "issue 9: `(char *)(void *)script` in main renders {\"type\":\"char *\",\"value\":\"0x55cd9f5ebcf0\",\"children\":[{\"value\":\"47 '/'\"}]} where gdb prints the string (same for `(const char *)`, typed `char *`, and `(unsigned char *)`); `script` itself is fine"]
+fn lua_char_pointer_casts_are_strings_as_in_gdb() {
+    let fx = Fixture::start(&real_programs().lua);
+    let expressions = [
+        "script",
+        "(char *)(void *)script",
+        "(const char *)(void *)script",
+        "(unsigned char *)(void *)script",
+    ];
+    let mut commands = vec!["frame function main".to_string()];
+    commands.extend(expressions.iter().map(|e| format!("print {e}")));
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    let gdb_out = gdb_batch(fx.pid, &commands);
+    let gdb_values = gdb_prints(&gdb_out);
+    assert_eq!(
+        gdb_values.len(),
+        expressions.len(),
+        "gdb printed:\n{gdb_out}"
+    );
+    assert!(gdb_values[1].contains("scenario.lua\""), "{gdb_values:?}");
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let (frames, _) = liveprobe_program_frames(&mut c, fx.pid);
+    let main = frame_of(&frames, "main");
+    let mut wrong = Vec::new();
+    for (expr, gdb_value) in expressions.iter().zip(&gdb_values) {
+        let answer = c.call(
+            "evaluate",
+            json!({"pid": fx.pid, "expression": expr, "frame": main}),
+        );
+        if answer.is_error {
+            wrong.push(format!("{expr}: refused: {}", answer.text));
+            continue;
+        }
+        let value = &answer.structured["value"];
+        if !same_value(value, gdb_value) {
+            wrong.push(format!("{expr}: liveprobe {value} vs gdb {gdb_value}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "values differ from gdb's:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Logpoint texts of a conditional logpoint at str_upper's second line
+/// after `upper 2 hello` and `upper 3 world`, or the refusal.
+fn upper_hits_with_condition(condition: &str) -> Result<Vec<String>, String> {
+    let (mut fx, mut c) = lua_attached(&real_programs().lua);
+    let line = line_in(
+        &lstrlib_c(),
+        "static int str_upper",
+        "char *p = luaL_buffinitsize",
+    );
+    let set = c.call(
+        "set_logpoint",
+        json!({"pid": fx.pid, "location": format!("lstrlib.c:{line}"),
+               "condition": condition, "message": "l={l}"}),
+    );
+    if set.is_error {
+        return Err(set.text);
+    }
+    fx.send("upper 2 hello");
+    fx.expect_line("upper HELLO");
+    fx.send("upper 3 world");
+    fx.expect_line("upper WORLD");
+    let r = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": set.structured["probe_id"], "after": 0, "limit": 100}),
+        )
+        .ok();
+    Ok(r["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["text"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// A condition compares a declared `const char *` with a string literal:
+/// only the calls of string.upper on "world" pass.
+#[test]
+fn lua_condition_compares_a_char_pointer_with_a_literal() {
+    let texts = upper_hits_with_condition(r#"s == "world""#);
+    assert_eq!(texts, Ok(vec!["l=5".to_string(); 3]));
+}
+
+/// The same through a cast, as code behind `void *` needs.
+#[test]
+#[ignore = "issue 9: condition `(char *)(void *)s == \"world\"` is refused: type error at column 1: cannot compare `char *` with a string literal"]
+fn lua_condition_compares_a_cast_char_pointer_with_a_literal() {
+    let texts = upper_hits_with_condition(r#"(char *)(void *)s == "world""#);
+    assert_eq!(texts, Ok(vec!["l=5".to_string(); 3]));
+}
