@@ -18,7 +18,11 @@ use real::*;
 use serde_json::{Value, json};
 
 fn server() -> (Fixture, u16) {
-    let mut fx = Fixture::start(&real_programs().asio_echo);
+    server_of(&real_programs().asio_echo)
+}
+
+fn server_of(exe: &Path) -> (Fixture, u16) {
+    let mut fx = Fixture::start(exe);
     let line = fx.expect_line("port");
     let port = line
         .split_whitespace()
@@ -243,5 +247,100 @@ fn asio_snapshot_hit_is_labelled_with_the_lambda_line() {
             .as_str()
             .is_some_and(|f| f.contains("do_read")),
         "{frame}"
+    );
+}
+
+/// Every frame of every idle thread that gdb places in the server's own
+/// code (Asio's headers, libstdc++'s thread templates, the lambdas) has
+/// gdb's file:line and, in whatever naming style, gdb's function, and no
+/// name is left mangled.
+#[test]
+fn asio_idle_frames_match_gdb() {
+    idle_frames_match_gdb(&real_programs().asio_echo);
+}
+
+/// The same at -O2, where Asio's calls are inlined: gdb shows each inlined
+/// frame with its own line, and liveprobe must too.
+#[test]
+fn asio_o2_idle_frames_match_gdb() {
+    idle_frames_match_gdb(&real_programs().asio_echo_o2);
+}
+
+fn idle_frames_match_gdb(exe: &Path) {
+    let (fx, port) = server_of(exe);
+    echo(port, &["warm\n"]);
+    let expected = gdb_all_threads_bt(fx.pid);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let stack = c
+        .call(
+            "stack_trace",
+            json!({"pid": fx.pid, "all_threads": true, "max_frames": 64}),
+        )
+        .ok();
+    let exe = std::fs::canonicalize(exe).expect("exe");
+    let ranges = mapped_ranges(fx.pid, &exe);
+    let in_exe =
+        |pc: Option<u64>| pc.is_some_and(|pc| ranges.iter().any(|(a, b)| (*a..*b).contains(&pc)));
+    let mut wrong = Vec::new();
+    let mut compared = 0;
+    for (tid, gdb_frames) in &expected {
+        let thread = stack["threads"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["tid"] == *tid))
+            .unwrap_or_else(|| panic!("thread {tid} missing: {stack}"));
+        let mut live: Vec<(String, String, u64)> = thread["frames"]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .filter(|f| in_exe(f["pc"].as_str().and_then(address_in)))
+            .map(|f| {
+                (
+                    f["function"].as_str().unwrap_or("?").to_string(),
+                    f["file"].as_str().unwrap_or("?").to_string(),
+                    f["line"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        // gdb's backtrace stops at main; libc's start code below is not compared.
+        if let Some(i) = live.iter().position(|f| f.0 == "main") {
+            live.truncate(i + 1);
+        }
+        // gdb's frames in the executable: the ones with a source file
+        // outside libc and libstdc++'s own (prebuilt) code.
+        let gdb_exe: Vec<&GdbFrame> = gdb_frames
+            .iter()
+            .filter(|f| {
+                f.file.as_deref().is_some_and(|file| {
+                    file.starts_with("/usr/include/") || file.ends_with("asio_echo.cpp")
+                })
+            })
+            .collect();
+        if live.len() != gdb_exe.len() {
+            wrong.push(format!(
+                "thread {tid}: {} frames in the executable, gdb {}: {live:?} vs {gdb_exe:?}",
+                live.len(),
+                gdb_exe.len()
+            ));
+            continue;
+        }
+        for (l, g) in live.iter().zip(&gdb_exe) {
+            compared += 1;
+            let same_place = g.file.as_deref() == Some(l.1.as_str()) && g.line == Some(l.2);
+            let same_name = base_function_name(&l.0) == base_function_name(&g.function);
+            let mangled = l.0.starts_with("_Z");
+            if !same_place || !same_name || mangled {
+                wrong.push(format!("thread {tid}: liveprobe {l:?} vs gdb {g:?}"));
+            }
+        }
+    }
+    assert!(
+        compared >= 8,
+        "only {compared} frames compared: {expected:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "frames differ from gdb's:\n{}",
+        wrong.join("\n")
     );
 }

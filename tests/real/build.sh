@@ -7,6 +7,7 @@
 #   lua_host_o2   the same at gcc -O2 -g
 #   asio_echo     a TCP echo server on standalone Asio (Debian's libasio-dev,
 #                 header-only) at g++ -O0 -g: C++ lambdas as handlers
+#   asio_echo_o2  the same at -O2 -g
 #   lua-src-dir, hyper-src-dir   files naming those source directories
 #                 (tests find the lines they probe there)
 # Cached: a second run with nothing changed does no work and needs no network.
@@ -51,9 +52,14 @@ if [ ! -f /usr/include/asio.hpp ]; then
   echo "Asio headers missing: apt-get install libasio-dev (tools/test.sh does)" >&2
   exit 1
 fi
-asio_bin="$out/asio_echo"
-if ! { [ -x "$asio_bin" ] && [ "$asio_bin" -nt "$here/asio_echo.cpp" ] \
-  && [ "$asio_bin" -nt "$here/build.sh" ] && [ "$asio_bin" -nt /usr/include/asio/version.hpp ]; }; then
-  g++ -g -O0 -std=c++17 -pthread "$here/asio_echo.cpp" -o "$asio_bin.tmp.$$"
-  mv "$asio_bin.tmp.$$" "$asio_bin"
-fi
+build_asio() {
+  local bin="$out/$1" opt="$2"
+  if [ -x "$bin" ] && [ "$bin" -nt "$here/asio_echo.cpp" ] && [ "$bin" -nt "$here/build.sh" ] \
+    && [ "$bin" -nt /usr/include/asio/version.hpp ]; then
+    return
+  fi
+  g++ -g "$opt" -std=c++17 -pthread "$here/asio_echo.cpp" -o "$bin.tmp.$$"
+  mv "$bin.tmp.$$" "$bin"
+}
+build_asio asio_echo -O0
+build_asio asio_echo_o2 -O2

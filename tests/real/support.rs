@@ -26,6 +26,8 @@ pub struct RealPrograms {
     pub hyper_src: PathBuf,
     /// The Asio echo server, g++ -O0 -g.
     pub asio_echo: PathBuf,
+    /// The same at -O2 -g.
+    pub asio_echo_o2: PathBuf,
 }
 
 /// Builds (or finds cached) the real programs, once per test process.
@@ -52,6 +54,7 @@ pub fn real_programs() -> &'static RealPrograms {
             hyper_server: out.join("cargo/release/hyper_server"),
             hyper_src: named_dir("hyper-src-dir"),
             asio_echo: out.join("asio_echo"),
+            asio_echo_o2: out.join("asio_echo_o2"),
         }
     })
 }
@@ -380,4 +383,61 @@ pub fn gdb_prints_at_breakpoint(
     let values = gdb_prints(&text);
     assert_eq!(values.len(), exprs.len(), "gdb printed:\n{text}");
     values
+}
+
+/// gdb's `thread apply all bt`, by thread id (the LWP gdb names).
+pub fn gdb_all_threads_bt(pid: i32) -> Vec<(i64, Vec<GdbFrame>)> {
+    let out = gdb_batch(pid, &["thread apply all bt"]);
+    let mut threads: Vec<(i64, String)> = Vec::new();
+    for line in out.lines() {
+        if line.starts_with("Thread ") {
+            let tid = line
+                .split("(LWP ")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no LWP in {line:?}"));
+            threads.push((tid, String::new()));
+        } else if let Some((_, text)) = threads.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    assert!(!threads.is_empty(), "gdb printed no threads:\n{out}");
+    threads
+        .into_iter()
+        .map(|(tid, text)| (tid, parse_gdb_bt(&text)))
+        .collect()
+}
+
+/// The last `::` segment of a function name with template arguments and
+/// parameter lists taken out (`std::__invoke_impl<void, F>(A&&)` →
+/// `__invoke_impl`, `S::operator()(int) const` → `operator()`), so names
+/// from gdb, addr2line and liveprobe compare whatever their style.
+pub fn base_function_name(name: &str) -> String {
+    let name = name.trim();
+    let name = name.strip_suffix(" const").unwrap_or(name);
+    // `operator()` keeps its own parentheses.
+    let (name, operator_call) = match name.find("operator()") {
+        Some(i) => (name[..i].to_string() + "operator" + &name[i + 10..], true),
+        None => (name.to_string(), false),
+    };
+    let mut out = String::new();
+    let mut depth = 0i32;
+    for c in name.chars() {
+        match c {
+            '<' | '(' => depth += 1,
+            '>' | ')' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    let last = out.rsplit("::").next().unwrap_or(&out).trim().to_string();
+    // A return type before the name (`void f`): the last word.
+    let last = last.rsplit(' ').next().unwrap_or(&last).to_string();
+    if operator_call && last == "operator" {
+        "operator()".to_string()
+    } else {
+        last
+    }
 }
