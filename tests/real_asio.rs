@@ -344,3 +344,96 @@ fn idle_frames_match_gdb(exe: &Path) {
         wrong.join("\n")
     );
 }
+
+/// The epoll descriptor of `pid`: the fd whose link is anon_inode:[eventpoll].
+fn epoll_fd(pid: i32) -> i64 {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .expect("read fds")
+        .filter_map(Result::ok)
+        .find(|e| {
+            std::fs::read_link(e.path())
+                .map(|l| l.to_string_lossy().contains("eventpoll"))
+                .unwrap_or(false)
+        })
+        .and_then(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no epoll fd in {dir}"))
+}
+
+/// Asio's reactor thread, read again and again while a client keeps the
+/// server busy: whenever its frame 0 is libc's epoll_wait, the `epfd`
+/// argument is the process's epoll descriptor and `maxevents` Asio's 128,
+/// or the value is marked unavailable — never another number (libc's
+/// location lists use DW_OP_entry_value there).
+#[test]
+#[ignore = "issue 9: 86 wrong values in 67 reads that found epoll_wait (gdb, idle: epfd = 4, maxevents = 128): epfd 0, 1, 21914, 32561; maxevents -1853765888, -1066978832, 0"]
+fn asio_epoll_wait_arguments_under_load_are_right_or_unavailable() {
+    let (fx, port, mut c) = server_attached();
+    let epfd = epoll_fd(fx.pid);
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "all_threads": true}))
+        .ok();
+    let reactor = stack["threads"]
+        .as_array()
+        .and_then(|ts| {
+            ts.iter().find(|t| {
+                t["frames"].as_array().is_some_and(|fs| {
+                    fs.iter()
+                        .any(|f| f["function"] == "asio::detail::epoll_reactor::run")
+                })
+            })
+        })
+        .and_then(|t| t["tid"].as_i64())
+        .unwrap_or_else(|| panic!("no thread in epoll_reactor::run: {stack}"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            // Bounded: at most 200,000 messages, or until the reads are done.
+            while sent < 200_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                echo(port, &["ping\n"; 20]);
+                sent += 20;
+            }
+        })
+    };
+    let mut in_epoll_wait = 0;
+    let mut wrong = Vec::new();
+    for _ in 0..300 {
+        let locals = c
+            .call(
+                "read_locals",
+                json!({"pid": fx.pid, "tid": reactor, "frame": 0}),
+            )
+            .ok();
+        if locals["frame"]["function"] != "epoll_wait" {
+            continue;
+        }
+        in_epoll_wait += 1;
+        let variables = locals["variables"].as_array().cloned().unwrap_or_default();
+        for (name, expected) in [("epfd", epfd), ("maxevents", 128)] {
+            let Some(v) = variables.iter().find(|v| v["name"] == name) else {
+                wrong.push(format!("{name} missing: {locals}"));
+                continue;
+            };
+            if v.get("unavailable").is_some() {
+                continue;
+            }
+            if number_of(&v["value"]) != Some(expected) {
+                wrong.push(format!("{name}: {} (expected {expected})", v["value"]));
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("load thread");
+    assert!(
+        in_epoll_wait >= 30,
+        "only {in_epoll_wait} of 300 reads found epoll_wait"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong values in {in_epoll_wait} reads:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}

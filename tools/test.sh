@@ -22,8 +22,11 @@ command -v mcp-inspector >/dev/null 2>&1 \
 # tokio server, an Asio C++ server), built with full DWARF into target/real
 # for tests/real_*.rs. The first run fetches their sources with cargo and
 # apt; later runs reuse the build.
-[ -f /usr/include/asio.hpp ] \
-  || { apt-get update -qq && apt-get install -y -qq libasio-dev >/dev/null; }
+# libc6-dbg: libc's DWARF, so frames inside libc (epoll_wait, read) have
+# arguments the tests can check.
+if [ ! -f /usr/include/asio.hpp ] || ! dpkg -s libc6-dbg >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq libasio-dev libc6-dbg >/dev/null
+fi
 ./tests/real/build.sh
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
