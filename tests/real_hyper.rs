@@ -553,3 +553,44 @@ fn hyper_find_functions_finds_a_trait_method_by_its_readable_name() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// State behind an `Arc` reads as Rust code reads it: `state.name` goes
+/// through the Arc (auto-deref), as do `(*state).name` and
+/// `state.requests`, which counts the requests so far.
+#[test]
+#[ignore = "issue 9: `state.name` on an `Arc<AppState>` is refused: struct `Arc<hyper_server::AppState>` has no field `name`; its fields are: ptr, phantom, alloc"]
+fn hyper_state_behind_an_arc_reads_through_the_arc() {
+    let (fx, port, mut c) = server_attached();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": format!("hyper_server.rs:{}", response_line()),
+                   "max_hits": 3,
+                   "expressions": ["state.name", "(*state).name", "state.requests"]}),
+        )
+        .ok();
+    for _ in 0..3 {
+        let (status, body) = http_request(port, "GET", "/");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "hello from liveprobe-real\n")
+        );
+    }
+    let r = results(&mut c, &set["probe_id"]);
+    let items = r["items"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(items.len(), 3, "{r}");
+    let mut wrong = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        let e = &item["expressions"];
+        for i in [0, 1] {
+            if e[i]["value"] != "\"liveprobe-real\"" {
+                wrong.push(format!("hit {k}: {}", e[i]));
+            }
+        }
+        // The handler's fetch_add has run for this request.
+        if !e[2].to_string().contains(&format!("\"{}\"", k + 1)) {
+            wrong.push(format!("hit {k}: requests {}", e[2]));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -5,6 +5,8 @@
 //! `quit` or closes.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -15,11 +17,22 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 
-async fn handle_request(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// State shared by every request, as servers keep it (axum's `State`,
+/// actix's `Data`): behind an `Arc`.
+struct AppState {
+    name: String,
+    requests: AtomicU64,
+}
+
+async fn handle_request(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let seen = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path();
     let method = req.method();
     let (status, body) = match (method, path) {
-        (&Method::GET, "/") => (StatusCode::OK, "hello\n".to_string()),
+        (&Method::GET, "/") => (StatusCode::OK, format!("hello from {}\n", state.name)),
         (&Method::GET, p) if p.starts_with("/echo/") => (StatusCode::OK, format!("{}\n", &p[6..])),
         _ => (
             StatusCode::NOT_FOUND,
@@ -27,12 +40,19 @@ async fn handle_request(req: Request<Incoming>) -> Result<Response<Full<Bytes>>,
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert("x-request-number", seen.into());
     *response.status_mut() = status;
     Ok(response)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let state = Arc::new(AppState {
+        name: "liveprobe-real".to_string(),
+        requests: AtomicU64::new(0),
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("ready {}", std::process::id());
     println!("port {}", listener.local_addr()?.port());
@@ -41,9 +61,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
+                let state = state.clone();
                 tokio::task::spawn(async move {
+                    let service = service_fn(move |req| handle_request(state.clone(), req));
                     let served = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(handle_request))
+                        .serve_connection(TokioIo::new(stream), service)
                         .await;
                     if let Err(err) = served {
                         eprintln!("connection: {err}");
