@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in gcc g++ gdb strip rustc; do
+for tool in gcc g++ gdb strip addr2line rustc; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,6 +18,16 @@ python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp").
   || python3 -m pip install -q 'mcp>=2,<3'
 command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
+# Real programs nobody here wrote (Lua from crates.io's lua-src, a hyper +
+# tokio server, an Asio C++ server), built with full DWARF into target/real
+# for tests/real_*.rs. The first run fetches their sources with cargo and
+# apt; later runs reuse the build.
+# libc6-dbg: libc's DWARF, so frames inside libc (epoll_wait, read) have
+# arguments the tests can check.
+if [ ! -f /usr/include/asio.hpp ] || ! dpkg -s libc6-dbg >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq libasio-dev libc6-dbg >/dev/null
+fi
+./tests/real/build.sh
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
 # Tests run on parallel threads (TEST_THREADS overrides the default, the
