@@ -210,17 +210,63 @@ impl CompiledExpr {
 /// arguments in scope there first, then globals and statics. Errors name the
 /// column; an unknown name lists the names in scope.
 pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
-    let parsed = parse::parse(expression)?;
+    match compile_in_frame(expression, ctx) {
+        Ok(compiled) => Ok(compiled),
+        // The frame may be in a library (a thread blocked in libc) whose
+        // debug info, if any, does not know the program's globals: look
+        // them up in the executable's units, then the other modules.
+        Err(error) if is_lookup_miss(&error) || matches!(error, EvalError::NoDebugInfo { .. }) => {
+            match compile_global(expression, ctx.image) {
+                Ok(compiled) => Ok(compiled),
+                Err(global_error) => {
+                    let frame_in_main = frame::module_of(ctx).ok().is_some_and(|module| {
+                        ctx.image
+                            .main_module()
+                            .is_some_and(|main| Arc::ptr_eq(main, module))
+                    });
+                    // The answer that got further wins (the globals knew
+                    // every name but a type did not fit); between two
+                    // unknown names, suggest the program's own names when
+                    // the frame is elsewhere.
+                    let frame_got_further =
+                        !is_lookup_miss(&error) && !matches!(error, EvalError::NoDebugInfo { .. });
+                    if frame_got_further || (frame_in_main && is_lookup_miss(&global_error)) {
+                        Err(error)
+                    } else {
+                        Err(global_error)
+                    }
+                }
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
+    // Syntax errors first, whatever the frame: they need no debug info.
+    parse::parse_with_types(expression, &mut |_| false)?;
     let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
     let mut types = lock(&shared);
     let resolved = frame::resolve(ctx, &mut types)?;
-    let locals = resolved
+    let locals: Vec<(
+        String,
+        Option<crate::debuginfo::types::TypeKey>,
+        VariableLocation,
+    )> = resolved
         .scope
         .variables
         .iter()
         .filter(|v| !v.shadowed)
         .map(|v| (v.name.clone(), v.ty, v.location.clone()))
         .collect();
+    let parsed = {
+        let module = &resolved.module;
+        let unit = Some(resolved.scope.unit);
+        let local_names: Vec<&str> = locals.iter().map(|(n, _, _)| n.as_str()).collect();
+        let mut is_type =
+            |name: &str| plan::names_a_type(&mut types, module, unit, &local_names, name);
+        parse::parse_with_types(expression, &mut is_type)?
+    };
     let language = resolved.scope.language;
     let scope = Scope {
         locals,
@@ -395,7 +441,7 @@ fn with_operand<T>(
 /// be stopped): names are looked up in the executable first, then in the
 /// other modules with debug info.
 pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<CompiledExpr, EvalError> {
-    let parsed = parse::parse(expression)?;
+    parse::parse_with_types(expression, &mut |_| false)?;
     let mut modules: Vec<&Arc<Module>> = Vec::new();
     if let Some(main) = image.main_module() {
         modules.push(main);
@@ -412,6 +458,9 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         }
         let shared = crate::debuginfo::types::shared_types(module);
         let mut types = lock(&shared);
+        let parsed = parse::parse_with_types(expression, &mut |name: &str| {
+            plan::names_a_type(&mut types, module, None, &[], name)
+        })?;
         let language = Language::C;
         let scope = Scope {
             locals: Vec::new(),

@@ -934,21 +934,47 @@ impl<'a> Compiler<'a> {
     /// Strings that can be compared with a literal: C char pointers and
     /// arrays, Rust `&str`/`String`, C++ `std::string`.
     fn is_string_like(&mut self, ty: &StaticType) -> bool {
-        let StaticType::Dwarf(key) = ty else {
-            return false;
-        };
-        crate::value::layout::string_kind(self.types, self.module(), *key).is_some()
+        match ty {
+            StaticType::Dwarf(key) => {
+                crate::value::layout::string_kind(self.types, self.module(), *key).is_some()
+            }
+            // A computed pointer (`(char *)obj->ptr`, `name + 1`).
+            StaticType::Pointer(Some(pointee)) => {
+                crate::value::layout::is_c_char(self.types, self.module(), *pointee)
+            }
+            _ => false,
+        }
     }
 
-    /// A type named in the expression: a DWARF type of the frame's unit, or
-    /// a base type by its usual name.
+    /// A type named in the expression: a DWARF type of the frame's unit,
+    /// else of any unit of the module (a `void *` is often cast to a type
+    /// the current file never mentions), else a base type by its usual name
+    /// (base types are always known, declared or not).
     fn named_type(&mut self, target: &TypeSyntax) -> Option<StaticType> {
-        if let Some(unit) = self.scope.unit
-            && let Some(key) = self.types.find_named(self.module(), unit, &target.base)
-        {
+        if let Some(key) = find_type(self.types, self.scope.module, self.scope.unit, &target.base) {
             return Some(StaticType::Dwarf(key));
         }
         base_type_named(&target.base)
+    }
+
+    /// The error for a cast or `sizeof` naming a type nobody declares, with
+    /// the closest type names of the module.
+    fn unknown_type(&mut self, target: &TypeSyntax) -> EvalError {
+        let wanted = target.base.as_str();
+        let mut names = self.types.type_names(self.scope.module, 50_000);
+        names.sort_by_key(|n| edit_distance(n.rsplit("::").next().unwrap_or(n), wanted));
+        names.truncate(5);
+        let hint = if names.is_empty() {
+            String::new()
+        } else {
+            format!("; closest type names: {}", names.join(", "))
+        };
+        type_error(
+            target.column,
+            format!(
+                "no type named `{wanted}` in the debug info (searched every unit of the module){hint}"
+            ),
+        )
     }
 
     fn cast(
@@ -969,15 +995,7 @@ impl<'a> Compiler<'a> {
             let pointee = match self.named_type(target) {
                 Some(StaticType::Dwarf(key)) => Some(key),
                 _ if target.base == "void" => None,
-                _ => {
-                    return Err(type_error(
-                        target.column,
-                        format!(
-                            "no type named `{}` in this compilation unit's debug info",
-                            target.base
-                        ),
-                    ));
-                }
+                _ => return Err(self.unknown_type(target)),
             };
             if !matches!(class, Class::Pointer { .. } | Class::Int { .. }) {
                 let name = self.type_name(&node.ty);
@@ -992,12 +1010,49 @@ impl<'a> Compiler<'a> {
                 column,
             });
         }
-        let ty = base_type_named(&target.base).ok_or_else(|| {
-            type_error(
-                target.column,
-                format!("`{}` is not a base type; casts go to int, unsigned long, double, u64, f32, bool, …", target.base),
-            )
-        })?;
+        let ty = match self.named_type(target) {
+            Some(ty @ StaticType::Dwarf(key)) => {
+                // A typedef, enum or pointer type by name (`(sds)p`,
+                // `(enum color)2`): the result is an object of that type, so
+                // it renders and compares as a variable of it would.
+                let target_class = self.class(&ty);
+                let scalar =
+                    target_class.is_numeric() || matches!(target_class, Class::Pointer { .. });
+                if !scalar {
+                    let name = self.type_name(&ty);
+                    return Err(type_error(
+                        target.column,
+                        format!(
+                            "cannot cast to `{name}`: only numbers and pointers can be cast (cast a pointer to `{name} *` and dereference it)"
+                        ),
+                    ));
+                }
+                if self.types.size_of(self.module(), key).is_none() {
+                    return Err(type_error(
+                        target.column,
+                        "the size of this type is unknown",
+                    ));
+                }
+                ty
+            }
+            Some(ty) => ty,
+            None if base_type_named(&target.base).is_none()
+                && !C_BASE_WORDS
+                    .iter()
+                    .any(|w| target.base.split(' ').any(|t| t == *w)) =>
+            {
+                return Err(self.unknown_type(target));
+            }
+            None => {
+                return Err(type_error(
+                    target.column,
+                    format!(
+                        "`{}` is not a base type; casts go to int, unsigned long, double, u64, f32, bool, …",
+                        target.base
+                    ),
+                ));
+            }
+        };
         if !class.is_numeric() && !matches!(class, Class::Pointer { .. }) {
             let name = self.type_name(&node.ty);
             return Err(type_error(
@@ -1093,15 +1148,7 @@ impl<'a> Compiler<'a> {
                             | StaticType::Char { bytes },
                         ) => u64::from(bytes),
                         Some(StaticType::Bool) => 1,
-                        _ => {
-                            return Err(type_error(
-                                target.column,
-                                format!(
-                                    "no type named `{}` in this compilation unit's debug info",
-                                    target.base
-                                ),
-                            ));
-                        }
+                        _ => return Err(self.unknown_type(target)),
                     }
                 }
             }
@@ -1438,6 +1485,75 @@ fn literal_int_type(value: u128, suffix: Option<&str>, language: Language) -> (u
     } else {
         (16, false)
     }
+}
+
+/// Words only a C base type is spelled with.
+const C_BASE_WORDS: &[&str] = &[
+    "char", "short", "int", "long", "unsigned", "signed", "float", "double",
+];
+
+/// How compilers spell a C base type in `DW_AT_name` (gcc: `long unsigned
+/// int`; clang: `unsigned long`), for a type written either way.
+fn dwarf_spellings(name: &str) -> Vec<&str> {
+    let group: &[&str] = match name {
+        "short" | "short int" | "signed short" | "signed short int" => &["short int", "short"],
+        "unsigned short" | "unsigned short int" | "short unsigned int" => {
+            &["short unsigned int", "unsigned short"]
+        }
+        "int" | "signed" | "signed int" => &["int"],
+        "unsigned" | "unsigned int" => &["unsigned int"],
+        "long" | "long int" | "signed long" | "signed long int" => &["long int", "long"],
+        "unsigned long" | "unsigned long int" | "long unsigned int" => {
+            &["long unsigned int", "unsigned long"]
+        }
+        "long long" | "long long int" | "signed long long" => &["long long int", "long long"],
+        "unsigned long long" | "unsigned long long int" | "long long unsigned int" => {
+            &["long long unsigned int", "unsigned long long"]
+        }
+        "bool" | "_Bool" => &["_Bool", "bool"],
+        _ => return vec![name],
+    };
+    group.to_vec()
+}
+
+/// A type by its source name: in the frame's unit first (its own `point`
+/// wins over another file's), then in any unit of the module.
+pub(crate) fn find_type(
+    types: &mut TypeTable,
+    module: &Module,
+    unit: Option<usize>,
+    name: &str,
+) -> Option<TypeKey> {
+    let spellings = dwarf_spellings(name);
+    if let Some(unit) = unit {
+        for spelling in &spellings {
+            if let Some(key) = types.find_named(module, unit, spelling) {
+                return Some(key);
+            }
+        }
+    }
+    spellings
+        .iter()
+        .find_map(|spelling| types.find_named_anywhere(module, spelling))
+}
+
+/// True when `name` names a type and no variable in scope (locals, then
+/// the module's globals): how `(name)*p` is told from `name * p`.
+pub(crate) fn names_a_type(
+    types: &mut TypeTable,
+    module: &Arc<Module>,
+    unit: Option<usize>,
+    locals: &[&str],
+    name: &str,
+) -> bool {
+    if locals.contains(&name) {
+        return false;
+    }
+    let segments: Vec<String> = name.split("::").map(str::to_string).collect();
+    if !GlobalIndex::of(module).lookup(&segments).is_empty() {
+        return false;
+    }
+    find_type(types, module, unit, name).is_some() || base_type_named(name).is_some()
 }
 
 /// A base type named in a cast.

@@ -362,18 +362,24 @@ pub fn element_access(
         .map(|(access, _)| access)
 }
 
+/// True for the C `char` family (`char`, `signed`/`unsigned char`, their
+/// typedefs such as `uint8_t`, qualified or not): one-byte character
+/// encodings, whose pointers are strings.
+pub fn is_c_char(types: &mut TypeTable, module: &Module, key: TypeKey) -> bool {
+    types.strip(module, key).is_some_and(|(_, t)| {
+        t.size == Some(1)
+            && matches!(
+                t.kind,
+                TypeKind::Base(BaseEncoding::SignedChar | BaseEncoding::UnsignedChar)
+            )
+    })
+}
+
 /// How to compare the value at `key` with a string literal, if it is
 /// string-like.
 pub fn string_kind(types: &mut TypeTable, module: &Module, key: TypeKey) -> Option<StringKind> {
     let (stripped, ty) = types.strip(module, key)?;
-    let is_char = |types: &mut TypeTable, key: TypeKey| {
-        matches!(
-            types.strip(module, key).map(|(_, t)| t.kind.clone()),
-            Some(TypeKind::Base(
-                BaseEncoding::SignedChar | BaseEncoding::UnsignedChar
-            ))
-        )
-    };
+    let is_char = |types: &mut TypeTable, key: TypeKey| is_c_char(types, module, key);
     match &ty.kind {
         TypeKind::Pointer(Some(pointee))
             if ty.language != Language::Rust && is_char(types, *pointee) =>

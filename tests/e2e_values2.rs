@@ -1,0 +1,270 @@
+//! End-to-end tests of issue 9's value classes over a real MCP session:
+//! casts to type names (typedefs included), `char`-family pointers as
+//! bounded strings whatever produced them, string comparisons, globals from
+//! any frame, Rust smart pointers, `len()` through typedefs and iterators,
+//! locals not yet initialized, libc++ strings. Expected values are checked
+//! against gdb on the same process where gdb can print them (gdb missing
+//! is a failure).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// gdb's answer to `print <expr>` for each expression, attached to `pid`
+/// (before liveprobe attaches: one tracer at a time).
+fn gdb_print(pid: i32, expressions: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-p", &pid.to_string()]);
+    for e in expressions {
+        cmd.arg("-ex").arg(format!("print {e}"));
+    }
+    let out = cmd
+        .output()
+        .expect("gdb must be installed for these tests (apt-get install gdb)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| {
+            l.split_once(" = ")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        answers.len(),
+        expressions.len(),
+        "gdb printed {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answers
+}
+
+/// The quoted string at the end of a gdb answer (`0x4052a0 "abc"` → `"abc"`).
+fn gdb_string(answer: &str) -> String {
+    let start = answer
+        .find('"')
+        .unwrap_or_else(|| panic!("no string in {answer}"));
+    let end = answer.rfind('"').expect("closing quote");
+    answer[start..=end].to_string()
+}
+
+fn eval(c: &mut McpClient, args: Value) -> Value {
+    c.call("evaluate", args).ok()["value"].clone()
+}
+
+fn eval_err(c: &mut McpClient, args: Value) -> String {
+    c.call("evaluate", args).err()
+}
+
+fn frame_index(stack: &Value, function: &str) -> u64 {
+    stack["threads"][0]["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .find(|f| f["function"] == function)
+        .unwrap_or_else(|| panic!("{function} not on the stack: {stack}"))["index"]
+        .as_u64()
+        .expect("index")
+}
+
+#[test]
+fn c_casts_strings_and_globals_from_any_frame() {
+    let exe = build_fixture("values2/c_strings.c", "values2_c_strings", &["-O0"]);
+    let mut fx = Fixture::start(&exe);
+    let pid = fx.pid;
+    let gdb = gdb_print(
+        pid,
+        &[
+            "(char*)g_obj->ptr",
+            "(sds)g_payload",
+            "((struct entry *)g_entry_ptr)->key",
+            "(const char *)g_payload",
+            "g_sds",
+            "(struct entry *)g_entry_ptr",
+            "((struct entry *)g_entry_ptr)->weight",
+        ],
+    );
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": pid})).ok();
+
+    // No frame: the executable's globals, casts to any pointer type.
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "(char*)g_obj->ptr"}),
+    );
+    assert_eq!(v["type"], "char *", "{v}");
+    assert!(
+        v["value"].as_str().unwrap().ends_with(&gdb_string(&gdb[0])),
+        "{v} vs gdb {}",
+        gdb[0]
+    );
+    let v = eval(&mut c, json!({"pid": pid, "expression": "(sds)g_payload"}));
+    assert_eq!(v["type"], "sds", "{v}");
+    assert!(
+        v["value"].as_str().unwrap().ends_with(&gdb_string(&gdb[1])),
+        "{v}"
+    );
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "((struct entry *)g_entry_ptr)->key"}),
+    );
+    assert!(
+        v["value"].as_str().unwrap().ends_with(&gdb_string(&gdb[2])),
+        "{v}"
+    );
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "(const char *)g_payload"}),
+    );
+    assert!(
+        v["value"].as_str().unwrap().ends_with(&gdb_string(&gdb[3])),
+        "{v}"
+    );
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "((entry_t*)g_entry_ptr)->weight"}),
+    );
+    assert_eq!(v["value"], gdb[6].as_str(), "{v}");
+    // u8 pointers in C are strings too.
+    let v = eval(&mut c, json!({"pid": pid, "expression": "g_bytes"}));
+    assert!(v["value"].as_str().unwrap().ends_with("\"bytes!\""), "{v}");
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "(unsigned char *)g_payload + 8"}),
+    );
+    assert!(v["value"].as_str().unwrap().ends_with("\"text\""), "{v}");
+
+    // The string limit applies to computed pointers, and says so.
+    let v = c
+        .call(
+            "evaluate",
+            json!({"pid": pid, "expression": "(char *)g_long_text", "limits": {"max_string": 16}}),
+        )
+        .ok()["value"]
+        .clone();
+    assert_eq!(v["truncated"], true, "{v}");
+    assert!(
+        v["value"]
+            .as_str()
+            .unwrap()
+            .contains("\"yyyyyyyyyyyyyyyy\"..."),
+        "{v}"
+    );
+
+    // String literal comparisons for any char-family pointer.
+    for (expression, expected) in [
+        ("(char*)g_obj->ptr == \"/index.html\"", "true"),
+        ("(char*)g_obj->ptr != \"/index.html\"", "false"),
+        ("(char*)g_obj->ptr == \"/index.htm\"", "false"),
+        ("(sds)g_payload == \"payload-text\"", "true"),
+        ("g_sds == \"sds-value\"", "true"),
+        ("(cstr_t)g_payload != \"other\"", "true"),
+        ("g_name == \"abcdefg\"", "true"),
+        ("(byte_t *)g_payload == \"payload-text\"", "true"),
+    ] {
+        let v = eval(&mut c, json!({"pid": pid, "expression": expression}));
+        assert_eq!(v["value"], expected, "{expression}: {v}");
+    }
+    // A comparison whose string cannot be read is unavailable, not false.
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "(char *)g_null_payload == \"x\""}),
+    );
+    assert!(v["unavailable"].as_str().is_some(), "{v}");
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "expression": "(char *)16 == \"x\""}),
+    );
+    assert!(
+        v["unavailable"].as_str().unwrap().contains("read error"),
+        "{v}"
+    );
+
+    // Unknown type names are named, with close names; never a syntax error.
+    let err = eval_err(&mut c, json!({"pid": pid, "expression": "(sdss)g_payload"}));
+    assert!(err.contains("`sdss`") && err.contains("sds"), "{err}");
+    let err = eval_err(
+        &mut c,
+        json!({"pid": pid, "expression": "(struct entri *)g_entry_ptr"}),
+    );
+    assert!(err.contains("entri") && err.contains("entry"), "{err}");
+
+    // globals_only knows base types, declared or not.
+    for (expression, expected) in [
+        ("(unsigned long)g_tick_count", "17"),
+        ("(double)g_tick_count", "17.0"),
+        ("(u64)g_tick_count + 1", "18"),
+        ("(bool)g_tick_count", "true"),
+        ("sizeof(unsigned long)", "8"),
+        ("sizeof(entry_t)", "16"),
+    ] {
+        let v = c
+            .call(
+                "evaluate",
+                json!({"pid": pid, "expression": expression, "globals_only": true}),
+            )
+            .ok()["value"]
+            .clone();
+        assert_eq!(v["value"], expected, "{expression}: {v}");
+    }
+    let v = c
+        .call(
+            "evaluate",
+            json!({"pid": pid, "expression": "(char *)g_payload", "globals_only": true}),
+        )
+        .ok()["value"]
+        .clone();
+    assert!(
+        v["value"].as_str().unwrap().ends_with("\"payload-text\""),
+        "{v}"
+    );
+
+    // Frame 0 is inside libc (read): the program's globals are still found.
+    let threads = c.call("list_threads", json!({"pid": pid})).ok();
+    let tid = threads["threads"][0]["tid"].as_i64().expect("tid");
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": 0, "expression": "(char*)g_obj->ptr == \"/index.html\""}),
+    );
+    assert_eq!(v["value"], "true", "{v}");
+    let err = eval_err(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": 0, "expression": "g_tick_cnt"}),
+    );
+    assert!(
+        err.contains("g_tick_count"),
+        "the program's own names first: {err}"
+    );
+
+    // In a frame of the program, typedef casts too.
+    let stack = c.call("stack_trace", json!({"pid": pid, "tid": tid})).ok();
+    let main = frame_index(&stack, "main");
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": main, "expression": "(sds)g_obj->ptr"}),
+    );
+    assert!(
+        v["value"].as_str().unwrap().ends_with("\"/index.html\""),
+        "{v}"
+    );
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": main, "expression": "(entry_t *)g_entry_ptr"}),
+    );
+    let gdb_address = gdb[5]
+        .split_whitespace()
+        .find(|w| w.starts_with("0x"))
+        .expect("address in gdb's answer");
+    assert!(
+        v["value"].as_str().unwrap().starts_with(gdb_address),
+        "{v} vs {}",
+        gdb[5]
+    );
+    assert_eq!(v["children"][1]["value"], gdb[6].as_str(), "{v}");
+    fx.send("go");
+    fx.expect_line("done");
+}
