@@ -265,6 +265,65 @@ fn c_casts_strings_and_globals_from_any_frame() {
         gdb[5]
     );
     assert_eq!(v["children"][1]["value"], gdb[6].as_str(), "{v}");
+
+    // A local whose declaration line has not run yet is marked, in the
+    // structured answer and in the text; the one declared before is read.
+    let waiting = frame_index(&stack, "before_declaration");
+    let answer = c.call(
+        "read_locals",
+        json!({"pid": pid, "tid": tid, "frame": waiting}),
+    );
+    let text = answer.text.clone();
+    let locals = answer.ok();
+    let find = |name: &str| {
+        locals["variables"]
+            .as_array()
+            .expect("variables")
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {locals}"))
+            .clone()
+    };
+    assert_eq!(find("early")["value"], "5", "{locals}");
+    assert_eq!(find("arg")["value"], "4", "{locals}");
+    let late = find("late");
+    assert!(
+        late["unavailable"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("not yet initialized"),
+        "{late}"
+    );
+    assert!(text.contains("not yet initialized"), "{text}");
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": waiting, "expression": "late + 1"}),
+    );
+    assert!(
+        v["unavailable"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("not yet initialized"),
+        "{v}"
+    );
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": waiting, "expression": "early * 2"}),
+    );
+    assert_eq!(v["value"], "10", "{v}");
+    c.call("detach", json!({"pid": pid})).ok();
+    let gdb_frame = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args([
+            "-ex",
+            "frame function before_declaration",
+            "-ex",
+            "print early",
+        ])
+        .output()
+        .expect("gdb");
+    let gdb_out = String::from_utf8_lossy(&gdb_frame.stdout);
+    assert!(gdb_out.contains("$1 = 5"), "gdb: {gdb_out}");
     fx.send("go");
-    fx.expect_line("done");
+    fx.expect_line("done 15 17");
 }

@@ -94,6 +94,7 @@ impl Executor<'_> {
                     ty,
                 })
             }
+            NodeKind::Unavailable(reason) => Err(reason.clone()),
             NodeKind::Global { location, unit } => {
                 let env = (self.global_env)(*unit)
                     .ok_or_else(|| "unsupported: the global's unit cannot be read".to_string())?;

@@ -87,6 +87,11 @@ pub fn read_locals(
             values.push(Value::redacted(name, type_name));
             continue;
         }
+        if let Some(reason) = frame::not_yet_initialized(&resolved, ctx.inline_depth, variable) {
+            let type_name = decoder.type_name(variable.ty);
+            values.push(Value::unavailable(name, type_name, reason));
+            continue;
+        }
         let place = location::place_of(&env, &variable.location);
         values.push(decoder.decode(&name, variable.ty, &place));
     }
@@ -259,6 +264,17 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         .filter(|v| !v.shadowed)
         .map(|v| (v.name.clone(), v.ty, v.location.clone()))
         .collect();
+    // A local whose declaration has not run yet reads as unavailable.
+    let not_yet: Vec<(String, String)> = resolved
+        .scope
+        .variables
+        .iter()
+        .filter(|v| !v.shadowed)
+        .filter_map(|v| {
+            frame::not_yet_initialized(&resolved, ctx.inline_depth, v)
+                .map(|reason| (v.name.clone(), reason))
+        })
+        .collect();
     let parsed = {
         let module = &resolved.module;
         let unit = Some(resolved.scope.unit);
@@ -270,6 +286,7 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
     let language = resolved.scope.language;
     let scope = Scope {
         locals,
+        not_yet,
         module: &resolved.module,
         language,
         unit: Some(resolved.scope.unit),
@@ -464,6 +481,7 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         let language = Language::C;
         let scope = Scope {
             locals: Vec::new(),
+            not_yet: Vec::new(),
             module,
             language,
             unit: None,

@@ -95,6 +95,9 @@ pub(crate) struct Node {
 pub(crate) enum NodeKind {
     /// A local or argument of the frame.
     Local(VariableLocation),
+    /// A local whose value cannot be had at this frame, and why (its
+    /// declaration has not run yet).
+    Unavailable(String),
     /// A global or static, with the unit its location belongs to.
     Global {
         location: VariableLocation,
@@ -214,6 +217,9 @@ const MAX_PLAN_NODES: usize = 512;
 pub(crate) struct Scope<'a> {
     /// Frame variables in scope (not shadowed), if a frame is given.
     pub locals: Vec<(String, Option<TypeKey>, VariableLocation)>,
+    /// Locals whose declaration has not run yet at the frame's line, with
+    /// the reason their value is unavailable.
+    pub not_yet: Vec<(String, String)>,
     /// The frame's (or the main) module.
     pub module: &'a Arc<Module>,
     /// The language of the frame's unit (literal types, names).
@@ -343,6 +349,13 @@ impl<'a> Compiler<'a> {
             let ty = ty.ok_or_else(|| {
                 type_error(column, format!("`{joined}` has no type in the debug info"))
             })?;
+            if let Some((_, reason)) = self.scope.not_yet.iter().find(|(n, _)| *n == joined) {
+                return Ok(Node {
+                    kind: NodeKind::Unavailable(reason.clone()),
+                    ty: StaticType::Dwarf(ty),
+                    column,
+                });
+            }
             return Ok(Node {
                 kind: NodeKind::Local(location.clone()),
                 ty: StaticType::Dwarf(ty),
@@ -1218,9 +1231,11 @@ pub(crate) fn reads_data_dependent_address(node: &Node) -> bool {
         NodeKind::Unary { operand, .. } | NodeKind::Len { operand, .. } => {
             reads_data_dependent_address(operand)
         }
-        NodeKind::Local(_) | NodeKind::Global { .. } | NodeKind::Number(_) | NodeKind::Text(_) => {
-            false
-        }
+        NodeKind::Local(_)
+        | NodeKind::Unavailable(_)
+        | NodeKind::Global { .. }
+        | NodeKind::Number(_)
+        | NodeKind::Text(_) => false,
     }
 }
 
@@ -1237,7 +1252,11 @@ fn is_constant(node: &Node) -> bool {
 fn is_place(node: &Node) -> bool {
     matches!(
         node.kind,
-        NodeKind::Local(_) | NodeKind::Global { .. } | NodeKind::Deref(_) | NodeKind::Index { .. }
+        NodeKind::Local(_)
+            | NodeKind::Unavailable(_)
+            | NodeKind::Global { .. }
+            | NodeKind::Deref(_)
+            | NodeKind::Index { .. }
     ) || matches!(node.kind, NodeKind::Member { bits: None, .. })
 }
 
