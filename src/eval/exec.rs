@@ -5,7 +5,7 @@
 
 use crate::debuginfo::types::{Language, TypeKey, TypeKind, TypeTable};
 use crate::debuginfo::{MemorySource, Module};
-use crate::value::layout::{LengthField, StringKind};
+use crate::value::layout::{LengthField, LibcxxChars, StringKind};
 use crate::value::{Decoder, Place, Value, format_float, quote_bytes, quote_char};
 
 use super::location::{LocationEnv, place_of};
@@ -555,7 +555,25 @@ impl Executor<'_> {
         Ok(bytes.len() as u64)
     }
 
+    /// Where a libc++ string's characters are.
+    fn libcxx_chars(&self, place: &Place, kind: StringKind) -> Result<LibcxxChars, String> {
+        let StringKind::Libcxx { rep, .. } = kind else {
+            return Err("unsupported: not a libc++ string".to_string());
+        };
+        let bytes = read_place(self.memory, &offset_place(place, rep, Some(24)), 24)?;
+        crate::value::layout::libcxx_chars(kind, &bytes).ok_or_else(|| {
+            "unsupported: the libc++ string's bytes are not a valid string".to_string()
+        })
+    }
+
     fn container_length(&mut self, place: &Place, ty: TypeKey) -> Result<u64, String> {
+        if let Some(kind @ StringKind::Libcxx { .. }) =
+            crate::value::layout::string_kind(self.types, self.module, ty)
+        {
+            return match self.libcxx_chars(place, kind)? {
+                LibcxxChars::Long { len, .. } | LibcxxChars::Short { len, .. } => Ok(len),
+            };
+        }
         let field =
             crate::value::layout::length_field(self.types, self.module, ty).ok_or_else(|| {
                 "unsupported: len() does not know this container's layout".to_string()
@@ -642,6 +660,16 @@ impl Executor<'_> {
                     length.min(max) as usize,
                 )
             }
+            StringKind::Libcxx { .. } => match self.libcxx_chars(&place, kind)? {
+                LibcxxChars::Long { address, len } => {
+                    read_place(self.memory, &Place::Memory(address), len.min(max) as usize)
+                }
+                LibcxxChars::Short { offset, len } => read_place(
+                    self.memory,
+                    &offset_place(&place, offset, None),
+                    len.min(max) as usize,
+                ),
+            },
         }
     }
 }

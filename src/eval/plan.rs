@@ -443,6 +443,48 @@ impl<'a> Compiler<'a> {
         column: usize,
     ) -> Result<Node, EvalError> {
         let base_node = self.compile(base)?;
+        self.field_of(base_node, field, arrow, column, 0)
+    }
+
+    /// What a Rust smart pointer (`Box`, `Rc`, `Arc`, a newtype around
+    /// one) at `object` points at, as Rust's `Deref` gives it; `None` for
+    /// anything else.
+    fn smart_deref(&mut self, object: &Node) -> Option<Node> {
+        let StaticType::Dwarf(key) = object.ty else {
+            return None;
+        };
+        let smart = crate::value::layout::smart_pointer(self.types, self.module(), key)?;
+        let column = object.column;
+        let pointer = Node {
+            kind: NodeKind::Member {
+                base: Box::new(object.clone()),
+                through_pointer: false,
+                offset: smart.pointer_offset,
+                bits: None,
+            },
+            ty: StaticType::Pointer(Some(smart.target)),
+            column,
+        };
+        Some(Node {
+            kind: NodeKind::Member {
+                base: Box::new(pointer),
+                through_pointer: true,
+                offset: smart.target_offset,
+                bits: None,
+            },
+            ty: StaticType::Dwarf(smart.target),
+            column,
+        })
+    }
+
+    fn field_of(
+        &mut self,
+        base_node: Node,
+        field: &str,
+        arrow: bool,
+        column: usize,
+        auto_derefs: usize,
+    ) -> Result<Node, EvalError> {
         let mut through_pointer = false;
         let mut target = match &base_node.ty {
             StaticType::Dwarf(key) => *key,
@@ -508,6 +550,28 @@ impl<'a> Compiler<'a> {
             // A pointer to a reference is not a thing in C++; a Rust `&&T` is a pointer.
             let _ = referent;
         }
+        // Rust auto-derefs any number of pointer levels (`&&T`, and `Box<T>`,
+        // which rustc describes as a pointer type).
+        if let TypeKind::Pointer(Some(pointee)) = aggregate_ty.kind
+            && aggregate_ty.language == Language::Rust
+            && auto_derefs < 8
+        {
+            let object = if through_pointer {
+                Node {
+                    kind: NodeKind::Deref(Box::new(base_node)),
+                    ty: StaticType::Dwarf(aggregate_key),
+                    column,
+                }
+            } else {
+                base_node
+            };
+            let target = Node {
+                kind: NodeKind::Deref(Box::new(object)),
+                ty: StaticType::Dwarf(pointee),
+                column,
+            };
+            return self.field_of(target, field, false, column, auto_derefs + 1);
+        }
         let TypeKind::Aggregate(aggregate) = &aggregate_ty.kind else {
             return Err(type_error(
                 column,
@@ -523,6 +587,24 @@ impl<'a> Compiler<'a> {
         };
         self.names.push(field.to_string());
         let found = find_member(self.types, self.module(), aggregate_key, &wanted);
+        if found.is_none() && auto_derefs < 8 {
+            // Rust's auto-deref: `conf.route_prefix` with `conf: Arc<Config>`.
+            let object = if through_pointer {
+                Node {
+                    kind: NodeKind::Deref(Box::new(base_node.clone())),
+                    ty: StaticType::Dwarf(aggregate_key),
+                    column,
+                }
+            } else {
+                Node {
+                    ty: StaticType::Dwarf(aggregate_key),
+                    ..base_node.clone()
+                }
+            };
+            if let Some(target) = self.smart_deref(&object) {
+                return self.field_of(target, field, false, column, auto_derefs + 1);
+            }
+        }
         let Some(found) = found else {
             let mut fields: Vec<String> = aggregate
                 .members
@@ -631,6 +713,7 @@ impl<'a> Compiler<'a> {
                 let StaticType::Dwarf(key) = base_node.ty else {
                     return Err(type_error(column, "this value cannot be indexed"));
                 };
+                let key = self.referent(key);
                 match crate::value::layout::element_access(self.types, self.module(), key) {
                     Some(access) => Ok(Node {
                         kind: NodeKind::Index {
@@ -673,6 +756,12 @@ impl<'a> Compiler<'a> {
     fn unary(&mut self, op: UnaryOp, operand: &Expr, column: usize) -> Result<Node, EvalError> {
         let node = self.compile(operand)?;
         let class = self.class(&node.ty);
+        if op == UnaryOp::Deref
+            && class == Class::Aggregate
+            && let Some(target) = self.smart_deref(&node)
+        {
+            return Ok(target);
+        }
         let ty = match op {
             UnaryOp::Deref => match class {
                 Class::Pointer {
@@ -944,6 +1033,36 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    /// The type a C++ reference (through typedefs and qualifiers) refers
+    /// to; the type itself for anything else.
+    fn referent(&mut self, key: TypeKey) -> TypeKey {
+        let mut current = key;
+        for _ in 0..8 {
+            match self.types.strip(self.module(), current) {
+                Some((_, ty))
+                    if matches!(
+                        ty.kind,
+                        TypeKind::Reference {
+                            target: Some(_),
+                            ..
+                        }
+                    ) =>
+                {
+                    let TypeKind::Reference {
+                        target: Some(target),
+                        ..
+                    } = ty.kind
+                    else {
+                        break;
+                    };
+                    current = target;
+                }
+                _ => break,
+            }
+        }
+        current
+    }
+
     /// Strings that can be compared with a literal: C char pointers and
     /// arrays, Rust `&str`/`String`, C++ `std::string`.
     fn is_string_like(&mut self, ty: &StaticType) -> bool {
@@ -1081,7 +1200,38 @@ impl<'a> Compiler<'a> {
     }
 
     fn len(&mut self, operand: &Expr, column: usize) -> Result<Node, EvalError> {
-        let node = self.compile(operand)?;
+        let mut node = self.compile(operand)?;
+        // Through references to containers (`&Vec<T>`, `&IntoIter<T>`) and
+        // smart pointers (`Rc<Vec<T>>`), as Rust's auto-deref does.
+        for _ in 0..8 {
+            match self.class(&node.ty) {
+                Class::Pointer {
+                    pointee: Some(pointee),
+                } if !crate::value::layout::is_c_char(self.types, self.module(), pointee)
+                    && matches!(self.class(&StaticType::Dwarf(pointee)), Class::Aggregate) =>
+                {
+                    node = Node {
+                        kind: NodeKind::Deref(Box::new(node)),
+                        ty: StaticType::Dwarf(pointee),
+                        column,
+                    };
+                }
+                Class::Aggregate => {
+                    let StaticType::Dwarf(key) = node.ty else {
+                        break;
+                    };
+                    let key = self.referent(key);
+                    if crate::value::layout::has_length(self.types, self.module(), key) {
+                        break;
+                    }
+                    match self.smart_deref(&node) {
+                        Some(target) => node = target,
+                        None => break,
+                    }
+                }
+                _ => break,
+            }
+        }
         let how = match self.class(&node.ty) {
             Class::Array {
                 count: Some(count), ..
@@ -1113,6 +1263,8 @@ impl<'a> Compiler<'a> {
                 let StaticType::Dwarf(key) = node.ty else {
                     return Err(type_error(column, "len() needs a container"));
                 };
+                // `const M &m` with `using M = std::multimap<…>`.
+                let key = self.referent(key);
                 if !crate::value::layout::has_length(self.types, self.module(), key) {
                     let name = self.type_name(&node.ty);
                     return Err(type_error(

@@ -970,6 +970,47 @@ fn internal_edges_offset(decoder: &mut Decoder<'_>, leaf_type: TypeKey) -> Optio
     layout::member(decoder.types(), module, internal, "edges").map(|(offset, _)| offset)
 }
 
+/// A libc++ `std::string`, long (characters out of line) or short (inline).
+fn libcxx_string_value(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    type_name: String,
+    kind: layout::StringKind,
+    rep: u64,
+    src: Src<'_>,
+) -> Value {
+    let bytes = match decoder.read(offset_src(src, rep), 24) {
+        Ok(bytes) => bytes,
+        Err(reason) => return Value::unavailable(name, type_name, reason),
+    };
+    match layout::libcxx_chars(kind, &bytes) {
+        Some(layout::LibcxxChars::Long { address, len }) => {
+            text_value(decoder, name, type_name, address, len, Language::Cpp)
+        }
+        Some(layout::LibcxxChars::Short { offset, len }) => {
+            let max = u64::from(decoder.limits().max_string);
+            let shown = len.min(max);
+            match decoder.read(offset_src(src, offset), shown as usize) {
+                Ok(chars) => {
+                    let mut text = quote_bytes(&chars, Language::Cpp);
+                    if len > max {
+                        text.push_str("...");
+                    }
+                    let mut value = Value::leaf(name, type_name, text);
+                    value.truncated = len > max;
+                    value
+                }
+                Err(reason) => Value::unavailable(name, type_name, reason),
+            }
+        }
+        None => Value::unavailable(
+            name,
+            type_name,
+            "unsupported: the libc++ string's bytes are not a valid string",
+        ),
+    }
+}
+
 fn cpp(
     decoder: &mut Decoder<'_>,
     name: &str,
@@ -982,10 +1023,16 @@ fn cpp(
     let type_name = ty.name.clone();
     let module = decoder.module();
     if short.starts_with("basic_string<char") {
+        let kind = layout::string_kind(decoder.types(), module, key)?;
+        if let layout::StringKind::Libcxx { rep, .. } = kind {
+            return Some(libcxx_string_value(
+                decoder, name, type_name, kind, rep, src,
+            ));
+        }
         let layout::StringKind::Counted {
             pointer_offset,
             length_offset,
-        } = layout::string_kind(decoder.types(), module, key)?
+        } = kind
         else {
             return None;
         };
@@ -1018,7 +1065,10 @@ fn cpp(
             module,
             key,
             &["_M_impl", "_M_end_of_storage"],
-        )?;
+        )
+        .or_else(|| {
+            layout::member_path(decoder.types(), module, key, &["__end_cap_", "__value_"])
+        })?;
         let fields = (
             read_word(decoder, src, start),
             read_word(decoder, src, finish),
