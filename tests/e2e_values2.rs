@@ -16,8 +16,16 @@ use serde_json::{Value, json};
 /// gdb's answer to `print <expr>` for each expression, attached to `pid`
 /// (before liveprobe attaches: one tracer at a time).
 fn gdb_print(pid: i32, expressions: &[&str]) -> Vec<String> {
+    gdb_print_in(pid, None, expressions)
+}
+
+/// [`gdb_print`] in the frame of `function` (gdb's `frame function`).
+fn gdb_print_in(pid: i32, function: Option<&str>, expressions: &[&str]) -> Vec<String> {
     let mut cmd = Command::new("gdb");
     cmd.args(["-batch", "-nx", "-p", &pid.to_string()]);
+    if let Some(function) = function {
+        cmd.arg("-ex").arg(format!("frame function {function}"));
+    }
     for e in expressions {
         cmd.arg("-ex").arg(format!("print {e}"));
     }
@@ -326,4 +334,212 @@ fn c_casts_strings_and_globals_from_any_frame() {
     assert!(gdb_out.contains("$1 = 5"), "gdb: {gdb_out}");
     fx.send("go");
     fx.expect_line("done 15 17");
+}
+
+/// Evaluates each `(expression, expected)` in `frame` of the main thread.
+fn expect_values(c: &mut McpClient, pid: i32, tid: i64, frame: u64, cases: &[(&str, &str)]) {
+    for (expression, expected) in cases {
+        let v = eval(
+            c,
+            json!({"pid": pid, "tid": tid, "frame": frame, "expression": expression}),
+        );
+        assert_eq!(v["value"], *expected, "{expression}: {v}");
+    }
+}
+
+#[test]
+fn rust_smart_pointers_deref_and_len_counts_what_rust_counts() {
+    let exe = build_fixture("values2/rust_smart.rs", "values2_rust_smart", &[]);
+    let mut fx = Fixture::start(&exe);
+    let pid = fx.pid;
+    let gdb = gdb_print_in(
+        pid,
+        Some("rust_smart::inspect_here"),
+        &[
+            "(**boxed).left",
+            "(*(*conf).ptr.pointer).data.workers",
+            "(*(*shared).ptr.pointer).value.right",
+            "(*(*data).__0.ptr.pointer).data.workers",
+            "(*(*conf).ptr.pointer).data.route_prefix.vec.len",
+        ],
+    );
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": pid})).ok();
+    let threads = c.call("list_threads", json!({"pid": pid})).ok();
+    let tid = threads["threads"][0]["tid"].as_i64().expect("tid");
+    let stack = c.call("stack_trace", json!({"pid": pid, "tid": tid})).ok();
+    let frame = frame_index(&stack, "rust_smart::inspect_here");
+    expect_values(
+        &mut c,
+        pid,
+        tid,
+        frame,
+        &[
+            // Box (a pointer type in rustc's DWARF), through a reference.
+            ("boxed.left", gdb[0].as_str()),
+            ("(**boxed).right", "12"),
+            // Arc and Rc: auto-deref on field access, and `*`.
+            ("conf.workers", gdb[1].as_str()),
+            ("conf.route_prefix", "\"/api/v1\""),
+            ("conf.route_prefix == \"/api/v1\"", "true"),
+            ("(**conf).workers", gdb[1].as_str()),
+            ("shared.right", gdb[2].as_str()),
+            // A newtype around Arc (actix's Data<T>).
+            ("data.workers", gdb[3].as_str()),
+            ("data.route_prefix", "\"/data\""),
+            ("data.0.workers", gdb[3].as_str()),
+            // len() as Rust counts: remaining elements of an IntoIter,
+            // String, &str, slices, HashMap.
+            ("len(rest)", "3"),
+            ("rest.len()", "3"),
+            ("len(conf.route_prefix)", gdb[4].as_str()),
+            ("len(name)", "10"),
+            ("len(words)", "3"),
+            ("len(table)", "2"),
+        ],
+    );
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": frame, "expression": "**data"}),
+    );
+    assert_eq!(v["type"], "Config", "{v}");
+    let err = eval_err(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": frame, "expression": "conf.missing"}),
+    );
+    assert!(
+        err.contains("route_prefix"),
+        "the target's fields are listed: {err}"
+    );
+    fx.send("go");
+    fx.expect_line("done");
+}
+
+/// Builds the C++ fixture with clang++ and libc++ (the test fails if they
+/// are not installed: `apt-get install clang libc++-dev libc++abi-dev`).
+fn build_libcxx_fixture() -> std::path::PathBuf {
+    let src = fixture_src("values2/cpp_typedefs.cpp");
+    let out = fixture_dir().join("values2_cpp_libcxx");
+    let tmp = fixture_dir().join(format!("values2_cpp_libcxx.tmp.{}", std::process::id()));
+    let status = Command::new("clang++")
+        .args(["-g", "-O0", "-stdlib=libc++"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&tmp)
+        .status()
+        .expect("clang++ must be installed (apt-get install clang libc++-dev libc++abi-dev)");
+    assert!(status.success(), "building the libc++ fixture failed");
+    std::fs::rename(&tmp, &out).expect("rename fixture");
+    out
+}
+
+fn cpp_containers(exe: &std::path::Path, libcxx: bool) {
+    let mut fx = Fixture::start(exe);
+    let pid = fx.pid;
+    let gdb = gdb_print_in(
+        pid,
+        Some("inspect_here"),
+        &["((web::Request *)g_request)->status", "g_request"],
+    );
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": pid})).ok();
+    let threads = c.call("list_threads", json!({"pid": pid})).ok();
+    let tid = threads["threads"][0]["tid"].as_i64().expect("tid");
+    let stack = c.call("stack_trace", json!({"pid": pid, "tid": tid})).ok();
+    let frame = frame_index(&stack, "inspect_here");
+    expect_values(
+        &mut c,
+        pid,
+        tid,
+        frame,
+        &[
+            // len() through `const Headers &` and a typedef of that reference.
+            ("len(headers)", "3"),
+            ("len(again)", "3"),
+            ("headers.len()", "3"),
+            ("len(names)", "2"),
+            ("names[1]", "\"bob\""),
+            ("names[0] == \"ann\"", "true"),
+            ("short_text", "\"short\""),
+            ("short_text == \"short\"", "true"),
+            ("short_text != \"shorter\"", "true"),
+            ("len(short_text)", "5"),
+            (
+                "long_text",
+                "\"a long string that cannot fit in the small buffer\"",
+            ),
+            ("len(long_text)", "49"),
+            (
+                "long_text == \"a long string that cannot fit in the small buffer\"",
+                "true",
+            ),
+            // A qualified class name in a cast.
+            ("((web::Request*)g_request)->status", gdb[0].as_str()),
+            ("((web::Request*)g_request)->method == \"GET\"", "true"),
+            ("((web::Request*)g_request)->method", "\"GET\""),
+        ],
+    );
+    // The string limit applies to both representations.
+    let v = c
+        .call(
+            "evaluate",
+            json!({"pid": pid, "tid": tid, "frame": frame, "expression": "long_text",
+                   "limits": {"max_string": 6}}),
+        )
+        .ok()["value"]
+        .clone();
+    assert_eq!(v["value"], "\"a long\"...", "{v}");
+    assert_eq!(v["truncated"], true, "{v}");
+    let v = c
+        .call(
+            "evaluate",
+            json!({"pid": pid, "tid": tid, "frame": frame, "expression": "short_text",
+                   "limits": {"max_string": 2}}),
+        )
+        .ok()["value"]
+        .clone();
+    assert_eq!(v["value"], "\"sh\"...", "{v}");
+    // read_locals renders the strings and vector too.
+    let answer = c.call(
+        "read_locals",
+        json!({"pid": pid, "tid": tid, "frame": frame}),
+    );
+    let text = answer.text.clone();
+    assert!(text.contains("\"short\""), "{text}");
+    assert!(text.contains("vector(len 2)"), "{text}");
+    if !libcxx {
+        assert!(text.contains("multimap(len 3)"), "{text}");
+    }
+    // gdb agrees on the pointer the cast read through.
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": frame, "expression": "(web::Request*)g_request"}),
+    );
+    let gdb_address = gdb[1]
+        .split_whitespace()
+        .find(|w| w.starts_with("0x"))
+        .expect("address");
+    assert!(
+        v["value"].as_str().unwrap().starts_with(gdb_address),
+        "{v} vs {}",
+        gdb[1]
+    );
+    fx.send("go");
+    fx.expect_line("done");
+}
+
+#[test]
+fn cpp_typedef_references_and_libstdcxx_strings() {
+    let exe = build_fixture(
+        "values2/cpp_typedefs.cpp",
+        "values2_cpp_libstdcxx",
+        &["-O0"],
+    );
+    cpp_containers(&exe, false);
+}
+
+#[test]
+fn cpp_libcxx_strings_render_like_libstdcxx() {
+    let exe = build_libcxx_fixture();
+    cpp_containers(&exe, true);
 }
