@@ -332,8 +332,48 @@ fn c_casts_strings_and_globals_from_any_frame() {
         .expect("gdb");
     let gdb_out = String::from_utf8_lossy(&gdb_frame.stdout);
     assert!(gdb_out.contains("$1 = 5"), "gdb: {gdb_out}");
+
+    // A snapshot on the blocking call's line, before `late` is declared,
+    // says so too.
+    let source = std::fs::read_to_string(fixture_src("values2/c_strings.c")).expect("source");
+    let call_line = source
+        .lines()
+        .position(|l| l.trim() == "wait_here();")
+        .expect("the wait_here() call")
+        + 1;
+    c.call("attach", json!({"pid": pid})).ok();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": pid, "location": format!("c_strings.c:{call_line}"),
+                   "expressions": ["late", "early"]}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
     fx.send("go");
-    fx.expect_line("done 15 17");
+    let snaps = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": id, "limit": 10, "wait_ms": 20000}),
+        )
+        .ok();
+    let item = &snaps["items"][0];
+    let late = item["frames"][0]["variables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no variables in {snaps}"))
+        .iter()
+        .find(|v| v["name"] == "late")
+        .unwrap_or_else(|| panic!("no late in {item}"))
+        .clone();
+    assert!(
+        late["unavailable"].as_str().unwrap_or("").starts_with("not yet initialized"),
+        "{late}"
+    );
+    let shown = item.to_string();
+    assert!(shown.contains("not yet initialized"), "{shown}");
+    fx.expect_line("ready");
+    fx.send("go");
+    fx.expect_line("done 30 17");
 }
 
 /// Evaluates each `(expression, expected)` in `frame` of the main thread.

@@ -560,6 +560,12 @@ impl Executor<'_> {
         let StringKind::Libcxx { rep, .. } = kind else {
             return Err("unsupported: not a libc++ string".to_string());
         };
+        if crate::value::planning::active() {
+            crate::value::planning::refuse(
+                "the expression reads a libc++ std::string (whether it is short or long decides what to read)"
+                    .into(),
+            );
+        }
         let bytes = read_place(self.memory, &offset_place(place, rep, Some(24)), 24)?;
         crate::value::layout::libcxx_chars(kind, &bytes).ok_or_else(|| {
             "unsupported: the libc++ string's bytes are not a valid string".to_string()

@@ -979,6 +979,12 @@ fn libcxx_string_value(
     rep: u64,
     src: Src<'_>,
 ) -> Value {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a libc++ std::string (whether it is short or long decides what to read)"
+                .into(),
+        );
+    }
     let bytes = match decoder.read(offset_src(src, rep), 24) {
         Ok(bytes) => bytes,
         Err(reason) => return Value::unavailable(name, type_name, reason),
