@@ -209,6 +209,13 @@ fn c_casts_strings_and_globals_from_any_frame() {
         ("(bool)g_tick_count", "true"),
         ("sizeof(unsigned long)", "8"),
         ("sizeof(entry_t)", "16"),
+        // Pointers to base types no C unit spells this way.
+        ("*(i32 *)&g_tick_count", "17"),
+        ("*(u16 *)&g_tick_count + 1", "18"),
+        (
+            "*(u64 *)g_entry_ptr == (u64)((struct entry *)g_entry_ptr)->key",
+            "true",
+        ),
     ] {
         let v = c
             .call(
@@ -366,7 +373,10 @@ fn c_casts_strings_and_globals_from_any_frame() {
         .unwrap_or_else(|| panic!("no late in {item}"))
         .clone();
     assert!(
-        late["unavailable"].as_str().unwrap_or("").starts_with("not yet initialized"),
+        late["unavailable"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("not yet initialized"),
         "{late}"
     );
     let shown = item.to_string();

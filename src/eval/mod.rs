@@ -230,12 +230,18 @@ pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr,
                             .is_some_and(|main| Arc::ptr_eq(main, module))
                     });
                     // The answer that got further wins (the globals knew
-                    // every name but a type did not fit); between two
-                    // unknown names, suggest the program's own names when
-                    // the frame is elsewhere.
-                    let frame_got_further =
-                        !is_lookup_miss(&error) && !matches!(error, EvalError::NoDebugInfo { .. });
-                    if frame_got_further || (frame_in_main && is_lookup_miss(&global_error)) {
+                    // every name but a type did not fit); a frame without
+                    // debug info says so; between two unknown names,
+                    // suggest the program's own names when the frame is
+                    // elsewhere.
+                    let frame_has_no_dwarf = matches!(error, EvalError::NoDebugInfo { .. });
+                    let frame_got_further = !is_lookup_miss(&error) && !frame_has_no_dwarf;
+                    let globals_got_further = !is_lookup_miss(&global_error);
+                    if frame_got_further {
+                        Err(error)
+                    } else if globals_got_further {
+                        Err(global_error)
+                    } else if frame_has_no_dwarf || frame_in_main {
                         Err(error)
                     } else {
                         Err(global_error)

@@ -1089,6 +1089,72 @@ impl<'a> Compiler<'a> {
         base_type_named(&target.base)
     }
 
+    /// A DWARF base type of the same size and encoding as a synthesized
+    /// one, under any of the names compilers give it.
+    fn same_shape_base_type(&mut self, shape: &StaticType) -> Option<TypeKey> {
+        let names: &[&str] = match shape {
+            StaticType::Int {
+                bytes: 1,
+                signed: true,
+            } => &["char", "signed char", "i8"],
+            StaticType::Int {
+                bytes: 1,
+                signed: false,
+            } => &["unsigned char", "u8"],
+            StaticType::Int {
+                bytes: 2,
+                signed: true,
+            } => &["short int", "short", "i16"],
+            StaticType::Int {
+                bytes: 2,
+                signed: false,
+            } => &["short unsigned int", "unsigned short", "u16"],
+            StaticType::Int {
+                bytes: 4,
+                signed: true,
+            } => &["int", "i32"],
+            StaticType::Int {
+                bytes: 4,
+                signed: false,
+            } => &["unsigned int", "u32"],
+            StaticType::Int {
+                bytes: 8,
+                signed: true,
+            } => &["long int", "long", "i64", "isize", "long long int"],
+            StaticType::Int {
+                bytes: 8,
+                signed: false,
+            } => &[
+                "long unsigned int",
+                "unsigned long",
+                "u64",
+                "usize",
+                "long long unsigned int",
+            ],
+            StaticType::Int {
+                bytes: 16,
+                signed: true,
+            } => &["__int128", "i128"],
+            StaticType::Int {
+                bytes: 16,
+                signed: false,
+            } => &["__int128 unsigned", "unsigned __int128", "u128"],
+            StaticType::Float { bytes: 4 } => &["float", "f32"],
+            StaticType::Float { bytes: 8 } => &["double", "f64"],
+            StaticType::Bool => &["_Bool", "bool"],
+            _ => &[],
+        };
+        let wanted = class_of(self.types, self.scope.module, shape);
+        for name in names {
+            if let Some(key) = find_type(self.types, self.scope.module, self.scope.unit, name)
+                && class_of(self.types, self.scope.module, &StaticType::Dwarf(key)) == wanted
+            {
+                return Some(key);
+            }
+        }
+        None
+    }
+
     /// The error for a cast or `sizeof` naming a type nobody declares, with
     /// the closest type names of the module.
     fn unknown_type(&mut self, target: &TypeSyntax) -> EvalError {
@@ -1127,7 +1193,13 @@ impl<'a> Compiler<'a> {
             let pointee = match self.named_type(target) {
                 Some(StaticType::Dwarf(key)) => Some(key),
                 _ if target.base == "void" => None,
-                _ => return Err(self.unknown_type(target)),
+                // A base type no unit names this way (`u64` in C, `size_t`
+                // when unused): any base type of the same shape will do.
+                Some(shape) => match self.same_shape_base_type(&shape) {
+                    Some(key) => Some(key),
+                    None => return Err(self.unknown_type(target)),
+                },
+                None => return Err(self.unknown_type(target)),
             };
             if !matches!(class, Class::Pointer { .. } | Class::Int { .. }) {
                 let name = self.type_name(&node.ty);

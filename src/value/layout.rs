@@ -796,3 +796,71 @@ fn rust_into_iter_remaining(
         stride,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STANDARD: StringKind = StringKind::Libcxx {
+        rep: 0,
+        long_size: 8,
+        long_data: 16,
+        short_data: 1,
+        alternate: false,
+    };
+    const ALTERNATE: StringKind = StringKind::Libcxx {
+        rep: 0,
+        long_size: 8,
+        long_data: 0,
+        short_data: 0,
+        alternate: true,
+    };
+
+    #[test]
+    fn libcxx_short_and_long_strings_both_layouts() {
+        // Standard layout, short: size << 1 in the first byte, flag clear.
+        let mut short = [0u8; 24];
+        short[0] = 5 << 1;
+        short[1..6].copy_from_slice(b"short");
+        assert_eq!(
+            libcxx_chars(STANDARD, &short),
+            Some(LibcxxChars::Short { offset: 1, len: 5 })
+        );
+        // Standard layout, long: flag in the low bit of the capacity word.
+        let mut long = [0u8; 24];
+        long[..8].copy_from_slice(&65u64.to_le_bytes());
+        long[8..16].copy_from_slice(&49u64.to_le_bytes());
+        long[16..24].copy_from_slice(&0x5555_0000u64.to_le_bytes());
+        assert_eq!(
+            libcxx_chars(STANDARD, &long),
+            Some(LibcxxChars::Long {
+                address: 0x5555_0000,
+                len: 49
+            })
+        );
+        // Alternate layout: data first, size (and flag bit 7) in the last byte.
+        let mut short = [0u8; 24];
+        short[..3].copy_from_slice(b"abc");
+        short[23] = 3;
+        assert_eq!(
+            libcxx_chars(ALTERNATE, &short),
+            Some(LibcxxChars::Short { offset: 0, len: 3 })
+        );
+        let mut long = [0u8; 24];
+        long[..8].copy_from_slice(&0x7000u64.to_le_bytes());
+        long[8..16].copy_from_slice(&30u64.to_le_bytes());
+        long[16..24].copy_from_slice(&(48u64 | 1 << 63).to_le_bytes());
+        assert_eq!(
+            libcxx_chars(ALTERNATE, &long),
+            Some(LibcxxChars::Long {
+                address: 0x7000,
+                len: 30
+            })
+        );
+        // Garbage: a short size no inline buffer holds; too few bytes.
+        let mut garbage = [0u8; 24];
+        garbage[0] = 60 << 1;
+        assert_eq!(libcxx_chars(STANDARD, &garbage), None);
+        assert_eq!(libcxx_chars(STANDARD, &[0u8; 8]), None);
+    }
+}
