@@ -261,7 +261,8 @@ impl EntryValues for CallerEntryValues<'_> {
 /// frame's line comes before the variable's declaration line, in the same
 /// file, and the variable belongs to the innermost block holding the pc (an
 /// outer block's later declaration may sit past a loop that already ran).
-/// Parameters and statics are always initialized.
+/// Parameters and statics are always initialized; only stack slots are
+/// judged.
 pub(crate) fn not_yet_initialized(
     frame: &ResolvedFrame,
     inline_depth: usize,
@@ -270,7 +271,11 @@ pub(crate) fn not_yet_initialized(
     if variable.is_parameter || variable.artificial || !variable.in_innermost_block {
         return None;
     }
-    if is_static_location(&variable.location) {
+    // Only a stack slot (`DW_OP_fbreg`, as -O0 code keeps locals) holds
+    // garbage before its declaration runs; optimized code's registers and
+    // location lists already say where a value lives, and its line order
+    // is too shuffled to compare.
+    if !is_stack_slot(&variable.location) {
         return None;
     }
     let decl_line = variable.decl_line?;
@@ -291,9 +296,10 @@ pub(crate) fn not_yet_initialized(
     ))
 }
 
-/// True for a location that is a fixed address (`DW_OP_addr`, `DW_OP_addrx`):
-/// a static local, initialized before the function ever runs.
-fn is_static_location(location: &crate::debuginfo::scope::VariableLocation) -> bool {
+/// True for a location relative to the frame base (`DW_OP_fbreg`): a
+/// stack slot. Statics (`DW_OP_addr`) are initialized before the function
+/// ever runs and never qualify.
+fn is_stack_slot(location: &crate::debuginfo::scope::VariableLocation) -> bool {
     use crate::debuginfo::scope::VariableLocation;
     use gimli::Reader;
     let VariableLocation::Expression(expression) = location else {
@@ -302,7 +308,7 @@ fn is_static_location(location: &crate::debuginfo::scope::VariableLocation) -> b
     let mut bytes = expression.0.clone();
     matches!(
         bytes.read_u8().map(gimli::DwOp),
-        Ok(gimli::constants::DW_OP_addr | gimli::constants::DW_OP_addrx)
+        Ok(gimli::constants::DW_OP_fbreg)
     )
 }
 
