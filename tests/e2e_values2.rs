@@ -173,6 +173,12 @@ fn c_casts_strings_and_globals_from_any_frame() {
         ("(cstr_t)g_payload != \"other\"", "true"),
         ("g_name == \"abcdefg\"", "true"),
         ("(byte_t *)g_payload == \"payload-text\"", "true"),
+        // `(T)*p` and `(T)-1` are casts when T is a type, arithmetic when
+        // it is a variable.
+        ("(cstr_t)*g_pp == \"sds-value\"", "true"),
+        ("(byte_t)-1 + 0", "255"),
+        ("(g_tick_count)*2", "34"),
+        ("(g_tick_count) - 1", "16"),
     ] {
         let v = eval(&mut c, json!({"pid": pid, "expression": expression}));
         assert_eq!(v["value"], expected, "{expression}: {v}");
