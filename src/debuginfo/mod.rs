@@ -32,6 +32,7 @@ pub use demangle::{demangle, demangle_name};
 pub use error::{DebugInfoError, LocationError};
 pub use extent::FunctionReturns;
 pub use image::ProcessImage;
+pub(crate) use lines::{file_path, normalize_path};
 pub use location::{FunctionMatch, Resolution, ResolvedSite, SourceFileInfo, language_name};
 pub use maps::{Mapping, parse_maps};
 pub use memory::{MemoryError, MemorySource, RecordedMemory, read_string_by_pages, read_u64};

@@ -54,6 +54,14 @@ pub struct ScopeVariable {
     pub block_depth: usize,
     /// Where it lives at this pc.
     pub location: VariableLocation,
+    /// `DW_AT_decl_line` and `DW_AT_decl_file` (a file index of the unit's
+    /// line program): with `in_innermost_block`, how eval tells a local
+    /// whose declaration has not run yet.
+    pub decl_line: Option<u64>,
+    pub decl_file: Option<u64>,
+    /// True when the variable belongs to the innermost block of its frame
+    /// that contains the pc.
+    pub in_innermost_block: bool,
 }
 
 /// Everything about one source-level frame at a pc that needs no register:
@@ -378,9 +386,11 @@ fn walk_frame_scope(
         .unwrap_or_else(|| "??".to_string());
     let mut parameters = Vec::new();
     let mut locals = Vec::new();
+    let innermost = frame.len().saturating_sub(1);
     for (depth, level) in frame.into_iter().enumerate() {
         for mut variable in level.variables {
             variable.block_depth = depth;
+            variable.in_innermost_block = depth == innermost;
             if variable.is_parameter {
                 parameters.push(variable);
             } else {
@@ -557,6 +567,14 @@ fn collect_levels(
                     shadowed: false,
                     block_depth: 0,
                     location,
+                    decl_line: entry
+                        .attr_value(constants::DW_AT_decl_line)
+                        .and_then(|v| v.udata_value()),
+                    decl_file: match entry.attr_value(constants::DW_AT_decl_file) {
+                        Some(AttributeValue::FileIndex(index)) => Some(index),
+                        other => other.and_then(|v| v.udata_value()),
+                    },
+                    in_innermost_block: false,
                 });
             }
             constants::DW_TAG_lexical_block

@@ -323,6 +323,8 @@ pub struct TypeTable {
     pub(crate) scopes: HashMap<(u64, usize), Arc<super::scope::FrameScope>>,
     /// Definitions found for declarations, by source name.
     definitions: HashMap<String, Option<TypeKey>>,
+    /// Types found by name in any unit (casts, `sizeof`), by source name.
+    named_anywhere: HashMap<String, Option<TypeKey>>,
 }
 
 type TableRegistry = Mutex<Vec<(Weak<Module>, Arc<Mutex<TypeTable>>)>>;
@@ -1123,6 +1125,61 @@ impl TypeTable {
         found
     }
 
+    /// A type named as in source, in the first unit of the module that
+    /// defines it (a cast's type need not be declared in the frame's unit).
+    /// Searched once per name and remembered.
+    pub fn find_named_anywhere(&mut self, module: &Module, name: &str) -> Option<TypeKey> {
+        if let Some(found) = self.named_anywhere.get(name) {
+            return *found;
+        }
+        let mut found = None;
+        if let Some(dwarf) = module.dwarf() {
+            let mut headers = dwarf.units();
+            while let Ok(Some(header)) = headers.next() {
+                let Some(offset) = header.debug_info_offset() else {
+                    continue;
+                };
+                if let Some(key) = self.find_named(module, offset.0, name) {
+                    found = Some(key);
+                    break;
+                }
+            }
+        }
+        self.named_anywhere.insert(name.to_string(), found);
+        found
+    }
+
+    /// The names of the types defined at the top level (and one namespace
+    /// deep) of the module's units, at most `limit`: for "did you mean"
+    /// when a cast names an unknown type.
+    pub fn type_names(&mut self, module: &Module, limit: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        let Some(dwarf) = module.dwarf() else {
+            return names;
+        };
+        let mut headers = dwarf.units();
+        while let Ok(Some(header)) = headers.next() {
+            let Some(offset) = header.debug_info_offset() else {
+                continue;
+            };
+            let Some(unit) = module.unit_at(offset) else {
+                continue;
+            };
+            let unit_ref = unit.unit_ref(dwarf);
+            let Ok(mut tree) = unit.entries_tree(None) else {
+                continue;
+            };
+            let Ok(root) = tree.root() else { continue };
+            collect_type_names(unit_ref, root, "", 0, limit, &mut names);
+            if names.len() >= limit {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// A type named as in source (`struct node`, `enum color`, `point`,
     /// `ns::Widget`, `uint32_t`) among the unit's top-level and namespace
     /// types; `unit` is the `.debug_info` offset of the unit to search.
@@ -1143,6 +1200,48 @@ impl TypeTable {
         let mut found = None;
         find_named_in(unit_ref, root, &segments, tag_wanted, 0, &mut found);
         found.map(|entry| TypeKey { unit, entry })
+    }
+}
+
+fn collect_type_names(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    prefix: &str,
+    depth: usize,
+    limit: usize,
+    names: &mut Vec<String>,
+) {
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        if names.len() >= limit {
+            return;
+        }
+        let entry = child.entry();
+        let tag = entry.tag();
+        let name = entry
+            .attr_value(constants::DW_AT_name)
+            .and_then(|value| unit_ref.attr_string(value).ok())
+            .and_then(|text| text.to_string_lossy().ok().map(|s| s.into_owned()));
+        let Some(name) = name else { continue };
+        match tag {
+            constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type
+            | constants::DW_TAG_enumeration_type
+            | constants::DW_TAG_typedef
+            | constants::DW_TAG_base_type => names.push(format!("{prefix}{name}")),
+            constants::DW_TAG_namespace if depth == 0 => {
+                collect_type_names(
+                    unit_ref,
+                    child,
+                    &format!("{name}::"),
+                    depth + 1,
+                    limit,
+                    names,
+                );
+            }
+            _ => {}
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::debuginfo::types::{Language, TypeKey, TypeKind, TypeTable};
 use crate::debuginfo::{MemorySource, Module};
-use crate::value::layout::{LengthField, StringKind};
+use crate::value::layout::{LengthField, LibcxxChars, StringKind};
 use crate::value::{Decoder, Place, Value, format_float, quote_bytes, quote_char};
 
 use super::location::{LocationEnv, place_of};
@@ -94,6 +94,7 @@ impl Executor<'_> {
                     ty,
                 })
             }
+            NodeKind::Unavailable(reason) => Err(reason.clone()),
             NodeKind::Global { location, unit } => {
                 let env = (self.global_env)(*unit)
                     .ok_or_else(|| "unsupported: the global's unit cannot be read".to_string())?;
@@ -229,6 +230,23 @@ impl Executor<'_> {
             NodeKind::Binary { op, lhs, rhs, mode } => self.binary(*op, lhs, rhs, *mode, &node.ty),
             NodeKind::Cast(operand) => {
                 let value = self.number(operand)?;
+                if let StaticType::Dwarf(key) = node.ty {
+                    // A cast to a named type (`(sds)p`): the value's bytes
+                    // as an object of that type, decoded like a variable.
+                    let size = self
+                        .types
+                        .size_of(self.module, key)
+                        .unwrap_or(8)
+                        .clamp(1, 16) as usize;
+                    let bytes = value.as_i128().to_le_bytes()[..size].to_vec();
+                    return Ok(Operand::Object {
+                        place: Place::Bytes {
+                            bytes,
+                            missing: Vec::new(),
+                        },
+                        ty: key,
+                    });
+                }
                 let result = match &node.ty {
                     StaticType::Pointer(_) => Number::Int(wrap(value.as_i128(), 8, false)),
                     StaticType::Int { bytes, signed } => {
@@ -537,7 +555,31 @@ impl Executor<'_> {
         Ok(bytes.len() as u64)
     }
 
+    /// Where a libc++ string's characters are.
+    fn libcxx_chars(&self, place: &Place, kind: StringKind) -> Result<LibcxxChars, String> {
+        let StringKind::Libcxx { rep, .. } = kind else {
+            return Err("unsupported: not a libc++ string".to_string());
+        };
+        if crate::value::planning::active() {
+            crate::value::planning::refuse(
+                "the expression reads a libc++ std::string (whether it is short or long decides what to read)"
+                    .into(),
+            );
+        }
+        let bytes = read_place(self.memory, &offset_place(place, rep, Some(24)), 24)?;
+        crate::value::layout::libcxx_chars(kind, &bytes).ok_or_else(|| {
+            "unsupported: the libc++ string's bytes are not a valid string".to_string()
+        })
+    }
+
     fn container_length(&mut self, place: &Place, ty: TypeKey) -> Result<u64, String> {
+        if let Some(kind @ StringKind::Libcxx { .. }) =
+            crate::value::layout::string_kind(self.types, self.module, ty)
+        {
+            return match self.libcxx_chars(place, kind)? {
+                LibcxxChars::Long { len, .. } | LibcxxChars::Short { len, .. } => Ok(len),
+            };
+        }
         let field =
             crate::value::layout::length_field(self.types, self.module, ty).ok_or_else(|| {
                 "unsupported: len() does not know this container's layout".to_string()
@@ -566,11 +608,36 @@ impl Executor<'_> {
         }
     }
 
+    /// Up to `max` bytes of the C string at `address` (a comparison needs no
+    /// more, and a capture plans no more). A string cut short by unreadable
+    /// memory is an error, not a shorter string: the comparison would be a
+    /// guess.
+    fn c_string_bytes(&self, address: u64, max: u64) -> Result<Vec<u8>, String> {
+        if address == 0 {
+            return Err("read error at 0x0 (null pointer)".to_string());
+        }
+        let (bytes, ended) = self
+            .memory
+            .read_string(address, max as usize)
+            .map_err(|e| format!("read error at {:#x}", e.addr))?;
+        if !ended && (bytes.len() as u64) < max {
+            return Err(format!(
+                "read error at {:#x}",
+                address.wrapping_add(bytes.len() as u64)
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Up to `max` bytes of a string-like operand.
     fn string_bytes(&mut self, operand: Operand, max: u64) -> Result<Vec<u8>, String> {
         let (place, ty) = match operand {
             Operand::Object { place, ty } => (place, ty),
             Operand::Text(bytes) => return Ok(bytes),
+            Operand::Number {
+                value,
+                ty: StaticType::Pointer(Some(_)),
+            } => return self.c_string_bytes(value.as_i128() as u64, max),
             Operand::Number { .. } | Operand::SubArray { .. } => {
                 return Err("unsupported: not a string".to_string());
             }
@@ -579,14 +646,8 @@ impl Executor<'_> {
             .ok_or_else(|| "unsupported: not a string".to_string())?;
         match kind {
             StringKind::CharPointer => {
-                // At most `max` bytes: a comparison needs no more, and a
-                // capture plans no more.
                 let address = self.read_u64(&place)?;
-                let (bytes, _) = self
-                    .memory
-                    .read_string(address, max as usize)
-                    .map_err(|e| format!("read error at {:#x}", e.addr))?;
-                Ok(bytes)
+                self.c_string_bytes(address, max)
             }
             StringKind::CharArray { len } => {
                 let bytes = read_place(self.memory, &place, len.min(max) as usize)?;
@@ -605,6 +666,16 @@ impl Executor<'_> {
                     length.min(max) as usize,
                 )
             }
+            StringKind::Libcxx { .. } => match self.libcxx_chars(&place, kind)? {
+                LibcxxChars::Long { address, len } => {
+                    read_place(self.memory, &Place::Memory(address), len.min(max) as usize)
+                }
+                LibcxxChars::Short { offset, len } => read_place(
+                    self.memory,
+                    &offset_place(&place, offset, None),
+                    len.min(max) as usize,
+                ),
+            },
         }
     }
 }
@@ -659,18 +730,7 @@ pub(crate) fn render(
                 }
                 (StaticType::Pointer(pointee), value) => {
                     let address = value.as_i128() as u64;
-                    let mut result = Value::leaf(name, type_name, decoder.address_text(address));
-                    if let Some(pointee) = pointee
-                        && address != 0
-                    {
-                        let child = decoder.decode(
-                            &format!("*{name}"),
-                            Some(*pointee),
-                            &Place::Memory(address),
-                        );
-                        result.children = Some(vec![child]);
-                    }
-                    return result;
+                    return decoder.decode_pointer(name, type_name, *pointee, address, language);
                 }
                 (_, value) => value.as_i128().to_string(),
             };

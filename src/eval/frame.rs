@@ -325,3 +325,66 @@ fn callee_has_name(image: &ProcessImage, entry: RuntimeAddr, names: &[String]) -
     let file = module.to_file(entry);
     names.iter().any(|name| module.has_symbol_at(name, file))
 }
+
+/// Why a local is not yet initialized at this frame, if it is not: the
+/// frame's line comes before the variable's declaration line, in the same
+/// file, and the variable belongs to the innermost block holding the pc (an
+/// outer block's later declaration may sit past a loop that already ran).
+/// Parameters and statics are always initialized; only stack slots are
+/// judged.
+pub(crate) fn not_yet_initialized(
+    frame: &ResolvedFrame,
+    inline_depth: usize,
+    variable: &crate::debuginfo::scope::ScopeVariable,
+) -> Option<String> {
+    if variable.is_parameter || variable.artificial || !variable.in_innermost_block {
+        return None;
+    }
+    // Only a stack slot (`DW_OP_fbreg`, as -O0 code keeps locals) holds
+    // garbage before its declaration runs; optimized code's registers and
+    // location lists already say where a value lives, and its line order
+    // is too shuffled to compare.
+    if !is_stack_slot(&variable.location) {
+        return None;
+    }
+    let decl_line = variable.decl_line?;
+    let source = frame.module.symbolize_file(frame.lookup_pc);
+    let here = source.get(inline_depth)?;
+    let line = u64::from(here.line?);
+    if line == 0 || line >= decl_line {
+        return None;
+    }
+    let dwarf = frame.module.dwarf()?;
+    let decl_path = crate::debuginfo::file_path(dwarf, &frame.unit, variable.decl_file?)?;
+    let here_path = here.file.as_deref()?;
+    if !same_file(&decl_path, here_path) {
+        return None;
+    }
+    Some(format!(
+        "not yet initialized: declared at line {decl_line}, the frame is at line {line}"
+    ))
+}
+
+/// True for a location relative to the frame base (`DW_OP_fbreg`): a
+/// stack slot. Statics (`DW_OP_addr`) are initialized before the function
+/// ever runs and never qualify.
+fn is_stack_slot(location: &crate::debuginfo::scope::VariableLocation) -> bool {
+    use crate::debuginfo::scope::VariableLocation;
+    use gimli::Reader;
+    let VariableLocation::Expression(expression) = location else {
+        return false;
+    };
+    let mut bytes = expression.0.clone();
+    matches!(
+        bytes.read_u8().map(gimli::DwOp),
+        Ok(gimli::constants::DW_OP_fbreg)
+    )
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    let (a, b) = (
+        crate::debuginfo::normalize_path(a),
+        crate::debuginfo::normalize_path(b),
+    );
+    a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
+}

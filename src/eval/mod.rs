@@ -87,6 +87,11 @@ pub fn read_locals(
             values.push(Value::redacted(name, type_name));
             continue;
         }
+        if let Some(reason) = frame::not_yet_initialized(&resolved, ctx.inline_depth, variable) {
+            let type_name = decoder.type_name(variable.ty);
+            values.push(Value::unavailable(name, type_name, reason));
+            continue;
+        }
         let place = location::place_of(&env, &variable.location);
         values.push(decoder.decode(&name, variable.ty, &place));
     }
@@ -210,20 +215,84 @@ impl CompiledExpr {
 /// arguments in scope there first, then globals and statics. Errors name the
 /// column; an unknown name lists the names in scope.
 pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
-    let parsed = parse::parse(expression)?;
+    match compile_in_frame(expression, ctx) {
+        Ok(compiled) => Ok(compiled),
+        // The frame may be in a library (a thread blocked in libc) whose
+        // debug info, if any, does not know the program's globals: look
+        // them up in the executable's units, then the other modules.
+        Err(error) if is_lookup_miss(&error) || matches!(error, EvalError::NoDebugInfo { .. }) => {
+            match compile_global(expression, ctx.image) {
+                Ok(compiled) => Ok(compiled),
+                Err(global_error) => {
+                    let frame_in_main = frame::module_of(ctx).ok().is_some_and(|module| {
+                        ctx.image
+                            .main_module()
+                            .is_some_and(|main| Arc::ptr_eq(main, module))
+                    });
+                    // The answer that got further wins (the globals knew
+                    // every name but a type did not fit); a frame without
+                    // debug info says so; between two unknown names,
+                    // suggest the program's own names when the frame is
+                    // elsewhere.
+                    let frame_has_no_dwarf = matches!(error, EvalError::NoDebugInfo { .. });
+                    let frame_got_further = !is_lookup_miss(&error) && !frame_has_no_dwarf;
+                    let globals_got_further = !is_lookup_miss(&global_error);
+                    if frame_got_further {
+                        Err(error)
+                    } else if globals_got_further {
+                        Err(global_error)
+                    } else if frame_has_no_dwarf || frame_in_main {
+                        Err(error)
+                    } else {
+                        Err(global_error)
+                    }
+                }
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
+    // Syntax errors first, whatever the frame: they need no debug info.
+    parse::parse_with_types(expression, &mut |_| false)?;
     let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
     let mut types = lock(&shared);
     let resolved = frame::resolve(ctx, &mut types)?;
-    let locals = resolved
+    let locals: Vec<(
+        String,
+        Option<crate::debuginfo::types::TypeKey>,
+        VariableLocation,
+    )> = resolved
         .scope
         .variables
         .iter()
         .filter(|v| !v.shadowed)
         .map(|v| (v.name.clone(), v.ty, v.location.clone()))
         .collect();
+    // A local whose declaration has not run yet reads as unavailable.
+    let not_yet: Vec<(String, String)> = resolved
+        .scope
+        .variables
+        .iter()
+        .filter(|v| !v.shadowed)
+        .filter_map(|v| {
+            frame::not_yet_initialized(&resolved, ctx.inline_depth, v)
+                .map(|reason| (v.name.clone(), reason))
+        })
+        .collect();
+    let parsed = {
+        let module = &resolved.module;
+        let unit = Some(resolved.scope.unit);
+        let local_names: Vec<&str> = locals.iter().map(|(n, _, _)| n.as_str()).collect();
+        let mut is_type =
+            |name: &str| plan::names_a_type(&mut types, module, unit, &local_names, name);
+        parse::parse_with_types(expression, &mut is_type)?
+    };
     let language = resolved.scope.language;
     let scope = Scope {
         locals,
+        not_yet,
         module: &resolved.module,
         language,
         unit: Some(resolved.scope.unit),
@@ -395,7 +464,7 @@ fn with_operand<T>(
 /// be stopped): names are looked up in the executable first, then in the
 /// other modules with debug info.
 pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<CompiledExpr, EvalError> {
-    let parsed = parse::parse(expression)?;
+    parse::parse_with_types(expression, &mut |_| false)?;
     let mut modules: Vec<&Arc<Module>> = Vec::new();
     if let Some(main) = image.main_module() {
         modules.push(main);
@@ -412,9 +481,13 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         }
         let shared = crate::debuginfo::types::shared_types(module);
         let mut types = lock(&shared);
+        let parsed = parse::parse_with_types(expression, &mut |name: &str| {
+            plan::names_a_type(&mut types, module, None, &[], name)
+        })?;
         let language = Language::C;
         let scope = Scope {
             locals: Vec::new(),
+            not_yet: Vec::new(),
             module,
             language,
             unit: None,

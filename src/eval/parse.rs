@@ -184,13 +184,27 @@ pub(crate) const NAMED_BASE_TYPES: &[&str] = &[
 
 const MAX_NESTING: usize = 256;
 
-/// Parses one expression; the whole input must be consumed.
+/// Parses one expression; the whole input must be consumed. A
+/// parenthesized name is a cast only where nothing else could be meant
+/// (`(sds)p`, `(T *)p`); see [`parse_with_types`].
+#[cfg(test)]
 pub(crate) fn parse(source: &str) -> Result<Expr, EvalError> {
+    parse_with_types(source, &mut |_| false)
+}
+
+/// Parses one expression. `is_type` tells whether a (possibly qualified)
+/// name names a type rather than a value: C's grammar needs it to read
+/// `(T)*p` or `(T)-1` as casts rather than as `T * p` or `T - 1`.
+pub(crate) fn parse_with_types(
+    source: &str,
+    is_type: &mut dyn FnMut(&str) -> bool,
+) -> Result<Expr, EvalError> {
     let tokens = lex(source)?;
     let mut parser = Parser {
         tokens,
         position: 0,
         nesting: 0,
+        is_type,
     };
     let expr = parser.expression()?;
     let next = parser.peek();
@@ -588,13 +602,15 @@ fn lex_string(chars: &[char], start: usize) -> Result<(Vec<u8>, usize), EvalErro
     }
 }
 
-struct Parser {
+struct Parser<'t> {
     tokens: Vec<Token>,
     position: usize,
     nesting: usize,
+    /// Whether a name is a type (for casts to typedef and class names).
+    is_type: &'t mut dyn FnMut(&str) -> bool,
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> &Token {
         let last = self.tokens.len().saturating_sub(1);
         &self.tokens[self.position.min(last)]
@@ -813,7 +829,7 @@ impl Parser {
             });
         }
         if self.is_punct("(")
-            && let Some(target) = self.try_c_cast_type()
+            && let Some(target) = self.try_c_cast_type(false)
         {
             let operand = self.unary()?;
             return Ok(Expr {
@@ -828,16 +844,26 @@ impl Parser {
     }
 
     /// Looks for `( type-words *... )` at the cursor; consumes it only when it
-    /// is a cast.
-    fn try_c_cast_type(&mut self) -> Option<TypeSyntax> {
+    /// is a cast. Type words are C base-type keywords, a tag and its name
+    /// (`struct node`), a named base type (`u8`, `size_t`) or any
+    /// (qualified) name (`sds`, `ns::Widget`), with `const`/`volatile`
+    /// anywhere. A bare `(name)` is a cast when what follows cannot continue
+    /// an expression (`(sds)p`), or when the debug info says `name` is a type
+    /// and what follows could be either (`(T)*p`, `(T)-1`).
+    fn try_c_cast_type(&mut self, in_sizeof: bool) -> Option<TypeSyntax> {
         let start = self.position;
         let column = self.peek_at(1).column;
         let mut words: Vec<String> = Vec::new();
         let mut i = 1;
         let mut tagged = false;
+        let mut qualified = false;
+        let mut named = false;
         loop {
             match &self.peek_at(i).kind {
-                TokenKind::Ident(word) if C_TYPE_WORDS.contains(&word.as_str()) => {
+                TokenKind::Ident(word) if matches!(word.as_str(), "const" | "volatile") => {
+                    qualified = true;
+                }
+                TokenKind::Ident(word) if !named && C_TYPE_WORDS.contains(&word.as_str()) => {
                     tagged |= matches!(word.as_str(), "struct" | "union" | "enum" | "class");
                     words.push(word.clone());
                 }
@@ -845,14 +871,26 @@ impl Parser {
                     if words.is_empty() && NAMED_BASE_TYPES.contains(&word.as_str()) =>
                 {
                     words.push(word.clone());
+                    named = true;
                 }
                 TokenKind::Ident(word)
-                    if tagged
-                        && words.last().is_some_and(|w| {
-                            matches!(w.as_str(), "struct" | "union" | "enum" | "class")
-                        }) =>
+                    if (words.is_empty() && !named)
+                        || (tagged
+                            && words.last().is_some_and(|w| {
+                                matches!(w.as_str(), "struct" | "union" | "enum" | "class")
+                            })) =>
                 {
-                    words.push(word.clone());
+                    // A (qualified) name: a typedef, class or tag name.
+                    let mut path = word.clone();
+                    while matches!(self.peek_at(i + 1).kind, TokenKind::Punct("::"))
+                        && let TokenKind::Ident(next) = &self.peek_at(i + 2).kind
+                    {
+                        path.push_str("::");
+                        path.push_str(next);
+                        i += 2;
+                    }
+                    words.push(path);
+                    named = true;
                 }
                 _ => break,
             }
@@ -862,19 +900,41 @@ impl Parser {
             return None;
         }
         let mut pointer_depth = 0;
-        while matches!(self.peek_at(i).kind, TokenKind::Punct("*")) {
-            pointer_depth += 1;
+        loop {
+            match &self.peek_at(i).kind {
+                TokenKind::Punct("*") => pointer_depth += 1,
+                TokenKind::Ident(word) if matches!(word.as_str(), "const" | "volatile") => {}
+                _ => break,
+            }
             i += 1;
         }
         if !matches!(self.peek_at(i).kind, TokenKind::Punct(")")) {
             return None;
         }
+        let keyword_type = words.iter().any(|w| C_TYPE_WORDS.contains(&w.as_str()))
+            || NAMED_BASE_TYPES.contains(&words[0].as_str());
+        if !keyword_type && pointer_depth == 0 && !qualified {
+            // `(name)`: a parenthesized value unless the context says cast.
+            let name = words[0].clone();
+            let after = &self.peek_at(i + 1).kind;
+            let cast = match after {
+                _ if in_sizeof => (self.is_type)(&name),
+                // Only a value can follow a cast here: `(sds)p`, `(T)42`.
+                TokenKind::Ident(_)
+                | TokenKind::Int { .. }
+                | TokenKind::Float { .. }
+                | TokenKind::Char(_)
+                | TokenKind::Str(_)
+                | TokenKind::Punct("!" | "~") => true,
+                // `(T)*p`, `(T)-1`, `(T)&x`, `(T)(x)`: both readings parse.
+                TokenKind::Punct("*" | "-" | "+" | "&" | "&&" | "(") => (self.is_type)(&name),
+                _ => false,
+            };
+            if !cast {
+                return None;
+            }
+        }
         self.position = start + i + 1;
-        let words: Vec<&str> = words
-            .iter()
-            .map(String::as_str)
-            .filter(|w| !matches!(*w, "const" | "volatile"))
-            .collect();
         Some(TypeSyntax {
             base: words.join(" "),
             pointer_depth,
@@ -1005,7 +1065,7 @@ impl Parser {
                     ExprKind::Len(Box::new(operand))
                 }
                 "sizeof" if self.is_punct("(") => {
-                    if let Some(target) = self.try_c_cast_type() {
+                    if let Some(target) = self.try_c_cast_type(true) {
                         ExprKind::SizeOf(SizeOfOperand::Type(target))
                     } else {
                         self.advance();
@@ -1154,6 +1214,31 @@ mod tests {
         assert_eq!(parsed("v.len()"), "len(v)");
         assert_eq!(parsed("sizeof(int)"), "sizeof(type int)");
         assert_eq!(parsed("sizeof(x)"), "sizeof(x)");
+    }
+
+    #[test]
+    fn casts_to_type_names() {
+        assert_eq!(parsed("(sds)p"), "(cast sds p)");
+        assert_eq!(parsed("(sds)p == \"x\""), "((cast sds p) == \"x\")");
+        assert_eq!(parsed("(char*)obj->ptr"), "(cast char* obj->ptr)");
+        assert_eq!(parsed("(const char *)x"), "(cast char* x)");
+        assert_eq!(parsed("(char const * const)x"), "(cast char* x)");
+        assert_eq!(parsed("(ns::Widget *)p"), "(cast ns::Widget* p)");
+        assert_eq!(parsed("(entry_t*)p"), "(cast entry_t* p)");
+        assert_eq!(parsed("(const entry_t)p"), "(cast entry_t p)");
+        assert_eq!(parsed("(struct node *)p"), "(cast struct node* p)");
+        // Without type knowledge, `(x)*y` and `(x)-1` stay arithmetic.
+        assert_eq!(parsed("(x)*y"), "(x * y)");
+        assert_eq!(parsed("(x) - 1"), "(x - 1)");
+        assert_eq!(parsed("(x)"), "x");
+        // With it, they are casts.
+        let typed = |source: &str| {
+            let mut is_type = |name: &str| name == "sds";
+            show(&parse_with_types(source, &mut is_type).expect(source))
+        };
+        assert_eq!(typed("(sds)*pp"), "(cast sds (Deref pp))");
+        assert_eq!(typed("(sds)-1"), "(cast sds (Neg 1))");
+        assert_eq!(typed("(x)*y"), "(x * y)");
     }
 
     #[test]

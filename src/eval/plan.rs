@@ -95,6 +95,9 @@ pub(crate) struct Node {
 pub(crate) enum NodeKind {
     /// A local or argument of the frame.
     Local(VariableLocation),
+    /// A local whose value cannot be had at this frame, and why (its
+    /// declaration has not run yet).
+    Unavailable(String),
     /// A global or static, with the unit its location belongs to.
     Global {
         location: VariableLocation,
@@ -214,6 +217,9 @@ const MAX_PLAN_NODES: usize = 512;
 pub(crate) struct Scope<'a> {
     /// Frame variables in scope (not shadowed), if a frame is given.
     pub locals: Vec<(String, Option<TypeKey>, VariableLocation)>,
+    /// Locals whose declaration has not run yet at the frame's line, with
+    /// the reason their value is unavailable.
+    pub not_yet: Vec<(String, String)>,
     /// The frame's (or the main) module.
     pub module: &'a Arc<Module>,
     /// The language of the frame's unit (literal types, names).
@@ -343,6 +349,13 @@ impl<'a> Compiler<'a> {
             let ty = ty.ok_or_else(|| {
                 type_error(column, format!("`{joined}` has no type in the debug info"))
             })?;
+            if let Some((_, reason)) = self.scope.not_yet.iter().find(|(n, _)| *n == joined) {
+                return Ok(Node {
+                    kind: NodeKind::Unavailable(reason.clone()),
+                    ty: StaticType::Dwarf(ty),
+                    column,
+                });
+            }
             return Ok(Node {
                 kind: NodeKind::Local(location.clone()),
                 ty: StaticType::Dwarf(ty),
@@ -430,6 +443,48 @@ impl<'a> Compiler<'a> {
         column: usize,
     ) -> Result<Node, EvalError> {
         let base_node = self.compile(base)?;
+        self.field_of(base_node, field, arrow, column, 0)
+    }
+
+    /// What a Rust smart pointer (`Box`, `Rc`, `Arc`, a newtype around
+    /// one) at `object` points at, as Rust's `Deref` gives it; `None` for
+    /// anything else.
+    fn smart_deref(&mut self, object: &Node) -> Option<Node> {
+        let StaticType::Dwarf(key) = object.ty else {
+            return None;
+        };
+        let smart = crate::value::layout::smart_pointer(self.types, self.module(), key)?;
+        let column = object.column;
+        let pointer = Node {
+            kind: NodeKind::Member {
+                base: Box::new(object.clone()),
+                through_pointer: false,
+                offset: smart.pointer_offset,
+                bits: None,
+            },
+            ty: StaticType::Pointer(Some(smart.target)),
+            column,
+        };
+        Some(Node {
+            kind: NodeKind::Member {
+                base: Box::new(pointer),
+                through_pointer: true,
+                offset: smart.target_offset,
+                bits: None,
+            },
+            ty: StaticType::Dwarf(smart.target),
+            column,
+        })
+    }
+
+    fn field_of(
+        &mut self,
+        base_node: Node,
+        field: &str,
+        arrow: bool,
+        column: usize,
+        auto_derefs: usize,
+    ) -> Result<Node, EvalError> {
         let mut through_pointer = false;
         let mut target = match &base_node.ty {
             StaticType::Dwarf(key) => *key,
@@ -495,6 +550,28 @@ impl<'a> Compiler<'a> {
             // A pointer to a reference is not a thing in C++; a Rust `&&T` is a pointer.
             let _ = referent;
         }
+        // Rust auto-derefs any number of pointer levels (`&&T`, and `Box<T>`,
+        // which rustc describes as a pointer type).
+        if let TypeKind::Pointer(Some(pointee)) = aggregate_ty.kind
+            && aggregate_ty.language == Language::Rust
+            && auto_derefs < 8
+        {
+            let object = if through_pointer {
+                Node {
+                    kind: NodeKind::Deref(Box::new(base_node)),
+                    ty: StaticType::Dwarf(aggregate_key),
+                    column,
+                }
+            } else {
+                base_node
+            };
+            let target = Node {
+                kind: NodeKind::Deref(Box::new(object)),
+                ty: StaticType::Dwarf(pointee),
+                column,
+            };
+            return self.field_of(target, field, false, column, auto_derefs + 1);
+        }
         let TypeKind::Aggregate(aggregate) = &aggregate_ty.kind else {
             return Err(type_error(
                 column,
@@ -510,6 +587,24 @@ impl<'a> Compiler<'a> {
         };
         self.names.push(field.to_string());
         let found = find_member(self.types, self.module(), aggregate_key, &wanted);
+        if found.is_none() && auto_derefs < 8 {
+            // Rust's auto-deref: `conf.route_prefix` with `conf: Arc<Config>`.
+            let object = if through_pointer {
+                Node {
+                    kind: NodeKind::Deref(Box::new(base_node.clone())),
+                    ty: StaticType::Dwarf(aggregate_key),
+                    column,
+                }
+            } else {
+                Node {
+                    ty: StaticType::Dwarf(aggregate_key),
+                    ..base_node.clone()
+                }
+            };
+            if let Some(target) = self.smart_deref(&object) {
+                return self.field_of(target, field, false, column, auto_derefs + 1);
+            }
+        }
         let Some(found) = found else {
             let mut fields: Vec<String> = aggregate
                 .members
@@ -618,6 +713,7 @@ impl<'a> Compiler<'a> {
                 let StaticType::Dwarf(key) = base_node.ty else {
                     return Err(type_error(column, "this value cannot be indexed"));
                 };
+                let key = self.referent(key);
                 match crate::value::layout::element_access(self.types, self.module(), key) {
                     Some(access) => Ok(Node {
                         kind: NodeKind::Index {
@@ -660,6 +756,12 @@ impl<'a> Compiler<'a> {
     fn unary(&mut self, op: UnaryOp, operand: &Expr, column: usize) -> Result<Node, EvalError> {
         let node = self.compile(operand)?;
         let class = self.class(&node.ty);
+        if op == UnaryOp::Deref
+            && class == Class::Aggregate
+            && let Some(target) = self.smart_deref(&node)
+        {
+            return Ok(target);
+        }
         let ty = match op {
             UnaryOp::Deref => match class {
                 Class::Pointer {
@@ -931,24 +1033,146 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    /// The type a C++ reference (through typedefs and qualifiers) refers
+    /// to; the type itself for anything else.
+    fn referent(&mut self, key: TypeKey) -> TypeKey {
+        let mut current = key;
+        for _ in 0..8 {
+            match self.types.strip(self.module(), current) {
+                Some((_, ty))
+                    if matches!(
+                        ty.kind,
+                        TypeKind::Reference {
+                            target: Some(_),
+                            ..
+                        }
+                    ) =>
+                {
+                    let TypeKind::Reference {
+                        target: Some(target),
+                        ..
+                    } = ty.kind
+                    else {
+                        break;
+                    };
+                    current = target;
+                }
+                _ => break,
+            }
+        }
+        current
+    }
+
     /// Strings that can be compared with a literal: C char pointers and
     /// arrays, Rust `&str`/`String`, C++ `std::string`.
     fn is_string_like(&mut self, ty: &StaticType) -> bool {
-        let StaticType::Dwarf(key) = ty else {
-            return false;
-        };
-        crate::value::layout::string_kind(self.types, self.module(), *key).is_some()
+        match ty {
+            StaticType::Dwarf(key) => {
+                crate::value::layout::string_kind(self.types, self.module(), *key).is_some()
+            }
+            // A computed pointer (`(char *)obj->ptr`, `name + 1`).
+            StaticType::Pointer(Some(pointee)) => {
+                crate::value::layout::is_c_char(self.types, self.module(), *pointee)
+            }
+            _ => false,
+        }
     }
 
-    /// A type named in the expression: a DWARF type of the frame's unit, or
-    /// a base type by its usual name.
+    /// A type named in the expression: a DWARF type of the frame's unit,
+    /// else of any unit of the module (a `void *` is often cast to a type
+    /// the current file never mentions), else a base type by its usual name
+    /// (base types are always known, declared or not).
     fn named_type(&mut self, target: &TypeSyntax) -> Option<StaticType> {
-        if let Some(unit) = self.scope.unit
-            && let Some(key) = self.types.find_named(self.module(), unit, &target.base)
-        {
+        if let Some(key) = find_type(self.types, self.scope.module, self.scope.unit, &target.base) {
             return Some(StaticType::Dwarf(key));
         }
         base_type_named(&target.base)
+    }
+
+    /// A DWARF base type of the same size and encoding as a synthesized
+    /// one, under any of the names compilers give it.
+    fn same_shape_base_type(&mut self, shape: &StaticType) -> Option<TypeKey> {
+        let names: &[&str] = match shape {
+            StaticType::Int {
+                bytes: 1,
+                signed: true,
+            } => &["char", "signed char", "i8"],
+            StaticType::Int {
+                bytes: 1,
+                signed: false,
+            } => &["unsigned char", "u8"],
+            StaticType::Int {
+                bytes: 2,
+                signed: true,
+            } => &["short int", "short", "i16"],
+            StaticType::Int {
+                bytes: 2,
+                signed: false,
+            } => &["short unsigned int", "unsigned short", "u16"],
+            StaticType::Int {
+                bytes: 4,
+                signed: true,
+            } => &["int", "i32"],
+            StaticType::Int {
+                bytes: 4,
+                signed: false,
+            } => &["unsigned int", "u32"],
+            StaticType::Int {
+                bytes: 8,
+                signed: true,
+            } => &["long int", "long", "i64", "isize", "long long int"],
+            StaticType::Int {
+                bytes: 8,
+                signed: false,
+            } => &[
+                "long unsigned int",
+                "unsigned long",
+                "u64",
+                "usize",
+                "long long unsigned int",
+            ],
+            StaticType::Int {
+                bytes: 16,
+                signed: true,
+            } => &["__int128", "i128"],
+            StaticType::Int {
+                bytes: 16,
+                signed: false,
+            } => &["__int128 unsigned", "unsigned __int128", "u128"],
+            StaticType::Float { bytes: 4 } => &["float", "f32"],
+            StaticType::Float { bytes: 8 } => &["double", "f64"],
+            StaticType::Bool => &["_Bool", "bool"],
+            _ => &[],
+        };
+        let wanted = class_of(self.types, self.scope.module, shape);
+        for name in names {
+            if let Some(key) = find_type(self.types, self.scope.module, self.scope.unit, name)
+                && class_of(self.types, self.scope.module, &StaticType::Dwarf(key)) == wanted
+            {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// The error for a cast or `sizeof` naming a type nobody declares, with
+    /// the closest type names of the module.
+    fn unknown_type(&mut self, target: &TypeSyntax) -> EvalError {
+        let wanted = target.base.as_str();
+        let mut names = self.types.type_names(self.scope.module, 50_000);
+        names.sort_by_key(|n| edit_distance(n.rsplit("::").next().unwrap_or(n), wanted));
+        names.truncate(5);
+        let hint = if names.is_empty() {
+            String::new()
+        } else {
+            format!("; closest type names: {}", names.join(", "))
+        };
+        type_error(
+            target.column,
+            format!(
+                "no type named `{wanted}` in the debug info (searched every unit of the module){hint}"
+            ),
+        )
     }
 
     fn cast(
@@ -969,15 +1193,13 @@ impl<'a> Compiler<'a> {
             let pointee = match self.named_type(target) {
                 Some(StaticType::Dwarf(key)) => Some(key),
                 _ if target.base == "void" => None,
-                _ => {
-                    return Err(type_error(
-                        target.column,
-                        format!(
-                            "no type named `{}` in this compilation unit's debug info",
-                            target.base
-                        ),
-                    ));
-                }
+                // A base type no unit names this way (`u64` in C, `size_t`
+                // when unused): any base type of the same shape will do.
+                Some(shape) => match self.same_shape_base_type(&shape) {
+                    Some(key) => Some(key),
+                    None => return Err(self.unknown_type(target)),
+                },
+                None => return Err(self.unknown_type(target)),
             };
             if !matches!(class, Class::Pointer { .. } | Class::Int { .. }) {
                 let name = self.type_name(&node.ty);
@@ -992,12 +1214,49 @@ impl<'a> Compiler<'a> {
                 column,
             });
         }
-        let ty = base_type_named(&target.base).ok_or_else(|| {
-            type_error(
-                target.column,
-                format!("`{}` is not a base type; casts go to int, unsigned long, double, u64, f32, bool, …", target.base),
-            )
-        })?;
+        let ty = match self.named_type(target) {
+            Some(ty @ StaticType::Dwarf(key)) => {
+                // A typedef, enum or pointer type by name (`(sds)p`,
+                // `(enum color)2`): the result is an object of that type, so
+                // it renders and compares as a variable of it would.
+                let target_class = self.class(&ty);
+                let scalar =
+                    target_class.is_numeric() || matches!(target_class, Class::Pointer { .. });
+                if !scalar {
+                    let name = self.type_name(&ty);
+                    return Err(type_error(
+                        target.column,
+                        format!(
+                            "cannot cast to `{name}`: only numbers and pointers can be cast (cast a pointer to `{name} *` and dereference it)"
+                        ),
+                    ));
+                }
+                if self.types.size_of(self.module(), key).is_none() {
+                    return Err(type_error(
+                        target.column,
+                        "the size of this type is unknown",
+                    ));
+                }
+                ty
+            }
+            Some(ty) => ty,
+            None if base_type_named(&target.base).is_none()
+                && !C_BASE_WORDS
+                    .iter()
+                    .any(|w| target.base.split(' ').any(|t| t == *w)) =>
+            {
+                return Err(self.unknown_type(target));
+            }
+            None => {
+                return Err(type_error(
+                    target.column,
+                    format!(
+                        "`{}` is not a base type; casts go to int, unsigned long, double, u64, f32, bool, …",
+                        target.base
+                    ),
+                ));
+            }
+        };
         if !class.is_numeric() && !matches!(class, Class::Pointer { .. }) {
             let name = self.type_name(&node.ty);
             return Err(type_error(
@@ -1013,7 +1272,38 @@ impl<'a> Compiler<'a> {
     }
 
     fn len(&mut self, operand: &Expr, column: usize) -> Result<Node, EvalError> {
-        let node = self.compile(operand)?;
+        let mut node = self.compile(operand)?;
+        // Through references to containers (`&Vec<T>`, `&IntoIter<T>`) and
+        // smart pointers (`Rc<Vec<T>>`), as Rust's auto-deref does.
+        for _ in 0..8 {
+            match self.class(&node.ty) {
+                Class::Pointer {
+                    pointee: Some(pointee),
+                } if !crate::value::layout::is_c_char(self.types, self.module(), pointee)
+                    && matches!(self.class(&StaticType::Dwarf(pointee)), Class::Aggregate) =>
+                {
+                    node = Node {
+                        kind: NodeKind::Deref(Box::new(node)),
+                        ty: StaticType::Dwarf(pointee),
+                        column,
+                    };
+                }
+                Class::Aggregate => {
+                    let StaticType::Dwarf(key) = node.ty else {
+                        break;
+                    };
+                    let key = self.referent(key);
+                    if crate::value::layout::has_length(self.types, self.module(), key) {
+                        break;
+                    }
+                    match self.smart_deref(&node) {
+                        Some(target) => node = target,
+                        None => break,
+                    }
+                }
+                _ => break,
+            }
+        }
         let how = match self.class(&node.ty) {
             Class::Array {
                 count: Some(count), ..
@@ -1045,6 +1335,8 @@ impl<'a> Compiler<'a> {
                 let StaticType::Dwarf(key) = node.ty else {
                     return Err(type_error(column, "len() needs a container"));
                 };
+                // `const M &m` with `using M = std::multimap<…>`.
+                let key = self.referent(key);
                 if !crate::value::layout::has_length(self.types, self.module(), key) {
                     let name = self.type_name(&node.ty);
                     return Err(type_error(
@@ -1093,15 +1385,7 @@ impl<'a> Compiler<'a> {
                             | StaticType::Char { bytes },
                         ) => u64::from(bytes),
                         Some(StaticType::Bool) => 1,
-                        _ => {
-                            return Err(type_error(
-                                target.column,
-                                format!(
-                                    "no type named `{}` in this compilation unit's debug info",
-                                    target.base
-                                ),
-                            ));
-                        }
+                        _ => return Err(self.unknown_type(target)),
                     }
                 }
             }
@@ -1171,9 +1455,11 @@ pub(crate) fn reads_data_dependent_address(node: &Node) -> bool {
         NodeKind::Unary { operand, .. } | NodeKind::Len { operand, .. } => {
             reads_data_dependent_address(operand)
         }
-        NodeKind::Local(_) | NodeKind::Global { .. } | NodeKind::Number(_) | NodeKind::Text(_) => {
-            false
-        }
+        NodeKind::Local(_)
+        | NodeKind::Unavailable(_)
+        | NodeKind::Global { .. }
+        | NodeKind::Number(_)
+        | NodeKind::Text(_) => false,
     }
 }
 
@@ -1190,7 +1476,11 @@ fn is_constant(node: &Node) -> bool {
 fn is_place(node: &Node) -> bool {
     matches!(
         node.kind,
-        NodeKind::Local(_) | NodeKind::Global { .. } | NodeKind::Deref(_) | NodeKind::Index { .. }
+        NodeKind::Local(_)
+            | NodeKind::Unavailable(_)
+            | NodeKind::Global { .. }
+            | NodeKind::Deref(_)
+            | NodeKind::Index { .. }
     ) || matches!(node.kind, NodeKind::Member { bits: None, .. })
 }
 
@@ -1438,6 +1728,75 @@ fn literal_int_type(value: u128, suffix: Option<&str>, language: Language) -> (u
     } else {
         (16, false)
     }
+}
+
+/// Words only a C base type is spelled with.
+const C_BASE_WORDS: &[&str] = &[
+    "char", "short", "int", "long", "unsigned", "signed", "float", "double",
+];
+
+/// How compilers spell a C base type in `DW_AT_name` (gcc: `long unsigned
+/// int`; clang: `unsigned long`), for a type written either way.
+fn dwarf_spellings(name: &str) -> Vec<&str> {
+    let group: &[&str] = match name {
+        "short" | "short int" | "signed short" | "signed short int" => &["short int", "short"],
+        "unsigned short" | "unsigned short int" | "short unsigned int" => {
+            &["short unsigned int", "unsigned short"]
+        }
+        "int" | "signed" | "signed int" => &["int"],
+        "unsigned" | "unsigned int" => &["unsigned int"],
+        "long" | "long int" | "signed long" | "signed long int" => &["long int", "long"],
+        "unsigned long" | "unsigned long int" | "long unsigned int" => {
+            &["long unsigned int", "unsigned long"]
+        }
+        "long long" | "long long int" | "signed long long" => &["long long int", "long long"],
+        "unsigned long long" | "unsigned long long int" | "long long unsigned int" => {
+            &["long long unsigned int", "unsigned long long"]
+        }
+        "bool" | "_Bool" => &["_Bool", "bool"],
+        _ => return vec![name],
+    };
+    group.to_vec()
+}
+
+/// A type by its source name: in the frame's unit first (its own `point`
+/// wins over another file's), then in any unit of the module.
+pub(crate) fn find_type(
+    types: &mut TypeTable,
+    module: &Module,
+    unit: Option<usize>,
+    name: &str,
+) -> Option<TypeKey> {
+    let spellings = dwarf_spellings(name);
+    if let Some(unit) = unit {
+        for spelling in &spellings {
+            if let Some(key) = types.find_named(module, unit, spelling) {
+                return Some(key);
+            }
+        }
+    }
+    spellings
+        .iter()
+        .find_map(|spelling| types.find_named_anywhere(module, spelling))
+}
+
+/// True when `name` names a type and no variable in scope (locals, then
+/// the module's globals): how `(name)*p` is told from `name * p`.
+pub(crate) fn names_a_type(
+    types: &mut TypeTable,
+    module: &Arc<Module>,
+    unit: Option<usize>,
+    locals: &[&str],
+    name: &str,
+) -> bool {
+    if locals.contains(&name) {
+        return false;
+    }
+    let segments: Vec<String> = name.split("::").map(str::to_string).collect();
+    if !GlobalIndex::of(module).lookup(&segments).is_empty() {
+        return false;
+    }
+    find_type(types, module, unit, name).is_some() || base_type_named(name).is_some()
 }
 
 /// A base type named in a cast.

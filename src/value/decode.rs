@@ -234,6 +234,32 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// A computed pointer (a cast, `&x`, pointer arithmetic) holding
+    /// `address`, rendered as a pointer variable of that type would be:
+    /// a C `char`-family pointer as its bounded string, others with their
+    /// pointee as child.
+    pub fn decode_pointer(
+        &mut self,
+        name: &str,
+        type_name: String,
+        pointee: Option<TypeKey>,
+        address: u64,
+        language: Language,
+    ) -> Value {
+        self.nodes = 0;
+        self.pointer_path.clear();
+        if self.redaction.is_secret(name) {
+            return Value::redacted(name, type_name);
+        }
+        let depth = if self.total_nodes >= MAX_TOTAL_NODES {
+            0
+        } else {
+            self.limits.depth
+        };
+        self.spend_node();
+        self.pointer(name, type_name, pointee, address, depth, language)
+    }
+
     /// An array of `element` with `dims` (outermost first) at `place`, for
     /// rows of multi-dimensional arrays that have no DWARF type of their own.
     pub fn decode_array(

@@ -970,6 +970,53 @@ fn internal_edges_offset(decoder: &mut Decoder<'_>, leaf_type: TypeKey) -> Optio
     layout::member(decoder.types(), module, internal, "edges").map(|(offset, _)| offset)
 }
 
+/// A libc++ `std::string`, long (characters out of line) or short (inline).
+fn libcxx_string_value(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    type_name: String,
+    kind: layout::StringKind,
+    rep: u64,
+    src: Src<'_>,
+) -> Value {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a libc++ std::string (whether it is short or long decides what to read)"
+                .into(),
+        );
+    }
+    let bytes = match decoder.read(offset_src(src, rep), 24) {
+        Ok(bytes) => bytes,
+        Err(reason) => return Value::unavailable(name, type_name, reason),
+    };
+    match layout::libcxx_chars(kind, &bytes) {
+        Some(layout::LibcxxChars::Long { address, len }) => {
+            text_value(decoder, name, type_name, address, len, Language::Cpp)
+        }
+        Some(layout::LibcxxChars::Short { offset, len }) => {
+            let max = u64::from(decoder.limits().max_string);
+            let shown = len.min(max);
+            match decoder.read(offset_src(src, offset), shown as usize) {
+                Ok(chars) => {
+                    let mut text = quote_bytes(&chars, Language::Cpp);
+                    if len > max {
+                        text.push_str("...");
+                    }
+                    let mut value = Value::leaf(name, type_name, text);
+                    value.truncated = len > max;
+                    value
+                }
+                Err(reason) => Value::unavailable(name, type_name, reason),
+            }
+        }
+        None => Value::unavailable(
+            name,
+            type_name,
+            "unsupported: the libc++ string's bytes are not a valid string",
+        ),
+    }
+}
+
 fn cpp(
     decoder: &mut Decoder<'_>,
     name: &str,
@@ -982,10 +1029,16 @@ fn cpp(
     let type_name = ty.name.clone();
     let module = decoder.module();
     if short.starts_with("basic_string<char") {
+        let kind = layout::string_kind(decoder.types(), module, key)?;
+        if let layout::StringKind::Libcxx { rep, .. } = kind {
+            return Some(libcxx_string_value(
+                decoder, name, type_name, kind, rep, src,
+            ));
+        }
         let layout::StringKind::Counted {
             pointer_offset,
             length_offset,
-        } = layout::string_kind(decoder.types(), module, key)?
+        } = kind
         else {
             return None;
         };
@@ -1018,7 +1071,10 @@ fn cpp(
             module,
             key,
             &["_M_impl", "_M_end_of_storage"],
-        )?;
+        )
+        .or_else(|| {
+            layout::member_path(decoder.types(), module, key, &["__end_cap_", "__value_"])
+        })?;
         let fields = (
             read_word(decoder, src, start),
             read_word(decoder, src, finish),
@@ -1059,6 +1115,9 @@ fn cpp(
         || short.starts_with("multimap<")
         || short.starts_with("multiset<")
     {
+        if layout::member(decoder.types(), module, key, "__tree_").is_some() {
+            return libcxx_tree(decoder, name, key, ty, src, depth);
+        }
         return rb_tree(decoder, name, key, ty, src, depth);
     }
     if short.starts_with("unordered_map<") || short.starts_with("unordered_set<") {
@@ -1309,6 +1368,171 @@ fn rb_tree(
                 current = parent;
             }
             node = current;
+        }
+    }
+    value.truncated |= (children.len() as u64) < count;
+    value.children = Some(children);
+    Some(value)
+}
+
+/// libc++ `std::map`/`std::set` (and multi-): in-order walk of the
+/// `__tree_` from `__begin_node_` to the end node (the `__left_` of the end
+/// node is the root), with libc++'s successor rule.
+fn libcxx_tree(
+    decoder: &mut Decoder<'_>,
+    name: &str,
+    key: TypeKey,
+    ty: &Arc<Type>,
+    src: Src<'_>,
+    depth: u32,
+) -> Option<Value> {
+    if super::planning::active() {
+        super::planning::refuse(
+            "the value holds a std::map/std::set tree (its shape decides what to read)".into(),
+        );
+    }
+    let module = decoder.module();
+    let is_set = ty.short_name.starts_with("set<") || ty.short_name.starts_with("multiset<");
+    let (tree_offset, tree_type) = layout::member_path(decoder.types(), module, key, &["__tree_"])?;
+    let (begin_offset, begin_type) =
+        layout::member_path(decoder.types(), module, tree_type, &["__begin_node_"])?;
+    let (end_offset, _) = layout::member_path(
+        decoder.types(),
+        module,
+        tree_type,
+        &["__pair1_", "__value_"],
+    )?;
+    let (count_offset, _) = layout::member_path(
+        decoder.types(),
+        module,
+        tree_type,
+        &["__pair3_", "__value_"],
+    )?;
+    // __begin_node_: __tree_end_node* { __left_: __tree_node_base* }.
+    let end_node_type = match decoder.types().strip(module, begin_type)?.1.kind {
+        TypeKind::Pointer(Some(end_node)) => end_node,
+        _ => return None,
+    };
+    let (left_offset, base_pointer) =
+        layout::member_path(decoder.types(), module, end_node_type, &["__left_"])?;
+    let node_base = match decoder.types().strip(module, base_pointer)?.1.kind {
+        TypeKind::Pointer(Some(base)) => base,
+        _ => return None,
+    };
+    let (right_offset, _) = layout::member_path(decoder.types(), module, node_base, &["__right_"])?;
+    let (parent_offset, _) =
+        layout::member_path(decoder.types(), module, node_base, &["__parent_"])?;
+    let node_base_size = decoder.types().size_of(module, node_base)?;
+    let value_offset = node_base_size.div_ceil(8) * 8;
+    // The tree's _Tp: the key (sets) or __value_type<K, V> { __cc_: pair }.
+    let stored = layout::template_type(decoder.types(), module, tree_type, "_Tp")?;
+    let type_name = ty.name.clone();
+    let kind = ty.short_name.split('<').next().unwrap_or("map").to_string();
+    let (count, first) = match (
+        read_word(decoder, src, tree_offset + count_offset),
+        read_word(decoder, src, tree_offset + begin_offset),
+    ) {
+        (Ok(count), Ok(first)) => (count, first),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return Some(Value::unavailable(name, type_name, reason));
+        }
+    };
+    let mut value = Value::leaf(name, type_name, format!("{kind}(len {count})"));
+    if count == 0 {
+        value.children = Some(Vec::new());
+        return Some(value);
+    }
+    if depth == 0 {
+        value.truncated = true;
+        return Some(value);
+    }
+    let Some(end_node) = decoder
+        .view_address(src)
+        .or(match src {
+            Src::Memory(address) => Some(address),
+            Src::View(_) => None,
+        })
+        .map(|a| a.wrapping_add(tree_offset + end_offset))
+    else {
+        return Some(Value::unavailable(
+            name,
+            value.type_name,
+            "unsupported: std::map held in registers",
+        ));
+    };
+    let (key_type, mapped_type, key_in_value, mapped_in_value) = if is_set {
+        (Some(stored), None, 0, 0)
+    } else {
+        // libc++ 14 names the pair `__cc`, later versions `__cc_`.
+        let (pair_offset, pair) = layout::member_anywhere(decoder.types(), module, stored, "__cc")
+            .or_else(|| layout::member_anywhere(decoder.types(), module, stored, "__cc_"))?;
+        let (first_offset, first_type) = layout::member(decoder.types(), module, pair, "first")?;
+        let (second_offset, second_type) = layout::member(decoder.types(), module, pair, "second")?;
+        (
+            first_type,
+            second_type,
+            pair_offset + first_offset,
+            pair_offset + second_offset,
+        )
+    };
+    let word = |decoder: &Decoder<'_>, address: u64, offset: u64| {
+        read_word(decoder, Src::Memory(address), offset)
+    };
+    let max_items = u64::from(decoder.limits().max_items).min(count);
+    let mut node = first;
+    let mut children = Vec::new();
+    let mut steps = 0usize;
+    while node != end_node && node != 0 && (children.len() as u64) < max_items {
+        steps += 1;
+        if steps > MAX_TREE_NODES * 4 || decoder.nodes_spent() >= MAX_NODES {
+            break;
+        }
+        let storage = node.wrapping_add(value_offset);
+        children.push(map_entry(
+            decoder,
+            children.len(),
+            is_set,
+            key_type,
+            mapped_type,
+            storage.wrapping_add(key_in_value),
+            storage.wrapping_add(mapped_in_value),
+            depth,
+        ));
+        // Successor: leftmost of the right subtree, else climb until we
+        // come up from a left child; that parent is next.
+        let Ok(right) = word(decoder, node, right_offset) else {
+            break;
+        };
+        if right != 0 {
+            let mut next = right;
+            let mut guard = 0;
+            while let Ok(left) = word(decoder, next, left_offset) {
+                guard += 1;
+                if left == 0 || guard > 64 {
+                    break;
+                }
+                next = left;
+            }
+            node = next;
+        } else {
+            let mut current = node;
+            let mut guard = 0;
+            node = loop {
+                guard += 1;
+                let Ok(parent) = word(decoder, current, parent_offset) else {
+                    break 0;
+                };
+                let Ok(parent_left) = word(decoder, parent, left_offset) else {
+                    break 0;
+                };
+                if parent_left == current {
+                    break parent;
+                }
+                if guard > 64 {
+                    break 0;
+                }
+                current = parent;
+            };
         }
     }
     value.truncated |= (children.len() as u64) < count;
