@@ -104,7 +104,7 @@ fn entry_values_come_only_from_a_proven_call_site() {
         in_epoll_wait(),
         "the main thread never waited in epoll_wait again"
     );
-    let stopped = support::Stopped::new(fixture.pid);
+    let stopped = support::Stopped::now(fixture.pid);
     let frame = stopped.frame("epoll_wait");
     assert!(
         !frame.is_caller,

@@ -455,6 +455,25 @@ pub fn wait_blocked_in_read(pid: i32) {
     panic!("fixture {pid} never blocked in read()");
 }
 
+/// Waits until the main thread of `pid` sits in some system call (a fixture
+/// blocked in `read`, `epoll_wait`, ...), not running between two.
+pub fn wait_blocked_in_syscall(pid: i32) {
+    let path = format!("/proc/{pid}/syscall");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text
+            .split_whitespace()
+            .next()
+            .is_some_and(|nr| nr.parse::<u64>().is_ok())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("fixture {pid} never blocked in a system call");
+}
+
 fn line_reader<R: std::io::Read + Send + 'static>(r: R) -> Receiver<String> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
