@@ -812,6 +812,7 @@ fn function_return_sites(
                 file: frame.as_ref().and_then(|f| f.file.clone()),
                 line: frame.as_ref().and_then(|f| f.line),
                 inlined: false,
+                inlined_into: None,
             });
         }
     }
