@@ -266,3 +266,74 @@ fn other_optimized_fixtures_resolve_where_gdb_breaks() {
         agrees_with_gdb(&b, &[], &[]);
     }
 }
+
+/// Prints what a location resolves to (debugging aid for the assertions below).
+fn describe_sites(image: &ProcessImage, spec: &str) -> String {
+    match image.resolve_location(spec) {
+        Ok(r) => r
+            .sites
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:#x} {:?} {:?}:{:?} inlined={} into={:?}",
+                    s.address.0, s.function, s.file, s.line, s.inlined, s.inlined_into
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// On optimized Rust a function probe lands in the function's own code (not in `black_box` inlined at its
+/// entry), an inlined function gets a site in each copy, labelled with the function it was inlined into,
+/// and a generic function's instances are told apart.
+#[test]
+fn rust_release_function_probes_land_in_their_own_code() {
+    let bin = build(&RUST_RELEASE);
+    let image = static_image(&bin);
+    let src = RUST_RELEASE.src;
+    // The function body, its closing brace included.
+    let own_lines = |from: &str, to: &str| marker_line(src, from)..=marker_line(src, to) + 1;
+    // `work` starts with `black_box` inlined at its entry (gdb breaks there, in hint.rs): the probe goes to
+    // work's own first statement.
+    let work = image.resolve_location("work").expect("work");
+    assert_eq!(work.sites.len(), 1, "{}", describe_sites(&image, "work"));
+    let site = &work.sites[0];
+    assert_eq!(site.function.as_deref(), Some("sites::work"));
+    assert!(
+        site.file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("sites/sites.rs")),
+        "{site:?}"
+    );
+    assert!(
+        site.line
+            .is_some_and(|l| own_lines("first_bump", "work_end").contains(&l)),
+        "{}",
+        describe_sites(&image, "work")
+    );
+    assert!(!site.inlined);
+    // `bump` exists only inlined: one site per copy, in bump's own line, labelled with its caller.
+    let bump = image.resolve_location("bump").expect("bump");
+    assert!(!bump.sites.is_empty());
+    for s in &bump.sites {
+        assert!(s.inlined, "{}", describe_sites(&image, "bump"));
+        assert_eq!(s.function.as_deref(), Some("sites::bump"));
+        assert_eq!(s.inlined_into.as_deref(), Some("sites::work"));
+        assert_eq!(s.line, Some(marker_line(src, "inlined_body")));
+    }
+    // A generic function: one site per instance, each named with its type arguments, on a line probe too.
+    let line = format!("sites.rs:{}", marker_line(src, "generic_body"));
+    for spec in ["describe", line.as_str()] {
+        let r = image.resolve_location(spec).expect("describe");
+        let mut names: Vec<String> = r.sites.iter().filter_map(|s| s.function.clone()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["sites::describe<&str>", "sites::describe<u64>"],
+            "{spec}: {}",
+            describe_sites(&image, spec)
+        );
+    }
+}

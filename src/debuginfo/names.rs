@@ -276,7 +276,7 @@ impl UnitWalk<'_> {
         if let Some(linkage) = &names.linkage {
             let demangled = demangle_name(linkage, self.language);
             if demangled != *linkage {
-                return Some(demangled);
+                return Some(with_generic_args(demangled, names.name.as_deref()));
             }
         }
         let name = names.name.as_ref()?;
@@ -440,6 +440,24 @@ fn walk_children<F>(
         if descend && entry.has_children() {
             walk_children(walk, child, depth + 1, scopes, visit);
         }
+    }
+}
+
+/// Legacy Rust mangling drops a generic function's arguments (`sites::describe`) while its DW_AT_name keeps
+/// them (`describe<u64>`): the instances of a generic function are told apart by putting them back.
+fn with_generic_args(demangled: String, die_name: Option<&str>) -> String {
+    let Some(name) = die_name else {
+        return demangled;
+    };
+    let Some(open) = name.find('<') else {
+        return demangled;
+    };
+    if demangled.contains('<') {
+        return demangled;
+    }
+    match demangled.strip_suffix(&name[..open]) {
+        Some(path) if path.is_empty() || path.ends_with("::") => format!("{path}{name}"),
+        _ => demangled,
     }
 }
 
@@ -689,6 +707,26 @@ mod tests {
             "fixture::foo::fmt"
         );
         assert_eq!(match_key("store::Cache::get"), "store::cache::get");
+    }
+
+    #[test]
+    fn generic_args_come_back_from_the_die_name() {
+        assert_eq!(
+            with_generic_args("sites::describe".into(), Some("describe<u64>")),
+            "sites::describe<u64>"
+        );
+        assert_eq!(
+            with_generic_args("a::b::describe".into(), Some("describe<&str>")),
+            "a::b::describe<&str>"
+        );
+        assert_eq!(
+            with_generic_args("accumulate<int>(int, int)".into(), Some("accumulate<int>")),
+            "accumulate<int>(int, int)"
+        );
+        assert_eq!(
+            with_generic_args("x::undescribe".into(), Some("describe<u8>")),
+            "x::undescribe"
+        );
     }
 
     #[test]
