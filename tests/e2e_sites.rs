@@ -197,7 +197,7 @@ fn c_o0_lines_and_functions_resolve_where_gdb_breaks() {
 
 #[test]
 fn c_o2_lines_resolve_where_gdb_breaks() {
-    agrees_with_gdb(&C_O2, C_MARKERS, &["loop_sum", "main"]);
+    agrees_with_gdb(&C_O2, C_MARKERS, &["loop_sum", "branchy", "main"]);
     let dwarf4 = Build {
         src: "sites/sites.c",
         out: "sites_c_O2_dwarf4",

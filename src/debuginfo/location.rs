@@ -510,7 +510,8 @@ impl ProcessImage {
         };
         // A prologue that ends inside an inlined callee (optimized code calls `black_box`, `NonNull::new`...
         // first) would put the probe where nothing of the function is in scope: its own first statement after
-        // that point goes first when it has one.
+        // that point goes first when it has one and every call surely passes it once (straight-line code from
+        // here to there, which no branch of the function jumps into).
         if !blocks.in_nested_inline(block, start) {
             return Some(start);
         }
@@ -519,13 +520,16 @@ impl ProcessImage {
             .filter(|e| {
                 e.is_stmt
                     && e.line != 0
-                    && e.addr >= start
+                    && e.addr > start
                     && block.contains(e.addr)
                     && !blocks.in_nested_inline(block, e.addr)
             })
             .map(|e| e.addr)
             .min();
-        Some(own.unwrap_or(start))
+        match own {
+            Some(own) if runs_once_from(module, &block.ranges, start, own) => Some(own),
+            _ => Some(start),
+        }
     }
 
     /// The first address after the prologue of the function entered at file address `entry` (unit unknown:
@@ -859,6 +863,57 @@ fn frame_setup_end(module: &Module, entry: u64) -> u64 {
         return entry + i as u64 + 3;
     }
     entry
+}
+
+/// Whether code entered at `start` surely reaches `target` once: every instruction in between falls through
+/// (calls return), and no branch of the function (`ranges`) lands in `(start, target]`.
+fn runs_once_from(module: &Module, ranges: &[(u64, u64)], start: u64, target: u64) -> bool {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    const MAX_FUNCTION_BYTES: u64 = 1 << 20;
+    if !ranges.iter().any(|r| r.0 <= start && target < r.1) {
+        return false;
+    }
+    let Some(bytes) = code_bytes(module, start, target - start) else {
+        return false;
+    };
+    let mut decoder = Decoder::with_ip(64, &bytes, start, DecoderOptions::NONE);
+    let mut reached = start;
+    for insn in &mut decoder {
+        if insn.is_invalid() {
+            return false;
+        }
+        match insn.flow_control() {
+            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => {}
+            _ => return false,
+        }
+        reached = insn.next_ip();
+    }
+    if reached != target {
+        return false;
+    }
+    // No branch anywhere in the function lands between: that would run the target again, or skip the start.
+    for &(from, to) in ranges {
+        let len = to.saturating_sub(from);
+        if len == 0 || len > MAX_FUNCTION_BYTES {
+            return false;
+        }
+        let Some(code) = code_bytes(module, from, len) else {
+            return false;
+        };
+        let mut decoder = Decoder::with_ip(64, &code, from, DecoderOptions::NONE);
+        for insn in &mut decoder {
+            let lands_between = |t: u64| t > start && t <= target;
+            match insn.flow_control() {
+                FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
+                    if lands_between(insn.near_branch_target()) =>
+                {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+    }
+    true
 }
 
 /// `len` bytes of the module's file at file address `addr` (code, read from the ELF, not the process).
