@@ -337,3 +337,365 @@ fn rust_release_function_probes_land_in_their_own_code() {
         );
     }
 }
+
+// ---- Over MCP, on a running fixture: labels, site choice, per-site counts, exact counts on both engines.
+
+use serde_json::{Value, json};
+
+/// Where the executable is loaded in a running process: the start of its mapping at file offset 0.
+fn load_base(pid: i32, exe: &Path) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    let exe = std::fs::canonicalize(exe).expect("canonical exe path");
+    maps.lines()
+        .find_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            let (range, offset, path) = (parts.first()?, parts.get(2)?, parts.get(5)?);
+            (Path::new(path) == exe && u64::from_str_radix(offset, 16).ok()? == 0)
+                .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+                .flatten()
+        })
+        .expect("executable mapping")
+}
+
+fn hex(v: &Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not an address: {v}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex address")
+}
+
+/// One count probe and how many times its line runs per `call 1` of the fixture.
+struct CountCase {
+    spec: String,
+    per_call: u64,
+    /// Compare the resolved addresses with gdb's (function probes that leave an inlined callee do not).
+    like_gdb: bool,
+}
+
+fn line_case(b: &Build, marker: &str, per_call: u64) -> CountCase {
+    let base = Path::new(b.src)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("name");
+    CountCase {
+        spec: format!("{base}:{}", marker_line(b.src, marker)),
+        per_call,
+        like_gdb: true,
+    }
+}
+
+fn function_case(name: &str, per_call: u64, like_gdb: bool) -> CountCase {
+    CountCase {
+        spec: name.to_string(),
+        per_call,
+        like_gdb,
+    }
+}
+
+const CALLS: u64 = 7;
+
+/// Sets a count at every case with `engine`, runs `call CALLS`, and checks each count is exactly
+/// `per_call * CALLS`, the per-site counts add up to it, and the sites are gdb's.
+fn counts_are_exact(b: &Build, engine: &str, cases: &[CountCase]) {
+    let bin = build(b);
+    let mut fx = Fixture::start(&bin);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let base = load_base(fx.pid, &bin);
+    let specs: Vec<String> = cases.iter().map(|k| k.spec.clone()).collect();
+    let gdb = gdb_sites(&bin, &specs);
+    let mut ids = Vec::new();
+    for (case, gdb) in cases.iter().zip(&gdb) {
+        let set = c
+            .call(
+                "set_metric",
+                json!({"pid": fx.pid, "location": case.spec, "kind": "count", "engine": engine}),
+            )
+            .ok();
+        assert_eq!(set["engine"], engine, "{}: {set}", case.spec);
+        let resolved = set["resolved"].as_array().expect("resolved");
+        for (i, r) in resolved.iter().enumerate() {
+            assert_eq!(r["site"], json!(i), "sites are numbered in order: {set}");
+            assert!(
+                r["function"].is_string(),
+                "every site names its function: {set}"
+            );
+        }
+        if case.like_gdb {
+            let mut ours: Vec<u64> = resolved.iter().map(|r| hex(&r["address"]) - base).collect();
+            ours.sort_unstable();
+            assert_eq!(
+                ours, *gdb,
+                "{} ({}): liveprobe's sites are not gdb's: {set}",
+                case.spec, b.out
+            );
+        }
+        ids.push(set["probe_id"].clone());
+    }
+    fx.send(&format!("call {CALLS}"));
+    fx.expect_line("done");
+    let mut wrong = Vec::new();
+    for (case, id) in cases.iter().zip(&ids) {
+        let r = c
+            .call(
+                "get_probe_results",
+                json!({"probe_id": id, "after": 0, "limit": 10}),
+            )
+            .ok();
+        let count = r["items"][0]["count"].as_u64().unwrap_or(0);
+        if count != case.per_call * CALLS {
+            wrong.push(format!(
+                "{}: count {count}, expected {} ({} per call): {}",
+                case.spec,
+                case.per_call * CALLS,
+                case.per_call,
+                r["items"][0]
+            ));
+        }
+        let per_site: u64 = r["items"][0]["per_site"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["hits"].as_u64()).sum())
+            .unwrap_or(0);
+        assert_eq!(per_site, count, "{}: per-site hits add up: {r}", case.spec);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} on {engine}:\n{}",
+        b.out,
+        wrong.join("\n")
+    );
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+fn c_cases(b: &Build) -> Vec<CountCase> {
+    let mut cases = vec![
+        line_case(b, "before_loop", 1),
+        line_case(b, "for_line", 1),
+        line_case(b, "loop_body", 4),
+        line_case(b, "after_loop", 1),
+        line_case(b, "two_inlines", 1),
+        // scaled's body: four times in loop_sum's loop, once in branchy (one of two copies).
+        line_case(b, "inline_body", 5),
+        function_case("loop_sum", 1, true),
+        function_case("branchy", 1, true),
+        // At -O2 gdb breaks on scaled's copy in branchy at branchy's entry, which every call runs whichever
+        // copy it takes; liveprobe goes to the copy's own first statement.
+        function_case("scaled", 5, b.flags.contains(&"-O0")),
+    ];
+    if b.flags.contains(&"-O0") {
+        // At -O2 gcc duplicates this line into both arms of the branch and gdb breaks in one of them.
+        cases.push(line_case(b, "after_branch", 1));
+    }
+    cases
+}
+
+#[test]
+fn c_o0_counts_are_exact_uprobe() {
+    counts_are_exact(&C_O0, "uprobe", &c_cases(&C_O0));
+}
+
+#[test]
+fn c_o0_counts_are_exact_ptrace() {
+    counts_are_exact(&C_O0, "ptrace", &c_cases(&C_O0));
+}
+
+#[test]
+fn c_o2_counts_are_exact_uprobe() {
+    counts_are_exact(&C_O2, "uprobe", &c_cases(&C_O2));
+}
+
+#[test]
+fn c_o2_counts_are_exact_ptrace() {
+    counts_are_exact(&C_O2, "ptrace", &c_cases(&C_O2));
+}
+
+fn rust_cases() -> Vec<CountCase> {
+    vec![
+        line_case(&RUST_RELEASE, "generic_body", 2),
+        line_case(&RUST_RELEASE, "inlined_body", 1),
+        function_case("work", 1, false),
+        // gdb breaks where bump's copy starts, in code of `black_box`; liveprobe in bump's own line.
+        function_case("bump", 1, false),
+        // gdb knows it only by an instance's name (`describe<u64>`); both instances' sites are the
+        // generic_body line's, checked against gdb above.
+        function_case("describe", 2, false),
+    ]
+}
+
+#[test]
+fn rust_release_counts_are_exact_uprobe() {
+    counts_are_exact(&RUST_RELEASE, "uprobe", &rust_cases());
+}
+
+#[test]
+fn rust_release_counts_are_exact_ptrace() {
+    counts_are_exact(&RUST_RELEASE, "ptrace", &rust_cases());
+}
+
+/// A template instantiated twice: the line has one site per instance, each named with its template
+/// arguments; `function` and `sites` choose among them; every snapshot and logpoint item says which site it
+/// came from, and list_probes counts hits per site.
+fn template_instances_are_labelled_and_chosen(engine: &str) {
+    let bin = build(&CPP_O0);
+    let mut fx = Fixture::start(&bin);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let line = format!("sites.cpp:{}", marker_line(CPP_O0.src, "tmpl_body"));
+    let all = c
+        .call("resolve_location", json!({"pid": fx.pid, "location": line}))
+        .ok();
+    let sites = all["resolved"].as_array().expect("resolved").clone();
+    assert_eq!(sites.len(), 2, "{all}");
+    let number_of = |needle: &str| -> u64 {
+        sites
+            .iter()
+            .find(|s| s["function"].as_str().is_some_and(|f| f.contains(needle)))
+            .and_then(|s| s["site"].as_u64())
+            .unwrap_or_else(|| panic!("no site in {needle}: {all}"))
+    };
+    let (int_site, double_site) = (
+        number_of("accumulate<int>"),
+        number_of("accumulate<double>"),
+    );
+    assert_ne!(int_site, double_site);
+
+    // Chosen by function: one site, keeping its number.
+    let chosen = c
+        .call(
+            "resolve_location",
+            json!({"pid": fx.pid, "location": line, "function": "accumulate<double>"}),
+        )
+        .ok();
+    assert_eq!(
+        chosen["resolved"].as_array().map(Vec::len),
+        Some(1),
+        "{chosen}"
+    );
+    assert_eq!(chosen["resolved"][0]["site"], json!(double_site));
+    let count = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": line, "kind": "count", "engine": engine,
+                   "function": "accumulate<int>"}),
+        )
+        .ok();
+    assert_eq!(
+        count["resolved"].as_array().map(Vec::len),
+        Some(1),
+        "{count}"
+    );
+    assert_eq!(count["resolved"][0]["site"], json!(int_site));
+    // Chosen by number.
+    let log = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": line, "engine": engine, "sites": [double_site],
+                   "message": "a={a} b={b}"}),
+        )
+        .ok();
+    assert_eq!(log["resolved"].as_array().map(Vec::len), Some(1), "{log}");
+    let snap = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": line, "engine": engine, "max_hits": 6,
+                   "expressions": ["b"]}),
+        )
+        .ok();
+    fx.send("call 3");
+    fx.expect_line("done");
+
+    let counted = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": count["probe_id"], "after": 0}),
+        )
+        .ok();
+    assert_eq!(counted["items"][0]["count"], json!(3), "{counted}");
+    let logs = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": log["probe_id"], "after": 0, "limit": 50}),
+        )
+        .ok();
+    let log_items = logs["items"].as_array().expect("items");
+    assert_eq!(log_items.len(), 3, "{logs}");
+    for item in log_items {
+        assert_eq!(item["site"], json!(double_site), "{item}");
+        assert!(
+            item["text"].as_str().is_some_and(|t| t.ends_with("b=0.5")),
+            "{item}"
+        );
+    }
+    let snaps = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": snap["probe_id"], "after": 0, "limit": 50}),
+        )
+        .ok();
+    let snap_items = snaps["items"].as_array().expect("items");
+    assert_eq!(snap_items.len(), 6, "{snaps}");
+    for item in snap_items {
+        // Each hit says its site, and the site's instance is the one whose `b` it read.
+        let b = item["expressions"][0]["value"].as_str().unwrap_or("?");
+        let site = item["site"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no site: {item}"));
+        let expected = if site == int_site { "2" } else { "0.5" };
+        assert_eq!(b, expected, "site {site}: {item}");
+    }
+    let listed = c.call("list_probes", json!({})).ok();
+    let row = listed["probes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["probe_id"] == snap["probe_id"]))
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    let per_site: Vec<(u64, u64)> = row["per_site"]
+        .as_array()
+        .expect("per_site")
+        .iter()
+        .map(|s| {
+            (
+                s["site"].as_u64().unwrap_or(99),
+                s["hits"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(per_site.len(), 2, "{row}");
+    assert!(
+        per_site.iter().all(|&(_, hits)| hits == 3),
+        "three hits at each instance: {row}"
+    );
+
+    // Choices that match nothing say what there is.
+    let err = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": line, "kind": "count", "sites": [7]}),
+        )
+        .err();
+    assert!(
+        err.contains("2 site(s)") && err.contains("accumulate"),
+        "{err}"
+    );
+    let err = c
+        .call(
+            "resolve_location",
+            json!({"pid": fx.pid, "location": line, "function": "no_such_fn"}),
+        )
+        .err();
+    assert!(
+        err.contains("no site") && err.contains("accumulate<int>"),
+        "{err}"
+    );
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn template_instances_are_labelled_and_chosen_uprobe() {
+    template_instances_are_labelled_and_chosen("uprobe");
+}
+
+#[test]
+fn template_instances_are_labelled_and_chosen_ptrace() {
+    template_instances_are_labelled_and_chosen("ptrace");
+}
