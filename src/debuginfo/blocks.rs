@@ -161,19 +161,22 @@ fn ranges_of(
     out
 }
 
+/// Walks the children of `node`, collecting blocks; returns whether a direct child declares a symbol.
 fn walk(
     dwarf: &gimli::Dwarf<DwarfReader>,
     unit: &gimli::Unit<DwarfReader>,
     node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
     depth: usize,
     out: &mut UnitBlocks,
-) {
+) -> bool {
+    let mut declares = false;
     if depth > MAX_DEPTH {
-        return;
+        return declares;
     }
     let mut children = node.children();
     while let Ok(Some(child)) = children.next() {
         let entry = child.entry();
+        declares |= declares_symbol(entry.tag());
         if !out.has_location_lists {
             for name in [gimli::DW_AT_location, gimli::DW_AT_frame_base] {
                 if matches!(
@@ -233,7 +236,7 @@ fn walk(
             // gdb reads a lexical block without addresses as if its children were in the parent; a function
             // without addresses (declaration, discarded by the linker) holds no code.
             if kind == BlockKind::Lexical && entry.has_children() {
-                walk(dwarf, unit, child, depth, out);
+                declares |= walk(dwarf, unit, child, depth, out);
             }
             continue;
         }
@@ -247,11 +250,8 @@ fn walk(
                 depth,
                 call,
             });
-            let declares = lexical_declares(unit, entry);
-            if entry.has_children() {
-                walk(dwarf, unit, child, depth + 1, out);
-            }
-            if !declares {
+            let has_children = entry.has_children();
+            if !(has_children && walk(dwarf, unit, child, depth + 1, out)) {
                 out.blocks.remove(index);
             }
             continue;
@@ -267,24 +267,5 @@ fn walk(
             walk(dwarf, unit, child, depth + 1, out);
         }
     }
-}
-
-/// Whether a lexical block's direct children declare a symbol.
-fn lexical_declares(
-    unit: &gimli::Unit<DwarfReader>,
-    entry: &gimli::DebuggingInformationEntry<DwarfReader>,
-) -> bool {
-    let Ok(mut tree) = unit.entries_tree(Some(entry.offset())) else {
-        return false;
-    };
-    let Ok(root) = tree.root() else {
-        return false;
-    };
-    let mut children = root.children();
-    while let Ok(Some(c)) = children.next() {
-        if declares_symbol(c.entry().tag()) {
-            return true;
-        }
-    }
-    false
+    declares
 }

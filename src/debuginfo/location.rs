@@ -490,8 +490,18 @@ impl ProcessImage {
 
     /// Where a probe on the function (or inlined copy) starting at file address `entry` of unit `cu` goes:
     /// after the prologue, in the function's own code. `inlined` says `entry` is an inlined copy's.
-    fn function_site(&self, module: &Module, cu: u32, entry: u64, inlined: bool) -> Option<u64> {
-        let blocks = UnitBlocks::of_unit(module, cu)?;
+    fn function_site(
+        &self,
+        module: &Module,
+        cu: u32,
+        entry: u64,
+        inlined: bool,
+        units: &mut UnitCache,
+    ) -> Option<u64> {
+        let blocks = units
+            .entry((module as *const Module as usize, cu))
+            .or_insert_with(|| UnitBlocks::of_unit(module, cu).map(Arc::new))
+            .clone()?;
         let table = module.line_index().gdb_table(module, cu)?;
         let wanted = if inlined {
             BlockKind::Inlined
@@ -542,7 +552,7 @@ impl ProcessImage {
         let Ok(cu) = index.cus.binary_search_by_key(&unit.0, |c| c.unit_offset.0) else {
             return entry;
         };
-        self.function_site(module, cu as u32, entry, false)
+        self.function_site(module, cu as u32, entry, false, &mut UnitCache::new())
             .unwrap_or(entry)
     }
 
@@ -636,12 +646,14 @@ impl ProcessImage {
         }
         let mut sites = Vec::new();
         let mut note = None;
+        // Instances and copies of one function share units: each unit's blocks are read once.
+        let mut units = UnitCache::new();
         for c in chosen {
             let module = &self.modules()[c.module];
             let addr = if !c.has_lines {
                 c.entry
             } else if let Some(cu) = c.cu {
-                self.function_site(module, cu, c.entry, c.inlined)
+                self.function_site(module, cu, c.entry, c.inlined, &mut units)
                     .unwrap_or(c.entry)
             } else if c.inlined {
                 c.entry
@@ -936,6 +948,9 @@ fn line_at(table: &GdbTable, addr: u64) -> Option<u32> {
         .map(|e| e.line)
         .last()
 }
+
+/// The blocks of units already read, by (module identity, unit index).
+type UnitCache = BTreeMap<(usize, u32), Option<Arc<UnitBlocks>>>;
 
 /// A function candidate from DWARF or a symbol table.
 struct Candidate {
