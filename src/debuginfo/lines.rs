@@ -624,6 +624,95 @@ mod tests {
         assert_eq!(normalize_path("../x/./y.c"), "../x/y.c");
     }
 
+    fn row(addr: u64, file: u32, line: u32, is_stmt: bool) -> Row {
+        Row {
+            addr,
+            file,
+            line,
+            is_stmt,
+            prologue_end: false,
+            end_sequence: false,
+            discriminator: 0,
+        }
+    }
+
+    fn end(addr: u64) -> Row {
+        Row {
+            end_sequence: true,
+            ..row(addr, 1, 0, true)
+        }
+    }
+
+    fn lines_of(table: &[TableEntry]) -> Vec<(u64, u32, bool)> {
+        table.iter().map(|e| (e.addr, e.line, e.is_stmt)).collect()
+    }
+
+    #[test]
+    fn a_callee_file_starting_at_the_same_address_hides_the_callers_row() {
+        // Caller (file 1) line 10 at 0x100, then an inlined header (file 2) at the same address: gdb ends
+        // file 1's lines at 0x100 (an end marker), which drops its line 10 there; line 10 at 0x108 stays.
+        let rows = [
+            row(0x100, 1, 10, true),
+            row(0x100, 2, 5, true),
+            row(0x104, 1, 11, true),
+            row(0x108, 1, 10, true),
+            end(0x110),
+        ];
+        let tables = gdb_table_from_rows(&rows, &|f| f as usize - 1, 2);
+        assert_eq!(
+            lines_of(&tables[0]),
+            [
+                (0x100, 0, true),
+                (0x104, 11, true),
+                (0x108, 10, true),
+                (0x110, 0, true)
+            ]
+        );
+        assert_eq!(lines_of(&tables[1]), [(0x100, 5, true), (0x104, 0, true)]);
+    }
+
+    #[test]
+    fn a_non_statement_row_of_another_file_after_a_statement_is_ignored() {
+        let rows = [
+            row(0x100, 1, 10, true),
+            row(0x100, 2, 5, false),
+            row(0x104, 1, 11, true),
+            end(0x108),
+        ];
+        let tables = gdb_table_from_rows(&rows, &|f| f as usize - 1, 2);
+        assert_eq!(
+            lines_of(&tables[0]),
+            [(0x100, 10, true), (0x104, 11, true), (0x108, 0, true)]
+        );
+        assert!(tables[1].is_empty());
+    }
+
+    #[test]
+    fn repeats_of_a_line_with_a_discriminator_merge_and_line_zero_is_not_kept() {
+        let rows = [
+            row(0x100, 1, 10, true),
+            Row {
+                discriminator: 1,
+                ..row(0x104, 1, 10, true)
+            },
+            row(0x108, 1, 0, true),
+            row(0x10c, 1, 12, true),
+            row(0x110, 1, 12, true),
+            end(0x114),
+        ];
+        let tables = gdb_table_from_rows(&rows, &|_| 0, 1);
+        // Line 12 has no discriminator: its repeat is kept (gcc marks a prologue's end that way).
+        assert_eq!(
+            lines_of(&tables[0]),
+            [
+                (0x100, 10, true),
+                (0x10c, 12, true),
+                (0x110, 12, true),
+                (0x114, 0, true)
+            ]
+        );
+    }
+
     #[test]
     fn matches_suffix_on_component_boundary() {
         assert!(path_matches("/src/app/main.rs", "main.rs"));
