@@ -699,3 +699,33 @@ fn template_instances_are_labelled_and_chosen_uprobe() {
 fn template_instances_are_labelled_and_chosen_ptrace() {
     template_instances_are_labelled_and_chosen("ptrace");
 }
+
+/// Each site of a line is labelled with the function the line is in: a caller's line whose first address
+/// starts an inlined call is the caller's (gdb says the callee's there), and an inlined function's line is
+/// the inlined function's, with the function it was inlined into.
+#[test]
+fn c_o2_sites_are_labelled_with_their_own_function() {
+    let bin = build(&C_O2);
+    let image = static_image(&bin);
+    let at = |marker: &str| {
+        let spec = format!("sites.c:{}", marker_line(C_O2.src, marker));
+        image.resolve_location(&spec).expect("resolve").sites
+    };
+    let body = at("loop_body");
+    assert_eq!(body.len(), 1, "{body:?}");
+    assert_eq!(body[0].function.as_deref(), Some("loop_sum"), "{body:?}");
+    assert!(!body[0].inlined, "{body:?}");
+    assert_eq!(body[0].line, Some(marker_line(C_O2.src, "loop_body")));
+    let inline = at("inline_body");
+    let mut into: Vec<&str> = inline
+        .iter()
+        .map(|s| {
+            assert_eq!(s.function.as_deref(), Some("scaled"), "{inline:?}");
+            assert!(s.inlined, "{inline:?}");
+            assert_eq!(s.line, Some(marker_line(C_O2.src, "inline_body")));
+            s.inlined_into.as_deref().unwrap_or("?")
+        })
+        .collect();
+    into.sort_unstable();
+    assert_eq!(into, ["branchy", "branchy", "loop_sum"], "{inline:?}");
+}
