@@ -540,9 +540,9 @@ fn template_instances_are_labelled_and_chosen(engine: &str) {
     let mut c = McpClient::start();
     c.call("attach", json!({"pid": fx.pid})).ok();
     let line = format!("sites.cpp:{}", marker_line(CPP_O0.src, "tmpl_body"));
-    let all = c
-        .call("resolve_location", json!({"pid": fx.pid, "location": line}))
-        .ok();
+    let answer = c.call("resolve_location", json!({"pid": fx.pid, "location": line}));
+    assert!(answer.text.contains("site 1: 0x"), "{}", answer.text);
+    let all = answer.ok();
     let sites = all["resolved"].as_array().expect("resolved").clone();
     assert_eq!(sites.len(), 2, "{all}");
     let number_of = |needle: &str| -> u64 {
@@ -610,12 +610,16 @@ fn template_instances_are_labelled_and_chosen(engine: &str) {
         )
         .ok();
     assert_eq!(counted["items"][0]["count"], json!(3), "{counted}");
-    let logs = c
-        .call(
-            "get_probe_results",
-            json!({"probe_id": log["probe_id"], "after": 0, "limit": 50}),
-        )
-        .ok();
+    let answer = c.call(
+        "get_probe_results",
+        json!({"probe_id": log["probe_id"], "after": 0, "limit": 50}),
+    );
+    assert!(
+        answer.text.contains(&format!("site {double_site} a=")),
+        "{}",
+        answer.text
+    );
+    let logs = answer.ok();
     let log_items = logs["items"].as_array().expect("items");
     assert_eq!(log_items.len(), 3, "{logs}");
     for item in log_items {

@@ -350,12 +350,17 @@ impl RenderText for ProbeResults {
         }
         s.push('\n');
         for item in &self.items {
+            // Which site of the location the hit came from.
+            let site = item["site"]
+                .as_u64()
+                .map(|n| format!(" site {n}"))
+                .unwrap_or_default();
             if let Some(text) = item["text"].as_str() {
-                let _ = writeln!(s, "#{} [{}] {}", item["seq"], item["tid"], text);
+                let _ = writeln!(s, "#{} [{}]{site} {}", item["seq"], item["tid"], text);
             } else if item.get("frames").is_some() {
                 let _ = writeln!(
                     s,
-                    "#{} [{}] {}",
+                    "#{} [{}]{site} {}",
                     item["seq"],
                     item["tid"],
                     item["time"].as_str().unwrap_or("")
