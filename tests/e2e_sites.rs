@@ -209,6 +209,14 @@ fn c_o2_lines_resolve_where_gdb_breaks() {
 #[test]
 fn cpp_template_lines_resolve_where_gdb_breaks() {
     agrees_with_gdb(&CPP_O0, CPP_MARKERS, &["main", "label_length"]);
+    // The template by its plain name: one site per instance, each named with its arguments.
+    let image = static_image(&build(&CPP_O0));
+    let r = image.resolve_location("accumulate").expect("accumulate");
+    let mut names: Vec<String> = r.sites.iter().filter_map(|s| s.function.clone()).collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with("accumulate<double>"), "{names:?}");
+    assert!(names[1].starts_with("accumulate<int>"), "{names:?}");
 }
 
 #[test]
