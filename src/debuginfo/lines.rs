@@ -87,6 +87,8 @@ pub(crate) struct LineIndex {
     visited: std::sync::atomic::AtomicUsize,
     /// Rows of selected files of a unit, keyed by (unit index, file indices).
     file_rows: Mutex<FileRowsCache>,
+    /// gdb's line table of a unit, by unit index.
+    gdb_tables: Mutex<HashMap<u32, Arc<GdbTable>>>,
 }
 
 /// How many units a scan visits before releasing the pages it touched (bounds resident memory on huge files).
@@ -102,6 +104,138 @@ pub(crate) struct Row {
     pub(crate) is_stmt: bool,
     pub(crate) prologue_end: bool,
     pub(crate) end_sequence: bool,
+    pub(crate) discriminator: u64,
+}
+
+/// One entry of a unit's line table as gdb builds it (see [`LineIndex::gdb_table`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TableEntry {
+    pub(crate) addr: u64,
+    pub(crate) line: u32,
+    pub(crate) is_stmt: bool,
+    pub(crate) prologue_end: bool,
+}
+
+/// A unit's line table as gdb builds it: per distinct source file ("subfile"), its entries sorted by address
+/// (end markers, line 0, first at an address).
+pub(crate) struct GdbTable {
+    /// Normalized path of each subfile.
+    pub(crate) paths: Vec<Arc<str>>,
+    /// Entries of each subfile, sorted by address.
+    pub(crate) entries: Vec<Vec<TableEntry>>,
+}
+
+impl GdbTable {
+    /// Subfiles whose path is `path`.
+    pub(crate) fn subfiles_named(&self, path: &str) -> Vec<usize> {
+        (0..self.paths.len())
+            .filter(|&i| &*self.paths[i] == path)
+            .collect()
+    }
+
+    /// Every entry of every subfile (unsorted across subfiles).
+    pub(crate) fn all_entries(&self) -> impl Iterator<Item = &TableEntry> {
+        self.entries.iter().flatten()
+    }
+}
+
+/// Builds gdb's line table from the rows of a unit's line program, in program order. Reproduces what gdb's
+/// DWARF reader (`lnp_state_machine::record_line`) and `buildsym_compunit::record_line` keep, because which
+/// addresses survive decides where gdb (and so a user's expectation) puts a line breakpoint:
+/// - a switch to another file at an address ends the previous file's lines there, which drops that file's
+///   entries at the same address (an inlined callee's row at the caller's address hides the caller's row);
+/// - a non-statement row of a new file at an address that already has a statement row is ignored;
+/// - rows of line 0 are not recorded;
+/// - consecutive rows of the same file and line are merged when the line has a nonzero discriminator.
+pub(crate) fn gdb_table_from_rows(
+    rows: &[Row],
+    subfile_of: &dyn Fn(u32) -> usize,
+    subfiles: usize,
+) -> Vec<Vec<TableEntry>> {
+    let mut tables: Vec<Vec<TableEntry>> = vec![Vec::new(); subfiles];
+    fn record(list: &mut Vec<TableEntry>, entry: TableEntry) {
+        if entry.line == 0 {
+            let mut last_line = None;
+            while let Some(last) = list.last() {
+                last_line = Some(last.line);
+                if last.addr != entry.addr {
+                    break;
+                }
+                list.pop();
+            }
+            // An end marker of an empty sequence is not kept.
+            if last_line.is_none_or(|l| l == 0) {
+                return;
+            }
+        }
+        list.push(entry);
+    }
+    let end_marker = |addr| TableEntry {
+        addr,
+        line: 0,
+        is_stmt: true,
+        prologue_end: false,
+    };
+    // State of gdb's line state machine, reset at each sequence.
+    let mut last_subfile: Option<usize> = None;
+    let mut last_line = 0u32;
+    let mut last_address = 0u64;
+    let mut stmt_at_address = false;
+    let mut prev: Option<(u32, u32)> = None;
+    let mut has_discriminator = false;
+    for row in rows {
+        let subfile = subfile_of(row.file);
+        has_discriminator = match prev {
+            Some((file, line)) if file == row.file && line == row.line => {
+                has_discriminator || row.discriminator != 0
+            }
+            _ => row.discriminator != 0,
+        };
+        prev = Some((row.file, row.line));
+        if row.end_sequence {
+            if let Some(s) = last_subfile {
+                record(&mut tables[s], end_marker(row.addr));
+            }
+            last_subfile = None;
+            last_line = 0;
+            last_address = 0;
+            stmt_at_address = false;
+            prev = None;
+            continue;
+        }
+        let file_changed = last_subfile != Some(subfile);
+        let ignore = (file_changed && last_address == row.addr && !row.is_stmt && stmt_at_address)
+            || row.line == 0;
+        if file_changed
+            && !ignore
+            && let Some(s) = last_subfile
+        {
+            record(&mut tables[s], end_marker(row.addr));
+        }
+        if !ignore && (file_changed || row.line != last_line || !has_discriminator) {
+            last_subfile = Some(subfile);
+            record(
+                &mut tables[subfile],
+                TableEntry {
+                    addr: row.addr,
+                    line: row.line,
+                    is_stmt: row.is_stmt,
+                    prologue_end: row.prologue_end,
+                },
+            );
+            last_line = row.line;
+        }
+        if last_address != row.addr {
+            stmt_at_address = false;
+            last_address = row.addr;
+        }
+        stmt_at_address |= row.is_stmt;
+    }
+    for list in &mut tables {
+        // gdb sorts by address, an end marker before the lines that start where it ends.
+        list.sort_by_key(|e| (e.addr, e.line != 0));
+    }
+    tables
 }
 
 fn attr_str(
@@ -163,6 +297,7 @@ impl LineIndex {
                 cus,
                 by_base,
                 file_rows: Mutex::new(HashMap::new()),
+                gdb_tables: Mutex::new(HashMap::new()),
                 by_base_paths: Mutex::new(HashMap::new()),
                 visited: Default::default(),
             };
@@ -234,6 +369,7 @@ impl LineIndex {
             cus,
             by_base,
             file_rows: Mutex::new(HashMap::new()),
+            gdb_tables: Mutex::new(HashMap::new()),
             by_base_paths: Mutex::new(HashMap::new()),
             visited: Default::default(),
         }
@@ -307,7 +443,9 @@ impl LineIndex {
         out
     }
 
-    /// The statement rows of unit `cu` for the given file indices (decoded once, then cached).
+    /// The statement entries of unit `cu` for the given file indices, as gdb's line table keeps them (an
+    /// inlined callee's row at the same address hides the caller's; see [`gdb_table_from_rows`]), sorted by
+    /// address. Computed once, then cached.
     pub(crate) fn file_rows(
         &self,
         module: &Module,
@@ -320,16 +458,85 @@ impl LineIndex {
         {
             return Some(r.clone());
         }
-        let rows = Arc::new(self.decode(module, cu, Some(files))?);
+        let table = self.gdb_table(module, cu)?;
+        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        let dwarf = module.dwarf()?;
+        let mut subfiles: Vec<usize> = Vec::new();
+        for &f in files {
+            if let Some(path) = file_path(dwarf, &unit, u64::from(f)) {
+                for s in table.subfiles_named(&path) {
+                    if !subfiles.contains(&s) {
+                        subfiles.push(s);
+                    }
+                }
+            }
+        }
+        let mut rows: Vec<Row> = Vec::new();
+        for s in subfiles {
+            rows.extend(
+                table.entries[s]
+                    .iter()
+                    .filter(|e| e.is_stmt && e.line != 0)
+                    .map(|e| Row {
+                        addr: e.addr,
+                        file: files.first().copied().unwrap_or(0),
+                        line: e.line,
+                        is_stmt: true,
+                        prologue_end: e.prologue_end,
+                        end_sequence: false,
+                        discriminator: 0,
+                    }),
+            );
+        }
+        rows.sort_by_key(|r| r.addr);
+        let rows = Arc::new(rows);
         if let Ok(mut cache) = self.file_rows.lock() {
             cache.insert(key, rows.clone());
         }
         Some(rows)
     }
 
+    /// Unit `cu`'s line table as gdb builds it (decoded once, then cached).
+    pub(crate) fn gdb_table(&self, module: &Module, cu: u32) -> Option<Arc<GdbTable>> {
+        if let Ok(cache) = self.gdb_tables.lock()
+            && let Some(t) = cache.get(&cu)
+        {
+            return Some(t.clone());
+        }
+        let rows = self.decode(module, cu)?;
+        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        let dwarf = module.dwarf()?;
+        // One subfile per distinct path (DWARF 5 names the primary file twice, as file 0 and file 1).
+        let mut paths: Vec<Arc<str>> = Vec::new();
+        let mut by_index: HashMap<u32, usize> = HashMap::new();
+        for row in &rows {
+            if by_index.contains_key(&row.file) {
+                continue;
+            }
+            let path: Arc<str> = file_path(dwarf, &unit, u64::from(row.file))
+                .unwrap_or_else(|| format!("<file {}>", row.file))
+                .into();
+            let id = match paths.iter().position(|p| *p == path) {
+                Some(i) => i,
+                None => {
+                    paths.push(path);
+                    paths.len() - 1
+                }
+            };
+            by_index.insert(row.file, id);
+        }
+        let subfile_of = |f: u32| by_index.get(&f).copied().unwrap_or(0);
+        let entries = gdb_table_from_rows(&rows, &subfile_of, paths.len().max(1));
+        let table = Arc::new(GdbTable { paths, entries });
+        if let Ok(mut cache) = self.gdb_tables.lock() {
+            cache.insert(cu, table.clone());
+        }
+        Some(table)
+    }
+
     /// Every row of unit `cu`, in program order (not cached: used for one function's prologue).
     pub(crate) fn all_rows(&self, module: &Module, cu: u32) -> Option<Vec<Row>> {
-        self.decode(module, cu, None)
+        self.decode(module, cu)
     }
 
     /// The source file and line of a file address inside unit `cu`, from its line table (the row that covers
@@ -364,8 +571,8 @@ impl LineIndex {
         }
     }
 
-    /// Runs the line program of unit `cu`, keeping the rows of `files` (statement rows only) or every row.
-    fn decode(&self, module: &Module, cu: u32, files: Option<&[u32]>) -> Option<Vec<Row>> {
+    /// Runs the line program of unit `cu`: every row, in program order.
+    fn decode(&self, module: &Module, cu: u32) -> Option<Vec<Row>> {
         let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
         self.note_unit_visited(module);
         let program = unit.line_program?;
@@ -375,11 +582,6 @@ impl LineIndex {
             match iter.next_row() {
                 Ok(Some((_, row))) => {
                     let file = row.file_index() as u32;
-                    if let Some(files) = files
-                        && (!row.is_stmt() || row.end_sequence() || !files.contains(&file))
-                    {
-                        continue;
-                    }
                     rows.push(Row {
                         addr: row.address(),
                         file,
@@ -387,6 +589,7 @@ impl LineIndex {
                         is_stmt: row.is_stmt(),
                         prologue_end: row.prologue_end(),
                         end_sequence: row.end_sequence(),
+                        discriminator: row.discriminator(),
                     });
                 }
                 Ok(None) => break,
@@ -407,37 +610,6 @@ impl Module {
     }
 }
 
-/// The first address after a function's prologue, from its line rows: the first `prologue_end` row (LLVM),
-/// else — unless several lines start at the entry (an empty prologue, GCC -O2) — the first statement row after
-/// the entry (GCC), else the entry itself. `end` bounds the function.
-pub(crate) fn skip_prologue(rows: &[Row], entry: u64, end: u64) -> u64 {
-    let inside = |r: &&Row| r.addr >= entry && r.addr < end && !r.end_sequence;
-    if let Some(addr) = rows
-        .iter()
-        .filter(inside)
-        .filter(|r| r.prologue_end)
-        .map(|r| r.addr)
-        .min()
-    {
-        return addr;
-    }
-    let mut entry_lines = rows
-        .iter()
-        .filter(|r| r.addr == entry && !r.end_sequence && r.line != 0)
-        .map(|r| r.line);
-    if let Some(first) = entry_lines.next()
-        && entry_lines.any(|l| l != first)
-    {
-        return entry;
-    }
-    rows.iter()
-        .filter(inside)
-        .filter(|r| r.addr > entry && r.is_stmt && r.line != 0)
-        .map(|r| r.addr)
-        .min()
-        .unwrap_or(entry)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +622,95 @@ mod tests {
         );
         assert_eq!(normalize_path("/a/b/../c//d.c"), "/a/c/d.c");
         assert_eq!(normalize_path("../x/./y.c"), "../x/y.c");
+    }
+
+    fn row(addr: u64, file: u32, line: u32, is_stmt: bool) -> Row {
+        Row {
+            addr,
+            file,
+            line,
+            is_stmt,
+            prologue_end: false,
+            end_sequence: false,
+            discriminator: 0,
+        }
+    }
+
+    fn end(addr: u64) -> Row {
+        Row {
+            end_sequence: true,
+            ..row(addr, 1, 0, true)
+        }
+    }
+
+    fn lines_of(table: &[TableEntry]) -> Vec<(u64, u32, bool)> {
+        table.iter().map(|e| (e.addr, e.line, e.is_stmt)).collect()
+    }
+
+    #[test]
+    fn a_callee_file_starting_at_the_same_address_hides_the_callers_row() {
+        // Caller (file 1) line 10 at 0x100, then an inlined header (file 2) at the same address: gdb ends
+        // file 1's lines at 0x100 (an end marker), which drops its line 10 there; line 10 at 0x108 stays.
+        let rows = [
+            row(0x100, 1, 10, true),
+            row(0x100, 2, 5, true),
+            row(0x104, 1, 11, true),
+            row(0x108, 1, 10, true),
+            end(0x110),
+        ];
+        let tables = gdb_table_from_rows(&rows, &|f| f as usize - 1, 2);
+        assert_eq!(
+            lines_of(&tables[0]),
+            [
+                (0x100, 0, true),
+                (0x104, 11, true),
+                (0x108, 10, true),
+                (0x110, 0, true)
+            ]
+        );
+        assert_eq!(lines_of(&tables[1]), [(0x100, 5, true), (0x104, 0, true)]);
+    }
+
+    #[test]
+    fn a_non_statement_row_of_another_file_after_a_statement_is_ignored() {
+        let rows = [
+            row(0x100, 1, 10, true),
+            row(0x100, 2, 5, false),
+            row(0x104, 1, 11, true),
+            end(0x108),
+        ];
+        let tables = gdb_table_from_rows(&rows, &|f| f as usize - 1, 2);
+        assert_eq!(
+            lines_of(&tables[0]),
+            [(0x100, 10, true), (0x104, 11, true), (0x108, 0, true)]
+        );
+        assert!(tables[1].is_empty());
+    }
+
+    #[test]
+    fn repeats_of_a_line_with_a_discriminator_merge_and_line_zero_is_not_kept() {
+        let rows = [
+            row(0x100, 1, 10, true),
+            Row {
+                discriminator: 1,
+                ..row(0x104, 1, 10, true)
+            },
+            row(0x108, 1, 0, true),
+            row(0x10c, 1, 12, true),
+            row(0x110, 1, 12, true),
+            end(0x114),
+        ];
+        let tables = gdb_table_from_rows(&rows, &|_| 0, 1);
+        // Line 12 has no discriminator: its repeat is kept (gcc marks a prologue's end that way).
+        assert_eq!(
+            lines_of(&tables[0]),
+            [
+                (0x100, 10, true),
+                (0x10c, 12, true),
+                (0x110, 12, true),
+                (0x114, 0, true)
+            ]
+        );
     }
 
     #[test]

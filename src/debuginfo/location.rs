@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::addr::{FileAddr, RuntimeAddr};
+use super::blocks::{Block, BlockKind, UnitBlocks};
 use super::demangle::demangle;
 use super::error::LocationError;
 use super::image::ProcessImage;
-use super::lines::{base_name, normalize_path, skip_prologue};
+use super::lines::{GdbTable, base_name, normalize_path};
 use super::module::Module;
-use super::names::{Instance, MatchRank, NameQuery, instances_at, match_key};
+use super::names::{MatchRank, NameQuery, instance_chains_at, match_key};
 
 /// A function found by [`ProcessImage::find_functions`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct ResolvedSite {
     pub line: Option<u32>,
     /// The address is inside an inlined copy.
     pub inlined: bool,
+    /// For an inlined copy: the out-of-line function it was inlined into.
+    pub inlined_into: Option<String>,
 }
 
 /// A source file known to the debug info.
@@ -333,6 +336,7 @@ impl ProcessImage {
                 file: Some(file.clone()),
                 line: Some(*line),
                 inlined: false,
+                inlined_into: None,
             };
         }
         let frames = self.symbolize(address, false);
@@ -354,6 +358,11 @@ impl ProcessImage {
             file,
             line,
             inlined: frames.len() > 1,
+            inlined_into: if frames.len() > 1 {
+                frames.last().and_then(|f| f.function.clone())
+            } else {
+                None
+            },
         }
     }
 
@@ -380,9 +389,11 @@ impl ProcessImage {
         let note = (chosen != line)
             .then(|| format!("line {line} of {path} has no code; using line {chosen}"));
 
-        // Candidate addresses: statement rows of the chosen line; keep the lowest per function instance
-        // (the out-of-line function, or each inlined copy: each has its own DIE).
-        let mut best: BTreeMap<(usize, u32, u64), (u64, Option<Instance>)> = BTreeMap::new();
+        // The sites gdb's `decode_line_full` chooses: of the line's statement addresses, the lowest in each
+        // innermost block (function, inlined copy, lexical block that declares something), moved past the
+        // function's prologue when before it. A `for` line split in several ranges of one block gives one site;
+        // a loop unrolled into several blocks, or an inlined function's copies, give one each.
+        let mut sites: Vec<ResolvedSite> = Vec::new();
         let mut moved = false;
         for hit in &hits {
             let module = &self.modules()[hit.module];
@@ -396,47 +407,74 @@ impl ProcessImage {
                 .collect();
             addrs.sort_unstable();
             addrs.dedup();
-            let instances = instances_at(module, hit.cu, &addrs);
-            for (addr, instance) in addrs.into_iter().zip(instances) {
-                // Without a DIE (assembly, stripped units) every address is its own site.
-                let key = (
-                    hit.module,
-                    hit.cu,
-                    instance.as_ref().map_or(u64::MAX - addr, |i| i.die as u64),
-                );
-                let slot = best.entry(key).or_insert((addr, instance.clone()));
-                if addr < slot.0 {
-                    *slot = (addr, instance);
+            if addrs.is_empty() {
+                continue;
+            }
+            let blocks = UnitBlocks::of_unit(module, hit.cu);
+            let table = module.line_index().gdb_table(module, hit.cu);
+            let mut kept: Vec<u64> = Vec::new();
+            let mut seen_blocks: BTreeSet<usize> = BTreeSet::new();
+            for addr in addrs {
+                match blocks.as_ref().and_then(|b| b.innermost(addr)) {
+                    Some(block) => {
+                        if seen_blocks.insert(block.die) {
+                            kept.push(addr);
+                        }
+                    }
+                    // Without a block (assembly, stripped units) every address is its own site.
+                    None => kept.push(addr),
                 }
             }
-        }
-        let mut sites: Vec<ResolvedSite> = Vec::new();
-        for ((mi, cu, _), (addr, instance)) in best {
-            let module = &self.modules()[mi];
-            let mut addr = addr;
-            let mut at_line = chosen;
-            // A line that starts a function: put the probe after the prologue, where arguments are readable.
-            if let Some(inst) = instance.as_ref().filter(|i| !i.inlined && i.entry == addr) {
-                let after = self.prologue_end_in_unit(module, cu, addr, inst.end);
-                if after != addr {
-                    addr = after;
-                    moved = true;
-                    if let Some((_, l)) = module.line_index().location_in_unit(module, cu, addr) {
-                        at_line = l;
+            let mut placed: Vec<(u64, u32)> = Vec::new();
+            for addr in kept {
+                let mut at = (addr, chosen);
+                if let (Some(blocks), Some(table)) = (&blocks, &table)
+                    && let Some(function) = blocks.function_at(addr)
+                {
+                    let after = post_prologue(module, blocks, table, function);
+                    if addr < after {
+                        moved = true;
+                        at = (after, line_at(table, after).unwrap_or(chosen));
                     }
                 }
+                if !placed.contains(&at) {
+                    placed.push(at);
+                }
             }
-            let function = match &instance {
-                Some(i) => i.name.clone(),
-                None => module.symbol_for(FileAddr(addr)).map(|(n, _)| n),
-            };
-            sites.push(ResolvedSite {
-                address: module.to_runtime(FileAddr(addr)),
-                function,
-                file: Some(path.clone()),
-                line: Some(at_line),
-                inlined: instance.as_ref().is_some_and(|i| i.inlined),
-            });
+            let placed_addrs: Vec<u64> = placed.iter().map(|p| p.0).collect();
+            let chains = instance_chains_at(module, hit.cu, &placed_addrs);
+            for ((addr, at_line), mut chain) in placed.into_iter().zip(chains) {
+                // The site belongs to the function whose code the line is: an inlined copy called from this very
+                // line is the callee, not the line.
+                while chain.len() > 1
+                    && chain.last().is_some_and(|inner| {
+                        blocks
+                            .as_ref()
+                            .and_then(|b| b.by_die(inner.die))
+                            .and_then(|b| b.call.as_ref())
+                            .is_some_and(|(file, l)| *l == at_line && normalize_path(file) == path)
+                    })
+                {
+                    chain.pop();
+                }
+                let function = match chain.last() {
+                    Some(i) => i.name.clone(),
+                    None => module.symbol_for(FileAddr(addr)).map(|(n, _)| n),
+                };
+                let inlined = chain.last().is_some_and(|i| i.inlined);
+                sites.push(ResolvedSite {
+                    address: module.to_runtime(FileAddr(addr)),
+                    function,
+                    file: Some(path.clone()),
+                    line: Some(at_line),
+                    inlined,
+                    inlined_into: if inlined {
+                        chain.first().and_then(|i| i.name.clone())
+                    } else {
+                        None
+                    },
+                });
+            }
         }
         sites.sort_by_key(|s| s.address);
         sites.dedup_by_key(|s| s.address);
@@ -450,29 +488,63 @@ impl ProcessImage {
         Ok(Resolution { sites, note })
     }
 
-    /// The first address after the prologue of a function entered at `entry` in unit `cu`.
-    fn prologue_end_in_unit(&self, module: &Module, cu: u32, entry: u64, end: u64) -> u64 {
-        match module.line_index().all_rows(module, cu) {
-            Some(rows) => skip_prologue(&rows, entry, end),
-            None => entry,
+    /// Where a probe on the function (or inlined copy) starting at file address `entry` of unit `cu` goes:
+    /// after the prologue, in the function's own code. `inlined` says `entry` is an inlined copy's.
+    fn function_site(
+        &self,
+        module: &Module,
+        cu: u32,
+        entry: u64,
+        inlined: bool,
+        units: &mut UnitCache,
+    ) -> Option<u64> {
+        let blocks = units
+            .entry((module as *const Module as usize, cu))
+            .or_insert_with(|| UnitBlocks::of_unit(module, cu).map(Arc::new))
+            .clone()?;
+        let table = module.line_index().gdb_table(module, cu)?;
+        let wanted = if inlined {
+            BlockKind::Inlined
+        } else {
+            BlockKind::Function
+        };
+        let block = blocks
+            .blocks
+            .iter()
+            .filter(|b| b.kind == wanted && b.contains(entry))
+            .max_by_key(|b| b.depth)?;
+        let start = if inlined {
+            entry
+        } else {
+            post_prologue(module, &blocks, &table, block)
+        };
+        // A prologue that ends inside an inlined callee (optimized code calls `black_box`, `NonNull::new`...
+        // first) would put the probe where nothing of the function is in scope: its own first statement after
+        // that point goes first when it has one and every call surely passes it once (straight-line code from
+        // here to there, which no branch of the function jumps into).
+        if !blocks.in_nested_inline(block, start) {
+            return Some(start);
+        }
+        let own = table
+            .all_entries()
+            .filter(|e| {
+                e.is_stmt
+                    && e.line != 0
+                    && e.addr > start
+                    && block.contains(e.addr)
+                    && !blocks.in_nested_inline(block, e.addr)
+            })
+            .map(|e| e.addr)
+            .min();
+        match own {
+            Some(own) if runs_once_from(module, &block.ranges, start, own) => Some(own),
+            _ => Some(start),
         }
     }
 
-    /// The first address after the prologue of the function entered at file address `entry` (unit unknown).
-    fn after_prologue(&self, module: &Module, entry: u64, end: Option<u64>) -> u64 {
-        let end = end.unwrap_or_else(|| {
-            module
-                .symbol_table()
-                .lookup(entry)
-                .map(|s| {
-                    if s.size > 0 {
-                        s.addr.saturating_add(s.size)
-                    } else {
-                        u64::MAX
-                    }
-                })
-                .unwrap_or(u64::MAX)
-        });
+    /// The first address after the prologue of the function entered at file address `entry` (unit unknown:
+    /// found from the address).
+    fn after_prologue(&self, module: &Module, entry: u64) -> u64 {
         let Some(unit) = module.unit_offset_for(FileAddr(entry)) else {
             return entry;
         };
@@ -480,7 +552,8 @@ impl ProcessImage {
         let Ok(cu) = index.cus.binary_search_by_key(&unit.0, |c| c.unit_offset.0) else {
             return entry;
         };
-        self.prologue_end_in_unit(module, cu as u32, entry, end)
+        self.function_site(module, cu as u32, entry, false, &mut UnitCache::new())
+            .unwrap_or(entry)
     }
 
     /// Every function instance (DWARF) or symbol matching `query`, best rank first, per module tier.
@@ -507,7 +580,6 @@ impl ProcessImage {
                                     file: e.decl_file.as_ref().map(|f| f.to_string()),
                                     line: e.decl_line,
                                     entry: e.entry,
-                                    end: Some(e.end),
                                     inlined: e.inlined,
                                     has_lines: true,
                                     cu: Some(e.cu),
@@ -531,7 +603,6 @@ impl ProcessImage {
                                     file: None,
                                     line: None,
                                     entry: s.addr,
-                                    end: (s.size > 0).then(|| s.addr.saturating_add(s.size)),
                                     inlined: false,
                                     has_lines: module.debug_info().found,
                                     cu: None,
@@ -575,14 +646,19 @@ impl ProcessImage {
         }
         let mut sites = Vec::new();
         let mut note = None;
+        // Instances and copies of one function share units: each unit's blocks are read once.
+        let mut units = UnitCache::new();
         for c in chosen {
             let module = &self.modules()[c.module];
-            let addr = if c.inlined || !c.has_lines {
+            let addr = if !c.has_lines {
                 c.entry
-            } else if let (Some(cu), Some(end)) = (c.cu, c.end) {
-                self.prologue_end_in_unit(module, cu, c.entry, end)
+            } else if let Some(cu) = c.cu {
+                self.function_site(module, cu, c.entry, c.inlined, &mut units)
+                    .unwrap_or(c.entry)
+            } else if c.inlined {
+                c.entry
             } else {
-                self.after_prologue(module, c.entry, c.end)
+                self.after_prologue(module, c.entry)
             };
             if !c.has_lines && note.is_none() {
                 note = Some(format!(
@@ -600,6 +676,16 @@ impl ProcessImage {
                 line.map(|(f, l)| (normalize_path(&f), l)),
             );
             site.inlined = c.inlined;
+            if c.inlined {
+                // Which function this copy was inlined into: the outermost function at the address.
+                site.inlined_into = c.cu.and_then(|cu| {
+                    instance_chains_at(module, cu, &[addr])
+                        .into_iter()
+                        .next()
+                        .and_then(|chain| chain.into_iter().next())
+                        .and_then(|outer| outer.name)
+                });
+            }
             sites.push(site);
         }
         sites.sort_by_key(|s| s.address);
@@ -705,6 +791,167 @@ impl ProcessImage {
     }
 }
 
+/// gdb's `skip_prologue_sal` for an out-of-line function: the first address after its prologue.
+/// - a `prologue_end` entry in the function (LLVM; gdb 13+ trusts it first);
+/// - else, for a GCC unit with location lists (gdb's `locations_valid`), the entry itself;
+/// - else the architecture's prologue analysis (LLVM: where the entry's line ends; GCC: past
+///   `push %rbp; mov %rsp,%rbp`), moved to the start of the next line-table entry when that lands mid-line.
+fn post_prologue(module: &Module, blocks: &UnitBlocks, table: &GdbTable, function: &Block) -> u64 {
+    let entry = function.ranges.first().map_or(0, |r| r.0);
+    let end = function
+        .ranges
+        .iter()
+        .find(|r| r.0 <= entry && entry < r.1)
+        .map_or(u64::MAX, |r| r.1);
+    if let Some(addr) = table
+        .all_entries()
+        .filter(|e| e.prologue_end && e.line != 0 && e.addr >= entry && e.addr < end)
+        .map(|e| e.addr)
+        .min()
+    {
+        return addr;
+    }
+    if blocks.locations_valid() {
+        return entry;
+    }
+    let mut pc = if blocks.producer_is_llvm() {
+        llvm_prologue_end(table, entry, end)
+    } else {
+        frame_setup_end(module, entry)
+    };
+    let starts_here = table.all_entries().any(|e| e.addr == pc);
+    if !starts_here
+        && let Some(next) = table
+            .all_entries()
+            .filter(|e| e.addr > pc)
+            .map(|e| e.addr)
+            .min()
+        && next >= entry
+        && next < end
+    {
+        pc = next;
+    }
+    pc
+}
+
+/// gdb's `skip_prologue_using_sal`, simplified: the entry when two lines start there (an empty prologue),
+/// else the start of the next statement entry.
+fn llvm_prologue_end(table: &GdbTable, entry: u64, end: u64) -> u64 {
+    let mut lines = table
+        .all_entries()
+        .filter(|e| e.addr == entry && e.line != 0)
+        .map(|e| e.line);
+    if let Some(first) = lines.next()
+        && lines.any(|l| l != first)
+    {
+        return entry;
+    }
+    table
+        .all_entries()
+        .filter(|e| e.addr > entry && e.addr < end && e.is_stmt && e.line != 0)
+        .map(|e| e.addr)
+        .min()
+        .unwrap_or(entry)
+}
+
+/// x86-64 frame setup at a function entry, as gdb's `amd64_analyze_prologue` reads it: `[endbr64] push %rbp;
+/// mov %rsp,%rbp` ends at the returned address; a function without it (frameless) starts at its entry.
+fn frame_setup_end(module: &Module, entry: u64) -> u64 {
+    let Some(bytes) = code_bytes(module, entry, 12) else {
+        return entry;
+    };
+    let mut i = 0;
+    if bytes.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+        i = 4;
+    }
+    if bytes.get(i) != Some(&0x55) {
+        return entry;
+    }
+    let rest = &bytes[i + 1..];
+    if rest.starts_with(&[0x48, 0x89, 0xe5]) || rest.starts_with(&[0x48, 0x8b, 0xec]) {
+        return entry + i as u64 + 4;
+    }
+    if rest.starts_with(&[0x89, 0xe5]) || rest.starts_with(&[0x8b, 0xec]) {
+        return entry + i as u64 + 3;
+    }
+    entry
+}
+
+/// Whether code entered at `start` surely reaches `target` once: every instruction in between falls through
+/// (calls return), and no branch of the function (`ranges`) lands in `(start, target]`.
+fn runs_once_from(module: &Module, ranges: &[(u64, u64)], start: u64, target: u64) -> bool {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    const MAX_FUNCTION_BYTES: u64 = 1 << 20;
+    if !ranges.iter().any(|r| r.0 <= start && target < r.1) {
+        return false;
+    }
+    let Some(bytes) = code_bytes(module, start, target - start) else {
+        return false;
+    };
+    let mut decoder = Decoder::with_ip(64, &bytes, start, DecoderOptions::NONE);
+    let mut reached = start;
+    for insn in &mut decoder {
+        if insn.is_invalid() {
+            return false;
+        }
+        match insn.flow_control() {
+            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => {}
+            _ => return false,
+        }
+        reached = insn.next_ip();
+    }
+    if reached != target {
+        return false;
+    }
+    // No branch anywhere in the function lands between: that would run the target again, or skip the start.
+    for &(from, to) in ranges {
+        let len = to.saturating_sub(from);
+        if len == 0 || len > MAX_FUNCTION_BYTES {
+            return false;
+        }
+        let Some(code) = code_bytes(module, from, len) else {
+            return false;
+        };
+        let mut decoder = Decoder::with_ip(64, &code, from, DecoderOptions::NONE);
+        for insn in &mut decoder {
+            let lands_between = |t: u64| t > start && t <= target;
+            match insn.flow_control() {
+                FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
+                    if lands_between(insn.near_branch_target()) =>
+                {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+/// `len` bytes of the module's file at file address `addr` (code, read from the ELF, not the process).
+fn code_bytes(module: &Module, addr: u64, len: u64) -> Option<Vec<u8>> {
+    use object::{Object, ObjectSection};
+    let file = module.elf.parse().ok()?;
+    let section = file
+        .sections()
+        .find(|s| s.address() <= addr && addr < s.address().saturating_add(s.size()))?;
+    let available = section.address().saturating_add(section.size()) - addr;
+    let data = section.data_range(addr, len.min(available)).ok()??;
+    Some(data.to_vec())
+}
+
+/// The line of the entry that starts at `addr` (any file), if one does.
+fn line_at(table: &GdbTable, addr: u64) -> Option<u32> {
+    table
+        .all_entries()
+        .filter(|e| e.addr == addr && e.line != 0)
+        .map(|e| e.line)
+        .last()
+}
+
+/// The blocks of units already read, by (module identity, unit index).
+type UnitCache = BTreeMap<(usize, u32), Option<Arc<UnitBlocks>>>;
+
 /// A function candidate from DWARF or a symbol table.
 struct Candidate {
     module: usize,
@@ -712,7 +959,6 @@ struct Candidate {
     file: Option<String>,
     line: Option<u32>,
     entry: u64,
-    end: Option<u64>,
     inlined: bool,
     has_lines: bool,
     /// Unit index in the module's line index, when known from the DWARF index.

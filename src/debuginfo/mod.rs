@@ -6,6 +6,7 @@
 //! or know about the tracer.
 
 mod addr;
+mod blocks;
 mod bytes;
 mod call_site;
 mod demangle;

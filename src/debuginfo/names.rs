@@ -26,9 +26,8 @@ pub(crate) struct FnEntry {
     /// Declaration file and line.
     pub(crate) decl_file: Option<Arc<str>>,
     pub(crate) decl_line: Option<u32>,
-    /// Entry address (file address) and end of the first range.
+    /// Entry address (file address): the start of the first range.
     pub(crate) entry: u64,
-    pub(crate) end: u64,
     /// An inlined copy (DW_TAG_inlined_subroutine) rather than an out-of-line function.
     pub(crate) inlined: bool,
     /// Index of its unit in the module's line index.
@@ -277,7 +276,7 @@ impl UnitWalk<'_> {
         if let Some(linkage) = &names.linkage {
             let demangled = demangle_name(linkage, self.language);
             if demangled != *linkage {
-                return Some(demangled);
+                return Some(with_generic_args(demangled, names.name.as_deref()));
             }
         }
         let name = names.name.as_ref()?;
@@ -444,6 +443,24 @@ fn walk_children<F>(
     }
 }
 
+/// Legacy Rust mangling drops a generic function's arguments (`sites::describe`) while its DW_AT_name keeps
+/// them (`describe<u64>`): the instances of a generic function are told apart by putting them back.
+fn with_generic_args(demangled: String, die_name: Option<&str>) -> String {
+    let Some(name) = die_name else {
+        return demangled;
+    };
+    let Some(open) = name.find('<') else {
+        return demangled;
+    };
+    if demangled.contains('<') {
+        return demangled;
+    }
+    match demangled.strip_suffix(&name[..open]) {
+        Some(path) if path.is_empty() || path.ends_with("::") => format!("{path}{name}"),
+        _ => demangled,
+    }
+}
+
 /// Shares one allocation per distinct function name and declaration path (generic functions and headers
 /// recur in many units).
 #[derive(Default)]
@@ -476,7 +493,7 @@ fn index_unit(
         paths,
     };
     walk_functions(&mut walk, |walk, entry, inlined, scopes| {
-        let Some((start, end)) = walk.code_range(entry) else {
+        let Some((start, _)) = walk.code_range(entry) else {
             return true;
         };
         if start == 0 {
@@ -496,7 +513,6 @@ fn index_unit(
             decl_file: names.decl_file,
             decl_line: names.decl_line,
             entry: start,
-            end,
             inlined,
             cu,
         });
@@ -513,24 +529,21 @@ pub(crate) struct Instance {
     pub(crate) name: Option<String>,
     /// An inlined copy.
     pub(crate) inlined: bool,
-    /// Entry address and end of its first range.
-    pub(crate) entry: u64,
-    pub(crate) end: u64,
 }
 
-/// For each address (file addresses inside unit `cu`), the innermost function instance containing it. Walks
-/// only that unit's DIEs.
-pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Option<Instance>> {
-    let mut best: Vec<Option<Instance>> = vec![None; addrs.len()];
+/// For each address (file addresses inside unit `cu`), every function instance containing it, outermost first
+/// (the out-of-line function, then each inlined copy down to the innermost). Walks only that unit's DIEs.
+pub(crate) fn instance_chains_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Vec<Instance>> {
+    let mut chains: Vec<Vec<Instance>> = vec![Vec::new(); addrs.len()];
     if addrs.is_empty() {
-        return best;
+        return chains;
     }
     let index = module.line_index();
     let (Some(dwarf), Some(info)) = (module.dwarf(), index.cus.get(cu as usize)) else {
-        return vec![None; addrs.len()];
+        return chains;
     };
     let Some(unit) = module.parse_unit(info.unit_offset) else {
-        return vec![None; addrs.len()];
+        return chains;
     };
     let mut paths = HashMap::new();
     let mut walk = UnitWalk {
@@ -558,24 +571,22 @@ pub(crate) fn instances_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Optio
         if hits.is_empty() {
             return false;
         }
-        let Some((start, end)) = walk.code_range(entry) else {
+        if walk.code_range(entry).is_none() {
             return true;
-        };
+        }
         let names = walk.names(entry, 0);
         let name = walk.display_name(&names, if inlined { &[] } else { scopes });
-        // Functions nest and are visited outside-in, so the last containing one is the innermost.
+        // Functions nest and are visited outside-in, so each chain grows inward.
         for i in hits {
-            best[i] = Some(Instance {
+            chains[i].push(Instance {
                 die: entry.offset().0,
                 name: name.clone(),
                 inlined,
-                entry: start,
-                end,
             });
         }
         true
     });
-    best
+    chains
 }
 
 impl NameIndex {
@@ -696,6 +707,26 @@ mod tests {
             "fixture::foo::fmt"
         );
         assert_eq!(match_key("store::Cache::get"), "store::cache::get");
+    }
+
+    #[test]
+    fn generic_args_come_back_from_the_die_name() {
+        assert_eq!(
+            with_generic_args("sites::describe".into(), Some("describe<u64>")),
+            "sites::describe<u64>"
+        );
+        assert_eq!(
+            with_generic_args("a::b::describe".into(), Some("describe<&str>")),
+            "a::b::describe<&str>"
+        );
+        assert_eq!(
+            with_generic_args("accumulate<int>(int, int)".into(), Some("accumulate<int>")),
+            "accumulate<int>(int, int)"
+        );
+        assert_eq!(
+            with_generic_args("x::undescribe".into(), Some("describe<u8>")),
+            "x::undescribe"
+        );
     }
 
     #[test]

@@ -398,28 +398,24 @@ impl Engine {
         })
     }
 
-    /// Every address a location (`file:line`, function, `*0xADDR`) covers.
+    /// Every address a location (`file:line`, function, `*0xADDR`) covers, optionally only those in functions
+    /// named like `function`.
     pub fn resolve_location(
         &self,
         pid: i32,
         location: &str,
+        function: Option<&str>,
     ) -> Result<LocationReport, EngineError> {
         let target = self.target(pid)?;
         let resolution = target.image.resolve_location(location.trim())?;
+        let (kept, note) = probe_ops::select_sites(location, resolution, function, None)?;
         Ok(LocationReport {
             location: location.to_string(),
-            resolved: resolution
-                .sites
-                .into_iter()
-                .map(|s| ResolvedSiteRow {
-                    address: format_addr(s.address),
-                    function: s.function,
-                    file: s.file,
-                    line: s.line,
-                    inlined: s.inlined,
-                })
+            resolved: kept
+                .iter()
+                .map(|s| probe_ops::site_row(s.site, &s.resolved))
                 .collect(),
-            note: resolution.note,
+            note,
         })
     }
 

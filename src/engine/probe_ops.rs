@@ -54,6 +54,10 @@ pub struct ProbeRequest {
     pub dry_run: bool,
     /// How hits should reach the probe; `None`: the server's default.
     pub engine: Option<EngineChoice>,
+    /// Only the sites in functions named like this (full name, or part of it).
+    pub function: Option<String>,
+    /// Only these site numbers (from `resolve_location` or a dry run).
+    pub sites: Option<Vec<usize>>,
     /// Kind-specific part.
     pub what: ProbeWhat,
 }
@@ -370,6 +374,17 @@ impl Engine {
         }
         let resolution =
             self.resolve_with_source_check(&target, &req.location, req.source_contains.as_deref())?;
+        let (resolved, note) = select_sites(
+            &req.location,
+            resolution,
+            req.function.as_deref(),
+            req.sites.as_deref(),
+        )?;
+        let numbers: Vec<usize> = resolved.iter().map(|r| r.site).collect();
+        let resolution = Resolution {
+            sites: resolved.into_iter().map(|r| r.resolved).collect(),
+            note,
+        };
         if resolution.sites.is_empty() {
             return Err(EngineError::BadArgument(format!(
                 "{} resolves to no code address",
@@ -384,7 +399,10 @@ impl Engine {
         };
         // Compile everything for every site now: a condition that does not
         // type-check is refused here, not at the first hit.
-        let site_plans = self.compile_sites(&image, &resolution.sites, &req)?;
+        let site_plans = numbered(
+            self.compile_sites(&image, &resolution.sites, &req)?,
+            &numbers,
+        );
         // A duration's end sites.
         let mut end_sites = Vec::new();
         if let ProbeWhat::Metric {
@@ -405,8 +423,17 @@ impl Engine {
                 None => end_sites = function_return_sites(&image, &resolution.sites)?,
             }
         }
-        let resolved: Vec<ResolvedSiteRow> = resolution.sites.iter().map(site_row).collect();
-        let end_resolved: Vec<ResolvedSiteRow> = end_sites.iter().map(site_row).collect();
+        let resolved: Vec<ResolvedSiteRow> = resolution
+            .sites
+            .iter()
+            .zip(&numbers)
+            .map(|(s, &n)| site_row(n, s))
+            .collect();
+        let end_resolved: Vec<ResolvedSiteRow> = end_sites
+            .iter()
+            .enumerate()
+            .map(|(n, s)| site_row(n, s))
+            .collect();
         let ttl_s = req.ttl_s;
         let choice = req.engine.unwrap_or(self.policy.probe_engine);
         // The kernel-side capture of every site (and of the end sites of a
@@ -415,7 +442,7 @@ impl Engine {
             EngineChoice::Ptrace => Err("engine ptrace was asked for".into()),
             _ => site_plans
                 .iter()
-                .map(|(addr, condition, action)| {
+                .map(|(_, (addr, condition, action))| {
                     plan_site(&image, *addr, condition.as_ref(), action, &self.redaction)
                         .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
                 })
@@ -492,7 +519,7 @@ impl Engine {
                     engine_note = Some(why);
                     // The handlers went to the kernel path: compile again.
                     match self.compile_sites(&image, &resolution.sites, &req) {
-                        Ok(sites) => Some(sites),
+                        Ok(sites) => Some(numbered(sites, &numbers)),
                         Err(e) => {
                             self.probes().remove(&id);
                             return Err(e);
@@ -540,7 +567,7 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
-        sites: Vec<CompiledSite>,
+        sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
         let handlers = self.site_handlers(probe, image, sites, end_sites);
@@ -565,7 +592,7 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
-        sites: Vec<CompiledSite>,
+        sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
         plans: Vec<CapturePlan>,
     ) -> Result<(), String> {
@@ -595,22 +622,31 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
-        sites: Vec<CompiledSite>,
+        sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Vec<(u64, SiteHandler)> {
-        let handler = |condition, action| SiteHandler {
+        let handler = |site, place, condition, action| SiteHandler {
             probe: probe.clone(),
             image: image.clone(),
             condition,
             action: Arc::new(action),
             redaction: self.redaction.clone(),
+            site,
+            place,
         };
+        // Sites come in the order of the probe's `resolved`.
         let mut handlers: Vec<(u64, SiteHandler)> = sites
             .into_iter()
-            .map(|(addr, condition, action)| (addr.0, handler(condition, action)))
+            .enumerate()
+            .map(|(place, (n, (addr, condition, action)))| {
+                (addr.0, handler(Some(n), Some(place), condition, action))
+            })
             .collect();
         for s in end_sites {
-            handlers.push((s.address.0, handler(None, SiteAction::DurationEnd)));
+            handlers.push((
+                s.address.0,
+                handler(None, None, None, SiteAction::DurationEnd),
+            ));
         }
         handlers
     }
@@ -756,10 +792,101 @@ impl Engine {
     }
 }
 
-fn site_row(s: &crate::debuginfo::ResolvedSite) -> ResolvedSiteRow {
+/// A compiled site with its site number.
+type NumberedSite = (usize, CompiledSite);
+
+fn numbered(sites: Vec<CompiledSite>, numbers: &[usize]) -> Vec<NumberedSite> {
+    numbers.iter().copied().zip(sites).collect()
+}
+
+/// A site kept by [`select_sites`], with its number in the full list.
+pub(crate) struct SelectedSite {
+    pub(crate) site: usize,
+    pub(crate) resolved: crate::debuginfo::ResolvedSite,
+}
+
+/// Keeps the sites a client chose: those whose function (or the function an inlined copy sits in) is named
+/// `function` (exactly, else containing it), and those numbered in `sites`. Each keeps its number in the full
+/// list. An empty choice is an error that lists what there is.
+pub(crate) fn select_sites(
+    location: &str,
+    resolution: Resolution,
+    function: Option<&str>,
+    sites: Option<&[usize]>,
+) -> Result<(Vec<SelectedSite>, Option<String>), EngineError> {
+    let all = resolution.sites.len();
+    let mut kept: Vec<SelectedSite> = resolution
+        .sites
+        .into_iter()
+        .enumerate()
+        .map(|(site, resolved)| SelectedSite { site, resolved })
+        .collect();
+    let listing = |kept: &[SelectedSite]| {
+        kept.iter()
+            .map(|s| {
+                format!(
+                    "{}: {} in {}",
+                    s.site,
+                    format_addr(s.resolved.address),
+                    s.resolved.function.as_deref().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if let Some(numbers) = sites.filter(|n| !n.is_empty()) {
+        if let Some(bad) = numbers.iter().find(|&&n| n >= all) {
+            return Err(EngineError::BadArgument(format!(
+                "{location} has {all} site(s), numbered 0 to {}; there is no site {bad} ({})",
+                all.saturating_sub(1),
+                listing(&kept)
+            )));
+        }
+        kept.retain(|s| numbers.contains(&s.site));
+    }
+    if let Some(wanted) = function.map(str::trim).filter(|f| !f.is_empty()) {
+        let names = |s: &SelectedSite| {
+            [&s.resolved.function, &s.resolved.inlined_into]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<String>>()
+        };
+        let exact = kept.iter().any(|s| names(s).iter().any(|n| n == wanted));
+        let lower = wanted.to_lowercase();
+        let matching: Vec<SelectedSite> = kept
+            .iter()
+            .filter(|s| {
+                names(s).iter().any(|n| {
+                    if exact {
+                        n == wanted
+                    } else {
+                        n.to_lowercase().contains(&lower)
+                    }
+                })
+            })
+            .map(|s| SelectedSite {
+                site: s.site,
+                resolved: s.resolved.clone(),
+            })
+            .collect();
+        if matching.is_empty() {
+            return Err(EngineError::BadArgument(format!(
+                "no site of {location} is in a function named like {wanted:?}; its sites are {}",
+                listing(&kept)
+            )));
+        }
+        kept = matching;
+    }
+    Ok((kept, resolution.note))
+}
+
+pub(crate) fn site_row(site: usize, s: &crate::debuginfo::ResolvedSite) -> ResolvedSiteRow {
     ResolvedSiteRow {
+        site,
         address: format_addr(s.address),
         function: s.function.clone(),
+        inlined_into: s.inlined_into.clone(),
         file: s.file.clone(),
         line: s.line,
         inlined: s.inlined,
@@ -812,6 +939,7 @@ fn function_return_sites(
                 file: frame.as_ref().and_then(|f| f.file.clone()),
                 line: frame.as_ref().and_then(|f| f.line),
                 inlined: false,
+                inlined_into: None,
             });
         }
     }

@@ -169,6 +169,8 @@ pub struct Probe {
     pub max_handler_ns: AtomicU64,
     /// Hits lost because the kernel's ring buffer was full (uprobe engine).
     pub lost: AtomicU64,
+    /// Hits recorded at each site, in the order of `resolved`.
+    pub site_hits: Vec<AtomicU64>,
     /// How hits reach it (set once, when it is armed).
     engine: Mutex<(ProbeEngine, Option<String>)>,
     /// `max_hits`.
@@ -255,6 +257,26 @@ pub struct ProbeRow {
     /// liveprobe fell behind a very hot probe.
     #[serde(skip_serializing_if = "is_zero")]
     pub lost: u64,
+    /// Hits recorded at each site (a line or function can have several: loop blocks, inlined copies,
+    /// generic instances).
+    pub per_site: Vec<SiteHits>,
+}
+
+/// Hits recorded at one site of a probe.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SiteHits {
+    /// Site number (as in `resolved`).
+    pub site: usize,
+    /// Runtime address, hex.
+    pub address: String,
+    /// The function the site belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Source line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Hits recorded there.
+    pub hits: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -282,7 +304,6 @@ impl Probe {
             pid,
             kind,
             location,
-            resolved,
             note,
             hits: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
@@ -290,6 +311,7 @@ impl Probe {
             handler_ns: AtomicU64::new(0),
             max_handler_ns: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            site_hits: resolved.iter().map(|_| AtomicU64::new(0)).collect(),
             engine: Mutex::new((ProbeEngine::Ptrace, None)),
             max_hits,
             expires_at: Instant::now() + ttl,
@@ -312,6 +334,7 @@ impl Probe {
             last_update_ns: AtomicU64::new(0),
             born: Instant::now(),
             updates,
+            resolved,
         }
     }
 
@@ -388,6 +411,29 @@ impl Probe {
             engine,
             engine_note,
             lost: self.lost.load(Ordering::Relaxed),
+            per_site: self.per_site(),
+        }
+    }
+
+    /// Hits recorded at each site.
+    pub fn per_site(&self) -> Vec<SiteHits> {
+        self.resolved
+            .iter()
+            .zip(&self.site_hits)
+            .map(|(r, n)| SiteHits {
+                site: r.site,
+                address: r.address.clone(),
+                function: r.function.clone(),
+                line: r.line,
+                hits: n.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Counts a hit recorded at the site with this place in `resolved`.
+    fn count_at_site(&self, place: Option<usize>) {
+        if let Some(n) = place.and_then(|p| self.site_hits.get(p)) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -400,6 +446,7 @@ impl Probe {
             if seq > after {
                 let mut body = serde_json::to_value(&view).unwrap_or_default();
                 if let Some(o) = body.as_object_mut() {
+                    o.insert("per_site".into(), json!(self.per_site()));
                     o.insert("seq".into(), json!(seq));
                     o.insert("time".into(), json!(rfc3339(SystemTime::now())));
                 }
@@ -505,6 +552,13 @@ impl Probe {
     }
 }
 
+/// Says in a snapshot or logpoint item which site it came from.
+fn with_site(item: &mut serde_json::Value, site: Option<usize>) {
+    if let (Some(site), Some(object)) = (site, item.as_object_mut()) {
+        object.insert("site".into(), json!(site));
+    }
+}
+
 /// An item for the store: rendered, or rendered when first read.
 enum StoredBody {
     Ready(serde_json::Value),
@@ -523,6 +577,10 @@ pub struct SiteHandler {
     pub action: Arc<SiteAction>,
     /// Names never shown.
     pub redaction: Redaction,
+    /// The site's number (as in the probe's `resolved`); `None` for a duration's end.
+    pub site: Option<usize>,
+    /// The site's place in the probe's `resolved` list.
+    pub place: Option<usize>,
 }
 
 impl SiteHandler {
@@ -594,6 +652,8 @@ impl SiteHandler {
         let last = n >= probe.max_hits;
         let time = hit.time;
         let tid = hit.tid;
+        let place = self.place;
+        let site_number = self.site;
         match &*self.action {
             SiteAction::Snapshot { .. } | SiteAction::Logpoint { .. } => {
                 let capture = Capture {
@@ -615,6 +675,7 @@ impl SiteHandler {
                         StoredBody::Pending(Box::new(move || {
                             let memory = HitMemorySource::new(HitMemory::Captured(&copy));
                             let mut item = site.render(&capture, &memory);
+                            with_site(&mut item, site_number);
                             if let (Some(addr), Some(object)) =
                                 (memory.first_miss(), item.as_object_mut())
                             {
@@ -637,17 +698,22 @@ impl SiteHandler {
                             action: self.action.clone(),
                             redaction: self.redaction.clone(),
                         };
-                        StoredBody::Ready(site.render(&capture, &memory))
+                        let mut item = site.render(&capture, &memory);
+                        with_site(&mut item, site_number);
+                        StoredBody::Ready(item)
                     }
                 };
+                probe.count_at_site(place);
                 probe.record(item, last);
             }
             SiteAction::Count => {
+                probe.count_at_site(place);
                 lock(&probe.summary).add_count();
                 probe.announce();
             }
             SiteAction::Histogram(e) => match eval::evaluate_number(e, &ctx) {
                 Ok(x) => {
+                    probe.count_at_site(place);
                     lock(&probe.summary).add(x);
                     probe.announce();
                 }
@@ -657,8 +723,9 @@ impl SiteHandler {
                 }
             },
             SiteAction::DurationStart => {
-                // A start is not a completed observation.
+                // A start is not a completed observation; the site counts its entries.
                 probe.hits.fetch_sub(1, Ordering::Relaxed);
+                probe.count_at_site(place);
                 let mut starts = lock(&probe.span_starts);
                 let open = starts.entry(tid).or_default();
                 if open.len() >= MAX_OPEN_SPANS {

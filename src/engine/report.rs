@@ -225,11 +225,18 @@ pub struct SourceListing {
 /// One address a location resolved to.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ResolvedSiteRow {
+    /// Site number: its place in the location's full list of sites (what `sites` chooses, and what each
+    /// hit's `site` names).
+    pub site: usize,
     /// Runtime address, hex.
     pub address: String,
-    /// Function containing it (the inlined function for an inlined copy).
+    /// The function the site belongs to, full name (template arguments, monomorphized Rust path); for an
+    /// inlined copy, the inlined function.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
+    /// For an inlined copy: the function it was inlined into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inlined_into: Option<String>,
     /// Source file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,

@@ -169,6 +169,10 @@ pub struct ResolveLocationArgs {
     pub pid: i32,
     /// `file.c:42` (base name or path suffix), a function name (plain, qualified or mangled), or `*0xADDR`.
     pub location: String,
+    /// Only the sites in functions named like this: the full name as `resolved` shows it (template arguments,
+    /// generic instance), else any part of it. For a line or function with several instances or copies.
+    #[serde(default)]
+    pub function: Option<String>,
 }
 
 /// Arguments of `read_locals`.
@@ -239,6 +243,13 @@ pub struct ProbeCommonArgs {
     /// Resolve and check only: nothing is armed; the variables in scope are returned.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Only the sites in functions named like this: the full name as `resolved` shows it (template arguments,
+    /// generic instance), else any part of it. For a line or function with several instances or copies.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// Only these sites, by the `site` numbers `resolve_location` (or a dry run) lists.
+    #[serde(default)]
+    pub sites: Option<Vec<usize>>,
     /// How hits reach the probe: `auto` (default: a kernel uprobe whose BPF program copies what the probe reads, so the thread is never stopped, where the kernel allows it and the capture can be planned; else ptrace), `uprobe` (refuse if not possible) or `ptrace` (the hitting thread is held while liveprobe reads).
     #[serde(default)]
     pub engine: Option<crate::engine::EngineChoice>,

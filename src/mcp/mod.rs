@@ -186,10 +186,11 @@ impl LiveprobeServer {
     ) -> CallToolResult {
         let started = Instant::now();
         let engine = self.engine.clone();
-        let answer =
-            tokio::task::spawn_blocking(move || engine.resolve_location(a.pid, &a.location))
-                .await
-                .unwrap_or_else(|e| Err(EngineError::Internal(format!("resolve_location: {e}"))));
+        let answer = tokio::task::spawn_blocking(move || {
+            engine.resolve_location(a.pid, &a.location, a.function.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Internal(format!("resolve_location: {e}"))));
         self.reply("resolve_location", started, answer)
     }
 

@@ -127,6 +127,8 @@ fn probe_request(common: ProbeCommonArgs, max_hits: u64, what: ProbeWhat) -> Pro
         ttl_s: common.ttl_s.unwrap_or(600),
         dry_run: common.dry_run.unwrap_or(false),
         engine: common.engine,
+        function: common.function,
+        sites: common.sites,
         what,
     }
 }

@@ -186,16 +186,8 @@ impl RenderText for LocationReport {
         }
         s.push('\n');
         for r in &self.resolved {
-            let _ = write!(
-                s,
-                "{} {}",
-                r.address,
-                location(&r.function, &r.file, r.line)
-            );
-            if r.inlined {
-                s.push_str(" [inlined]");
-            }
-            s.push('\n');
+            let _ = write!(s, "site {}: ", r.site);
+            site_text(&mut s, r);
         }
         s
     }
@@ -251,17 +243,13 @@ impl RenderText for ProbeCreated {
             let _ = write!(s, "; {note}");
         }
         s.push('\n');
-        for r in self.resolved.iter().chain(&self.end_resolved) {
-            let _ = write!(
-                s,
-                "  {} {}",
-                r.address,
-                location(&r.function, &r.file, r.line)
-            );
-            if r.inlined {
-                s.push_str(" [inlined]");
-            }
-            s.push('\n');
+        for r in &self.resolved {
+            let _ = write!(s, "  site {}: ", r.site);
+            site_text(&mut s, r);
+        }
+        for r in &self.end_resolved {
+            s.push_str("  end: ");
+            site_text(&mut s, r);
         }
         if let Some(vars) = &self.variables {
             s.push_str("in scope: ");
@@ -298,9 +286,39 @@ impl RenderText for ProbeList {
                 let _ = write!(s, " — {r}");
             }
             s.push('\n');
+            if p.per_site.len() > 1 {
+                for site in &p.per_site {
+                    let _ = writeln!(
+                        s,
+                        "  site {} {} {}: {} hit(s)",
+                        site.site,
+                        site.address,
+                        location(&site.function, &None, site.line),
+                        site.hits
+                    );
+                }
+            }
         }
         s
     }
+}
+
+/// One resolved site on a line: address, function, file:line, and the caller of an inlined copy.
+fn site_text(s: &mut String, r: &crate::engine::report::ResolvedSiteRow) {
+    let _ = write!(
+        s,
+        "{} {}",
+        r.address,
+        location(&r.function, &r.file, r.line)
+    );
+    match (&r.inlined_into, r.inlined) {
+        (Some(caller), _) => {
+            let _ = write!(s, " [inlined into {caller}]");
+        }
+        (None, true) => s.push_str(" [inlined]"),
+        (None, false) => {}
+    }
+    s.push('\n');
 }
 
 /// An enum's name as the JSON shows it (`target_exited`, not `TargetExited`).
@@ -332,12 +350,17 @@ impl RenderText for ProbeResults {
         }
         s.push('\n');
         for item in &self.items {
+            // Which site of the location the hit came from.
+            let site = item["site"]
+                .as_u64()
+                .map(|n| format!(" site {n}"))
+                .unwrap_or_default();
             if let Some(text) = item["text"].as_str() {
-                let _ = writeln!(s, "#{} [{}] {}", item["seq"], item["tid"], text);
+                let _ = writeln!(s, "#{} [{}]{site} {}", item["seq"], item["tid"], text);
             } else if item.get("frames").is_some() {
                 let _ = writeln!(
                     s,
-                    "#{} [{}] {}",
+                    "#{} [{}]{site} {}",
                     item["seq"],
                     item["tid"],
                     item["time"].as_str().unwrap_or("")
