@@ -18,6 +18,10 @@ python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp").
   || python3 -m pip install -q 'mcp>=2,<3'
 command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
+# tests/e2e_mcp_shape.rs validates every schema and answer with Ajv in strict
+# mode (as strict MCP clients do); it needs node and this helper's packages.
+command -v node >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+(cd tests/schema-check && npm install --silent --no-audit --no-fund >/dev/null)
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
 # One test at a time by default: with parallel test threads a fixture has been

@@ -7,8 +7,8 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 
-use super::LiveprobeServer;
 use super::args::*;
+use super::{LiveprobeServer, budget};
 use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults, ProbeWhat};
 
 #[tool_router(router = probe_tools, vis = "pub(super)")]
@@ -20,16 +20,30 @@ impl LiveprobeServer {
     )]
     async fn set_snapshot(&self, Parameters(a): Parameters<SetSnapshotArgs>) -> CallToolResult {
         let started = Instant::now();
+        let asked_frames = a.frames.unwrap_or(1);
+        let frames = asked_frames.clamp(1, MAX_SNAPSHOT_FRAMES);
         let req = probe_request(
             a.common,
             a.max_hits.unwrap_or(1),
             ProbeWhat::Snapshot {
-                frames: a.frames.unwrap_or(1).clamp(1, 16) as usize,
+                frames: frames as usize,
                 expressions: a.expressions.unwrap_or_default(),
                 limits: a.limits.unwrap_or_default(),
             },
         );
-        self.reply("set_snapshot", started, self.engine.set_probe(req).await)
+        let mut answer = self.engine.set_probe(req).await;
+        if asked_frames != frames
+            && let Ok(created) = &mut answer
+        {
+            let said = format!(
+                "frames {asked_frames} asked, {frames} captured per hit: a snapshot captures at most {MAX_SNAPSHOT_FRAMES} frames (at least 1)"
+            );
+            created.note = Some(match created.note.take() {
+                Some(n) => format!("{n}; {said}"),
+                None => said,
+            });
+        }
+        self.reply("set_snapshot", started, answer)
     }
 
     #[tool(
@@ -90,7 +104,8 @@ impl LiveprobeServer {
         Parameters(a): Parameters<GetProbeResultsArgs>,
     ) -> CallToolResult {
         let started = Instant::now();
-        let answer = self
+        let max_bytes = budget::budget(a.max_bytes);
+        let mut answer = self
             .engine
             .probe_results(
                 a.probe_id,
@@ -99,7 +114,20 @@ impl LiveprobeServer {
                 a.wait_ms.unwrap_or(0),
             )
             .await;
-        self.reply("get_probe_results", started, answer)
+        let mut notes = Vec::new();
+        if let Ok(results) = &mut answer
+            && let Some(note) = page_to_budget(results, max_bytes)
+        {
+            notes.push(note);
+        }
+        self.reply_noted(
+            "get_probe_results",
+            started,
+            answer,
+            max_bytes,
+            "call again with after=next_after for the next results; for one hit whole, limit=1 with a larger max_bytes",
+            notes,
+        )
     }
 
     #[tool(
@@ -115,6 +143,38 @@ impl LiveprobeServer {
             self.engine.remove_probe(a.probe_id).await,
         )
     }
+}
+
+/// Frames a snapshot captures per hit, at most: each frame's locals are
+/// read while the hitting thread is held.
+const MAX_SNAPSHOT_FRAMES: u32 = 16;
+
+/// Leaves whole results for the next page when the answer would pass
+/// `max_bytes`: `next_after` moves back to the last result kept, so paging
+/// on loses nothing. At least one result is kept (the budget then cuts
+/// inside it). Returns the note saying so.
+fn page_to_budget(results: &mut ProbeResults, max_bytes: usize) -> Option<String> {
+    let room = max_bytes.saturating_sub(budget::PAGE_RESERVE);
+    let mut used = 0;
+    let mut keep = 0;
+    for item in &results.items {
+        let size = serde_json::to_string(item).map(|s| s.len()).unwrap_or(0) + 1;
+        if keep > 0 && used + size > room {
+            break;
+        }
+        used += size;
+        keep += 1;
+    }
+    let total = results.items.len();
+    if keep >= total {
+        return None;
+    }
+    let last_seq = results.items[keep - 1].get("seq")?.as_u64()?;
+    results.items.truncate(keep);
+    results.next_after = last_seq;
+    Some(format!(
+        "items: first {keep} of {total} results kept, the rest left for the next page (next_after is {last_seq})"
+    ))
 }
 
 fn probe_request(common: ProbeCommonArgs, max_hits: u64, what: ProbeWhat) -> ProbeRequest {

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::engine::report::*;
 use crate::engine::{EvaluateReport, LocalsReport};
 use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeResults};
+use crate::value::{shorten_type_name, value_from_json};
 
 /// A compact, human-readable rendering of an answer.
 pub trait RenderText {
@@ -15,7 +16,10 @@ pub trait RenderText {
 }
 
 fn location(function: &Option<String>, file: &Option<String>, line: Option<u32>) -> String {
-    let mut s = function.clone().unwrap_or_else(|| "??".to_string());
+    let mut s = function
+        .as_deref()
+        .map(|f| shorten_type_name(f).into_owned())
+        .unwrap_or_else(|| "??".to_string());
     if let Some(file) = file {
         let base = file.rsplit('/').next().unwrap_or(file);
         let _ = write!(s, " at {base}");
@@ -359,6 +363,8 @@ impl RenderText for ProbeResults {
                 for v in item["expressions"].as_array().into_iter().flatten() {
                     let _ = writeln!(s, "  {}", compact_value(v));
                 }
+            } else if item.get("count").is_some() {
+                let _ = writeln!(s, "#{} {}", item["seq"], metric_line(item));
             } else {
                 let _ = writeln!(s, "{item}");
             }
@@ -367,13 +373,29 @@ impl RenderText for ProbeResults {
     }
 }
 
-/// One line for a value already in JSON form.
+/// One line for a value already in JSON form: its summary and the first
+/// elements of its children, as `read_locals` shows a value.
 fn compact_value(v: &serde_json::Value) -> String {
-    let name = v["name"].as_str().unwrap_or("?");
-    match v["unavailable"].as_str() {
-        Some(why) => format!("{name} = <{why}>"),
-        None => format!("{name} = {}", v["value"].as_str().unwrap_or("")),
+    value_from_json(v).to_text()
+}
+
+/// A metric summary as words: `count 12, min 1, max 9, mean 4.25, p50 4, …`.
+fn metric_line(item: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    for key in ["count", "min", "max", "mean", "p50", "p90", "p99"] {
+        if let Some(n) = item.get(key).and_then(serde_json::Value::as_f64) {
+            let shown = if n.fract() == 0.0 && n.abs() < 1e15 {
+                format!("{}", n as i64)
+            } else {
+                format!("{n:.2}")
+            };
+            parts.push(format!("{key} {shown}"));
+        }
     }
+    if parts.len() == 1 {
+        parts.push("no observations yet".into());
+    }
+    parts.join(", ")
 }
 
 impl RenderText for ProbeRemoved {
