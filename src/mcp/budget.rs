@@ -200,8 +200,8 @@ fn largest_cuttable(
     best: &mut Option<(usize, Vec<PathStep>)>,
 ) {
     let size = size_of(v);
-    if best.as_ref().is_some_and(|(b, _)| *b >= size) {
-        // Nothing inside is larger than the best found so far.
+    if best.as_ref().is_some_and(|(b, _)| *b >= size * 4) {
+        // Nothing inside can weigh more than the best found so far.
         return;
     }
     let cuttable = match v {
@@ -211,8 +211,15 @@ fn largest_cuttable(
         Value::String(s) => s.len() > 256,
         _ => false,
     };
-    if cuttable {
-        *best = Some((size, path.clone()));
+    // A value's children weigh four times: detail deep inside a value is
+    // cut before whole frames or results are.
+    let weight = if matches!(path.last(), Some(PathStep::Key(k)) if k == "children") {
+        size * 4
+    } else {
+        size
+    };
+    if cuttable && best.as_ref().is_none_or(|(b, _)| weight > *b) {
+        *best = Some((weight, path.clone()));
     }
     match v {
         Value::Object(m) => {
