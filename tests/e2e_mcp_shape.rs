@@ -417,3 +417,113 @@ fn huge_values_stay_within_the_budget_and_say_what_was_cut() {
     fx.wait_exit();
     c.shutdown();
 }
+
+#[test]
+fn find_functions_puts_the_programs_own_code_first_and_tells_overloads_apart() {
+    let mut fx = Fixture::start(&bigvalues());
+    let mut c = McpClient::start();
+    let mut got = Collected::default();
+    got.call(&mut c, "attach", json!({"pid": fx.pid})).ok();
+
+    // Overloads: both, first, each with file:line and parameter types.
+    let found = got.call(
+        &mut c,
+        "find_functions",
+        json!({"pid": fx.pid, "query": "handle_request"}),
+    );
+    let rows = found.structured["functions"]
+        .as_array()
+        .expect("functions")
+        .clone();
+    assert!(rows.len() >= 2, "{}", found.text);
+    let decl_int = line_of("int handle_request(int code)");
+    let decl_str = line_of("int handle_request(const std::string");
+    let mut lines: Vec<u64> = rows[..2]
+        .iter()
+        .map(|r| {
+            assert_eq!(r["name"], "handle_request", "{}", found.text);
+            assert!(
+                r["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("bigvalues.cpp"))
+            );
+            r["line"].as_u64().expect("line")
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec![decl_int, decl_str]);
+    let sigs: Vec<&str> = rows[..2]
+        .iter()
+        .map(|r| r["signature"].as_str().expect("signature"))
+        .collect();
+    assert!(sigs.contains(&"(int)"), "{sigs:?}");
+    assert!(
+        sigs.iter()
+            .any(|s| s.contains("basic_string") || s.contains("string")),
+        "{sigs:?}"
+    );
+    assert!(
+        found
+            .text
+            .contains("2 functions match `handle_request`: pick one by file:line"),
+        "{}",
+        found.text
+    );
+    assert!(found.text.contains(&format!("bigvalues.cpp:{decl_int}")));
+
+    // The program's own `process` before any library function holding the word.
+    let found = got.call(
+        &mut c,
+        "find_functions",
+        json!({"pid": fx.pid, "query": "process", "limit": 20}),
+    );
+    let first = &found.structured["functions"][0];
+    assert_eq!(first["name"], "process", "{}", found.text);
+    // Library and compiler-generated names come after the program's own.
+    let found = got.call(
+        &mut c,
+        "find_functions",
+        json!({"pid": fx.pid, "query": "string", "limit": 2000}),
+    );
+    let names: Vec<&str> = found.structured["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    let library =
+        |n: &str| n.starts_with("std::") || n.starts_with("__gnu_cxx::") || n.starts_with("__");
+    if let Some(first_library) = names.iter().position(|n| library(n)) {
+        assert!(
+            names[first_library..]
+                .iter()
+                .all(|n| library(n) || !n.contains("::")),
+            "a program name after a library one: {names:?}"
+        );
+    }
+    let schemas = live_schemas(&mut c);
+    ajv_check(&schemas, &got.0);
+
+    // A condition naming something unknown at an overloaded function.
+    let set = c.call(
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "handle_request", "condition": "cod == 1", "dry_run": true}),
+    );
+    let said = set.err();
+    assert!(
+        said.starts_with("2 functions match `handle_request`; pick one by file:line"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("bigvalues.cpp:{decl_int} (handle_request(int))")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("bigvalues.cpp:{decl_str}")),
+        "{said}"
+    );
+    assert!(said.len() < 700, "a short answer, not every name: {said}");
+    fx.send("quit");
+    fx.wait_exit();
+    c.shutdown();
+}

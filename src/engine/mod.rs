@@ -8,6 +8,7 @@
 mod capture_plan;
 mod error;
 mod frames;
+mod function_search;
 mod inspect;
 mod probe_ops;
 pub mod probes;
@@ -379,21 +380,9 @@ impl Engine {
                 "query is empty: give part of a function name, e.g. \"handle_request\" or \"Cache::get\"".into(),
             ));
         }
-        let mut found = target
-            .image
-            .find_functions(query.trim(), limit.saturating_add(1));
-        let truncated = found.len() > limit;
-        found.truncate(limit);
+        let (functions, truncated) = function_search::find(&target.image, query.trim(), limit);
         Ok(FunctionList {
-            functions: found
-                .into_iter()
-                .map(|f| FunctionRow {
-                    name: f.name,
-                    file: f.file,
-                    line: f.line,
-                    address: format_addr(f.address),
-                })
-                .collect(),
+            functions,
             truncated,
         })
     }

@@ -384,7 +384,9 @@ impl Engine {
         };
         // Compile everything for every site now: a condition that does not
         // type-check is refused here, not at the first hit.
-        let site_plans = self.compile_sites(&image, &resolution.sites, &req)?;
+        let site_plans = self
+            .compile_sites(&image, &resolution.sites, &req)
+            .map_err(|e| super::function_search::explain_overloads(&image, &req.location, e))?;
         // A duration's end sites.
         let mut end_sites = Vec::new();
         if let ProbeWhat::Metric {

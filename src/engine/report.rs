@@ -185,12 +185,17 @@ pub struct FunctionRow {
     pub line: Option<u32>,
     /// Entry address in the running process, hex.
     pub address: String,
+    /// Parameter types, `(int, std::string const&)`, where the symbol carries
+    /// them (C++): tells overloads apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Answer of `find_functions`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct FunctionList {
-    /// Matches, exact names first.
+    /// Matches: the program's own functions first (exact name, then prefix,
+    /// whole word, substring), standard-library and compiler-generated ones last.
     pub functions: Vec<FunctionRow>,
     /// True when `limit` cut the list.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -142,12 +142,31 @@ impl RenderText for FunctionList {
             return "no function matches".to_string();
         }
         let mut s = String::new();
+        // Overloads (one name, several functions) are chosen by file:line.
+        let mut seen: Vec<(&str, usize)> = Vec::new();
         for f in &self.functions {
+            match seen.iter_mut().find(|(n, _)| *n == f.name) {
+                Some((_, count)) => *count += 1,
+                None => seen.push((&f.name, 1)),
+            }
+        }
+        for (name, count) in seen.iter().filter(|(_, c)| *c > 1) {
+            let _ = writeln!(
+                s,
+                "{count} functions match `{}`: pick one by file:line (or address) as the location",
+                shorten_type_name(name)
+            );
+        }
+        for f in &self.functions {
+            let mut name = shorten_type_name(&f.name).into_owned();
+            if let Some(sig) = &f.signature {
+                name.push_str(sig);
+            }
             let _ = writeln!(
                 s,
                 "{} {}",
                 f.address,
-                location(&Some(f.name.clone()), &f.file, f.line)
+                location(&Some(name), &f.file, f.line)
             );
         }
         if self.truncated {
