@@ -328,8 +328,9 @@ fn huge_values_stay_within_the_budget_and_say_what_was_cut() {
             &mut c,
             "set_snapshot",
             json!({"pid": fx.pid, "location": format!("bigvalues.cpp:{line}"), "frames": 30,
-                   "max_hits": 20, "limits": big, "engine": "ptrace",
-                   "expressions": ["registry", "tree->numbers"]}),
+                   "max_hits": 20, "engine": "ptrace",
+                   "limits": {"depth": 3, "max_items": 1000, "max_string": 256},
+                   "expressions": ["tree->numbers"]}),
         )
         .ok();
     let note = set["note"].as_str().unwrap_or_default();
@@ -525,5 +526,146 @@ fn find_functions_puts_the_programs_own_code_first_and_tells_overloads_apart() {
     assert!(said.len() < 700, "a short answer, not every name: {said}");
     fx.send("quit");
     fx.wait_exit();
+    c.shutdown();
+}
+
+#[test]
+fn small_contracts_resource_mime_probe_ids_and_readable_metrics() {
+    let mut fx = Fixture::start(&bigvalues());
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let line = line_of("// PROBE");
+    let at = format!("bigvalues.cpp:{line}");
+
+    // Failed sets, before and after an id would be given, use up no id.
+    c.call(
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "no_such_function_here"}),
+    )
+    .err();
+    c.call(
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": at, "condition": "no_such_name == 1"}),
+    )
+    .err();
+    let forced = c.call(
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": at, "engine": "uprobe", "frames": 16,
+               "expressions": ["registry"], "limits": {"depth": 8, "max_items": 1000}}),
+    );
+    let first = if forced.is_error {
+        c.call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": at, "kind": "count", "engine": "ptrace"}),
+        )
+        .ok()
+    } else {
+        forced.structured.clone()
+    };
+    let first_id = first["probe_id"].as_u64().expect("probe id");
+    assert_eq!(first_id, 1, "no failed set used up an id: {first}");
+
+    // A metric reads as words.
+    let metric = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": at, "kind": "count", "engine": "ptrace"}),
+        )
+        .ok();
+    assert_eq!(metric["probe_id"], json!(first_id + 1));
+    fx.send("run 3");
+    fx.expect_line("done");
+    let results = c.call(
+        "get_probe_results",
+        json!({"probe_id": metric["probe_id"], "wait_ms": 5000}),
+    );
+    assert!(!results.is_error, "{}", results.text);
+    assert!(results.text.contains("count 3"), "{}", results.text);
+    assert!(
+        !results.text.contains("no observations"),
+        "{}",
+        results.text
+    );
+    assert!(
+        !results.text.contains("{\""),
+        "no raw JSON line: {}",
+        results.text
+    );
+
+    // The probe-results resource is JSON, as its template says.
+    let templates = c.request("resources/templates/list", json!({}));
+    assert_eq!(
+        templates["result"]["resourceTemplates"][0]["mimeType"],
+        "application/json"
+    );
+    let read = c.request(
+        "resources/read",
+        json!({"uri": format!("probe://{}/results", metric["probe_id"])}),
+    );
+    let contents = &read["result"]["contents"][0];
+    assert_eq!(contents["mimeType"], "application/json", "{read}");
+    let body: Value =
+        serde_json::from_str(contents["text"].as_str().expect("text")).expect("JSON body");
+    assert_eq!(body["probe_id"], metric["probe_id"]);
+    fx.send("quit");
+    fx.wait_exit();
+    c.shutdown();
+}
+
+#[test]
+fn attaching_to_a_go_program_says_go_is_not_supported_yet() {
+    // A real Go binary when the toolchain is there; else a C program given
+    // the section only Go's linker writes, which is what the check reads.
+    let exe = fixture_dir().join("mcp_go_marked");
+    let base = common::probes::orders();
+    let section = fixture_dir().join("mcp_gopclntab.bin");
+    std::fs::write(&section, [0xf1u8, 0xff, 0xff, 0xff, 0, 0, 1, 8]).expect("section bytes");
+    let tmp = fixture_dir().join(format!("mcp_go_marked.tmp.{}", std::process::id()));
+    let status = Command::new("objcopy")
+        .arg("--add-section")
+        .arg(format!(".gopclntab={}", section.display()))
+        .arg(&base)
+        .arg(&tmp)
+        .status()
+        .expect("run objcopy");
+    assert!(status.success(), "objcopy --add-section failed");
+    std::fs::rename(&tmp, &exe).expect("rename");
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    let attach = c.call("attach", json!({"pid": fx.pid}));
+    let report = attach.structured.clone();
+    assert!(!attach.is_error, "{}", attach.text);
+    assert!(
+        report["languages"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("go"))),
+        "{report}"
+    );
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("does not support Go yet")),
+        "{report}"
+    );
+    assert!(
+        attach.text.contains("WARNING: this is a Go program"),
+        "{}",
+        attach.text
+    );
+
+    // The same program without the section gets no such word.
+    let mut plain = Fixture::start(&base);
+    let clean = c.call("attach", json!({"pid": plain.pid})).ok();
+    assert!(clean.get("warnings").is_none(), "{clean}");
+    assert!(
+        !clean["languages"]
+            .as_array()
+            .expect("languages")
+            .contains(&json!("go"))
+    );
+    fx.send("quit");
+    plain.send("quit");
+    fx.wait_exit();
+    plain.wait_exit();
     c.shutdown();
 }

@@ -10,6 +10,7 @@ mod error;
 mod frames;
 mod function_search;
 mod inspect;
+mod languages;
 mod probe_ops;
 pub mod probes;
 pub mod report;
@@ -187,12 +188,24 @@ impl Engine {
             .map(|m| m.path().display().to_string())
             .or(exe)
             .unwrap_or_default();
+        let mut languages = image.languages();
+        let mut warnings = Vec::new();
+        if main
+            .as_ref()
+            .is_some_and(|m| languages::is_go_binary(m.path()))
+        {
+            if !languages.iter().any(|l| l == "go") {
+                languages.insert(0, "go".to_string());
+            }
+            warnings.push(languages::GO_WARNING.to_string());
+        }
         let report = AttachReport {
             pid,
             exe: exe_path.clone(),
             build_id: main.as_ref().and_then(|m| m.build_id().map(str::to_owned)),
             threads: seized.threads.len(),
-            languages: image.languages(),
+            languages,
+            warnings,
             debug_info: DebugInfoReport {
                 found,
                 path: debug

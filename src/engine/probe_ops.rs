@@ -497,6 +497,7 @@ impl Engine {
                         Ok(sites) => Some(sites),
                         Err(e) => {
                             self.probes().remove(&id);
+                            self.release_probe_id(id);
                             return Err(e);
                         }
                     }
@@ -504,6 +505,7 @@ impl Engine {
                 Err(why) => {
                     probe.finish(ProbeState::Error, Some(why.clone()));
                     self.probes().remove(&id);
+                    self.release_probe_id(id);
                     return Err(EngineError::BadArgument(format!(
                         "engine uprobe is not possible here: {why}; use engine auto or ptrace"
                     )));
@@ -516,9 +518,13 @@ impl Engine {
                 Some(site_plans)
             }
         };
-        if let Some(sites) = ptrace_sites {
-            self.arm_ptrace_sites(&probe, &image, sites, &end_sites)
-                .await?;
+        if let Some(sites) = ptrace_sites
+            && let Err(e) = self
+                .arm_ptrace_sites(&probe, &image, sites, &end_sites)
+                .await
+        {
+            self.release_probe_id(id);
+            return Err(e);
         }
         probe.set_engine(engine, engine_note.clone());
         self.spawn_expiry(probe.clone());
@@ -535,6 +541,15 @@ impl Engine {
             engine,
             engine_note,
         })
+    }
+
+    /// Gives back the id of a probe that failed to arm, so a failed `set_*`
+    /// does not use up an id: only when no later probe took the next one
+    /// meanwhile (ids are never reused out of order).
+    fn release_probe_id(&self, id: u64) {
+        let _ =
+            self.next_probe_id
+                .compare_exchange(id + 1, id, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Arms every site of `probe` as a ptrace breakpoint.

@@ -62,8 +62,13 @@ pub struct AttachReport {
     pub build_id: Option<String>,
     /// Number of threads seized.
     pub threads: usize,
-    /// Source languages found in the debug info (`c`, `c++`, `rust`, ...).
+    /// Source languages found in the debug info (`c`, `c++`, `rust`, ...),
+    /// and `go` for a Go program (detected from its sections or symbols).
     pub languages: Vec<String>,
+    /// What the agent must know before trusting answers on this target,
+    /// such as a language liveprobe does not support yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Debug info of the executable.
     pub debug_info: DebugInfoReport,
     /// Modules (executable and shared libraries) loaded, and how many of them have DWARF.

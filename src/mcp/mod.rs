@@ -428,9 +428,26 @@ impl ServerHandler for LiveprobeServer {
             .probe_results(id, 0, 1000, 0)
             .await
             .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
-        let text = serde_json::to_string(&results)
+        let mut json = serde_json::to_value(&results)
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+        // The same budget as a tool answer, and the mime type the template
+        // announces.
+        schema_shape::strip_nulls(&mut json);
+        let cuts = budget::fit(&mut json, budget::DEFAULT_MAX_BYTES);
+        if !cuts.is_empty()
+            && let serde_json::Value::Object(m) = &mut json
+        {
+            m.insert(
+                "cut".into(),
+                cuts.json(
+                    budget::DEFAULT_MAX_BYTES,
+                    "page with get_probe_results (after, limit, max_bytes)",
+                ),
+            );
+        }
+        let contents = ResourceContents::text(json.to_string(), request.uri)
+            .with_mime_type("application/json");
+        Ok(ReadResourceResult::new(vec![contents]).into())
     }
 
     #[allow(deprecated)]

@@ -64,6 +64,9 @@ impl RenderText for AttachReport {
         if self.already_attached {
             s.push_str(" [already attached]");
         }
+        for warning in &self.warnings {
+            let _ = write!(s, "\nWARNING: {warning}");
+        }
         if let Some(hint) = &self.debug_info.hint {
             let _ = write!(s, "\n{hint}");
         }
@@ -411,7 +414,7 @@ fn metric_line(item: &serde_json::Value) -> String {
             parts.push(format!("{key} {shown}"));
         }
     }
-    if parts.len() == 1 {
+    if item.get("count").and_then(serde_json::Value::as_u64) == Some(0) {
         parts.push("no observations yet".into());
     }
     parts.join(", ")
