@@ -537,6 +537,20 @@ fn small_contracts_resource_mime_probe_ids_and_readable_metrics() {
     let line = line_of("// PROBE");
     let at = format!("bigvalues.cpp:{line}");
 
+    // A misspelt global while the main thread sleeps in libc: the program's
+    // own close name comes first, not libc internals.
+    let unknown = c
+        .call("evaluate", json!({"pid": fx.pid, "expression": "tick_cnt"}))
+        .err();
+    assert!(unknown.contains("in scope: tick_count"), "{unknown}");
+    let in_frame = c
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "expression": "tick_cnt + 1", "frame": 0}),
+        )
+        .err();
+    assert!(in_frame.contains("in scope: tick_count"), "{in_frame}");
+
     // Failed sets, before and after an id would be given, use up no id.
     c.call(
         "set_snapshot",
