@@ -175,10 +175,8 @@ fn is_whole_word(name: &str, query: &str) -> bool {
 fn signature(module: &Module, f: &FunctionMatch) -> Option<String> {
     let file_addr = module.to_file(f.address);
     let hit = module.symbol_table().lookup(file_addr.0)?;
-    if hit.addr != file_addr.0
-        || !hit.name.starts_with("_Z")
-        || hit.name.starts_with("_ZN") && is_rust_hash(hit.name)
-    {
+    let is_cpp = hit.name.starts_with("_Z") && !is_rust_hash(hit.name);
+    if hit.addr != file_addr.0 || !is_cpp {
         return None;
     }
     let symbol = cpp_demangle::Symbol::new(hit.name).ok()?;
@@ -189,7 +187,10 @@ fn signature(module: &Module, f: &FunctionMatch) -> Option<String> {
 
 /// Rust legacy symbols end in `17h<16 hex>E`.
 fn is_rust_hash(raw: &str) -> bool {
-    raw.len() > 20 && raw.ends_with('E') && raw[raw.len() - 20..].starts_with("17h")
+    raw.ends_with('E')
+        && raw
+            .get(raw.len().saturating_sub(20)..)
+            .is_some_and(|tail| tail.starts_with("17h"))
 }
 
 #[cfg(test)]
