@@ -293,7 +293,7 @@ impl RenderText for ProbeCreated {
             s.push_str("in scope: ");
             let names: Vec<String> = vars
                 .iter()
-                .map(|v| format!("{}: {}", v.name, v.type_name))
+                .map(|v| format!("{}: {}", v.name, shorten_type_name(&v.type_name)))
                 .collect();
             s.push_str(&names.join(", "));
             s.push('\n');
