@@ -356,6 +356,13 @@ pub struct GetProbeResultsArgs {
     #[serde(default, deserialize_with = "opt_u64")]
     #[schemars(with = "Option<u64>")]
     pub wait_ms: Option<u64>,
+    /// Expand one part of one result that an earlier answer cut: the path its `cut` note names (`items[0].frames[0].variables[1]`, or without the `items[0].` prefix), with `after` set to that result's `seq` minus 1. The answer's single item is `{seq, path, value}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// With `path`: elements (or a value's children) to leave out from the start, to page through a long list the budget cut (`first 303 of 1000 kept` → skip 303).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub skip: Option<u32>,
     /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
     #[serde(default, deserialize_with = "opt_u32")]
     #[schemars(with = "Option<u32>")]

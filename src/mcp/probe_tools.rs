@@ -9,7 +9,9 @@ use rmcp::{tool, tool_router};
 
 use super::args::*;
 use super::{LiveprobeServer, budget};
-use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults, ProbeWhat};
+use crate::engine::{
+    EngineError, ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults, ProbeWhat,
+};
 
 #[tool_router(router = probe_tools, vis = "pub(super)")]
 impl LiveprobeServer {
@@ -115,7 +117,17 @@ impl LiveprobeServer {
             )
             .await;
         let mut notes = Vec::new();
-        if let Ok(results) = &mut answer
+        let mut hint = "call again with after=next_after for the next results; to expand a part that was cut, pass its path with after=<its seq - 1> (and skip=<elements kept> to page through a cut list), or a larger max_bytes".to_string();
+        if let Some(path) = &a.path {
+            let skip = a.skip.unwrap_or(0) as usize;
+            answer = answer.and_then(|mut results| {
+                select_path(&mut results, path, skip)?;
+                Ok(results)
+            });
+            hint = format!(
+                "the list was cut after skipping {skip}: call again with the same path and skip={skip} + the number kept"
+            );
+        } else if let Ok(results) = &mut answer
             && let Some(note) = page_to_budget(results, max_bytes)
         {
             notes.push(note);
@@ -125,7 +137,7 @@ impl LiveprobeServer {
             started,
             answer,
             max_bytes,
-            "call again with after=next_after for the next results; for one hit whole, limit=1 with a larger max_bytes",
+            &hint,
             notes,
         )
     }
@@ -175,6 +187,109 @@ fn page_to_budget(results: &mut ProbeResults, max_bytes: usize) -> Option<String
     Some(format!(
         "items: first {keep} of {total} results kept, the rest left for the next page (next_after is {last_seq})"
     ))
+}
+
+/// Replaces the one result in `results` by the part of it at `path` (a
+/// path as the budget's cut notes write it), leaving out its first `skip`
+/// elements: how a part an earlier answer cut is expanded.
+fn select_path(results: &mut ProbeResults, path: &str, skip: usize) -> Result<(), EngineError> {
+    let Some(item) = results.items.first() else {
+        return Err(EngineError::BadArgument(format!(
+            "probe {} has no result after the given `after`: set `after` to the seq of the result to expand minus 1",
+            results.probe_id
+        )));
+    };
+    let seq = item.get("seq").cloned().unwrap_or(serde_json::Value::Null);
+    let relative = strip_item_prefix(path.trim());
+    let mut node = item;
+    for step in parse_path(relative).ok_or_else(|| {
+        EngineError::BadArgument(format!(
+            "cannot read path `{path}`: write it as the cut note does, e.g. `frames[0].variables[1].children`"
+        ))
+    })? {
+        let next = match &step {
+            PathStep::Key(k) => node.get(k.as_str()),
+            PathStep::Index(i) => node.get(*i),
+        };
+        node = next.ok_or_else(|| {
+            let keys: Vec<String> = node
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let len = node.as_array().map(Vec::len);
+            EngineError::BadArgument(match len {
+                Some(n) => format!("path `{path}`: index out of range, the list has {n} element(s)"),
+                None => format!("path `{path}`: no `{step}` here; present: {}", keys.join(", ")),
+            })
+        })?;
+    }
+    let mut value = node.clone();
+    let mut skipped = 0;
+    let list = match &mut value {
+        serde_json::Value::Array(a) => Some(a),
+        serde_json::Value::Object(m) => m.get_mut("children").and_then(|c| c.as_array_mut()),
+        _ => None,
+    };
+    if let Some(list) = list {
+        skipped = skip.min(list.len());
+        list.drain(..skipped);
+    }
+    let mut expanded = serde_json::json!({"seq": seq, "path": relative, "value": value});
+    if skipped > 0 {
+        expanded["skipped"] = serde_json::json!(skipped);
+    }
+    results.items = vec![expanded];
+    if let Some(seq) = seq.as_u64() {
+        results.next_after = seq;
+    }
+    Ok(())
+}
+
+fn strip_item_prefix(path: &str) -> &str {
+    if let Some(rest) = path.strip_prefix("items[")
+        && let Some(close) = rest.find("].")
+        && rest[..close].chars().all(|c| c.is_ascii_digit())
+    {
+        return &rest[close + 2..];
+    }
+    path
+}
+
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for PathStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathStep::Key(k) => write!(f, "{k}"),
+            PathStep::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+/// `frames[0].variables[1].children` → steps; `None` when malformed.
+fn parse_path(path: &str) -> Option<Vec<PathStep>> {
+    let mut steps = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            steps.push(PathStep::Key(key.to_string()));
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let close = inner.find(']')?;
+            steps.push(PathStep::Index(inner[..close].parse().ok()?));
+            rest = &inner[close + 1..];
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(steps)
 }
 
 fn probe_request(common: ProbeCommonArgs, max_hits: u64, what: ProbeWhat) -> ProbeRequest {

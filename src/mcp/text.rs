@@ -358,7 +358,26 @@ impl RenderText for ProbeResults {
         }
         s.push('\n');
         for item in &self.items {
-            if let Some(text) = item["text"].as_str() {
+            if let (Some(path), Some(value)) = (item["path"].as_str(), item.get("value")) {
+                let _ = write!(s, "#{} {path}", item["seq"]);
+                if let Some(skipped) = item["skipped"].as_u64() {
+                    let _ = write!(s, " (first {skipped} left out)");
+                }
+                s.push('\n');
+                match value {
+                    serde_json::Value::Array(list) => {
+                        for v in list {
+                            let _ = writeln!(s, "  {}", compact_value(v));
+                        }
+                    }
+                    v if v.get("value").is_some() => {
+                        let _ = writeln!(s, "  {}", compact_value(v));
+                    }
+                    other => {
+                        let _ = writeln!(s, "  {other}");
+                    }
+                }
+            } else if let Some(text) = item["text"].as_str() {
                 let _ = writeln!(s, "#{} [{}] {}", item["seq"], item["tid"], text);
             } else if item.get("frames").is_some() {
                 let _ = writeln!(
