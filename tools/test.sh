@@ -28,6 +28,10 @@ if [ ! -f /usr/include/asio.hpp ] || ! dpkg -s libc6-dbg >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq libasio-dev libc6-dbg >/dev/null
 fi
 ./tests/real/build.sh
+# tests/e2e_mcp_shape.rs validates every schema and answer with Ajv in strict
+# mode (as strict MCP clients do); it needs node and this helper's packages.
+command -v node >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+(cd tests/schema-check && npm install --silent --no-audit --no-fund >/dev/null)
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
 # Tests run on parallel threads (TEST_THREADS overrides the default, the

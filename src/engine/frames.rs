@@ -244,7 +244,7 @@ pub fn symbolized_frames(
 
 /// Libraries installed by the system (libc, libstdc++, ...): not the
 /// program's own code, even when their debug info is installed.
-fn is_system_library(path: &std::path::Path) -> bool {
+pub(super) fn is_system_library(path: &std::path::Path) -> bool {
     [
         "/lib/",
         "/lib64/",

@@ -190,7 +190,9 @@ impl Engine {
                 .map(|compiled| eval::evaluate(&compiled, ctx, &limits, &redaction));
             (value, info)
         })?;
-        let value = value.map_err(|e| EngineError::BadArgument(e.to_string()))?;
+        let value = value.map_err(|e| {
+            EngineError::BadArgument(program_names_first(&target.image, e).to_string())
+        })?;
         Ok(EvaluateReport {
             expression: expression.to_string(),
             value,
@@ -198,4 +200,69 @@ impl Engine {
             held_us: thread.held_us,
         })
     }
+}
+
+/// An unknown name's suggestions with the program's own close names first:
+/// a thread asleep in libc has libc's scope, whose internals
+/// (`__pthread_mutex_cond_lock::max_cnt`) are not what a person misspelt;
+/// the executable's globals and statics within a few edits are.
+fn program_names_first(image: &crate::debuginfo::ProcessImage, error: EvalError) -> EvalError {
+    let EvalError::UnknownName {
+        name,
+        column,
+        in_scope,
+    } = error
+    else {
+        return error;
+    };
+    let Some(main) = image.main_module() else {
+        return EvalError::UnknownName {
+            name,
+            column,
+            in_scope,
+        };
+    };
+    let wanted = name
+        .rsplit("::")
+        .next()
+        .unwrap_or(&name)
+        .to_ascii_lowercase();
+    let most = 2.max(wanted.len() / 3);
+    let mut close: Vec<(usize, String)> = crate::debuginfo::scope::GlobalIndex::of(main)
+        .names()
+        .filter_map(|g| {
+            let last = g.rsplit("::").next().unwrap_or(g).to_ascii_lowercase();
+            let d = edit_distance(&last, &wanted);
+            (d <= most || (wanted.len() >= 3 && last.contains(&wanted))).then(|| (d, g.to_string()))
+        })
+        .collect();
+    close.sort();
+    close.dedup_by(|a, b| a.1 == b.1);
+    let mut ranked: Vec<String> = close.into_iter().take(5).map(|(_, n)| n).collect();
+    for n in in_scope {
+        if !ranked.contains(&n) {
+            ranked.push(n);
+        }
+    }
+    EvalError::UnknownName {
+        name,
+        column,
+        in_scope: ranked,
+    }
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }

@@ -8,7 +8,9 @@
 mod capture_plan;
 mod error;
 mod frames;
+mod function_search;
 mod inspect;
+mod languages;
 mod probe_ops;
 pub mod probes;
 pub mod report;
@@ -186,12 +188,24 @@ impl Engine {
             .map(|m| m.path().display().to_string())
             .or(exe)
             .unwrap_or_default();
+        let mut languages = image.languages();
+        let mut warnings = Vec::new();
+        if main
+            .as_ref()
+            .is_some_and(|m| languages::is_go_binary(m.path()))
+        {
+            if !languages.iter().any(|l| l == "go") {
+                languages.insert(0, "go".to_string());
+            }
+            warnings.push(languages::GO_WARNING.to_string());
+        }
         let report = AttachReport {
             pid,
             exe: exe_path.clone(),
             build_id: main.as_ref().and_then(|m| m.build_id().map(str::to_owned)),
             threads: seized.threads.len(),
-            languages: image.languages(),
+            languages,
+            warnings,
             debug_info: DebugInfoReport {
                 found,
                 path: debug
@@ -379,21 +393,9 @@ impl Engine {
                 "query is empty: give part of a function name, e.g. \"handle_request\" or \"Cache::get\"".into(),
             ));
         }
-        let mut found = target
-            .image
-            .find_functions(query.trim(), limit.saturating_add(1));
-        let truncated = found.len() > limit;
-        found.truncate(limit);
+        let (functions, truncated) = function_search::find(&target.image, query.trim(), limit);
         Ok(FunctionList {
-            functions: found
-                .into_iter()
-                .map(|f| FunctionRow {
-                    name: f.name,
-                    file: f.file,
-                    line: f.line,
-                    address: format_addr(f.address),
-                })
-                .collect(),
+            functions,
             truncated,
         })
     }

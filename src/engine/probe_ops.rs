@@ -400,7 +400,8 @@ impl Engine {
         // Compile everything for every site now: a condition that does not
         // type-check is refused here, not at the first hit.
         let site_plans = numbered(
-            self.compile_sites(&image, &resolution.sites, &req)?,
+            self.compile_sites(&image, &resolution.sites, &req)
+                .map_err(|e| super::function_search::explain_overloads(&image, &req.location, e))?,
             &numbers,
         );
         // A duration's end sites.
@@ -522,6 +523,7 @@ impl Engine {
                         Ok(sites) => Some(numbered(sites, &numbers)),
                         Err(e) => {
                             self.probes().remove(&id);
+                            self.release_probe_id(id);
                             return Err(e);
                         }
                     }
@@ -529,6 +531,7 @@ impl Engine {
                 Err(why) => {
                     probe.finish(ProbeState::Error, Some(why.clone()));
                     self.probes().remove(&id);
+                    self.release_probe_id(id);
                     return Err(EngineError::BadArgument(format!(
                         "engine uprobe is not possible here: {why}; use engine auto or ptrace"
                     )));
@@ -541,9 +544,13 @@ impl Engine {
                 Some(site_plans)
             }
         };
-        if let Some(sites) = ptrace_sites {
-            self.arm_ptrace_sites(&probe, &image, sites, &end_sites)
-                .await?;
+        if let Some(sites) = ptrace_sites
+            && let Err(e) = self
+                .arm_ptrace_sites(&probe, &image, sites, &end_sites)
+                .await
+        {
+            self.release_probe_id(id);
+            return Err(e);
         }
         probe.set_engine(engine, engine_note.clone());
         self.spawn_expiry(probe.clone());
@@ -560,6 +567,15 @@ impl Engine {
             engine,
             engine_note,
         })
+    }
+
+    /// Gives back the id of a probe that failed to arm, so a failed `set_*`
+    /// does not use up an id: only when no later probe took the next one
+    /// meanwhile (ids are never reused out of order).
+    fn release_probe_id(&self, id: u64) {
+        let _ =
+            self.next_probe_id
+                .compare_exchange(id + 1, id, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Arms every site of `probe` as a ptrace breakpoint.

@@ -62,8 +62,13 @@ pub struct AttachReport {
     pub build_id: Option<String>,
     /// Number of threads seized.
     pub threads: usize,
-    /// Source languages found in the debug info (`c`, `c++`, `rust`, ...).
+    /// Source languages found in the debug info (`c`, `c++`, `rust`, ...),
+    /// and `go` for a Go program (detected from its sections or symbols).
     pub languages: Vec<String>,
+    /// What the agent must know before trusting answers on this target,
+    /// such as a language liveprobe does not support yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Debug info of the executable.
     pub debug_info: DebugInfoReport,
     /// Modules (executable and shared libraries) loaded, and how many of them have DWARF.
@@ -185,12 +190,17 @@ pub struct FunctionRow {
     pub line: Option<u32>,
     /// Entry address in the running process, hex.
     pub address: String,
+    /// Parameter types, `(int, std::string const&)`, where the symbol carries
+    /// them (C++): tells overloads apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Answer of `find_functions`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct FunctionList {
-    /// Matches, exact names first.
+    /// Matches: the program's own functions first (exact name, then prefix,
+    /// whole word, substring), standard-library and compiler-generated ones last.
     pub functions: Vec<FunctionRow>,
     /// True when `limit` cut the list.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

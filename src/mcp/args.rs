@@ -95,6 +95,10 @@ pub struct ListProcessesArgs {
     #[serde(default, deserialize_with = "opt_u32")]
     #[schemars(with = "Option<u32>")]
     pub limit: Option<u32>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of tools that take only a target.
@@ -124,6 +128,10 @@ pub struct StackTraceArgs {
     /// Stacks of every thread instead of one.
     #[serde(default)]
     pub all_threads: Option<bool>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of `find_functions`.
@@ -139,6 +147,10 @@ pub struct FindFunctionsArgs {
     #[serde(default, deserialize_with = "opt_u32")]
     #[schemars(with = "Option<u32>")]
     pub limit: Option<u32>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of `list_source`.
@@ -158,6 +170,10 @@ pub struct ListSourceArgs {
     #[serde(default, deserialize_with = "opt_u32")]
     #[schemars(with = "Option<u32>")]
     pub context: Option<u32>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of `resolve_location`.
@@ -173,6 +189,10 @@ pub struct ResolveLocationArgs {
     /// generic instance), else any part of it. For a line or function with several instances or copies.
     #[serde(default)]
     pub function: Option<String>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of `read_locals`.
@@ -193,6 +213,10 @@ pub struct ReadLocalsArgs {
     /// How much of each value to load (default depth 3, max_string 256, max_items 50).
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of `evaluate`.
@@ -219,6 +243,10 @@ pub struct EvaluateArgs {
     /// globals is read this way anyway when no tid or frame is given).
     #[serde(default)]
     pub globals_only: Option<bool>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments shared by every `set_*` tool.
@@ -339,6 +367,17 @@ pub struct GetProbeResultsArgs {
     #[serde(default, deserialize_with = "opt_u64")]
     #[schemars(with = "Option<u64>")]
     pub wait_ms: Option<u64>,
+    /// Expand one part of one result that an earlier answer cut: the path its `cut` note names (`items[0].frames[0].variables[1]`, or without the `items[0].` prefix), with `after` set to that result's `seq` minus 1. The answer's single item is `{seq, path, value}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// With `path`: elements (or a value's children) to leave out from the start, to page through a long list the budget cut (`first 303 of 1000 kept` → skip 303).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub skip: Option<u32>,
+    /// Most bytes of this answer, structured content and text each (default 32768, at least 4096, at most 1048576). What does not fit is cut and the answer says what.
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub max_bytes: Option<u32>,
 }
 
 /// Arguments of `remove_probe`.

@@ -4,8 +4,10 @@
 //! It knows nothing of ptrace or DWARF: everything it needs is in `engine`.
 
 pub mod args;
+pub(crate) mod budget;
 mod probe_tools;
 pub mod resources;
+mod schema_shape;
 mod text;
 mod value_tools;
 
@@ -36,6 +38,9 @@ pub use text::RenderText;
 const DEFAULT_PROCESS_LIMIT: u32 = 100;
 const DEFAULT_MAX_FRAMES: u32 = 64;
 const DEFAULT_FUNCTION_LIMIT: u32 = 50;
+/// How to see what a budget cut, unless a tool knows better.
+const DEFAULT_MORE_HINT: &str =
+    "call again with a larger max_bytes (up to 1048576) or ask for less";
 
 /// The liveprobe MCP server: a cheap handle over the shared engine.
 #[derive(Clone)]
@@ -57,14 +62,48 @@ impl LiveprobeServer {
         }
     }
 
-    /// Builds the tool result: the answer as `structuredContent` and its
-    /// text rendering, or an `isError` result; either way the call is logged
-    /// and, when an audit log is configured, audited.
+    /// Builds the tool result within the default byte budget (see
+    /// [`Self::reply_within`]).
     pub(crate) fn reply<T: Serialize + RenderText>(
         &self,
         tool: &str,
         started: Instant,
         answer: Result<T, EngineError>,
+    ) -> CallToolResult {
+        self.reply_within(
+            tool,
+            started,
+            answer,
+            budget::DEFAULT_MAX_BYTES,
+            DEFAULT_MORE_HINT,
+        )
+    }
+
+    /// Builds the tool result: the answer as `structuredContent` and its
+    /// text rendering, each at most `max_bytes` (what was cut is said in
+    /// both, with `hint` on how to see more), or an `isError` result; either
+    /// way the call is logged and, when an audit log is configured, audited.
+    pub(crate) fn reply_within<T: Serialize + RenderText>(
+        &self,
+        tool: &str,
+        started: Instant,
+        answer: Result<T, EngineError>,
+        max_bytes: usize,
+        hint: &str,
+    ) -> CallToolResult {
+        self.reply_noted(tool, started, answer, max_bytes, hint, Vec::new())
+    }
+
+    /// [`Self::reply_within`], with cuts the tool made itself before (such
+    /// as results left for the next page) said along with the budget's.
+    pub(crate) fn reply_noted<T: Serialize + RenderText>(
+        &self,
+        tool: &str,
+        started: Instant,
+        answer: Result<T, EngineError>,
+        max_bytes: usize,
+        hint: &str,
+        notes: Vec<String>,
     ) -> CallToolResult {
         let encoded = answer.and_then(|value| {
             serde_json::to_value(&value)
@@ -73,9 +112,20 @@ impl LiveprobeServer {
         });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match encoded {
-            Ok((json, text)) => {
+            Ok((mut json, mut text)) => {
                 tracing::info!(tool, elapsed_ms, ok = true, "tool call");
                 self.engine.policy().audit(tool, elapsed_ms, None);
+                schema_shape::strip_nulls(&mut json);
+                let mut cuts = budget::fit(&mut json, max_bytes);
+                cuts.notes.splice(0..0, notes);
+                if !cuts.is_empty() {
+                    if let serde_json::Value::Object(m) = &mut json {
+                        m.insert("cut".into(), cuts.json(max_bytes, hint));
+                    }
+                    let said = cuts.text(max_bytes, hint);
+                    text = format!("{said}\n{text}");
+                }
+                budget::fit_text(&mut text, max_bytes, hint);
                 let mut result = CallToolResult::structured(json);
                 result.content = vec![ContentBlock::text(text)];
                 result
@@ -89,8 +139,23 @@ impl LiveprobeServer {
         }
     }
 
+    /// Every tool, its schemas reshaped for real clients (see `schema_shape`).
     fn all_tools() -> ToolRouter<Self> {
-        Self::tool_router() + Self::value_tools() + Self::probe_tools()
+        let mut router = Self::tool_router() + Self::value_tools() + Self::probe_tools();
+        for route in router.map.values_mut() {
+            let mut input = (*route.attr.input_schema).clone();
+            schema_shape::shape(&mut input);
+            route.attr.input_schema = Arc::new(input);
+            if let Some(output) = &route.attr.output_schema {
+                let mut output = (**output).clone();
+                schema_shape::shape(&mut output);
+                if let Some(serde_json::Value::Object(props)) = output.get_mut("properties") {
+                    props.insert("cut".into(), budget::cut_schema());
+                }
+                route.attr.output_schema = Some(Arc::new(output));
+            }
+        }
+        router
     }
 
     /// Every tool with its schemas, as `tools/list` shows them.
@@ -107,7 +172,13 @@ impl LiveprobeServer {
         let started = Instant::now();
         let limit = a.limit.unwrap_or(DEFAULT_PROCESS_LIMIT) as usize;
         let answer = Ok(self.engine.list_processes(a.query.as_deref(), limit));
-        self.reply("list_processes", started, answer)
+        self.reply_within(
+            "list_processes",
+            started,
+            answer,
+            budget::budget(a.max_bytes),
+            "narrow `query`, lower `limit`, or raise max_bytes",
+        )
     }
 
     #[tool(
@@ -152,11 +223,18 @@ impl LiveprobeServer {
     async fn stack_trace(&self, Parameters(a): Parameters<StackTraceArgs>) -> CallToolResult {
         let started = Instant::now();
         let max_frames = a.max_frames.unwrap_or(DEFAULT_MAX_FRAMES).max(1) as usize;
+        let budget = budget::budget(a.max_bytes);
         let answer = self
             .engine
             .stack_trace(a.pid, a.tid, max_frames, a.all_threads.unwrap_or(false))
             .await;
-        self.reply("stack_trace", started, answer)
+        self.reply_within(
+            "stack_trace",
+            started,
+            answer,
+            budget,
+            "ask for one thread (tid) or fewer max_frames, or raise max_bytes",
+        )
     }
 
     #[tool(
@@ -167,12 +245,19 @@ impl LiveprobeServer {
     async fn find_functions(&self, Parameters(a): Parameters<FindFunctionsArgs>) -> CallToolResult {
         let started = Instant::now();
         let limit = a.limit.unwrap_or(DEFAULT_FUNCTION_LIMIT).max(1) as usize;
+        let budget = budget::budget(a.max_bytes);
         let engine = self.engine.clone();
         let answer =
             tokio::task::spawn_blocking(move || engine.find_functions(a.pid, &a.query, limit))
                 .await
                 .unwrap_or_else(|e| Err(EngineError::Internal(format!("find_functions: {e}"))));
-        self.reply("find_functions", started, answer)
+        self.reply_within(
+            "find_functions",
+            started,
+            answer,
+            budget,
+            "refine the query (a qualified name or file) or raise max_bytes",
+        )
     }
 
     #[tool(
@@ -185,13 +270,20 @@ impl LiveprobeServer {
         Parameters(a): Parameters<ResolveLocationArgs>,
     ) -> CallToolResult {
         let started = Instant::now();
+        let budget = budget::budget(a.max_bytes);
         let engine = self.engine.clone();
         let answer = tokio::task::spawn_blocking(move || {
             engine.resolve_location(a.pid, &a.location, a.function.as_deref())
         })
         .await
         .unwrap_or_else(|e| Err(EngineError::Internal(format!("resolve_location: {e}"))));
-        self.reply("resolve_location", started, answer)
+        self.reply_within(
+            "resolve_location",
+            started,
+            answer,
+            budget,
+            "give a file:line or a qualified name, or raise max_bytes",
+        )
     }
 
     #[tool(
@@ -201,13 +293,20 @@ impl LiveprobeServer {
     )]
     async fn list_source(&self, Parameters(a): Parameters<ListSourceArgs>) -> CallToolResult {
         let started = Instant::now();
+        let budget = budget::budget(a.max_bytes);
         let engine = self.engine.clone();
         let answer = tokio::task::spawn_blocking(move || {
             engine.list_source(a.pid, &a.file, a.line, a.context)
         })
         .await
         .unwrap_or_else(|e| Err(EngineError::Internal(format!("list_source: {e}"))));
-        self.reply("list_source", started, answer)
+        self.reply_within(
+            "list_source",
+            started,
+            answer,
+            budget,
+            "ask for fewer lines (line and context) or raise max_bytes",
+        )
     }
 }
 
@@ -330,9 +429,26 @@ impl ServerHandler for LiveprobeServer {
             .probe_results(id, 0, 1000, 0)
             .await
             .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
-        let text = serde_json::to_string(&results)
+        let mut json = serde_json::to_value(&results)
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+        // The same budget as a tool answer, and the mime type the template
+        // announces.
+        schema_shape::strip_nulls(&mut json);
+        let cuts = budget::fit(&mut json, budget::DEFAULT_MAX_BYTES);
+        if !cuts.is_empty()
+            && let serde_json::Value::Object(m) = &mut json
+        {
+            m.insert(
+                "cut".into(),
+                cuts.json(
+                    budget::DEFAULT_MAX_BYTES,
+                    "page with get_probe_results (after, limit, max_bytes)",
+                ),
+            );
+        }
+        let contents = ResourceContents::text(json.to_string(), request.uri)
+            .with_mime_type("application/json");
+        Ok(ReadResourceResult::new(vec![contents]).into())
     }
 
     #[allow(deprecated)]

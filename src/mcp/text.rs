@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::engine::report::*;
 use crate::engine::{EvaluateReport, LocalsReport};
 use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeResults};
+use crate::value::{shorten_type_name, value_from_json};
 
 /// A compact, human-readable rendering of an answer.
 pub trait RenderText {
@@ -15,7 +16,10 @@ pub trait RenderText {
 }
 
 fn location(function: &Option<String>, file: &Option<String>, line: Option<u32>) -> String {
-    let mut s = function.clone().unwrap_or_else(|| "??".to_string());
+    let mut s = function
+        .as_deref()
+        .map(|f| shorten_type_name(f).into_owned())
+        .unwrap_or_else(|| "??".to_string());
     if let Some(file) = file {
         let base = file.rsplit('/').next().unwrap_or(file);
         let _ = write!(s, " at {base}");
@@ -59,6 +63,9 @@ impl RenderText for AttachReport {
         );
         if self.already_attached {
             s.push_str(" [already attached]");
+        }
+        for warning in &self.warnings {
+            let _ = write!(s, "\nWARNING: {warning}");
         }
         if let Some(hint) = &self.debug_info.hint {
             let _ = write!(s, "\n{hint}");
@@ -138,12 +145,31 @@ impl RenderText for FunctionList {
             return "no function matches".to_string();
         }
         let mut s = String::new();
+        // Overloads (one name, several functions) are chosen by file:line.
+        let mut seen: Vec<(&str, usize)> = Vec::new();
         for f in &self.functions {
+            match seen.iter_mut().find(|(n, _)| *n == f.name) {
+                Some((_, count)) => *count += 1,
+                None => seen.push((&f.name, 1)),
+            }
+        }
+        for (name, count) in seen.iter().filter(|(_, c)| *c > 1) {
+            let _ = writeln!(
+                s,
+                "{count} functions match `{}`: pick one by file:line (or address) as the location",
+                shorten_type_name(name)
+            );
+        }
+        for f in &self.functions {
+            let mut name = shorten_type_name(&f.name).into_owned();
+            if let Some(sig) = &f.signature {
+                name.push_str(sig);
+            }
             let _ = writeln!(
                 s,
                 "{} {}",
                 f.address,
-                location(&Some(f.name.clone()), &f.file, f.line)
+                location(&Some(name), &f.file, f.line)
             );
         }
         if self.truncated {
@@ -255,7 +281,7 @@ impl RenderText for ProbeCreated {
             s.push_str("in scope: ");
             let names: Vec<String> = vars
                 .iter()
-                .map(|v| format!("{}: {}", v.name, v.type_name))
+                .map(|v| format!("{}: {}", v.name, shorten_type_name(&v.type_name)))
                 .collect();
             s.push_str(&names.join(", "));
             s.push('\n');
@@ -350,6 +376,27 @@ impl RenderText for ProbeResults {
         }
         s.push('\n');
         for item in &self.items {
+            if let (Some(path), Some(value)) = (item["path"].as_str(), item.get("value")) {
+                let _ = write!(s, "#{} {path}", item["seq"]);
+                if let Some(skipped) = item["skipped"].as_u64() {
+                    let _ = write!(s, " (first {skipped} left out)");
+                }
+                s.push('\n');
+                match value {
+                    serde_json::Value::Array(list) => {
+                        for v in list {
+                            let _ = writeln!(s, "  {}", compact_value(v));
+                        }
+                    }
+                    v if v.get("value").is_some() => {
+                        let _ = writeln!(s, "  {}", compact_value(v));
+                    }
+                    other => {
+                        let _ = writeln!(s, "  {other}");
+                    }
+                }
+                continue;
+            }
             // Which site of the location the hit came from.
             let site = item["site"]
                 .as_u64()
@@ -382,6 +429,8 @@ impl RenderText for ProbeResults {
                 for v in item["expressions"].as_array().into_iter().flatten() {
                     let _ = writeln!(s, "  {}", compact_value(v));
                 }
+            } else if item.get("count").is_some() {
+                let _ = writeln!(s, "#{} {}", item["seq"], metric_line(item));
             } else {
                 let _ = writeln!(s, "{item}");
             }
@@ -390,13 +439,29 @@ impl RenderText for ProbeResults {
     }
 }
 
-/// One line for a value already in JSON form.
+/// One line for a value already in JSON form: its summary and the first
+/// elements of its children, as `read_locals` shows a value.
 fn compact_value(v: &serde_json::Value) -> String {
-    let name = v["name"].as_str().unwrap_or("?");
-    match v["unavailable"].as_str() {
-        Some(why) => format!("{name} = <{why}>"),
-        None => format!("{name} = {}", v["value"].as_str().unwrap_or("")),
+    value_from_json(v).to_text()
+}
+
+/// A metric summary as words: `count 12, min 1, max 9, mean 4.25, p50 4, …`.
+fn metric_line(item: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    for key in ["count", "min", "max", "mean", "p50", "p90", "p99"] {
+        if let Some(n) = item.get(key).and_then(serde_json::Value::as_f64) {
+            let shown = if n.fract() == 0.0 && n.abs() < 1e15 {
+                format!("{}", n as i64)
+            } else {
+                format!("{n:.2}")
+            };
+            parts.push(format!("{key} {shown}"));
+        }
     }
+    if item.get("count").and_then(serde_json::Value::as_u64) == Some(0) {
+        parts.push("no observations yet".into());
+    }
+    parts.join(", ")
 }
 
 impl RenderText for ProbeRemoved {

@@ -7,8 +7,8 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 
-use super::LiveprobeServer;
 use super::args::*;
+use super::{LiveprobeServer, budget};
 use crate::engine::{EvaluateReport, LocalsReport};
 
 #[tool_router(router = value_tools, vis = "pub(super)")]
@@ -20,6 +20,7 @@ impl LiveprobeServer {
     )]
     async fn read_locals(&self, Parameters(a): Parameters<ReadLocalsArgs>) -> CallToolResult {
         let started = Instant::now();
+        let budget = budget::budget(a.max_bytes);
         let answer = self
             .engine
             .read_locals(
@@ -29,7 +30,13 @@ impl LiveprobeServer {
                 a.limits.unwrap_or_default(),
             )
             .await;
-        self.reply("read_locals", started, answer)
+        self.reply_within(
+            "read_locals",
+            started,
+            answer,
+            budget,
+            "evaluate a cut variable or member by its expression (e.g. `req.headers`, `v[10]`) with its own limits, or raise max_bytes",
+        )
     }
 
     #[tool(
@@ -39,6 +46,7 @@ impl LiveprobeServer {
     )]
     async fn evaluate(&self, Parameters(a): Parameters<EvaluateArgs>) -> CallToolResult {
         let started = Instant::now();
+        let budget = budget::budget(a.max_bytes);
         let answer = self
             .engine
             .evaluate(
@@ -50,6 +58,12 @@ impl LiveprobeServer {
                 a.globals_only.unwrap_or(false),
             )
             .await;
-        self.reply("evaluate", started, answer)
+        self.reply_within(
+            "evaluate",
+            started,
+            answer,
+            budget,
+            "evaluate the cut member by a longer expression (e.g. `x.field`, `v[10]`, `*p`), or raise max_bytes",
+        )
     }
 }

@@ -26,6 +26,7 @@ pub use decode::{
 };
 pub use memory::PageCache;
 pub use redact::Redaction;
+pub use render::{MAX_NAME_CHARS, MAX_VALUE_TEXT, shorten_type_name, value_from_json};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -33,18 +34,19 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// elements of an array or container.
 ///
 /// Every cut a limit makes is marked `truncated` on the value it cut. Large
-/// requests are clamped (see [`Limits::clamped`]) so a client cannot make
-/// liveprobe read or hold an unbounded amount of target memory.
+/// requests are clamped (depth 32, max_string 1 MiB, max_items 10000) so a
+/// client cannot make liveprobe read or hold an unbounded amount of target
+/// memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Limits {
-    /// Levels of children expanded below a top-level value (0 = summary only).
+    /// Levels of children expanded below a top-level value (0 = summary only; default 3).
     #[serde(deserialize_with = "lenient_u32")]
     pub depth: u32,
-    /// Bytes of a string shown before it is cut.
+    /// Bytes of a string shown before it is cut (default 256).
     #[serde(deserialize_with = "lenient_u32")]
     pub max_string: u32,
-    /// Elements of an array, container or struct shown before the rest is cut.
+    /// Elements of an array, container or struct shown before the rest is cut (default 50).
     #[serde(deserialize_with = "lenient_u32")]
     pub max_items: u32,
 }

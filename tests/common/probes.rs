@@ -19,10 +19,13 @@ pub fn line_of(needle: &str) -> u64 {
 }
 
 /// `get_probe_results` of probe `id` after `after`, waiting up to `wait_ms`.
+/// With the largest byte budget: these tests count every result of one
+/// call (paging within the default budget is tested in e2e_mcp_shape).
 pub fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
     c.call(
         "get_probe_results",
-        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms}),
+        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms,
+               "max_bytes": 1_048_576}),
     )
     .ok()
 }
