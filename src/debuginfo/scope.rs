@@ -18,7 +18,7 @@ use gimli::{AttributeValue, Reader, constants};
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
 use super::module::Module;
-use super::types::{Language, TypeKey, TypeTable, unit_key, unit_language};
+use super::types::{Language, MemberOffset, TypeKey, TypeKind, TypeTable, unit_key, unit_language};
 
 /// A DWARF location expression, as stored in the debug info.
 pub type LocationExpression = gimli::Expression<DwarfReader>;
@@ -48,6 +48,10 @@ pub struct ScopeVariable {
     pub is_parameter: bool,
     /// True for a compiler-made variable (`this`, closures' environments).
     pub artificial: bool,
+    /// True for a variable a closure (C++ lambda, Rust closure) captured
+    /// from the function that made it: a member of the closure object,
+    /// visible in the closure's body by its name.
+    pub capture: bool,
     /// True when an inner variable with the same name hides this one.
     pub shadowed: bool,
     /// How far in the variable's block is: 0 = the function itself.
@@ -371,7 +375,10 @@ fn walk_frame_scope(
             asked: inline_depth,
             available,
         })?;
-    let frame = frames.swap_remove(index);
+    let mut frame = frames.swap_remove(index);
+    if let Some(level) = frame.first_mut() {
+        add_closure_captures(module, types, unit.encoding(), &mut level.variables);
+    }
     let function = frame
         .first()
         .and_then(|level| level.function.clone())
@@ -403,6 +410,180 @@ fn walk_frame_scope(
         variables,
         inline_frames: available,
     })
+}
+
+/// Makes a closure's captures visible by their names in its body. gcc and
+/// rustc describe each capture as a variable of the body already (gcc marks
+/// them artificial); clang only describes the closure class, whose members
+/// are reached through `this`. A capture becomes a variable located at
+/// `object + member offset`; one the compiler described is only marked.
+fn add_closure_captures(
+    module: &Module,
+    types: &mut TypeTable,
+    encoding: gimli::Encoding,
+    variables: &mut Vec<ScopeVariable>,
+) {
+    let Some(object) = variables.iter().find(|v| {
+        v.is_parameter && (v.artificial || matches!(v.name.as_str(), "this" | "__closure" | "self"))
+    }) else {
+        return;
+    };
+    let Some((closure, through_pointer)) = closure_type(module, types, object.ty) else {
+        return;
+    };
+    let object_location = object.location.clone();
+    let Some(aggregate) = types.get(module, closure).aggregate().cloned() else {
+        return;
+    };
+    for member in &aggregate.members {
+        let (Some(raw_name), MemberOffset::Bytes(offset)) = (&member.name, &member.offset) else {
+            continue;
+        };
+        if member.is_base {
+            continue;
+        }
+        // gcc names the member of a capture `x` `__x`.
+        let name = raw_name
+            .strip_prefix("__")
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(raw_name);
+        if let Some(described) = variables
+            .iter_mut()
+            .find(|v| !v.is_parameter && v.name == name)
+        {
+            described.capture = true;
+            continue;
+        }
+        variables.push(ScopeVariable {
+            name: name.to_string(),
+            ty: member.ty,
+            is_parameter: false,
+            artificial: true,
+            capture: true,
+            shadowed: false,
+            block_depth: 0,
+            location: member_location(&object_location, encoding, through_pointer, *offset),
+        });
+    }
+}
+
+/// The closure class an object parameter points to (or is), and whether it
+/// is reached through a pointer. A closure is a C++ lambda's class (unnamed,
+/// or `<lambda(...)>`) or a Rust closure's environment (`{closure_env#N}`).
+fn closure_type(
+    module: &Module,
+    types: &mut TypeTable,
+    object_type: Option<TypeKey>,
+) -> Option<(TypeKey, bool)> {
+    let (key, ty) = types.strip(module, object_type?)?;
+    let (key, ty, through_pointer) = match ty.kind {
+        TypeKind::Pointer(Some(target))
+        | TypeKind::Reference {
+            target: Some(target),
+            ..
+        } => {
+            let (key, ty) = types.strip(module, target)?;
+            (key, ty, true)
+        }
+        _ => (key, ty, false),
+    };
+    let aggregate = ty.aggregate()?;
+    if aggregate.declaration {
+        return None;
+    }
+    let name = ty.short_name.as_str();
+    let is_closure = match ty.language {
+        Language::Rust => name.starts_with("{closure_env#"),
+        _ => name.is_empty() || name.starts_with("<lambda"),
+    };
+    is_closure.then_some((key, through_pointer))
+}
+
+/// The location of the member at `offset` of the object whose pointer (or,
+/// with `through_pointer` false, whose storage) `object` locates.
+fn member_location(
+    object: &VariableLocation,
+    encoding: gimli::Encoding,
+    through_pointer: bool,
+    offset: u64,
+) -> VariableLocation {
+    let expression = match object {
+        VariableLocation::Expression(expression) => expression,
+        VariableLocation::OptimizedOut => return VariableLocation::OptimizedOut,
+        VariableLocation::Constant(_) => {
+            return VariableLocation::Unsupported(
+                "the closure object is a constant in the debug info".to_string(),
+            );
+        }
+        VariableLocation::Unsupported(reason) => {
+            return VariableLocation::Unsupported(reason.clone());
+        }
+    };
+    let unsupported = |why: &str| {
+        VariableLocation::Unsupported(format!("capture through a closure object {why}"))
+    };
+    let Ok(bytes) = expression.0.to_slice() else {
+        return unsupported("whose location cannot be read");
+    };
+    let mut operations = expression.clone().operations(encoding);
+    let mut ops = Vec::new();
+    loop {
+        match operations.next() {
+            Ok(Some(op)) => ops.push(op),
+            Ok(None) => break,
+            Err(_) => return unsupported("whose location cannot be read"),
+        }
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() + 12);
+    if ops
+        .iter()
+        .any(|op| matches!(op, gimli::Operation::Piece { .. }))
+    {
+        return unsupported("split in pieces");
+    }
+    match ops.as_slice() {
+        // The pointer is in a register: its value is the object's address.
+        [gimli::Operation::Register { register }] if through_pointer => {
+            out.push(constants::DW_OP_bregx.0);
+            push_uleb(&mut out, u64::from(register.0));
+            out.push(0); // SLEB 0
+        }
+        [gimli::Operation::Register { .. }] => {
+            return unsupported("held in a register");
+        }
+        [.., gimli::Operation::StackValue] if through_pointer => {
+            // The expression computes the pointer's value.
+            out.extend_from_slice(&bytes[..bytes.len() - 1]);
+        }
+        [.., gimli::Operation::StackValue] => {
+            return unsupported("that is a computed value");
+        }
+        _ => {
+            out.extend_from_slice(&bytes);
+            if through_pointer {
+                out.push(constants::DW_OP_deref.0);
+            }
+        }
+    }
+    if offset != 0 {
+        out.push(constants::DW_OP_plus_uconst.0);
+        push_uleb(&mut out, offset);
+    }
+    VariableLocation::Expression(gimli::Expression(super::bytes::reader(
+        super::bytes::SectionBytes::owned(out),
+    )))
+}
+
+fn push_uleb(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 /// A variable is shadowed when a later one (deeper block, or declared later
@@ -451,51 +632,39 @@ fn find_subprogram(
     {
         let entry = child.entry();
         match entry.tag() {
-            constants::DW_TAG_subprogram => {
-                if !contains_pc(unit_ref, entry, pc, false) {
-                    // Nested functions (Rust closures live inside namespaces,
-                    // C nested functions inside their parent) are found below.
-                    if entry.has_children()
-                        && !entry.has_attr(constants::DW_AT_low_pc)
-                        && !entry.has_attr(constants::DW_AT_ranges)
-                    {
-                        find_subprogram(
-                            module,
-                            types,
-                            unit,
-                            unit_ref,
-                            child,
-                            pc,
-                            depth + 1,
-                            found,
-                        )?;
-                    }
-                } else {
-                    let frame_base = location_at(unit_ref, entry, constants::DW_AT_frame_base, pc);
-                    let offset = entry.offset().0;
-                    let function = die_name(module, types, unit, entry);
-                    let mut levels = Vec::new();
-                    collect_levels(
-                        module,
-                        types,
-                        unit,
-                        unit_ref,
-                        child,
-                        pc,
-                        true,
-                        function,
-                        0,
-                        &mut levels,
-                    )?;
-                    *found = Some((offset, frame_base, levels));
-                }
+            constants::DW_TAG_subprogram if contains_pc(unit_ref, entry, pc, false) => {
+                let frame_base = location_at(unit_ref, entry, constants::DW_AT_frame_base, pc);
+                let offset = entry.offset().0;
+                let function = die_name(module, types, unit, entry);
+                let mut levels = Vec::new();
+                collect_levels(
+                    module,
+                    types,
+                    unit,
+                    unit_ref,
+                    child,
+                    pc,
+                    true,
+                    function,
+                    0,
+                    &mut levels,
+                )?;
+                *found = Some((offset, frame_base, levels));
             }
-            constants::DW_TAG_namespace
+            // A function can be defined inside another DIE of any of these
+            // kinds, whatever that DIE's own addresses: Rust closures inside
+            // a namespace named after their function, GNU C nested functions
+            // inside their parent, C++ lambdas' `operator()` (gcc) and local
+            // classes' methods inside a class inside a block of the function
+            // that defines them.
+            constants::DW_TAG_subprogram
+            | constants::DW_TAG_lexical_block
+            | constants::DW_TAG_namespace
             | constants::DW_TAG_module
             | constants::DW_TAG_structure_type
             | constants::DW_TAG_class_type
             | constants::DW_TAG_union_type
-            | constants::DW_TAG_enumeration_type
+            | constants::DW_TAG_interface_type
                 if entry.has_children() =>
             {
                 find_subprogram(module, types, unit, unit_ref, child, pc, depth + 1, found)?;
@@ -554,6 +723,7 @@ fn collect_levels(
                     ty,
                     is_parameter: tag == constants::DW_TAG_formal_parameter,
                     artificial,
+                    capture: false,
                     shadowed: false,
                     block_depth: 0,
                     location,

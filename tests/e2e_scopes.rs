@@ -1,0 +1,299 @@
+//! End-to-end tests of scopes for every kind of function DWARF describes
+//! (C++ lambdas, generic lambdas, lambdas in lambdas, local classes,
+//! out-of-line members, GNU C nested functions, Rust closures and async fns)
+//! and of stacks of optimized code compared with `addr2line -i` and gdb,
+//! driving the real `liveprobe` binary over MCP.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The line of `tests/fixtures/<rel>` marked `LINE: <marker>`.
+fn marked_line(rel: &str, marker: &str) -> u32 {
+    let text = std::fs::read_to_string(fixture_src(rel)).expect("fixture source");
+    let tag = format!("LINE: {marker}");
+    let index = text
+        .lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap_or_else(|| panic!("no `{tag}` in {rel}"));
+    index as u32 + 1
+}
+
+/// Compiles a C++ fixture with clang++ (build_fixture uses g++), rebuilt
+/// when the source is newer; written to a temporary name then renamed.
+fn build_with_clang(rel: &str, out_name: &str, flags: &[&str]) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let src = fixture_src(rel);
+    let out = fixture_dir().join(out_name);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(s), Some(o)) = (modified(&src), modified(&out))
+        && o > s
+    {
+        return out;
+    }
+    let tmp = fixture_dir().join(format!("{out_name}.tmp.{}", std::process::id()));
+    let status = Command::new("clang++")
+        .arg("-g")
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(&tmp)
+        .status()
+        .expect("run clang++ (install clang)");
+    assert!(status.success(), "compiling {rel} with clang++ failed");
+    std::fs::rename(&tmp, &out).expect("rename fixture");
+    out
+}
+
+/// A fixture stopped at `command`'s hold, with a liveprobe session attached.
+struct Stopped {
+    fx: Fixture,
+    client: McpClient,
+    stack: Value,
+}
+
+fn stop_at(exe: &Path, command: &str) -> Stopped {
+    let mut fx = Fixture::start(exe);
+    fx.send(command);
+    fx.expect_line(&format!("at {command}"));
+    let mut client = McpClient::start();
+    client.call("attach", json!({"pid": fx.pid})).ok();
+    let stack = client
+        .call("stack_trace", json!({"pid": fx.pid, "max_frames": 64}))
+        .ok();
+    Stopped { fx, client, stack }
+}
+
+impl Stopped {
+    fn frames(&self) -> &Vec<Value> {
+        self.stack["threads"][0]["frames"]
+            .as_array()
+            .expect("frames")
+    }
+
+    /// The index of the frame at `file:line`.
+    fn frame_at(&self, file: &str, line: u32) -> u64 {
+        self.frames()
+            .iter()
+            .find(|f| f["line"] == line && f["file"].as_str().is_some_and(|p| p.ends_with(file)))
+            .unwrap_or_else(|| panic!("no frame at {file}:{line} in {}", self.stack))["index"]
+            .as_u64()
+            .expect("index")
+    }
+
+    fn locals(&mut self, frame: u64) -> Value {
+        let pid = self.fx.pid;
+        self.client
+            .call("read_locals", json!({"pid": pid, "frame": frame}))
+            .ok()
+    }
+
+    fn evaluate(&mut self, frame: u64, expression: &str) -> String {
+        let pid = self.fx.pid;
+        let answer = self
+            .client
+            .call(
+                "evaluate",
+                json!({"pid": pid, "frame": frame, "expression": expression}),
+            )
+            .ok();
+        let value = &answer["value"];
+        assert!(
+            value.get("unavailable").is_none(),
+            "{expression} unavailable: {answer}"
+        );
+        value["value"].as_str().expect("value text").to_string()
+    }
+
+    /// Detaches liveprobe so that gdb can attach to the same process.
+    fn detach(&mut self) {
+        let pid = self.fx.pid;
+        self.client.call("detach", json!({"pid": pid})).ok();
+    }
+}
+
+fn variable_names(locals: &Value) -> Vec<String> {
+    locals["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn assert_has(locals: &Value, names: &[&str]) {
+    let have = variable_names(locals);
+    for name in names {
+        assert!(
+            have.iter().any(|h| h == name),
+            "`{name}` not in scope: {have:?} ({locals})"
+        );
+    }
+}
+
+/// What gdb prints for each expression in the frame at `file:line` of the
+/// main thread of `pid` (gdb selects the frame itself, by its own
+/// unwinding). Fails when gdb is missing.
+fn gdb_values(pid: i32, file: &str, line: u32, expressions: &[&str]) -> Vec<String> {
+    let script = fixture_dir().join(format!("gdb_scopes_{pid}_{line}.py"));
+    let mut py = format!(
+        "import gdb\nf = gdb.newest_frame()\nwhile f is not None:\n    sal = f.find_sal()\n    if sal.line == {line} and sal.symtab is not None and sal.symtab.filename.endswith('{file}'):\n        f.select()\n        break\n    f = f.older()\nif f is None:\n    print('GDB-NO-FRAME')\n"
+    );
+    for expression in expressions {
+        py.push_str(&format!(
+            "try:\n    v = gdb.parse_and_eval({expression:?})\n    if v.type.strip_typedefs().code in (gdb.TYPE_CODE_REF, gdb.TYPE_CODE_RVALUE_REF):\n        v = v.referenced_value()\n    print('GDB-VALUE ' + str(v))\nexcept gdb.error as e:\n    print('GDB-VALUE error ' + str(e))\n"
+        ));
+    }
+    std::fs::write(&script, py).expect("write gdb script");
+    let out = Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx", "-x"])
+        .arg(&script)
+        .output()
+        .expect("run gdb (install gdb: these tests compare values with it)");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("GDB-NO-FRAME"),
+        "gdb found no frame at {file}:{line}: {stdout}"
+    );
+    let values: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("GDB-VALUE ").map(str::to_string))
+        .collect();
+    assert_eq!(
+        values.len(),
+        expressions.len(),
+        "gdb output: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    values
+}
+
+/// A C++ lambda handler at a line inside it: its parameters, locals and
+/// captures are in scope, captures evaluate by name, a condition on a
+/// capture is accepted by a dry run, and the values match gdb's.
+struct Case {
+    command: &'static str,
+    in_scope: &'static [&'static str],
+    /// Expression, the value liveprobe must show (gdb checked separately).
+    values: &'static [(&'static str, &'static str)],
+    condition: &'static str,
+}
+
+const CPP_CASES: &[Case] = &[
+    Case {
+        command: "by_ref",
+        in_scope: &["req", "res", "seen", "count"],
+        values: &[
+            ("count", "41"),
+            ("seen", "42"),
+            ("req.method", "\"GET\""),
+            ("res.status", "200"),
+        ],
+        condition: "count == 41 && req.id == 3",
+    },
+    Case {
+        command: "by_value",
+        in_scope: &["req", "res", "plen", "prefix", "limit"],
+        values: &[("limit", "7"), ("plen", "4"), ("prefix", "\"/api\"")],
+        condition: "limit > 3",
+    },
+    Case {
+        command: "generic",
+        in_scope: &["value", "res", "doubled", "count"],
+        values: &[("doubled", "6"), ("count", "41"), ("value", "3")],
+        condition: "count + value == 44",
+    },
+    Case {
+        command: "nested",
+        in_scope: &["extra", "inner_sum", "outer_local", "res"],
+        values: &[("outer_local", "9"), ("extra", "41"), ("inner_sum", "50")],
+        condition: "outer_local == 9",
+    },
+    Case {
+        command: "local_class",
+        in_scope: &["k", "product", "this"],
+        values: &[("product", "15"), ("k", "5"), ("this->base", "3")],
+        condition: "product > 0",
+    },
+    Case {
+        command: "out_of_line",
+        in_scope: &["by", "before", "this"],
+        values: &[("before", "10"), ("by", "3"), ("this->hits", "13")],
+        condition: "before == 10",
+    },
+];
+
+fn check_cpp_case(exe: &Path, case: &Case) {
+    let line = marked_line("scopes/lambdas.cpp", case.command);
+    let mut stopped = stop_at(exe, case.command);
+    let frame = stopped.frame_at("lambdas.cpp", line);
+    let locals = stopped.locals(frame);
+    assert_has(&locals, case.in_scope);
+    for (expression, expected) in case.values {
+        let got = stopped.evaluate(frame, expression);
+        assert_eq!(
+            &got, expected,
+            "{}: `{expression}` at lambdas.cpp:{line}",
+            case.command
+        );
+    }
+    // A condition over the captures, checked without arming anything.
+    let pid = stopped.fx.pid;
+    let dry = stopped
+        .client
+        .call(
+            "set_snapshot",
+            json!({"pid": pid, "location": format!("lambdas.cpp:{line}"),
+                   "condition": case.condition, "dry_run": true}),
+        )
+        .ok();
+    let names: Vec<&str> = dry["variables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("dry run lists no variables: {dry}"))
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in case.in_scope {
+        assert!(names.contains(name), "dry run scope lacks {name}: {dry}");
+    }
+    // gdb, attached to the same process after liveprobe leaves, agrees.
+    stopped.detach();
+    let expressions: Vec<&str> = case.values.iter().map(|(e, _)| *e).collect();
+    let gdb = gdb_values(pid, "lambdas.cpp", line, &expressions);
+    for ((expression, ours), theirs) in case.values.iter().zip(gdb) {
+        assert_eq!(
+            ours.trim_matches('"'),
+            theirs.trim_matches('"'),
+            "{}: `{expression}`: liveprobe {ours}, gdb {theirs}",
+            case.command
+        );
+    }
+}
+
+#[test]
+fn cpp_lambdas_and_members_gcc() {
+    let exe = build_fixture("scopes/lambdas.cpp", "scopes_lambdas_gcc", &["-O0"]);
+    for case in CPP_CASES {
+        check_cpp_case(&exe, case);
+    }
+}
+
+#[test]
+fn cpp_lambdas_and_members_clang() {
+    let exe = // Without -fstandalone-debug clang describes std::string only as a
+    // declaration (gdb cannot print it either).
+    build_with_clang(
+        "scopes/lambdas.cpp",
+        "scopes_lambdas_clang",
+        &["-O0", "-fstandalone-debug"],
+    );
+    for case in CPP_CASES {
+        check_cpp_case(&exe, case);
+    }
+}
