@@ -58,9 +58,14 @@ struct Stopped {
 }
 
 fn stop_at(exe: &Path, command: &str) -> Stopped {
+    stop_at_hold(exe, command, command)
+}
+
+/// Sends `command` and waits for the hold named `place`.
+fn stop_at_hold(exe: &Path, command: &str, place: &str) -> Stopped {
     let mut fx = Fixture::start(exe);
     fx.send(command);
-    fx.expect_line(&format!("at {command}"));
+    fx.expect_line(&format!("at {place}"));
     let mut client = McpClient::start();
     client.call("attach", json!({"pid": fx.pid})).ok();
     let stack = client
@@ -295,5 +300,132 @@ fn cpp_lambdas_and_members_clang() {
     );
     for case in CPP_CASES {
         check_cpp_case(&exe, case);
+    }
+}
+
+#[test]
+fn gnu_c_nested_function_sees_its_parent() {
+    let exe = build_fixture("scopes/nested.c", "scopes_nested", &["-O0"]);
+    let line = marked_line("scopes/nested.c", "nested");
+    let mut stopped = stop_at(&exe, "nested");
+    let frame = stopped.frame_at("nested.c", line);
+    let locals = stopped.locals(frame);
+    // Its own argument and local, and the parent's locals through the static link.
+    assert_has(&locals, &["step", "before", "total", "base"]);
+    let values = [
+        ("step", "5"),
+        ("before", "40"),
+        ("total", "45"),
+        ("base", "20"),
+    ];
+    for (expression, expected) in values {
+        assert_eq!(
+            stopped.evaluate(frame, expression),
+            expected,
+            "{expression}"
+        );
+    }
+    let pid = stopped.fx.pid;
+    stopped.detach();
+    let expressions: Vec<&str> = values.iter().map(|(e, _)| *e).collect();
+    let gdb = gdb_values(pid, "nested.c", line, &expressions);
+    for ((expression, ours), theirs) in values.iter().zip(gdb) {
+        assert_eq!(
+            *ours, theirs,
+            "`{expression}`: liveprobe {ours}, gdb {theirs}"
+        );
+    }
+}
+
+/// Rust closures (by reference, by move, a closure in a closure), a trait
+/// impl method and an async fn's resumed body, at -O0.
+#[test]
+fn rust_closures_trait_impl_and_async() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o0",
+        &["-C", "opt-level=0"],
+    );
+    let cases: &[(&str, &[&str], &[(&str, &str)])] = &[
+        (
+            "closure_ref",
+            &["extra", "seen", "count"],
+            &[("extra", "1"), ("seen", "42"), ("count", "41")],
+        ),
+        (
+            "closure_inner",
+            &["bump", "inner_sum", "scaled", "outer_len"],
+            &[
+                ("bump", "2"),
+                ("scaled", "21"),
+                ("outer_len", "5"),
+                ("inner_sum", "28"),
+            ],
+        ),
+        (
+            "trait_impl",
+            &["self", "scale", "raw"],
+            &[("scale", "2"), ("raw", "42"), ("self.width", "6")],
+        ),
+        (
+            "async_fn",
+            &["key", "doubled"],
+            &[("key", "21"), ("doubled", "42")],
+        ),
+    ];
+    for (marker, in_scope, values) in cases {
+        let command = match *marker {
+            "closure_ref" | "closure_inner" => "closures",
+            other => other,
+        };
+        let line = marked_line("scopes/closures.rs", marker);
+        let first_hold = if command == "closures" {
+            "closure_ref"
+        } else {
+            command
+        };
+        let mut stopped = stop_at_hold(&exe, command, first_hold);
+        if *marker == "closure_inner" {
+            // The first hold is closure_ref's; go on to the inner closure's.
+            stopped.detach();
+            stopped.fx.send("");
+            stopped.fx.expect_line("at closure_inner");
+            let pid = stopped.fx.pid;
+            stopped.client.call("attach", json!({"pid": pid})).ok();
+            stopped.stack = stopped
+                .client
+                .call("stack_trace", json!({"pid": pid, "max_frames": 64}))
+                .ok();
+        }
+        let frame = stopped.frame_at("closures.rs", line);
+        let locals = stopped.locals(frame);
+        assert_has(&locals, in_scope);
+        for (expression, expected) in *values {
+            assert_eq!(
+                stopped.evaluate(frame, expression),
+                *expected,
+                "{marker}: `{expression}`"
+            );
+        }
+        let pid = stopped.fx.pid;
+        let dry = stopped
+            .client
+            .call(
+                "set_snapshot",
+                json!({"pid": pid, "location": format!("closures.rs:{line}"),
+                       "condition": format!("{} == {}", values[0].0, values[0].1),
+                       "dry_run": true}),
+            )
+            .ok();
+        assert!(dry["variables"].is_array(), "{dry}");
+        stopped.detach();
+        let expressions: Vec<&str> = values.iter().map(|(e, _)| *e).collect();
+        let gdb = gdb_values(pid, "closures.rs", line, &expressions);
+        for ((expression, ours), theirs) in values.iter().zip(gdb) {
+            assert_eq!(
+                *ours, theirs,
+                "{marker}: `{expression}`: liveprobe {ours}, gdb {theirs}"
+            );
+        }
     }
 }

@@ -351,13 +351,32 @@ fn walk_frame_scope(
         .root()
         .map_err(|e| ScopeError::Malformed(e.to_string()))?;
     let mut found = None;
-    find_subprogram(module, types, &unit, unit_ref, root, pc.0, 0, &mut found)?;
-    let Some((subprogram_offset, frame_base, levels)) = found else {
+    let mut path = Vec::new();
+    find_subprogram(
+        module, types, &unit, unit_ref, root, pc.0, &mut path, &mut found,
+    )?;
+    let Some(Found {
+        subprogram: subprogram_offset,
+        frame_base,
+        mut levels,
+        enclosing,
+    }) = found
+    else {
         return Err(ScopeError::NoFunction {
             pc: pc.0,
             module: module_name,
         });
     };
+    if let Ok(subprogram) = unit.entry(gimli::UnitOffset(subprogram_offset))
+        && let Some(AttributeValue::Exprloc(link)) =
+            subprogram.attr_value(constants::DW_AT_static_link)
+        && let Some(level) = levels.first_mut()
+    {
+        let mut outer = static_link_variables(module, types, &unit, &link, &enclosing);
+        outer.retain(|v| !level.variables.iter().any(|own| own.name == v.name));
+        outer.append(&mut level.variables);
+        level.variables = outer;
+    }
     // Split the chain into frames: each level that starts a frame begins one.
     let mut frames: Vec<Vec<ScopeLevel>> = Vec::new();
     for level in levels {
@@ -609,7 +628,15 @@ fn mark_shadowed(variables: &mut [ScopeVariable]) {
     }
 }
 
-type Found = Option<(usize, VariableLocation, Vec<ScopeLevel>)>;
+/// The subprogram containing a pc, its frame base there, the chain of
+/// scopes down to the pc, and the DIEs (functions and blocks) that enclose
+/// the subprogram's own DIE, outermost first.
+struct Found {
+    subprogram: usize,
+    frame_base: VariableLocation,
+    levels: Vec<ScopeLevel>,
+    enclosing: Vec<usize>,
+}
 
 #[allow(clippy::too_many_arguments)]
 fn find_subprogram(
@@ -619,10 +646,10 @@ fn find_subprogram(
     unit_ref: gimli::UnitRef<'_, DwarfReader>,
     node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
     pc: u64,
-    depth: usize,
-    found: &mut Found,
+    path: &mut Vec<(usize, bool)>,
+    found: &mut Option<Found>,
 ) -> Result<(), ScopeError> {
-    if depth > MAX_TREE_DEPTH {
+    if path.len() > MAX_TREE_DEPTH {
         return Ok(());
     }
     let mut children = node.children();
@@ -649,7 +676,12 @@ fn find_subprogram(
                     0,
                     &mut levels,
                 )?;
-                *found = Some((offset, frame_base, levels));
+                *found = Some(Found {
+                    subprogram: offset,
+                    frame_base,
+                    levels,
+                    enclosing: enclosing_scopes(path),
+                });
             }
             // A function can be defined inside another DIE of any of these
             // kinds, whatever that DIE's own addresses: Rust closures inside
@@ -667,7 +699,14 @@ fn find_subprogram(
             | constants::DW_TAG_interface_type
                 if entry.has_children() =>
             {
-                find_subprogram(module, types, unit, unit_ref, child, pc, depth + 1, found)?;
+                let is_scope = matches!(
+                    entry.tag(),
+                    constants::DW_TAG_subprogram | constants::DW_TAG_lexical_block
+                );
+                path.push((entry.offset().0, is_scope));
+                let result = find_subprogram(module, types, unit, unit_ref, child, pc, path, found);
+                path.pop();
+                result?;
             }
             _ => {}
         }
@@ -676,6 +715,122 @@ fn find_subprogram(
         }
     }
     Ok(())
+}
+
+/// The functions and blocks on `path` (DIE offset, whether it is a function
+/// or block) from the innermost enclosing function down: the scopes a nested
+/// function sees through its static link.
+fn enclosing_scopes(path: &[(usize, bool)]) -> Vec<usize> {
+    // A class between the nested function and its parent (a C++ local class)
+    // ends the chain: its methods have no static link.
+    let inner: Vec<usize> = path
+        .iter()
+        .rev()
+        .take_while(|(_, is_scope)| *is_scope)
+        .map(|(offset, _)| *offset)
+        .collect();
+    inner.into_iter().rev().collect()
+}
+
+/// The variables of the scopes enclosing a GNU C nested function (its
+/// parent function and the parent's blocks around it), located through the
+/// nested function's `DW_AT_static_link`, which computes the parent's frame
+/// base. Only variables addressed from the frame base are reachable so.
+fn static_link_variables(
+    module: &Module,
+    types: &mut TypeTable,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    static_link: &LocationExpression,
+    enclosing: &[usize],
+) -> Vec<ScopeVariable> {
+    let mut variables = Vec::new();
+    let Ok(link) = static_link.0.to_slice() else {
+        return variables;
+    };
+    let encoding = unit.encoding();
+    let Some(dwarf) = module.dwarf() else {
+        return variables;
+    };
+    let unit_ref = unit.unit_ref(dwarf);
+    for offset in enclosing {
+        let Ok(mut tree) = unit.entries_tree(Some(gimli::UnitOffset(*offset))) else {
+            continue;
+        };
+        let Ok(root) = tree.root() else { continue };
+        let mut children = root.children();
+        while let Ok(Some(child)) = children.next() {
+            let entry = child.entry();
+            let tag = entry.tag();
+            if !matches!(
+                tag,
+                constants::DW_TAG_variable | constants::DW_TAG_formal_parameter
+            ) || flag(entry, constants::DW_AT_declaration)
+            {
+                continue;
+            }
+            let Some(name) = die_name(module, types, unit, entry) else {
+                continue;
+            };
+            let ty = die_type(module, types, unit, entry);
+            let location = match location_at(unit_ref, entry, constants::DW_AT_location, 0) {
+                VariableLocation::Expression(expression) => {
+                    through_static_link(&link, &expression, encoding)
+                }
+                other => other,
+            };
+            variables.push(ScopeVariable {
+                name,
+                ty,
+                is_parameter: false,
+                artificial: false,
+                capture: false,
+                shadowed: false,
+                block_depth: 0,
+                location,
+            });
+        }
+    }
+    variables
+}
+
+/// `expression` (a parent's variable) with its leading `DW_OP_fbreg N`
+/// replaced by `link` (the parent's frame base) `+ N`.
+fn through_static_link(
+    link: &[u8],
+    expression: &LocationExpression,
+    encoding: gimli::Encoding,
+) -> VariableLocation {
+    let mut rest = expression.0.clone();
+    let Ok(gimli::Operation::FrameOffset { offset }) = gimli::Operation::parse(&mut rest, encoding)
+    else {
+        return VariableLocation::Unsupported(
+            "a variable of the enclosing function that is not in its frame".to_string(),
+        );
+    };
+    let Ok(rest) = rest.to_slice() else {
+        return VariableLocation::Unsupported("unreadable location".to_string());
+    };
+    let mut out = link.to_vec();
+    out.push(constants::DW_OP_consts.0);
+    push_sleb(&mut out, offset);
+    out.push(constants::DW_OP_plus.0);
+    out.extend_from_slice(&rest);
+    VariableLocation::Expression(gimli::Expression(super::bytes::reader(
+        super::bytes::SectionBytes::owned(out),
+    )))
+}
+
+fn push_sleb(out: &mut Vec<u8>, mut value: i64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
+        if done {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
