@@ -337,6 +337,13 @@ fn gnu_c_nested_function_sees_its_parent() {
     }
 }
 
+/// A hold's marker, the names in scope there, expressions and their values.
+type RustCase = (
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
 /// Rust closures (by reference, by move, a closure in a closure), a trait
 /// impl method and an async fn's resumed body, at -O0.
 #[test]
@@ -346,7 +353,7 @@ fn rust_closures_trait_impl_and_async() {
         "scopes_closures_o0",
         &["-C", "opt-level=0"],
     );
-    let cases: &[(&str, &[&str], &[(&str, &str)])] = &[
+    let cases: &[RustCase] = &[
         (
             "closure_ref",
             &["extra", "seen", "count"],
