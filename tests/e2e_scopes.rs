@@ -436,3 +436,366 @@ fn rust_closures_trait_impl_and_async() {
         }
     }
 }
+
+/// The load address of `exe`'s first mapping in `pid` (file offset 0): file
+/// addresses of a PIE are runtime addresses minus it.
+fn load_base(pid: i32, exe: &Path) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    let exe = std::fs::canonicalize(exe).expect("canonical exe");
+    maps.lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let path = fields.get(5)?;
+            if Path::new(path) != exe || fields.get(2)? != &"00000000" {
+                return None;
+            }
+            let start = fields[0].split('-').next()?;
+            u64::from_str_radix(start, 16).ok()
+        })
+        .unwrap_or_else(|| panic!("{} not mapped in {pid}", exe.display()))
+}
+
+/// One source-level frame as addr2line or liveprobe tells it.
+#[derive(Debug, Clone, PartialEq)]
+struct Told {
+    function: String,
+    file: String,
+    line: u32,
+}
+
+/// `addr2line -i -f -C -a` for each address: the inlined chain, innermost
+/// first. Fails when addr2line (binutils) is missing.
+fn addr2line(exe: &Path, addresses: &[u64]) -> Vec<Vec<Told>> {
+    let out = Command::new("addr2line")
+        .args(["-i", "-f", "-C", "-a", "-e"])
+        .arg(exe)
+        .args(addresses.iter().map(|a| format!("{a:#x}")))
+        .output()
+        .expect("run addr2line (install binutils: this test compares stacks with it)");
+    assert!(out.status.success(), "addr2line failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut groups: Vec<Vec<Told>> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("0x") {
+            groups.push(Vec::new());
+            continue;
+        }
+        let location = lines.next().unwrap_or("??:0");
+        let location = location.split(" (discriminator").next().unwrap_or(location);
+        let (file, number) = location.rsplit_once(':').unwrap_or((location, "0"));
+        groups.last_mut().expect("an address first").push(Told {
+            function: line.to_string(),
+            file: file.rsplit('/').next().unwrap_or(file).to_string(),
+            line: number.parse().unwrap_or(0),
+        });
+    }
+    groups
+}
+
+/// Compares every frame of the stack of a thread stopped in `exe` with what
+/// addr2line says for the same pcs: the same number of inlined frames per
+/// pc, the same function and the same file:line for each.
+fn stack_matches_addr2line(exe: &Path, stopped: &mut Stopped) {
+    let pid = stopped.fx.pid;
+    stopped.detach();
+    let gdb = gdb_frames(pid);
+    let base = load_base(pid, exe);
+    let exe_name = exe
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let frames = stopped.frames();
+    // Physical frames of the program's own code, with their source frames.
+    let mut physical: Vec<(u64, Vec<Told>)> = Vec::new();
+    let mut last_pc = None;
+    for (i, frame) in frames.iter().enumerate() {
+        let pc_text = frame["pc"].as_str().expect("pc");
+        let pc = u64::from_str_radix(pc_text.trim_start_matches("0x"), 16).expect("hex pc");
+        let told = Told {
+            function: frame["function"].as_str().unwrap_or("??").to_string(),
+            file: frame["file"]
+                .as_str()
+                .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+                .unwrap_or_else(|| "??".to_string()),
+            line: frame["line"].as_u64().unwrap_or(0) as u32,
+        };
+        if last_pc != Some(pc) {
+            last_pc = Some(pc);
+            if frame["module"] != exe_name.as_str() {
+                physical.push((0, Vec::new()));
+                continue;
+            }
+            // A caller's pc is a return address: its call is the byte before.
+            let file_pc = pc - base - u64::from(i > 0);
+            physical.push((file_pc, Vec::new()));
+        }
+        if let Some((addr, group)) = physical.last_mut()
+            && *addr != 0
+        {
+            group.push(told);
+        }
+    }
+    physical.retain(|(addr, _)| *addr != 0);
+    assert!(
+        !physical.is_empty(),
+        "no frame of {exe_name}: {}",
+        stopped.stack
+    );
+    let addresses: Vec<u64> = physical.iter().map(|(a, _)| *a).collect();
+    let theirs = addr2line(exe, &addresses);
+    let mut mismatches = Vec::new();
+    for ((addr, ours), theirs) in physical.iter().zip(&theirs) {
+        // Where binutils and gdb disagree (binutils names the innermost
+        // frame of an inlined chain after the ELF symbol holding it, and
+        // reads no file name from some DWARF 5 line tables of rustc), a frame
+        // must match one of them.
+        let by_gdb: Vec<Told> = gdb
+            .iter()
+            .filter(|(pc, _)| {
+                let file_pc = pc.wrapping_sub(base);
+                file_pc == *addr + 1 || file_pc == *addr
+            })
+            .map(|(_, told)| told.clone())
+            .collect();
+        let agrees = |reference: &[Told]| {
+            ours.len() == reference.len()
+                && ours.iter().zip(reference).all(|(o, t)| {
+                    o.file == t.file && o.line == t.line && same_function(&o.function, &t.function)
+                })
+        };
+        // Each of function and file:line agreeing with one of the two.
+        let mixed = ours.len() == theirs.len()
+            && ours.len() == by_gdb.len()
+            && ours.iter().zip(theirs).zip(&by_gdb).all(|((o, t), g)| {
+                let place = |r: &Told| o.file == r.file && o.line == r.line;
+                (place(t) || place(g))
+                    && (same_function(&o.function, &t.function)
+                        || same_function(&o.function, &g.function))
+            });
+        let same = agrees(theirs) || agrees(&by_gdb) || mixed;
+        if !same {
+            mismatches.push(format!(
+                "{addr:#x}:\n  liveprobe {ours:?}\n  addr2line {theirs:?}\n  gdb {by_gdb:?}"
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} pcs differ from addr2line -i:\n{}",
+        mismatches.len(),
+        physical.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// Every frame of the main thread of `pid` as gdb unwinds it: pc (for a
+/// caller, the return address) and function name. Fails when gdb is missing.
+fn gdb_frames(pid: i32) -> Vec<(u64, Told)> {
+    let script = fixture_dir().join(format!("gdb_frames_{pid}.py"));
+    let py = "import gdb\nf = gdb.newest_frame()\nwhile f is not None:\n    sal = f.find_sal()\n    path = sal.symtab.filename if sal.symtab is not None else '??'\n    print('GDB-FRAME %x %s %d %s' % (f.pc(), path.split('/')[-1], sal.line, f.name()))\n    f = f.older()\n";
+    std::fs::write(&script, py).expect("write gdb script");
+    let out = Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx", "-x"])
+        .arg(&script)
+        .output()
+        .expect("run gdb (install gdb: these tests compare stacks with it)");
+    let _ = std::fs::remove_file(&script);
+    let frames: Vec<(u64, Told)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.strip_prefix("GDB-FRAME ")?.splitn(4, ' ');
+            let pc = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let file = fields.next()?.to_string();
+            let line = fields.next()?.parse().ok()?;
+            let function = fields.next()?.to_string();
+            Some((
+                pc,
+                Told {
+                    function,
+                    file,
+                    line,
+                },
+            ))
+        })
+        .collect();
+    assert!(!frames.is_empty(), "gdb printed no frame of {pid}");
+    frames
+}
+
+/// The same function, allowing for addr2line's C++ parameter lists (which
+/// liveprobe leaves out, as gdb's backtraces do).
+fn same_function(ours: &str, theirs: &str) -> bool {
+    ours == theirs
+        || strip_cpp_params(theirs) == strip_cpp_params(ours)
+        || rust_path(ours) == rust_path(theirs)
+}
+
+/// A Rust function's path as both spellings share it: legacy symbols carry
+/// no generic arguments and say `{{closure}}` where DWARF (and gdb) say
+/// `{closure#0}`/`{async_fn#0}`.
+fn rust_path(name: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.split("::")
+        .map(|segment| {
+            let closure = segment == "{{closure}}"
+                || ["{closure#", "{async_fn#", "{async_block#", "{coroutine#"]
+                    .iter()
+                    .any(|p| segment.starts_with(p));
+            if closure { "{closure}" } else { segment }
+        })
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// `R ns::f<T>(int) const` -> `ns::f<T>`: no parameters, no return type
+/// (cpp_demangle and binutils print one for templates); parentheses inside
+/// `{lambda(...)#1}` and template arguments are kept.
+fn strip_cpp_params(name: &str) -> String {
+    let mut depth = 0i32;
+    let mut start = 0;
+    let without = strip_cpp_param_list(name);
+    for (i, c) in without.char_indices() {
+        match c {
+            '<' | '(' | '{' => depth += 1,
+            '>' | ')' | '}' => depth -= 1,
+            ' ' if depth == 0 => start = i + 1,
+            _ => {}
+        }
+    }
+    without[start..].to_string()
+}
+
+fn strip_cpp_param_list(name: &str) -> String {
+    let mut depth = 0i32;
+    let mut braces = 0i32;
+    let mut out = String::new();
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            '{' => braces += 1,
+            '}' => braces -= 1,
+            '(' if depth == 0 && braces == 0 && !out.ends_with("operator") => break,
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+const RUST_HOLDS: &[(&str, &str)] = &[
+    ("inlined", "inlined"),
+    ("closures", "closure_ref"),
+    ("trait_impl", "trait_impl"),
+    ("async_fn", "async_fn"),
+];
+
+/// opt-level 3, DWARF 4 (rustc's default): blocks and inlined calls whose
+/// addresses are `.debug_ranges` lists.
+#[test]
+fn release_rust_stacks_match_addr2line() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3",
+        &["-C", "opt-level=3"],
+    );
+    for (command, hold) in RUST_HOLDS {
+        let mut stopped = stop_at_hold(&exe, command, hold);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}
+
+/// opt-level 3 with DWARF 5 (`.debug_rnglists`).
+#[test]
+fn release_rust_dwarf5_stacks_match_addr2line() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3_dwarf5",
+        &["-C", "opt-level=3", "-C", "dwarf-version=5"],
+    );
+    for (command, hold) in RUST_HOLDS {
+        let mut stopped = stop_at_hold(&exe, command, hold);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}
+
+/// Fat LTO with several codegen units: the standard library is inlined into
+/// the program and inlined calls name their functions in other units
+/// (`DW_FORM_ref_addr`).
+#[test]
+fn release_rust_lto_stacks_match_addr2line() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3_lto",
+        &[
+            "-C",
+            "opt-level=3",
+            "-C",
+            "lto=fat",
+            "-C",
+            "codegen-units=4",
+        ],
+    );
+    for (command, hold) in RUST_HOLDS {
+        let mut stopped = stop_at_hold(&exe, command, hold);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}
+
+const CPP_HOLDS: &[&str] = &[
+    "by_ref",
+    "by_value",
+    "generic",
+    "nested",
+    "local_class",
+    "out_of_line",
+];
+
+/// g++ -O2, DWARF 5.
+#[test]
+fn optimized_cpp_stacks_match_addr2line() {
+    let exe = build_fixture("scopes/lambdas.cpp", "scopes_lambdas_o2", &["-O2"]);
+    for command in CPP_HOLDS {
+        let mut stopped = stop_at(&exe, command);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}
+
+/// g++ -O2, DWARF 4 (`.debug_ranges`).
+#[test]
+fn optimized_cpp_dwarf4_stacks_match_addr2line() {
+    let exe = build_fixture(
+        "scopes/lambdas.cpp",
+        "scopes_lambdas_o2_dwarf4",
+        &["-O2", "-gdwarf-4"],
+    );
+    for command in CPP_HOLDS {
+        let mut stopped = stop_at(&exe, command);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}
+
+/// clang++ -O2, DWARF 5: ranges as `DW_FORM_rnglistx` indexes.
+#[test]
+fn optimized_clang_stacks_match_addr2line() {
+    let exe = build_with_clang(
+        "scopes/lambdas.cpp",
+        "scopes_lambdas_clang_o2",
+        &["-O2", "-fstandalone-debug"],
+    );
+    for command in CPP_HOLDS {
+        let mut stopped = stop_at(&exe, command);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}

@@ -1369,3 +1369,263 @@ fn call_site_parameter(
     }
     None
 }
+
+/// One function of the chain of calls at a pc, outermost (the out-of-line
+/// subprogram) first: its DIE, and where its caller called it (for an
+/// inlined call).
+#[derive(Clone, Debug)]
+pub(crate) struct ChainLevel {
+    /// The subprogram's or inlined subroutine's DIE offset in its unit.
+    pub(crate) entry: usize,
+    /// `DW_AT_call_file` (an index into the unit's line program) of an
+    /// inlined call.
+    pub(crate) call_file: Option<u64>,
+    /// `DW_AT_call_line` of an inlined call.
+    pub(crate) call_line: Option<u32>,
+    /// `DW_AT_call_column` of an inlined call.
+    pub(crate) call_column: Option<u32>,
+}
+
+/// The subprogram containing `pc` in `unit` and the inlined calls inside it
+/// that contain `pc` (whatever form their addresses take: low/high pc,
+/// `.debug_ranges`, `.debug_rnglists`, `DW_FORM_rnglistx`), outermost first.
+/// Reads no variable: cheap enough to symbolize every frame of a stack.
+pub(crate) fn inline_chain(
+    module: &Module,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    pc: u64,
+) -> Option<Vec<ChainLevel>> {
+    let dwarf = module.dwarf()?;
+    let unit_ref = unit.unit_ref(dwarf);
+    let mut tree = unit.entries_tree(None).ok()?;
+    let root = tree.root().ok()?;
+    let mut chain = Vec::new();
+    if chain_in(unit_ref, root, pc, 0, &mut chain) {
+        Some(chain)
+    } else {
+        None
+    }
+}
+
+/// Finds the subprogram containing `pc` below `node` (as `find_subprogram`
+/// does) and fills `chain` from it; true when found.
+fn chain_in(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    pc: u64,
+    depth: usize,
+    chain: &mut Vec<ChainLevel>,
+) -> bool {
+    if depth > MAX_TREE_DEPTH {
+        return false;
+    }
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        match entry.tag() {
+            constants::DW_TAG_subprogram if contains_pc(unit_ref, entry, pc, false) => {
+                chain.push(ChainLevel {
+                    entry: entry.offset().0,
+                    call_file: None,
+                    call_line: None,
+                    call_column: None,
+                });
+                inlined_in(unit_ref, child, pc, depth + 1, chain);
+                return true;
+            }
+            constants::DW_TAG_subprogram
+            | constants::DW_TAG_lexical_block
+            | constants::DW_TAG_namespace
+            | constants::DW_TAG_module
+            | constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type
+            | constants::DW_TAG_interface_type
+                if entry.has_children() =>
+            {
+                // Not a match guard: the node is moved into the call.
+                let found = chain_in(unit_ref, child, pc, depth + 1, chain);
+                if found {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+fn inlined_in(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    pc: u64,
+    depth: usize,
+    chain: &mut Vec<ChainLevel>,
+) {
+    if depth > MAX_TREE_DEPTH {
+        return;
+    }
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        match entry.tag() {
+            constants::DW_TAG_lexical_block
+                if entry.has_children() && contains_pc(unit_ref, entry, pc, true) =>
+            {
+                // A block without addresses holds the pc only if something inside it does.
+                let ranged = entry.has_attr(constants::DW_AT_low_pc)
+                    || entry.has_attr(constants::DW_AT_ranges);
+                let before = chain.len();
+                inlined_in(unit_ref, child, pc, depth + 1, chain);
+                if ranged || chain.len() > before {
+                    return;
+                }
+            }
+            constants::DW_TAG_inlined_subroutine if contains_pc(unit_ref, entry, pc, false) => {
+                let number = |name| match entry.attr_value(name) {
+                    Some(AttributeValue::FileIndex(index)) => Some(index),
+                    Some(value) => value.udata_value(),
+                    None => None,
+                };
+                chain.push(ChainLevel {
+                    entry: entry.offset().0,
+                    call_file: number(constants::DW_AT_call_file),
+                    call_line: number(constants::DW_AT_call_line).map(|l| l as u32),
+                    call_column: number(constants::DW_AT_call_column).map(|c| c as u32),
+                });
+                inlined_in(unit_ref, child, pc, depth + 1, chain);
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The DIE that names `entry` (itself, or where its `DW_AT_abstract_origin`
+/// and `DW_AT_specification` lead, across units), with its unit.
+pub(crate) fn naming_die(
+    module: &Module,
+    types: &mut TypeTable,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    entry: usize,
+) -> Option<(Arc<gimli::Unit<DwarfReader>>, usize)> {
+    let mut current_unit = unit.clone();
+    let mut current = entry;
+    for _ in 0..MAX_ORIGIN_HOPS {
+        let die = current_unit.entry(gimli::UnitOffset(current)).ok()?;
+        if die.has_attr(constants::DW_AT_name) {
+            return Some((current_unit, current));
+        }
+        let origin = die
+            .attr_value(constants::DW_AT_abstract_origin)
+            .or_else(|| die.attr_value(constants::DW_AT_specification))?;
+        let key = types.reference(module, &current_unit, origin)?;
+        if Some(key.unit) != unit_key(&current_unit) {
+            current_unit = module.unit_at(gimli::DebugInfoOffset(key.unit))?;
+        }
+        current = key.entry;
+    }
+    None
+}
+
+/// A function DIE's linkage (mangled) name, through origins and
+/// specifications.
+pub(crate) fn linkage_name(
+    module: &Module,
+    types: &mut TypeTable,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    entry: usize,
+) -> Option<String> {
+    let dwarf = module.dwarf()?;
+    let die = unit.entry(gimli::UnitOffset(entry)).ok()?;
+    let (name_unit, value) =
+        inherited_attr(module, types, unit, &die, constants::DW_AT_linkage_name).or_else(|| {
+            inherited_attr(
+                module,
+                types,
+                unit,
+                &die,
+                constants::DW_AT_MIPS_linkage_name,
+            )
+        })?;
+    let text = name_unit.unit_ref(dwarf).attr_string(value).ok()?;
+    text.to_string_lossy().ok().map(|s| s.into_owned())
+}
+
+/// A DIE's own `DW_AT_name`.
+pub(crate) fn own_name(
+    module: &Module,
+    unit: &gimli::Unit<DwarfReader>,
+    entry: usize,
+) -> Option<String> {
+    let dwarf = module.dwarf()?;
+    let die = unit.entry(gimli::UnitOffset(entry)).ok()?;
+    let value = die.attr_value(constants::DW_AT_name)?;
+    let text = unit.unit_ref(dwarf).attr_string(value).ok()?;
+    text.to_string_lossy().ok().map(|s| s.into_owned())
+}
+
+/// For every subprogram DIE of a unit, the names of the namespaces and
+/// classes around it (`std`, `ns::Class`), as gdb qualifies a function
+/// DWARF names only by `DW_AT_name`. Stops at an enclosing function: a
+/// local class's method is `Scaler::scaled`, as gdb shows it.
+pub(crate) fn function_qualifiers(
+    module: &Module,
+    unit: &gimli::Unit<DwarfReader>,
+) -> HashMap<usize, String> {
+    let mut out = HashMap::new();
+    let Some(dwarf) = module.dwarf() else {
+        return out;
+    };
+    let unit_ref = unit.unit_ref(dwarf);
+    let mut entries = unit.entries();
+    // (depth, name if a named scope, is a function)
+    let mut stack: Vec<(isize, Option<String>, bool)> = Vec::new();
+    while let Ok(Some(entry)) = entries.next_dfs() {
+        let depth = entry.depth();
+        while stack.last().is_some_and(|(d, _, _)| *d >= depth) {
+            stack.pop();
+        }
+        let tag = entry.tag();
+        let name = || {
+            let value = entry.attr_value(constants::DW_AT_name)?;
+            let text = unit_ref.attr_string(value).ok()?;
+            text.to_string_lossy().ok().map(|s| s.into_owned())
+        };
+        match tag {
+            constants::DW_TAG_subprogram => {
+                let mut parts = Vec::new();
+                for (_, name, is_function) in stack.iter().rev() {
+                    if *is_function {
+                        break;
+                    }
+                    if let Some(name) = name {
+                        parts.push(name.clone());
+                    }
+                }
+                if !parts.is_empty() {
+                    parts.reverse();
+                    out.insert(entry.offset().0, parts.join("::"));
+                }
+                if entry.has_children() {
+                    stack.push((depth, None, true));
+                }
+            }
+            constants::DW_TAG_namespace
+            | constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type
+            | constants::DW_TAG_interface_type
+                if entry.has_children() =>
+            {
+                stack.push((depth, name(), false));
+            }
+            constants::DW_TAG_lexical_block if entry.has_children() => {
+                stack.push((depth, None, true));
+            }
+            _ if entry.has_children() => stack.push((depth, None, false)),
+            _ => {}
+        }
+    }
+    out
+}
