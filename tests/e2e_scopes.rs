@@ -799,3 +799,60 @@ fn optimized_clang_stacks_match_addr2line() {
         stack_matches_addr2line(&exe, &mut stopped);
     }
 }
+
+/// A trait impl's method is found by every spelling a person uses, and
+/// listed under its readable name, never the raw `$u20$as` one.
+#[test]
+fn find_functions_finds_trait_impl_methods_by_readable_names() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3",
+        &["-C", "opt-level=3"],
+    );
+    let fx = Fixture::start(&exe);
+    let mut client = McpClient::start();
+    client.call("attach", json!({"pid": fx.pid})).ok();
+    let wanted = "<closures::Rect as closures::Shape>::area";
+    // The mangled symbol, as `nm` shows it (its hash changes with the build).
+    let nm = Command::new("nm")
+        .arg(&exe)
+        .output()
+        .expect("run nm (binutils)");
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    let mangled = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .find(|s| s.contains("Shape$GT$4area"))
+        .expect("the area symbol")
+        .to_string();
+    for query in [
+        "<Rect as Shape>::area",
+        "Rect as Shape",
+        "area",
+        wanted,
+        mangled.as_str(),
+    ] {
+        let answer = client
+            .call(
+                "find_functions",
+                json!({"pid": fx.pid, "query": query, "limit": 50}),
+            )
+            .ok();
+        let names: Vec<&str> = answer["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&wanted),
+            "`{query}` does not find {wanted}: {names:?}"
+        );
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("$u20$") || n.contains("$LT$")),
+            "raw mangled names listed for `{query}`: {names:?}"
+        );
+    }
+}
