@@ -856,3 +856,38 @@ fn find_functions_finds_trait_impl_methods_by_readable_names() {
         );
     }
 }
+
+/// In g++ -O2 code the lambda is inlined into std::function's invoker: its
+/// inlined frame still lists its parameters, locals and captures, with
+/// gdb's values.
+#[test]
+fn optimized_cpp_lambda_frame_has_its_scope() {
+    let exe = build_fixture("scopes/lambdas.cpp", "scopes_lambdas_o2", &["-O2"]);
+    let line = marked_line("scopes/lambdas.cpp", "by_ref");
+    let mut stopped = stop_at(&exe, "by_ref");
+    let frame = stopped.frame_at("lambdas.cpp", line);
+    let locals = stopped.locals(frame);
+    assert_has(&locals, &["req", "res", "seen", "count"]);
+    let values = [("count", "41"), ("seen", "42"), ("req.id", "3")];
+    for (expression, expected) in values {
+        assert_eq!(
+            stopped.evaluate(frame, expression),
+            expected,
+            "{expression}"
+        );
+    }
+    let pid = stopped.fx.pid;
+    stopped.detach();
+    // Not `req`: at this pc it is DW_OP_entry_value(RSI), which gdb does
+    // not resolve through std::function's indirect call ("optimized out");
+    // the fixture passes id 3.
+    let compared = &values[..2];
+    let expressions: Vec<&str> = compared.iter().map(|(e, _)| *e).collect();
+    let gdb = gdb_values(pid, "lambdas.cpp", line, &expressions);
+    for ((expression, ours), theirs) in compared.iter().zip(gdb) {
+        assert_eq!(
+            *ours, theirs,
+            "`{expression}`: liveprobe {ours}, gdb {theirs}"
+        );
+    }
+}

@@ -394,10 +394,7 @@ fn walk_frame_scope(
             asked: inline_depth,
             available,
         })?;
-    let mut frame = frames.swap_remove(index);
-    if let Some(level) = frame.first_mut() {
-        add_closure_captures(module, types, unit.encoding(), &mut level.variables);
-    }
+    let frame = frames.swap_remove(index);
     let function = frame
         .first()
         .and_then(|level| level.function.clone())
@@ -416,6 +413,9 @@ fn walk_frame_scope(
     }
     let mut variables = parameters;
     variables.extend(locals);
+    // After every block's variables are known: gcc describes captures as
+    // variables of the body's outermost block, not of the function.
+    add_closure_captures(module, types, unit.encoding(), &mut variables);
     mark_shadowed(&mut variables);
     Ok(FrameScope {
         function,
