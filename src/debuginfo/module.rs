@@ -125,6 +125,8 @@ pub struct Module {
     /// Per unit: the namespaces and classes around each function DIE (see
     /// `scope::function_qualifiers`), built when a frame in it is first named.
     pub(crate) qualifiers: super::symbolize::QualifierCache,
+    /// Per unit: the address ranges of its subprograms (see `scope::subprogram_at`).
+    pub(crate) function_ranges: super::scope::FunctionRangeCache,
     pub(crate) line_index: OnceLock<LineIndex>,
     pub(crate) name_index: OnceLock<NameIndex>,
 }
@@ -330,6 +332,7 @@ impl Module {
             units: Mutex::new(HashMap::new()),
             symbolized: Mutex::new(HashMap::new()),
             qualifiers: Mutex::new(HashMap::new()),
+            function_ranges: Mutex::new(HashMap::new()),
             line_index: OnceLock::new(),
             name_index: OnceLock::new(),
         })

@@ -344,17 +344,55 @@ fn walk_frame_scope(
     let unit_offset = unit_key(&unit).ok_or_else(no_debug_info)?;
     let unit_ref = unit.unit_ref(dwarf);
     let language = unit_language(&unit);
-    let mut tree = unit
-        .entries_tree(None)
-        .map_err(|e| ScopeError::Malformed(e.to_string()))?;
-    let root = tree
-        .root()
-        .map_err(|e| ScopeError::Malformed(e.to_string()))?;
     let mut found = None;
-    let mut path = Vec::new();
-    find_subprogram(
-        module, types, &unit, unit_ref, root, pc.0, &mut path, &mut found,
-    )?;
+    // The unit's function index finds the subprogram without walking the
+    // unit; a nested function (static link) needs the path to its parent,
+    // which only the walk from the root gives.
+    let indexed = subprogram_at(module, &unit, pc.0).filter(|offset| {
+        unit.entry(gimli::UnitOffset(*offset))
+            .is_ok_and(|entry| !entry.has_attr(constants::DW_AT_static_link))
+    });
+    if let Some(offset) = indexed {
+        let mut tree = unit
+            .entries_tree(Some(gimli::UnitOffset(offset)))
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let node = tree
+            .root()
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let entry = node.entry();
+        let frame_base = location_at(unit_ref, entry, constants::DW_AT_frame_base, pc.0);
+        let function = die_name(module, types, &unit, entry);
+        let mut levels = Vec::new();
+        collect_levels(
+            module,
+            types,
+            &unit,
+            unit_ref,
+            node,
+            pc.0,
+            true,
+            function,
+            0,
+            &mut levels,
+        )?;
+        found = Some(Found {
+            subprogram: offset,
+            frame_base,
+            levels,
+            enclosing: Vec::new(),
+        });
+    } else {
+        let mut tree = unit
+            .entries_tree(None)
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let root = tree
+            .root()
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let mut path = Vec::new();
+        find_subprogram(
+            module, types, &unit, unit_ref, root, pc.0, &mut path, &mut found,
+        )?;
+    }
     let Some(Found {
         subprogram: subprogram_offset,
         frame_base,
@@ -1397,14 +1435,111 @@ pub(crate) fn inline_chain(
 ) -> Option<Vec<ChainLevel>> {
     let dwarf = module.dwarf()?;
     let unit_ref = unit.unit_ref(dwarf);
+    let mut chain = Vec::new();
+    if let Some(offset) = subprogram_at(module, unit, pc) {
+        let mut tree = unit.entries_tree(Some(gimli::UnitOffset(offset))).ok()?;
+        let node = tree.root().ok()?;
+        chain.push(ChainLevel {
+            entry: offset,
+            call_file: None,
+            call_line: None,
+            call_column: None,
+        });
+        inlined_in(unit_ref, node, pc, 1, &mut chain);
+        return Some(chain);
+    }
     let mut tree = unit.entries_tree(None).ok()?;
     let root = tree.root().ok()?;
-    let mut chain = Vec::new();
     if chain_in(unit_ref, root, pc, 0, &mut chain) {
         Some(chain)
     } else {
         None
     }
+}
+
+/// Per unit (`.debug_info` offset): its subprograms' address ranges.
+pub(crate) type FunctionRangeCache = Mutex<HashMap<usize, Arc<FunctionRanges>>>;
+
+/// Most units whose function ranges are kept per module before the cache
+/// starts over.
+const FUNCTION_RANGE_CACHE_LIMIT: usize = 64;
+
+/// The address ranges of every subprogram of one unit with code, wherever
+/// DWARF nests it: (begin, end, DIE offset), sorted by begin.
+pub(crate) struct FunctionRanges {
+    ranges: Vec<(u64, u64, usize)>,
+}
+
+impl FunctionRanges {
+    fn build(module: &Module, unit: &gimli::Unit<DwarfReader>) -> FunctionRanges {
+        let mut ranges = Vec::new();
+        let Some(dwarf) = module.dwarf() else {
+            return FunctionRanges { ranges };
+        };
+        let unit_ref = unit.unit_ref(dwarf);
+        let mut entries = unit.entries();
+        while let Ok(Some(entry)) = entries.next_dfs() {
+            if entry.tag() != constants::DW_TAG_subprogram
+                || !(entry.has_attr(constants::DW_AT_low_pc)
+                    || entry.has_attr(constants::DW_AT_ranges))
+            {
+                continue;
+            }
+            let Ok(mut iter) = unit_ref.die_ranges(entry) else {
+                continue;
+            };
+            while let Ok(Some(range)) = iter.next() {
+                if range.begin < range.end {
+                    ranges.push((range.begin, range.end, entry.offset().0));
+                }
+            }
+        }
+        ranges.sort_unstable();
+        ranges.shrink_to_fit();
+        FunctionRanges { ranges }
+    }
+
+    /// The smallest subprogram range containing `pc` (a nested function's
+    /// rather than its parent's, should they overlap).
+    fn lookup(&self, pc: u64) -> Option<usize> {
+        let end = self.ranges.partition_point(|r| r.0 <= pc);
+        self.ranges[..end]
+            .iter()
+            .rev()
+            .take(64)
+            .filter(|r| pc < r.1)
+            .min_by_key(|r| r.1 - r.0)
+            .map(|r| r.2)
+    }
+}
+
+/// The DIE offset of the subprogram whose code holds `pc` in `unit`, from
+/// the unit's function index (built on first use, one walk of the unit).
+pub(crate) fn subprogram_at(
+    module: &Module,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    pc: u64,
+) -> Option<usize> {
+    let key = unit_key(unit)?;
+    let cached = module
+        .function_ranges
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&key).cloned());
+    let ranges = match cached {
+        Some(ranges) => ranges,
+        None => {
+            let built = Arc::new(FunctionRanges::build(module, unit));
+            if let Ok(mut cache) = module.function_ranges.lock() {
+                if cache.len() >= FUNCTION_RANGE_CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(key, built.clone());
+            }
+            built
+        }
+    };
+    ranges.lookup(pc)
 }
 
 /// Finds the subprogram containing `pc` below `node` (as `find_subprogram`
@@ -1628,4 +1763,47 @@ pub(crate) fn function_qualifiers(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_ranges_pick_the_innermost_holder() {
+        let index = FunctionRanges {
+            ranges: vec![
+                (0x1000, 0x1100, 1),
+                (0x1100, 0x1400, 2),
+                // A function nested in 2's range (should one ever be).
+                (0x1200, 0x1240, 3),
+                // 2's cold part.
+                (0x2000, 0x2010, 2),
+            ],
+        };
+        assert_eq!(index.lookup(0x1000), Some(1));
+        assert_eq!(index.lookup(0x10ff), Some(1));
+        assert_eq!(index.lookup(0x1100), Some(2));
+        assert_eq!(index.lookup(0x1220), Some(3));
+        assert_eq!(index.lookup(0x1240), Some(2));
+        assert_eq!(index.lookup(0x2008), Some(2));
+        assert_eq!(index.lookup(0x1800), None);
+        assert_eq!(index.lookup(0xfff), None);
+    }
+
+    #[test]
+    fn leb128_encodings() {
+        let mut out = Vec::new();
+        push_uleb(&mut out, 624_485);
+        assert_eq!(out, [0xe5, 0x8e, 0x26]);
+        out.clear();
+        push_sleb(&mut out, -123_456);
+        assert_eq!(out, [0xc0, 0xbb, 0x78]);
+        out.clear();
+        push_sleb(&mut out, -40);
+        assert_eq!(out, [0x58]);
+        out.clear();
+        push_sleb(&mut out, 64);
+        assert_eq!(out, [0xc0, 0x00]);
+    }
 }
