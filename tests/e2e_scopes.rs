@@ -193,14 +193,16 @@ struct Case {
 const CPP_CASES: &[Case] = &[
     Case {
         command: "by_ref",
-        in_scope: &["req", "res", "seen", "count"],
+        in_scope: &["req", "res", "seen", "count", "counter"],
         values: &[
             ("count", "41"),
             ("seen", "42"),
             ("req.method", "\"GET\""),
             ("res.status", "200"),
+            // A member of a struct captured by reference.
+            ("counter.hits", "10"),
         ],
-        condition: "count == 41 && req.id == 3",
+        condition: "count == 41 && req.id == 3 && counter.hits == 10",
     },
     Case {
         command: "by_value",
