@@ -893,3 +893,47 @@ fn optimized_cpp_lambda_frame_has_its_scope() {
         );
     }
 }
+
+/// In a release Rust build, #[inline] helpers are frames of their own with
+/// their own arguments and locals, valued as gdb values them.
+#[test]
+fn release_rust_inlined_frames_have_their_scope() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3",
+        &["-C", "opt-level=3"],
+    );
+    let mut stopped = stop_at_hold(&exe, "inlined", "inlined");
+    let add_tax_line = marked_line("scopes/closures.rs", "inlined");
+    let add_tax = stopped.frame_at("closures.rs", add_tax_line);
+    let frame = &stopped.frames()[add_tax as usize];
+    assert_eq!(frame["function"], "closures::add_tax", "{frame}");
+    assert_eq!(frame["inlined"], true, "{frame}");
+    let locals = stopped.locals(add_tax);
+    assert_has(&locals, &["amount", "rate", "tax"]);
+    let values = [("amount", "35"), ("rate", "20"), ("tax", "7")];
+    for (expression, expected) in values {
+        assert_eq!(
+            stopped.evaluate(add_tax, expression),
+            expected,
+            "{expression}"
+        );
+    }
+    // The caller it was inlined into is the next frame, at the call.
+    let price_of = &stopped.frames()[add_tax as usize + 1];
+    assert_eq!(price_of["function"], "closures::price_of", "{price_of}");
+    let call_line = price_of["line"].as_u64().expect("line") as u32;
+    assert_eq!(stopped.evaluate(add_tax + 1, "base"), "35");
+    let pid = stopped.fx.pid;
+    stopped.detach();
+    let expressions: Vec<&str> = values.iter().map(|(e, _)| *e).collect();
+    let gdb = gdb_values(pid, "closures.rs", add_tax_line, &expressions);
+    for ((expression, ours), theirs) in values.iter().zip(gdb) {
+        assert_eq!(
+            *ours, theirs,
+            "`{expression}`: liveprobe {ours}, gdb {theirs}"
+        );
+    }
+    let gdb = gdb_values(pid, "closures.rs", call_line, &["base"]);
+    assert_eq!(gdb, ["35"], "gdb's base in price_of");
+}
