@@ -718,6 +718,20 @@ fn release_rust_stacks_match_addr2line() {
     }
 }
 
+/// opt-level 3 with v0 symbol mangling (`_R...`).
+#[test]
+fn release_rust_v0_stacks_match_addr2line() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3_v0",
+        &["-C", "opt-level=3", "-C", "symbol-mangling-version=v0"],
+    );
+    for (command, hold) in RUST_HOLDS {
+        let mut stopped = stop_at_hold(&exe, command, hold);
+        stack_matches_addr2line(&exe, &mut stopped);
+    }
+}
+
 /// opt-level 3 with DWARF 5 (`.debug_rnglists`).
 #[test]
 fn release_rust_dwarf5_stacks_match_addr2line() {

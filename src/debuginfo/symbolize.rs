@@ -220,6 +220,10 @@ impl Module {
         }
         let (name_unit, name_entry) = naming_die(self, types, unit, entry)?;
         let name = own_name(self, &name_unit, name_entry)?;
+        // C has no namespaces: no need to index the unit's scopes.
+        if super::types::unit_language(&name_unit) == super::types::Language::C {
+            return Some(name);
+        }
         let qualifier = self
             .qualifiers_of(&name_unit)
             .and_then(|q| q.get(&name_entry).cloned());
