@@ -1,7 +1,9 @@
-//! pc -> source frames (with inlined calls expanded) through `addr2line`, falling back to ELF symbols.
+//! pc -> source frames (with inlined calls expanded): from the unit's DIEs (the subprogram and inlined calls
+//! holding the pc, named as gdb names them), else through a per-unit `addr2line` context, else from ELF
+//! symbols.
 //!
-//! Owns the per-module `addr2line::Context` (lazily built, kept behind a mutex because it is not `Sync`).
-//! Never touches target memory.
+//! Owns frame naming (linkage name demangled, else `DW_AT_name` qualified by its namespaces and classes) and
+//! the per-module caches of symbolized pcs and of qualifiers. Never touches target memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
