@@ -951,3 +951,42 @@ fn release_rust_inlined_frames_have_their_scope() {
     let gdb = gdb_values(pid, "closures.rs", call_line, &["base"]);
     assert_eq!(gdb, ["35"], "gdb's base in price_of");
 }
+
+/// A release Rust closure's frame is named with its number, as DWARF and gdb
+/// name it (a legacy symbol says only `{{closure}}`), and its captures and
+/// locals are gdb's.
+#[test]
+fn release_rust_closure_frame_is_numbered_and_scoped() {
+    let exe = build_fixture(
+        "scopes/closures.rs",
+        "scopes_closures_o3",
+        &["-C", "opt-level=3"],
+    );
+    let line = marked_line("scopes/closures.rs", "closure_ref");
+    let mut stopped = stop_at_hold(&exe, "closures", "closure_ref");
+    let frame = stopped.frame_at("closures.rs", line);
+    assert_eq!(
+        stopped.frames()[frame as usize]["function"],
+        "closures::run_closures::{closure#0}",
+        "{}",
+        stopped.stack
+    );
+    let values = [("count", "41"), ("extra", "1"), ("seen", "42")];
+    for (expression, expected) in values {
+        assert_eq!(
+            stopped.evaluate(frame, expression),
+            expected,
+            "{expression}"
+        );
+    }
+    let pid = stopped.fx.pid;
+    stopped.detach();
+    let expressions: Vec<&str> = values.iter().map(|(e, _)| *e).collect();
+    let gdb = gdb_values(pid, "closures.rs", line, &expressions);
+    for ((expression, ours), theirs) in values.iter().zip(gdb) {
+        assert_eq!(
+            *ours, theirs,
+            "`{expression}`: liveprobe {ours}, gdb {theirs}"
+        );
+    }
+}

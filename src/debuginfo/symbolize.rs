@@ -218,8 +218,26 @@ impl Module {
         language: Option<gimli::DwLang>,
     ) -> Option<String> {
         if let Some(linkage) = linkage_name(self, types, unit, entry) {
-            return Some(demangle_name(&linkage, language));
+            let demangled = demangle_name(&linkage, language);
+            // A legacy Rust symbol calls every closure and async body `{{closure}}`; DWARF numbers them
+            // (`{closure#1}`, `{async_fn#0}`), as gdb shows them.
+            if demangled.contains("{{closure}}")
+                && let Some(numbered) = self.qualified_name(types, unit, entry)
+            {
+                return Some(numbered);
+            }
+            return Some(demangled);
         }
+        self.qualified_name(types, unit, entry)
+    }
+
+    /// A function's `DW_AT_name` qualified by the namespaces and classes around the DIE that declares it.
+    fn qualified_name(
+        &self,
+        types: &mut TypeTable,
+        unit: &Arc<gimli::Unit<DwarfReader>>,
+        entry: usize,
+    ) -> Option<String> {
         let (name_unit, name_entry) = naming_die(self, types, unit, entry)?;
         let name = own_name(self, &name_unit, name_entry)?;
         // C has no namespaces: no need to index the unit's scopes.
