@@ -1477,20 +1477,39 @@ impl FunctionRanges {
             return FunctionRanges { ranges };
         };
         let unit_ref = unit.unit_ref(dwarf);
-        let mut entries = unit.entries();
-        while let Ok(Some(entry)) = entries.next_dfs() {
-            if entry.tag() != constants::DW_TAG_subprogram
-                || !(entry.has_attr(constants::DW_AT_low_pc)
-                    || entry.has_attr(constants::DW_AT_ranges))
+        // Raw entries: the attributes of every DIE but a function's are skipped, not decoded.
+        let Ok(mut raw) = unit.entries_raw(None) else {
+            return FunctionRanges { ranges };
+        };
+        while !raw.is_empty() {
+            let offset = raw.next_offset();
+            let abbreviation = match raw.read_abbreviation() {
+                Ok(Some(abbreviation)) => abbreviation,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            if raw.skip_attributes(abbreviation.attributes()).is_err() {
+                break;
+            }
+            if abbreviation.tag() != constants::DW_TAG_subprogram
+                || !abbreviation.attributes().iter().any(|spec| {
+                    matches!(
+                        spec.name(),
+                        constants::DW_AT_low_pc | constants::DW_AT_ranges
+                    )
+                })
             {
                 continue;
             }
-            let Ok(mut iter) = unit_ref.die_ranges(entry) else {
+            let Ok(entry) = unit.entry(offset) else {
+                continue;
+            };
+            let Ok(mut iter) = unit_ref.die_ranges(&entry) else {
                 continue;
             };
             while let Ok(Some(range)) = iter.next() {
                 if range.begin < range.end {
-                    ranges.push((range.begin, range.end, entry.offset().0));
+                    ranges.push((range.begin, range.end, offset.0));
                 }
             }
         }
