@@ -925,7 +925,10 @@ fn collect_levels(
             constants::DW_TAG_lexical_block
                 if !descended && contains_pc(unit_ref, entry, pc, true) && entry.has_children() =>
             {
-                descended = true;
+                // A block without addresses does not rule out its siblings
+                // (the symbolizer's chain looks on past it too).
+                descended = entry.has_attr(constants::DW_AT_low_pc)
+                    || entry.has_attr(constants::DW_AT_ranges);
                 collect_levels(
                     module,
                     types,
