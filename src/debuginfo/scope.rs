@@ -598,6 +598,14 @@ fn member_location(
     {
         return unsupported("split in pieces");
     }
+    if ops.iter().any(|op| {
+        matches!(
+            op,
+            gimli::Operation::ImplicitPointer { .. } | gimli::Operation::ImplicitValue { .. }
+        )
+    }) {
+        return unsupported("that the compiler optimized into its uses");
+    }
     match ops.as_slice() {
         // The pointer is in a register: its value is the object's address.
         [gimli::Operation::Register { register }] if through_pointer => {
@@ -1827,5 +1835,86 @@ mod tests {
         out.clear();
         push_sleb(&mut out, 64);
         assert_eq!(out, [0xc0, 0x00]);
+    }
+
+    fn expression(bytes: &[u8]) -> VariableLocation {
+        VariableLocation::Expression(gimli::Expression(super::super::bytes::reader(
+            super::super::bytes::SectionBytes::owned(bytes.to_vec()),
+        )))
+    }
+
+    fn bytes_of(location: &VariableLocation) -> Vec<u8> {
+        match location {
+            VariableLocation::Expression(e) => e.0.to_slice().expect("bytes").into_owned(),
+            other => panic!("not an expression: {other:?}"),
+        }
+    }
+
+    const ENCODING: gimli::Encoding = gimli::Encoding {
+        format: gimli::Format::Dwarf32,
+        version: 5,
+        address_size: 8,
+    };
+
+    #[test]
+    fn captures_are_located_through_the_closure_object() {
+        // `this` in memory at fbreg -8 (clang -O0): load it, add the member's offset.
+        let at = member_location(&expression(&[0x91, 0x78]), ENCODING, true, 16);
+        assert_eq!(bytes_of(&at), [0x91, 0x78, 0x06, 0x23, 0x10]);
+        // `this` in rdi (reg5): its value is the object's address.
+        let at = member_location(&expression(&[0x55]), ENCODING, true, 8);
+        assert_eq!(bytes_of(&at), [0x92, 0x05, 0x00, 0x23, 0x08]);
+        // A computed pointer value: the value is the address.
+        let at = member_location(&expression(&[0x75, 0x10, 0x9f]), ENCODING, true, 0);
+        assert_eq!(bytes_of(&at), [0x75, 0x10]);
+        // The closure object itself in memory (a Rust env by value).
+        let at = member_location(&expression(&[0x91, 0x20]), ENCODING, false, 4);
+        assert_eq!(bytes_of(&at), [0x91, 0x20, 0x23, 0x04]);
+        // Split in pieces or held in a register by value: said, not guessed.
+        let pieces = member_location(&expression(&[0x50, 0x93, 0x08]), ENCODING, true, 0);
+        assert!(
+            matches!(pieces, VariableLocation::Unsupported(_)),
+            "{pieces:?}"
+        );
+        let implicit = member_location(
+            &expression(&[0xa0, 0x10, 0x00, 0x00, 0x00, 0x00]),
+            ENCODING,
+            true,
+            0,
+        );
+        assert!(
+            matches!(implicit, VariableLocation::Unsupported(_)),
+            "{implicit:?}"
+        );
+        let by_value = member_location(&expression(&[0x50]), ENCODING, false, 0);
+        assert!(
+            matches!(by_value, VariableLocation::Unsupported(_)),
+            "{by_value:?}"
+        );
+        assert!(matches!(
+            member_location(&VariableLocation::OptimizedOut, ENCODING, true, 0),
+            VariableLocation::OptimizedOut
+        ));
+    }
+
+    #[test]
+    fn parent_variables_through_the_static_link() {
+        // Static link: fbreg -48; deref; plus_uconst 32; deref (gcc). Parent's `total` at fbreg -20.
+        let link = [0x91, 0x50, 0x06, 0x23, 0x20, 0x06];
+        let parent = gimli::Expression(super::super::bytes::reader(
+            super::super::bytes::SectionBytes::owned(vec![0x91, 0x6c]),
+        ));
+        let at = through_static_link(&link, &parent, ENCODING);
+        assert_eq!(
+            bytes_of(&at),
+            [0x91, 0x50, 0x06, 0x23, 0x20, 0x06, 0x11, 0x6c, 0x22]
+        );
+        let in_register = gimli::Expression(super::super::bytes::reader(
+            super::super::bytes::SectionBytes::owned(vec![0x53]),
+        ));
+        assert!(matches!(
+            through_static_link(&link, &in_register, ENCODING),
+            VariableLocation::Unsupported(_)
+        ));
     }
 }
