@@ -1519,7 +1519,9 @@ impl FunctionRanges {
                 continue;
             };
             while let Ok(Some(range)) = iter.next() {
-                if range.begin < range.end {
+                // A function the linker discarded keeps its DIE with low_pc 0 (DWARF 4 has no tombstone
+                // value); no code of a loaded ELF is at address 0.
+                if range.begin != 0 && range.begin < range.end {
                     ranges.push((range.begin, range.end, offset.0));
                 }
             }
