@@ -52,19 +52,24 @@ fn demangle_rust(name: &str) -> Option<String> {
 }
 
 fn has_rust_hash(name: &str) -> bool {
-    // Legacy Rust: last path component is "h" + 16 hex digits, encoded as `17h` + 16 hex + `E`.
-    // Bytes, not str slicing: a symbol name from a hostile binary need not be ASCII.
-    let core = name.split('.').next().unwrap_or(name).as_bytes();
-    let Some(tail) = core
-        .len()
-        .checked_sub(20)
-        .and_then(|start| core.get(start..))
-    else {
-        return false;
+    // Legacy Rust: last path component is "h" + 16 hex digits, encoded as `17h` + 16 hex + `E`, possibly followed
+    // by a `.suffix` LLVM added (`.llvm.123`, `.cold`). Not split at the first '.': a trait impl's path contains
+    // `..` (`_$LT$a..Rect$u20$as$u20$a..Shape$GT$`). Bytes, not str slicing: a symbol name from a hostile binary
+    // need not be ASCII.
+    let bytes = name.as_bytes();
+    let ends_hash_at = |end: usize| {
+        end >= 20
+            && bytes.get(end - 20..end).is_some_and(|tail| {
+                tail.starts_with(b"17h")
+                    && tail.ends_with(b"E")
+                    && tail[3..19].iter().all(|b| b.is_ascii_hexdigit())
+            })
     };
-    tail.starts_with(b"17h")
-        && tail.ends_with(b"E")
-        && tail[3..19].iter().all(|b| b.is_ascii_hexdigit())
+    ends_hash_at(bytes.len())
+        || bytes
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'.' && ends_hash_at(i))
 }
 
 fn demangle_cpp(name: &str) -> Option<String> {
@@ -75,7 +80,15 @@ fn demangle_cpp(name: &str) -> Option<String> {
     let options = cpp_demangle::DemangleOptions::new()
         .no_params()
         .no_return_type();
-    symbol.demangle_with_options(&options).ok()
+    let mut text = symbol.demangle_with_options(&options).ok()?;
+    // Without its parameter list a method's qualifiers (`Cache::get const`) read as part of the name; gdb's
+    // backtraces leave them out too.
+    for qualifier in [" const", " volatile", " &&", " &"] {
+        while let Some(stripped) = text.strip_suffix(qualifier) {
+            text.truncate(stripped.len());
+        }
+    }
+    Some(text)
 }
 
 /// Removes every balanced `<...>` group: `Cache<i32>::get` -> `Cache::get`.
@@ -106,10 +119,33 @@ mod tests {
     }
 
     #[test]
+    fn rust_trait_impl_with_dots_in_the_path() {
+        assert_eq!(
+            demangle(
+                "_ZN50_$LT$closures..Rect$u20$as$u20$closures..Shape$GT$4area17h308099bb3dd957b5E"
+            ),
+            "<closures::Rect as closures::Shape>::area"
+        );
+        assert_eq!(
+            demangle("_ZN8closures7add_tax17h0123456789abcdefE.llvm.7781"),
+            "closures::add_tax"
+        );
+    }
+
+    #[test]
+    fn rust_v0() {
+        assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
+    }
+
+    #[test]
     fn cpp_without_params() {
         assert_eq!(demangle("_ZN5Cache3getEi"), "Cache::get");
         assert_eq!(demangle("_ZNK5Cache3getEv"), "Cache::get");
         assert_eq!(demangle("_ZN5Cache3getEv"), "Cache::get");
+        assert_eq!(
+            demangle("_ZZ4mainENK3$_0clERK7RequestR8Response"),
+            "main::$_0::operator()"
+        );
     }
 
     #[test]

@@ -122,6 +122,11 @@ pub struct Module {
     pub(crate) units: Mutex<HashMap<usize, Arc<gimli::Unit<DwarfReader>>>>,
     /// Symbolized pcs (file address -> frames), bounded: stacks and probe hits repeat the same pcs.
     pub(crate) symbolized: Mutex<HashMap<u64, Vec<SourceFrame>>>,
+    /// Per unit: the namespaces and classes around each function DIE (see
+    /// `scope::function_qualifiers`), built when a frame in it is first named.
+    pub(crate) qualifiers: super::symbolize::QualifierCache,
+    /// Per unit: the address ranges of its subprograms (see `scope::subprogram_at`).
+    pub(crate) function_ranges: super::scope::FunctionRangeCache,
     pub(crate) line_index: OnceLock<LineIndex>,
     pub(crate) name_index: OnceLock<NameIndex>,
 }
@@ -326,6 +331,8 @@ impl Module {
             unit_contexts: Mutex::new(HashMap::new()),
             units: Mutex::new(HashMap::new()),
             symbolized: Mutex::new(HashMap::new()),
+            qualifiers: Mutex::new(HashMap::new()),
+            function_ranges: Mutex::new(HashMap::new()),
             line_index: OnceLock::new(),
             name_index: OnceLock::new(),
         })

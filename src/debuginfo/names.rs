@@ -112,6 +112,42 @@ pub(crate) struct NameQuery {
     display: String,
     key: String,
     suffix: String,
+    /// The query as written, lowercased, spaces collapsed: matched against [`short_spelling`] of a name, so
+    /// that `Rect as Shape` finds `<app::Rect as app::Shape>::area`.
+    spelled: String,
+}
+
+/// A name with the paths inside its `<...>` shortened to their last segment, lowercased, spaces collapsed:
+/// `<app::shapes::Rect as app::Shape>::area` -> `<rect as shape>::area`.
+pub(crate) fn short_spelling(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            ':' if depth > 0 && chars.peek() == Some(&':') => {
+                chars.next();
+                // Drop the path segment just written.
+                while out
+                    .chars()
+                    .last()
+                    .is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '$')
+                {
+                    out.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    collapse_spaces(&out.to_lowercase())
+}
+
+fn collapse_spaces(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl NameQuery {
@@ -124,11 +160,13 @@ impl NameQuery {
         };
         let key = match_key(&display);
         let suffix = format!("::{key}");
+        let spelled = short_spelling(&display);
         NameQuery {
             raw,
             display,
             key,
             suffix,
+            spelled,
         }
     }
 
@@ -145,6 +183,9 @@ impl NameQuery {
         } else if key.ends_with(&self.suffix) {
             Some(MatchRank::Qualified)
         } else if key.contains(&self.key) {
+            Some(MatchRank::Substring)
+        } else if self.spelled.contains(" as ") && short_spelling(name).contains(&self.spelled) {
+            // `Foo as Trait`: the trait part of a trait impl's name, which the key leaves out.
             Some(MatchRank::Substring)
         } else {
             None
@@ -751,6 +792,31 @@ mod tests {
                 "store::cache::get",
                 Some("_ZN5store5Cache3getEi")
             ),
+            Some(MatchRank::Exact)
+        );
+    }
+
+    #[test]
+    fn trait_impls_by_their_readable_spellings() {
+        let name = "<closures::Rect as closures::Shape>::area";
+        let key = match_key(name);
+        assert_eq!(short_spelling(name), "<rect as shape>::area");
+        for query in [
+            "<Rect as Shape>::area",
+            "Rect as Shape",
+            "area",
+            "<closures::Rect as closures::Shape>::area",
+        ] {
+            assert!(
+                NameQuery::new(query).rank(name, &key, None).is_some(),
+                "{query} does not find {name}"
+            );
+        }
+        // The raw legacy symbol demangles to the same name and is found by it.
+        let raw =
+            "_ZN50_$LT$closures..Rect$u20$as$u20$closures..Shape$GT$4area17h308099bb3dd957b5E";
+        assert_eq!(
+            NameQuery::new(raw).rank(name, &key, Some(raw)),
             Some(MatchRank::Exact)
         );
     }

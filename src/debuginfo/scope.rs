@@ -18,7 +18,7 @@ use gimli::{AttributeValue, Reader, constants};
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
 use super::module::Module;
-use super::types::{Language, TypeKey, TypeTable, unit_key, unit_language};
+use super::types::{Language, MemberOffset, TypeKey, TypeKind, TypeTable, unit_key, unit_language};
 
 /// A DWARF location expression, as stored in the debug info.
 pub type LocationExpression = gimli::Expression<DwarfReader>;
@@ -48,6 +48,10 @@ pub struct ScopeVariable {
     pub is_parameter: bool,
     /// True for a compiler-made variable (`this`, closures' environments).
     pub artificial: bool,
+    /// True for a variable a closure (C++ lambda, Rust closure) captured
+    /// from the function that made it: a member of the closure object,
+    /// visible in the closure's body by its name.
+    pub capture: bool,
     /// True when an inner variable with the same name hides this one.
     pub shadowed: bool,
     /// How far in the variable's block is: 0 = the function itself.
@@ -348,20 +352,77 @@ fn walk_frame_scope(
     let unit_offset = unit_key(&unit).ok_or_else(no_debug_info)?;
     let unit_ref = unit.unit_ref(dwarf);
     let language = unit_language(&unit);
-    let mut tree = unit
-        .entries_tree(None)
-        .map_err(|e| ScopeError::Malformed(e.to_string()))?;
-    let root = tree
-        .root()
-        .map_err(|e| ScopeError::Malformed(e.to_string()))?;
     let mut found = None;
-    find_subprogram(module, types, &unit, unit_ref, root, pc.0, 0, &mut found)?;
-    let Some((subprogram_offset, frame_base, levels)) = found else {
+    // The unit's function index finds the subprogram without walking the
+    // unit; a nested function (static link) needs the path to its parent,
+    // which only the walk from the root gives.
+    let indexed = subprogram_at(module, &unit, pc.0).filter(|offset| {
+        unit.entry(gimli::UnitOffset(*offset))
+            .is_ok_and(|entry| !entry.has_attr(constants::DW_AT_static_link))
+    });
+    if let Some(offset) = indexed {
+        let mut tree = unit
+            .entries_tree(Some(gimli::UnitOffset(offset)))
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let node = tree
+            .root()
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let entry = node.entry();
+        let frame_base = location_at(unit_ref, entry, constants::DW_AT_frame_base, pc.0);
+        let function = die_name(module, types, &unit, entry);
+        let mut levels = Vec::new();
+        collect_levels(
+            module,
+            types,
+            &unit,
+            unit_ref,
+            node,
+            pc.0,
+            true,
+            function,
+            0,
+            &mut levels,
+        )?;
+        found = Some(Found {
+            subprogram: offset,
+            frame_base,
+            levels,
+            enclosing: Vec::new(),
+        });
+    } else {
+        let mut tree = unit
+            .entries_tree(None)
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let root = tree
+            .root()
+            .map_err(|e| ScopeError::Malformed(e.to_string()))?;
+        let mut path = Vec::new();
+        find_subprogram(
+            module, types, &unit, unit_ref, root, pc.0, &mut path, &mut found,
+        )?;
+    }
+    let Some(Found {
+        subprogram: subprogram_offset,
+        frame_base,
+        mut levels,
+        enclosing,
+    }) = found
+    else {
         return Err(ScopeError::NoFunction {
             pc: pc.0,
             module: module_name,
         });
     };
+    if let Ok(subprogram) = unit.entry(gimli::UnitOffset(subprogram_offset))
+        && let Some(AttributeValue::Exprloc(link)) =
+            subprogram.attr_value(constants::DW_AT_static_link)
+        && let Some(level) = levels.first_mut()
+    {
+        let mut outer = static_link_variables(module, types, &unit, &link, &enclosing);
+        outer.retain(|v| !level.variables.iter().any(|own| own.name == v.name));
+        outer.append(&mut level.variables);
+        level.variables = outer;
+    }
     // Split the chain into frames: each level that starts a frame begins one.
     let mut frames: Vec<Vec<ScopeLevel>> = Vec::new();
     for level in levels {
@@ -400,6 +461,9 @@ fn walk_frame_scope(
     }
     let mut variables = parameters;
     variables.extend(locals);
+    // After every block's variables are known: gcc describes captures as
+    // variables of the body's outermost block, not of the function.
+    add_closure_captures(module, types, unit.encoding(), &mut variables);
     mark_shadowed(&mut variables);
     Ok(FrameScope {
         function,
@@ -413,6 +477,192 @@ fn walk_frame_scope(
         variables,
         inline_frames: available,
     })
+}
+
+/// Makes a closure's captures visible by their names in its body. gcc and
+/// rustc describe each capture as a variable of the body already (gcc marks
+/// them artificial); clang only describes the closure class, whose members
+/// are reached through `this`. A capture becomes a variable located at
+/// `object + member offset`; one the compiler described is only marked.
+fn add_closure_captures(
+    module: &Module,
+    types: &mut TypeTable,
+    encoding: gimli::Encoding,
+    variables: &mut Vec<ScopeVariable>,
+) {
+    let Some(object) = variables.iter().find(|v| {
+        v.is_parameter && (v.artificial || matches!(v.name.as_str(), "this" | "__closure" | "self"))
+    }) else {
+        return;
+    };
+    let Some((closure, through_pointer)) = closure_type(module, types, object.ty) else {
+        return;
+    };
+    let object_location = object.location.clone();
+    let Some(aggregate) = types.get(module, closure).aggregate().cloned() else {
+        return;
+    };
+    for member in &aggregate.members {
+        let (Some(raw_name), MemberOffset::Bytes(offset)) = (&member.name, &member.offset) else {
+            continue;
+        };
+        if member.is_base {
+            continue;
+        }
+        // gcc names the member of a capture `x` `__x`.
+        let name = raw_name
+            .strip_prefix("__")
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(raw_name);
+        if let Some(described) = variables
+            .iter_mut()
+            .find(|v| !v.is_parameter && v.name == name)
+        {
+            described.capture = true;
+            continue;
+        }
+        variables.push(ScopeVariable {
+            name: name.to_string(),
+            ty: member.ty,
+            is_parameter: false,
+            artificial: true,
+            capture: true,
+            shadowed: false,
+            block_depth: 0,
+            location: member_location(&object_location, encoding, through_pointer, *offset),
+            // A capture was initialized when its closure was made.
+            decl_line: None,
+            decl_file: None,
+            in_innermost_block: false,
+        });
+    }
+}
+
+/// The closure class an object parameter points to (or is), and whether it
+/// is reached through a pointer. A closure is a C++ lambda's class (unnamed,
+/// or `<lambda(...)>`) or a Rust closure's environment (`{closure_env#N}`).
+fn closure_type(
+    module: &Module,
+    types: &mut TypeTable,
+    object_type: Option<TypeKey>,
+) -> Option<(TypeKey, bool)> {
+    let (key, ty) = types.strip(module, object_type?)?;
+    let (key, ty, through_pointer) = match ty.kind {
+        TypeKind::Pointer(Some(target))
+        | TypeKind::Reference {
+            target: Some(target),
+            ..
+        } => {
+            let (key, ty) = types.strip(module, target)?;
+            (key, ty, true)
+        }
+        _ => (key, ty, false),
+    };
+    let aggregate = ty.aggregate()?;
+    if aggregate.declaration {
+        return None;
+    }
+    let name = ty.short_name.as_str();
+    let is_closure = match ty.language {
+        Language::Rust => name.starts_with("{closure_env#"),
+        _ => name.is_empty() || name.starts_with("<lambda"),
+    };
+    is_closure.then_some((key, through_pointer))
+}
+
+/// The location of the member at `offset` of the object whose pointer (or,
+/// with `through_pointer` false, whose storage) `object` locates.
+fn member_location(
+    object: &VariableLocation,
+    encoding: gimli::Encoding,
+    through_pointer: bool,
+    offset: u64,
+) -> VariableLocation {
+    let expression = match object {
+        VariableLocation::Expression(expression) => expression,
+        VariableLocation::OptimizedOut => return VariableLocation::OptimizedOut,
+        VariableLocation::Constant(_) => {
+            return VariableLocation::Unsupported(
+                "the closure object is a constant in the debug info".to_string(),
+            );
+        }
+        VariableLocation::Unsupported(reason) => {
+            return VariableLocation::Unsupported(reason.clone());
+        }
+    };
+    let unsupported = |why: &str| {
+        VariableLocation::Unsupported(format!("capture through a closure object {why}"))
+    };
+    let Ok(bytes) = expression.0.to_slice() else {
+        return unsupported("whose location cannot be read");
+    };
+    let mut operations = expression.clone().operations(encoding);
+    let mut ops = Vec::new();
+    loop {
+        match operations.next() {
+            Ok(Some(op)) => ops.push(op),
+            Ok(None) => break,
+            Err(_) => return unsupported("whose location cannot be read"),
+        }
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() + 12);
+    if ops
+        .iter()
+        .any(|op| matches!(op, gimli::Operation::Piece { .. }))
+    {
+        return unsupported("split in pieces");
+    }
+    if ops.iter().any(|op| {
+        matches!(
+            op,
+            gimli::Operation::ImplicitPointer { .. } | gimli::Operation::ImplicitValue { .. }
+        )
+    }) {
+        return unsupported("that the compiler optimized into its uses");
+    }
+    match ops.as_slice() {
+        // The pointer is in a register: its value is the object's address.
+        [gimli::Operation::Register { register }] if through_pointer => {
+            out.push(constants::DW_OP_bregx.0);
+            push_uleb(&mut out, u64::from(register.0));
+            out.push(0); // SLEB 0
+        }
+        [gimli::Operation::Register { .. }] => {
+            return unsupported("held in a register");
+        }
+        [.., gimli::Operation::StackValue] if through_pointer => {
+            // The expression computes the pointer's value.
+            out.extend_from_slice(&bytes[..bytes.len() - 1]);
+        }
+        [.., gimli::Operation::StackValue] => {
+            return unsupported("that is a computed value");
+        }
+        _ => {
+            out.extend_from_slice(&bytes);
+            if through_pointer {
+                out.push(constants::DW_OP_deref.0);
+            }
+        }
+    }
+    if offset != 0 {
+        out.push(constants::DW_OP_plus_uconst.0);
+        push_uleb(&mut out, offset);
+    }
+    VariableLocation::Expression(gimli::Expression(super::bytes::reader(
+        super::bytes::SectionBytes::owned(out),
+    )))
+}
+
+fn push_uleb(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 /// A variable is shadowed when a later one (deeper block, or declared later
@@ -438,7 +688,15 @@ fn mark_shadowed(variables: &mut [ScopeVariable]) {
     }
 }
 
-type Found = Option<(usize, VariableLocation, Vec<ScopeLevel>)>;
+/// The subprogram containing a pc, its frame base there, the chain of
+/// scopes down to the pc, and the DIEs (functions and blocks) that enclose
+/// the subprogram's own DIE, outermost first.
+struct Found {
+    subprogram: usize,
+    frame_base: VariableLocation,
+    levels: Vec<ScopeLevel>,
+    enclosing: Vec<usize>,
+}
 
 #[allow(clippy::too_many_arguments)]
 fn find_subprogram(
@@ -448,10 +706,10 @@ fn find_subprogram(
     unit_ref: gimli::UnitRef<'_, DwarfReader>,
     node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
     pc: u64,
-    depth: usize,
-    found: &mut Found,
+    path: &mut Vec<(usize, bool)>,
+    found: &mut Option<Found>,
 ) -> Result<(), ScopeError> {
-    if depth > MAX_TREE_DEPTH {
+    if path.len() > MAX_TREE_DEPTH {
         return Ok(());
     }
     let mut children = node.children();
@@ -461,54 +719,54 @@ fn find_subprogram(
     {
         let entry = child.entry();
         match entry.tag() {
-            constants::DW_TAG_subprogram => {
-                if !contains_pc(unit_ref, entry, pc, false) {
-                    // Nested functions (Rust closures live inside namespaces,
-                    // C nested functions inside their parent) are found below.
-                    if entry.has_children()
-                        && !entry.has_attr(constants::DW_AT_low_pc)
-                        && !entry.has_attr(constants::DW_AT_ranges)
-                    {
-                        find_subprogram(
-                            module,
-                            types,
-                            unit,
-                            unit_ref,
-                            child,
-                            pc,
-                            depth + 1,
-                            found,
-                        )?;
-                    }
-                } else {
-                    let frame_base = location_at(unit_ref, entry, constants::DW_AT_frame_base, pc);
-                    let offset = entry.offset().0;
-                    let function = die_name(module, types, unit, entry);
-                    let mut levels = Vec::new();
-                    collect_levels(
-                        module,
-                        types,
-                        unit,
-                        unit_ref,
-                        child,
-                        pc,
-                        true,
-                        function,
-                        0,
-                        &mut levels,
-                    )?;
-                    *found = Some((offset, frame_base, levels));
-                }
+            constants::DW_TAG_subprogram if contains_pc(unit_ref, entry, pc, false) => {
+                let frame_base = location_at(unit_ref, entry, constants::DW_AT_frame_base, pc);
+                let offset = entry.offset().0;
+                let function = die_name(module, types, unit, entry);
+                let mut levels = Vec::new();
+                collect_levels(
+                    module,
+                    types,
+                    unit,
+                    unit_ref,
+                    child,
+                    pc,
+                    true,
+                    function,
+                    0,
+                    &mut levels,
+                )?;
+                *found = Some(Found {
+                    subprogram: offset,
+                    frame_base,
+                    levels,
+                    enclosing: enclosing_scopes(path),
+                });
             }
-            constants::DW_TAG_namespace
+            // A function can be defined inside another DIE of any of these
+            // kinds, whatever that DIE's own addresses: Rust closures inside
+            // a namespace named after their function, GNU C nested functions
+            // inside their parent, C++ lambdas' `operator()` (gcc) and local
+            // classes' methods inside a class inside a block of the function
+            // that defines them.
+            constants::DW_TAG_subprogram
+            | constants::DW_TAG_lexical_block
+            | constants::DW_TAG_namespace
             | constants::DW_TAG_module
             | constants::DW_TAG_structure_type
             | constants::DW_TAG_class_type
             | constants::DW_TAG_union_type
-            | constants::DW_TAG_enumeration_type
+            | constants::DW_TAG_interface_type
                 if entry.has_children() =>
             {
-                find_subprogram(module, types, unit, unit_ref, child, pc, depth + 1, found)?;
+                let is_scope = matches!(
+                    entry.tag(),
+                    constants::DW_TAG_subprogram | constants::DW_TAG_lexical_block
+                );
+                path.push((entry.offset().0, is_scope));
+                let result = find_subprogram(module, types, unit, unit_ref, child, pc, path, found);
+                path.pop();
+                result?;
             }
             _ => {}
         }
@@ -517,6 +775,127 @@ fn find_subprogram(
         }
     }
     Ok(())
+}
+
+/// The functions and blocks on `path` (DIE offset, whether it is a function
+/// or block) from the innermost enclosing function down: the scopes a nested
+/// function sees through its static link.
+fn enclosing_scopes(path: &[(usize, bool)]) -> Vec<usize> {
+    // A class between the nested function and its parent (a C++ local class)
+    // ends the chain: its methods have no static link.
+    let inner: Vec<usize> = path
+        .iter()
+        .rev()
+        .take_while(|(_, is_scope)| *is_scope)
+        .map(|(offset, _)| *offset)
+        .collect();
+    inner.into_iter().rev().collect()
+}
+
+/// The variables of the scopes enclosing a GNU C nested function (its
+/// parent function and the parent's blocks around it), located through the
+/// nested function's `DW_AT_static_link`, which computes the parent's frame
+/// base. Only variables addressed from the frame base are reachable so.
+fn static_link_variables(
+    module: &Module,
+    types: &mut TypeTable,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    static_link: &LocationExpression,
+    enclosing: &[usize],
+) -> Vec<ScopeVariable> {
+    let mut variables = Vec::new();
+    let Ok(link) = static_link.0.to_slice() else {
+        return variables;
+    };
+    let encoding = unit.encoding();
+    let Some(dwarf) = module.dwarf() else {
+        return variables;
+    };
+    let unit_ref = unit.unit_ref(dwarf);
+    for offset in enclosing {
+        let Ok(mut tree) = unit.entries_tree(Some(gimli::UnitOffset(*offset))) else {
+            continue;
+        };
+        let Ok(root) = tree.root() else { continue };
+        let mut children = root.children();
+        while let Ok(Some(child)) = children.next() {
+            let entry = child.entry();
+            let tag = entry.tag();
+            if !matches!(
+                tag,
+                constants::DW_TAG_variable | constants::DW_TAG_formal_parameter
+            ) || flag(entry, constants::DW_AT_declaration)
+            {
+                continue;
+            }
+            let Some(name) = die_name(module, types, unit, entry) else {
+                continue;
+            };
+            let ty = die_type(module, types, unit, entry);
+            let location = match location_at(unit_ref, entry, constants::DW_AT_location, 0) {
+                VariableLocation::Expression(expression) => {
+                    through_static_link(&link, &expression, encoding)
+                }
+                other => other,
+            };
+            variables.push(ScopeVariable {
+                name,
+                ty,
+                is_parameter: false,
+                artificial: false,
+                capture: false,
+                shadowed: false,
+                block_depth: 0,
+                location,
+                // The parent's frame is at another line: no claim about
+                // its declarations' order is made here.
+                decl_line: None,
+                decl_file: None,
+                in_innermost_block: false,
+            });
+        }
+    }
+    variables
+}
+
+/// `expression` (a parent's variable) with its leading `DW_OP_fbreg N`
+/// replaced by `link` (the parent's frame base) `+ N`.
+fn through_static_link(
+    link: &[u8],
+    expression: &LocationExpression,
+    encoding: gimli::Encoding,
+) -> VariableLocation {
+    let mut rest = expression.0.clone();
+    let Ok(gimli::Operation::FrameOffset { offset }) = gimli::Operation::parse(&mut rest, encoding)
+    else {
+        return VariableLocation::Unsupported(
+            "a variable of the enclosing function that is not in its frame".to_string(),
+        );
+    };
+    let Ok(rest) = rest.to_slice() else {
+        return VariableLocation::Unsupported("unreadable location".to_string());
+    };
+    let mut out = link.to_vec();
+    out.push(constants::DW_OP_consts.0);
+    push_sleb(&mut out, offset);
+    out.push(constants::DW_OP_plus.0);
+    out.extend_from_slice(&rest);
+    VariableLocation::Expression(gimli::Expression(super::bytes::reader(
+        super::bytes::SectionBytes::owned(out),
+    )))
+}
+
+fn push_sleb(out: &mut Vec<u8>, mut value: i64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
+        if done {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -564,6 +943,7 @@ fn collect_levels(
                     ty,
                     is_parameter: tag == constants::DW_TAG_formal_parameter,
                     artificial,
+                    capture: false,
                     shadowed: false,
                     block_depth: 0,
                     location,
@@ -580,7 +960,10 @@ fn collect_levels(
             constants::DW_TAG_lexical_block
                 if !descended && contains_pc(unit_ref, entry, pc, true) && entry.has_children() =>
             {
-                descended = true;
+                // A block without addresses does not rule out its siblings
+                // (the symbolizer's chain looks on past it too).
+                descended = entry.has_attr(constants::DW_AT_low_pc)
+                    || entry.has_attr(constants::DW_AT_ranges);
                 collect_levels(
                     module,
                     types,
@@ -953,3 +1336,505 @@ fn static_address(
 
 // Call sites (what a caller passed) live in `call_site.rs`; re-exported here for existing paths.
 pub use super::call_site::{CallSiteCallee, CallSiteValue, call_site_value};
+
+/// One function of the chain of calls at a pc, outermost (the out-of-line
+/// subprogram) first: its DIE, and where its caller called it (for an
+/// inlined call).
+#[derive(Clone, Debug)]
+pub(crate) struct ChainLevel {
+    /// The subprogram's or inlined subroutine's DIE offset in its unit.
+    pub(crate) entry: usize,
+    /// `DW_AT_call_file` (an index into the unit's line program) of an
+    /// inlined call.
+    pub(crate) call_file: Option<u64>,
+    /// `DW_AT_call_line` of an inlined call.
+    pub(crate) call_line: Option<u32>,
+    /// `DW_AT_call_column` of an inlined call.
+    pub(crate) call_column: Option<u32>,
+}
+
+/// The subprogram containing `pc` in `unit` and the inlined calls inside it
+/// that contain `pc` (whatever form their addresses take: low/high pc,
+/// `.debug_ranges`, `.debug_rnglists`, `DW_FORM_rnglistx`), outermost first.
+/// Reads no variable: cheap enough to symbolize every frame of a stack.
+pub(crate) fn inline_chain(
+    module: &Module,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    pc: u64,
+) -> Option<Vec<ChainLevel>> {
+    let dwarf = module.dwarf()?;
+    let unit_ref = unit.unit_ref(dwarf);
+    let mut chain = Vec::new();
+    if let Some(offset) = subprogram_at(module, unit, pc) {
+        let mut tree = unit.entries_tree(Some(gimli::UnitOffset(offset))).ok()?;
+        let node = tree.root().ok()?;
+        chain.push(ChainLevel {
+            entry: offset,
+            call_file: None,
+            call_line: None,
+            call_column: None,
+        });
+        inlined_in(unit_ref, node, pc, 1, &mut chain);
+        return Some(chain);
+    }
+    let mut tree = unit.entries_tree(None).ok()?;
+    let root = tree.root().ok()?;
+    if chain_in(unit_ref, root, pc, 0, &mut chain) {
+        Some(chain)
+    } else {
+        None
+    }
+}
+
+/// Per unit (`.debug_info` offset): its subprograms' address ranges.
+pub(crate) type FunctionRangeCache = Mutex<HashMap<usize, Arc<FunctionRanges>>>;
+
+/// Most units whose function ranges are kept per module before the cache
+/// starts over.
+const FUNCTION_RANGE_CACHE_LIMIT: usize = 64;
+
+/// The address ranges of every subprogram of one unit with code, wherever
+/// DWARF nests it: (begin, end, DIE offset), sorted by begin.
+pub(crate) struct FunctionRanges {
+    ranges: Vec<(u64, u64, usize)>,
+}
+
+impl FunctionRanges {
+    fn build(module: &Module, unit: &gimli::Unit<DwarfReader>) -> FunctionRanges {
+        let mut ranges = Vec::new();
+        let Some(dwarf) = module.dwarf() else {
+            return FunctionRanges { ranges };
+        };
+        let unit_ref = unit.unit_ref(dwarf);
+        // Raw entries: the attributes of every DIE but a function's are skipped, not decoded.
+        let Ok(mut raw) = unit.entries_raw(None) else {
+            return FunctionRanges { ranges };
+        };
+        while !raw.is_empty() {
+            let offset = raw.next_offset();
+            let abbreviation = match raw.read_abbreviation() {
+                Ok(Some(abbreviation)) => abbreviation,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            if raw.skip_attributes(abbreviation.attributes()).is_err() {
+                break;
+            }
+            if abbreviation.tag() != constants::DW_TAG_subprogram
+                || !abbreviation.attributes().iter().any(|spec| {
+                    matches!(
+                        spec.name(),
+                        constants::DW_AT_low_pc | constants::DW_AT_ranges
+                    )
+                })
+            {
+                continue;
+            }
+            let Ok(entry) = unit.entry(offset) else {
+                continue;
+            };
+            let Ok(mut iter) = unit_ref.die_ranges(&entry) else {
+                continue;
+            };
+            while let Ok(Some(range)) = iter.next() {
+                // A function the linker discarded keeps its DIE with low_pc 0 (DWARF 4 has no tombstone
+                // value); no code of a loaded ELF is at address 0.
+                if range.begin != 0 && range.begin < range.end {
+                    ranges.push((range.begin, range.end, offset.0));
+                }
+            }
+        }
+        ranges.sort_unstable();
+        ranges.shrink_to_fit();
+        FunctionRanges { ranges }
+    }
+
+    /// The smallest subprogram range containing `pc` (a nested function's
+    /// rather than its parent's, should they overlap).
+    fn lookup(&self, pc: u64) -> Option<usize> {
+        let end = self.ranges.partition_point(|r| r.0 <= pc);
+        self.ranges[..end]
+            .iter()
+            .rev()
+            .take(64)
+            .filter(|r| pc < r.1)
+            .min_by_key(|r| r.1 - r.0)
+            .map(|r| r.2)
+    }
+}
+
+/// The DIE offset of the subprogram whose code holds `pc` in `unit`, from
+/// the unit's function index (built on first use, one walk of the unit).
+pub(crate) fn subprogram_at(
+    module: &Module,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    pc: u64,
+) -> Option<usize> {
+    let key = unit_key(unit)?;
+    let cached = module
+        .function_ranges
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&key).cloned());
+    let ranges = match cached {
+        Some(ranges) => ranges,
+        None => {
+            let built = Arc::new(FunctionRanges::build(module, unit));
+            if let Ok(mut cache) = module.function_ranges.lock() {
+                if cache.len() >= FUNCTION_RANGE_CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(key, built.clone());
+            }
+            built
+        }
+    };
+    ranges.lookup(pc)
+}
+
+/// Finds the subprogram containing `pc` below `node` (as `find_subprogram`
+/// does) and fills `chain` from it; true when found.
+fn chain_in(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    pc: u64,
+    depth: usize,
+    chain: &mut Vec<ChainLevel>,
+) -> bool {
+    if depth > MAX_TREE_DEPTH {
+        return false;
+    }
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        match entry.tag() {
+            constants::DW_TAG_subprogram if contains_pc(unit_ref, entry, pc, false) => {
+                chain.push(ChainLevel {
+                    entry: entry.offset().0,
+                    call_file: None,
+                    call_line: None,
+                    call_column: None,
+                });
+                inlined_in(unit_ref, child, pc, depth + 1, chain);
+                return true;
+            }
+            constants::DW_TAG_subprogram
+            | constants::DW_TAG_lexical_block
+            | constants::DW_TAG_namespace
+            | constants::DW_TAG_module
+            | constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type
+            | constants::DW_TAG_interface_type
+                if entry.has_children() =>
+            {
+                // Not a match guard: the node is moved into the call.
+                let found = chain_in(unit_ref, child, pc, depth + 1, chain);
+                if found {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+fn inlined_in(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    node: gimli::EntriesTreeNode<'_, '_, DwarfReader>,
+    pc: u64,
+    depth: usize,
+    chain: &mut Vec<ChainLevel>,
+) {
+    if depth > MAX_TREE_DEPTH {
+        return;
+    }
+    let mut children = node.children();
+    while let Ok(Some(child)) = children.next() {
+        let entry = child.entry();
+        match entry.tag() {
+            constants::DW_TAG_lexical_block
+                if entry.has_children() && contains_pc(unit_ref, entry, pc, true) =>
+            {
+                // A block without addresses holds the pc only if something inside it does.
+                let ranged = entry.has_attr(constants::DW_AT_low_pc)
+                    || entry.has_attr(constants::DW_AT_ranges);
+                let before = chain.len();
+                inlined_in(unit_ref, child, pc, depth + 1, chain);
+                if ranged || chain.len() > before {
+                    return;
+                }
+            }
+            constants::DW_TAG_inlined_subroutine if contains_pc(unit_ref, entry, pc, false) => {
+                let number = |name| match entry.attr_value(name) {
+                    Some(AttributeValue::FileIndex(index)) => Some(index),
+                    Some(value) => value.udata_value(),
+                    None => None,
+                };
+                chain.push(ChainLevel {
+                    entry: entry.offset().0,
+                    call_file: number(constants::DW_AT_call_file),
+                    call_line: number(constants::DW_AT_call_line).map(|l| l as u32),
+                    call_column: number(constants::DW_AT_call_column).map(|c| c as u32),
+                });
+                inlined_in(unit_ref, child, pc, depth + 1, chain);
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The DIE that names `entry` (itself, or where its `DW_AT_abstract_origin`
+/// and `DW_AT_specification` lead, across units), with its unit.
+pub(crate) fn naming_die(
+    module: &Module,
+    types: &mut TypeTable,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    entry: usize,
+) -> Option<(Arc<gimli::Unit<DwarfReader>>, usize)> {
+    let mut current_unit = unit.clone();
+    let mut current = entry;
+    for _ in 0..MAX_ORIGIN_HOPS {
+        let die = current_unit.entry(gimli::UnitOffset(current)).ok()?;
+        if die.has_attr(constants::DW_AT_name) {
+            return Some((current_unit, current));
+        }
+        let origin = die
+            .attr_value(constants::DW_AT_abstract_origin)
+            .or_else(|| die.attr_value(constants::DW_AT_specification))?;
+        let key = types.reference(module, &current_unit, origin)?;
+        if Some(key.unit) != unit_key(&current_unit) {
+            current_unit = module.unit_at(gimli::DebugInfoOffset(key.unit))?;
+        }
+        current = key.entry;
+    }
+    None
+}
+
+/// A function DIE's linkage (mangled) name, through origins and
+/// specifications.
+pub(crate) fn linkage_name(
+    module: &Module,
+    types: &mut TypeTable,
+    unit: &Arc<gimli::Unit<DwarfReader>>,
+    entry: usize,
+) -> Option<String> {
+    let dwarf = module.dwarf()?;
+    let die = unit.entry(gimli::UnitOffset(entry)).ok()?;
+    let (name_unit, value) =
+        inherited_attr(module, types, unit, &die, constants::DW_AT_linkage_name).or_else(|| {
+            inherited_attr(
+                module,
+                types,
+                unit,
+                &die,
+                constants::DW_AT_MIPS_linkage_name,
+            )
+        })?;
+    let text = name_unit.unit_ref(dwarf).attr_string(value).ok()?;
+    text.to_string_lossy().ok().map(|s| s.into_owned())
+}
+
+/// A DIE's own `DW_AT_name`.
+pub(crate) fn own_name(
+    module: &Module,
+    unit: &gimli::Unit<DwarfReader>,
+    entry: usize,
+) -> Option<String> {
+    let dwarf = module.dwarf()?;
+    let die = unit.entry(gimli::UnitOffset(entry)).ok()?;
+    let value = die.attr_value(constants::DW_AT_name)?;
+    let text = unit.unit_ref(dwarf).attr_string(value).ok()?;
+    text.to_string_lossy().ok().map(|s| s.into_owned())
+}
+
+/// For every subprogram DIE of a unit, the names of the namespaces and
+/// classes around it (`std`, `ns::Class`), as gdb qualifies a function
+/// DWARF names only by `DW_AT_name`. Stops at an enclosing function: a
+/// local class's method is `Scaler::scaled`, as gdb shows it.
+pub(crate) fn function_qualifiers(
+    module: &Module,
+    unit: &gimli::Unit<DwarfReader>,
+) -> HashMap<usize, String> {
+    let mut out = HashMap::new();
+    let Some(dwarf) = module.dwarf() else {
+        return out;
+    };
+    let unit_ref = unit.unit_ref(dwarf);
+    let mut entries = unit.entries();
+    // (depth, name if a named scope, is a function)
+    let mut stack: Vec<(isize, Option<String>, bool)> = Vec::new();
+    while let Ok(Some(entry)) = entries.next_dfs() {
+        let depth = entry.depth();
+        while stack.last().is_some_and(|(d, _, _)| *d >= depth) {
+            stack.pop();
+        }
+        let tag = entry.tag();
+        let name = || {
+            let value = entry.attr_value(constants::DW_AT_name)?;
+            let text = unit_ref.attr_string(value).ok()?;
+            text.to_string_lossy().ok().map(|s| s.into_owned())
+        };
+        match tag {
+            constants::DW_TAG_subprogram => {
+                let mut parts = Vec::new();
+                for (_, name, is_function) in stack.iter().rev() {
+                    if *is_function {
+                        break;
+                    }
+                    if let Some(name) = name {
+                        parts.push(name.clone());
+                    }
+                }
+                if !parts.is_empty() {
+                    parts.reverse();
+                    out.insert(entry.offset().0, parts.join("::"));
+                }
+                if entry.has_children() {
+                    stack.push((depth, None, true));
+                }
+            }
+            constants::DW_TAG_namespace
+            | constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type
+            | constants::DW_TAG_interface_type
+                if entry.has_children() =>
+            {
+                stack.push((depth, name(), false));
+            }
+            constants::DW_TAG_lexical_block if entry.has_children() => {
+                stack.push((depth, None, true));
+            }
+            _ if entry.has_children() => stack.push((depth, None, false)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_ranges_pick_the_innermost_holder() {
+        let index = FunctionRanges {
+            ranges: vec![
+                (0x1000, 0x1100, 1),
+                (0x1100, 0x1400, 2),
+                // A function nested in 2's range (should one ever be).
+                (0x1200, 0x1240, 3),
+                // 2's cold part.
+                (0x2000, 0x2010, 2),
+            ],
+        };
+        assert_eq!(index.lookup(0x1000), Some(1));
+        assert_eq!(index.lookup(0x10ff), Some(1));
+        assert_eq!(index.lookup(0x1100), Some(2));
+        assert_eq!(index.lookup(0x1220), Some(3));
+        assert_eq!(index.lookup(0x1240), Some(2));
+        assert_eq!(index.lookup(0x2008), Some(2));
+        assert_eq!(index.lookup(0x1800), None);
+        assert_eq!(index.lookup(0xfff), None);
+    }
+
+    #[test]
+    fn leb128_encodings() {
+        let mut out = Vec::new();
+        push_uleb(&mut out, 624_485);
+        assert_eq!(out, [0xe5, 0x8e, 0x26]);
+        out.clear();
+        push_sleb(&mut out, -123_456);
+        assert_eq!(out, [0xc0, 0xbb, 0x78]);
+        out.clear();
+        push_sleb(&mut out, -40);
+        assert_eq!(out, [0x58]);
+        out.clear();
+        push_sleb(&mut out, 64);
+        assert_eq!(out, [0xc0, 0x00]);
+    }
+
+    fn expression(bytes: &[u8]) -> VariableLocation {
+        VariableLocation::Expression(gimli::Expression(super::super::bytes::reader(
+            super::super::bytes::SectionBytes::owned(bytes.to_vec()),
+        )))
+    }
+
+    fn bytes_of(location: &VariableLocation) -> Vec<u8> {
+        match location {
+            VariableLocation::Expression(e) => e.0.to_slice().expect("bytes").into_owned(),
+            other => panic!("not an expression: {other:?}"),
+        }
+    }
+
+    const ENCODING: gimli::Encoding = gimli::Encoding {
+        format: gimli::Format::Dwarf32,
+        version: 5,
+        address_size: 8,
+    };
+
+    #[test]
+    fn captures_are_located_through_the_closure_object() {
+        // `this` in memory at fbreg -8 (clang -O0): load it, add the member's offset.
+        let at = member_location(&expression(&[0x91, 0x78]), ENCODING, true, 16);
+        assert_eq!(bytes_of(&at), [0x91, 0x78, 0x06, 0x23, 0x10]);
+        // `this` in rdi (reg5): its value is the object's address.
+        let at = member_location(&expression(&[0x55]), ENCODING, true, 8);
+        assert_eq!(bytes_of(&at), [0x92, 0x05, 0x00, 0x23, 0x08]);
+        // A computed pointer value: the value is the address.
+        let at = member_location(&expression(&[0x75, 0x10, 0x9f]), ENCODING, true, 0);
+        assert_eq!(bytes_of(&at), [0x75, 0x10]);
+        // The closure object itself in memory (a Rust env by value).
+        let at = member_location(&expression(&[0x91, 0x20]), ENCODING, false, 4);
+        assert_eq!(bytes_of(&at), [0x91, 0x20, 0x23, 0x04]);
+        // Split in pieces or held in a register by value: said, not guessed.
+        let pieces = member_location(&expression(&[0x50, 0x93, 0x08]), ENCODING, true, 0);
+        assert!(
+            matches!(pieces, VariableLocation::Unsupported(_)),
+            "{pieces:?}"
+        );
+        let implicit = member_location(
+            &expression(&[0xa0, 0x10, 0x00, 0x00, 0x00, 0x00]),
+            ENCODING,
+            true,
+            0,
+        );
+        assert!(
+            matches!(implicit, VariableLocation::Unsupported(_)),
+            "{implicit:?}"
+        );
+        let by_value = member_location(&expression(&[0x50]), ENCODING, false, 0);
+        assert!(
+            matches!(by_value, VariableLocation::Unsupported(_)),
+            "{by_value:?}"
+        );
+        assert!(matches!(
+            member_location(&VariableLocation::OptimizedOut, ENCODING, true, 0),
+            VariableLocation::OptimizedOut
+        ));
+    }
+
+    #[test]
+    fn parent_variables_through_the_static_link() {
+        // Static link: fbreg -48; deref; plus_uconst 32; deref (gcc). Parent's `total` at fbreg -20.
+        let link = [0x91, 0x50, 0x06, 0x23, 0x20, 0x06];
+        let parent = gimli::Expression(super::super::bytes::reader(
+            super::super::bytes::SectionBytes::owned(vec![0x91, 0x6c]),
+        ));
+        let at = through_static_link(&link, &parent, ENCODING);
+        assert_eq!(
+            bytes_of(&at),
+            [0x91, 0x50, 0x06, 0x23, 0x20, 0x06, 0x11, 0x6c, 0x22]
+        );
+        let in_register = gimli::Expression(super::super::bytes::reader(
+            super::super::bytes::SectionBytes::owned(vec![0x53]),
+        ));
+        assert!(matches!(
+            through_static_link(&link, &in_register, ENCODING),
+            VariableLocation::Unsupported(_)
+        ));
+    }
+}

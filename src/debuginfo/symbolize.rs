@@ -1,12 +1,22 @@
-//! pc -> source frames (with inlined calls expanded) through `addr2line`, falling back to ELF symbols.
+//! pc -> source frames (with inlined calls expanded): from the unit's DIEs (the subprogram and inlined calls
+//! holding the pc, named as gdb names them), else through a per-unit `addr2line` context, else from ELF
+//! symbols.
 //!
-//! Owns the per-module `addr2line::Context` (lazily built, kept behind a mutex because it is not `Sync`).
-//! Never touches target memory.
+//! Owns frame naming (linkage name demangled, else `DW_AT_name` qualified by its namespaces and classes) and
+//! the per-module caches of symbolized pcs and of qualifiers. Never touches target memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::addr::FileAddr;
+use super::bytes::DwarfReader;
 use super::demangle::{demangle, demangle_name};
 use super::module::Module;
+use super::scope::{
+    ChainLevel, function_qualifiers, inline_chain, linkage_name, naming_die, own_name,
+};
 use super::symbols::{SymbolHit, SymbolTable};
+use super::types::TypeTable;
 
 /// One source-level frame for a pc: an inlined call or the real function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +34,12 @@ pub struct SourceFrame {
     /// The module (ELF file path as the process sees it).
     pub module: Option<String>,
 }
+
+/// Per unit (`.debug_info` offset): function DIE offset -> the namespaces and classes around it.
+pub(crate) type QualifierCache = Mutex<HashMap<usize, Arc<HashMap<usize, String>>>>;
+
+/// Most units whose qualifiers are kept per module before the cache starts over.
+const QUALIFIER_CACHE_LIMIT: usize = 32;
 
 /// Most symbolized pcs kept per module before the cache starts over.
 const SYMBOLIZED_CACHE_LIMIT: usize = 4096;
@@ -102,9 +118,11 @@ impl Module {
     fn symbolize_uncached(&self, probe: FileAddr) -> Vec<SourceFrame> {
         let module_name = Some(self.path.display().to_string());
         let unit = self.unit_offset_for(probe);
-        let mut frames = unit
-            .and_then(|unit| {
-                self.with_unit_context(unit.0, |ctx| {
+        let from_dies = self.frames_from_dies(probe, module_name.clone());
+        let mut frames = from_dies
+            .or_else(|| {
+                unit.and_then(|unit| {
+                    self.with_unit_context(unit.0, |ctx| {
                     let mut out = Vec::new();
                     let Ok(mut iter) = ctx.find_frames(probe.0).skip_all_loads() else {
                         return out;
@@ -140,6 +158,7 @@ impl Module {
                     }
                     out
                 })
+                })
             })
             .unwrap_or_default();
         if let Some(last) = frames.last_mut() {
@@ -158,5 +177,134 @@ impl Module {
             });
         }
         frames
+    }
+}
+
+impl Module {
+    /// Source frames for a file address from the unit's DIEs: the subprogram and the inlined calls containing
+    /// the address (every form of address ranges, origins in other units), innermost first. The innermost
+    /// frame's file:line comes from the line table, each caller's from the call site of the frame inside it.
+    fn frames_from_dies(
+        &self,
+        probe: FileAddr,
+        module_name: Option<String>,
+    ) -> Option<Vec<SourceFrame>> {
+        let dwarf = self.dwarf()?;
+        let unit = self.unit_for(probe)?;
+        let chain = inline_chain(self, &unit, probe.0)?;
+        let language = unit.entry(unit.root_offset()).ok().and_then(|root| {
+            match root.attr_value(gimli::DW_AT_language) {
+                Some(gimli::AttributeValue::Language(language)) => Some(language),
+                _ => None,
+            }
+        });
+        let mut types = TypeTable::new();
+        let (mut file, mut line, mut column) = self.line_of(&unit, probe);
+        let mut frames = Vec::with_capacity(chain.len());
+        for (depth, level) in chain.iter().enumerate().rev() {
+            if depth + 1 < chain.len() {
+                // This frame is at the call of the frame inside it.
+                let inner: &ChainLevel = &chain[depth + 1];
+                file = inner
+                    .call_file
+                    .and_then(|index| super::lines::file_path(dwarf, &unit, index));
+                line = inner.call_line.filter(|l| *l != 0);
+                column = inner.call_column.filter(|c| *c != 0);
+            }
+            frames.push(SourceFrame {
+                function: self.function_name(&mut types, &unit, level.entry, language),
+                file: file.clone(),
+                line,
+                column,
+                inlined: depth != 0,
+                module: module_name.clone(),
+            });
+        }
+        Some(frames)
+    }
+
+    /// The line-table row covering a file address in `unit`.
+    fn line_of(
+        &self,
+        unit: &Arc<gimli::Unit<DwarfReader>>,
+        probe: FileAddr,
+    ) -> (Option<String>, Option<u32>, Option<u32>) {
+        let Some(offset) = super::types::unit_key(unit) else {
+            return (None, None, None);
+        };
+        self.with_unit_context(offset, |ctx| match ctx.find_location(probe.0) {
+            Ok(Some(location)) => (
+                location.file.map(str::to_string),
+                location.line,
+                location.column,
+            ),
+            _ => (None, None, None),
+        })
+        .unwrap_or((None, None, None))
+    }
+
+    /// A function's name as gdb shows it: its linkage name demangled, else its `DW_AT_name` qualified by the
+    /// namespaces and classes around the DIE that declares it.
+    fn function_name(
+        &self,
+        types: &mut TypeTable,
+        unit: &Arc<gimli::Unit<DwarfReader>>,
+        entry: usize,
+        language: Option<gimli::DwLang>,
+    ) -> Option<String> {
+        if let Some(linkage) = linkage_name(self, types, unit, entry) {
+            let demangled = demangle_name(&linkage, language);
+            // A legacy Rust symbol calls every closure and async body `{{closure}}`; DWARF numbers them
+            // (`{closure#1}`, `{async_fn#0}`), as gdb shows them.
+            if demangled.contains("{{closure}}")
+                && let Some(numbered) = self.qualified_name(types, unit, entry)
+            {
+                return Some(numbered);
+            }
+            return Some(demangled);
+        }
+        self.qualified_name(types, unit, entry)
+    }
+
+    /// A function's `DW_AT_name` qualified by the namespaces and classes around the DIE that declares it.
+    fn qualified_name(
+        &self,
+        types: &mut TypeTable,
+        unit: &Arc<gimli::Unit<DwarfReader>>,
+        entry: usize,
+    ) -> Option<String> {
+        let (name_unit, name_entry) = naming_die(self, types, unit, entry)?;
+        let name = own_name(self, &name_unit, name_entry)?;
+        // C has no namespaces: no need to index the unit's scopes.
+        if super::types::unit_language(&name_unit) == super::types::Language::C {
+            return Some(name);
+        }
+        let qualifier = self
+            .qualifiers_of(&name_unit)
+            .and_then(|q| q.get(&name_entry).cloned());
+        Some(match qualifier {
+            Some(qualifier) => format!("{qualifier}::{name}"),
+            None => name,
+        })
+    }
+
+    fn qualifiers_of(
+        &self,
+        unit: &Arc<gimli::Unit<DwarfReader>>,
+    ) -> Option<Arc<HashMap<usize, String>>> {
+        let offset = super::types::unit_key(unit)?;
+        if let Ok(cache) = self.qualifiers.lock()
+            && let Some(found) = cache.get(&offset)
+        {
+            return Some(found.clone());
+        }
+        let built = Arc::new(function_qualifiers(self, unit));
+        if let Ok(mut cache) = self.qualifiers.lock() {
+            if cache.len() >= QUALIFIER_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(offset, built.clone());
+        }
+        Some(built)
     }
 }
