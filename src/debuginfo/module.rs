@@ -109,6 +109,9 @@ pub struct Module {
     pub(crate) elf: MappedFile,
     pub(crate) build_id: Option<String>,
     pub(crate) bias: u64,
+    /// Inode of the mapped file (0 when not opened from a process's mappings): with the path and the ranges,
+    /// tells whether a module seen again after a library was loaded or unloaded is still the same mapping.
+    pub(crate) inode: u64,
     /// Runtime address ranges mapped from this file, sorted.
     pub(crate) ranges: Vec<(u64, u64)>,
     /// Where `.debug_info` lives (this file or a separate debug file), if anywhere.
@@ -200,6 +203,7 @@ impl Module {
         let mut module = Module::from_mapped(seen_path, elf, root, 0)?;
         let file = module.elf.parse()?;
         module.bias = compute_bias(&file, mappings);
+        module.inode = mappings.first().map_or(0, |m| m.inode);
         let mut ranges: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
         ranges.sort_unstable();
         module.ranges = ranges;
@@ -316,6 +320,7 @@ impl Module {
             elf,
             build_id,
             bias,
+            inode: 0,
             ranges: Vec::new(),
             dwarf_file,
             debug_separate,
