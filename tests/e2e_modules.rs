@@ -321,3 +321,279 @@ fn probes_in_an_unloaded_library_end_with_a_reason_and_do_no_harm() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// How a split-DWARF variant of the fixture is built.
+#[derive(Clone, Copy, Debug)]
+enum Split {
+    /// `-gsplit-dwarf` (DWARF 5 skeleton units, `.dwo` files).
+    Dwarf5,
+    /// `-gdwarf-4 -gsplit-dwarf` (the GNU extension: DW_AT_GNU_dwo_name).
+    Dwarf4,
+    /// DWARF 4 `.dwo` files packed into `<exe>.dwp` by binutils' `dwp`, the
+    /// `.dwo` files removed (binutils' `dwp` cannot pack DWARF 5).
+    Package4,
+    /// DWARF 5 `.dwo` files from clang packed by `llvm-dwp`, the `.dwo` files
+    /// removed (llvm-dwp 14 does not finish on gcc 12's DWARF 5 `.dwo` files).
+    Package5,
+}
+
+/// Builds the two-unit split fixture into its own directory; returns the
+/// executable. Fails (never skips) when a tool it needs is missing.
+fn build_split(variant: Split, optimize: &str) -> std::path::PathBuf {
+    let dir = fixture_dir().join(format!("split_{variant:?}{optimize}").to_lowercase());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let exe = dir.join("split");
+    let compiler = match variant {
+        Split::Package5 => "clang",
+        _ => "gcc",
+    };
+    let mut gcc = std::process::Command::new(compiler);
+    gcc.args(["-g", optimize, "-gsplit-dwarf"]);
+    if let Split::Dwarf4 | Split::Package4 = variant {
+        gcc.arg("-gdwarf-4");
+    }
+    gcc.arg(fixture_src("modules/split_main.c"))
+        .arg(fixture_src("modules/split_account.c"))
+        .arg("-o")
+        .arg(&exe)
+        .current_dir(&dir);
+    let status = gcc
+        .status()
+        .unwrap_or_else(|e| panic!("this test needs {compiler}: {e}"));
+    assert!(status.success(), "{compiler} -gsplit-dwarf failed");
+    let dwos: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("read fixture dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dwo"))
+        .collect();
+    assert_eq!(dwos.len(), 2, "one .dwo per unit: {dwos:?}");
+    exe
+}
+
+/// Packs the `.dwo` files of a package variant into `<exe>.dwp` and removes
+/// them, so that only the package can answer.
+fn pack_split(variant: Split, exe: &std::path::Path) {
+    let dir = exe.parent().expect("fixture dir");
+    let dwos: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .expect("read fixture dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dwo"))
+        .collect();
+    let packer = match variant {
+        Split::Package4 => Some(("dwp", "binutils")),
+        Split::Package5 => Some(("llvm-dwp", "llvm")),
+        _ => None,
+    };
+    if let Some((tool, package)) = packer {
+        let mut dwp = std::process::Command::new(tool);
+        dwp.arg("-e").arg(exe).arg("-o").arg(dir.join("split.dwp"));
+        let status = dwp.status().unwrap_or_else(|e| {
+            panic!("this test needs `{tool}` (apt-get install {package}): {e}")
+        });
+        assert!(status.success(), "{tool} failed");
+        for dwo in dwos {
+            std::fs::remove_file(dwo).expect("remove .dwo");
+        }
+    }
+}
+
+/// gdb's values at a breakpoint on `file:line` of a fresh run of `exe` fed
+/// `input`: the text after `$N = ` of each `print`, and the `bt` lines.
+fn gdb_at(
+    exe: &std::path::Path,
+    location: &str,
+    input: &str,
+    prints: &[&str],
+) -> (Vec<String>, String) {
+    let input_file = exe.with_extension("gdb-input");
+    std::fs::write(&input_file, input).expect("gdb input");
+    let mut cmd = std::process::Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-ex", "set debuginfod enabled off", "-ex"])
+        .arg(format!("break {location}"))
+        .arg("-ex")
+        .arg(format!("run < {}", input_file.display()));
+    for p in prints {
+        cmd.arg("-ex").arg(format!("print {p}"));
+    }
+    cmd.args(["-ex", "bt", "-ex", "kill"]).arg(exe);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("this test compares with gdb, which is missing: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let values: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix('$').and_then(|l| l.split_once(" = ")))
+        .map(|(_, v)| v.to_string())
+        .collect();
+    assert_eq!(values.len(), prints.len(), "gdb printed: {text}");
+    (values, text)
+}
+
+fn split_line(marker: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture_src("modules/split_account.c")).expect("source");
+    text.lines()
+        .position(|l| l.contains(marker))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{marker:?} not in split_account.c"))
+}
+
+fn value_of<'a>(locals: &'a Value, name: &str) -> &'a Value {
+    locals["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {locals}"))
+}
+
+/// Everything liveprobe reads of a running split-DWARF program, compared
+/// with gdb's reading of the same binary stopped at the same line.
+fn split_dwarf_reads_like_gdb(variant: Split) {
+    let exe = build_split(variant, "-O0");
+    let wait_line = split_line("/* settle wait */");
+    let prints = [
+        "before",
+        "level",
+        "acct->owner",
+        "acct->balance",
+        "total_calls",
+        "amount",
+    ];
+    let (gdb, gdb_text) = gdb_at(
+        &exe,
+        &format!("split_account.c:{wait_line}"),
+        "settle\n",
+        &prints,
+    );
+    assert!(
+        gdb_text.contains("settle (acct="),
+        "gdb reads the split DWARF: {gdb_text}"
+    );
+    // Packed after gdb read the .dwo files: gdb 13 cannot read clang's DWARF 5
+    // packages, and the values must be the same from either.
+    pack_split(variant, &exe);
+
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    let attach = c.call("attach", json!({"pid": fx.pid})).ok();
+    assert_eq!(attach["debug_info"]["found"], true, "{attach}");
+
+    let found = c
+        .call("find_functions", json!({"pid": fx.pid, "query": "settle"}))
+        .ok();
+    let settle = found["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .find(|f| f["name"] == "settle")
+        .unwrap_or_else(|| panic!("settle not found in split DWARF: {found}"))
+        .clone();
+    assert!(
+        settle["file"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("split_account.c"),
+        "{settle}"
+    );
+    let resolved = c
+        .call(
+            "resolve_location",
+            json!({"pid": fx.pid, "location": format!("split_account.c:{wait_line}")}),
+        )
+        .ok();
+    assert_eq!(resolved["resolved"][0]["function"], "settle", "{resolved}");
+    assert_eq!(
+        resolved["resolved"][0]["line"],
+        json!(wait_line),
+        "{resolved}"
+    );
+
+    fx.send("settle");
+    fx.expect_line("settling");
+    wait_blocked_in_read(fx.pid);
+    let stack = c.call("stack_trace", json!({"pid": fx.pid})).ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let settle_frame = frames
+        .iter()
+        .find(|f| f["function"] == "settle")
+        .unwrap_or_else(|| panic!("settle not on the stack: {stack}"));
+    assert_eq!(settle_frame["line"], json!(wait_line), "{settle_frame}");
+    let index = settle_frame["index"].as_u64().expect("index");
+    let main_frame = &frames[index as usize + 1];
+    assert_eq!(main_frame["function"], "main", "{stack}");
+    assert!(
+        main_frame["file"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("split_main.c"),
+        "{main_frame}"
+    );
+    assert!(
+        gdb_text.contains(&format!("split_account.c:{wait_line}")),
+        "gdb stops at the same line: {gdb_text}"
+    );
+
+    let locals = c
+        .call("read_locals", json!({"pid": fx.pid, "frame": index}))
+        .ok();
+    assert_eq!(
+        value_of(&locals, "before")["value"],
+        gdb[0].as_str(),
+        "{locals}"
+    );
+    assert_eq!(
+        value_of(&locals, "level")["value"],
+        gdb[1].as_str(),
+        "{locals}"
+    );
+    assert_eq!(
+        value_of(&locals, "amount")["value"],
+        gdb[5].as_str(),
+        "{locals}"
+    );
+    assert_eq!(value_of(&locals, "level")["type"], "enum tier", "{locals}");
+    for (k, expression) in prints.iter().enumerate() {
+        let answer = c
+            .call(
+                "evaluate",
+                json!({"pid": fx.pid, "frame": index, "expression": expression}),
+            )
+            .ok();
+        let ours = answer["value"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // gdb prints a char* as `0x55... "alice"`; the string is what must agree.
+        let theirs = gdb[k].rsplit(' ').next().unwrap_or_default();
+        assert!(
+            ours == gdb[k] || ours.ends_with(theirs),
+            "{expression}: liveprobe {ours:?}, gdb {:?}: {answer}",
+            gdb[k]
+        );
+    }
+    fx.send("go");
+    assert_eq!(fx.expect_line("settled"), "settled 126");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn split_dwarf_5_dwo_files_are_read_like_gdb() {
+    split_dwarf_reads_like_gdb(Split::Dwarf5);
+}
+
+#[test]
+fn split_dwarf_4_gnu_dwo_files_are_read_like_gdb() {
+    split_dwarf_reads_like_gdb(Split::Dwarf4);
+}
+
+#[test]
+fn a_dwarf_4_package_dwp_is_read_like_gdb() {
+    split_dwarf_reads_like_gdb(Split::Package4);
+}
+
+#[test]
+fn a_dwarf_5_package_dwp_is_read_like_gdb() {
+    split_dwarf_reads_like_gdb(Split::Package5);
+}

@@ -20,7 +20,7 @@ use super::maps::Mapping;
 use super::names::NameIndex;
 use super::symbolize::SourceFrame;
 use super::symbols::SymbolTable;
-use super::units::{UnitContexts, UnitRanges};
+use super::units::{SplitUnits, UnitContexts, UnitRanges};
 use super::unwind::CfiSections;
 
 /// Where a module's DWARF came from.
@@ -127,6 +127,12 @@ pub struct Module {
     pub(crate) symbolized: Mutex<HashMap<u64, Vec<SourceFrame>>>,
     pub(crate) line_index: OnceLock<LineIndex>,
     pub(crate) name_index: OnceLock<NameIndex>,
+    /// Skeleton units' split halves (`-gsplit-dwarf`), by skeleton offset, resolved on first use.
+    pub(crate) split_units: OnceLock<SplitUnits>,
+    /// Split DWARF files loaded, by DWO id (None: looked for, not found).
+    pub(crate) split_dwarfs: Mutex<HashMap<u64, Option<Arc<gimli::Dwarf<DwarfReader>>>>>,
+    /// `<module>.dwp`, if there is one.
+    pub(crate) dwarf_package: OnceLock<Option<gimli::DwarfPackage<DwarfReader>>>,
 }
 
 impl std::fmt::Debug for Module {
@@ -333,6 +339,9 @@ impl Module {
             symbolized: Mutex::new(HashMap::new()),
             line_index: OnceLock::new(),
             name_index: OnceLock::new(),
+            split_units: OnceLock::new(),
+            split_dwarfs: Mutex::new(HashMap::new()),
+            dwarf_package: OnceLock::new(),
         })
     }
 
@@ -459,6 +468,10 @@ impl Module {
         {
             return Some(u.clone());
         }
+        // A skeleton unit stands for its split half: read it with `dwarf_for(offset)`.
+        if let Some(split) = self.split_unit(offset.0) {
+            return Some(split.unit.clone());
+        }
         let header = dwarf.debug_info.header_from_offset(offset).ok()?;
         let unit = Arc::new(dwarf.unit(header).ok()?);
         if let Ok(mut cache) = self.units.lock() {
@@ -472,6 +485,9 @@ impl Module {
         &self,
         offset: gimli::DebugInfoOffset<usize>,
     ) -> Option<gimli::Unit<DwarfReader>> {
+        if let Some(unit) = self.parse_split_unit(offset.0) {
+            return Some(unit);
+        }
         let dwarf = self.dwarf()?;
         let header = dwarf.debug_info.header_from_offset(offset).ok()?;
         dwarf.unit(header).ok()

@@ -164,8 +164,8 @@ fn die_name(
     unit: &Arc<gimli::Unit<DwarfReader>>,
     entry: &gimli::DebuggingInformationEntry<DwarfReader>,
 ) -> Option<String> {
-    let dwarf = module.dwarf()?;
     let (name_unit, value) = inherited_attr(module, types, unit, entry, constants::DW_AT_name)?;
+    let dwarf = module.dwarf_for(unit_key(&name_unit)?)?;
     let text = name_unit.unit_ref(dwarf).attr_string(value).ok()?;
     text.to_string_lossy().ok().map(|s| s.into_owned())
 }
@@ -335,9 +335,9 @@ fn walk_frame_scope(
         pc: pc.0,
         module: module_name.clone(),
     };
-    let dwarf = module.dwarf().ok_or_else(no_debug_info)?;
     let unit = module.unit_for(pc).ok_or_else(no_debug_info)?;
     let unit_offset = unit_key(&unit).ok_or_else(no_debug_info)?;
+    let dwarf = module.dwarf_for(unit_offset).ok_or_else(no_debug_info)?;
     let unit_ref = unit.unit_ref(dwarf);
     let language = unit_language(&unit);
     let mut tree = unit
@@ -693,7 +693,10 @@ impl GlobalIndex {
                 continue;
             };
             let language = unit_language(&unit);
-            let unit_ref = unit.unit_ref(dwarf);
+            let Some(unit_dwarf) = module.dwarf_for(offset.0) else {
+                continue;
+            };
+            let unit_ref = unit.unit_ref(unit_dwarf);
             let Ok(mut tree) = unit.entries_tree(None) else {
                 continue;
             };
@@ -956,7 +959,7 @@ pub fn call_site_value(
     register: u16,
 ) -> Option<CallSiteValue> {
     let scope = frame_scope(module, types, FileAddr(return_pc.0.checked_sub(1)?), 0).ok()?;
-    let dwarf = module.dwarf()?;
+    let dwarf = module.dwarf_for(scope.subprogram.unit)?;
     let unit = module.unit_at(gimli::DebugInfoOffset(scope.subprogram.unit))?;
     let unit_ref = unit.unit_ref(dwarf);
     let mut tree = unit

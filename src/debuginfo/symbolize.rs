@@ -71,7 +71,8 @@ impl Module {
             .and_then(|unit| {
                 self.with_unit_context(unit.0, |ctx| {
                     let mut out = Vec::new();
-                    let Ok(mut iter) = ctx.find_frames(probe.0).skip_all_loads() else {
+                    // Split DWARF (.dwo/.dwp) is loaded when the lookup asks for it.
+                    let Ok(mut iter) = self.complete_lookup(ctx.find_frames(probe.0)) else {
                         return out;
                     };
                     loop {
