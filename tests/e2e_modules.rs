@@ -97,6 +97,17 @@ fn a_library_loaded_after_attach_is_found_probed_and_symbolized() {
         "not loaded yet: {before}"
     );
 
+    let early = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": "plugin_work", "kind": "count"}),
+        )
+        .err();
+    assert!(
+        early.contains("no function named") && early.contains("dlopen"),
+        "a probe before the library is loaded says why it is not found: {early}"
+    );
+
     fx.send(&format!("load {}", so.display()));
     fx.expect_line("loaded");
 

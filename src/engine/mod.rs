@@ -518,7 +518,7 @@ impl Engine {
         location: &str,
     ) -> Result<LocationReport, EngineError> {
         let target = self.target(pid)?;
-        let resolution = target.image().resolve_location(location.trim())?;
+        let resolution = resolve_in(&target.image(), location.trim())?;
         Ok(LocationReport {
             location: location.to_string(),
             resolved: resolution
@@ -547,6 +547,24 @@ impl Engine {
         let target = self.target(pid)?;
         source::list_source(&target.image(), file, line, context)
     }
+}
+
+/// Resolves a location in the modules loaded now; a name or file found in
+/// none of them says that a library loaded later will be searched too.
+pub(crate) fn resolve_in(
+    image: &ProcessImage,
+    location: &str,
+) -> Result<crate::debuginfo::Resolution, EngineError> {
+    use crate::debuginfo::LocationError;
+    image.resolve_location(location).map_err(|e| match e {
+        LocationError::FunctionNotFound { .. } | LocationError::FileNotFound { .. } => {
+            EngineError::NotLoaded {
+                source: e,
+                modules: image.modules().len(),
+            }
+        }
+        other => EngineError::Location(other),
+    })
 }
 
 /// Formats a runtime address as clients see it.

@@ -221,7 +221,7 @@ impl Engine {
         location: &str,
         source_contains: Option<&str>,
     ) -> Result<Resolution, EngineError> {
-        let mut resolution = target.image().resolve_location(location.trim())?;
+        let mut resolution = super::resolve_in(&target.image(), location.trim())?;
         let Some(expected) = source_contains.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(resolution);
         };
@@ -260,7 +260,7 @@ impl Engine {
         };
         let moved = format!("{file}:{n}");
         let note = format!("line {line} does not contain {expected:?}; using line {n}, which does");
-        resolution = target.image().resolve_location(&moved)?;
+        resolution = super::resolve_in(&target.image(), &moved)?;
         resolution.note = Some(match resolution.note.take() {
             Some(other) => format!("{note}; {other}"),
             None => note,
@@ -400,7 +400,7 @@ impl Engine {
                 .filter(|e| !e.is_empty())
             {
                 Some(end) => {
-                    let end_res = target.image().resolve_location(end)?;
+                    let end_res = super::resolve_in(&target.image(), end)?;
                     end_sites.extend(end_res.sites.iter().cloned());
                 }
                 None => end_sites = function_return_sites(&image, &resolution.sites)?,
