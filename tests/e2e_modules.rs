@@ -426,7 +426,15 @@ fn gdb_at(
         .arg(format!("run < {}", input_file.display()));
     // Read where liveprobe reads: in the caller's frame of the blocking
     // fgets, at its return address.
-    cmd.args(["-ex", "break fgets", "-ex", "continue", "-ex", "up"]);
+    cmd.args([
+        "-ex",
+        "break fgets",
+        "-ex",
+        "continue",
+        "-ex",
+        // #0 fgets, #1 wait_for_line (inlined or not), #2 settle.
+        "frame 2",
+    ]);
     for p in prints {
         cmd.arg("-ex").arg(format!("print {p}"));
     }
@@ -535,23 +543,51 @@ fn split_dwarf_reads_like_gdb(variant: Split, optimize: &str) {
             json!({"pid": fx.pid, "location": format!("split_account.c:{wait_line}")}),
         )
         .ok();
-    assert_eq!(resolved["resolved"][0]["function"], "settle", "{resolved}");
+    assert_eq!(
+        resolved["resolved"][0]["function"], "wait_for_line",
+        "{resolved}"
+    );
     assert_eq!(
         resolved["resolved"][0]["line"],
         json!(wait_line),
         "{resolved}"
     );
+    let call_line = split_line("/* settle call */");
 
     fx.send("settle");
     fx.expect_line("settling");
     wait_blocked_in_read(fx.pid);
     let stack = c.call("stack_trace", json!({"pid": fx.pid})).ok();
     let frames = stack["threads"][0]["frames"].as_array().expect("frames");
-    let settle_frame = frames
-        .iter()
-        .find(|f| f["function"] == "settle")
-        .unwrap_or_else(|| panic!("settle not on the stack: {stack}"));
-    assert_eq!(settle_frame["line"], json!(wait_line), "{settle_frame}");
+    let frame_of = |function: &str| {
+        frames
+            .iter()
+            .find(|f| f["function"] == function)
+            .unwrap_or_else(|| panic!("{function} not on the stack: {stack}"))
+    };
+    // At -O2 wait_for_line is inlined: a frame of its own all the same.
+    let wait_frame = frame_of("wait_for_line");
+    assert_eq!(wait_frame["line"], json!(wait_line), "{stack}");
+    assert!(
+        wait_frame["file"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("split_account.c"),
+        "{wait_frame}"
+    );
+    let settle_frame = frame_of("settle");
+    assert_eq!(settle_frame["line"], json!(call_line), "{stack}");
+    assert!(
+        settle_frame["file"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("split_account.c"),
+        "{settle_frame}"
+    );
+    assert!(
+        gdb_text.contains(&format!("split_account.c:{call_line}")),
+        "gdb puts settle at the same line: {gdb_text}"
+    );
     let index = settle_frame["index"].as_u64().expect("index");
     let main_frame = &frames[index as usize + 1];
     assert_eq!(main_frame["function"], "main", "{stack}");
@@ -561,10 +597,6 @@ fn split_dwarf_reads_like_gdb(variant: Split, optimize: &str) {
             .unwrap_or_default()
             .ends_with("split_main.c"),
         "{main_frame}"
-    );
-    assert!(
-        gdb_text.contains(&format!("split_account.c:{wait_line}")),
-        "gdb stops at the same line: {gdb_text}"
     );
 
     let locals = c
@@ -622,4 +654,10 @@ fn a_dwarf_5_package_dwp_is_read_like_gdb() {
 #[test]
 fn split_dwarf_5_optimized_reads_location_lists_like_gdb() {
     split_dwarf_reads_like_gdb(Split::Dwarf5, "-O2");
+}
+
+/// The same at -O2 with DWARF 4's GNU split format (`.debug_loc.dwo`).
+#[test]
+fn split_dwarf_4_optimized_reads_location_lists_like_gdb() {
+    split_dwarf_reads_like_gdb(Split::Dwarf4, "-O2");
 }
