@@ -155,6 +155,16 @@ impl Engine {
                 return;
             }
         };
+        let same_program = match (current.main_module(), newer.main_module()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_program {
+            // The executable itself changed (exec): that is the tracer's to
+            // report (probes end as target_exited), not a library unloaded.
+            return;
+        }
         {
             let mut slot = target.image.write().unwrap_or_else(|e| e.into_inner());
             if !Arc::ptr_eq(&slot, &current) {
