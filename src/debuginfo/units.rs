@@ -259,13 +259,16 @@ impl SplitUnits {
     fn build(module: &Module) -> SplitUnits {
         let mut offsets = Vec::new();
         if let Some(dwarf) = module.dwarf() {
+            // A GNU (DWARF 4) skeleton indexes its addresses in `.debug_addr`, which DWARF 4 without split
+            // units never has: without one, no DWARF 4 unit needs its root looked at.
+            let gnu_split_possible = !dwarf.debug_addr.reader().is_empty();
             let mut units = dwarf.units();
             while let Ok(Some(header)) = units.next() {
                 // Only units that can be skeletons: DWARF 5 skeleton units, and DWARF 4 compile units (the GNU
                 // extension marks them with DW_AT_GNU_dwo_id on the root, seen when the unit is first asked for).
                 let candidate = match header.type_() {
                     gimli::UnitType::Skeleton(_) => true,
-                    gimli::UnitType::Compilation => header.version() < 5,
+                    gimli::UnitType::Compilation => header.version() < 5 && gnu_split_possible,
                     _ => false,
                 };
                 if candidate && let Some(o) = header.offset().to_debug_info_offset(&header) {
@@ -273,6 +276,9 @@ impl SplitUnits {
                 }
             }
         }
+        // Reading every unit header touched a page per unit: do not keep them resident.
+        module.release_dwarf_pages();
+        offsets.shrink_to_fit();
         let slots = offsets.iter().map(|_| std::sync::OnceLock::new()).collect();
         SplitUnits { offsets, slots }
     }
