@@ -34,12 +34,21 @@ fn read_maps(pid: i32) -> Result<Vec<Mapping>, DebugInfoError> {
     Ok(parse_maps(&text))
 }
 
-/// A cheap fingerprint of the file-backed mappings in /proc/PID/maps: it changes when a library is loaded
-/// (`dlopen`) or unloaded (`dlclose`), and not when the heap or a thread stack grows.
+/// A cheap fingerprint of the mappings of files with code in /proc/PID/maps: it changes when a library is
+/// loaded (`dlopen`) or unloaded (`dlclose`), and not when the heap or a thread stack grows or a data file is
+/// mapped (databases map and unmap theirs all the time).
 pub fn maps_signature(mappings: &[Mapping]) -> u64 {
     use std::hash::{Hash, Hasher};
+    let with_code: std::collections::HashSet<(&str, u64)> = mappings
+        .iter()
+        .filter(|m| m.is_file() && m.exec)
+        .map(|m| (m.pathname.as_str(), m.inode))
+        .collect();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for m in mappings.iter().filter(|m| m.is_file()) {
+    for m in mappings
+        .iter()
+        .filter(|m| m.is_file() && with_code.contains(&(m.pathname.as_str(), m.inode)))
+    {
         (m.start, m.end, m.exec, m.offset, m.inode, &m.pathname).hash(&mut hasher);
     }
     hasher.finish()
@@ -247,7 +256,8 @@ mod tests {
                     55d0c0f00000-55d0c0f21000 rw-p 00000000 00:00 0 [heap]\n";
         let grown = "55d0c0de0000-55d0c0de1000 r-xp 00000000 fd:01 1234 /usr/bin/prog\n\
                      55d0c0f00000-55d0c0f42000 rw-p 00000000 00:00 0 [heap]\n\
-                     7f0000000000-7f0000021000 rw-p 00000000 00:00 0\n";
+                     7f0000000000-7f0000021000 rw-p 00000000 00:00 0\n\
+                     7f2000000000-7f2000100000 r--s 00000000 fd:01 77 /var/lib/db/data.mdb\n";
         let loaded = "55d0c0de0000-55d0c0de1000 r-xp 00000000 fd:01 1234 /usr/bin/prog\n\
                       7f1000000000-7f1000001000 r-xp 00001000 fd:01 99 /opt/plugin.so\n";
         let sig = |t: &str| maps_signature(&parse_maps(t));
