@@ -163,7 +163,7 @@ fn a_library_loaded_after_attach_is_found_probed_and_symbolized() {
     let snapshot = c
         .call(
             "set_snapshot",
-            json!({"pid": fx.pid, "location": format!("plugin.c:{work_line}"),
+            json!({"pid": fx.pid, "location": format!("plugin.c:{work_line}"), "frames": 2,
                    "expressions": ["doubled", "x", "plugin_calls"]}),
         )
         .ok();
@@ -194,6 +194,15 @@ fn a_library_loaded_after_attach_is_found_probed_and_symbolized() {
         .find(|v| v["name"] == "doubled")
         .unwrap_or_else(|| panic!("no local doubled: {item}"));
     assert_eq!(doubled["value"], "42", "{item}");
+    // The hit's stack leaves the library for the host that called it.
+    assert_eq!(item["frames"][1]["function"], "main", "{item}");
+    assert!(
+        item["frames"][1]["file"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("host.c"),
+        "{item}"
+    );
 
     // A thread blocked inside the library: its frames, its locals.
     fx.send("wait");
