@@ -670,3 +670,132 @@ fn split_dwarf_5_optimized_reads_location_lists_like_gdb() {
 fn split_dwarf_4_optimized_reads_location_lists_like_gdb() {
     split_dwarf_reads_like_gdb(Split::Dwarf4, "-O2");
 }
+
+/// A Rust program whose DWARF rustc left in `.dwo` files (`unpacked`) or
+/// packed into `<exe>.dwp` (`packed`, by rustc's own packer): its functions,
+/// frames and locals, compared with gdb at the same line.
+fn rust_split_dwarf_is_read(kind: &str) {
+    let dir = fixture_dir().join(format!("split_rust_{kind}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let exe = dir.join("split_rust");
+    let status = std::process::Command::new("rustc")
+        .args(["-g", "--edition=2021"])
+        .arg(format!("-Csplit-debuginfo={kind}"))
+        .arg(fixture_src("modules/split_rust.rs"))
+        .arg("-o")
+        .arg(&exe)
+        .current_dir(&dir)
+        .status()
+        .expect("run rustc");
+    assert!(status.success(), "rustc -Csplit-debuginfo={kind} failed");
+    let split_files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".dwo") || n.ends_with(".dwp"))
+        .collect();
+    assert!(!split_files.is_empty(), "rustc wrote no split DWARF");
+
+    let source = std::fs::read_to_string(fixture_src("modules/split_rust.rs")).expect("source");
+    let wait_line = source
+        .lines()
+        .position(|l| l.contains("// settle wait"))
+        .expect("marker") as u64
+        + 1;
+    let (gdb, gdb_text) = gdb_at_line(
+        &exe,
+        &format!("split_rust.rs:{wait_line}"),
+        "settle\n",
+        &["before", "amount", "acct.balance"],
+    );
+    assert!(gdb_text.contains("split_rust::settle"), "{gdb_text}");
+
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let found = c
+        .call(
+            "find_functions",
+            json!({"pid": fx.pid, "query": "split_rust::settle"}),
+        )
+        .ok();
+    assert!(
+        function_names(&found)
+            .iter()
+            .any(|n| n == "split_rust::settle"),
+        "{found}"
+    );
+    fx.send("settle");
+    fx.expect_line("settling");
+    wait_blocked_in_read(fx.pid);
+    let stack = c.call("stack_trace", json!({"pid": fx.pid})).ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let settle = frames
+        .iter()
+        .find(|f| f["function"] == "split_rust::settle")
+        .unwrap_or_else(|| panic!("settle not on the stack: {stack}"));
+    assert_eq!(settle["line"], json!(wait_line), "{settle}");
+    let index = settle["index"].as_u64().expect("index");
+    assert_eq!(
+        frames[index as usize + 1]["function"],
+        "split_rust::main",
+        "{stack}"
+    );
+    let locals = c
+        .call("read_locals", json!({"pid": fx.pid, "frame": index}))
+        .ok();
+    agrees_with_gdb("before", value_of(&locals, "before"), &gdb[0], &locals);
+    agrees_with_gdb("amount", value_of(&locals, "amount"), &gdb[1], &locals);
+    let balance = c
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "frame": index, "expression": "acct.balance"}),
+        )
+        .ok();
+    agrees_with_gdb("acct.balance", &balance["value"], &gdb[2], &balance);
+    fx.send("go");
+    assert_eq!(fx.expect_line("settled"), "settled 132 alice");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// gdb's values at a breakpoint on `location` (no stepping further).
+fn gdb_at_line(
+    exe: &std::path::Path,
+    location: &str,
+    input: &str,
+    prints: &[&str],
+) -> (Vec<String>, String) {
+    let input_file = exe.with_extension("gdb-input");
+    std::fs::write(&input_file, input).expect("gdb input");
+    let mut cmd = std::process::Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-ex", "set debuginfod enabled off", "-ex"])
+        .arg(format!("break {location}"))
+        .arg("-ex")
+        .arg(format!("run < {}", input_file.display()));
+    for p in prints {
+        cmd.arg("-ex").arg(format!("print {p}"));
+    }
+    cmd.args(["-ex", "bt", "-ex", "kill"]).arg(exe);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("this test compares with gdb, which is missing: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let values: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix('$').and_then(|l| l.split_once(" = ")))
+        .map(|(_, v)| v.to_string())
+        .collect();
+    assert_eq!(values.len(), prints.len(), "gdb printed: {text}");
+    (values, text)
+}
+
+#[test]
+fn rust_unpacked_split_debuginfo_is_read_like_gdb() {
+    rust_split_dwarf_is_read("unpacked");
+}
+
+#[test]
+fn rust_packed_split_debuginfo_is_read_like_gdb() {
+    rust_split_dwarf_is_read("packed");
+}
