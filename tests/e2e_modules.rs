@@ -799,3 +799,100 @@ fn rust_unpacked_split_debuginfo_is_read_like_gdb() {
 fn rust_packed_split_debuginfo_is_read_like_gdb() {
     rust_split_dwarf_is_read("packed");
 }
+
+/// C++ with `-gsplit-dwarf`: a member function in a namespace, `this`, a
+/// `std::string` member, compared with gdb at the same line.
+#[test]
+fn cpp_split_dwarf_is_read_like_gdb() {
+    let dir = fixture_dir().join("split_cpp");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let exe = dir.join("split_cpp");
+    let status = std::process::Command::new("g++")
+        .args(["-g", "-O0", "-gsplit-dwarf"])
+        .arg(fixture_src("modules/split_cpp.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .current_dir(&dir)
+        .status()
+        .expect("run g++");
+    assert!(status.success(), "g++ -gsplit-dwarf failed");
+    let source = std::fs::read_to_string(fixture_src("modules/split_cpp.cpp")).expect("source");
+    let wait_line = source
+        .lines()
+        .position(|l| l.contains("// settle wait"))
+        .expect("marker") as u64
+        + 1;
+    let (gdb, gdb_text) = gdb_at_line(
+        &exe,
+        &format!("split_cpp.cpp:{wait_line}"),
+        "settle\n",
+        &["before", "amount", "balance_", "owner_.size()"],
+    );
+    assert!(gdb_text.contains("bank::Ledger::settle"), "{gdb_text}");
+
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let found = c
+        .call(
+            "find_functions",
+            json!({"pid": fx.pid, "query": "Ledger::settle"}),
+        )
+        .ok();
+    assert!(
+        function_names(&found)
+            .iter()
+            .any(|n| n.starts_with("bank::Ledger::settle")),
+        "{found}"
+    );
+    fx.send("settle");
+    fx.expect_line("settling");
+    wait_blocked_in_read(fx.pid);
+    let stack = c.call("stack_trace", json!({"pid": fx.pid})).ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let settle = frames
+        .iter()
+        .find(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("bank::Ledger::settle"))
+        })
+        .unwrap_or_else(|| panic!("settle not on the stack: {stack}"));
+    assert_eq!(settle["line"], json!(wait_line), "{settle}");
+    let index = settle["index"].as_u64().expect("index");
+    let locals = c
+        .call("read_locals", json!({"pid": fx.pid, "frame": index}))
+        .ok();
+    agrees_with_gdb("before", value_of(&locals, "before"), &gdb[0], &locals);
+    agrees_with_gdb("amount", value_of(&locals, "amount"), &gdb[1], &locals);
+    // (A member named without `this->` is not looked up by liveprobe in any
+    // build, split or not.)
+    for (expression, k) in [("this->balance_", 2)] {
+        let answer = c
+            .call(
+                "evaluate",
+                json!({"pid": fx.pid, "frame": index, "expression": expression}),
+            )
+            .ok();
+        agrees_with_gdb(expression, &answer["value"], &gdb[k], &answer);
+    }
+    let owner = c
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "frame": index, "expression": "this->owner_"}),
+        )
+        .ok();
+    assert!(
+        owner["value"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"alice\""),
+        "std::string from split DWARF: {owner}"
+    );
+    assert_eq!(gdb[3], "5", "gdb: owner_.size() {gdb_text}");
+    fx.send("go");
+    assert_eq!(fx.expect_line("settled"), "settled 130");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
