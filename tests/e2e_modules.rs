@@ -359,8 +359,9 @@ enum Split {
 
 /// Builds the two-unit split fixture into its own directory; returns the
 /// executable. Fails (never skips) when a tool it needs is missing.
-fn build_split(variant: Split, optimize: &str) -> std::path::PathBuf {
-    let dir = fixture_dir().join(format!("split_{variant:?}{optimize}").to_lowercase());
+/// `tag` names the directory, so tests running in parallel never share one.
+fn build_split(variant: Split, optimize: &str, tag: &str) -> std::path::PathBuf {
+    let dir = fixture_dir().join(format!("split_{variant:?}{optimize}_{tag}").to_lowercase());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("fixture dir");
     let exe = dir.join("split");
@@ -500,7 +501,7 @@ fn value_of<'a>(locals: &'a Value, name: &str) -> &'a Value {
 /// Everything liveprobe reads of a running split-DWARF program, compared
 /// with gdb's reading of the same binary stopped at the same line.
 fn split_dwarf_reads_like_gdb(variant: Split, optimize: &str) {
-    let exe = build_split(variant, optimize);
+    let exe = build_split(variant, optimize, "gdb");
     let wait_line = split_line("/* settle wait */");
     let prints = [
         "before",
@@ -891,6 +892,59 @@ fn cpp_split_dwarf_is_read_like_gdb() {
     assert_eq!(gdb[3], "5", "gdb: owner_.size() {gdb_text}");
     fx.send("go");
     assert_eq!(fx.expect_line("settled"), "settled 130");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// The `.dwo` files deleted: frames keep their function names (symbol
+/// table) and lines (the skeleton's line table), and locals are refused
+/// with a reason, never made up.
+#[test]
+fn missing_dwo_files_leave_names_and_lines_and_refuse_locals() {
+    let exe = build_split(Split::Dwarf5, "-O0", "missing");
+    for entry in std::fs::read_dir(exe.parent().expect("dir")).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "dwo") {
+            std::fs::remove_file(path).expect("remove .dwo");
+        }
+    }
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    fx.send("settle");
+    fx.expect_line("settling");
+    wait_blocked_in_read(fx.pid);
+    let stack = c.call("stack_trace", json!({"pid": fx.pid})).ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let settle = frames
+        .iter()
+        .find(|f| f["function"] == "settle")
+        .unwrap_or_else(|| panic!("settle not on the stack: {stack}"));
+    assert_eq!(
+        settle["line"],
+        json!(split_line("/* settle call */")),
+        "{stack}"
+    );
+    let index = settle["index"].as_u64().expect("index");
+    let locals = c
+        .call("read_locals", json!({"pid": fx.pid, "frame": index}))
+        .err();
+    assert!(
+        locals.contains("split-dwarf") && locals.contains("split-split_account.dwo"),
+        "the error names the missing .dwo: {locals}"
+    );
+    let before = c
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "frame": index, "expression": "before"}),
+        )
+        .err();
+    assert!(
+        before.contains("split-split_account.dwo"),
+        "no value for `before` without its .dwo, and the error says why: {before}"
+    );
+    fx.send("go");
+    assert_eq!(fx.expect_line("settled"), "settled 126");
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }

@@ -227,6 +227,8 @@ impl FromSkeleton {
 pub(crate) struct SplitUnits {
     offsets: Vec<usize>,
     slots: Vec<std::sync::OnceLock<Option<SplitUnit>>>,
+    /// Skeletons whose split half was not found -> the file looked for.
+    missing: Mutex<HashMap<usize, String>>,
 }
 
 /// The split unit's header, placed at its skeleton's offset: everything that names a unit by its
@@ -249,10 +251,16 @@ fn at_skeleton_offset(
     ))
 }
 
-/// A skeleton's split half that could not be found, said once per module and file.
-fn warn_missing(module: &Module, what: &str) {
+/// A skeleton's split half that could not be found: logged once per unit, and remembered so that a question
+/// about its code can name the file.
+fn warn_missing(module: &Module, skeleton: usize, what: &str) {
     tracing::warn!(module = %module.path().display(), missing = what,
         "split DWARF not found: locals, types and function names of this unit are unavailable");
+    if let Some(table) = module.split_units.get()
+        && let Ok(mut missing) = table.missing.lock()
+    {
+        missing.insert(skeleton, what.to_string());
+    }
 }
 
 impl SplitUnits {
@@ -280,7 +288,11 @@ impl SplitUnits {
         module.release_dwarf_pages();
         offsets.shrink_to_fit();
         let slots = offsets.iter().map(|_| std::sync::OnceLock::new()).collect();
-        SplitUnits { offsets, slots }
+        SplitUnits {
+            offsets,
+            slots,
+            missing: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -293,6 +305,17 @@ impl Module {
         table.slots[i]
             .get_or_init(|| self.load_split_unit(offset))
             .as_ref()
+    }
+
+    /// The split DWARF file that the code at `a` needs and that was not found (its `.dwo`, or a package
+    /// holding its DWO id), for an error that says what to put back.
+    pub fn missing_split_dwarf(&self, a: super::addr::FileAddr) -> Option<String> {
+        let offset = self.unit_offset_for(a)?.0;
+        if self.split_unit(offset).is_some() {
+            return None;
+        }
+        let table = self.split_units.get()?;
+        table.missing.lock().ok()?.get(&offset).cloned()
     }
 
     /// The DWARF a unit's DIEs, strings and location lists are read from: the split DWARF for a skeleton unit,
@@ -323,7 +346,11 @@ impl Module {
             .as_ref()
             .and_then(|r| r.to_string_lossy().ok().map(|s| s.into_owned()));
         let Some(dwarf) = self.split_dwarf(dwo_id, comp_dir.as_deref(), dwo_name.as_deref()) else {
-            warn_missing(self, dwo_name.as_deref().unwrap_or("(no DW_AT_dwo_name)"));
+            warn_missing(
+                self,
+                offset,
+                dwo_name.as_deref().unwrap_or("(no DW_AT_dwo_name)"),
+            );
             return None;
         };
         // The split compile unit carrying the same id (a .dwo holds one; a .dwp contribution holds one).
@@ -348,7 +375,7 @@ impl Module {
             }
         }
         let Some((header_offset, mut unit)) = found else {
-            warn_missing(self, "a unit with the skeleton's DWO id");
+            warn_missing(self, offset, "a unit with the skeleton's DWO id");
             return None;
         };
         let from_skeleton = FromSkeleton {
