@@ -76,7 +76,7 @@ impl UnitBlocks {
     pub(crate) fn of_unit(module: &Module, cu: u32) -> Option<UnitBlocks> {
         let info = module.line_index().cus.get(cu as usize)?;
         let unit = module.parse_unit(info.unit_offset)?;
-        let dwarf = module.dwarf()?;
+        let dwarf = module.dwarf_for(info.unit_offset.0)?;
         let mut out = UnitBlocks {
             blocks: Vec::new(),
             producer: None,

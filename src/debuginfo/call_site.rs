@@ -62,7 +62,7 @@ pub fn call_site_value(
     register: u16,
 ) -> Option<CallSiteValue> {
     let scope = frame_scope(module, types, FileAddr(return_pc.0.checked_sub(1)?), 0).ok()?;
-    let dwarf = module.dwarf()?;
+    let dwarf = module.dwarf_for(scope.subprogram.unit)?;
     let unit = module.unit_at(gimli::DebugInfoOffset(scope.subprogram.unit))?;
     let unit_ref = unit.unit_ref(dwarf);
     let mut tree = unit

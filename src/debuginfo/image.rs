@@ -22,6 +22,36 @@ pub struct ProcessImage {
     /// Sorted runtime ranges -> index into `modules`.
     ranges: Vec<(u64, u64, usize)>,
     main: Option<usize>,
+    /// Signature of the file mappings this image was built from (see [`maps_signature`]); 0 when not built
+    /// from /proc/PID/maps.
+    signature: u64,
+}
+
+/// Reads and parses /proc/PID/maps.
+fn read_maps(pid: i32) -> Result<Vec<Mapping>, DebugInfoError> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|source| DebugInfoError::ReadMaps { pid, source })?;
+    Ok(parse_maps(&text))
+}
+
+/// A cheap fingerprint of the mappings of files with code in /proc/PID/maps: it changes when a library is
+/// loaded (`dlopen`) or unloaded (`dlclose`), and not when the heap or a thread stack grows or a data file is
+/// mapped (databases map and unmap theirs all the time).
+pub fn maps_signature(mappings: &[Mapping]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let with_code: std::collections::HashSet<(&str, u64)> = mappings
+        .iter()
+        .filter(|m| m.is_file() && m.exec)
+        .map(|m| (m.pathname.as_str(), m.inode))
+        .collect();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for m in mappings
+        .iter()
+        .filter(|m| m.is_file() && with_code.contains(&(m.pathname.as_str(), m.inode)))
+    {
+        (m.start, m.end, m.exec, m.offset, m.inode, &m.pathname).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl ProcessImage {
@@ -29,10 +59,37 @@ impl ProcessImage {
     /// /proc/PID/map_files or /proc/PID/root so containers and deleted files work), computing each load bias.
     /// Fast: files are memory-mapped, only ELF headers are read; no DWARF is parsed here.
     pub fn load(pid: i32) -> Result<ProcessImage, DebugInfoError> {
-        let maps_path = format!("/proc/{pid}/maps");
-        let text = std::fs::read_to_string(&maps_path)
-            .map_err(|source| DebugInfoError::ReadMaps { pid, source })?;
-        let mappings = parse_maps(&text);
+        let mappings = read_maps(pid)?;
+        Ok(ProcessImage::build(pid, mappings, None))
+    }
+
+    /// The image as the process is mapped now, when its file mappings changed since this image was built
+    /// (a library loaded or unloaded); `None` when nothing changed. Modules still mapped where they were are
+    /// shared with this image, with every index already built for them.
+    pub fn refreshed(&self) -> Result<Option<ProcessImage>, DebugInfoError> {
+        let mappings = read_maps(self.pid)?;
+        if maps_signature(&mappings) == self.signature {
+            return Ok(None);
+        }
+        Ok(Some(ProcessImage::build(self.pid, mappings, Some(self))))
+    }
+
+    /// The modules of this image that `newer` no longer has (unloaded, or replaced by another file).
+    pub fn unloaded_in(&self, newer: &ProcessImage) -> Vec<Arc<Module>> {
+        self.modules
+            .iter()
+            .filter(|m| !newer.modules.iter().any(|n| Arc::ptr_eq(m, n)))
+            .cloned()
+            .collect()
+    }
+
+    /// The modules `newer` has that this image did not.
+    pub fn loaded_in(&self, newer: &ProcessImage) -> Vec<Arc<Module>> {
+        newer.unloaded_in(self)
+    }
+
+    fn build(pid: i32, mappings: Vec<Mapping>, previous: Option<&ProcessImage>) -> ProcessImage {
+        let signature = maps_signature(&mappings);
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| {
@@ -69,6 +126,20 @@ impl ProcessImage {
             }
             let seen = group[0].file_path();
             let first = &group[0];
+            let mut ranges: Vec<(u64, u64)> = group.iter().map(|m| (m.start, m.end)).collect();
+            ranges.sort_unstable();
+            // The same file mapped at the same addresses: keep its module and everything already indexed.
+            if let Some(kept) = previous.and_then(|p| {
+                p.modules
+                    .iter()
+                    .find(|m| m.inode == first.inode && m.path() == seen && m.ranges == ranges)
+            }) {
+                if exe.as_deref() == Some(seen.as_path()) {
+                    main = Some(modules.len());
+                }
+                modules.push(kept.clone());
+                continue;
+            }
             let mut open_paths = vec![PathBuf::from(format!(
                 "/proc/{pid}/map_files/{:x}-{:x}",
                 first.start, first.end
@@ -86,10 +157,24 @@ impl ProcessImage {
                 Err(e) => tracing::debug!(module = %seen.display(), error = %e, "skipping mapping"),
             }
         }
-        if let Some(module) = vdso.as_ref().and_then(Module::vdso) {
-            modules.push(Arc::new(module));
+        let kept_vdso = previous.and_then(|p| {
+            let v = vdso.as_ref()?;
+            p.modules
+                .iter()
+                .find(|m| m.path() == Path::new("[vdso]") && m.ranges == [(v.start, v.end)])
+                .cloned()
+        });
+        match kept_vdso {
+            Some(module) => modules.push(module),
+            None => {
+                if let Some(module) = vdso.as_ref().and_then(Module::vdso) {
+                    modules.push(Arc::new(module));
+                }
+            }
         }
-        Ok(ProcessImage::from_modules(pid, modules, main))
+        let mut image = ProcessImage::from_modules(pid, modules, main);
+        image.signature = signature;
+        image
     }
 
     /// Builds an image from modules opened elsewhere (tools, tests, recordings).
@@ -106,6 +191,7 @@ impl ProcessImage {
             modules,
             ranges,
             main,
+            signature: 0,
         }
     }
 
@@ -157,5 +243,25 @@ impl ProcessImage {
                 module: None,
             }],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_changes_with_libraries_not_with_the_heap() {
+        let base = "55d0c0de0000-55d0c0de1000 r-xp 00000000 fd:01 1234 /usr/bin/prog\n\
+                    55d0c0f00000-55d0c0f21000 rw-p 00000000 00:00 0 [heap]\n";
+        let grown = "55d0c0de0000-55d0c0de1000 r-xp 00000000 fd:01 1234 /usr/bin/prog\n\
+                     55d0c0f00000-55d0c0f42000 rw-p 00000000 00:00 0 [heap]\n\
+                     7f0000000000-7f0000021000 rw-p 00000000 00:00 0\n\
+                     7f2000000000-7f2000100000 r--s 00000000 fd:01 77 /var/lib/db/data.mdb\n";
+        let loaded = "55d0c0de0000-55d0c0de1000 r-xp 00000000 fd:01 1234 /usr/bin/prog\n\
+                      7f1000000000-7f1000001000 r-xp 00001000 fd:01 99 /opt/plugin.so\n";
+        let sig = |t: &str| maps_signature(&parse_maps(t));
+        assert_eq!(sig(base), sig(grown));
+        assert_ne!(sig(base), sig(loaded));
     }
 }

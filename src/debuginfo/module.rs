@@ -20,7 +20,7 @@ use super::maps::Mapping;
 use super::names::NameIndex;
 use super::symbolize::SourceFrame;
 use super::symbols::SymbolTable;
-use super::units::{UnitContexts, UnitRanges};
+use super::units::{SplitUnits, UnitContexts, UnitRanges};
 use super::unwind::CfiSections;
 
 /// Where a module's DWARF came from.
@@ -109,6 +109,9 @@ pub struct Module {
     pub(crate) elf: MappedFile,
     pub(crate) build_id: Option<String>,
     pub(crate) bias: u64,
+    /// Inode of the mapped file (0 when not opened from a process's mappings): with the path and the ranges,
+    /// tells whether a module seen again after a library was loaded or unloaded is still the same mapping.
+    pub(crate) inode: u64,
     /// Runtime address ranges mapped from this file, sorted.
     pub(crate) ranges: Vec<(u64, u64)>,
     /// Where `.debug_info` lives (this file or a separate debug file), if anywhere.
@@ -129,6 +132,12 @@ pub struct Module {
     pub(crate) function_ranges: super::scope::FunctionRangeCache,
     pub(crate) line_index: OnceLock<LineIndex>,
     pub(crate) name_index: OnceLock<NameIndex>,
+    /// Skeleton units' split halves (`-gsplit-dwarf`), by skeleton offset, resolved on first use.
+    pub(crate) split_units: OnceLock<SplitUnits>,
+    /// Split DWARF files loaded, by DWO id (None: looked for, not found).
+    pub(crate) split_dwarfs: Mutex<HashMap<u64, Option<Arc<gimli::Dwarf<DwarfReader>>>>>,
+    /// `<module>.dwp`, if there is one.
+    pub(crate) dwarf_package: OnceLock<Option<gimli::DwarfPackage<DwarfReader>>>,
 }
 
 impl std::fmt::Debug for Module {
@@ -205,6 +214,7 @@ impl Module {
         let mut module = Module::from_mapped(seen_path, elf, root, 0)?;
         let file = module.elf.parse()?;
         module.bias = compute_bias(&file, mappings);
+        module.inode = mappings.first().map_or(0, |m| m.inode);
         let mut ranges: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
         ranges.sort_unstable();
         module.ranges = ranges;
@@ -321,6 +331,7 @@ impl Module {
             elf,
             build_id,
             bias,
+            inode: 0,
             ranges: Vec::new(),
             dwarf_file,
             debug_separate,
@@ -335,6 +346,9 @@ impl Module {
             function_ranges: Mutex::new(HashMap::new()),
             line_index: OnceLock::new(),
             name_index: OnceLock::new(),
+            split_units: OnceLock::new(),
+            split_dwarfs: Mutex::new(HashMap::new()),
+            dwarf_package: OnceLock::new(),
         })
     }
 
@@ -461,6 +475,10 @@ impl Module {
         {
             return Some(u.clone());
         }
+        // A skeleton unit stands for its split half: read it with `dwarf_for(offset)`.
+        if let Some(split) = self.split_unit(offset.0) {
+            return Some(split.unit.clone());
+        }
         let header = dwarf.debug_info.header_from_offset(offset).ok()?;
         let unit = Arc::new(dwarf.unit(header).ok()?);
         if let Ok(mut cache) = self.units.lock() {
@@ -474,6 +492,9 @@ impl Module {
         &self,
         offset: gimli::DebugInfoOffset<usize>,
     ) -> Option<gimli::Unit<DwarfReader>> {
+        if let Some(unit) = self.parse_split_unit(offset.0) {
+            return Some(unit);
+        }
         let dwarf = self.dwarf()?;
         let header = dwarf.debug_info.header_from_offset(offset).ok()?;
         dwarf.unit(header).ok()

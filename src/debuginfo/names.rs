@@ -369,8 +369,8 @@ impl UnitWalk<'_> {
 }
 
 fn cross_unit_names(module: &Module, offset: gimli::DebugInfoOffset<usize>) -> Option<Names> {
-    let dwarf = module.dwarf()?;
     let unit_offset = module.unit_header_containing(offset)?;
+    let dwarf = module.dwarf_for(unit_offset.0)?;
     let unit = module.unit_at(unit_offset)?;
     let local = UnitOffset(offset.0.checked_sub(unit_offset.0)?);
     let entry = unit.entry(local).ok()?;
@@ -580,7 +580,10 @@ pub(crate) fn instance_chains_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec
         return chains;
     }
     let index = module.line_index();
-    let (Some(dwarf), Some(info)) = (module.dwarf(), index.cus.get(cu as usize)) else {
+    let Some(info) = index.cus.get(cu as usize) else {
+        return chains;
+    };
+    let Some(dwarf) = module.dwarf_for(info.unit_offset.0) else {
         return chains;
     };
     let Some(unit) = module.parse_unit(info.unit_offset) else {
@@ -684,15 +687,19 @@ fn release_freed_heap() {
 /// Indexes the units `range` of a module.
 fn index_range(module: &Module, range: std::ops::Range<usize>) -> Vec<FnEntry> {
     let mut entries = Vec::new();
-    let (Some(dwarf), index) = (module.dwarf(), module.line_index()) else {
+    if module.dwarf().is_none() {
         return entries;
-    };
+    }
+    let index = module.line_index();
     let mut interned = Interner::default();
     for i in range {
         let Some(cu) = index.cus.get(i) else { break };
         // Units are parsed fresh (not through the module cache): indexing touches every unit once and must
         // not keep them all alive.
         let Some(unit) = module.parse_unit(cu.unit_offset) else {
+            continue;
+        };
+        let Some(dwarf) = module.dwarf_for(cu.unit_offset.0) else {
             continue;
         };
         index_unit(

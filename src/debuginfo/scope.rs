@@ -176,8 +176,8 @@ fn die_name(
     unit: &Arc<gimli::Unit<DwarfReader>>,
     entry: &gimli::DebuggingInformationEntry<DwarfReader>,
 ) -> Option<String> {
-    let dwarf = module.dwarf()?;
     let (name_unit, value) = inherited_attr(module, types, unit, entry, constants::DW_AT_name)?;
+    let dwarf = module.dwarf_for(unit_key(&name_unit)?)?;
     let text = name_unit.unit_ref(dwarf).attr_string(value).ok()?;
     text.to_string_lossy().ok().map(|s| s.into_owned())
 }
@@ -347,9 +347,9 @@ fn walk_frame_scope(
         pc: pc.0,
         module: module_name.clone(),
     };
-    let dwarf = module.dwarf().ok_or_else(no_debug_info)?;
     let unit = module.unit_for(pc).ok_or_else(no_debug_info)?;
     let unit_offset = unit_key(&unit).ok_or_else(no_debug_info)?;
+    let dwarf = module.dwarf_for(unit_offset).ok_or_else(no_debug_info)?;
     let unit_ref = unit.unit_ref(dwarf);
     let language = unit_language(&unit);
     let mut found = None;
@@ -808,7 +808,7 @@ fn static_link_variables(
         return variables;
     };
     let encoding = unit.encoding();
-    let Some(dwarf) = module.dwarf() else {
+    let Some(dwarf) = module.dwarf_of(unit) else {
         return variables;
     };
     let unit_ref = unit.unit_ref(dwarf);
@@ -1094,7 +1094,10 @@ impl GlobalIndex {
                 continue;
             };
             let language = unit_language(&unit);
-            let unit_ref = unit.unit_ref(dwarf);
+            let Some(unit_dwarf) = module.dwarf_for(offset.0) else {
+                continue;
+            };
+            let unit_ref = unit.unit_ref(unit_dwarf);
             let Ok(mut tree) = unit.entries_tree(None) else {
                 continue;
             };
@@ -1362,7 +1365,7 @@ pub(crate) fn inline_chain(
     unit: &Arc<gimli::Unit<DwarfReader>>,
     pc: u64,
 ) -> Option<Vec<ChainLevel>> {
-    let dwarf = module.dwarf()?;
+    let dwarf = module.dwarf_of(unit)?;
     let unit_ref = unit.unit_ref(dwarf);
     let mut chain = Vec::new();
     if let Some(offset) = subprogram_at(module, unit, pc) {
@@ -1402,7 +1405,7 @@ pub(crate) struct FunctionRanges {
 impl FunctionRanges {
     fn build(module: &Module, unit: &gimli::Unit<DwarfReader>) -> FunctionRanges {
         let mut ranges = Vec::new();
-        let Some(dwarf) = module.dwarf() else {
+        let Some(dwarf) = module.dwarf_of(unit) else {
             return FunctionRanges { ranges };
         };
         let unit_ref = unit.unit_ref(dwarf);
@@ -1621,7 +1624,7 @@ pub(crate) fn linkage_name(
     unit: &Arc<gimli::Unit<DwarfReader>>,
     entry: usize,
 ) -> Option<String> {
-    let dwarf = module.dwarf()?;
+    let dwarf = module.dwarf_of(unit)?;
     let die = unit.entry(gimli::UnitOffset(entry)).ok()?;
     let (name_unit, value) =
         inherited_attr(module, types, unit, &die, constants::DW_AT_linkage_name).or_else(|| {
@@ -1643,7 +1646,7 @@ pub(crate) fn own_name(
     unit: &gimli::Unit<DwarfReader>,
     entry: usize,
 ) -> Option<String> {
-    let dwarf = module.dwarf()?;
+    let dwarf = module.dwarf_of(unit)?;
     let die = unit.entry(gimli::UnitOffset(entry)).ok()?;
     let value = die.attr_value(constants::DW_AT_name)?;
     let text = unit.unit_ref(dwarf).attr_string(value).ok()?;
@@ -1659,7 +1662,7 @@ pub(crate) fn function_qualifiers(
     unit: &gimli::Unit<DwarfReader>,
 ) -> HashMap<usize, String> {
     let mut out = HashMap::new();
-    let Some(dwarf) = module.dwarf() else {
+    let Some(dwarf) = module.dwarf_of(unit) else {
         return out;
     };
     let unit_ref = unit.unit_ref(dwarf);

@@ -124,7 +124,8 @@ impl Module {
                 unit.and_then(|unit| {
                     self.with_unit_context(unit.0, |ctx| {
                     let mut out = Vec::new();
-                    let Ok(mut iter) = ctx.find_frames(probe.0).skip_all_loads() else {
+                    // Split DWARF (.dwo/.dwp) is loaded when the lookup asks for it.
+                    let Ok(mut iter) = self.complete_lookup(ctx.find_frames(probe.0)) else {
                         return out;
                     };
                     loop {
@@ -189,8 +190,8 @@ impl Module {
         probe: FileAddr,
         module_name: Option<String>,
     ) -> Option<Vec<SourceFrame>> {
-        let dwarf = self.dwarf()?;
         let unit = self.unit_for(probe)?;
+        let dwarf = self.dwarf_of(&unit)?;
         let chain = inline_chain(self, &unit, probe.0)?;
         let language = unit.entry(unit.root_offset()).ok().and_then(|root| {
             match root.attr_value(gimli::DW_AT_language) {

@@ -481,7 +481,7 @@ impl TypeTable {
 
     fn decode(&mut self, module: &Module, key: TypeKey, depth: u32) -> Type {
         let language = self.language(module, key.unit);
-        let Some(dwarf) = module.dwarf() else {
+        let Some(dwarf) = module.dwarf_for(key.unit) else {
             return Type::unknown("the module has no DWARF", language);
         };
         let Some(unit) = module.unit_at(gimli::DebugInfoOffset(key.unit)) else {
@@ -795,7 +795,7 @@ impl TypeTable {
         unit: &gimli::Unit<DwarfReader>,
         entry: &gimli::DebuggingInformationEntry<DwarfReader>,
     ) -> Member {
-        let dwarf = module.dwarf();
+        let dwarf = unit_key(unit).and_then(|u| module.dwarf_for(u));
         let name = dwarf.and_then(|dwarf| {
             let value = entry.attr_value(constants::DW_AT_name)?;
             let text = unit.unit_ref(dwarf).attr_string(value).ok()?;
@@ -889,8 +889,8 @@ impl TypeTable {
             }
             tag @ (constants::DW_TAG_template_type_parameter
             | constants::DW_TAG_template_value_parameter) => {
-                let name = module
-                    .dwarf()
+                let name = unit_key(unit)
+                    .and_then(|u| module.dwarf_for(u))
                     .and_then(|dwarf| {
                         let value = child.attr_value(constants::DW_AT_name)?;
                         unit.unit_ref(dwarf).attr_string(value).ok()
@@ -1016,7 +1016,7 @@ impl TypeTable {
             None => None,
         };
         let mut enumerators = Vec::new();
-        let dwarf = module.dwarf();
+        let dwarf = module.dwarf_for(key.unit);
         self.for_each_child(unit, key, |_, child| {
             if child.tag() != constants::DW_TAG_enumerator {
                 return;
@@ -1192,7 +1192,7 @@ impl TypeTable {
             _ => (None, name),
         };
         let segments: Vec<&str> = bare.split("::").collect();
-        let dwarf = module.dwarf()?;
+        let dwarf = module.dwarf_for(unit)?;
         let unit_handle = module.unit_at(gimli::DebugInfoOffset(unit))?;
         let unit_ref = unit_handle.unit_ref(dwarf);
         let mut tree = unit_handle.entries_tree(None).ok()?;

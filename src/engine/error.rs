@@ -33,6 +33,17 @@ pub enum EngineError {
     /// A location or source file could not be resolved.
     #[error(transparent)]
     Location(#[from] LocationError),
+    /// A function or file is in none of the modules loaded now.
+    #[error(
+        "{source}; searched the {modules} modules loaded in the process now: a library it loads later \
+         (dlopen: plugins, modules) is searched as soon as it is loaded, so ask again once it is"
+    )]
+    NotLoaded {
+        /// What the debug info said.
+        source: LocationError,
+        /// How many modules were searched.
+        modules: usize,
+    },
     /// Something that should not happen; the message says where.
     #[error("internal error: {0}")]
     Internal(String),

@@ -78,7 +78,7 @@ impl Engine {
         f: impl FnOnce(&FrameContext, FrameInfo) -> R,
     ) -> Result<R, EngineError> {
         let target = self.target(pid)?;
-        let image = &target.image;
+        let image = &target.image();
         let mut seen = 0usize;
         for frame in image
             .unwind_iter(&thread.regs, &thread.memory)
@@ -158,11 +158,11 @@ impl Engine {
         // Globals and statics need no thread: try that first when the
         // client named no frame.
         if globals_only || (tid.is_none() && frame.is_none()) {
-            match eval::compile_global(expression, &target.image) {
+            match eval::compile_global(expression, &target.image()) {
                 Ok(compiled) => {
                     let value = eval::evaluate_global(
                         &compiled,
-                        &target.image,
+                        &target.image(),
                         &LiveMemory(&target.memory),
                         &limits,
                         &self.redaction,
@@ -191,7 +191,7 @@ impl Engine {
             (value, info)
         })?;
         let value = value.map_err(|e| {
-            EngineError::BadArgument(program_names_first(&target.image, e).to_string())
+            EngineError::BadArgument(program_names_first(&target.image(), e).to_string())
         })?;
         Ok(EvaluateReport {
             expression: expression.to_string(),

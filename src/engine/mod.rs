@@ -52,12 +52,20 @@ const THREAD_SUMMARY_FRAMES: usize = 24;
 pub struct Target {
     /// Process id.
     pub pid: i32,
-    /// Modules mapped in it and their debug info.
-    pub image: Arc<ProcessImage>,
+    /// Modules mapped in it and their debug info, as of the last request
+    /// (refreshed when a library was loaded or unloaded since).
+    image: std::sync::RwLock<Arc<ProcessImage>>,
     /// Reads its memory without stopping it.
     pub memory: ProcessMemory,
     /// The attach report, returned again when attach is asked twice.
     pub attach_report: AttachReport,
+}
+
+impl Target {
+    /// The modules mapped in the process and their debug info, as last seen.
+    pub fn image(&self) -> Arc<ProcessImage> {
+        self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// All attached targets and the tracer that holds them.
@@ -68,6 +76,10 @@ pub struct Engine {
     targets: Mutex<HashMap<i32, Arc<Target>>>,
     probes: Mutex<HashMap<u64, Arc<Probe>>>,
     next_probe_id: AtomicU64,
+    /// Probes ended because their library was unloaded, whose sites the
+    /// tracer may still hold: taken out before anything new is armed, so a
+    /// library loaded at the same addresses never meets a stale site.
+    unloaded_probes: Mutex<Vec<Arc<Probe>>>,
     #[allow(dead_code)]
     probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
 }
@@ -96,6 +108,7 @@ impl Engine {
             targets: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
             next_probe_id: AtomicU64::new(1),
+            unloaded_probes: Mutex::new(Vec::new()),
             probe_updates,
         })
     }
@@ -116,11 +129,118 @@ impl Engine {
     }
 
     /// The attached target `pid`, or an error that says to attach first.
+    /// Its image is brought up to date first: a library loaded since the
+    /// last request (`dlopen`) is found, probed and symbolized like any other.
     pub fn target(&self, pid: i32) -> Result<Arc<Target>, EngineError> {
-        self.targets()
+        let target = self
+            .targets()
             .get(&pid)
             .cloned()
-            .ok_or(EngineError::NotAttached { pid })
+            .ok_or(EngineError::NotAttached { pid })?;
+        self.refresh_image(&target);
+        Ok(target)
+    }
+
+    /// Rebuilds the target's image when its file mappings changed (a cheap
+    /// signature of /proc/PID/maps), keeping every module still mapped where
+    /// it was. Probes in a library that was unloaded end, saying so: their
+    /// addresses now belong to nothing, or to another library.
+    fn refresh_image(&self, target: &Target) {
+        let current = target.image();
+        let newer = match current.refreshed() {
+            Ok(Some(newer)) => Arc::new(newer),
+            Ok(None) => return,
+            Err(e) => {
+                // The process is gone or exiting: the tracer says so on the
+                // next request; the image we have is the best there is.
+                tracing::debug!(pid = target.pid, error = %e, "cannot refresh the module list");
+                return;
+            }
+        };
+        let same_program = match (current.main_module(), newer.main_module()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_program {
+            // The executable itself changed (exec): that is the tracer's to
+            // report (probes end as target_exited), not a library unloaded.
+            return;
+        }
+        {
+            let mut slot = target.image.write().unwrap_or_else(|e| e.into_inner());
+            if !Arc::ptr_eq(&slot, &current) {
+                // Another request refreshed it meanwhile.
+                return;
+            }
+            *slot = newer.clone();
+        }
+        for module in current.loaded_in(&newer) {
+            tracing::info!(pid = target.pid, module = %module.path().display(), "library loaded");
+        }
+        for module in current.unloaded_in(&newer) {
+            tracing::info!(pid = target.pid, module = %module.path().display(), "library unloaded");
+            self.end_probes_in(target.pid, &module);
+        }
+    }
+
+    /// Brings the image of `pid` up to date if it is attached (for answers
+    /// about probes, which name no target otherwise).
+    fn refresh_modules(&self, pid: i32) {
+        let target = self.targets().get(&pid).cloned();
+        if let Some(target) = target {
+            self.refresh_image(&target);
+        }
+    }
+
+    /// Takes the sites of probes ended by an unloaded library of `pid` out
+    /// of the tracer (their expiry tasks do too, but not necessarily yet).
+    async fn remove_unloaded_sites(&self, pid: i32) {
+        let ended: Vec<Arc<Probe>> = {
+            let mut list = self
+                .unloaded_probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let (of_pid, others) = list.drain(..).partition(|p| p.pid == pid);
+            *list = others;
+            of_pid
+        };
+        for probe in ended {
+            let _ = self.tracer.remove_group(probe.pid, probe.id).await;
+        }
+    }
+
+    /// Ends every armed probe of `pid` with a site in `module`, which was
+    /// unloaded: its expiry task takes the sites out of the tracer.
+    fn end_probes_in(&self, pid: i32, module: &crate::debuginfo::Module) {
+        let probes: Vec<Arc<Probe>> = self
+            .probes()
+            .values()
+            .filter(|p| p.pid == pid && p.state() == probes::ProbeState::Armed)
+            .cloned()
+            .collect();
+        for probe in probes {
+            let inside = probe.resolved.iter().any(|site| {
+                site.address
+                    .strip_prefix("0x")
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .is_some_and(|a| module.contains(RuntimeAddr(a)))
+            });
+            if inside {
+                self.unloaded_probes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(probe.clone());
+                probe.finish(
+                    probes::ProbeState::Removed,
+                    Some(format!(
+                        "the library {} holding this probe was unloaded (dlclose); set the probe again \
+                         once it is loaded again",
+                        module.path().display()
+                    )),
+                );
+            }
+        }
     }
 
     /// Processes on this machine, filtered by a substring of name, command line or pid.
@@ -225,7 +345,7 @@ impl Engine {
         };
         let target = Arc::new(Target {
             pid,
-            image,
+            image: std::sync::RwLock::new(image),
             memory: ProcessMemory::new(pid),
             attach_report: report.clone(),
         });
@@ -322,7 +442,7 @@ impl Engine {
             };
             if let Some(capture) = by_tid.get(&status.tid) {
                 let frames =
-                    frames::symbolized_frames(&target.image, capture, THREAD_SUMMARY_FRAMES);
+                    frames::symbolized_frames(&target.image(), capture, THREAD_SUMMARY_FRAMES);
                 let innermost = frames.first().and_then(|f| f.function.clone());
                 let chosen = frames
                     .iter()
@@ -363,8 +483,11 @@ impl Engine {
         let mut threads: Vec<ThreadStack> = captures
             .iter()
             .map(|capture| {
-                let mut frames =
-                    frames::symbolized_frames(&target.image, capture, max_frames.saturating_add(1));
+                let mut frames = frames::symbolized_frames(
+                    &target.image(),
+                    capture,
+                    max_frames.saturating_add(1),
+                );
                 let truncated = frames.len() > max_frames;
                 frames.truncate(max_frames);
                 ThreadStack {
@@ -393,7 +516,7 @@ impl Engine {
                 "query is empty: give part of a function name, e.g. \"handle_request\" or \"Cache::get\"".into(),
             ));
         }
-        let (functions, truncated) = function_search::find(&target.image, query.trim(), limit);
+        let (functions, truncated) = function_search::find(&target.image(), query.trim(), limit);
         Ok(FunctionList {
             functions,
             truncated,
@@ -409,7 +532,7 @@ impl Engine {
         function: Option<&str>,
     ) -> Result<LocationReport, EngineError> {
         let target = self.target(pid)?;
-        let resolution = target.image.resolve_location(location.trim())?;
+        let resolution = resolve_in(&target.image(), location.trim())?;
         let (kept, note) = probe_ops::select_sites(location, resolution, function, None)?;
         Ok(LocationReport {
             location: location.to_string(),
@@ -430,8 +553,26 @@ impl Engine {
         context: Option<u32>,
     ) -> Result<SourceListing, EngineError> {
         let target = self.target(pid)?;
-        source::list_source(&target.image, file, line, context)
+        source::list_source(&target.image(), file, line, context)
     }
+}
+
+/// Resolves a location in the modules loaded now; a name or file found in
+/// none of them says that a library loaded later will be searched too.
+pub(crate) fn resolve_in(
+    image: &ProcessImage,
+    location: &str,
+) -> Result<crate::debuginfo::Resolution, EngineError> {
+    use crate::debuginfo::LocationError;
+    image.resolve_location(location).map_err(|e| match e {
+        LocationError::FunctionNotFound { .. } | LocationError::FileNotFound { .. } => {
+            EngineError::NotLoaded {
+                source: e,
+                modules: image.modules().len(),
+            }
+        }
+        other => EngineError::Location(other),
+    })
 }
 
 /// Formats a runtime address as clients see it.

@@ -225,7 +225,7 @@ impl Engine {
         location: &str,
         source_contains: Option<&str>,
     ) -> Result<Resolution, EngineError> {
-        let mut resolution = target.image.resolve_location(location.trim())?;
+        let mut resolution = super::resolve_in(&target.image(), location.trim())?;
         let Some(expected) = source_contains.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(resolution);
         };
@@ -264,7 +264,7 @@ impl Engine {
         };
         let moved = format!("{file}:{n}");
         let note = format!("line {line} does not contain {expected:?}; using line {n}, which does");
-        resolution = target.image.resolve_location(&moved)?;
+        resolution = super::resolve_in(&target.image(), &moved)?;
         resolution.note = Some(match resolution.note.take() {
             Some(other) => format!("{note}; {other}"),
             None => note,
@@ -360,6 +360,7 @@ impl Engine {
     /// Sets a probe (or, with `dry_run`, only resolves and checks it).
     pub async fn set_probe(&self, req: ProbeRequest) -> Result<ProbeCreated, EngineError> {
         let target = self.target(req.pid)?;
+        self.remove_unloaded_sites(req.pid).await;
         if req.max_hits == 0 || req.max_hits > MAX_HITS_CEILING {
             return Err(EngineError::BadArgument(format!(
                 "max_hits must be between 1 and {MAX_HITS_CEILING}, got {}",
@@ -391,7 +392,7 @@ impl Engine {
                 req.location
             )));
         }
-        let image = target.image.clone();
+        let image = target.image();
         let (kind, capacity) = match &req.what {
             ProbeWhat::Snapshot { .. } => (ProbeKind::Snapshot, 100),
             ProbeWhat::Logpoint { .. } => (ProbeKind::Logpoint, 1000),
@@ -418,7 +419,7 @@ impl Engine {
                 .filter(|e| !e.is_empty())
             {
                 Some(end) => {
-                    let end_res = target.image.resolve_location(end)?;
+                    let end_res = super::resolve_in(&target.image(), end)?;
                     end_sites.extend(end_res.sites.iter().cloned());
                 }
                 None => end_sites = function_return_sites(&image, &resolution.sites)?,
@@ -709,6 +710,16 @@ impl Engine {
     /// Probes of one target or of all.
     pub async fn list_probes(&self, pid: Option<i32>) -> ProbeList {
         self.settle_kernel_hits().await;
+        let pids: std::collections::BTreeSet<i32> = self
+            .probes()
+            .values()
+            .filter(|p| pid.is_none_or(|pid| p.pid == pid))
+            .map(|p| p.pid)
+            .collect();
+        // A probe in a library unloaded since the last request ends now.
+        for pid in pids {
+            self.refresh_modules(pid);
+        }
         let mut probes: Vec<ProbeRow> = self
             .probes()
             .values()
@@ -752,6 +763,7 @@ impl Engine {
         if probe.engine() == ProbeEngine::Uprobe {
             let _ = self.tracer.flush_kernel_hits().await;
         }
+        self.refresh_modules(probe.pid);
         let wait_capped = wait_ms > MAX_WAIT_MS;
         let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
         let deadline = tokio::time::Instant::now() + wait;

@@ -60,9 +60,16 @@ pub(crate) fn resolve(
             pc: pc.0,
             detail: format!("{module} has no DWARF for this code; rebuild it with -g or install its debug symbols"),
         },
-        crate::debuginfo::scope::ScopeError::NoFunction { module, .. } => EvalError::NoDebugInfo {
+        crate::debuginfo::scope::ScopeError::NoFunction { module: name, .. } => EvalError::NoDebugInfo {
             pc: pc.0,
-            detail: format!("no function in the debug info of {module} contains this address"),
+            detail: match module.missing_split_dwarf(file_pc) {
+                Some(file) => format!(
+                    "{name} keeps this code's DWARF in a split file (-gsplit-dwarf) that was not found: {file}; \
+                     put the .dwo files back where they were built, or a package of them next to the \
+                     executable as <executable>.dwp"
+                ),
+                None => format!("no function in the debug info of {name} contains this address"),
+            },
         },
         other => EvalError::Dwarf(other.to_string()),
     })?;
