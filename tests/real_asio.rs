@@ -145,7 +145,6 @@ fn asio_lambda_handler_values_match_gdb() {
 /// `info args` / `info locals` do: the arguments, and the captures by
 /// their names (`this`, `self`, `reads_before`).
 #[test]
-#[ignore = "issue 9: the dry run at the lambda's line lists `variables: []` (and resolves 2 sites, 0x...552 and 0x...55d, in the one operator() where gdb arms 1)"]
 fn asio_lambda_scope_lists_arguments_and_captures() {
     let (fx, _port, mut c) = server_attached();
     let dry = c
@@ -167,7 +166,6 @@ fn asio_lambda_scope_lists_arguments_and_captures() {
 /// A count at the lambda's line is the number of messages and gdb's hit
 /// count for a breakpoint there (gdb arms one site), on both engines.
 #[test]
-#[ignore = "issue 9: 10 hits for 5 messages on both engines: line 33 resolves to 2 sites (0x...552 and 0x...55d, both `operator() const` line 33) where gdb arms 1"]
 fn asio_count_in_a_lambda_equals_messages_and_gdb_hits() {
     let messages = ["one\n", "three\n", "two\n", "four\n", "five\n"];
     let (mut fx, port) = server();
@@ -199,7 +197,6 @@ fn asio_count_in_a_lambda_equals_messages_and_gdb_hits() {
 /// A condition over a lambda argument selects the hits, and a logpoint's
 /// template reads the argument and a capture by value.
 #[test]
-#[ignore = "issue 9: `condition length == 4` in a lambda is refused: no debug info for the code at 0x...552: no function in the debug info of .../asio_echo contains this address"]
 fn asio_condition_and_template_in_a_lambda() {
     for engine in ["uprobe", "ptrace"] {
         let (fx, port, mut c) = server_attached();
@@ -366,7 +363,6 @@ fn epoll_fd(pid: i32) -> i64 {
 /// or the value is marked unavailable — never another number (libc's
 /// location lists use DW_OP_entry_value there).
 #[test]
-#[ignore = "issue 9: in 4 runs, 86/67, 62/60, 46/60 and 0/60 wrong values/reads that found epoll_wait (idle, liveprobe and gdb agree: epfd = 4, maxevents = 128): epfd 0, 1, 21914, 32561; maxevents -1853765888, -1066978832, 0"]
 fn asio_epoll_wait_arguments_under_load_are_right_or_unavailable() {
     let (fx, port, mut c) = server_attached();
     let epfd = epoll_fd(fx.pid);

@@ -154,7 +154,6 @@ fn hyper_idle_frames_match_addr2line_inlined_chains() {
 /// body, defined in hyper_server.rs) first, in readable names, and within
 /// the answer budget.
 #[test]
-#[ignore = "issue 9: the answer lists raw legacy-mangled names, e.g. `core::ptr::drop_in_place$LT$core..option..Option$LT$hyper_server..handle_request..$u7b$$u7b$closure$u7d$$u7d$$GT$$GT$::hbe9d0329ff23413c` (with the handler out of line it is first; when the handler was inlined, 6 such names came before `hyper_server::handle_request::{{closure}}`)"]
 fn hyper_find_functions_names_the_handler_first_and_readably() {
     let (fx, _port, mut c) = server_attached();
     let answer = c.call(
@@ -563,7 +562,6 @@ fn hyper_find_functions_finds_a_trait_method_by_its_readable_name() {
 /// through the Arc (auto-deref), as do `(*state).name` and
 /// `state.requests`, which counts the requests so far.
 #[test]
-#[ignore = "issue 9: `state.name` on an `Arc<AppState>` is refused: struct `Arc<hyper_server::AppState>` has no field `name`; its fields are: ptr, phantom, alloc"]
 fn hyper_state_behind_an_arc_reads_through_the_arc() {
     let (fx, port, mut c) = server_attached();
     let set = c
