@@ -8,9 +8,9 @@
 //! same frame with the caller's register unknown, and with a return address
 //! whose call site calls another function, must say "not provable".
 
-mod common;
 #[path = "fixtures/values/support.rs"]
 mod support;
+use support::common;
 
 use liveprobe::debuginfo::scope::frame_scope;
 use liveprobe::debuginfo::types::TypeTable;
