@@ -416,6 +416,13 @@ fn rust_closures_trait_impl_and_async() {
                 "{marker}: `{expression}`"
             );
         }
+        if *marker == "closure_ref" {
+            // Precise capture: the closure holds only `req.id`, which rustc
+            // names `req__id`; the source's spelling reads it (the fixture
+            // sets id 3).
+            assert_eq!(stopped.evaluate(frame, "req.id"), "3");
+            assert_eq!(stopped.evaluate(frame, "req__id"), "3");
+        }
         let pid = stopped.fx.pid;
         let dry = stopped
             .client

@@ -442,8 +442,57 @@ impl<'a> Compiler<'a> {
         arrow: bool,
         column: usize,
     ) -> Result<Node, EvalError> {
+        if !arrow && let Some(node) = self.precise_capture(base, field, column)? {
+            return Ok(node);
+        }
         let base_node = self.compile(base)?;
         self.field_of(base_node, field, arrow, column, 0)
+    }
+
+    /// A Rust closure captures only the field paths it uses (precise
+    /// capture) and rustc names such a capture by the path joined with
+    /// `__` (`req.id` is the variable `req__id`). So `a.b.c`, where `a` is
+    /// not a local, reads the longest captured prefix (`a__b`) and then the
+    /// rest of the path as fields.
+    fn precise_capture(
+        &mut self,
+        base: &Expr,
+        field: &str,
+        column: usize,
+    ) -> Result<Option<Node>, EvalError> {
+        let mut path = vec![field.to_string()];
+        let mut at = base;
+        let root = loop {
+            match &at.kind {
+                ExprKind::Field { base, field } => {
+                    path.push(field.clone());
+                    at = base;
+                }
+                ExprKind::Name {
+                    segments,
+                    absolute: false,
+                } if segments.len() == 1 => break segments[0].clone(),
+                _ => return Ok(None),
+            }
+        };
+        path.push(root);
+        path.reverse();
+        let is_local = |name: &str, scope: &Scope| scope.locals.iter().any(|(n, _, _)| n == name);
+        if is_local(&path[0], &self.scope) {
+            return Ok(None);
+        }
+        for taken in (2..=path.len()).rev() {
+            let captured = path[..taken].join("__");
+            if !is_local(&captured, &self.scope) {
+                continue;
+            }
+            let mut node = self.name(std::slice::from_ref(&captured), false, column)?;
+            for rest in &path[taken..] {
+                node = self.field_of(node, rest, false, column, 0)?;
+            }
+            return Ok(Some(node));
+        }
+        Ok(None)
     }
 
     /// What a Rust smart pointer (`Box`, `Rc`, `Arc`, a newtype around
