@@ -593,6 +593,17 @@ fn small_contracts_resource_mime_probe_ids_and_readable_metrics() {
         )
         .err();
     assert!(in_frame.contains("in scope: tick_count"), "{in_frame}");
+    // The same in a probe's condition.
+    let in_condition = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": &at, "condition": "tick_cnt > 0", "dry_run": true}),
+        )
+        .err();
+    assert!(
+        in_condition.contains("in scope: tick_count"),
+        "{in_condition}"
+    );
 
     // Failed sets, before and after an id would be given, use up no id.
     c.call(

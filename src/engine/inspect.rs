@@ -206,7 +206,10 @@ impl Engine {
 /// a thread asleep in libc has libc's scope, whose internals
 /// (`__pthread_mutex_cond_lock::max_cnt`) are not what a person misspelt;
 /// the executable's globals and statics within a few edits are.
-fn program_names_first(image: &crate::debuginfo::ProcessImage, error: EvalError) -> EvalError {
+pub(super) fn program_names_first(
+    image: &crate::debuginfo::ProcessImage,
+    error: EvalError,
+) -> EvalError {
     let EvalError::UnknownName {
         name,
         column,

@@ -211,6 +211,9 @@ fn compile_at(
     regs.set(reg::RIP, Some(pc.0));
     let ctx = static_context(image, pc, &regs, &NoMemory);
     eval::compile(text, &ctx).map_err(|e| {
+        // A misspelt name: the program's own close names first, as
+        // `evaluate` suggests them.
+        let e = super::inspect::program_names_first(image, e);
         EngineError::BadArgument(format!(
             "{what} `{text}` does not compile at {}: {e}",
             format_addr(pc)
