@@ -521,8 +521,9 @@ impl ProcessImage {
                         .filter(|b| b.kind == BlockKind::Inlined && b.contains(entry))
                         .max_by_key(|b| b.depth)
                 })?;
-            let addr = inlined_copy_site(module, &blocks, block, entry);
             // gdb 13 does not skip a prologue in an inlined copy; its label is the line of the address.
+            let addr = inlined_copy_site(module, &blocks, block, entry);
+            let addr = own_code_from(module, &blocks, &table, block, addr).unwrap_or(addr);
             return Some(FunctionSite {
                 addr,
                 label: label_at(addr),
@@ -534,31 +535,14 @@ impl ProcessImage {
             .filter(|b| b.kind == BlockKind::Function && b.contains(entry))
             .max_by_key(|b| b.depth)?;
         let start = post_prologue(module, &blocks, &table, block);
-        // A prologue that ends inside an inlined callee (optimized code calls `black_box`, `NonNull::new`...
-        // first) would put the probe where nothing of the function is in scope: its own first statement after
-        // that point goes first when it has one and every call surely passes it once (straight-line code from
-        // here to there, which no branch of the function jumps into). gdb stays in the callee.
-        if !blocks.in_nested_inline(block, start) {
-            return Some(FunctionSite {
-                addr: start,
-                label: label_at(start),
-            });
-        }
-        let own = table
-            .all_entries()
-            .filter(|e| {
-                e.is_stmt
-                    && e.line != 0
-                    && e.addr > start
-                    && block.contains(e.addr)
-                    && !blocks.in_nested_inline(block, e.addr)
-            })
-            .map(|e| e.addr)
-            .min();
-        match own {
-            Some(own) if runs_once_from(module, &block.ranges, start, own) => Some(FunctionSite {
+        match own_code_from(module, &blocks, &table, block, start) {
+            Some(own) => Some(FunctionSite {
                 addr: own,
                 label: label_at(own),
+            }),
+            None if !blocks.in_nested_inline(block, start) => Some(FunctionSite {
+                addr: start,
+                label: label_at(start),
             }),
             _ => {
                 // gdb's `skip_prologue_sal`: a breakpoint moved past the prologue into an inlined callee is
@@ -1022,6 +1006,38 @@ struct Candidate {
 struct FunctionSite {
     addr: u64,
     label: Option<(String, u32)>,
+}
+
+/// When `start` lies in an inlined callee nested in `block` (optimized code calls `black_box`,
+/// `NonNull::new`... first), nothing of the function is in scope there: its own first statement after `start`,
+/// when every call surely passes it once (straight-line code from `start` to it, which no branch of the function
+/// jumps into). gdb stays in the callee; None when `start` is the block's own code or no such statement exists.
+fn own_code_from(
+    module: &Module,
+    blocks: &UnitBlocks,
+    table: &GdbTable,
+    block: &Block,
+    start: u64,
+) -> Option<u64> {
+    if !blocks.in_nested_inline(block, start) {
+        return None;
+    }
+    let own = table
+        .all_entries()
+        .filter(|e| {
+            e.is_stmt
+                && e.line != 0
+                && e.addr > start
+                && block.contains(e.addr)
+                && !blocks.in_nested_inline(block, e.addr)
+        })
+        .map(|e| e.addr)
+        .min()?;
+    let ranges = match block.kind {
+        BlockKind::Function => &block.ranges,
+        _ => &blocks.function_at(start)?.ranges,
+    };
+    runs_once_from(module, ranges, start, own).then_some(own)
 }
 
 /// Where a probe on the inlined copy `copy` (entered at `entry_pc`, its DW_AT_entry_pc or first address) goes.
