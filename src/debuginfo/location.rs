@@ -434,7 +434,13 @@ impl ProcessImage {
                     let after = post_prologue(module, blocks, table, function);
                     if addr < after {
                         moved = true;
-                        at = (after, line_at(table, after).unwrap_or(chosen));
+                        // The line gdb reports there (find_pc_sect_line), when it is of this file.
+                        let line = table
+                            .line_for_pc(after)
+                            .filter(|(subfile, _)| normalize_path(&table.paths[*subfile]) == path)
+                            .map(|(_, l)| l)
+                            .or_else(|| line_at(table, after));
+                        at = (after, line.unwrap_or(chosen));
                     }
                 }
                 if !placed.contains(&at) {
