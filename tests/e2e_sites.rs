@@ -485,8 +485,10 @@ fn c_cases(b: &Build) -> Vec<CountCase> {
         line_case(b, "inline_body", 5),
         function_case("loop_sum", 1, true),
         function_case("branchy", 1, true),
-        // At -O2 gdb breaks on scaled's copy in branchy at branchy's entry, which every call runs whichever
-        // copy it takes; liveprobe goes to the copy's own first statement.
+        // At -O2 gdb 13 breaks on scaled's first copy in branchy at the start of its first address range,
+        // which is branchy's entry (a load both copies share, run whichever copy a call takes, so a count
+        // there counts calls of branchy); a branch lies between it and the copy's DW_AT_entry_pc, so
+        // liveprobe breaks at the latter (as gdb does when straight-line code leads from one to the other).
         function_case("scaled", 5, b.flags.contains(&"-O0")),
     ];
     if b.flags.contains(&"-O0") {
@@ -520,9 +522,11 @@ fn rust_cases() -> Vec<CountCase> {
     vec![
         line_case(&RUST_RELEASE, "generic_body", 2),
         line_case(&RUST_RELEASE, "inlined_body", 1),
+        // gdb breaks in `black_box` inlined at work's entry (labelled hint.rs); liveprobe at work's own
+        // first statement, where work's variables are in scope (issue 9, item 4).
         function_case("work", 1, false),
-        // gdb breaks where bump's copy starts, in code of `black_box`; liveprobe in bump's own line.
-        function_case("bump", 1, false),
+        // gdb knows it by its path only; it breaks where liveprobe does, at the start of the copy.
+        function_case("sites::bump", 1, true),
         // gdb knows it only by an instance's name (`describe<u64>`); both instances' sites are the
         // generic_body line's, checked against gdb above.
         function_case("describe", 2, false),

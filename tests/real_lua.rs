@@ -816,10 +816,25 @@ fn gdb_function_sites(pid: i32) -> Vec<Vec<(u64, u64)>> {
     sites
 }
 
+/// Where liveprobe deliberately leaves gdb 13 for a function's site: gdb
+/// breaks at the start of an inlined copy's first address range (it ignores
+/// DW_AT_entry_pc), which gcc -O2 can make code of another path. In
+/// luaH_get the copy of luaH_getshortstr's first range is the `return
+/// &absentkey` reached only when a lookup misses (gdb labels it with
+/// luaH_get's line 815); a count there would count misses, not calls, so
+/// liveprobe breaks at the copy's entry, its own line 774.
+/// (function, -O level, gdb's line there, liveprobe's line instead)
+const SITE_DEVIATIONS: &[(&str, &str, u64, u64)] = &[("luaH_getshortstr", "O2", 815, 774)];
+
 /// A probe on a function name goes where gdb's breakpoint on that name
 /// goes: the same addresses (after the prologue, one per inlined
-/// instance) with the same lines.
+/// instance) with the same lines, but for [`SITE_DEVIATIONS`].
 fn function_sites_match_gdb(exe: &std::path::Path) {
+    let level = if exe.to_string_lossy().ends_with("_o2") {
+        "O2"
+    } else {
+        "O0"
+    };
     let fx = Fixture::start(exe);
     let expected = gdb_function_sites(fx.pid);
     let mut c = McpClient::start();
@@ -851,7 +866,32 @@ fn function_sites_match_gdb(exe: &std::path::Path) {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        if &sites != gdb_sites {
+        let mut expected = gdb_sites.clone();
+        for &(f, l, gdb_line, our_line) in SITE_DEVIATIONS {
+            if f != *function || l != level {
+                continue;
+            }
+            // Exactly one of gdb's sites is replaced, by one at a higher address (the copy's entry).
+            let theirs: Vec<usize> = (0..expected.len())
+                .filter(|&i| expected[i].1 == gdb_line && !sites.contains(&expected[i]))
+                .collect();
+            let ours: Vec<(u64, u64)> = sites
+                .iter()
+                .copied()
+                .filter(|s| s.1 == our_line && !expected.contains(s))
+                .collect();
+            match (theirs.as_slice(), ours.as_slice()) {
+                ([i], [o]) if o.0 > expected[*i].0 => {
+                    expected[*i] = *o;
+                    expected.sort();
+                }
+                _ => wrong.push(format!(
+                    "{function}: the documented deviation (gdb line {gdb_line} -> {our_line}) is not \
+                     what happens"
+                )),
+            }
+        }
+        if sites != expected {
             wrong.push(format!(
                 "{function}: liveprobe [{}] gdb [{}]",
                 show(&sites),
@@ -872,7 +912,6 @@ fn lua_function_sites_match_gdb_at_o0() {
 }
 
 #[test]
-#[ignore = "issue 9: at -O2 function-name sites differ from gdb's breakpoint locations: luaV_execute +0x1b (line 1161, gdb 1151 at entry); str_upper same address labelled 137 (gdb 141); luaD_precall +0xf; luaH_getshortstr 3rd site 0x..2b7:774 (gdb 0x..2a0:815); luaS_newlstr out-of-line +0x42, inlined site labelled 222 (gdb 223)"]
 fn lua_function_sites_match_gdb_at_o2() {
     function_sites_match_gdb(&real_programs().lua_o2);
 }

@@ -137,6 +137,41 @@ impl GdbTable {
     pub(crate) fn all_entries(&self) -> impl Iterator<Item = &TableEntry> {
         self.entries.iter().flatten()
     }
+
+    /// The subfile and line gdb's `find_pc_sect_line` gives `addr`, which is the line gdb reports for a
+    /// breakpoint there: in each subfile the last entry at or before `addr`; of several entries at that address,
+    /// when the last is not a statement, the statement entry before it (gcc puts a function's declaration
+    /// lines and its first statement at the entry, then the declaration line again as a non-statement row:
+    /// gdb says the statement's line). The subfile whose entry is closest wins (the first on a tie); an end
+    /// marker there means no line.
+    pub(crate) fn line_for_pc(&self, addr: u64) -> Option<(usize, u32)> {
+        let mut best: Option<(usize, &TableEntry)> = None;
+        for (subfile, list) in self.entries.iter().enumerate() {
+            let after = list.partition_point(|e| e.addr <= addr);
+            if after == 0 {
+                continue;
+            }
+            let mut at = after - 1;
+            if !list[at].is_stmt {
+                let mut back = at;
+                while back > 0
+                    && list[back - 1].addr == list[back].addr
+                    && list[back - 1].line != 0
+                    && !list[back].is_stmt
+                {
+                    back -= 1;
+                }
+                if list[back].is_stmt {
+                    at = back;
+                }
+            }
+            if best.is_none_or(|(_, b)| list[at].addr > b.addr) {
+                best = Some((subfile, &list[at]));
+            }
+        }
+        let (subfile, entry) = best?;
+        (entry.line != 0).then_some((subfile, entry.line))
+    }
 }
 
 /// Builds gdb's line table from the rows of a unit's line program, in program order. Reproduces what gdb's
@@ -645,6 +680,27 @@ mod tests {
 
     fn lines_of(table: &[TableEntry]) -> Vec<(u64, u32, bool)> {
         table.iter().map(|e| (e.addr, e.line, e.is_stmt)).collect()
+    }
+
+    #[test]
+    fn the_line_at_a_function_entry_is_its_statement_not_the_trailing_declaration_row() {
+        // gcc -O2 at str_upper's entry: lines 137..141 as statements, then 137 again as a non-statement;
+        // gdb (find_pc_sect_line) says 141 there, and 137 at 0x107 where the non-statement row starts.
+        let mut rows: Vec<Row> = (137..=141).map(|l| row(0x100, 1, l, true)).collect();
+        rows.push(row(0x100, 1, 137, false));
+        rows.push(row(0x102, 1, 141, false));
+        rows.push(row(0x107, 1, 137, false));
+        rows.push(end(0x110));
+        let entries = gdb_table_from_rows(&rows, &|f| f as usize - 1, 1);
+        let table = GdbTable {
+            paths: vec![Arc::from("a.c")],
+            entries,
+        };
+        assert_eq!(table.line_for_pc(0x100), Some((0, 141)));
+        assert_eq!(table.line_for_pc(0x101), Some((0, 141)));
+        assert_eq!(table.line_for_pc(0x107), Some((0, 137)));
+        assert_eq!(table.line_for_pc(0x110), None, "the end marker has no line");
+        assert_eq!(table.line_for_pc(0xff), None);
     }
 
     #[test]

@@ -434,7 +434,13 @@ impl ProcessImage {
                     let after = post_prologue(module, blocks, table, function);
                     if addr < after {
                         moved = true;
-                        at = (after, line_at(table, after).unwrap_or(chosen));
+                        // The line gdb reports there (find_pc_sect_line), when it is of this file.
+                        let line = table
+                            .line_for_pc(after)
+                            .filter(|(subfile, _)| normalize_path(&table.paths[*subfile]) == path)
+                            .map(|(_, l)| l)
+                            .or_else(|| line_at(table, after));
+                        at = (after, line.unwrap_or(chosen));
                     }
                 }
                 if !placed.contains(&at) {
@@ -488,57 +494,86 @@ impl ProcessImage {
         Ok(Resolution { sites, note })
     }
 
-    /// Where a probe on the function (or inlined copy) starting at file address `entry` of unit `cu` goes:
-    /// after the prologue, in the function's own code. `inlined` says `entry` is an inlined copy's.
+    /// Where a probe on the function (or inlined copy) starting at file address `entry` of unit `cu` goes, and
+    /// the file:line gdb reports for its breakpoint there. `inlined` says `entry` is an inlined copy's (its DIE
+    /// `die`, when known, picks the copy among those starting at the same address).
     fn function_site(
         &self,
         module: &Module,
         cu: u32,
         entry: u64,
+        die: Option<usize>,
         inlined: bool,
         units: &mut UnitCache,
-    ) -> Option<u64> {
+    ) -> Option<FunctionSite> {
         let blocks = units
             .entry((module as *const Module as usize, cu))
             .or_insert_with(|| UnitBlocks::of_unit(module, cu).map(Arc::new))
             .clone()?;
         let table = module.line_index().gdb_table(module, cu)?;
-        let wanted = if inlined {
-            BlockKind::Inlined
-        } else {
-            BlockKind::Function
+        let label_at = |addr: u64| {
+            table
+                .line_for_pc(addr)
+                .map(|(subfile, line)| (normalize_path(&table.paths[subfile]), line))
         };
+        if inlined {
+            let block = die
+                .and_then(|d| blocks.by_die(d))
+                .filter(|b| b.kind == BlockKind::Inlined)
+                .or_else(|| {
+                    blocks
+                        .blocks
+                        .iter()
+                        .filter(|b| b.kind == BlockKind::Inlined && b.contains(entry))
+                        .max_by_key(|b| b.depth)
+                })?;
+            // gdb 13 does not skip a prologue in an inlined copy; its label is the line of the address.
+            let addr = inlined_copy_site(module, &blocks, block, entry);
+            let addr = own_code_from(module, &blocks, &table, block, addr).unwrap_or(addr);
+            return Some(FunctionSite {
+                addr,
+                label: label_at(addr),
+            });
+        }
         let block = blocks
             .blocks
             .iter()
-            .filter(|b| b.kind == wanted && b.contains(entry))
+            .filter(|b| b.kind == BlockKind::Function && b.contains(entry))
             .max_by_key(|b| b.depth)?;
-        let start = if inlined {
-            entry
-        } else {
-            post_prologue(module, &blocks, &table, block)
-        };
-        // A prologue that ends inside an inlined callee (optimized code calls `black_box`, `NonNull::new`...
-        // first) would put the probe where nothing of the function is in scope: its own first statement after
-        // that point goes first when it has one and every call surely passes it once (straight-line code from
-        // here to there, which no branch of the function jumps into).
-        if !blocks.in_nested_inline(block, start) {
-            return Some(start);
-        }
-        let own = table
-            .all_entries()
-            .filter(|e| {
-                e.is_stmt
-                    && e.line != 0
-                    && e.addr > start
-                    && block.contains(e.addr)
-                    && !blocks.in_nested_inline(block, e.addr)
-            })
-            .map(|e| e.addr)
-            .min();
-        match own {
-            Some(own) if runs_once_from(module, &block.ranges, start, own) => Some(own),
-            _ => Some(start),
+        let start = post_prologue(module, &blocks, &table, block);
+        match own_code_from(module, &blocks, &table, block, start) {
+            Some(own) => Some(FunctionSite {
+                addr: own,
+                label: label_at(own),
+            }),
+            None if !blocks.in_nested_inline(block, start) => Some(FunctionSite {
+                addr: start,
+                label: label_at(start),
+            }),
+            _ => {
+                // gdb's `skip_prologue_sal`: a breakpoint moved past the prologue into an inlined callee is
+                // labelled with the call of the outermost inlined copy there (the function's own line).
+                let entry_pc = block.ranges.first().map_or(start, |r| r.0);
+                let call = (start > entry_pc)
+                    .then(|| {
+                        blocks
+                            .blocks
+                            .iter()
+                            .filter(|b| {
+                                b.kind == BlockKind::Inlined
+                                    && b.depth > block.depth
+                                    && b.contains(start)
+                            })
+                            .min_by_key(|b| b.depth)
+                            .and_then(|b| b.call.clone())
+                    })
+                    .flatten()
+                    .map(|(file, line)| (normalize_path(&file), line));
+                Some(FunctionSite {
+                    addr: start,
+                    label: call.or_else(|| label_at(start)),
+                })
+            }
         }
     }
 
@@ -552,8 +587,8 @@ impl ProcessImage {
         let Ok(cu) = index.cus.binary_search_by_key(&unit.0, |c| c.unit_offset.0) else {
             return entry;
         };
-        self.function_site(module, cu as u32, entry, false, &mut UnitCache::new())
-            .unwrap_or(entry)
+        self.function_site(module, cu as u32, entry, None, false, &mut UnitCache::new())
+            .map_or(entry, |site| site.addr)
     }
 
     /// Every function instance (DWARF) or symbol matching `query`, best rank first, per module tier.
@@ -583,6 +618,7 @@ impl ProcessImage {
                                     inlined: e.inlined,
                                     has_lines: true,
                                     cu: Some(e.cu),
+                                    die: Some(e.die),
                                 },
                             ));
                         }
@@ -606,6 +642,7 @@ impl ProcessImage {
                                     inlined: false,
                                     has_lines: module.debug_info().found,
                                     cu: None,
+                                    die: None,
                                 },
                             ));
                         }
@@ -650,11 +687,17 @@ impl ProcessImage {
         let mut units = UnitCache::new();
         for c in chosen {
             let module = &self.modules()[c.module];
+            let mut label = None;
             let addr = if !c.has_lines {
                 c.entry
             } else if let Some(cu) = c.cu {
-                self.function_site(module, cu, c.entry, c.inlined, &mut units)
-                    .unwrap_or(c.entry)
+                match self.function_site(module, cu, c.entry, c.die, c.inlined, &mut units) {
+                    Some(site) => {
+                        label = site.label;
+                        site.addr
+                    }
+                    None => c.entry,
+                }
             } else if c.inlined {
                 c.entry
             } else {
@@ -668,13 +711,11 @@ impl ProcessImage {
             }
             // File and line from the unit's line table when the index knows the unit (cheap); otherwise
             // through the symbolizer.
-            let line =
-                c.cu.and_then(|cu| module.line_index().location_in_unit(module, cu, addr));
-            let mut site = self.site_at(
-                module.to_runtime(FileAddr(addr)),
-                Some(&c.name),
-                line.map(|(f, l)| (normalize_path(&f), l)),
-            );
+            let line = label.or_else(|| {
+                c.cu.and_then(|cu| module.line_index().location_in_unit(module, cu, addr))
+                    .map(|(f, l)| (normalize_path(&f), l))
+            });
+            let mut site = self.site_at(module.to_runtime(FileAddr(addr)), Some(&c.name), line);
             site.inlined = c.inlined;
             if c.inlined {
                 // Which function this copy was inlined into: the outermost function at the address.
@@ -963,6 +1004,70 @@ struct Candidate {
     has_lines: bool,
     /// Unit index in the module's line index, when known from the DWARF index.
     cu: Option<u32>,
+    /// Offset of its DIE in that unit, when known from the DWARF index.
+    die: Option<usize>,
+}
+
+/// Where a function probe goes, and the file:line gdb labels its breakpoint there with (when known).
+struct FunctionSite {
+    addr: u64,
+    label: Option<(String, u32)>,
+}
+
+/// When `start` lies in an inlined callee nested in `block` (optimized code calls `black_box`,
+/// `NonNull::new`... first), nothing of the function is in scope there: its own first statement after `start`,
+/// when every call surely passes it once (straight-line code from `start` to it, which no branch of the function
+/// jumps into). gdb stays in the callee; None when `start` is the block's own code or no such statement exists.
+fn own_code_from(
+    module: &Module,
+    blocks: &UnitBlocks,
+    table: &GdbTable,
+    block: &Block,
+    start: u64,
+) -> Option<u64> {
+    if !blocks.in_nested_inline(block, start) {
+        return None;
+    }
+    let own = table
+        .all_entries()
+        .filter(|e| {
+            e.is_stmt
+                && e.line != 0
+                && e.addr > start
+                && block.contains(e.addr)
+                && !blocks.in_nested_inline(block, e.addr)
+        })
+        .map(|e| e.addr)
+        .min()?;
+    let ranges = match block.kind {
+        BlockKind::Function => &block.ranges,
+        _ => &blocks.function_at(start)?.ranges,
+    };
+    runs_once_from(module, ranges, start, own).then_some(own)
+}
+
+/// Where a probe on the inlined copy `copy` (entered at `entry_pc`, its DW_AT_entry_pc or first address) goes.
+/// gdb 13 breaks at the start of the copy's first range (its `block::entry_pc`, which ignores DW_AT_entry_pc).
+/// With gcc -O2 that range is often code scheduled before the call proper: when straight-line code leads from
+/// it to `entry_pc` (both run exactly as often) it is gdb's address that is used. When it is not (a branch
+/// between: the copy's first range is the shared start of two copies, or a return path reached only on some
+/// calls), a probe there would count other paths, so the copy's own entry is used, as later gdb does.
+fn inlined_copy_site(module: &Module, blocks: &UnitBlocks, copy: &Block, entry_pc: u64) -> u64 {
+    let Some(&(first, _)) = copy.ranges.first() else {
+        return entry_pc;
+    };
+    if first == entry_pc {
+        return first;
+    }
+    let Some(function) = blocks.function_at(entry_pc) else {
+        return entry_pc;
+    };
+    let (from, to) = (first.min(entry_pc), first.max(entry_pc));
+    if function.contains(first) && runs_once_from(module, &function.ranges, from, to) {
+        first
+    } else {
+        entry_pc
+    }
 }
 
 /// The short name of a DWARF language.

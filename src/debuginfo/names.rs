@@ -32,6 +32,8 @@ pub(crate) struct FnEntry {
     pub(crate) inlined: bool,
     /// Index of its unit in the module's line index.
     pub(crate) cu: u32,
+    /// Offset of its DIE in the unit (tells apart copies that start at the same address).
+    pub(crate) die: usize,
 }
 
 /// All function instances of one module.
@@ -556,6 +558,7 @@ fn index_unit(
             entry: start,
             inlined,
             cu,
+            die: entry.offset().0,
         });
         true
     });
