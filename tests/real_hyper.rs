@@ -326,9 +326,10 @@ fn hyper_snapshot_in_the_handler_reads_the_request_as_gdb_does() {
 /// A snapshot's frame 0 at a handler line is the handler (inlined into
 /// hyper's dispatcher at opt-level 3) at that file:line, as gdb's `bt`
 /// says (`hyper_server::handle_request::{async_fn#0} () at
-/// src/hyper_server.rs:LINE`), not the function it is inlined into.
+/// src/hyper_server.rs:LINE`), not the function it is inlined into. The
+/// site is labelled with that same name (one function, one name), though
+/// the legacy symbol spells it `handle_request::{{closure}}`.
 #[test]
-#[ignore = "issue 9: frame 0 of the hit is `hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_write` with file and line null (resolved says `hyper_server::handle_request::{{closure}}`, inlined, at the line)"]
 fn hyper_snapshot_hit_names_the_handler_frame_and_line() {
     let line = response_line();
     let (_fx, port, mut c) = server_attached();
@@ -339,16 +340,13 @@ fn hyper_snapshot_hit_names_the_handler_frame_and_line() {
         )
         .ok();
     assert_eq!(
-        set["resolved"][0]["function"], "hyper_server::handle_request::{{closure}}",
+        set["resolved"][0]["function"], "hyper_server::handle_request::{async_fn#0}",
         "{set}"
     );
     assert_eq!(http_request(port, "GET", "/").0, 200);
     let r = results(&mut c, &set["probe_id"]);
     let frame = &r["items"][0]["frames"][0];
-    assert_eq!(
-        frame["function"], "hyper_server::handle_request::{{closure}}",
-        "{frame}"
-    );
+    assert_eq!(frame["function"], set["resolved"][0]["function"], "{frame}");
     assert!(
         frame["file"]
             .as_str()
@@ -529,7 +527,6 @@ fn hyper_discovery_answers_stay_within_the_answer_budget() {
 /// backtraces print it (`<Type as Trait>::method`), not only by the
 /// mangled spelling.
 #[test]
-#[ignore = "issue 9: find_functions answers [] for `<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse`, for `Http1Transaction>::parse` and for `Server as` (the symbol is there: nm -C lists it)"]
 fn hyper_find_functions_finds_a_trait_method_by_its_readable_name() {
     let (fx, _port, mut c) = server_attached();
     let wanted = "<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse";
@@ -555,6 +552,48 @@ fn hyper_find_functions_finds_a_trait_method_by_its_readable_name() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The async handler has one name everywhere, DWARF's (as gdb and the
+/// stack frames show it): `find_functions` lists it as
+/// `hyper_server::handle_request::{async_fn#0}` and a probe on it is
+/// labelled so, whether asked for by that name or by the legacy symbol's
+/// spelling `handle_request::{{closure}}` (which `nm -C` prints).
+#[test]
+fn hyper_async_handler_has_one_name_and_answers_to_the_legacy_spelling() {
+    let (fx, _port, mut c) = server_attached();
+    let name = "hyper_server::handle_request::{async_fn#0}";
+    for query in [
+        "handle_request::{{closure}}",
+        "handle_request::{async_fn#0}",
+    ] {
+        let found = c
+            .call("find_functions", json!({"pid": fx.pid, "query": query}))
+            .ok();
+        assert_eq!(found["functions"][0]["name"], name, "{query}: {found}");
+        let names: Vec<&str> = found["functions"]
+            .as_array()
+            .map(|fs| fs.iter().filter_map(|f| f["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.iter().all(|n| !n.contains("{{closure}}")),
+            "{query}: legacy spellings listed: {names:?}"
+        );
+        let set = c
+            .call(
+                "set_snapshot",
+                json!({"pid": fx.pid, "location": query, "max_hits": 1}),
+            )
+            .ok();
+        let labels: Vec<&Value> = set["resolved"]
+            .as_array()
+            .map(|sites| sites.iter().map(|s| &s["function"]).collect())
+            .unwrap_or_default();
+        assert!(
+            !labels.is_empty() && labels.iter().all(|l| *l == name),
+            "{query}: {set}"
+        );
+    }
 }
 
 /// State behind an `Arc` reads as Rust code reads it: `state.name` goes

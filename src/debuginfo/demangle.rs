@@ -91,6 +91,65 @@ fn demangle_cpp(name: &str) -> Option<String> {
     Some(text)
 }
 
+/// True for a demangled legacy Rust name of a closure or async body (or of code generic over one): legacy
+/// symbols call every such body `{{closure}}`, where DWARF numbers them (`{closure#1}`, `{async_fn#0}`), so
+/// such a function is named by its DWARF scopes instead, everywhere (frames, sites, `find_functions`).
+pub(crate) fn is_legacy_closure_name(demangled: &str) -> bool {
+    demangled.contains("{{closure}}")
+}
+
+/// The kinds of body DWARF (and v0 symbols) number as `{kind#N}` where a legacy symbol says `{{closure}}` (and
+/// their captures' types, `{kind_env#N}`).
+const NUMBERED_CLOSURE_KINDS: &[&str] = &[
+    "closure",
+    "async_fn",
+    "async_block",
+    "async_closure",
+    "async_gen_block",
+    "async_gen_fn",
+    "gen_block",
+    "gen_fn",
+    "coroutine",
+    "coroutine_closure",
+];
+
+/// A Rust name as a legacy symbol spells it: every numbered closure or async body (`{closure#1}`,
+/// `{async_fn#0}`) becomes `{{closure}}`. `None` when the name has none (it is its own legacy spelling).
+pub(crate) fn legacy_closure_spelling(name: &str) -> Option<String> {
+    if !name.contains('#') {
+        return None;
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    let mut changed = false;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let numbered = after.find('}').and_then(|close| {
+            let (kind, number) = after[..close].split_once('#')?;
+            // `{closure_env#0}`: the type of a closure's captures, in the generic arguments of code over it.
+            let kind = kind.strip_suffix("_env").unwrap_or(kind);
+            (NUMBERED_CLOSURE_KINDS.contains(&kind)
+                && !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(close)
+        });
+        match numbered {
+            Some(close) => {
+                out.push_str("{{closure}}");
+                rest = &after[close + 1..];
+                changed = true;
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
 /// Removes every balanced `<...>` group: `Cache<i32>::get` -> `Cache::get`.
 pub fn strip_generics(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -130,6 +189,29 @@ mod tests {
             demangle("_ZN8closures7add_tax17h0123456789abcdefE.llvm.7781"),
             "closures::add_tax"
         );
+    }
+
+    #[test]
+    fn numbered_closures_in_their_legacy_spelling() {
+        assert_eq!(
+            legacy_closure_spelling("hyper_server::handle_request::{async_fn#0}").as_deref(),
+            Some("hyper_server::handle_request::{{closure}}")
+        );
+        assert_eq!(
+            legacy_closure_spelling("a::f::{closure#0}::{closure#12}").as_deref(),
+            Some("a::f::{{closure}}::{{closure}}")
+        );
+        assert_eq!(
+            legacy_closure_spelling("core::ptr::drop_in_place<a::f::{async_block_env#0}>")
+                .as_deref(),
+            Some("core::ptr::drop_in_place<a::f::{{closure}}>")
+        );
+        assert_eq!(legacy_closure_spelling("a::{impl#3}::poll"), None);
+        assert_eq!(legacy_closure_spelling("a::{closure#x}"), None);
+        assert_eq!(legacy_closure_spelling("a::f"), None);
+        assert!(is_legacy_closure_name(
+            "hyper_server::handle_request::{{closure}}"
+        ));
     }
 
     #[test]

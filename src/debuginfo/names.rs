@@ -12,9 +12,13 @@ use gimli::{AttributeValue, DebuggingInformationEntry, UnitOffset};
 use gimli::Reader as _;
 
 use super::bytes::DwarfReader;
-use super::demangle::{demangle_name, strip_generics};
+use super::demangle::{
+    demangle_name, is_legacy_closure_name, legacy_closure_spelling, strip_generics,
+};
 use super::lines::{RELEASE_EVERY_UNITS, file_path};
 use super::module::Module;
+use super::scope::function_qualifiers;
+use super::types::unit_key;
 
 /// One function instance with code.
 #[derive(Clone, Debug)]
@@ -114,9 +118,15 @@ pub(crate) struct NameQuery {
     display: String,
     key: String,
     suffix: String,
-    /// The query as written, lowercased, spaces collapsed: matched against [`short_spelling`] of a name, so
-    /// that `Rect as Shape` finds `<app::Rect as app::Shape>::area`.
+    /// The query as written, lowercased, spaces collapsed: found in a name as it reads (`Http1Transaction>::parse`
+    /// in `<a::Server as a::Http1Transaction>::parse`) or in its [`short_spelling`] (`Rect as Shape` in
+    /// `<app::Rect as app::Shape>::area`).
     spelled: String,
+    /// [`short_spelling`] of the query: `<Rect as app::Shape>::area` -> `<rect as shape>::area`.
+    spelled_short: String,
+    /// The query spells a closure or async body as a legacy symbol does (`handle_request::{{closure}}`): names
+    /// are also matched in their legacy spelling, since they show DWARF's numbered one.
+    legacy_closure: bool,
 }
 
 /// A name with the paths inside its `<...>` shortened to their last segment, lowercased, spaces collapsed:
@@ -148,6 +158,24 @@ pub(crate) fn short_spelling(name: &str) -> String {
     collapse_spaces(&out.to_lowercase())
 }
 
+/// True when `spelled` (lowercase, spaces collapsed) appears in `name` as it reads, ignoring case: any piece
+/// of the demangled spelling `nm -C` prints (`Server as`, `Http1Transaction>::parse`).
+fn reads_as(name: &str, spelled: &str) -> bool {
+    if spelled.is_empty() || name.len() < spelled.len() {
+        return false;
+    }
+    if name.contains("  ") {
+        return collapse_spaces(&name.to_lowercase()).contains(spelled);
+    }
+    if name.is_ascii() {
+        let (name, spelled) = (name.as_bytes(), spelled.as_bytes());
+        return name
+            .windows(spelled.len())
+            .any(|w| w.eq_ignore_ascii_case(spelled));
+    }
+    name.to_lowercase().contains(spelled)
+}
+
 fn collapse_spaces(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -162,13 +190,17 @@ impl NameQuery {
         };
         let key = match_key(&display);
         let suffix = format!("::{key}");
-        let spelled = short_spelling(&display);
+        let spelled = collapse_spaces(&display.to_lowercase());
+        let spelled_short = short_spelling(&display);
+        let legacy_closure = is_legacy_closure_name(&display);
         NameQuery {
             raw,
             display,
             key,
             suffix,
             spelled,
+            spelled_short,
+            legacy_closure,
         }
     }
 
@@ -176,6 +208,18 @@ impl NameQuery {
         if self.key.is_empty() {
             return None;
         }
+        let rank = self.rank_spelling(name, key, linkage);
+        if self.legacy_closure
+            && rank != Some(MatchRank::Exact)
+            && let Some(legacy) = legacy_closure_spelling(name)
+        {
+            let legacy_rank = self.rank_spelling(&legacy, &match_key(&legacy), None);
+            return rank.into_iter().chain(legacy_rank).min();
+        }
+        rank
+    }
+
+    fn rank_spelling(&self, name: &str, key: &str, linkage: Option<&str>) -> Option<MatchRank> {
         if name == self.raw
             || name == self.display
             || key == self.key
@@ -184,10 +228,13 @@ impl NameQuery {
             Some(MatchRank::Exact)
         } else if key.ends_with(&self.suffix) {
             Some(MatchRank::Qualified)
-        } else if key.contains(&self.key) {
+        } else if key.contains(&self.key) || reads_as(name, &self.spelled) {
             Some(MatchRank::Substring)
-        } else if self.spelled.contains(" as ") && short_spelling(name).contains(&self.spelled) {
-            // `Foo as Trait`: the trait part of a trait impl's name, which the key leaves out.
+        } else if self.spelled_short.contains([' ', '<', '>'])
+            && short_spelling(name).contains(&self.spelled_short)
+        {
+            // `Foo as Trait`: the trait part of a trait impl's name, which the key leaves out, with its paths
+            // shortened as a person writes them.
             Some(MatchRank::Substring)
         } else {
             None
@@ -206,6 +253,9 @@ struct UnitWalk<'a> {
     decl_files: HashMap<u64, Option<Arc<str>>>,
     /// Declaration paths shared across units (the same headers and modules recur in every unit).
     paths: &'a mut HashMap<String, Arc<str>>,
+    /// Per unit (by `.debug_info` offset), the namespaces and types qualifying each function DIE, read when a
+    /// function is named by its DWARF scopes (see [`display_name`](UnitWalk::display_name)).
+    qualifiers: HashMap<usize, Arc<HashMap<usize, String>>>,
 }
 
 #[derive(Clone)]
@@ -214,6 +264,25 @@ struct Names {
     linkage: Option<String>,
     decl_file: Option<Arc<str>>,
     decl_line: Option<u32>,
+    /// The DIE `name` is the `DW_AT_name` of (the function's own, or its origin's).
+    name_die: Option<NameDie>,
+}
+
+/// A function's display name, or what it is built from when its DWARF scopes name it.
+enum Display {
+    Named(String),
+    /// The `DW_AT_name` of `die`, to be qualified by the namespaces and types around that DIE.
+    ByScopes {
+        die: NameDie,
+        name: String,
+    },
+}
+
+/// Where a DIE is: in the unit being walked, or anywhere in `.debug_info` (an origin in another unit).
+#[derive(Clone, Copy)]
+enum NameDie {
+    Local(usize),
+    Global(gimli::DebugInfoOffset<usize>),
 }
 
 fn string_of(
@@ -255,11 +324,15 @@ impl UnitWalk<'_> {
             linkage: None,
             decl_file: None,
             decl_line: None,
+            name_die: None,
         };
         let mut reference = None;
         for attr in entry.attrs() {
             match attr.name() {
-                gimli::DW_AT_name => names.name = string_of(self.dwarf, self.unit, attr.value()),
+                gimli::DW_AT_name => {
+                    names.name = string_of(self.dwarf, self.unit, attr.value());
+                    names.name_die = Some(NameDie::Local(entry.offset().0));
+                }
                 gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
                     names.linkage = string_of(self.dwarf, self.unit, attr.value())
                 }
@@ -282,6 +355,9 @@ impl UnitWalk<'_> {
         {
             if let Some(AttributeValue::UnitRef(offset)) = reference {
                 if let Some(other) = self.origin(offset, hops) {
+                    if names.name.is_none() {
+                        names.name_die = other.name_die;
+                    }
                     names.name = names.name.or(other.name);
                     names.linkage = names.linkage.or(other.linkage);
                     if names.decl_line.is_none() {
@@ -292,6 +368,9 @@ impl UnitWalk<'_> {
             } else if let Some(AttributeValue::DebugInfoRef(offset)) = reference {
                 // A reference into another unit (LTO): read the names there, without its decl file context.
                 if let Some(other) = cross_unit_names(self.module, offset) {
+                    if names.name.is_none() {
+                        names.name_die = other.name_die;
+                    }
                     names.name = names.name.or(other.name);
                     names.linkage = names.linkage.or(other.linkage);
                     names.decl_line = names.decl_line.or(other.decl_line);
@@ -315,20 +394,73 @@ impl UnitWalk<'_> {
         result
     }
 
-    fn display_name(&self, names: &Names, scopes: &[(isize, String)]) -> Option<String> {
+    /// A function's name as its stack frames show it (symbolize.rs names frames by the same rule): the linkage
+    /// name demangled, except a Rust closure or async body, which a legacy symbol calls `{{closure}}` while
+    /// DWARF numbers it (`{closure#1}`, `{async_fn#0}`) and gdb shows that: its `DW_AT_name` qualified by the
+    /// namespaces around the DIE that names it.
+    fn display_name(&mut self, names: &Names, scopes: &[(isize, String)]) -> Option<String> {
+        Some(match self.display(names, scopes)? {
+            Display::Named(name) => name,
+            Display::ByScopes { die, name } => self.scoped_name(die, &name),
+        })
+    }
+
+    /// [`display_name`](UnitWalk::display_name), leaving the scopes of a DWARF-named function to the caller.
+    fn display(&self, names: &Names, scopes: &[(isize, String)]) -> Option<Display> {
         if let Some(linkage) = &names.linkage {
             let demangled = demangle_name(linkage, self.language);
+            if is_legacy_closure_name(&demangled)
+                && let (Some(name), Some(die)) = (&names.name, names.name_die)
+            {
+                return Some(Display::ByScopes {
+                    die,
+                    name: name.clone(),
+                });
+            }
             if demangled != *linkage {
-                return Some(with_generic_args(demangled, names.name.as_deref()));
+                return Some(Display::Named(with_generic_args(
+                    demangled,
+                    names.name.as_deref(),
+                )));
             }
         }
         let name = names.name.as_ref()?;
         if scopes.is_empty() {
-            return Some(name.clone());
+            return Some(Display::Named(name.clone()));
         }
         let mut qualified: Vec<&str> = scopes.iter().map(|(_, s)| s.as_str()).collect();
         qualified.push(name);
-        Some(qualified.join("::"))
+        Some(Display::Named(qualified.join("::")))
+    }
+
+    /// `name` qualified by the scopes around `die`.
+    fn scoped_name(&mut self, die: NameDie, name: &str) -> String {
+        match self.qualifier_of(die) {
+            Some(qualifier) => format!("{qualifier}::{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    /// The namespaces and types around a function DIE (`hyper_server::handle_request`), as
+    /// [`function_qualifiers`] gives them to frame names.
+    fn qualifier_of(&mut self, die: NameDie) -> Option<String> {
+        let (unit_offset, local) = match die {
+            NameDie::Local(local) => (unit_key(self.unit)?, local),
+            NameDie::Global(offset) => {
+                let unit_offset = self.module.unit_header_containing(offset)?;
+                (unit_offset.0, offset.0.checked_sub(unit_offset.0)?)
+            }
+        };
+        if !self.qualifiers.contains_key(&unit_offset) {
+            let built = if Some(unit_offset) == unit_key(self.unit) {
+                function_qualifiers(self.module, self.unit)
+            } else {
+                let unit = self.module.unit_at(gimli::DebugInfoOffset(unit_offset))?;
+                function_qualifiers(self.module, &unit)
+            };
+            self.qualifiers.insert(unit_offset, Arc::new(built));
+        }
+        self.qualifiers.get(&unit_offset)?.get(&local).cloned()
     }
 
     /// Entry address and end of the first range of a DIE with code.
@@ -385,8 +517,15 @@ fn cross_unit_names(module: &Module, offset: gimli::DebugInfoOffset<usize>) -> O
         origin_names: HashMap::new(),
         decl_files: HashMap::new(),
         paths: &mut paths,
+        qualifiers: HashMap::new(),
     };
-    Some(walk.names(&entry, 3))
+    let mut names = walk.names(&entry, 3);
+    if let Some(NameDie::Local(local)) = names.name_die {
+        names.name_die = Some(NameDie::Global(gimli::DebugInfoOffset(
+            unit_offset.0 + local,
+        )));
+    }
+    Some(names)
 }
 
 fn scope_tag(tag: gimli::DwTag) -> bool {
@@ -534,8 +673,17 @@ fn index_unit(
         origin_names: HashMap::new(),
         decl_files: HashMap::new(),
         paths,
+        qualifiers: HashMap::new(),
     };
+    // The scopes around each closure-named subprogram (`{async_fn#0}`), seen as the walk passes it, and the
+    // entries named by such a DIE, completed once the whole unit is walked (an origin may come later).
+    let mut walked_qualifiers: HashMap<usize, String> = HashMap::new();
+    let mut by_scopes: Vec<(usize, usize, String)> = Vec::new();
     walk_functions(&mut walk, |walk, entry, inlined, scopes| {
+        if !inlined && !scopes.is_empty() && names_a_closure(walk, entry) {
+            let qualifier: Vec<&str> = scopes.iter().map(|(_, s)| s.as_str()).collect();
+            walked_qualifiers.insert(entry.offset().0, qualifier.join("::"));
+        }
         let Some((start, _)) = walk.code_range(entry) else {
             return true;
         };
@@ -543,13 +691,19 @@ fn index_unit(
             return false; // discarded by the linker (address 0 in an executable that does not map page 0)
         }
         let names = walk.names(entry, 0);
-        let Some(display) = walk.display_name(&names, if inlined { &[] } else { scopes }) else {
-            return true;
+        let display = match walk.display(&names, if inlined { &[] } else { scopes }) {
+            Some(Display::Named(name)) => name,
+            Some(Display::ByScopes {
+                die: NameDie::Local(die),
+                name,
+            }) => {
+                by_scopes.push((out.len(), die, name.clone()));
+                name
+            }
+            Some(Display::ByScopes { die, name }) => walk.scoped_name(die, &name),
+            None => return true,
         };
-        let (name, key) = interned
-            .entry(display)
-            .or_insert_with_key(|d| (Arc::from(d.as_str()), Arc::from(match_key(d).as_str())))
-            .clone();
+        let (name, key) = intern(interned, display);
         out.push(FnEntry {
             name,
             key,
@@ -562,6 +716,36 @@ fn index_unit(
         });
         true
     });
+    for (at, die, name) in by_scopes {
+        let display = match walked_qualifiers.get(&die) {
+            Some(qualifier) => format!("{qualifier}::{name}"),
+            None => walk.scoped_name(NameDie::Local(die), &name),
+        };
+        if let Some(entry) = out.get_mut(at) {
+            (entry.name, entry.key) = intern(interned, display);
+        }
+    }
+}
+
+/// The shared display name and matching key of a function name.
+fn intern(
+    interned: &mut HashMap<String, (Arc<str>, Arc<str>)>,
+    display: String,
+) -> (Arc<str>, Arc<str>) {
+    interned
+        .entry(display)
+        .or_insert_with_key(|d| (Arc::from(d.as_str()), Arc::from(match_key(d).as_str())))
+        .clone()
+}
+
+/// True when a DIE's own `DW_AT_name` may name a Rust closure or async body (`{closure#0}`) or code generic
+/// over one (`drop_in_place<a::{async_fn_env#0}>`), read without copying the name.
+fn names_a_closure(walk: &UnitWalk<'_>, entry: &DebuggingInformationEntry<DwarfReader>) -> bool {
+    entry
+        .attr_value(gimli::DW_AT_name)
+        .and_then(|v| walk.dwarf.attr_string(walk.unit, v).ok())
+        .and_then(|text| text.to_slice().ok().map(|s| s.contains(&b'{')))
+        .unwrap_or(false)
 }
 
 /// The innermost function instance containing an address.
@@ -601,6 +785,7 @@ pub(crate) fn instance_chains_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec
         origin_names: HashMap::new(),
         decl_files: HashMap::new(),
         paths: &mut paths,
+        qualifiers: HashMap::new(),
     };
     walk_functions(&mut walk, |walk, entry, inlined, scopes| {
         let unit_ref = walk.unit.unit_ref(walk.dwarf);
@@ -828,6 +1013,48 @@ mod tests {
         assert_eq!(
             NameQuery::new(raw).rank(name, &key, Some(raw)),
             Some(MatchRank::Exact)
+        );
+    }
+
+    #[test]
+    fn any_piece_of_the_readable_name_finds_it() {
+        let name = "<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse";
+        let key = match_key(name);
+        for query in [
+            "Http1Transaction>::parse",
+            "Server as",
+            "server AS  hyper::proto",
+            "<Server as h1::Http1Transaction>::parse",
+            "Server as Http1Transaction",
+            name,
+        ] {
+            assert!(
+                NameQuery::new(query).rank(name, &key, None).is_some(),
+                "{query} does not find {name}"
+            );
+        }
+        assert_eq!(NameQuery::new("Client as").rank(name, &key, None), None);
+    }
+
+    #[test]
+    fn numbered_closures_are_found_by_their_legacy_spelling() {
+        let name = "hyper_server::handle_request::{async_fn#0}";
+        let key = match_key(name);
+        assert_eq!(
+            NameQuery::new("handle_request::{{closure}}").rank(name, &key, None),
+            Some(MatchRank::Qualified)
+        );
+        assert_eq!(
+            NameQuery::new("hyper_server::handle_request::{{closure}}").rank(name, &key, None),
+            Some(MatchRank::Exact)
+        );
+        assert_eq!(
+            NameQuery::new("handle_request::{async_fn#0}").rank(name, &key, None),
+            Some(MatchRank::Qualified)
+        );
+        assert_eq!(
+            NameQuery::new("{{closure}}").rank("a::f", "a::f", None),
+            None
         );
     }
 }

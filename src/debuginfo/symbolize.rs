@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
-use super::demangle::{demangle, demangle_name};
+use super::demangle::{demangle, demangle_name, is_legacy_closure_name};
 use super::module::Module;
 use super::scope::{
     ChainLevel, function_qualifiers, inline_chain, linkage_name, naming_die, own_name,
@@ -256,8 +256,8 @@ impl Module {
         if let Some(linkage) = linkage_name(self, types, unit, entry) {
             let demangled = demangle_name(&linkage, language);
             // A legacy Rust symbol calls every closure and async body `{{closure}}`; DWARF numbers them
-            // (`{closure#1}`, `{async_fn#0}`), as gdb shows them.
-            if demangled.contains("{{closure}}")
+            // (`{closure#1}`, `{async_fn#0}`), as gdb shows them. names.rs names sites by the same rule.
+            if is_legacy_closure_name(&demangled)
                 && let Some(numbered) = self.qualified_name(types, unit, entry)
             {
                 return Some(numbered);

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::debuginfo::{FunctionMatch, Module, ProcessImage};
+use crate::debuginfo::{
+    FunctionMatch, Module, ProcessImage, is_legacy_closure_name, legacy_closure_spelling,
+};
 
 use super::format_addr;
 use super::frames::is_system_library;
@@ -51,7 +53,7 @@ pub(super) fn find(image: &ProcessImage, query: &str, limit: usize) -> (Vec<Func
             let rank = Rank {
                 library: is_library_name(&f.name),
                 foreign: !own,
-                closeness: closeness(&f.name.to_ascii_lowercase(), &q),
+                closeness: closeness_to_query(&f.name, &q),
                 length: f.name.len(),
             };
             (rank, f, module)
@@ -95,7 +97,7 @@ pub(super) fn explain_overloads(
     let (rows, _) = find(image, location, 50);
     let exact: Vec<&FunctionRow> = rows
         .iter()
-        .filter(|r| closeness(&r.name.to_ascii_lowercase(), &q) == 0)
+        .filter(|r| closeness_to_query(&r.name, &q) == 0)
         .collect();
     if exact.len() < 2 {
         return error;
@@ -142,6 +144,17 @@ struct Rank {
 /// True for standard-library and compiler-generated names.
 fn is_library_name(name: &str) -> bool {
     LIBRARY_PREFIXES.iter().any(|p| name.starts_with(p)) || name.contains("drop_in_place")
+}
+
+/// [`closeness`] of a function's name to a lower-case query. A closure asked
+/// for as a legacy symbol spells it (`f::{{closure}}`) is listed by its
+/// DWARF name (`f::{closure#0}`): its closeness is read in the query's
+/// spelling.
+fn closeness_to_query(name: &str, query: &str) -> u8 {
+    match legacy_closure_spelling(name).filter(|_| is_legacy_closure_name(query)) {
+        Some(legacy) => closeness(&legacy.to_ascii_lowercase(), query),
+        None => closeness(&name.to_ascii_lowercase(), query),
+    }
 }
 
 /// 0 exact (whole name or last path segment), 1 prefix of the last segment,
@@ -207,5 +220,18 @@ mod tests {
         assert!(is_library_name("core::ptr::drop_in_place<x>"));
         assert!(is_library_name("__gnu_cxx::new_allocator<int>::allocate"));
         assert!(!is_library_name("handle_request"));
+    }
+
+    #[test]
+    fn closures_are_as_close_in_their_legacy_spelling() {
+        assert_eq!(
+            closeness_to_query("app::handle::{async_fn#0}", "handle::{{closure}}"),
+            0
+        );
+        assert_eq!(
+            closeness_to_query("app::handle::{async_fn#0}", "handle::{async_fn#0}"),
+            0
+        );
+        assert_eq!(closeness_to_query("app::handle::{closure#1}", "handle"), 2);
     }
 }
