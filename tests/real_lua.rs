@@ -206,7 +206,6 @@ fn compare_with_gdb_in_luav_execute(fx: &Fixture, expressions: &[&str]) -> Vec<S
 /// A cast to a typedef name of a struct pointer (`TString` is
 /// `typedef struct TString TString`), as C code writes it everywhere.
 #[test]
-#[ignore = "issue 9: `(TString *)p` is a syntax error (typedef names are not accepted in casts)"]
 fn lua_cast_to_a_typedef_pointer_matches_gdb() {
     let fx = Fixture::start(&real_programs().lua);
     let wrong = compare_with_gdb_in_luav_execute(
@@ -227,7 +226,6 @@ fn lua_cast_to_a_typedef_pointer_matches_gdb() {
 /// A `char` array cast to `char *` (how C reads a string stored inline at
 /// the end of a struct, as Lua's TString does) is a string, as in gdb.
 #[test]
-#[ignore = "issue 9: `(char *)cl->p->source->contents` is refused: cannot cast `char [1]` to a pointer"]
 fn lua_char_array_cast_to_char_pointer_is_the_string_gdb_prints() {
     let fx = Fixture::start(&real_programs().lua);
     let wrong = compare_with_gdb_in_luav_execute(

@@ -570,6 +570,13 @@ fn closure_type(
     is_closure.then_some((key, through_pointer))
 }
 
+/// True when the aggregate at `key` is a closure class (a C++ lambda's, a
+/// Rust closure's environment): its members are captures, not fields the
+/// source names through `this`.
+pub(crate) fn is_closure_class(module: &Module, types: &mut TypeTable, key: TypeKey) -> bool {
+    closure_type(module, types, Some(key)).is_some()
+}
+
 /// The location of the member at `offset` of the object whose pointer (or,
 /// with `through_pointer` false, whose storage) `object` locates.
 fn member_location(
