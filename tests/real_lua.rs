@@ -691,7 +691,6 @@ fn lua_locals_of_every_frame_match_gdb() {
 /// marked not yet initialized rather than shown as the stack's leftover
 /// (gdb prints whatever is there).
 #[test]
-#[ignore = "issue 9: main's `status` (its `int status = luaL_dofile(...)` line is still running) reads as {\"type\":\"int\",\"value\":\"0\"}, not marked not yet initialized"]
 fn lua_local_whose_declaration_is_still_running_is_not_yet_initialized() {
     let (fx, mut c) = lua_attached(&real_programs().lua);
     let (frames, _) = liveprobe_program_frames(&mut c, fx.pid);

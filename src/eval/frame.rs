@@ -339,9 +339,20 @@ fn callee_has_name(image: &ProcessImage, entry: RuntimeAddr, names: &[String]) -
 /// outer block's later declaration may sit past a loop that already ran).
 /// Parameters and statics are always initialized; only stack slots are
 /// judged.
+///
+/// A caller frame (`is_caller`: its pc is a return address) on the
+/// declaration's own line is inside the initializer's call (`int status =
+/// run(L);` still running), so the variable is not initialized yet either,
+/// unless the line may hold more than that one initialization: the
+/// variable's block begins on that line (`for (int i = 0; i < f(); i++)`
+/// assigns `i` before calling `f`), or another variable of the block is
+/// declared on it (`int a = 1, b = f();`). Two statements on one line
+/// (`int s = f(); g(s);`) cannot be told apart from the line alone; such a
+/// line whose later statement is running would be misjudged.
 pub(crate) fn not_yet_initialized(
     frame: &ResolvedFrame,
     inline_depth: usize,
+    is_caller: bool,
     variable: &crate::debuginfo::scope::ScopeVariable,
 ) -> Option<String> {
     if variable.is_parameter || variable.artificial || !variable.in_innermost_block {
@@ -358,7 +369,8 @@ pub(crate) fn not_yet_initialized(
     let source = frame.module.symbolize_file(frame.lookup_pc);
     let here = source.get(inline_depth)?;
     let line = u64::from(here.line?);
-    if line == 0 || line >= decl_line {
+    let running_declaration = line == decl_line && is_caller;
+    if line == 0 || (line > decl_line || (line == decl_line && !running_declaration)) {
         return None;
     }
     let dwarf = frame.module.dwarf()?;
@@ -367,9 +379,47 @@ pub(crate) fn not_yet_initialized(
     if !same_file(&decl_path, here_path) {
         return None;
     }
+    if !running_declaration {
+        return Some(format!(
+            "not yet initialized: declared at line {decl_line}, the frame is at line {line}"
+        ));
+    }
+    if !declaration_alone_on_its_line(frame, inline_depth, variable, decl_line) {
+        return None;
+    }
     Some(format!(
-        "not yet initialized: declared at line {decl_line}, the frame is at line {line}"
+        "not yet initialized: the call that computes its initial value (line {decl_line}) is still running"
     ))
+}
+
+/// True when `variable`'s declaration line holds no other initialization
+/// the variable's block could run before the frame's call: the block does
+/// not begin on that line (a `for` or `if` declaring it there), and no
+/// other variable of the block is declared on it.
+fn declaration_alone_on_its_line(
+    frame: &ResolvedFrame,
+    inline_depth: usize,
+    variable: &crate::debuginfo::scope::ScopeVariable,
+    decl_line: u64,
+) -> bool {
+    let Some(block_start) = variable.block_start else {
+        return false;
+    };
+    let block_source = frame.module.symbolize_file(block_start);
+    let Some(block_line) = block_source.get(inline_depth).and_then(|s| s.line) else {
+        return false;
+    };
+    if u64::from(block_line) == decl_line {
+        return false;
+    }
+    !frame.scope.variables.iter().any(|other| {
+        other.name != variable.name
+            && other.block_start == variable.block_start
+            && other.block_depth == variable.block_depth
+            && other.decl_line == Some(decl_line)
+            && other.decl_file == variable.decl_file
+            && !other.capture
+    })
 }
 
 /// True for a location relative to the frame base (`DW_OP_fbreg`): a
