@@ -707,8 +707,8 @@ fn cpp_members_resolve_through_this_in_member_functions_and_lambdas() {
 /// A caller frame on a local's declaration line is inside the call that
 /// computes its initial value: the local is not initialized yet. Not when
 /// the line may have initialized it already: another variable declared on
-/// the same line, or a `for` whose variable is assigned before its
-/// condition calls.
+/// the same line, a `for` whose variable is assigned before its condition
+/// calls, or a second statement of the line running after the declaration.
 #[test]
 fn c_array_decay_and_locals_whose_declaration_is_running() {
     let exe = build_fixture("values2/c_decay_init.c", "values2_c_decay_init", &["-O0"]);
@@ -797,5 +797,26 @@ fn c_array_decay_and_locals_whose_declaration_is_running() {
     fx.send("go");
     fx.expect_line("ready");
     fx.send("go");
-    fx.expect_line("done 7 1 8 8");
+    fx.expect_line("ready");
+
+    // 5, 6: `int got = wait_value(9); wait_value(got);`: not initialized in
+    // the first call, initialized in the second, on the same line.
+    c.call("attach", json!({"pid": pid})).ok();
+    let got = local(&mut c, "got");
+    assert!(
+        got["unavailable"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("not yet initialized")),
+        "{got}"
+    );
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("ready");
+    c.call("attach", json!({"pid": pid})).ok();
+    let got = local(&mut c, "got");
+    assert_eq!(got["value"], "9", "{got}");
+    assert!(got["unavailable"].is_null(), "{got}");
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("done 7 1 8 8 9");
 }
