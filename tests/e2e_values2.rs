@@ -603,3 +603,220 @@ fn cpp_libcxx_strings_render_like_libstdcxx() {
     let exe = build_libcxx_fixture();
     cpp_containers(&exe, true);
 }
+
+/// gdb's `print` of each expression in the frame that called `callee`
+/// (`frame function callee`, then `up`).
+fn gdb_print_in_caller_of(pid: i32, callee: &str, expressions: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-p", &pid.to_string()]);
+    cmd.arg("-ex").arg(format!("frame function {callee}"));
+    cmd.arg("-ex").arg("up");
+    for e in expressions {
+        cmd.arg("-ex").arg(format!("print {e}"));
+    }
+    let out = cmd
+        .output()
+        .expect("gdb must be installed for these tests (apt-get install gdb)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v.to_string()))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        expressions.len(),
+        "gdb printed {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answers
+}
+
+/// The index of the frame that called `callee` on the main thread.
+fn caller_frame_of(c: &mut McpClient, pid: i32, callee: &str) -> (i64, u64) {
+    let threads = c.call("list_threads", json!({"pid": pid})).ok();
+    let tid = threads["threads"][0]["tid"].as_i64().expect("tid");
+    let stack = c.call("stack_trace", json!({"pid": pid, "tid": tid})).ok();
+    (tid, frame_index(&stack, callee) + 1)
+}
+
+/// In a member function and in a lambda capturing `this`, names written
+/// without `this->` resolve as C++ does, with gdb's values: a data member
+/// (one from a base class too), a member hiding a global of the same name,
+/// the class's and a base's statics, a local, then a global.
+#[test]
+fn cpp_members_resolve_through_this_in_member_functions_and_lambdas() {
+    let exe = build_fixture("values2/cpp_members.cpp", "values2_cpp_members", &["-O0"]);
+    let mut fx = Fixture::start(&exe);
+    let pid = fx.pid;
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &[
+                "id_",
+                "shadow",
+                "base_field",
+                "count_",
+                "base_static",
+                "g_only",
+                "local",
+                "this->id_ + id_",
+            ],
+            "plain",
+        ),
+        (
+            &[
+                "id_",
+                "shadow",
+                "base_field",
+                "count_",
+                "base_static",
+                "g_only",
+                "reads",
+                "n",
+            ],
+            "lambda",
+        ),
+    ];
+    for (expressions, what) in cases {
+        let gdb = gdb_print_in_caller_of(pid, "wait_here", expressions);
+        // The member hides the global `shadow` (99).
+        assert_eq!(gdb[1], "7", "{what}: {gdb:?}");
+        let mut c = McpClient::start();
+        c.call("attach", json!({"pid": pid})).ok();
+        let (tid, frame) = caller_frame_of(&mut c, pid, "wait_here");
+        for (expression, gdb_value) in expressions.iter().zip(&gdb) {
+            let v = eval(
+                &mut c,
+                json!({"pid": pid, "tid": tid, "frame": frame, "expression": expression}),
+            );
+            assert_eq!(v["value"], gdb_value.as_str(), "{what}: {expression}: {v}");
+        }
+        c.call("detach", json!({"pid": pid})).ok();
+        fx.send("go");
+        if what == "plain" {
+            fx.expect_line("ready");
+        }
+    }
+    fx.expect_line("done 63 65");
+}
+
+/// C arrays decay to a pointer to their first element in casts, pointer
+/// arithmetic and comparisons; a `char contents[1]` at the end of a struct
+/// cast to `char *` is the string stored there, as gdb prints it.
+///
+/// A caller frame on a local's declaration line is inside the call that
+/// computes its initial value: the local is not initialized yet. Not when
+/// the line may have initialized it already: another variable declared on
+/// the same line, a `for` whose variable is assigned before its condition
+/// calls, or a second statement of the line running after the declaration.
+#[test]
+fn c_array_decay_and_locals_whose_declaration_is_running() {
+    let exe = build_fixture("values2/c_decay_init.c", "values2_c_decay_init", &["-O0"]);
+    let mut fx = Fixture::start(&exe);
+    let pid = fx.pid;
+    let decay = [
+        "(char *)g_text->contents",
+        "(const char *)g_text->contents + 7",
+        "g_buf + 2",
+        "g_buf == &g_buf[0]",
+        "g_text->contents - g_text->contents",
+    ];
+    let gdb = gdb_print(pid, &decay);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": pid})).ok();
+    for (expression, gdb_value) in decay.iter().zip(&gdb) {
+        let v = eval(&mut c, json!({"pid": pid, "expression": expression}));
+        let shown = v["value"].as_str().unwrap_or("");
+        if gdb_value.contains('"') {
+            assert!(
+                shown.ends_with(&gdb_string(gdb_value)),
+                "{expression}: {v} vs gdb {gdb_value}"
+            );
+        } else {
+            // A C comparison is an `int` to gdb; liveprobe says `true`.
+            let gdb_value = match (v["type"].as_str(), gdb_value.as_str()) {
+                (Some("bool"), "1") => "true",
+                (Some("bool"), "0") => "false",
+                (_, other) => other,
+            };
+            assert_eq!(shown, gdb_value, "{expression}: {v}");
+        }
+    }
+    assert!(gdb[0].ends_with("\"inline-text\""), "{gdb:?}");
+
+    let local = |c: &mut McpClient, name: &str| {
+        let (tid, frame) = caller_frame_of(c, pid, "wait_value");
+        let locals = c
+            .call(
+                "read_locals",
+                json!({"pid": pid, "tid": tid, "frame": frame}),
+            )
+            .ok();
+        locals["variables"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|v| v["name"] == name))
+            .unwrap_or_else(|| panic!("no {name} in {locals}"))
+            .clone()
+    };
+    // 1: `int status = wait_value(7);` is running.
+    let status = local(&mut c, "status");
+    assert!(
+        status["unavailable"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("not yet initialized")),
+        "{status}"
+    );
+    assert_eq!(local(&mut c, "early")["value"], "3");
+    let (tid, frame) = caller_frame_of(&mut c, pid, "wait_value");
+    let v = eval(
+        &mut c,
+        json!({"pid": pid, "tid": tid, "frame": frame, "expression": "status + 1"}),
+    );
+    assert!(v["unavailable"].as_str().is_some(), "{v}");
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("ready");
+
+    // 2: `int first = 1, second = wait_value(8);`: `first` is set.
+    c.call("attach", json!({"pid": pid})).ok();
+    let first = local(&mut c, "first");
+    assert_eq!(first["value"], "1", "{first}");
+    assert_eq!(local(&mut c, "status")["value"], "7");
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("ready");
+
+    // 3: `for (int i = 5; i < wait_value(7); i += 10)`: `i` is 5, as gdb says.
+    let gdb_i = gdb_print_in_caller_of(pid, "wait_value", &["i"]);
+    assert_eq!(gdb_i[0], "5");
+    c.call("attach", json!({"pid": pid})).ok();
+    let i = local(&mut c, "i");
+    assert_eq!(i["value"], "5", "{i}");
+    assert!(i["unavailable"].is_null(), "{i}");
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("ready");
+    fx.send("go");
+    fx.expect_line("ready");
+
+    // 5, 6: `int got = wait_value(9); wait_value(got);`: not initialized in
+    // the first call, initialized in the second, on the same line.
+    c.call("attach", json!({"pid": pid})).ok();
+    let got = local(&mut c, "got");
+    assert!(
+        got["unavailable"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("not yet initialized")),
+        "{got}"
+    );
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("ready");
+    c.call("attach", json!({"pid": pid})).ok();
+    let got = local(&mut c, "got");
+    assert_eq!(got["value"], "9", "{got}");
+    assert!(got["unavailable"].is_null(), "{got}");
+    c.call("detach", json!({"pid": pid})).ok();
+    fx.send("go");
+    fx.expect_line("done 7 1 8 8 9");
+}

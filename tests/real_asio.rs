@@ -99,7 +99,6 @@ fn same_value(value: &Value, gdb: &str) -> bool {
 /// `this` (explicitly and implicitly, as C++ code in the lambda names them)
 /// with the values gdb prints stopped there for the same message.
 #[test]
-#[ignore = "issue 9: in the lambda, expression `length` is refused: no debug info for the code at 0x...552: no function in the debug info of .../asio_echo contains this address"]
 fn asio_lambda_handler_values_match_gdb() {
     let exprs = [
         "length",

@@ -206,7 +206,6 @@ fn compare_with_gdb_in_luav_execute(fx: &Fixture, expressions: &[&str]) -> Vec<S
 /// A cast to a typedef name of a struct pointer (`TString` is
 /// `typedef struct TString TString`), as C code writes it everywhere.
 #[test]
-#[ignore = "issue 9: `(TString *)p` is a syntax error (typedef names are not accepted in casts)"]
 fn lua_cast_to_a_typedef_pointer_matches_gdb() {
     let fx = Fixture::start(&real_programs().lua);
     let wrong = compare_with_gdb_in_luav_execute(
@@ -227,7 +226,6 @@ fn lua_cast_to_a_typedef_pointer_matches_gdb() {
 /// A `char` array cast to `char *` (how C reads a string stored inline at
 /// the end of a struct, as Lua's TString does) is a string, as in gdb.
 #[test]
-#[ignore = "issue 9: `(char *)cl->p->source->contents` is refused: cannot cast `char [1]` to a pointer"]
 fn lua_char_array_cast_to_char_pointer_is_the_string_gdb_prints() {
     let fx = Fixture::start(&real_programs().lua);
     let wrong = compare_with_gdb_in_luav_execute(
@@ -693,7 +691,6 @@ fn lua_locals_of_every_frame_match_gdb() {
 /// marked not yet initialized rather than shown as the stack's leftover
 /// (gdb prints whatever is there).
 #[test]
-#[ignore = "issue 9: main's `status` (its `int status = luaL_dofile(...)` line is still running) reads as {\"type\":\"int\",\"value\":\"0\"}, not marked not yet initialized"]
 fn lua_local_whose_declaration_is_still_running_is_not_yet_initialized() {
     let (fx, mut c) = lua_attached(&real_programs().lua);
     let (frames, _) = liveprobe_program_frames(&mut c, fx.pid);

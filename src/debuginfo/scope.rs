@@ -66,6 +66,10 @@ pub struct ScopeVariable {
     /// True when the variable belongs to the innermost block of its frame
     /// that contains the pc.
     pub in_innermost_block: bool,
+    /// The lowest address of the block (lexical block, inlined call or
+    /// function) that declares the variable: the line there tells whether
+    /// the block begins on the declaration's line (a `for (int i = ...`).
+    pub block_start: Option<FileAddr>,
 }
 
 /// Everything about one source-level frame at a pc that needs no register:
@@ -219,6 +223,24 @@ fn contains_pc(
     false
 }
 
+/// The lowest address a DIE's `DW_AT_low_pc` or `DW_AT_ranges` covers.
+fn lowest_pc(
+    unit_ref: gimli::UnitRef<'_, DwarfReader>,
+    entry: &gimli::DebuggingInformationEntry<DwarfReader>,
+) -> Option<u64> {
+    if !entry.has_attr(constants::DW_AT_low_pc) && !entry.has_attr(constants::DW_AT_ranges) {
+        return None;
+    }
+    let mut ranges = unit_ref.die_ranges(entry).ok()?;
+    let mut lowest: Option<u64> = None;
+    while let Ok(Some(range)) = ranges.next() {
+        if range.begin < range.end {
+            lowest = Some(lowest.map_or(range.begin, |l| l.min(range.begin)));
+        }
+    }
+    lowest
+}
+
 /// The location of a variable or frame base at `pc`: a single expression,
 /// the location-list entry covering `pc`, a constant, or nothing.
 pub(crate) fn location_at(
@@ -308,6 +330,8 @@ struct ScopeLevel {
     starts_frame: bool,
     /// The function's name, for levels that start a frame.
     function: Option<String>,
+    /// The lowest address of the level's DIE.
+    start: Option<u64>,
     variables: Vec<ScopeVariable>,
 }
 
@@ -452,6 +476,7 @@ fn walk_frame_scope(
         for mut variable in level.variables {
             variable.block_depth = depth;
             variable.in_innermost_block = depth == innermost;
+            variable.block_start = level.start.map(FileAddr);
             if variable.is_parameter {
                 parameters.push(variable);
             } else {
@@ -534,6 +559,7 @@ fn add_closure_captures(
             decl_line: None,
             decl_file: None,
             in_innermost_block: false,
+            block_start: None,
         });
     }
 }
@@ -568,6 +594,13 @@ fn closure_type(
         _ => name.is_empty() || name.starts_with("<lambda"),
     };
     is_closure.then_some((key, through_pointer))
+}
+
+/// True when the aggregate at `key` is a closure class (a C++ lambda's, a
+/// Rust closure's environment): its members are captures, not fields the
+/// source names through `this`.
+pub(crate) fn is_closure_class(module: &Module, types: &mut TypeTable, key: TypeKey) -> bool {
+    closure_type(module, types, Some(key)).is_some()
 }
 
 /// The location of the member at `offset` of the object whose pointer (or,
@@ -852,6 +885,7 @@ fn static_link_variables(
                 decl_line: None,
                 decl_file: None,
                 in_innermost_block: false,
+                block_start: None,
             });
         }
     }
@@ -915,6 +949,7 @@ fn collect_levels(
     levels.push(ScopeLevel {
         starts_frame,
         function,
+        start: lowest_pc(unit_ref, node.entry()),
         variables: Vec::new(),
     });
     if depth > MAX_TREE_DEPTH {
@@ -955,6 +990,7 @@ fn collect_levels(
                         other => other.and_then(|v| v.udata_value()),
                     },
                     in_innermost_block: false,
+                    block_start: None,
                 });
             }
             constants::DW_TAG_lexical_block

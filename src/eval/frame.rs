@@ -339,11 +339,22 @@ fn callee_has_name(image: &ProcessImage, entry: RuntimeAddr, names: &[String]) -
 /// outer block's later declaration may sit past a loop that already ran).
 /// Parameters and statics are always initialized; only stack slots are
 /// judged.
+///
+/// A caller frame (`is_caller`: its pc is a return address) on the
+/// declaration's own line is inside the initializer's call (`int status =
+/// run(L);` still running), so the variable is not initialized yet either,
+/// unless the line may hold more than that one initialization: the
+/// variable's block begins on that line (`for (int i = 0; i < f(); i++)`
+/// assigns `i` before calling `f`), or another variable of the block is
+/// declared on it (`int a = 1, b = f();`); and only when the code after the
+/// return address, still on that line, stores into the variable's slot
+/// (so `g`'s frame in `int s = f(); g(s);` does not mark `s`).
 pub(crate) fn not_yet_initialized(
+    ctx: &FrameContext<'_>,
     frame: &ResolvedFrame,
-    inline_depth: usize,
     variable: &crate::debuginfo::scope::ScopeVariable,
 ) -> Option<String> {
+    let (inline_depth, is_caller) = (ctx.inline_depth, ctx.is_caller);
     if variable.is_parameter || variable.artificial || !variable.in_innermost_block {
         return None;
     }
@@ -358,7 +369,8 @@ pub(crate) fn not_yet_initialized(
     let source = frame.module.symbolize_file(frame.lookup_pc);
     let here = source.get(inline_depth)?;
     let line = u64::from(here.line?);
-    if line == 0 || line >= decl_line {
+    let running_declaration = line == decl_line && is_caller;
+    if line == 0 || line > decl_line || (line == decl_line && !is_caller) {
         return None;
     }
     let dwarf = frame.module.dwarf()?;
@@ -367,9 +379,49 @@ pub(crate) fn not_yet_initialized(
     if !same_file(&decl_path, here_path) {
         return None;
     }
+    if !running_declaration {
+        return Some(format!(
+            "not yet initialized: declared at line {decl_line}, the frame is at line {line}"
+        ));
+    }
+    if !declaration_alone_on_its_line(frame, inline_depth, variable, decl_line)
+        || !initializer_store_ahead(ctx, frame, variable, decl_line)
+    {
+        return None;
+    }
     Some(format!(
-        "not yet initialized: declared at line {decl_line}, the frame is at line {line}"
+        "not yet initialized: the call that computes its initial value (line {decl_line}) is still running"
     ))
+}
+
+/// True when `variable`'s declaration line holds no other initialization
+/// the variable's block could run before the frame's call: the block does
+/// not begin on that line (a `for` or `if` declaring it there), and no
+/// other variable of the block is declared on it.
+fn declaration_alone_on_its_line(
+    frame: &ResolvedFrame,
+    inline_depth: usize,
+    variable: &crate::debuginfo::scope::ScopeVariable,
+    decl_line: u64,
+) -> bool {
+    let Some(block_start) = variable.block_start else {
+        return false;
+    };
+    let block_source = frame.module.symbolize_file(block_start);
+    let Some(block_line) = block_source.get(inline_depth).and_then(|s| s.line) else {
+        return false;
+    };
+    if u64::from(block_line) == decl_line {
+        return false;
+    }
+    !frame.scope.variables.iter().any(|other| {
+        other.name != variable.name
+            && other.block_start == variable.block_start
+            && other.block_depth == variable.block_depth
+            && other.decl_line == Some(decl_line)
+            && other.decl_file == variable.decl_file
+            && !other.capture
+    })
 }
 
 /// True for a location relative to the frame base (`DW_OP_fbreg`): a
@@ -394,4 +446,122 @@ fn same_file(a: &str, b: &str) -> bool {
         crate::debuginfo::normalize_path(b),
     );
     a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
+}
+
+/// Most instructions followed from a return address looking for the
+/// store that completes a declaration.
+const MAX_STORE_SCAN: usize = 64;
+
+/// True when some path of the code from the frame's return address, before
+/// it leaves `decl_line` (or the function), writes the variable's stack
+/// slot: the declaration's initializing store has not run yet. Code bytes
+/// come from the ELF file (the live code may hold probes' `int3`s); a store
+/// whose address needs a register the unwinder did not recover is not
+/// counted, so anything unknown answers false.
+fn initializer_store_ahead(
+    ctx: &FrameContext<'_>,
+    frame: &ResolvedFrame,
+    variable: &crate::debuginfo::scope::ScopeVariable,
+    decl_line: u64,
+) -> bool {
+    use iced_x86::{
+        Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpAccess, OpKind, Register,
+    };
+    use object::{Object, ObjectSection};
+    let crate::debuginfo::scope::VariableLocation::Expression(expression) = &variable.location
+    else {
+        return false;
+    };
+    let env = location_env(ctx, frame, None);
+    let crate::value::Place::Memory(slot) = super::location::evaluate(&env, expression) else {
+        return false;
+    };
+    // The caller holds the module's shared type table; a private one is
+    // enough for one size.
+    let mut types = TypeTable::new();
+    let slot_size = variable
+        .ty
+        .and_then(|ty| types.size_of(&frame.module, ty))
+        .unwrap_or(1)
+        .max(1);
+    let module = &frame.module;
+    let start = module.to_file(ctx.pc).0;
+    let Some(hit) = module.symbol_table().lookup(start) else {
+        return false;
+    };
+    let end = hit.addr.saturating_add(hit.size);
+    if hit.size == 0 || end <= start || end - start > 1 << 16 {
+        return false;
+    }
+    let Ok(file) = module.elf.parse() else {
+        return false;
+    };
+    let Some(code) = file
+        .sections()
+        .find_map(|section| section.data_range(start, end - start).ok().flatten())
+    else {
+        return false;
+    };
+    let register = |register: Register| match register {
+        Register::RBP => ctx.regs.get(crate::debuginfo::reg::RBP),
+        Register::RSP => ctx.regs.get(crate::debuginfo::reg::RSP),
+        // iced asks for the segment's base too: flat in 64-bit mode.
+        Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
+        _ => None,
+    };
+    let on_line = |address: u64| {
+        module
+            .symbolize_file(FileAddr(address))
+            .get(ctx.inline_depth)
+            .and_then(|s| s.line)
+            .is_some_and(|line| u64::from(line) == decl_line)
+    };
+    let mut pending = vec![start];
+    let mut seen = std::collections::HashSet::new();
+    let mut info = InstructionInfoFactory::new();
+    while let Some(address) = pending.pop() {
+        if seen.len() >= MAX_STORE_SCAN || !seen.insert(address) {
+            continue;
+        }
+        if address < start || address >= end || !on_line(address) {
+            continue;
+        }
+        let Some(bytes) = code.get((address - start) as usize..) else {
+            continue;
+        };
+        let mut decoder = Decoder::with_ip(64, bytes, address, DecoderOptions::NONE);
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            continue;
+        }
+        let writes_slot = info.info(&instruction).used_memory().iter().any(|used| {
+            matches!(
+                used.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            ) && used
+                .virtual_address(0, |reg, _, _| register(reg))
+                .is_some_and(|at| {
+                    let size = used.memory_size().size().max(1) as u64;
+                    at < slot.saturating_add(slot_size) && slot < at.saturating_add(size)
+                })
+        });
+        if writes_slot {
+            return true;
+        }
+        match instruction.flow_control() {
+            FlowControl::Next | FlowControl::Call => pending.push(instruction.next_ip()),
+            FlowControl::UnconditionalBranch if instruction.op0_kind() == OpKind::NearBranch64 => {
+                pending.push(instruction.near_branch_target());
+            }
+            FlowControl::ConditionalBranch => {
+                pending.push(instruction.next_ip());
+                pending.push(instruction.near_branch_target());
+            }
+            _ => {}
+        }
+    }
+    false
 }

@@ -87,7 +87,7 @@ pub fn read_locals(
             values.push(Value::redacted(name, type_name));
             continue;
         }
-        if let Some(reason) = frame::not_yet_initialized(&resolved, ctx.inline_depth, variable) {
+        if let Some(reason) = frame::not_yet_initialized(ctx, &resolved, variable) {
             let type_name = decoder.type_name(variable.ty);
             values.push(Value::unavailable(name, type_name, reason));
             continue;
@@ -277,8 +277,7 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         .iter()
         .filter(|v| !v.shadowed)
         .filter_map(|v| {
-            frame::not_yet_initialized(&resolved, ctx.inline_depth, v)
-                .map(|reason| (v.name.clone(), reason))
+            frame::not_yet_initialized(ctx, &resolved, v).map(|reason| (v.name.clone(), reason))
         })
         .collect();
     let parsed = {

@@ -362,6 +362,15 @@ impl<'a> Compiler<'a> {
                 column,
             });
         }
+        // C++: after locals, the members of `*this` (bases included), then
+        // its class's statics, then globals.
+        if segments.len() == 1
+            && !absolute
+            && self.scope.language == Language::Cpp
+            && let Some(node) = self.member_of_this(&joined, column)?
+        {
+            return Ok(node);
+        }
         let index = GlobalIndex::of(self.scope.module);
         let found = index.lookup(segments);
         match found.as_slice() {
@@ -432,6 +441,126 @@ impl<'a> Compiler<'a> {
                 ))
             }
         }
+    }
+
+    /// The object pointer C++ name lookup reads members through: the local
+    /// `this` (a member function's object pointer, or gcc's capture of it
+    /// in a lambda's body), or, when `this` is the closure object itself
+    /// (clang), the closure's captured `this`.
+    fn this_object(&mut self, column: usize) -> Option<Node> {
+        let (_, ty, location) = self
+            .scope
+            .locals
+            .iter()
+            .rev()
+            .find(|(name, _, _)| name == "this")?
+            .clone();
+        let node = Node {
+            kind: NodeKind::Local(location),
+            ty: StaticType::Dwarf(ty?),
+            column,
+        };
+        let Class::Pointer {
+            pointee: Some(pointee),
+        } = self.class(&node.ty)
+        else {
+            return None;
+        };
+        let (class_key, _) = self.types.strip(self.module(), pointee)?;
+        if !crate::debuginfo::scope::is_closure_class(self.module(), self.types, class_key) {
+            return Some(node);
+        }
+        ["__this", "this"].into_iter().find_map(|capture| {
+            find_member(self.types, self.module(), class_key, capture)?;
+            self.field_of(node.clone(), capture, true, column, 0).ok()
+        })
+    }
+
+    /// A name C++ finds in the class of `this`: a data member of the object
+    /// (`this->name`, through base classes), else a static member of the
+    /// class or a base (`Class::name`). `None` when there is no `this` or
+    /// it has no such member.
+    fn member_of_this(&mut self, name: &str, column: usize) -> Result<Option<Node>, EvalError> {
+        let Some(this) = self.this_object(column) else {
+            return Ok(None);
+        };
+        let Class::Pointer {
+            pointee: Some(pointee),
+        } = self.class(&this.ty)
+        else {
+            return Ok(None);
+        };
+        let Some((mut class_key, class)) = self.types.strip(self.module(), pointee) else {
+            return Ok(None);
+        };
+        if class
+            .aggregate()
+            .is_some_and(|a| a.declaration && a.members.is_empty())
+            && let Some(definition) = self.types.definition_of(self.module(), class_key)
+        {
+            class_key = definition;
+        }
+        if find_member(self.types, self.module(), class_key, name).is_some() {
+            return self.field_of(this, name, true, column, 0).map(Some);
+        }
+        // Statics: `Class::name` for the class and each base, nearest first.
+        let index = GlobalIndex::of(self.scope.module);
+        for class_name in self.class_and_bases(class_key) {
+            let found = index.lookup(&[class_name, name.to_string()]);
+            let mut names: Vec<&str> = found.iter().map(|g| g.name.as_str()).collect();
+            names.dedup();
+            if let ([global, ..], [_]) = (found.as_slice(), names.as_slice()) {
+                let ty = global.ty.ok_or_else(|| {
+                    type_error(column, format!("`{name}` has no type in the debug info"))
+                })?;
+                return Ok(Some(Node {
+                    kind: NodeKind::Global {
+                        location: global.location.clone(),
+                        unit: global.unit,
+                    },
+                    ty: StaticType::Dwarf(ty),
+                    column,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The names of a class and its base classes, breadth first.
+    fn class_and_bases(&mut self, key: TypeKey) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut queue = std::collections::VecDeque::from([key]);
+        while let Some(current) = queue.pop_front() {
+            if names.len() >= 32 {
+                break;
+            }
+            let Some((current, ty)) = self.types.strip(self.module(), current) else {
+                continue;
+            };
+            let ty = match ty.aggregate() {
+                Some(a) if a.declaration && a.members.is_empty() => {
+                    match self.types.definition_of(self.module(), current) {
+                        Some(definition) => self.types.get(self.module(), definition),
+                        None => ty,
+                    }
+                }
+                _ => ty,
+            };
+            let Some(aggregate) = ty.aggregate() else {
+                continue;
+            };
+            if !ty.short_name.is_empty() {
+                names.push(ty.short_name.clone());
+            }
+            queue.extend(
+                aggregate
+                    .members
+                    .iter()
+                    .filter(|m| m.is_base)
+                    .filter_map(|m| m.ty),
+            );
+        }
+        names
     }
 
     /// Looks through pointers/references for `.`, or requires one for `->`.
@@ -910,6 +1039,31 @@ impl<'a> Compiler<'a> {
         Ok(Node { kind, ty, column })
     }
 
+    /// C's array-to-pointer conversion: an array object where a pointer is
+    /// expected (a cast, pointer arithmetic, a comparison) is the address of
+    /// its first element, typed as a pointer to the element (so a `char`
+    /// array cast to `char *` reads as a string). Rust arrays do not decay,
+    /// and a multi-dimensional array's row has no DWARF type to point at:
+    /// those, and anything not an array in memory, stay as they are.
+    fn decay(&mut self, node: Node) -> Node {
+        if self.scope.language == Language::Rust || !is_place(&node) {
+            return node;
+        }
+        let Class::Array {
+            element: Some(StaticType::Dwarf(element)),
+            ..
+        } = self.class(&node.ty)
+        else {
+            return node;
+        };
+        let column = node.column;
+        Node {
+            kind: NodeKind::AddressOf(Box::new(node)),
+            ty: StaticType::Pointer(Some(element)),
+            column,
+        }
+    }
+
     fn not_numeric(&mut self, node: &Node, column: usize, operator: &str) -> EvalError {
         let name = self.type_name(&node.ty);
         type_error(
@@ -925,10 +1079,18 @@ impl<'a> Compiler<'a> {
         rhs: &Expr,
         column: usize,
     ) -> Result<Node, EvalError> {
-        let left = self.compile(lhs)?;
-        let right = self.compile(rhs)?;
-        let left_class = self.class(&left.ty);
-        let right_class = self.class(&right.ty);
+        let mut left = self.compile(lhs)?;
+        let mut right = self.compile(rhs)?;
+        let mut left_class = self.class(&left.ty);
+        let mut right_class = self.class(&right.ty);
+        // Arrays decay to pointers in arithmetic and comparisons, but a
+        // char array compared with a string literal is compared as text.
+        if !matches!(left_class, Class::Text) && !matches!(right_class, Class::Text) {
+            left = self.decay(left);
+            right = self.decay(right);
+            left_class = self.class(&left.ty);
+            right_class = self.class(&right.ty);
+        }
         let comparison = matches!(
             op,
             BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
@@ -1231,6 +1393,7 @@ impl<'a> Compiler<'a> {
         column: usize,
     ) -> Result<Node, EvalError> {
         let node = self.compile(operand)?;
+        let node = self.decay(node);
         let class = self.class(&node.ty);
         if target.pointer_depth > 0 {
             if target.pointer_depth > 1 {
