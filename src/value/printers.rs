@@ -46,6 +46,44 @@ pub(crate) fn pretty(
 }
 
 /// Reads a pointer-sized field at `offset` from `src`.
+/// Where walking a node-based container starts: its summary value, length
+/// and first node; or the finished value when there is nothing to walk (a
+/// header that cannot be read, no elements, no depth left).
+enum NodeWalk {
+    Walk(Value, u64, u64),
+    Done(Value),
+}
+
+/// Reads a node-based container's length and first node at the offsets
+/// `(count_at, first_at)` of `src`; `(name, type name, kind)` label it.
+fn node_container_start(
+    decoder: &Decoder<'_>,
+    src: Src<'_>,
+    (name, type_name, kind): (&str, String, &str),
+    (count_at, first_at): (u64, u64),
+    depth: u32,
+) -> NodeWalk {
+    let (count, first) = match (
+        read_word(decoder, src, count_at),
+        read_word(decoder, src, first_at),
+    ) {
+        (Ok(count), Ok(first)) => (count, first),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return NodeWalk::Done(Value::unavailable(name, type_name, reason));
+        }
+    };
+    let mut value = Value::leaf(name, type_name, format!("{kind}(len {count})"));
+    if count == 0 {
+        value.children = Some(Vec::new());
+        return NodeWalk::Done(value);
+    }
+    if depth == 0 {
+        value.truncated = true;
+        return NodeWalk::Done(value);
+    }
+    NodeWalk::Walk(value, count, first)
+}
+
 fn read_word(decoder: &Decoder<'_>, src: Src<'_>, offset: u64) -> Result<u64, String> {
     decoder
         .read_uint(offset_src(src, offset), 8)
@@ -1428,24 +1466,16 @@ fn libcxx_tree(
     let stored = layout::template_type(decoder.types(), module, tree_type, "_Tp")?;
     let type_name = ty.name.clone();
     let kind = ty.short_name.split('<').next().unwrap_or("map").to_string();
-    let (count, first) = match (
-        read_word(decoder, src, tree_offset + count_offset),
-        read_word(decoder, src, tree_offset + begin_offset),
+    let (mut value, count, first) = match node_container_start(
+        decoder,
+        src,
+        (name, type_name, &kind),
+        (tree_offset + count_offset, tree_offset + begin_offset),
+        depth,
     ) {
-        (Ok(count), Ok(first)) => (count, first),
-        (Err(reason), _) | (_, Err(reason)) => {
-            return Some(Value::unavailable(name, type_name, reason));
-        }
+        NodeWalk::Walk(value, count, first) => (value, count, first),
+        NodeWalk::Done(value) => return Some(value),
     };
-    let mut value = Value::leaf(name, type_name, format!("{kind}(len {count})"));
-    if count == 0 {
-        value.children = Some(Vec::new());
-        return Some(value);
-    }
-    if depth == 0 {
-        value.truncated = true;
-        return Some(value);
-    }
     let Some(end_node) = decoder
         .view_address(src)
         .or(match src {
@@ -1569,24 +1599,16 @@ fn std_hashtable(
         .next()
         .unwrap_or("unordered_map")
         .to_string();
-    let (count, first) = match (
-        read_word(decoder, src, table_offset + count_offset),
-        read_word(decoder, src, table_offset + first_offset),
+    let (mut value, count, first) = match node_container_start(
+        decoder,
+        src,
+        (name, type_name, &kind),
+        (table_offset + count_offset, table_offset + first_offset),
+        depth,
     ) {
-        (Ok(count), Ok(first)) => (count, first),
-        (Err(reason), _) | (_, Err(reason)) => {
-            return Some(Value::unavailable(name, type_name, reason));
-        }
+        NodeWalk::Walk(value, count, first) => (value, count, first),
+        NodeWalk::Done(value) => return Some(value),
     };
-    let mut value = Value::leaf(name, type_name, format!("{kind}(len {count})"));
-    if count == 0 {
-        value.children = Some(Vec::new());
-        return Some(value);
-    }
-    if depth == 0 {
-        value.truncated = true;
-        return Some(value);
-    }
     let (key_type, mapped_type, mapped_offset) = if is_set {
         (Some(value_type), None, 0)
     } else {
