@@ -930,7 +930,8 @@ fn vector_elements_are_captured_like_ptrace_reads_them() {
 }
 
 /// A duration to the function's return nests: each recursive call is timed
-/// from its own start, and outer calls last longer than inner ones.
+/// from its own start (four calls, four spans), and the outermost contains
+/// the innermost.
 fn recursive_durations_nest(engine: &str) {
     let exe = build_fixture("probes/recurse.c", "probes_recurse", &["-O0"]);
     let (mut fx, mut c) = attached(&exe);
@@ -954,10 +955,11 @@ fn recursive_durations_nest(engine: &str) {
         summary["min"].as_f64().expect("min"),
         summary["max"].as_f64().expect("max"),
     );
-    assert!(
-        max > 2.0 * min,
-        "the outermost span holds the three inner ones: {r}"
-    );
+    // Not a timing bound: the outermost span contains the innermost one
+    // and, inside it, the inner calls' own probe hits (entry and return),
+    // so it is longer whatever the machine's load; only spans that did not
+    // nest could be equal.
+    assert!(max > min, "the outermost span holds the inner ones: {r}");
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
