@@ -783,6 +783,14 @@ impl Engine {
             }
         }
         let status = probe.status();
+        if status.state != ProbeState::Armed {
+            // The hit that ended the probe wakes readers from inside its
+            // handler, before the tracer takes the sites out: a round trip
+            // through the tracer (which removes a group at most once) makes
+            // an answer that says the probe ended also mean its breakpoints
+            // have left the target.
+            let _ = self.tracer.remove_group(probe.pid, probe.id).await;
+        }
         let (items, last, dropped) = probe.items_after(after, limit.max(1));
         let next_after = items
             .last()
