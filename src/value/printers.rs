@@ -1344,10 +1344,9 @@ fn rb_tree(
     let (key_type, mapped_type, mapped_offset) = if is_set {
         (Some(value_type), None, 0)
     } else {
-        let (first_offset, first) = layout::member(decoder.types(), module, value_type, "first")?;
+        let (_, first) = layout::member(decoder.types(), module, value_type, "first")?;
         let (second_offset, second) =
             layout::member(decoder.types(), module, value_type, "second")?;
-        let _ = first_offset;
         (first, second, second_offset)
     };
     let max_items = u64::from(decoder.limits().max_items).min(count);
