@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use liveprobe::engine::Engine;
 use liveprobe::mcp::LiveprobeServer;
 use liveprobe::mcp::resources::Subscriptions;
-use liveprobe::policy::Policy;
+use liveprobe::policy::{AttachRules, AuditLog, Policy, Rule};
 
 /// liveprobe: an MCP server that lets AI agents question running native
 /// processes (C, C++, Rust on Linux x86-64) without stopping them: threads,
@@ -27,10 +27,31 @@ use liveprobe::policy::Policy;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Only processes whose executable path contains one of these may be
-    /// attached (repeatable). Default: any process we may ptrace.
-    #[arg(long = "allow-exe", value_name = "SUBSTRING")]
+    /// Processes whose executable matches may be attached (repeatable). A
+    /// glob (`*`, `?`, `[...]`) must match the whole path; text without them
+    /// matches anywhere in the path, as this flag always did. Any --allow-*
+    /// flag replaces the default rule (liveprobe's own user only).
+    #[arg(long = "allow-exe", value_name = "GLOB")]
     allow_exe: Vec<String>,
+    /// Processes of this user may be attached (a uid, or `self`;
+    /// repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<String>,
+    /// This process may be attached (repeatable).
+    #[arg(long = "allow-pid", value_name = "PID")]
+    allow_pid: Vec<i32>,
+    /// Processes whose executable matches may never be attached, whatever
+    /// allows them (repeatable; globs as for --allow-exe).
+    #[arg(long = "deny-exe", value_name = "GLOB")]
+    deny_exe: Vec<String>,
+    /// A TOML file of attach rules with per-rule tool limits (see
+    /// docs/security.md). A malformed file stops start-up.
+    #[arg(long = "policy", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Refuse every tool that writes into a target (probes, watches); reads
+    /// (stacks, locals, evaluate) remain.
+    #[arg(long)]
+    observe_only: bool,
     /// Name parts whose values are never shown, in addition to the built-in
     /// list (password, passwd, secret, token, api_key, apikey, auth,
     /// authorization, cookie, session_key, private_key, credential);
@@ -54,7 +75,8 @@ struct Cli {
     /// bigger ring loses fewer hits of a very hot probe.
     #[arg(long = "ring-buffer-mb", value_name = "MIB")]
     ring_buffer_mb: Option<u32>,
-    /// Append one JSON line per tool call to this file.
+    /// Append one JSON line per tool call and per probe state change to this
+    /// file; a call whose line cannot be written is refused.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
     /// Log filter for stderr (e.g. `info`, `liveprobe=debug`). Also RUST_LOG.
@@ -100,15 +122,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve(cli: Cli) -> std::process::ExitCode {
-    let policy = Arc::new(Policy {
-        allowed_exes: cli.allow_exe,
-        secret_names: cli.redact_names,
-        no_default_secrets: cli.no_default_redactions,
-        audit_log: cli.audit_log,
-        hit_budget_ms_per_s: cli.probe_budget_ms,
-        probe_engine: cli.probe_engine,
-        ring_buffer_mb: cli.ring_buffer_mb,
-    });
+    let policy = match build_policy(&cli) {
+        Ok(policy) => Arc::new(policy),
+        Err(e) => {
+            eprintln!("liveprobe: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,6 +155,73 @@ fn serve(cli: Cli) -> std::process::ExitCode {
     code
 }
 
+/// The policy the flags and the `--policy` file say; an error stops start-up.
+fn build_policy(cli: &Cli) -> Result<Policy, String> {
+    use liveprobe::policy::glob::ExePattern;
+    use liveprobe::policy::rules::UidMatch;
+    let mut attach = AttachRules::default();
+    for text in &cli.allow_exe {
+        attach.allow.push(Rule {
+            name: format!("--allow-exe {text}"),
+            exe: Some(ExePattern::parse(text).map_err(|e| format!("--allow-exe: {e}"))?),
+            ..Rule::default()
+        });
+    }
+    for text in &cli.allow_uid {
+        let uid = match text.as_str() {
+            "self" => UidMatch::Own,
+            n => UidMatch::Uid(n.parse().map_err(|_| {
+                format!(
+                    "--allow-uid {n:?} is not a uid: give a number (see `id -u USER`) or `self`"
+                )
+            })?),
+        };
+        attach.allow.push(Rule {
+            name: format!("--allow-uid {text}"),
+            uid: Some(uid),
+            ..Rule::default()
+        });
+    }
+    for pid in &cli.allow_pid {
+        attach.allow.push(Rule {
+            name: format!("--allow-pid {pid}"),
+            pid: Some(*pid),
+            ..Rule::default()
+        });
+    }
+    for text in &cli.deny_exe {
+        attach.deny.push(Rule {
+            name: format!("--deny-exe {text}"),
+            exe: Some(ExePattern::parse(text).map_err(|e| format!("--deny-exe: {e}"))?),
+            ..Rule::default()
+        });
+    }
+    if let Some(path) = &cli.policy {
+        let tools: Vec<String> = LiveprobeServer::tools()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        liveprobe::policy::file::load(path, &mut attach, &tools).map_err(|e| e.to_string())?;
+    }
+    if cli.observe_only {
+        attach.observe_only = true;
+        attach.observe_only_origin = "--observe-only".into();
+    }
+    let audit = match &cli.audit_log {
+        Some(path) => Some(AuditLog::open(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Policy {
+        attach,
+        secret_names: cli.redact_names.clone(),
+        no_default_secrets: cli.no_default_redactions,
+        audit,
+        hit_budget_ms_per_s: cli.probe_budget_ms,
+        probe_engine: cli.probe_engine,
+        ring_buffer_mb: cli.ring_buffer_mb,
+    })
+}
+
 /// Serves until the client goes away or a signal asks us to stop, then
 /// releases every target.
 async fn run_stdio(
@@ -143,6 +230,7 @@ async fn run_stdio(
 ) -> std::process::ExitCode {
     use tokio::signal::unix::{SignalKind, signal};
     let subscriptions = Arc::new(Subscriptions::default());
+    let probe_updates = liveprobe::mcp::audit::audit_probe_updates(engine.clone(), probe_updates);
     tokio::spawn(subscriptions.clone().forward(probe_updates));
     let server = LiveprobeServer::new(engine.clone(), subscriptions);
     let running = match server.serve(rmcp::transport::stdio_pipes()).await {

@@ -678,7 +678,9 @@ fn every_tool_call_is_audited_when_asked() {
     let lines: Vec<Value> = std::fs::read_to_string(&log)
         .expect("audit log written")
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        // One line before the call runs, one with its outcome.
+        .filter(|l| l["event"] == "tool_result")
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["tool"], "list_processes");

@@ -122,6 +122,11 @@ impl Engine {
         &self.policy
     }
 
+    /// Whether `name` names a secret (for audit lines of tool arguments).
+    pub fn is_secret_name(&self, name: &str) -> bool {
+        self.redaction.is_secret(name)
+    }
+
     fn targets(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<Target>>> {
         // A poisoned map still holds valid entries: a panic elsewhere must not
         // keep us from detaching.

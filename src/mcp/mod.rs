@@ -4,6 +4,7 @@
 //! It knows nothing of ptrace or DWARF: everything it needs is in `engine`.
 
 pub mod args;
+pub mod audit;
 pub(crate) mod budget;
 mod probe_tools;
 pub mod resources;
@@ -48,6 +49,7 @@ pub struct LiveprobeServer {
     engine: Arc<Engine>,
     subscriptions: Arc<Subscriptions>,
     tool_router: ToolRouter<Self>,
+    origin: audit::CallOrigin,
 }
 
 #[tool_router]
@@ -59,7 +61,15 @@ impl LiveprobeServer {
             engine,
             subscriptions,
             tool_router: Self::all_tools(),
+            origin: audit::CallOrigin::stdio(),
         }
+    }
+
+    /// The same server, its audit lines naming another transport and
+    /// session (for transports with more than one session).
+    pub fn with_origin(mut self, origin: audit::CallOrigin) -> LiveprobeServer {
+        self.origin = origin;
+        self
     }
 
     /// Builds the tool result within the default byte budget (see
@@ -82,7 +92,8 @@ impl LiveprobeServer {
     /// Builds the tool result: the answer as `structuredContent` and its
     /// text rendering, each at most `max_bytes` (what was cut is said in
     /// both, with `hint` on how to see more), or an `isError` result; either
-    /// way the call is logged and, when an audit log is configured, audited.
+    /// way the call is logged (audit lines are written around every call by
+    /// `call_tool`, see `audit`).
     pub(crate) fn reply_within<T: Serialize + RenderText>(
         &self,
         tool: &str,
@@ -114,7 +125,6 @@ impl LiveprobeServer {
         match encoded {
             Ok((mut json, mut text)) => {
                 tracing::info!(tool, elapsed_ms, ok = true, "tool call");
-                self.engine.policy().audit(tool, elapsed_ms, None);
                 schema_shape::strip_nulls(&mut json);
                 let mut cuts = budget::fit(&mut json, max_bytes);
                 cuts.notes.splice(0..0, notes);
@@ -133,7 +143,6 @@ impl LiveprobeServer {
             Err(e) => {
                 let message = e.to_string();
                 tracing::info!(tool, elapsed_ms, ok = false, error = %message, "tool call");
-                self.engine.policy().audit(tool, elapsed_ms, Some(&message));
                 CallToolResult::error(vec![ContentBlock::text(message)])
             }
         }
@@ -348,6 +357,21 @@ pub fn tool_schemas() -> Vec<(String, &'static str, serde_json::Value)> {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LiveprobeServer {
+    /// Every call passes the audit and policy gate (`audit::GatedCall`).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, McpError> {
+        let call =
+            match audit::GatedCall::admit(self.engine.clone(), &self.origin, &request, &context) {
+                Ok(call) => call,
+                Err(refused) => return Ok((*refused).into()),
+            };
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        call.finish(self.tool_router.call(tcc).await).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()

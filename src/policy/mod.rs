@@ -1,21 +1,30 @@
-//! The box owner's rules: which processes may be attached, which names are
-//! secret, and what every tool call leaves in the audit trail.
+//! The box owner's rules: which processes may be attached and what may be
+//! done to them (`rules`, `glob`, the `--policy` file in `file`), which names
+//! are secret, and what every tool call leaves in the audit trail (`audit`).
 //!
-//! It decides; it never touches a process.
+//! It decides; it never touches a process (it reads `/proc/PID/status` and
+//! `/proc/PID/exe`, which does not).
 
-use std::path::PathBuf;
+pub mod audit;
+pub mod file;
+pub mod glob;
+pub mod rules;
+
+pub use audit::{AuditError, AuditLog};
+pub use rules::{AttachRules, Identity, ProcessFacts, Rule, Verdict};
 
 /// What the owner of the machine allows.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Policy {
-    /// When set, only executables whose path contains one of these may be attached.
-    pub allowed_exes: Vec<String>,
+    /// Which processes may be attached and what may be done to them.
+    pub attach: AttachRules,
     /// Name parts whose values are redacted, in addition to the built-in list.
     pub secret_names: Vec<String>,
     /// Drop the built-in list: only `secret_names` are redacted.
     pub no_default_secrets: bool,
-    /// Where to append one JSON line per tool call; `None`: the log on stderr only.
-    pub audit_log: Option<PathBuf>,
+    /// Where one JSON line per tool call and probe state change goes;
+    /// `None`: the log on stderr only.
+    pub audit: Option<AuditLog>,
     /// Milliseconds per second one probe may hold target threads before it
     /// is throttled; `None`: 250.
     pub hit_budget_ms_per_s: Option<u64>,
@@ -31,53 +40,40 @@ impl Policy {
         std::time::Duration::from_millis(self.hit_budget_ms_per_s.unwrap_or(250).clamp(1, 1000))
     }
 
-    /// Why `pid` (running `exe`) may not be attached, or `None` when it may.
+    /// Why `pid` (running `exe`) may not be attached, naming the rule that
+    /// refuses it, or `None` when it may.
     pub fn refusal(&self, pid: i32, exe: Option<&str>) -> Option<String> {
-        if self.allowed_exes.is_empty() {
-            return None;
-        }
-        match exe {
-            Some(exe) if self.allowed_exes.iter().any(|a| exe.contains(a.as_str())) => None,
-            Some(exe) => Some(format!(
-                "{exe} is not in the allowed list ({}); start liveprobe with --allow-exe to add it",
-                self.allowed_exes.join(", ")
-            )),
-            None => Some(format!(
-                "the executable of process {pid} cannot be read, and only listed executables may be attached"
-            )),
+        match self
+            .attach
+            .judge(&ProcessFacts::of(pid, exe), &Identity::current())
+        {
+            Verdict::Allowed(_) => None,
+            Verdict::Refused { rule, reason } => Some(format!("refused by rule {rule}: {reason}")),
         }
     }
-}
 
-impl Policy {
-    /// Appends one JSON line for a tool call to the audit log, when one is
-    /// configured. A log that cannot be written is reported on stderr, never
-    /// to the client: the call itself already happened.
-    pub fn audit(&self, tool: &str, elapsed_ms: f64, error: Option<&str>) {
-        let Some(path) = &self.audit_log else {
-            return;
-        };
-        let line = serde_json::json!({
-            "time_unix_ms": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            "tool": tool,
-            "ok": error.is_none(),
-            "error": error,
-            "elapsed_ms": elapsed_ms,
-            "server_pid": std::process::id(),
-        });
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| {
-                use std::io::Write;
-                writeln!(f, "{line}")
-            });
-        if let Err(e) = written {
-            tracing::warn!("cannot append to the audit log {}: {e}", path.display());
+    /// Why `tool` may not run (on `pid`, when it names one), naming the rule,
+    /// or `None` when it may.
+    pub fn tool_refusal(&self, tool: &str, pid: Option<i32>) -> Option<String> {
+        let me = Identity::current();
+        match pid {
+            Some(pid) => {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .ok()
+                    .map(|p| p.display().to_string());
+                self.attach
+                    .tool_refusal(tool, &ProcessFacts::of(pid, exe.as_deref()), &me)
+            }
+            // Without a pid only the global observe-only applies.
+            None => self.attach.global_tool_refusal(tool),
+        }
+    }
+
+    /// Appends `record` to the audit log; `Ok` when there is none.
+    pub fn audit(&self, record: serde_json::Value) -> Result<(), AuditError> {
+        match &self.audit {
+            Some(log) => log.write(record),
+            None => Ok(()),
         }
     }
 }

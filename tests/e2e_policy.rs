@@ -1,0 +1,442 @@
+//! The attach policy, observe-only and the audit log, driven over a real
+//! MCP stdio session of the real `liveprobe` binary, against fixtures run
+//! as root (liveprobe's own user in the tests) and, through `setpriv`, as
+//! user `nobody`.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const NOBODY: u32 = 65534;
+
+fn guarded() -> std::path::PathBuf {
+    build_fixture("policy/guarded.c", "policy_guarded", &["-O0"])
+}
+
+/// The fixture as user nobody: setpriv execs it, so the pid is the same.
+fn start_as_nobody(exe: &std::path::Path) -> Fixture {
+    let exe = exe.display().to_string();
+    Launch::new(std::path::Path::new("/usr/bin/setpriv"))
+        .args(&[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            &exe,
+        ])
+        .start()
+}
+
+fn uid_of(pid: i32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("Uid line")
+}
+
+fn row_of(c: &mut McpClient, pid: i32) -> Value {
+    let list = c
+        .call("list_processes", json!({"query": pid.to_string()}))
+        .ok();
+    list["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["pid"] == json!(pid))
+        .unwrap_or_else(|| panic!("{pid} not listed: {list}"))
+        .clone()
+}
+
+fn write_policy(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, text).expect("write policy");
+    path.display().to_string()
+}
+
+fn tick_line() -> String {
+    let text = std::fs::read_to_string(fixture_src("policy/guarded.c")).expect("source");
+    let line = text
+        .lines()
+        .position(|l| l.contains("counter += step;"))
+        .expect("tick body")
+        + 1;
+    format!("guarded.c:{line}")
+}
+
+#[test]
+fn by_default_only_processes_of_liveprobes_own_user_are_attachable() {
+    let exe = guarded();
+    let mut other = start_as_nobody(&exe);
+    assert_eq!(uid_of(other.pid), NOBODY);
+    let mut own = Fixture::start(&exe);
+    assert_eq!(uid_of(own.pid), 0, "the tests run liveprobe as root");
+    let mut c = McpClient::start();
+
+    let row = row_of(&mut c, other.pid);
+    assert_eq!(row["attachable"], false, "{row}");
+    let reason = row["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("own user") && reason.contains("--allow-uid 65534"),
+        "{reason}"
+    );
+
+    let refused = c.call("attach", json!({"pid": other.pid})).err();
+    assert!(
+        refused.contains("refused by rule") && refused.contains("own user"),
+        "{refused}"
+    );
+    // A refused attach leaves the process untouched.
+    assert_eq!(tracer_pid(other.pid), 0);
+    other.send("tick");
+    assert_eq!(other.expect_line("ticked"), "ticked 42");
+
+    assert_eq!(row_of(&mut c, own.pid)["attachable"], true);
+    c.call("attach", json!({"pid": own.pid})).ok();
+    assert!(tracer_pid(own.pid) > 0);
+    own.send("tick");
+    own.expect_line("ticked");
+}
+
+#[test]
+fn liveprobe_never_attaches_itself_nor_its_parent() {
+    let mut c = McpClient::start();
+    let itself = c.child.id() as i32;
+    let row = row_of(&mut c, itself);
+    assert_eq!(row["attachable"], false, "{row}");
+    assert!(
+        row["reason"].as_str().is_some_and(|r| r.contains("itself")),
+        "{row}"
+    );
+    let refused = c.call("attach", json!({"pid": itself})).err();
+    assert!(refused.contains("never liveprobe itself"), "{refused}");
+    // Even an explicit allow rule does not open it; the parent is this test.
+    drop(c);
+    let parent = std::process::id() as i32;
+    let mut c = McpClient::start_with_args(&["--allow-pid", &parent.to_string()]);
+    let refused = c.call("attach", json!({"pid": parent})).err();
+    assert!(refused.contains("never liveprobe's parent"), "{refused}");
+    assert_eq!(tracer_pid(parent), 0);
+}
+
+#[test]
+fn allow_and_deny_flags_decide_and_name_their_rule() {
+    let exe = guarded();
+    let denied_exe = build_fixture("policy/guarded.c", "policy_denied", &["-O0"]);
+    let allowed = start_as_nobody(&exe);
+    let denied = start_as_nobody(&denied_exe);
+    let own = Fixture::start(&exe);
+    let mut c =
+        McpClient::start_with_args(&["--allow-uid", "65534", "--deny-exe", "*/policy_denied*"]);
+
+    c.call("attach", json!({"pid": allowed.pid})).ok();
+    assert!(tracer_pid(allowed.pid) > 0);
+
+    let refused = c.call("attach", json!({"pid": denied.pid})).err();
+    assert!(refused.contains("--deny-exe */policy_denied*"), "{refused}");
+    assert_eq!(tracer_pid(denied.pid), 0);
+    assert_eq!(row_of(&mut c, denied.pid)["attachable"], false);
+
+    // An allow rule replaces the default: root's own process is not listed.
+    let refused = c.call("attach", json!({"pid": own.pid})).err();
+    assert!(
+        refused.contains("allow list") && refused.contains("--allow-uid 65534"),
+        "{refused}"
+    );
+    assert_eq!(tracer_pid(own.pid), 0);
+}
+
+#[test]
+fn allow_exe_without_glob_characters_still_matches_a_substring() {
+    let exe = guarded();
+    let other_exe = build_fixture("policy/guarded.c", "policy_other", &["-O0"]);
+    let by_name = start_as_nobody(&exe);
+    let other = Fixture::start(&other_exe);
+    let mut c = McpClient::start_with_args(&["--allow-exe", "policy_guarded"]);
+    c.call("attach", json!({"pid": by_name.pid})).ok();
+    let refused = c.call("attach", json!({"pid": other.pid})).err();
+    assert!(refused.contains("--allow-exe policy_guarded"), "{refused}");
+    assert_eq!(tracer_pid(other.pid), 0);
+    // The same name as a glob must match the whole path.
+    drop(c);
+    let mut c = McpClient::start_with_args(&["--allow-exe", "policy_guarded*"]);
+    let refused = c.call("attach", json!({"pid": by_name.pid})).err();
+    assert!(refused.contains("allow list"), "{refused}");
+}
+
+#[test]
+fn a_policy_file_limits_tools_per_rule_and_names_the_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(
+        &dir,
+        "# readers may look, never patch\n[[allow]]\nname = \"nobody readers\"\nuid = 65534\ntools = [\"read\"]\n\n[[allow]]\nname = \"own\"\nuid = \"self\"\ndeny_tools = [\"set_metric\"]\n",
+    );
+    let exe = guarded();
+    let mut reader = start_as_nobody(&exe);
+    let own = Fixture::start(&exe);
+    let mut c = McpClient::start_with_args(&["--policy", &policy]);
+
+    c.call("attach", json!({"pid": reader.pid})).ok();
+    let value = c
+        .call(
+            "evaluate",
+            json!({"pid": reader.pid, "expression": "counter", "globals_only": true}),
+        )
+        .ok();
+    assert!(value.to_string().contains("41"), "{value}");
+    c.call("stack_trace", json!({"pid": reader.pid})).ok();
+    let refused = c
+        .call(
+            "set_logpoint",
+            json!({"pid": reader.pid, "location": tick_line(), "message": "n={counter}"}),
+        )
+        .err();
+    assert!(
+        refused.contains("\"nobody readers\"") && refused.contains("policy.toml line 2"),
+        "{refused}"
+    );
+    assert!(
+        c.call("list_probes", json!({})).ok()["probes"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+    );
+    reader.send("tick");
+    assert_eq!(reader.expect_line("ticked"), "ticked 42");
+
+    c.call("attach", json!({"pid": own.pid})).ok();
+    let refused = c
+        .call(
+            "set_metric",
+            json!({"pid": own.pid, "location": tick_line(), "kind": "count"}),
+        )
+        .err();
+    assert!(
+        refused.contains("\"own\"") && refused.contains("set_metric"),
+        "{refused}"
+    );
+    let probe = c
+        .call(
+            "set_logpoint",
+            json!({"pid": own.pid, "location": tick_line(), "message": "n={counter}"}),
+        )
+        .ok();
+    assert!(probe["probe_id"].as_u64().is_some(), "{probe}");
+}
+
+#[test]
+fn a_malformed_policy_file_stops_start_up_with_line_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, expected) in [
+        (
+            "[[allow]]\nuid = 1000\nexe_path = \"x\"\n",
+            ":3: unknown field `exe_path`",
+        ),
+        (
+            "[[allow]]\nuid = 1000\ntools = [\"read\", \"set_snapshott\"]\n",
+            ":3: \"set_snapshott\" is not a tool",
+        ),
+        (
+            "\n[[deny]]\nname = \"nothing\"\n",
+            ":2: this [[deny]] rule matches nothing",
+        ),
+        ("observe_only = yes\n", ":1:"),
+    ] {
+        let policy = write_policy(&dir, text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveprobe"))
+            .args(["--policy", &policy])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run liveprobe");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} was accepted");
+        assert!(
+            stderr.contains(&format!("{policy}{expected}")),
+            "{text:?}: {stderr}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveprobe"))
+        .args(["--allow-uid", "nobody"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run liveprobe");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a uid"));
+}
+
+fn assert_observe_only(c: &mut McpClient, fx: &mut Fixture, origin: &str) {
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    for (tool, args) in [
+        (
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": tick_line()}),
+        ),
+        (
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": tick_line(), "message": "x"}),
+        ),
+        (
+            "set_metric",
+            json!({"pid": fx.pid, "location": tick_line(), "kind": "count"}),
+        ),
+    ] {
+        let refused = c.call(tool, args).err();
+        assert!(
+            refused.contains("observe-only") && refused.contains(origin),
+            "{refused}"
+        );
+    }
+    assert!(
+        c.call("list_probes", json!({})).ok()["probes"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+    );
+    let value = c
+        .call(
+            "evaluate",
+            json!({"pid": fx.pid, "expression": "counter + 1", "globals_only": true}),
+        )
+        .ok();
+    assert!(value.to_string().contains("42"), "{value}");
+    c.call("read_locals", json!({"pid": fx.pid})).ok();
+    c.call("stack_trace", json!({"pid": fx.pid})).ok();
+    c.call(
+        "resolve_location",
+        json!({"pid": fx.pid, "location": tick_line()}),
+    )
+    .ok();
+    // Nothing was written into the code: the tick runs as before.
+    fx.send("tick");
+    assert_eq!(fx.expect_line("ticked"), "ticked 42");
+}
+
+#[test]
+fn observe_only_refuses_probes_and_allows_reads() {
+    let mut fx = Fixture::start(&guarded());
+    let mut c = McpClient::start_with_args(&["--observe-only"]);
+    assert_observe_only(&mut c, &mut fx, "--observe-only");
+}
+
+#[test]
+fn observe_only_is_also_a_policy_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = write_policy(&dir, "observe_only = true\n");
+    let mut fx = Fixture::start(&guarded());
+    let mut c = McpClient::start_with_args(&["--policy", &global]);
+    assert_observe_only(&mut c, &mut fx, "observe_only = true");
+    drop(c);
+    drop(fx);
+    let per_rule = write_policy(
+        &dir,
+        "[[allow]]\nname = \"watch only\"\nuid = \"self\"\nobserve_only = true\n",
+    );
+    let mut fx = Fixture::start(&guarded());
+    let mut c = McpClient::start_with_args(&["--policy", &per_rule]);
+    assert_observe_only(&mut c, &mut fx, "\"watch only\"");
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn the_audit_log_has_every_call_and_every_probe_state_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let mut fx = Fixture::start(&guarded());
+    let mut c = McpClient::start_with_args(&["--audit-log", &log.display().to_string()]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    // A secret-named argument (an unknown one: the call fails) is audited
+    // redacted.
+    c.call(
+        "list_threads",
+        json!({"pid": fx.pid, "password": "hunter2-in-an-argument"}),
+    );
+    let probe = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": tick_line(), "message": "n={counter}", "max_hits": 1}),
+        )
+        .ok();
+    let id = probe["probe_id"].as_u64().expect("probe_id");
+    fx.send("tick");
+    fx.expect_line("ticked");
+    // The hit ends the probe (max_hits 1): a state change no call made.
+    let results = c
+        .call(
+            "get_probe_results",
+            json!({"probe_id": id, "wait_ms": 10000}),
+        )
+        .ok();
+    assert_eq!(results["state"], "done", "{results}");
+    c.call("remove_probe", json!({"probe_id": id})).ok();
+    assert_eq!(c.shutdown(), Some(0));
+
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    assert!(!text.contains("hunter2"), "{text}");
+    let lines = audit_lines(&log);
+    let calls: Vec<&Value> = lines.iter().filter(|l| l["event"] == "tool_call").collect();
+    let results: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "tool_result")
+        .collect();
+    let tools: Vec<&str> = results.iter().filter_map(|l| l["tool"].as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "attach",
+            "list_threads",
+            "set_logpoint",
+            "get_probe_results",
+            "remove_probe"
+        ],
+        "{text}"
+    );
+    assert_eq!(calls.len(), results.len(), "{text}");
+    for l in &results {
+        assert_eq!(l["client"]["name"], "liveprobe-tests", "{l}");
+        assert_eq!(l["transport"], "stdio", "{l}");
+        assert!(l["session"].as_str().is_some_and(|s| !s.is_empty()), "{l}");
+        assert!(l["time_unix_ms"].as_u64().is_some(), "{l}");
+    }
+    assert_eq!(results[0]["arguments"]["pid"], json!(fx.pid));
+    assert_eq!(results[0]["outcome"], "ok");
+    assert_eq!(results[1]["arguments"]["password"], "<redacted>");
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "probe_state" && l["probe_id"] == json!(id))
+        .filter_map(|l| l["state"].as_str())
+        .collect();
+    assert_eq!(states.first(), Some(&"armed"), "{text}");
+    assert!(states.contains(&"done"), "{text}");
+}
+
+#[test]
+fn a_call_that_cannot_be_audited_is_refused_and_leaves_the_target_untouched() {
+    let fx = Fixture::start(&guarded());
+    let mut c = McpClient::start_with_args(&["--audit-log", "/dev/full"]);
+    let refused = c.call("attach", json!({"pid": fx.pid})).err();
+    assert!(
+        refused.contains("did not run attach") && refused.contains("No call runs unaudited"),
+        "{refused}"
+    );
+    assert_eq!(tracer_pid(fx.pid), 0);
+    // A log that cannot even be opened stops start-up.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveprobe"))
+        .args(["--audit-log", "/nonexistent-dir/audit.jsonl"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run liveprobe");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot write to the audit log /nonexistent-dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
