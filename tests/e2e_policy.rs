@@ -440,3 +440,150 @@ fn a_call_that_cannot_be_audited_is_refused_and_leaves_the_target_untouched() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn deploy_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Every document of every manifest, as JSON (PyYAML comes with
+/// kubernetes-validate).
+fn manifests() -> Vec<Value> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import glob, json, sys, yaml\n\
+             docs = [d for f in sorted(glob.glob(sys.argv[1] + '/*.yaml'))\n\
+                     for d in yaml.safe_load_all(open(f)) if d]\n\
+             print(json.dumps(docs))",
+        ])
+        .arg(deploy_dir().join("kubernetes"))
+        .output()
+        .expect("run python3 (tools/test.sh installs PyYAML with kubernetes-validate)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("manifests as JSON")
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
+    let files: Vec<String> = std::fs::read_dir(deploy_dir().join("kubernetes"))
+        .expect("deploy/kubernetes")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(files.len() >= 4, "{files:?}");
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .args(&files)
+        .output()
+        .expect("run kubernetes-validate (tools/test.sh installs it from PyPI)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_daemonset_has_only_what_liveprobe_needs() {
+    let docs = manifests();
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    let mut added: Vec<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .expect("added capabilities")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    added.sort();
+    assert_eq!(added, ["BPF", "PERFMON", "SYS_PTRACE"]);
+    // The token comes from a Secret, never from the manifest.
+    let token = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "LIVEPROBE_TOKEN")
+        .expect("LIVEPROBE_TOKEN");
+    assert!(token.get("value").is_none(), "{token}");
+    assert!(token["valueFrom"]["secretKeyRef"]["name"].is_string());
+    // The entry point is the image's liveprobe binary.
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).expect("Dockerfile");
+    let entry = c["command"][0].as_str().expect("command");
+    assert!(
+        dockerfile.contains(&format!("ENTRYPOINT [\"{entry}\"]")),
+        "the DaemonSet runs {entry}, the Dockerfile another entry point"
+    );
+    assert!(dockerfile.contains(&format!("COPY --from=build /liveprobe {entry}")));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for flag in ["--http", "--allow-remote", "--policy", "--audit-log"] {
+        assert!(args.contains(&flag), "{flag} missing from {args:?}");
+    }
+    // The policy file it loads is the ConfigMap's, mounted where --policy
+    // points.
+    let policy_arg = args[args
+        .iter()
+        .position(|a| *a == "--policy")
+        .expect("--policy")
+        + 1];
+    let mount = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| policy_arg.starts_with(m["mountPath"].as_str().unwrap_or("-")))
+        .expect("a mount holding the policy file");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the policy volume");
+    let configmap = volume["configMap"]["name"]
+        .as_str()
+        .expect("a ConfigMap volume");
+    assert!(
+        docs.iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == configmap)
+    );
+}
+
+#[test]
+fn the_policy_in_the_configmap_is_one_liveprobe_loads() {
+    let docs = manifests();
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .and_then(|d| d["data"]["policy.toml"].as_str())
+        .expect("a ConfigMap with policy.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_policy(&dir, policy);
+    // Loaded at start-up: the session starts and lists tools.
+    let mut c = McpClient::start_with_args(&["--policy", &path]);
+    let own = Fixture::start(&guarded());
+    // The shipped policy allows uid 1000 only: root's process is refused.
+    let refused = c.call("attach", json!({"pid": own.pid})).err();
+    assert!(refused.contains("allow list"), "{refused}");
+    assert_eq!(c.shutdown(), Some(0));
+}

@@ -18,6 +18,10 @@ python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp").
   || python3 -m pip install -q 'mcp>=2,<3'
 command -v mcp-inspector >/dev/null 2>&1 \
   || npm install -g -s @modelcontextprotocol/inspector >/dev/null
+# tests/e2e_policy.rs validates deploy/kubernetes/ against the Kubernetes
+# schemas (bundled in the package: no network once installed).
+command -v kubernetes-validate >/dev/null 2>&1 \
+  || python3 -m pip install -q kubernetes-validate
 # Real programs nobody here wrote (Lua from crates.io's lua-src, a hyper +
 # tokio server, an Asio C++ server), built with full DWARF into target/real
 # for tests/real_*.rs. The first run fetches their sources with cargo and
