@@ -344,6 +344,22 @@ fn audit_lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// Waits (up to a minute, for a loaded machine) until the audit log at
+/// `path` has a line `matching`.
+fn wait_for_audit_line(path: &std::path::Path, matching: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if audit_lines(path).iter().any(&matching) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!(
+        "no such line in the audit log:\n{}",
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
 #[test]
 fn the_audit_log_has_every_call_and_every_probe_state_change() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -366,7 +382,11 @@ fn the_audit_log_has_every_call_and_every_probe_state_change() {
     let id = probe["probe_id"].as_u64().expect("probe_id");
     fx.send("tick");
     fx.expect_line("ticked");
-    // The hit ends the probe (max_hits 1): a state change no call made.
+    // The hit ends the probe (max_hits 1): a state change no call made,
+    // audited from the engine's announcement before any other call.
+    wait_for_audit_line(&log, |l| {
+        l["event"] == "probe_state" && l["state"] == "done"
+    });
     let results = c
         .call(
             "get_probe_results",
@@ -586,4 +606,57 @@ fn the_policy_in_the_configmap_is_one_liveprobe_loads() {
     let refused = c.call("attach", json!({"pid": own.pid})).err();
     assert!(refused.contains("allow list"), "{refused}");
     assert_eq!(c.shutdown(), Some(0));
+}
+
+#[test]
+fn calls_refused_by_policy_are_audited_as_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let fx = Fixture::start(&guarded());
+    let other = start_as_nobody(&guarded());
+    let mut c =
+        McpClient::start_with_args(&["--observe-only", "--audit-log", &log.display().to_string()]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    c.call(
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": tick_line()}),
+    )
+    .err();
+    c.call("attach", json!({"pid": other.pid})).err();
+    assert_eq!(c.shutdown(), Some(0));
+    let meta = std::fs::metadata(&log).expect("audit log");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let results: Vec<Value> = audit_lines(&log)
+        .into_iter()
+        .filter(|l| l["event"] == "tool_result")
+        .collect();
+    let outcomes: Vec<(&str, &str)> = results
+        .iter()
+        .map(|l| {
+            (
+                l["tool"].as_str().unwrap_or("?"),
+                l["outcome"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("attach", "ok"),
+            ("set_snapshot", "refused"),
+            ("attach", "refused")
+        ],
+        "{results:?}"
+    );
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("observe-only"))
+    );
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("own user"))
+    );
 }

@@ -54,9 +54,13 @@ impl AuditLog {
     // Reopened for every line: a log rotated away (renamed, then a new file
     // made) is followed, and a file that became unwritable is noticed.
     fn open_file(&self) -> Result<std::fs::File, AuditError> {
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            // Arguments can name what an operator looks at: owner-only when
+            // we create it.
+            .mode(0o600)
             .open(&self.path)
             .map_err(|e| self.error(e))
     }

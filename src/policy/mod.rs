@@ -43,6 +43,13 @@ impl Policy {
     /// Why `pid` (running `exe`) may not be attached, naming the rule that
     /// refuses it, or `None` when it may.
     pub fn refusal(&self, pid: i32, exe: Option<&str>) -> Option<String> {
+        // Refused all the same (nothing is known of it), with the words that
+        // help.
+        if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Some(format!(
+                "there is no process {pid}: list_processes shows the running ones"
+            ));
+        }
         match self
             .attach
             .judge(&ProcessFacts::of(pid, exe), &Identity::current())
@@ -61,6 +68,13 @@ impl Policy {
                 let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                     .ok()
                     .map(|p| p.display().to_string());
+                // Checked here too (the engine checks again), so an attach
+                // the policy refuses is audited as refused.
+                if tool == "attach" {
+                    return self
+                        .refusal(pid, exe.as_deref())
+                        .map(|why| format!("process {pid} may not be attached: {why}"));
+                }
                 self.attach
                     .tool_refusal(tool, &ProcessFacts::of(pid, exe.as_deref()), &me)
             }
