@@ -260,17 +260,24 @@ impl AttachRules {
         if let Some(why) = self.global_tool_refusal(tool) {
             return Some(why);
         }
-        match self.judge(p, me) {
-            Verdict::Allowed(rule) => rule.limits.refusal(tool).map(|why| {
-                format!(
-                    "{tool} is refused on process {} by rule {}: {why}",
-                    p.pid,
-                    rule.cited()
-                )
-            }),
+        if let Verdict::Refused { .. } = self.judge(p, me) {
             // Attaching says why; other tools find the process not attached.
-            Verdict::Refused { .. } => None,
+            return None;
         }
+        // Every allow rule that matches limits the process, not only the
+        // first: a rule given as a flag cannot lift a file's limits.
+        self.allow
+            .iter()
+            .filter(|r| r.matches(p, me))
+            .find_map(|rule| {
+                rule.limits.refusal(tool).map(|why| {
+                    format!(
+                        "{tool} is refused on process {} by rule {}: {why}",
+                        p.pid,
+                        rule.cited()
+                    )
+                })
+            })
     }
 
     /// Why `tool` may not run on any process (global observe-only), or `None`.
@@ -373,6 +380,16 @@ mod tests {
         };
         let p = process(5, 1000, "/bin/x");
         assert!(rules.tool_refusal("evaluate", &p, &ME).is_none());
+        // A second, unlimited rule for the same process lifts nothing.
+        let mut rules = rules;
+        rules.allow.insert(
+            0,
+            Rule {
+                name: "--allow-uid 1000".into(),
+                uid: Some(UidMatch::Uid(1000)),
+                ..Rule::default()
+            },
+        );
         let why = rules
             .tool_refusal("set_snapshot", &p, &ME)
             .unwrap_or_default();
