@@ -660,3 +660,126 @@ fn calls_refused_by_policy_are_audited_as_refused() {
             .is_some_and(|e| e.contains("own user"))
     );
 }
+
+/// A minimal MCP stdio client for a liveprobe run as another user
+/// (`McpClient` starts the binary itself, as root).
+struct ClientAs {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    next_id: u64,
+}
+
+impl ClientAs {
+    fn start(uid: u32) -> ClientAs {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("/usr/bin/setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--clear-groups", "--", env!("CARGO_BIN_EXE_liveprobe")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start liveprobe through setpriv");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut c = ClientAs {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+        };
+        let init = c.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "liveprobe-tests-as-user", "version": "0"}}),
+        );
+        assert!(init.get("result").is_some(), "{init}");
+        c.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized", "params": {}}));
+        c
+    }
+
+    fn send(&mut self, msg: &Value) {
+        use std::io::Write;
+        writeln!(self.stdin, "{msg}").expect("write to liveprobe");
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("an answer from liveprobe");
+            let msg: Value = serde_json::from_str(&line).expect("JSON-RPC line");
+            if msg["id"] == json!(id) {
+                return msg;
+            }
+        }
+    }
+
+    /// (is_error, text) of a tool call.
+    fn call(&mut self, tool: &str, args: Value) -> (bool, String, Value) {
+        let resp = self.request("tools/call", json!({"name": tool, "arguments": args}));
+        let result = &resp["result"];
+        let text = result["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        (
+            result["isError"].as_bool().unwrap_or(false),
+            text,
+            result["structuredContent"].clone(),
+        )
+    }
+}
+
+impl Drop for ClientAs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_liveprobe_run_as_another_user_attaches_that_users_processes_only() {
+    let exe = guarded();
+    let mut same_user = start_as_nobody(&exe);
+    let root_owned = Fixture::start(&exe);
+    let mut c = ClientAs::start(NOBODY);
+
+    let (failed, text, _) = c.call("attach", json!({"pid": root_owned.pid}));
+    assert!(failed, "{text}");
+    assert!(
+        text.contains("own user") && text.contains("runs as uid 0 and liveprobe as uid 65534"),
+        "{text}"
+    );
+    assert_eq!(tracer_pid(root_owned.pid), 0);
+
+    let (failed, text, report) = c.call("attach", json!({"pid": same_user.pid}));
+    assert!(!failed, "{text}");
+    assert_eq!(report["pid"], json!(same_user.pid), "{report}");
+    // TracerPid names liveprobe's tracer thread.
+    let tracer = tracer_pid(same_user.pid);
+    assert!(
+        std::path::Path::new(&format!("/proc/{}/task/{tracer}", c.child.id())).exists(),
+        "traced by {tracer}, not by liveprobe {}",
+        c.child.id()
+    );
+    same_user.send("tick");
+    assert_eq!(same_user.expect_line("ticked"), "ticked 42");
+}
