@@ -298,3 +298,365 @@ pub fn plan_site(
     }
     builder.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The planner on its own, on a committed recording (the C values
+    //! fixture stopped in `inspect_here`: its program with DWARF, registers
+    //! and the memory its reading touched). A plan is checked by running it
+    //! the way a hit does (registers, then each read at its base + offset)
+    //! and rendering from the copied bytes only: the result must equal the
+    //! rendering from the whole recorded memory.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::debuginfo::{MemorySource, Module, RecordedMemory, Registers};
+    use crate::eval::{CompiledExpr, FrameContext};
+    use crate::value::Limits;
+
+    struct Recording {
+        image: ProcessImage,
+        memory: RecordedMemory,
+        regs: Registers,
+        pc: RuntimeAddr,
+        cfa: Option<u64>,
+        is_caller: bool,
+    }
+
+    fn recording(name: &str) -> Recording {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recordings")
+            .join(name);
+        let text = std::fs::read_to_string(dir.join("frame.json")).expect("frame.json");
+        let frame: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let bias = frame["bias"].as_u64().expect("bias");
+        let module = Module::open_file(&dir.join("program"), bias).expect("program");
+        let image = ProcessImage::from_modules(0, vec![Arc::new(module)], Some(0));
+        let mut memory = RecordedMemory::new();
+        for range in frame["memory"].as_array().expect("memory") {
+            let address = range[0].as_u64().expect("address");
+            let hex = range[1].as_str().expect("hex");
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            memory.insert(address, bytes);
+        }
+        let mut regs = Registers::new();
+        for (k, value) in frame["registers"]
+            .as_array()
+            .expect("registers")
+            .iter()
+            .enumerate()
+        {
+            regs.set(k as u16, value.as_u64());
+        }
+        Recording {
+            image,
+            memory,
+            regs,
+            pc: RuntimeAddr(frame["pc"].as_u64().expect("pc")),
+            cfa: frame["cfa"].as_u64(),
+            is_caller: frame["is_caller"].as_bool().unwrap_or(false),
+        }
+    }
+
+    impl Recording {
+        fn ctx<'a>(&'a self, memory: &'a dyn MemorySource) -> FrameContext<'a> {
+            FrameContext {
+                image: &self.image,
+                pc: self.pc,
+                regs: &self.regs,
+                cfa: self.cfa,
+                is_caller: self.is_caller,
+                inline_depth: 0,
+                memory,
+            }
+        }
+
+        fn compile(&self, source: &str) -> CompiledExpr {
+            eval::compile(source, &self.ctx(&self.memory)).expect(source)
+        }
+
+        fn snapshot(&self, frames: usize, expressions: &[&str], limits: Limits) -> SiteAction {
+            SiteAction::Snapshot {
+                frames,
+                expressions: expressions
+                    .iter()
+                    .map(|e| (e.to_string(), self.compile(e)))
+                    .collect(),
+                limits,
+            }
+        }
+
+        fn plan(
+            &self,
+            condition: Option<&str>,
+            action: &SiteAction,
+            limits: PlanLimits,
+        ) -> Result<CapturePlan, PlanRefusal> {
+            let condition = condition.map(|c| self.compile(c));
+            plan_site(
+                &self.image,
+                self.pc,
+                condition.as_ref(),
+                action,
+                &Redaction::default(),
+                limits,
+            )
+        }
+
+        /// Runs `plan` as a hit would, copying only what it names (byte
+        /// by byte where the recording has them).
+        fn execute(&self, plan: &CapturePlan) -> Copied {
+            let mut copied = RecordedMemory::new();
+            let mut data: Vec<Vec<Option<u8>>> = Vec::new();
+            for read in &plan.reads {
+                let base = match read.base {
+                    CaptureBase::Register(slot) => (0..=reg::RIP)
+                        .find(|r| register_slot(*r) == Some(slot))
+                        .and_then(|r| self.regs.get(r)),
+                    CaptureBase::Word { read: from, at } => {
+                        let word: Option<Vec<u8>> = data[from]
+                            .get(at as usize..at as usize + 8)
+                            .and_then(|w| w.iter().copied().collect());
+                        word.map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                    }
+                    CaptureBase::Absolute => Some(0),
+                };
+                let mut bytes = vec![None; read.len as usize];
+                if let Some(base) = base {
+                    let start = base.wrapping_add(read.offset as u64);
+                    for (i, slot) in bytes.iter_mut().enumerate() {
+                        let mut byte = [0u8];
+                        let address = start.wrapping_add(i as u64);
+                        if self.memory.read_memory(address, &mut byte).is_ok() {
+                            *slot = Some(byte[0]);
+                            copied.insert(address, byte.to_vec());
+                        }
+                        if read.string && byte[0] == 0 {
+                            break;
+                        }
+                    }
+                }
+                data.push(bytes);
+            }
+            Copied(copied)
+        }
+    }
+
+    /// The bytes a plan copied; a string is answered from the copy (up to
+    /// its NUL), as the renderer of a capture does.
+    struct Copied(RecordedMemory);
+
+    impl MemorySource for Copied {
+        fn read_memory(
+            &self,
+            addr: u64,
+            buf: &mut [u8],
+        ) -> Result<(), crate::debuginfo::MemoryError> {
+            self.0.read_memory(addr, buf)
+        }
+
+        fn wants_exact_reads(&self) -> bool {
+            true
+        }
+
+        fn read_string(
+            &self,
+            addr: u64,
+            max: usize,
+        ) -> Result<(Vec<u8>, bool), crate::debuginfo::MemoryError> {
+            let mut bytes = Vec::new();
+            while bytes.len() < max {
+                let mut byte = [0u8];
+                match self
+                    .0
+                    .read_memory(addr.wrapping_add(bytes.len() as u64), &mut byte)
+                {
+                    Ok(()) if byte[0] == 0 => return Ok((bytes, true)),
+                    Ok(()) => bytes.push(byte[0]),
+                    Err(error) if bytes.is_empty() => return Err(error),
+                    Err(_) => return Ok((bytes, false)),
+                }
+            }
+            Ok((bytes, false))
+        }
+    }
+
+    fn wide() -> PlanLimits {
+        PlanLimits {
+            max_bytes: 1 << 20,
+            max_reads: 4096,
+            max_string: 4096,
+        }
+    }
+
+    /// Every local of the frame, rendered from the planned bytes only,
+    /// reads as it does from the whole memory: pointers followed, strings,
+    /// arrays, nested structs, a linked list and a cycle.
+    #[test]
+    fn planned_locals_render_as_from_the_whole_memory() {
+        let r = recording("c_values_O0");
+        let limits = Limits::default();
+        let plan = r
+            .plan(None, &r.snapshot(1, &[], limits.clone()), wide())
+            .expect("plannable");
+        assert!(plan.registers);
+        let copied = r.execute(&plan);
+        let redaction = Redaction::default();
+        let whole = eval::read_locals(&r.ctx(&r.memory), &limits, &redaction).expect("locals");
+        let planned = eval::read_locals(&r.ctx(&copied), &limits, &redaction).expect("locals");
+        assert_eq!(
+            serde_json::to_value(&planned).expect("json"),
+            serde_json::to_value(&whole).expect("json")
+        );
+        // Not a plan that copies nothing and an empty frame.
+        let text = whole.iter().find(|v| v.name == "text").expect("text");
+        assert_eq!(text.value, "\"hi\"");
+        let first = whole.iter().find(|v| v.name == "first").expect("first");
+        let shown = serde_json::to_string(first).expect("json");
+        assert!(shown.contains("\"value\":\"2\""), "followed: {shown}");
+    }
+
+    /// Expressions and a condition: what they read is planned, and their
+    /// values from the planned bytes equal those from the whole memory.
+    #[test]
+    fn planned_expressions_and_conditions_read_what_they_need() {
+        let r = recording("c_values_O0");
+        let limits = Limits::default();
+        let expressions = [
+            "where->x",
+            "first.next->next->value",
+            "numbers[2]",
+            "sh.corners[1].y",
+            "label",
+            "*message",
+            "acct.name",
+            "&p",
+            "count * 2 + 1",
+        ];
+        let condition = "count > 1 && label == \"label\" && where->y != 12345";
+        let action = r.snapshot(0, &expressions, limits.clone());
+        let plan = r
+            .plan(Some(condition), &action, PlanLimits::default())
+            .expect("plannable within the BPF limits");
+        let copied = r.execute(&plan);
+        let redaction = Redaction::default();
+        for source in expressions {
+            let e = r.compile(source);
+            let whole = eval::evaluate(&e, &r.ctx(&r.memory), &limits, &redaction);
+            let planned = eval::evaluate(&e, &r.ctx(&copied), &limits, &redaction);
+            assert_eq!(planned, whole, "{source}");
+            assert!(whole.unavailable.is_none(), "{source}: {whole:?}");
+        }
+        let c = r.compile(condition);
+        let whole = eval::evaluate_condition(&c, &r.ctx(&r.memory)).expect("condition");
+        let planned = eval::evaluate_condition(&c, &r.ctx(&copied)).expect("condition");
+        assert_eq!(planned, whole);
+        assert!(whole, "the fixture's values make it true");
+        // The symbolic bases are what a program can compute: a register
+        // (the frame's locals), then words of earlier reads (pointers).
+        assert!(
+            plan.reads
+                .iter()
+                .any(|read| matches!(read.base, CaptureBase::Register(_)))
+        );
+        assert!(
+            plan.reads
+                .iter()
+                .any(|read| matches!(read.base, CaptureBase::Word { .. }))
+        );
+    }
+
+    /// Addresses computed from the target's data are refused with the
+    /// reason, in the expression, the condition and the histogram alike.
+    #[test]
+    fn data_dependent_addresses_are_refused_with_the_reason() {
+        let r = recording("c_values_O0");
+        for source in [
+            "numbers[count]",
+            "numbers[count % 4]",
+            "(where + count)->x",
+            "numbers[numbers[0] - 10]",
+        ] {
+            let action = r.snapshot(0, &[source], Limits::default());
+            let refusal = r.plan(None, &action, wide()).expect_err(source);
+            assert!(
+                matches!(refusal, PlanRefusal::DataDependentAddress { .. }),
+                "{source}: {refusal:?}"
+            );
+            let text = refusal.to_string();
+            assert!(
+                text.contains("computed from the target's data") && text.contains(source),
+                "{source}: {text}"
+            );
+            let condition = format!("{source} == 1");
+            let refusal = r
+                .plan(Some(&condition), &SiteAction::Count, wide())
+                .expect_err(&condition);
+            assert!(matches!(refusal, PlanRefusal::DataDependentAddress { .. }));
+            let histogram = SiteAction::Histogram(Box::new(r.compile(source)));
+            assert!(r.plan(None, &histogram, wide()).is_err(), "{source}");
+        }
+        // A constant index, even one written as arithmetic, is planned.
+        let action = r.snapshot(0, &["numbers[4 - 1]", "where[0].y"], Limits::default());
+        assert!(r.plan(None, &action, wide()).is_ok());
+    }
+
+    /// The other refusals: caller frames, a C string's full length, and a
+    /// plan past its limits, each saying what to do instead.
+    #[test]
+    fn other_refusals_say_why_and_what_to_do() {
+        let r = recording("c_values_O0");
+        let frames = r.snapshot(2, &[], Limits::default());
+        let refusal = r.plan(None, &frames, wide()).expect_err("frames 2");
+        assert_eq!(refusal, PlanRefusal::CallerFrames);
+        assert!(refusal.to_string().contains("frames 1"), "{refusal}");
+
+        let strlen = r.snapshot(0, &["len(label)"], Limits::default());
+        let refusal = r
+            .plan(None, &strlen, PlanLimits::default())
+            .expect_err("len");
+        assert!(
+            matches!(refusal, PlanRefusal::StringTooLong { .. }),
+            "{refusal:?}"
+        );
+
+        let locals = r.snapshot(1, &[], Limits::default());
+        let one_read = PlanLimits {
+            max_reads: 1,
+            ..wide()
+        };
+        let refusal = r.plan(None, &locals, one_read).expect_err("one read");
+        assert_eq!(refusal, PlanRefusal::TooManyReads { limit: 1 });
+        let few_bytes = PlanLimits {
+            max_bytes: 64,
+            ..wide()
+        };
+        let refusal = r.plan(None, &locals, few_bytes).expect_err("64 bytes");
+        assert!(
+            matches!(refusal, PlanRefusal::TooManyBytes { .. }),
+            "{refusal:?}"
+        );
+        assert!(refusal.to_string().contains("smaller limits"), "{refusal}");
+    }
+
+    /// Probes that read nothing of the frame need no capture at all.
+    #[test]
+    fn counts_and_durations_plan_nothing() {
+        let r = recording("c_values_O0");
+        for action in [
+            SiteAction::Count,
+            SiteAction::DurationStart,
+            SiteAction::DurationEnd,
+        ] {
+            assert_eq!(
+                r.plan(None, &action, PlanLimits::default()),
+                Ok(CapturePlan::default())
+            );
+        }
+    }
+}
