@@ -259,9 +259,16 @@ pub fn plan_site(
     };
     // The renderer unwinds frame 0 for its CFA, reading the slots the CFI
     // names (the return address, saved registers): copy them.
-    if let Ok((cfa, saved_at)) = &unwind {
-        for offset in saved_at {
-            builder.read(cfa.plus(*offset), 8)?;
+    match &unwind {
+        Ok((cfa, saved_at)) => {
+            for offset in saved_at {
+                builder.read(cfa.plus(*offset), 8)?;
+            }
+        }
+        // Without CFI the unwinder takes the rbp chain: the saved rbp and
+        // the return address.
+        Err(_) => {
+            builder.read(SymAddr::register(reg::RBP, 0), 16)?;
         }
     }
     let site = PlanSite {

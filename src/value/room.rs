@@ -115,7 +115,7 @@ impl SymPlace {
 pub enum PlanRefusal {
     /// An address depends on a number read from the target.
     #[error(
-        "{what} is computed from the target's data, which a capture planned before the hit cannot follow (only registers, pointers read from memory and constant offsets); index with a constant, or use engine auto or ptrace"
+        "{what} is computed from the target's data, which a capture planned before the hit cannot follow (only registers, pointers read from memory and constant offsets); index with a constant to keep a planned capture, or let the ptrace engine read it live"
     )]
     DataDependentAddress {
         /// The expression or operation whose address it is.
@@ -123,17 +123,17 @@ pub enum PlanRefusal {
     },
     /// A thread-local variable: the thread pointer is not captured.
     #[error(
-        "it reads a thread-local variable, and the thread pointer is not part of a kernel-side capture; use engine auto or ptrace"
+        "it reads a thread-local variable, and the thread pointer is not part of a kernel-side capture; the ptrace engine reads it live"
     )]
     ThreadLocal,
     /// Caller frames need the stack walked at the hit.
     #[error(
-        "a snapshot of caller frames needs their return addresses, which only a stopped thread gives; use frames 1, or engine auto or ptrace"
+        "a snapshot of caller frames needs their return addresses, which only a stopped thread gives; ask for frames 1 to keep a planned capture"
     )]
     CallerFrames,
     /// A container whose reads depend on its contents.
     #[error(
-        "`{name}` is a {kind}: which memory to read depends on its contents (how many nodes, where they are); leave it out of the expressions, or use engine auto or ptrace"
+        "`{name}` is a {kind}: which memory to read depends on its contents (how many nodes, where they are); leave it out (or show one of its fields) to keep a planned capture"
     )]
     DataDependentLayout {
         /// The value's name.
@@ -143,7 +143,7 @@ pub enum PlanRefusal {
     },
     /// An enum with several variants holding data.
     #[error(
-        "`{name}` is an enum whose variants hold different data: which bytes to read depends on the variant at the hit; use engine auto or ptrace"
+        "`{name}` is an enum whose variants hold different data: which bytes to read depends on the variant at the hit; the ptrace engine reads it live"
     )]
     MultiVariantEnum {
         /// The value's name.
@@ -151,7 +151,7 @@ pub enum PlanRefusal {
     },
     /// A pointer whose value the planner cannot name.
     #[error(
-        "`{name}` follows a pointer whose value the planner cannot name (held in pieces of registers, or the value a register had at entry); use engine auto or ptrace"
+        "`{name}` follows a pointer whose value the planner cannot name (held in pieces of registers, or the value a register had at entry); the ptrace engine reads it live"
     )]
     UnnamedPointer {
         /// The value's name.
@@ -159,7 +159,7 @@ pub enum PlanRefusal {
     },
     /// A location expression the planner does not interpret.
     #[error(
-        "a variable's location uses {operation}, which the capture planner does not interpret; use engine auto or ptrace"
+        "a variable's location uses {operation}, which the capture planner does not interpret; the ptrace engine reads it live"
     )]
     UnsupportedLocation {
         /// The DWARF operation.
@@ -167,7 +167,7 @@ pub enum PlanRefusal {
     },
     /// The site's CFA has no register + offset rule.
     #[error(
-        "the canonical frame address at this site is not a register plus an offset in the unwind info ({why}); use engine auto or ptrace"
+        "the canonical frame address at this site is not a register plus an offset in the unwind info ({why}); the ptrace engine unwinds it live"
     )]
     NoCfaRule {
         /// What the unwind info says instead.
@@ -175,7 +175,7 @@ pub enum PlanRefusal {
     },
     /// A register the capture does not hold.
     #[error(
-        "a location uses DWARF register {register}, which a capture does not hold; use engine auto or ptrace"
+        "a location uses DWARF register {register}, which a capture does not hold; the ptrace engine reads it live"
     )]
     Register {
         /// The DWARF register number.
@@ -183,7 +183,7 @@ pub enum PlanRefusal {
     },
     /// A string longer than a capture copies.
     #[error(
-        "it reads a string of up to {wanted} bytes (the length of a C string, say), more than a capture copies ({limit}); use engine auto or ptrace"
+        "it reads a string of up to {wanted} bytes (the length of a C string, say), more than a capture copies ({limit}); the ptrace engine reads it live"
     )]
     StringTooLong {
         /// Bytes the read may need.
@@ -193,7 +193,7 @@ pub enum PlanRefusal {
     },
     /// More reads than the plan allows.
     #[error(
-        "the capture needs more than {limit} reads; ask for fewer expressions or smaller limits (depth, max_items), or use engine auto or ptrace"
+        "the capture needs more than {limit} reads; ask for fewer expressions or smaller limits (depth, max_items) to keep a planned capture"
     )]
     TooManyReads {
         /// The plan's read limit.
