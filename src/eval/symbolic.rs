@@ -884,3 +884,135 @@ fn libcxx_string(source: &str) -> PlanRefusal {
         kind: "libc++ std::string (whether it is short or long decides what to read)",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! DWARF location operations interpreted symbolically, on hand-made
+    //! expressions evaluated in a unit of the C values recording's program.
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::debuginfo::SectionBytes;
+
+    /// Records requests; each read is its own, so words are `Word{n, 0}`.
+    #[derive(Default)]
+    struct Requests(Vec<(SymAddr, u64)>);
+
+    impl ReadRequests for Requests {
+        fn read(&mut self, at: SymAddr, len: u64) -> Result<(usize, u64), PlanRefusal> {
+            self.0.push((at, len));
+            Ok((self.0.len() - 1, 0))
+        }
+
+        fn read_string(&mut self, at: SymAddr, max: u64) -> Result<(), PlanRefusal> {
+            self.0.push((at, max));
+            Ok(())
+        }
+    }
+
+    fn module() -> Module {
+        let program =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/c_values_O0/program");
+        Module::open_file(&program, 0x1000).expect("program")
+    }
+
+    fn location(bytes: &[u8]) -> VariableLocation {
+        let reader = gimli::EndianReader::new(
+            SectionBytes::owned(bytes.to_vec()),
+            gimli::RunTimeEndian::Little,
+        );
+        VariableLocation::Expression(gimli::Expression(reader))
+    }
+
+    fn place(
+        module: &Module,
+        cfa: Result<SymAddr, PlanRefusal>,
+        bytes: &[u8],
+    ) -> (Result<SymPlace, PlanRefusal>, Requests) {
+        let mut requests = Requests::default();
+        let env = SymLocationEnv {
+            module,
+            unit: module
+                .unit_at(gimli::DebugInfoOffset(0))
+                .expect("first unit"),
+            frame_base: None,
+            cfa,
+        }
+        // DW_AT_frame_base: DW_OP_call_frame_cfa, as gcc emits it.
+        .with_frame_base(&location(&[0x9c]), &mut requests);
+        let result = place_of(&env, &location(bytes), &mut requests);
+        (result, requests)
+    }
+
+    fn word(read: usize, offset: i64) -> SymAddr {
+        SymAddr {
+            base: SymBase::Word { read, at: 0 },
+            offset,
+        }
+    }
+
+    #[test]
+    fn frame_registers_and_pointers_become_symbolic_addresses() {
+        let module = module();
+        let cfa = || Ok(SymAddr::register(reg::RBP, 16));
+        // DW_OP_fbreg -20: the frame base is the CFA.
+        let (got, requests) = place(&module, cfa(), &[0x91, 0x6c]);
+        assert_eq!(got, Ok(SymPlace::Memory(SymAddr::register(reg::RBP, -4))));
+        assert!(requests.0.is_empty());
+        // DW_OP_breg7 8; DW_OP_deref; DW_OP_plus_uconst 4: a field behind
+        // a pointer saved on the stack.
+        let (got, requests) = place(&module, cfa(), &[0x77, 0x08, 0x06, 0x23, 0x04]);
+        assert_eq!(got, Ok(SymPlace::Memory(word(0, 4))));
+        assert_eq!(requests.0, vec![(SymAddr::register(reg::RSP, 8), 8)]);
+        // DW_OP_reg5: the value is rdi's contents.
+        let (got, _) = place(&module, cfa(), &[0x55]);
+        assert_eq!(got, Ok(SymPlace::Value(SymAddr::register(reg::RDI, 0))));
+        // DW_OP_breg7 16; DW_OP_stack_value: a computed address in hand.
+        let (got, _) = place(&module, cfa(), &[0x77, 0x10, 0x9f]);
+        assert_eq!(got, Ok(SymPlace::Value(SymAddr::register(reg::RSP, 16))));
+        // DW_OP_addr 0x4010: a global, relocated by the module's bias.
+        let mut addr = vec![0x03];
+        addr.extend_from_slice(&0x4010u64.to_le_bytes());
+        let (got, _) = place(&module, cfa(), &addr);
+        assert_eq!(got, Ok(SymPlace::Memory(SymAddr::absolute(0x5010))));
+        // DW_OP_lit5; DW_OP_stack_value: a constant.
+        let (got, _) = place(&module, cfa(), &[0x35, 0x9f]);
+        assert_eq!(got, Ok(SymPlace::Constant(5u64.to_le_bytes().to_vec())));
+        // DW_OP_reg0; DW_OP_piece 8; DW_OP_breg7 0; DW_OP_piece 8: the
+        // memory piece is read, the whole cannot be followed.
+        let (got, requests) = place(&module, cfa(), &[0x50, 0x93, 0x08, 0x77, 0x00, 0x93, 0x08]);
+        assert_eq!(got, Ok(SymPlace::Opaque));
+        assert_eq!(requests.0, vec![(SymAddr::register(reg::RSP, 0), 8)]);
+    }
+
+    #[test]
+    fn what_a_location_cannot_name_is_refused() {
+        let module = module();
+        let cfa = || Ok(SymAddr::register(reg::RSP, 8));
+        // DW_OP_breg0 0; DW_OP_breg1 0; DW_OP_plus: register + register.
+        let (got, _) = place(&module, cfa(), &[0x70, 0x00, 0x71, 0x00, 0x22]);
+        assert!(
+            matches!(got, Err(PlanRefusal::DataDependentAddress { .. })),
+            "{got:?}"
+        );
+        // DW_OP_const8u 16; DW_OP_form_tls_address: a thread-local.
+        let mut tls = vec![0x0e];
+        tls.extend_from_slice(&16u64.to_le_bytes());
+        tls.push(0x9b);
+        assert_eq!(place(&module, cfa(), &tls).0, Err(PlanRefusal::ThreadLocal));
+        // DW_OP_fbreg -8 where the site's CFA is unknown: the reason is
+        // the CFA's.
+        let unknown = PlanRefusal::NoCfaRule {
+            why: "the CFA is a DWARF expression".into(),
+        };
+        let (got, _) = place(&module, Err(unknown.clone()), &[0x91, 0x78]);
+        assert_eq!(got, Err(unknown));
+        // DW_OP_bra: control flow is not interpreted.
+        let (got, _) = place(&module, cfa(), &[0x30, 0x28, 0x00, 0x00]);
+        assert!(
+            matches!(got, Err(PlanRefusal::UnsupportedLocation { .. })),
+            "{got:?}"
+        );
+    }
+}
