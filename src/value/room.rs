@@ -764,8 +764,19 @@ impl ValueRoom<'_> {
                     }
                     return Ok(true);
                 }
-                // optional<T> holds its payload inline: the generic view's
-                // whole-object read covers it.
+                if short.starts_with("optional<") {
+                    // The payload is inline and shown at the optional's own
+                    // depth (when engaged, which only the hit knows).
+                    let engaged = find_path(self, key, "_M_engaged");
+                    let payload = find_path(self, key, "_M_value")
+                        .or_else(|| find_path(self, key, "_M_payload"));
+                    let (Some(_), Some((payload_offset, payload_type))) = (engaged, payload) else {
+                        return Ok(false);
+                    };
+                    read_place(self.requests, place, size)?;
+                    self.plan(name, payload_type, &place.at(payload_offset), depth, budget)?;
+                    return Ok(true);
+                }
                 Ok(false)
             }
             _ => Ok(false),
@@ -924,4 +935,33 @@ impl ValueRoom<'_> {
         }
         Ok(true)
     }
+}
+
+/// Breadth-first search for a member by name through nested members and
+/// base classes, as the `optional` printer finds its payload.
+fn find_path(room: &mut ValueRoom<'_>, key: TypeKey, name: &str) -> Option<(u64, Option<TypeKey>)> {
+    let mut queue = std::collections::VecDeque::from([(key, 0u64)]);
+    let mut visited = 0;
+    while let Some((current, offset)) = queue.pop_front() {
+        visited += 1;
+        if visited > 64 {
+            return None;
+        }
+        let (_, ty) = room.types.strip(room.module, current)?;
+        let Some(aggregate) = ty.aggregate() else {
+            continue;
+        };
+        for member in &aggregate.members {
+            let MemberOffset::Bytes(member_offset) = member.offset else {
+                continue;
+            };
+            if member.name.as_deref() == Some(name) {
+                return Some((offset + member_offset, member.ty));
+            }
+            if let Some(inner) = member.ty {
+                queue.push_back((inner, offset + member_offset));
+            }
+        }
+    }
+    None
 }
