@@ -350,9 +350,10 @@ impl ValueRoom<'_> {
                 target: Some(target),
                 ..
             } => self.plan(name, Some(*target), place, depth, budget),
-            TypeKind::Base(_) | TypeKind::Enum { .. } => {
-                read_place(self.requests, place, ty.size.unwrap_or(4).clamp(1, 16))
-            }
+            // As the decoder reads them: a base type's size, an enum's (4
+            // when DWARF gives none).
+            TypeKind::Base(_) => read_place(self.requests, place, ty.size.unwrap_or(0)),
+            TypeKind::Enum { .. } => read_place(self.requests, place, ty.size.unwrap_or(4)),
             TypeKind::Pointer(pointee) => {
                 let Some(address) = pointer_at(self.requests, place, name)? else {
                     return Ok(());
