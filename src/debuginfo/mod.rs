@@ -41,4 +41,4 @@ pub use memory::{MemoryError, MemorySource, RecordedMemory, read_string_by_pages
 pub use module::{DebugInfoStatus, Module};
 pub use registers::{Registers, reg};
 pub use symbolize::SourceFrame;
-pub use unwind::{FrameIter, UnwindMethod, UnwoundFrame};
+pub use unwind::{FrameIter, SiteUnwindRule, UnwindMethod, UnwoundFrame};

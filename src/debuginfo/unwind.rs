@@ -325,7 +325,45 @@ fn expression_of(
     }
 }
 
+/// How a site's frame is unwound, from its CFI row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteUnwindRule {
+    /// The CFA is this DWARF register ...
+    pub cfa_register: u16,
+    /// ... plus this offset.
+    pub cfa_offset: i64,
+    /// CFA-relative offsets of the 8-byte slots the unwinder reads (saved
+    /// registers and the return address).
+    pub saved_at: Vec<i64>,
+}
+
 impl Module {
+    /// The unwind rule at a file address, when the unwind info gives the
+    /// CFA as a register plus an offset (otherwise what it is instead): a
+    /// capture planned before a hit decides the CFA from this, and copies the
+    /// slots the unwinder reads (saved registers, the return address).
+    pub fn site_unwind_rule(&self, file_pc: u64) -> Result<SiteUnwindRule, &'static str> {
+        let cached = self
+            .cfi
+            .row_for(file_pc)
+            .ok_or("no unwind info covers the site")?;
+        let (register, offset) = match cached.row.cfa() {
+            CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
+            CfaRule::Expression(_) => return Err("the CFA is a DWARF expression"),
+        };
+        let saved_at = (0..=reg::RIP)
+            .filter_map(|r| match cached.row.register(gimli::Register(r)) {
+                Some(RegisterRule::Offset(off)) => Some(off),
+                _ => None,
+            })
+            .collect();
+        Ok(SiteUnwindRule {
+            cfa_register: register,
+            cfa_offset: offset,
+            saved_at,
+        })
+    }
+
     /// Finds the unwind row for a file address and applies it to `regs`.
     fn cfi_step(&self, file_pc: u64, regs: &Registers, mem: &dyn MemorySource) -> Option<Step> {
         let cached = self.cfi.row_for(file_pc)?;

@@ -1,217 +1,231 @@
-//! Planning a kernel-side capture: which registers and which memory a
-//! probe's handler will read at a hit, decided when the probe is set, so a
-//! BPF program can copy exactly that while the thread runs on.
+//! Planning a capture: which registers and which memory a probe's handler
+//! will read at a hit, decided when the probe is set, so the hit only
+//! copies (a BPF program at a kernel uprobe, or a ptrace hit).
 //!
-//! How: the handler's own reading code (condition, snapshot, logpoint,
-//! histogram) is run once on marked values. Every register holds a marker
-//! that names it, and every word a read returns is a marker naming that
-//! read and the word's offset in it. An address the code then asks for is
-//! therefore "register R + k" or "word w of read n + k" (or a fixed address
-//! in a module), which is exactly what the program can compute at a hit.
-//! An address that is none of these (for example an index computed from
-//! data) cannot be planned, and the probe uses a ptrace breakpoint instead.
-//! Conditions are run with both sides of `&&` and `||` evaluated, so the
-//! plan covers whichever side a real hit takes.
+//! How: the handler's reading code is not run. Its expressions are
+//! interpreted symbolically (`eval::plan_number`, `eval::plan_evaluate`,
+//! `eval::plan_locals`), and the values they render are planned from their
+//! types and the limits (`value::room`). Each read they need arrives here
+//! as a request at a symbolic address (a register plus a constant, the
+//! pointer word at an offset of an earlier read plus a constant, or a fixed
+//! address in a module), which is exactly what the program can compute at a
+//! hit; the site's CFA comes from its unwind rule. What only the data can
+//! decide (an index read from memory, a hash table's buckets, which enum
+//! variant) is refused with a [`PlanRefusal`] that says why, and the probe
+//! uses a ptrace breakpoint instead (or is refused for engine uprobe).
 
-use std::cell::RefCell;
+use crate::debuginfo::{ProcessImage, RuntimeAddr, reg};
+use crate::eval::{self, PlanSite};
+use crate::tracer::{CaptureBase, CapturePlan, CaptureRead, MAX_READS};
+use crate::value::Redaction;
+use crate::value::room::{PlanRefusal, ReadRequests, SymAddr, SymBase};
 
-use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, RuntimeAddr};
-use crate::eval::{self, FrameContext};
-use crate::tracer::{CaptureBase, CapturePlan, CaptureRead, MAX_READS, user_regs_from_slots};
-use crate::value::{Limits, Redaction};
+use super::probes::{SiteAction, TemplatePart, logpoint_limits};
 
-use super::frames::registers_from;
-use super::probes::{SiteAction, TemplatePart, capture_frames, logpoint_limits};
-
-/// Most bytes of memory one hit may copy (plus registers and bookkeeping,
-/// this stays under the kernel-side record limit).
-const MAX_CAPTURE_BYTES: usize = 16 * 1024;
-/// Registers are in `user_regs_struct` order; the first 21 are captured.
-const CAPTURED_REGISTERS: u64 = 21;
-/// Longest string a capture plans to copy.
-const MAX_STRING_READ: usize = 4096;
-/// The marker slot of the thread pointer (`fs_base`), which is not captured.
-const THREAD_POINTER_SLOT: u64 = 21;
-
-const REGISTER_TAG: u64 = 0b10 << 62;
-const WORD_TAG: u64 = 0b01 << 62;
-const REGISTER_MIDDLE: u64 = 0x8000_0000_0000;
-const WORD_MIDDLE: u64 = 0x8000_0000;
-
-fn register_marker(slot: u64) -> u64 {
-    REGISTER_TAG | (slot << 48) | REGISTER_MIDDLE
+/// How much one hit may copy. The planner's logic never assumes these
+/// numbers: the kernel engine plans with [`PlanLimits::default`], a ptrace
+/// engine that only copies may plan with larger ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Most bytes of memory one hit copies.
+    pub max_bytes: usize,
+    /// Most reads one hit makes.
+    pub max_reads: usize,
+    /// Longest NUL-terminated string one read copies.
+    pub max_string: usize,
 }
 
-fn word_marker(read: usize, at: u64) -> u64 {
-    WORD_TAG | ((read as u64) << 48) | ((at & 0xffff) << 32) | WORD_MIDDLE
-}
-
-/// `at` of a word that is not wholly inside its read: never valid.
-const NO_WORD: u64 = 0xffff;
-/// Largest offset from a register or a word that is taken as a field or
-/// frame offset; anything larger is a number mistaken for an address.
-const MAX_OFFSET: i64 = 1 << 20;
-
-/// What a planned address is made of.
-fn decode_marker(image: &ProcessImage, addr: u64) -> Option<(CaptureBase, i64)> {
-    match addr >> 62 {
-        0b10 => {
-            let slot = (addr >> 48) & 0x3fff;
-            let offset = (addr & 0xffff_ffff_ffff) as i64 - REGISTER_MIDDLE as i64;
-            (slot < CAPTURED_REGISTERS && offset.abs() < MAX_OFFSET)
-                .then_some((CaptureBase::Register(slot as u8), offset))
+impl Default for PlanLimits {
+    /// The kernel-side (BPF) limits: a record stays under the ring's record
+    /// limit with the registers and bookkeeping.
+    fn default() -> Self {
+        PlanLimits {
+            max_bytes: 16 * 1024,
+            max_reads: MAX_READS,
+            max_string: 4096,
         }
-        0b01 => {
-            let at = (addr >> 32) & 0xffff;
-            let offset = (addr & 0xffff_ffff) as i64 - WORD_MIDDLE as i64;
-            (at != NO_WORD && offset.abs() < MAX_OFFSET).then_some((
-                CaptureBase::Word {
-                    read: ((addr >> 48) & 0x3fff) as usize,
-                    at: at as u32,
-                },
-                offset,
-            ))
-        }
-        // A fixed address must be a module's (a global): anything else is a
-        // number computed from data.
-        0 => image
-            .module_for(RuntimeAddr(addr))
-            .map(|_| (CaptureBase::Absolute, addr as i64)),
-        _ => None,
     }
 }
 
-/// Memory for the dry run: records each read as a planned read and answers
-/// with markers.
-struct PlanningMemory<'a> {
+/// Longest single read a plan holds (its length is a `u16` in the program).
+const MAX_READ_LEN: u64 = 0xffff;
+/// A read grows upwards to take in bytes that follow it this closely.
+const MERGE_GAP: u64 = 64;
+
+/// The `pt_regs` slot (as in `user_regs_struct`, see
+/// `tracer::user_regs_from_slots`) of a DWARF register.
+fn register_slot(dwarf: u16) -> Option<u8> {
+    Some(match dwarf {
+        reg::RAX => 10,
+        reg::RDX => 12,
+        reg::RCX => 11,
+        reg::RBX => 5,
+        reg::RSI => 13,
+        reg::RDI => 14,
+        reg::RBP => 4,
+        reg::RSP => 19,
+        reg::R8 => 9,
+        reg::R9 => 8,
+        reg::R10 => 7,
+        reg::R11 => 6,
+        reg::R12 => 3,
+        reg::R13 => 2,
+        reg::R14 => 1,
+        reg::R15 => 0,
+        reg::RIP => 16,
+        _ => return None,
+    })
+}
+
+/// The plan being built: answers read requests with the reads it holds,
+/// adding or growing them.
+struct PlanBuilder<'a> {
     image: &'a ProcessImage,
-    reads: RefCell<Vec<CaptureRead>>,
-    refused: RefCell<Option<String>>,
+    limits: PlanLimits,
+    reads: Vec<CaptureRead>,
 }
 
-impl PlanningMemory<'_> {
-    fn refuse(&self, why: String) {
-        let mut refused = self.refused.borrow_mut();
-        if refused.is_none() {
-            *refused = Some(why);
+impl PlanBuilder<'_> {
+    fn base_of(&self, address: SymAddr) -> Result<(CaptureBase, i64), PlanRefusal> {
+        match address.base {
+            SymBase::Register(register) => register_slot(register)
+                .map(|slot| (CaptureBase::Register(slot), address.offset))
+                .ok_or(PlanRefusal::Register { register }),
+            SymBase::Word { read, at } => {
+                let at = u32::try_from(at).map_err(|_| PlanRefusal::TooManyBytes {
+                    bytes: at,
+                    limit: self.limits.max_bytes as u64,
+                })?;
+                Ok((CaptureBase::Word { read, at }, address.offset))
+            }
+            // A fixed address must be a module's (a global): anything else
+            // is a number the plan cannot vouch for.
+            SymBase::Absolute => {
+                let fixed = address.offset as u64;
+                if self.image.module_for(RuntimeAddr(fixed)).is_some() {
+                    Ok((CaptureBase::Absolute, address.offset))
+                } else {
+                    Err(PlanRefusal::DataDependentAddress {
+                        what: format!("a fixed address ({fixed:#x}) outside every module"),
+                    })
+                }
+            }
         }
     }
 
-    /// The planned read covering `len` bytes at `base + offset` (added or
-    /// grown as needed), and where those bytes start in it.
-    fn plan(&self, base: CaptureBase, offset: i64, len: usize) -> Option<(usize, usize)> {
-        let mut reads = self.reads.borrow_mut();
-        for (i, read) in reads.iter_mut().enumerate() {
-            if read.base != base || offset < read.offset {
+    fn too_many_reads(&self) -> PlanRefusal {
+        PlanRefusal::TooManyReads {
+            limit: self.limits.max_reads,
+        }
+    }
+
+    /// Every word a read takes its address from lies wholly in an earlier
+    /// read (the program runs reads in order), and the bytes fit.
+    fn finish(self) -> Result<CapturePlan, PlanRefusal> {
+        for (i, read) in self.reads.iter().enumerate() {
+            if let CaptureBase::Word { read: from, at } = read.base {
+                let fits = from < i && self.reads[from].len >= at + 8 && !self.reads[from].string;
+                if !fits {
+                    return Err(PlanRefusal::Other(format!(
+                        "read {i} takes its address from a word outside read {from}, which the capture cannot follow"
+                    )));
+                }
+            }
+        }
+        let bytes: u64 = self.reads.iter().map(|r| u64::from(r.len)).sum();
+        if bytes > self.limits.max_bytes as u64 {
+            return Err(PlanRefusal::TooManyBytes {
+                bytes,
+                limit: self.limits.max_bytes as u64,
+            });
+        }
+        Ok(CapturePlan {
+            registers: true,
+            reads: self.reads,
+        })
+    }
+}
+
+impl ReadRequests for PlanBuilder<'_> {
+    fn read(&mut self, at: SymAddr, len: u64) -> Result<(usize, u64), PlanRefusal> {
+        let (base, offset) = self.base_of(at)?;
+        if len > MAX_READ_LEN || len > self.limits.max_bytes as u64 {
+            return Err(PlanRefusal::TooManyBytes {
+                bytes: len,
+                limit: (self.limits.max_bytes as u64).min(MAX_READ_LEN),
+            });
+        }
+        for (i, read) in self.reads.iter_mut().enumerate() {
+            if read.string || read.base != base || offset < read.offset {
                 continue;
             }
-            let start = (offset - read.offset) as usize;
+            let start = offset.abs_diff(read.offset);
             let end = start + len;
-            if end <= read.len as usize {
-                return Some((i, start));
+            if end <= u64::from(read.len) {
+                return Ok((i, start));
             }
             // Grow a read upwards when the new bytes follow closely (the
             // offsets of words inside it do not move).
-            if start <= read.len as usize + 64 && end <= 0xffff {
+            if start <= u64::from(read.len) + MERGE_GAP && end <= MAX_READ_LEN {
                 read.len = end as u32;
-                return Some((i, start));
+                return Ok((i, start));
             }
         }
-        if reads.len() >= MAX_READS || len > 0xffff {
-            return None;
+        if self.reads.len() >= self.limits.max_reads {
+            return Err(self.too_many_reads());
         }
-        reads.push(CaptureRead {
+        self.reads.push(CaptureRead {
             base,
             offset,
             len: len as u32,
             string: false,
         });
-        Some((reads.len() - 1, 0))
+        Ok((self.reads.len() - 1, 0))
     }
 
-    fn total_bytes(&self) -> usize {
-        self.reads.borrow().iter().map(|r| r.len as usize).sum()
-    }
-}
-
-impl MemorySource for PlanningMemory<'_> {
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        if addr >> 62 == 0b10 && (addr >> 48) & 0x3fff == THREAD_POINTER_SLOT {
-            self.refuse(
-                "it reads a thread-local variable, and the thread pointer is not part of a kernel-side capture"
-                    .into(),
-            );
-            return Err(MemoryError { addr });
+    fn read_string(&mut self, at: SymAddr, max: u64) -> Result<(), PlanRefusal> {
+        let (base, offset) = self.base_of(at)?;
+        if max > self.limits.max_string as u64 {
+            return Err(PlanRefusal::StringTooLong {
+                wanted: max,
+                limit: self.limits.max_string as u64,
+            });
         }
-        let Some((base, offset)) = decode_marker(self.image, addr) else {
-            self.refuse(format!(
-                "an address ({addr:#x}) is computed from the target's data (for example an array index), which a kernel-side capture cannot plan"
-            ));
-            return Err(MemoryError { addr });
-        };
-        let Some((read, start)) = self.plan(base, offset, buf.len()) else {
-            self.refuse(format!(
-                "the capture needs more than {MAX_READS} reads or a read over 64 KiB"
-            ));
-            return Err(MemoryError { addr });
-        };
-        // Markers sit where the target's 8-byte words do (registers and
-        // pointers are 8-aligned at run time), so an aligned pointer load
-        // sees one whole marker; a word that is not wholly in the read gets
-        // a marker that never decodes.
-        let read_offset = self.reads.borrow()[read].offset;
-        for (i, byte) in buf.iter_mut().enumerate() {
-            let absolute = read_offset + (start + i) as i64;
-            let word_start = absolute.div_euclid(8) * 8;
-            let at = word_start - read_offset;
-            // (A word running past the read's end now may still be wholly
-            // inside once the read grows; the plan is checked at the end.)
-            let at = if (0..NO_WORD as i64).contains(&at) {
-                at as u64
-            } else {
-                NO_WORD
-            };
-            *byte = word_marker(read, at).to_le_bytes()[(absolute - word_start) as usize];
-        }
-        Ok(())
-    }
-
-    fn wants_exact_reads(&self) -> bool {
-        true
-    }
-
-    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
-        let Some((base, offset)) = decode_marker(self.image, addr) else {
-            self.refuse(format!(
-                "a string's address ({addr:#x}) is computed from the target's data, which a kernel-side capture cannot plan"
-            ));
-            return Err(MemoryError { addr });
-        };
-        if max > MAX_STRING_READ {
-            self.refuse(format!(
-                "it reads a string of up to {max} bytes (the length of a C string, say), more than a kernel-side capture copies ({MAX_STRING_READ})"
-            ));
-            return Err(MemoryError { addr });
-        }
-        let mut reads = self.reads.borrow_mut();
-        if reads.len() >= MAX_READS {
-            drop(reads);
-            self.refuse(format!("the capture needs more than {MAX_READS} reads"));
-            return Err(MemoryError { addr });
+        if self.reads.len() >= self.limits.max_reads {
+            return Err(self.too_many_reads());
         }
         // A string read of its own: the kernel copies up to the NUL, so a
         // string ending just before unmapped memory still reads (the
         // program's `bpf_probe_read_user_str`), with room for `max` bytes
         // and the NUL.
-        reads.push(CaptureRead {
+        self.reads.push(CaptureRead {
             base,
             offset,
             len: max as u32 + 1,
             string: true,
         });
-        // The content does not matter for planning: an empty string.
-        Ok((Vec::new(), true))
+        Ok(())
     }
+}
+
+/// The site's CFA from its unwind rule (a register plus an offset), and the
+/// CFA-relative slots the unwinder reads for frame 0.
+fn site_cfa(
+    image: &ProcessImage,
+    address: RuntimeAddr,
+) -> Result<(SymAddr, Vec<i64>), PlanRefusal> {
+    let module = image
+        .module_for(address)
+        .ok_or_else(|| PlanRefusal::NoCfaRule {
+            why: "the site is in no loaded module".into(),
+        })?;
+    let rule = module
+        .site_unwind_rule(module.to_file(address).0)
+        .map_err(|why| PlanRefusal::NoCfaRule { why: why.into() })?;
+    let register = rule.cfa_register;
+    register_slot(register)
+        .map(|_| (SymAddr::register(register, rule.cfa_offset), rule.saved_at))
+        .ok_or(PlanRefusal::Register { register })
 }
 
 /// The capture plan of one site, or why there cannot be one (the probe then
@@ -222,7 +236,8 @@ pub fn plan_site(
     condition: Option<&eval::CompiledExpr>,
     action: &SiteAction,
     redaction: &Redaction,
-) -> Result<CapturePlan, String> {
+    limits: PlanLimits,
+) -> Result<CapturePlan, PlanRefusal> {
     let reads_frame = condition.is_some()
         || matches!(
             action,
@@ -234,114 +249,421 @@ pub fn plan_site(
     if let SiteAction::Snapshot { frames, .. } = action
         && *frames > 1
     {
-        return Err(
-            "a snapshot of caller frames needs their return addresses, which only a stopped thread gives"
-                .into(),
-        );
+        return Err(PlanRefusal::CallerFrames);
     }
-    let mut markers = [0u64; CAPTURED_REGISTERS as usize];
-    for (slot, marker) in markers.iter_mut().enumerate() {
-        *marker = register_marker(slot as u64);
-    }
-    let mut marked = user_regs_from_slots(&markers);
-    marked.rip = address.0;
-    // The thread pointer is not in pt_regs: mark it too, so a thread-local
-    // variable is seen (and refused) rather than planned as unavailable.
-    let regs = registers_from(&marked, Some(register_marker(THREAD_POINTER_SLOT)));
-    let memory = PlanningMemory {
+    let unwind = site_cfa(image, address);
+    let mut builder = PlanBuilder {
         image,
-        reads: RefCell::new(Vec::new()),
-        refused: RefCell::new(None),
+        limits,
+        reads: Vec::new(),
     };
-    let cfa = image.unwind(&regs, &memory, 1).first().and_then(|f| f.cfa);
-    let ctx = FrameContext {
+    // The renderer unwinds frame 0 for its CFA, reading the slots the CFI
+    // names (the return address, saved registers): copy them.
+    match &unwind {
+        Ok((cfa, saved_at)) => {
+            for offset in saved_at {
+                builder.read(cfa.plus(*offset), 8)?;
+            }
+        }
+        // Without CFI the unwinder takes the rbp chain: the saved rbp and
+        // the return address.
+        Err(_) => {
+            builder.read(SymAddr::register(reg::RBP, 0), 16)?;
+        }
+    }
+    let site = PlanSite {
         image,
         pc: address,
-        regs: &regs,
-        cfa,
-        is_caller: false,
-        memory: &memory,
-        inline_depth: 0,
+        cfa: unwind.map(|(cfa, _)| cfa),
     };
-    // Reads at addresses computed from data cannot be planned: refuse them
-    // up front (the dry run below could not tell them from field offsets).
-    let expressions: Vec<&eval::CompiledExpr> = condition
-        .into_iter()
-        .chain(match action {
-            SiteAction::Snapshot { expressions, .. } => {
-                expressions.iter().map(|(_, e)| e).collect()
-            }
-            SiteAction::Logpoint { parts } => parts
-                .iter()
-                .filter_map(|p| match p {
-                    TemplatePart::Expr(_, e) => Some(&**e),
-                    TemplatePart::Text(_) => None,
-                })
-                .collect(),
-            SiteAction::Histogram(e) => vec![&**e],
-            _ => Vec::new(),
-        })
-        .collect();
-    if let Some(why) = expressions.iter().find_map(|e| e.data_dependent_address()) {
-        return Err(why);
+    if let Some(condition) = condition {
+        eval::plan_number(condition, &site, &mut builder)?;
     }
-    let ((), refused) = crate::value::planning::plan(|| {
-        if let Some(condition) = condition {
-            let _ = eval::exercise_condition(condition, &ctx);
+    match action {
+        SiteAction::Snapshot {
+            frames,
+            expressions,
+            limits: render,
+        } => {
+            if *frames > 0 {
+                eval::plan_locals(&site, render, redaction, &mut builder)?;
+            }
+            for (_, e) in expressions {
+                eval::plan_evaluate(e, &site, render, redaction, &mut builder)?;
+            }
         }
-        match action {
+        SiteAction::Logpoint { parts } => {
+            let render = logpoint_limits();
+            for part in parts {
+                if let TemplatePart::Expr(_, e) = part {
+                    eval::plan_evaluate(e, &site, &render, redaction, &mut builder)?;
+                }
+            }
+        }
+        SiteAction::Histogram(e) => eval::plan_number(e, &site, &mut builder)?,
+        SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
+    }
+    builder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The planner on its own, on a committed recording (the C values
+    //! fixture stopped in `inspect_here`: its program with DWARF, registers
+    //! and the memory its reading touched). A plan is checked by running it
+    //! the way a hit does (registers, then each read at its base + offset)
+    //! and rendering from the copied bytes only: the result must equal the
+    //! rendering from the whole recorded memory.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::debuginfo::{MemorySource, Module, RecordedMemory, Registers};
+    use crate::eval::{CompiledExpr, FrameContext};
+    use crate::value::Limits;
+
+    struct Recording {
+        image: ProcessImage,
+        memory: RecordedMemory,
+        regs: Registers,
+        pc: RuntimeAddr,
+        cfa: Option<u64>,
+        is_caller: bool,
+    }
+
+    fn recording(name: &str) -> Recording {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recordings")
+            .join(name);
+        let text = std::fs::read_to_string(dir.join("frame.json")).expect("frame.json");
+        let frame: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let bias = frame["bias"].as_u64().expect("bias");
+        let module = Module::open_file(&dir.join("program"), bias).expect("program");
+        let image = ProcessImage::from_modules(0, vec![Arc::new(module)], Some(0));
+        let mut memory = RecordedMemory::new();
+        for range in frame["memory"].as_array().expect("memory") {
+            let address = range[0].as_u64().expect("address");
+            let hex = range[1].as_str().expect("hex");
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            memory.insert(address, bytes);
+        }
+        let mut regs = Registers::new();
+        for (k, value) in frame["registers"]
+            .as_array()
+            .expect("registers")
+            .iter()
+            .enumerate()
+        {
+            regs.set(k as u16, value.as_u64());
+        }
+        Recording {
+            image,
+            memory,
+            regs,
+            pc: RuntimeAddr(frame["pc"].as_u64().expect("pc")),
+            cfa: frame["cfa"].as_u64(),
+            is_caller: frame["is_caller"].as_bool().unwrap_or(false),
+        }
+    }
+
+    impl Recording {
+        fn ctx<'a>(&'a self, memory: &'a dyn MemorySource) -> FrameContext<'a> {
+            FrameContext {
+                image: &self.image,
+                pc: self.pc,
+                regs: &self.regs,
+                cfa: self.cfa,
+                is_caller: self.is_caller,
+                inline_depth: 0,
+                memory,
+            }
+        }
+
+        fn compile(&self, source: &str) -> CompiledExpr {
+            eval::compile(source, &self.ctx(&self.memory)).expect(source)
+        }
+
+        fn snapshot(&self, frames: usize, expressions: &[&str], limits: Limits) -> SiteAction {
             SiteAction::Snapshot {
                 frames,
-                expressions,
+                expressions: expressions
+                    .iter()
+                    .map(|e| (e.to_string(), self.compile(e)))
+                    .collect(),
                 limits,
-            } => {
-                capture_frames(image, &regs, &memory, *frames, limits, redaction);
-                for (_, e) in expressions {
-                    eval::evaluate(e, &ctx, limits, redaction);
-                }
             }
-            SiteAction::Logpoint { parts } => {
-                let limits: Limits = logpoint_limits();
-                for part in parts {
-                    if let TemplatePart::Expr(_, e) = part {
-                        eval::evaluate(e, &ctx, &limits, redaction);
+        }
+
+        fn plan(
+            &self,
+            condition: Option<&str>,
+            action: &SiteAction,
+            limits: PlanLimits,
+        ) -> Result<CapturePlan, PlanRefusal> {
+            let condition = condition.map(|c| self.compile(c));
+            plan_site(
+                &self.image,
+                self.pc,
+                condition.as_ref(),
+                action,
+                &Redaction::default(),
+                limits,
+            )
+        }
+
+        /// Runs `plan` as a hit would, copying only what it names (byte
+        /// by byte where the recording has them).
+        fn execute(&self, plan: &CapturePlan) -> Copied {
+            let mut copied = RecordedMemory::new();
+            let mut data: Vec<Vec<Option<u8>>> = Vec::new();
+            for read in &plan.reads {
+                let base = match read.base {
+                    CaptureBase::Register(slot) => (0..=reg::RIP)
+                        .find(|r| register_slot(*r) == Some(slot))
+                        .and_then(|r| self.regs.get(r)),
+                    CaptureBase::Word { read: from, at } => {
+                        let word: Option<Vec<u8>> = data[from]
+                            .get(at as usize..at as usize + 8)
+                            .and_then(|w| w.iter().copied().collect());
+                        word.map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                    }
+                    CaptureBase::Absolute => Some(0),
+                };
+                let mut bytes = vec![None; read.len as usize];
+                if let Some(base) = base {
+                    let start = base.wrapping_add(read.offset as u64);
+                    for (i, slot) in bytes.iter_mut().enumerate() {
+                        let mut byte = [0u8];
+                        let address = start.wrapping_add(i as u64);
+                        if self.memory.read_memory(address, &mut byte).is_ok() {
+                            *slot = Some(byte[0]);
+                            copied.insert(address, byte.to_vec());
+                        }
+                        if read.string && byte[0] == 0 {
+                            break;
+                        }
                     }
                 }
+                data.push(bytes);
             }
-            SiteAction::Histogram(e) => {
-                let _ = eval::evaluate_number(e, &ctx);
-            }
-            SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
-        }
-    });
-    if let Some(why) = refused {
-        return Err(why);
-    }
-    let total = memory.total_bytes();
-    if let Some(why) = memory.refused.into_inner() {
-        return Err(why);
-    }
-    if total > MAX_CAPTURE_BYTES {
-        return Err(format!(
-            "the capture would copy {total} bytes per hit, more than {MAX_CAPTURE_BYTES}; narrow it with smaller limits or fewer expressions"
-        ));
-    }
-    let reads = memory.reads.into_inner();
-    // A word an address was taken from must lie wholly in its read, and
-    // that read must come first (the program runs reads in order).
-    for (i, read) in reads.iter().enumerate() {
-        if let CaptureBase::Word { read: from, at } = read.base {
-            let fits = from < i && reads[from].len >= at + 8;
-            if !fits {
-                return Err(
-                    "a pointer is read from memory in a way the kernel-side capture cannot follow"
-                        .into(),
-                );
-            }
+            Copied(copied)
         }
     }
-    Ok(CapturePlan {
-        registers: true,
-        reads,
-    })
+
+    /// The bytes a plan copied; a string is answered from the copy (up to
+    /// its NUL), as the renderer of a capture does.
+    struct Copied(RecordedMemory);
+
+    impl MemorySource for Copied {
+        fn read_memory(
+            &self,
+            addr: u64,
+            buf: &mut [u8],
+        ) -> Result<(), crate::debuginfo::MemoryError> {
+            self.0.read_memory(addr, buf)
+        }
+
+        fn wants_exact_reads(&self) -> bool {
+            true
+        }
+
+        fn read_string(
+            &self,
+            addr: u64,
+            max: usize,
+        ) -> Result<(Vec<u8>, bool), crate::debuginfo::MemoryError> {
+            let mut bytes = Vec::new();
+            while bytes.len() < max {
+                let mut byte = [0u8];
+                match self
+                    .0
+                    .read_memory(addr.wrapping_add(bytes.len() as u64), &mut byte)
+                {
+                    Ok(()) if byte[0] == 0 => return Ok((bytes, true)),
+                    Ok(()) => bytes.push(byte[0]),
+                    Err(error) if bytes.is_empty() => return Err(error),
+                    Err(_) => return Ok((bytes, false)),
+                }
+            }
+            Ok((bytes, false))
+        }
+    }
+
+    fn wide() -> PlanLimits {
+        PlanLimits {
+            max_bytes: 1 << 20,
+            max_reads: 4096,
+            max_string: 4096,
+        }
+    }
+
+    /// Every local of the frame, rendered from the planned bytes only,
+    /// reads as it does from the whole memory: pointers followed, strings,
+    /// arrays, nested structs, a linked list and a cycle.
+    #[test]
+    fn planned_locals_render_as_from_the_whole_memory() {
+        let r = recording("c_values_O0");
+        let limits = Limits::default();
+        let plan = r
+            .plan(None, &r.snapshot(1, &[], limits.clone()), wide())
+            .expect("plannable");
+        assert!(plan.registers);
+        let copied = r.execute(&plan);
+        let redaction = Redaction::default();
+        let whole = eval::read_locals(&r.ctx(&r.memory), &limits, &redaction).expect("locals");
+        let planned = eval::read_locals(&r.ctx(&copied), &limits, &redaction).expect("locals");
+        assert_eq!(
+            serde_json::to_value(&planned).expect("json"),
+            serde_json::to_value(&whole).expect("json")
+        );
+        // Not a plan that copies nothing and an empty frame.
+        let text = whole.iter().find(|v| v.name == "text").expect("text");
+        assert_eq!(text.value, "\"hi\"");
+        let first = whole.iter().find(|v| v.name == "first").expect("first");
+        let shown = serde_json::to_string(first).expect("json");
+        assert!(shown.contains("\"value\":\"2\""), "followed: {shown}");
+    }
+
+    /// Expressions and a condition: what they read is planned, and their
+    /// values from the planned bytes equal those from the whole memory.
+    #[test]
+    fn planned_expressions_and_conditions_read_what_they_need() {
+        let r = recording("c_values_O0");
+        let limits = Limits::default();
+        let expressions = [
+            "where->x",
+            "first.next->next->value",
+            "numbers[2]",
+            "sh.corners[1].y",
+            "label",
+            "*message",
+            "acct.name",
+            "&p",
+            "count * 2 + 1",
+        ];
+        let condition = "count > 1 && label == \"label\" && where->y != 12345";
+        let action = r.snapshot(0, &expressions, limits.clone());
+        let plan = r
+            .plan(Some(condition), &action, PlanLimits::default())
+            .expect("plannable within the BPF limits");
+        let copied = r.execute(&plan);
+        let redaction = Redaction::default();
+        for source in expressions {
+            let e = r.compile(source);
+            let whole = eval::evaluate(&e, &r.ctx(&r.memory), &limits, &redaction);
+            let planned = eval::evaluate(&e, &r.ctx(&copied), &limits, &redaction);
+            assert_eq!(planned, whole, "{source}");
+            assert!(whole.unavailable.is_none(), "{source}: {whole:?}");
+        }
+        let c = r.compile(condition);
+        let whole = eval::evaluate_condition(&c, &r.ctx(&r.memory)).expect("condition");
+        let planned = eval::evaluate_condition(&c, &r.ctx(&copied)).expect("condition");
+        assert_eq!(planned, whole);
+        assert!(whole, "the fixture's values make it true");
+        // The symbolic bases are what a program can compute: a register
+        // (the frame's locals), then words of earlier reads (pointers).
+        assert!(
+            plan.reads
+                .iter()
+                .any(|read| matches!(read.base, CaptureBase::Register(_)))
+        );
+        assert!(
+            plan.reads
+                .iter()
+                .any(|read| matches!(read.base, CaptureBase::Word { .. }))
+        );
+    }
+
+    /// Addresses computed from the target's data are refused with the
+    /// reason, in the expression, the condition and the histogram alike.
+    #[test]
+    fn data_dependent_addresses_are_refused_with_the_reason() {
+        let r = recording("c_values_O0");
+        for source in [
+            "numbers[count]",
+            "numbers[count % 4]",
+            "(where + count)->x",
+            "numbers[numbers[0] - 10]",
+        ] {
+            let action = r.snapshot(0, &[source], Limits::default());
+            let refusal = r.plan(None, &action, wide()).expect_err(source);
+            assert!(
+                matches!(refusal, PlanRefusal::DataDependentAddress { .. }),
+                "{source}: {refusal:?}"
+            );
+            let text = refusal.to_string();
+            assert!(
+                text.contains("computed from the target's data") && text.contains(source),
+                "{source}: {text}"
+            );
+            let condition = format!("{source} == 1");
+            let refusal = r
+                .plan(Some(&condition), &SiteAction::Count, wide())
+                .expect_err(&condition);
+            assert!(matches!(refusal, PlanRefusal::DataDependentAddress { .. }));
+            let histogram = SiteAction::Histogram(Box::new(r.compile(source)));
+            assert!(r.plan(None, &histogram, wide()).is_err(), "{source}");
+        }
+        // A constant index, even one written as arithmetic, is planned.
+        let action = r.snapshot(0, &["numbers[4 - 1]", "where[0].y"], Limits::default());
+        assert!(r.plan(None, &action, wide()).is_ok());
+    }
+
+    /// The other refusals: caller frames, a C string's full length, and a
+    /// plan past its limits, each saying what to do instead.
+    #[test]
+    fn other_refusals_say_why_and_what_to_do() {
+        let r = recording("c_values_O0");
+        let frames = r.snapshot(2, &[], Limits::default());
+        let refusal = r.plan(None, &frames, wide()).expect_err("frames 2");
+        assert_eq!(refusal, PlanRefusal::CallerFrames);
+        assert!(refusal.to_string().contains("frames 1"), "{refusal}");
+
+        let strlen = r.snapshot(0, &["len(label)"], Limits::default());
+        let refusal = r
+            .plan(None, &strlen, PlanLimits::default())
+            .expect_err("len");
+        assert!(
+            matches!(refusal, PlanRefusal::StringTooLong { .. }),
+            "{refusal:?}"
+        );
+
+        let locals = r.snapshot(1, &[], Limits::default());
+        let one_read = PlanLimits {
+            max_reads: 1,
+            ..wide()
+        };
+        let refusal = r.plan(None, &locals, one_read).expect_err("one read");
+        assert_eq!(refusal, PlanRefusal::TooManyReads { limit: 1 });
+        let few_bytes = PlanLimits {
+            max_bytes: 64,
+            ..wide()
+        };
+        let refusal = r.plan(None, &locals, few_bytes).expect_err("64 bytes");
+        assert!(
+            matches!(refusal, PlanRefusal::TooManyBytes { .. }),
+            "{refusal:?}"
+        );
+        assert!(refusal.to_string().contains("smaller limits"), "{refusal}");
+    }
+
+    /// Probes that read nothing of the frame need no capture at all.
+    #[test]
+    fn counts_and_durations_plan_nothing() {
+        let r = recording("c_values_O0");
+        for action in [
+            SiteAction::Count,
+            SiteAction::DurationStart,
+            SiteAction::DurationEnd,
+        ] {
+            assert_eq!(
+                r.plan(None, &action, PlanLimits::default()),
+                Ok(CapturePlan::default())
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@ use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
-use super::capture_plan::plan_site;
+use super::capture_plan::{PlanLimits, plan_site};
 use super::probes::{
     EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState, SiteAction,
     SiteHandler, TemplatePart, parse_template,
@@ -448,8 +448,15 @@ impl Engine {
             _ => site_plans
                 .iter()
                 .map(|(_, (addr, condition, action))| {
-                    plan_site(&image, *addr, condition.as_ref(), action, &self.redaction)
-                        .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
+                    plan_site(
+                        &image,
+                        *addr,
+                        condition.as_ref(),
+                        action,
+                        &self.redaction,
+                        PlanLimits::default(),
+                    )
+                    .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
                 })
                 .collect(),
         };

@@ -15,7 +15,7 @@ use super::plan::{
 };
 
 /// Longest C string `len()` will scan.
-const MAX_STRLEN: u64 = 1 << 20;
+pub(crate) const MAX_STRLEN: u64 = 1 << 20;
 
 /// An evaluated operand.
 pub(crate) enum Operand {
@@ -31,12 +31,6 @@ pub(crate) enum Operand {
         element: TypeKey,
         dims: Vec<Option<u64>>,
     },
-}
-
-thread_local! {
-    /// Set while planning a capture: `&&` and `||` evaluate both sides, so
-    /// every read either side may make is seen (see `exercise_condition`).
-    pub(crate) static EAGER_LOGIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Evaluates plan nodes.
@@ -307,9 +301,6 @@ impl Executor<'_> {
         match mode {
             BinaryMode::Logic => {
                 let left = self.number(lhs)?.truthy();
-                if EAGER_LOGIC.with(|eager| eager.get()) {
-                    let _ = self.number(rhs);
-                }
                 let result = match op {
                     BinaryOp::And => left && self.number(rhs)?.truthy(),
                     _ => left || self.number(rhs)?.truthy(),
@@ -560,12 +551,6 @@ impl Executor<'_> {
         let StringKind::Libcxx { rep, .. } = kind else {
             return Err("unsupported: not a libc++ string".to_string());
         };
-        if crate::value::planning::active() {
-            crate::value::planning::refuse(
-                "the expression reads a libc++ std::string (whether it is short or long decides what to read)"
-                    .into(),
-            );
-        }
         let bytes = read_place(self.memory, &offset_place(place, rep, Some(24)), 24)?;
         crate::value::layout::libcxx_chars(kind, &bytes).ok_or_else(|| {
             "unsupported: the libc++ string's bytes are not a valid string".to_string()

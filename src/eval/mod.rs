@@ -14,6 +14,7 @@ mod frame;
 mod location;
 mod parse;
 mod plan;
+mod symbolic;
 
 pub use error::EvalError;
 
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use crate::debuginfo::scope::VariableLocation;
 use crate::debuginfo::types::{Language, TypeTable};
 use crate::debuginfo::{FileAddr, MemorySource, Module, ProcessImage, Registers, RuntimeAddr};
+use crate::value::room::{PlanRefusal, ReadRequests, SymAddr};
 use crate::value::{Decoder, Limits, Redaction, Value};
 
 use location::LocationEnv;
@@ -189,18 +191,6 @@ impl CompiledExpr {
         self.names.iter().any(|name| redaction.is_secret(name))
     }
 
-    /// Why the expression reads memory at an address only a hit can tell
-    /// (an index or pointer offset read from the target), if it does: such
-    /// reads cannot be planned for a kernel-side capture.
-    pub fn data_dependent_address(&self) -> Option<String> {
-        plan::reads_data_dependent_address(&self.plan).then(|| {
-            format!(
-                "`{}` reads at an address computed from the target's data (an index or pointer offset that is not a constant)",
-                self.source
-            )
-        })
-    }
-
     /// The first name the expression reads whose name looks secret, if any:
     /// the engine refuses such conditions, which would leak a bit per hit.
     pub fn secret_name(&self, redaction: &Redaction) -> Option<&str> {
@@ -353,6 +343,186 @@ pub fn evaluate(
     })
 }
 
+/// A probe site as the capture planner sees it: where it is, and its CFA
+/// as the site's unwind rule gives it (register + offset), or why not.
+pub struct PlanSite<'a> {
+    /// The process's modules and debug info.
+    pub image: &'a ProcessImage,
+    /// The site's address (frame 0, innermost inlined frame).
+    pub pc: RuntimeAddr,
+    /// The canonical frame address at the site, symbolically.
+    pub cfa: Result<SymAddr, PlanRefusal>,
+}
+
+/// Memory for resolving a site's scope without reading the target.
+struct NoMemory;
+
+impl MemorySource for NoMemory {
+    fn read_memory(&self, addr: u64, _buf: &mut [u8]) -> Result<(), crate::debuginfo::MemoryError> {
+        Err(crate::debuginfo::MemoryError { addr })
+    }
+}
+
+/// Plans the reads of evaluating `expr` as a condition or a number at
+/// `site`. Both sides of `&&` and `||` are planned: a hit may take either.
+pub fn plan_number(
+    expr: &CompiledExpr,
+    site: &PlanSite<'_>,
+    requests: &mut dyn ReadRequests,
+) -> Result<(), PlanRefusal> {
+    with_symbolic(expr, site, requests, |executor, plan| {
+        executor.plan_number(plan)
+    })
+}
+
+/// Plans the reads of evaluating `expr` at `site` and rendering its value
+/// under `limits` (as [`evaluate`] does at a hit).
+pub fn plan_evaluate(
+    expr: &CompiledExpr,
+    site: &PlanSite<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+    requests: &mut dyn ReadRequests,
+) -> Result<(), PlanRefusal> {
+    if expr.secret(redaction) {
+        return Ok(());
+    }
+    let language = expr.language;
+    with_symbolic(expr, site, requests, |executor, plan| {
+        executor.plan_render(plan, limits, redaction, language)
+    })
+}
+
+/// Plans the reads of [`read_locals`] at `site` (frame 0, innermost
+/// inlined frame) under `limits`.
+pub fn plan_locals(
+    site: &PlanSite<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+    requests: &mut dyn ReadRequests,
+) -> Result<(), PlanRefusal> {
+    let regs = Registers::default();
+    let ctx = site_context(site, &regs);
+    let Ok(module) = frame::module_of(&ctx) else {
+        return Ok(());
+    };
+    let shared = crate::debuginfo::types::shared_types(module);
+    let mut types = lock(&shared);
+    let Ok(resolved) = frame::resolve(&ctx, &mut types) else {
+        return Ok(());
+    };
+    let env = symbolic::SymLocationEnv {
+        module: &resolved.module,
+        unit: resolved.unit.clone(),
+        frame_base: None,
+        cfa: site.cfa.clone(),
+    }
+    .with_frame_base(&resolved.scope.frame_base, requests);
+    for variable in &resolved.scope.variables {
+        if redaction.is_secret(&variable.name)
+            || frame::not_yet_initialized(&ctx, &resolved, variable).is_some()
+        {
+            continue;
+        }
+        let place = symbolic::place_of(&env, &variable.location, requests)?;
+        let mut room = crate::value::room::ValueRoom {
+            module: &resolved.module,
+            types: &mut types,
+            limits,
+            redaction,
+            requests,
+        };
+        room.value(&variable.name, variable.ty, &place, limits.depth)?;
+    }
+    Ok(())
+}
+
+/// A frame context of the site for scope lookups only (no registers, no
+/// memory: nothing is read).
+fn site_context<'a>(site: &PlanSite<'a>, regs: &'a Registers) -> FrameContext<'a> {
+    FrameContext {
+        image: site.image,
+        pc: site.pc,
+        regs,
+        cfa: None,
+        is_caller: false,
+        inline_depth: 0,
+        memory: &NoMemory,
+    }
+}
+
+/// Runs `f` on a symbolic executor of `expr`'s plan at `site` (compiling
+/// the expression again when it was compiled for another pc, as
+/// evaluation would).
+fn with_symbolic(
+    expr: &CompiledExpr,
+    site: &PlanSite<'_>,
+    requests: &mut dyn ReadRequests,
+    f: impl FnOnce(&mut symbolic::SymExecutor<'_>, &Node) -> Result<(), PlanRefusal>,
+) -> Result<(), PlanRefusal> {
+    with_symbolic_at(expr, site, requests, f, true)
+}
+
+fn with_symbolic_at(
+    expr: &CompiledExpr,
+    site: &PlanSite<'_>,
+    requests: &mut dyn ReadRequests,
+    f: impl FnOnce(&mut symbolic::SymExecutor<'_>, &Node) -> Result<(), PlanRefusal>,
+    may_recompile: bool,
+) -> Result<(), PlanRefusal> {
+    let mut types = lock(&expr.types);
+    let Some(compiled_frame) = &expr.frame else {
+        let mut executor = symbolic::SymExecutor {
+            module: &expr.module,
+            types: &mut types,
+            frame: None,
+            requests,
+            source: &expr.source,
+        };
+        return f(&mut executor, &expr.plan);
+    };
+    let same_frame = site
+        .image
+        .module_for(site.pc)
+        .is_some_and(|m| Arc::ptr_eq(m, &expr.module))
+        && expr.module.to_file(site.pc) == compiled_frame.lookup_pc
+        && compiled_frame.inline_depth == 0;
+    if !same_frame {
+        drop(types);
+        if !may_recompile {
+            return Ok(());
+        }
+        let regs = Registers::default();
+        let ctx = site_context(site, &regs);
+        return match compile(&expr.source, &ctx) {
+            Ok(recompiled) => with_symbolic_at(&recompiled, site, requests, f, false),
+            // Evaluation at the hit fails the same way: nothing to read.
+            Err(_) => Ok(()),
+        };
+    }
+    let Some(unit) = expr
+        .module
+        .unit_at(gimli::DebugInfoOffset(compiled_frame.unit))
+    else {
+        return Ok(());
+    };
+    let env = symbolic::SymLocationEnv {
+        module: &expr.module,
+        unit,
+        frame_base: None,
+        cfa: site.cfa.clone(),
+    }
+    .with_frame_base(&compiled_frame.frame_base, requests);
+    let mut executor = symbolic::SymExecutor {
+        module: &expr.module,
+        types: &mut types,
+        frame: Some(&env),
+        requests,
+        source: &expr.source,
+    };
+    f(&mut executor, &expr.plan)
+}
+
 /// Evaluates a compiled expression as a condition (probes evaluate it at
 /// every hit, with the thread held): true when it is a non-zero number, a
 /// true boolean or a non-null pointer. No value is built or rendered.
@@ -360,16 +530,6 @@ pub fn evaluate(
 /// leaves liveprobe as a value.
 pub fn evaluate_condition(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result<bool, EvalError> {
     evaluate_number_inner(expr, ctx).map(|number| number.truthy())
-}
-
-/// Evaluates a condition with both sides of every `&&` and `||` evaluated
-/// (errors of a side the real rule would skip are ignored): for planning
-/// what a condition may read at any hit, not for deciding one.
-pub fn exercise_condition(expr: &CompiledExpr, ctx: &FrameContext<'_>) -> Result<bool, EvalError> {
-    exec::EAGER_LOGIC.with(|eager| eager.set(true));
-    let result = evaluate_condition(expr, ctx);
-    exec::EAGER_LOGIC.with(|eager| eager.set(false));
-    result
 }
 
 /// Evaluates a compiled expression to a number (for histograms).

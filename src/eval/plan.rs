@@ -1643,48 +1643,6 @@ impl<'a> Compiler<'a> {
 }
 
 /// True when a node denotes an object with an address (so `&` applies).
-/// True when evaluating `node` reads memory at an address computed from
-/// the target's data: an index, or an offset added to a pointer, that is
-/// not a constant. Such reads cannot be planned before a hit.
-pub(crate) fn reads_data_dependent_address(node: &Node) -> bool {
-    match &node.kind {
-        NodeKind::Index { base, index, .. } => {
-            !is_constant(index)
-                || reads_data_dependent_address(base)
-                || reads_data_dependent_address(index)
-        }
-        NodeKind::Binary { lhs, rhs, mode, .. } => {
-            (matches!(mode, BinaryMode::PointerOffset { .. })
-                && !is_constant(lhs)
-                && !is_constant(rhs))
-                || reads_data_dependent_address(lhs)
-                || reads_data_dependent_address(rhs)
-        }
-        NodeKind::Member { base, .. } => reads_data_dependent_address(base),
-        NodeKind::Deref(inner) | NodeKind::AddressOf(inner) | NodeKind::Cast(inner) => {
-            reads_data_dependent_address(inner)
-        }
-        NodeKind::Unary { operand, .. } | NodeKind::Len { operand, .. } => {
-            reads_data_dependent_address(operand)
-        }
-        NodeKind::Local(_)
-        | NodeKind::Unavailable(_)
-        | NodeKind::Global { .. }
-        | NodeKind::Number(_)
-        | NodeKind::Text(_) => false,
-    }
-}
-
-/// A number known without reading the target.
-fn is_constant(node: &Node) -> bool {
-    match &node.kind {
-        NodeKind::Number(_) => true,
-        NodeKind::Unary { operand, .. } | NodeKind::Cast(operand) => is_constant(operand),
-        NodeKind::Binary { lhs, rhs, .. } => is_constant(lhs) && is_constant(rhs),
-        _ => false,
-    }
-}
-
 fn is_place(node: &Node) -> bool {
     matches!(
         node.kind,

@@ -12,7 +12,6 @@ use std::ops::Range;
 
 use crate::debuginfo::types::{
     Aggregate, BaseEncoding, Language, Member, MemberOffset, Type, TypeKey, TypeKind, TypeTable,
-    Variant,
 };
 use crate::debuginfo::{MemorySource, Module};
 
@@ -910,20 +909,6 @@ impl<'a> Decoder<'a> {
         Value::leaf(name, type_name, text)
     }
 
-    /// Whether a variant's arm has fields (`Some(x)`, not `None`).
-    fn variant_has_fields(&mut self, variant: &Variant) -> bool {
-        let Some(arm) = variant.members.first() else {
-            return false;
-        };
-        let Some((_, ty)) = arm.ty.and_then(|t| self.types.strip(self.module, t)) else {
-            return false;
-        };
-        match &ty.kind {
-            TypeKind::Aggregate(inner) => inner.members.iter().any(|m| !m.artificial),
-            _ => false,
-        }
-    }
-
     /// A Rust enum (or any DWARF variant part): the active variant by its
     /// discriminant, `Some(5)` inline when its fields are short scalars.
     fn variant_value(
@@ -958,31 +943,13 @@ impl<'a> Decoder<'a> {
             }
             None => None,
         };
-        let chosen = if super::planning::active() {
-            // Planning a capture: the discriminant is a marker, not data. The
-            // plan must cover the variant a real hit may have: fine when only
-            // one variant carries data (Option-like: the others read nothing
-            // more); with several, what to read depends on the data.
-            let dataful: Vec<&Variant> = part
-                .variants
-                .iter()
-                .filter(|v| self.variant_has_fields(v))
-                .collect();
-            if dataful.len() > 1 {
-                super::planning::refuse(format!(
-                    "`{name}` is an enum whose variants hold different data"
-                ));
-            }
-            dataful.first().copied().or(part.variants.first())
-        } else {
-            discriminant
-                .and_then(|d| {
-                    part.variants
-                        .iter()
-                        .find(|v| v.discr.iter().any(|r| r.low <= d && d <= r.high))
-                })
-                .or_else(|| part.variants.iter().find(|v| v.discr.is_empty()))
-        };
+        let chosen = discriminant
+            .and_then(|d| {
+                part.variants
+                    .iter()
+                    .find(|v| v.discr.iter().any(|r| r.low <= d && d <= r.high))
+            })
+            .or_else(|| part.variants.iter().find(|v| v.discr.is_empty()));
         let Some(variant) = chosen else {
             let shown = discriminant.map(|d| d.to_string()).unwrap_or_default();
             return Value::unavailable(

@@ -15,10 +15,10 @@
 mod decode;
 pub mod layout;
 mod memory;
-pub mod planning;
 mod printers;
 mod redact;
 mod render;
+pub mod room;
 
 pub use decode::{
     Decoder, MAX_NODES, MAX_TOTAL_NODES, Place, format_float, long_double_to_f64, quote_bytes,

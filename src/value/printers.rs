@@ -357,12 +357,7 @@ fn rust(
             ) {
                 (Ok(address), Ok(len)) => {
                     // Zero-sized elements have no capacity to check against.
-                    // (While planning a capture the values are markers:
-                    // checks between them mean nothing.)
-                    if access.stride > 0
-                        && capacity.is_some_and(|cap| len > cap)
-                        && !super::planning::active()
-                    {
+                    if access.stride > 0 && capacity.is_some_and(|cap| len > cap) {
                         Value::unavailable(
                             name,
                             type_name,
@@ -491,11 +486,6 @@ fn vec_deque(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
-    if super::planning::active() {
-        super::planning::refuse(
-            "the value holds a VecDeque (where its items are depends on its head)".into(),
-        );
-    }
     let module = decoder.module();
     let (head_offset, _) = layout::member(decoder.types(), module, key, "head")?;
     let (len_offset, _) = layout::member(decoder.types(), module, key, "len")?;
@@ -643,12 +633,6 @@ fn hash_table(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
-    if super::planning::active() {
-        super::planning::refuse(
-            "the value holds a hash table (which buckets to read depends on its control bytes)"
-                .into(),
-        );
-    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("HashSet<");
     let (raw_offset, raw_table) = layout::hashbrown_raw_table(decoder.types(), module, key)?;
@@ -806,11 +790,6 @@ fn btree(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
-    if super::planning::active() {
-        super::planning::refuse(
-            "the value holds a B-tree map (its shape decides what to read)".into(),
-        );
-    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("BTreeSet<");
     let (map_offset, map_type) = if is_set {
@@ -1017,12 +996,6 @@ fn libcxx_string_value(
     rep: u64,
     src: Src<'_>,
 ) -> Value {
-    if super::planning::active() {
-        super::planning::refuse(
-            "the value holds a libc++ std::string (whether it is short or long decides what to read)"
-                .into(),
-        );
-    }
     let bytes = match decoder.read(offset_src(src, rep), 24) {
         Ok(bytes) => bytes,
         Err(reason) => return Value::unavailable(name, type_name, reason),
@@ -1120,9 +1093,7 @@ fn cpp(
         );
         return Some(match fields {
             (Ok(first), Ok(last), Ok(end)) => {
-                if !super::planning::active()
-                    && (last < first || end < last || (last - first) % stride != 0)
-                {
+                if last < first || end < last || (last - first) % stride != 0 {
                     Value::unavailable(
                         name,
                         type_name,
@@ -1280,11 +1251,6 @@ fn rb_tree(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
-    if super::planning::active() {
-        super::planning::refuse(
-            "the value holds a std::map/std::set tree (its shape decides what to read)".into(),
-        );
-    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("set<") || ty.short_name.starts_with("multiset<");
     let (tree_offset, tree_type) = layout::member_path(decoder.types(), module, key, &["_M_t"])?;
@@ -1423,11 +1389,6 @@ fn libcxx_tree(
     src: Src<'_>,
     depth: u32,
 ) -> Option<Value> {
-    if super::planning::active() {
-        super::planning::refuse(
-            "the value holds a std::map/std::set tree (its shape decides what to read)".into(),
-        );
-    }
     let module = decoder.module();
     let is_set = ty.short_name.starts_with("set<") || ty.short_name.starts_with("multiset<");
     let (tree_offset, tree_type) = layout::member_path(decoder.types(), module, key, &["__tree_"])?;
