@@ -23,9 +23,30 @@ use crate::value::{Limits, Redaction};
 use super::frames::registers_from;
 use super::probes::{SiteAction, TemplatePart, capture_frames, logpoint_limits};
 
-/// Most bytes of memory one hit may copy (plus registers and bookkeeping,
-/// this stays under the kernel-side record limit).
-const MAX_CAPTURE_BYTES: usize = 16 * 1024;
+/// How much one hit's capture may copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Most bytes of memory one hit may copy.
+    pub max_bytes: usize,
+    /// Most reads.
+    pub max_reads: usize,
+}
+
+impl PlanLimits {
+    /// A kernel-side capture: with registers and bookkeeping this stays
+    /// under the BPF record limit, and the program's read loop is bounded.
+    pub const BPF: PlanLimits = PlanLimits {
+        max_bytes: 16 * 1024,
+        max_reads: MAX_READS,
+    };
+    /// A ptrace breakpoint's copy: batched `process_vm_readv` from user
+    /// space, bounded only by how long a thread may be held for it (about
+    /// 10 µs per 64 KiB).
+    pub const PTRACE: PlanLimits = PlanLimits {
+        max_bytes: 256 * 1024,
+        max_reads: 1024,
+    };
+}
 /// Registers are in `user_regs_struct` order; the first 21 are captured.
 const CAPTURED_REGISTERS: u64 = 21;
 /// Longest string a capture plans to copy.
@@ -85,6 +106,7 @@ fn decode_marker(image: &ProcessImage, addr: u64) -> Option<(CaptureBase, i64)> 
 /// with markers.
 struct PlanningMemory<'a> {
     image: &'a ProcessImage,
+    max_reads: usize,
     reads: RefCell<Vec<CaptureRead>>,
     refused: RefCell<Option<String>>,
 }
@@ -117,7 +139,7 @@ impl PlanningMemory<'_> {
                 return Some((i, start));
             }
         }
-        if reads.len() >= MAX_READS || len > 0xffff {
+        if reads.len() >= self.max_reads || len > 0xffff {
             return None;
         }
         reads.push(CaptureRead {
@@ -151,7 +173,8 @@ impl MemorySource for PlanningMemory<'_> {
         };
         let Some((read, start)) = self.plan(base, offset, buf.len()) else {
             self.refuse(format!(
-                "the capture needs more than {MAX_READS} reads or a read over 64 KiB"
+                "the capture needs more than {} reads or a read over 64 KiB",
+                self.max_reads
             ));
             return Err(MemoryError { addr });
         };
@@ -194,9 +217,12 @@ impl MemorySource for PlanningMemory<'_> {
             return Err(MemoryError { addr });
         }
         let mut reads = self.reads.borrow_mut();
-        if reads.len() >= MAX_READS {
+        if reads.len() >= self.max_reads {
             drop(reads);
-            self.refuse(format!("the capture needs more than {MAX_READS} reads"));
+            self.refuse(format!(
+                "the capture needs more than {} reads",
+                self.max_reads
+            ));
             return Err(MemoryError { addr });
         }
         // A string read of its own: the kernel copies up to the NUL, so a
@@ -222,6 +248,7 @@ pub fn plan_site(
     condition: Option<&eval::CompiledExpr>,
     action: &SiteAction,
     redaction: &Redaction,
+    limits: PlanLimits,
 ) -> Result<CapturePlan, String> {
     let reads_frame = condition.is_some()
         || matches!(
@@ -250,6 +277,7 @@ pub fn plan_site(
     let regs = registers_from(&marked, Some(register_marker(THREAD_POINTER_SLOT)));
     let memory = PlanningMemory {
         image,
+        max_reads: limits.max_reads,
         reads: RefCell::new(Vec::new()),
         refused: RefCell::new(None),
     };
@@ -321,9 +349,10 @@ pub fn plan_site(
     if let Some(why) = memory.refused.into_inner() {
         return Err(why);
     }
-    if total > MAX_CAPTURE_BYTES {
+    if total > limits.max_bytes {
         return Err(format!(
-            "the capture would copy {total} bytes per hit, more than {MAX_CAPTURE_BYTES}; narrow it with smaller limits or fewer expressions"
+            "the capture would copy {total} bytes per hit, more than {}; narrow it with smaller limits or fewer expressions",
+            limits.max_bytes
         ));
     }
     let reads = memory.reads.into_inner();

@@ -11,12 +11,12 @@ use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
-use super::capture_plan::plan_site;
+use super::capture_plan::{PlanLimits, plan_site};
 use super::probes::{
-    EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState, SiteAction,
-    SiteHandler, TemplatePart, parse_template,
+    CopiedSiteHandler, EngineChoice, LateReads, MetricKind, Probe, ProbeEngine, ProbeKind,
+    ProbeRow, ProbeState, SiteAction, SiteHandler, TemplatePart, parse_template,
 };
-use crate::tracer::CapturePlan;
+use crate::tracer::{CapturePlan, HitCopyPlan, ProcessMemory};
 
 /// One site's compiled condition and action.
 type CompiledSite = (RuntimeAddr, Option<CompiledExpr>, SiteAction);
@@ -35,6 +35,10 @@ pub const MAX_TTL_S: u64 = 86_400;
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// Lines searched either side for `source_contains`.
 const SOURCE_SEARCH_LINES: u32 = 10;
+/// Bytes of stack above `rsp` a ptrace hit copies when its capture cannot
+/// be planned: the frames a snapshot unwinds usually lie within it, and
+/// copying it keeps a hit's hold to a few microseconds.
+const UNPLANNED_STACK_WINDOW: u32 = 32 * 1024;
 
 /// What to set.
 pub struct ProbeRequest {
@@ -448,8 +452,15 @@ impl Engine {
             _ => site_plans
                 .iter()
                 .map(|(_, (addr, condition, action))| {
-                    plan_site(&image, *addr, condition.as_ref(), action, &self.redaction)
-                        .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
+                    plan_site(
+                        &image,
+                        *addr,
+                        condition.as_ref(),
+                        action,
+                        &self.redaction,
+                        PlanLimits::BPF,
+                    )
+                    .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
                 })
                 .collect(),
         };
@@ -590,11 +601,57 @@ impl Engine {
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
+        // What each hit copies while its thread is held, decided now: the
+        // planned capture, or (where it cannot be planned) registers and a
+        // stack window, the rest read after the thread went on.
+        let plans: Vec<(HitCopyPlan, Option<LateReads>)> = sites
+            .iter()
+            .map(|(_, (addr, condition, action))| {
+                match plan_site(
+                    image,
+                    *addr,
+                    condition.as_ref(),
+                    action,
+                    &self.redaction,
+                    PlanLimits::PTRACE,
+                ) {
+                    Ok(capture) => (
+                        HitCopyPlan {
+                            capture,
+                            stack_window: 0,
+                        },
+                        None,
+                    ),
+                    Err(why) => (
+                        HitCopyPlan {
+                            capture: CapturePlan {
+                                registers: true,
+                                reads: Vec::new(),
+                            },
+                            stack_window: UNPLANNED_STACK_WINDOW,
+                        },
+                        Some(LateReads {
+                            memory: ProcessMemory::new(probe.pid),
+                            why,
+                            stack_window: UNPLANNED_STACK_WINDOW,
+                        }),
+                    ),
+                }
+            })
+            .collect();
         let handlers = self.site_handlers(probe, image, sites, end_sites);
-        for (addr, handler) in handlers {
+        // End sites of a duration read nothing.
+        let plans = plans
+            .into_iter()
+            .chain(std::iter::repeat_with(|| (HitCopyPlan::default(), None)));
+        for ((addr, mut handler), (plan, late_reads)) in handlers.into_iter().zip(plans) {
+            handler.late_reads = late_reads;
+            let handler = CopiedSiteHandler {
+                site: Arc::new(handler),
+            };
             if let Err(e) = self
                 .tracer
-                .insert_breakpoint(probe.pid, addr, probe.id, Box::new(handler))
+                .insert_copying_breakpoint(probe.pid, addr, probe.id, Box::new(handler), plan)
                 .await
             {
                 let _ = self.tracer.remove_group(probe.pid, probe.id).await;
@@ -653,6 +710,7 @@ impl Engine {
             redaction: self.redaction.clone(),
             site,
             place,
+            late_reads: None,
         };
         // Sites come in the order of the probe's `resolved`.
         let mut handlers: Vec<(u64, SiteHandler)> = sites
@@ -698,15 +756,16 @@ impl Engine {
         });
     }
 
-    /// Hands the kernel-side hits recorded so far to their probes, when any
-    /// probe is kernel-side: answers must include hits that already happened.
+    /// Hands the hits recorded so far to their probes: answers must include
+    /// hits that already happened. Kernel-side hits wait in the ring; a
+    /// ptrace hit is queued for the hit worker by the tracer thread right
+    /// after its thread is resumed, so a round trip through the tracer
+    /// queues every hit before the request, then the worker catches up.
     async fn settle_kernel_hits(&self) {
-        let any = self
-            .probes()
-            .values()
-            .any(|p| p.engine() == ProbeEngine::Uprobe);
+        let any = !self.probes().is_empty();
         if any {
             let _ = self.tracer.flush_kernel_hits().await;
+            super::probes::settle_copied_hits().await;
         }
     }
 
@@ -763,9 +822,8 @@ impl Engine {
         wait_ms: u64,
     ) -> Result<ProbeResults, EngineError> {
         let probe = self.probe(probe_id)?;
-        if probe.engine() == ProbeEngine::Uprobe {
-            let _ = self.tracer.flush_kernel_hits().await;
-        }
+        let _ = self.tracer.flush_kernel_hits().await;
+        super::probes::settle_copied_hits().await;
         self.refresh_modules(probe.pid);
         let wait_capped = wait_ms > MAX_WAIT_MS;
         let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
@@ -811,9 +869,8 @@ impl Engine {
     /// Removes a probe: its breakpoints leave the target at once.
     pub async fn remove_probe(&self, probe_id: u64) -> Result<ProbeRemoved, EngineError> {
         let probe = self.probe(probe_id)?;
-        if probe.engine() == ProbeEngine::Uprobe {
-            let _ = self.tracer.flush_kernel_hits().await;
-        }
+        let _ = self.tracer.flush_kernel_hits().await;
+        super::probes::settle_copied_hits().await;
         let before = probe.state();
         probe.finish(ProbeState::Removed, Some("removed by remove_probe".into()));
         let removed = self.tracer.remove_group(probe.pid, probe.id).await;

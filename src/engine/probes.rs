@@ -1,8 +1,17 @@
 //! Probes: one user probe, many physical sites. A probe is compiled when it
-//! is set (location resolved, condition and captures type-checked into
-//! plans); at a hit its handler runs on the tracer thread while only the
-//! hitting thread is held, and stores what it captured in the probe's
-//! bounded store.
+//! is set (location resolved, condition and captures type-checked, the
+//! capture planned); a hit only copies what the plan names (a kernel-side
+//! site in BPF, a ptrace breakpoint with `process_vm_readv` while only the
+//! hitting thread is held), and the handler works on that copy later:
+//! condition, counts, store, and a render deferred to the first read.
+//!
+//! Where ptrace hits are handled: a ptrace site's handler on the tracer
+//! thread only queues the copy (`CopiedSiteHandler`) to one hit worker
+//! thread, which evaluates conditions and records. Evaluation takes locks
+//! a client's request also takes (the module's type tables, for a whole
+//! `read_locals` decode); on the worker a blocked lock delays results, never
+//! a trap of another thread. Answers wait for the worker to catch up
+//! (`settle_copied_hits`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +22,11 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
+use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitMemory, HitVerdict};
+use crate::tracer::{
+    BreakpointEnd, CapturedMemory, HitContext, HitHandler, HitMemory, HitVerdict, ProcessMemory,
+};
 use crate::value::{Limits, Redaction, Value};
 
 use super::frames::{HitMemorySource, registers_from};
@@ -581,21 +592,88 @@ pub struct SiteHandler {
     pub site: Option<usize>,
     /// The site's place in the probe's `resolved` list.
     pub place: Option<usize>,
+    /// Set when the capture could not be planned (ptrace engine): what was
+    /// not copied at the hit is read live afterwards, and items say so.
+    pub late_reads: Option<LateReads>,
+}
+
+/// Live reads for what a ptrace hit's copy does not hold.
+pub struct LateReads {
+    /// The target's memory.
+    pub memory: ProcessMemory,
+    /// Why the capture could not be planned.
+    pub why: String,
+    /// Bytes of stack the hit copies (from `rsp - 128`).
+    pub stack_window: u32,
+}
+
+/// A copy taken at a hit, then the live target for what the copy lacks;
+/// remembers the first such late read.
+struct CopyThenLive<'a> {
+    copy: &'a CapturedMemory,
+    live: &'a ProcessMemory,
+    first_late: std::cell::Cell<Option<u64>>,
+}
+
+impl CopyThenLive<'_> {
+    fn note_late(&self, addr: u64) {
+        if self.first_late.get().is_none() {
+            self.first_late.set(Some(addr));
+        }
+    }
+}
+
+impl MemorySource for CopyThenLive<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if self.copy.read(addr, buf).is_ok() {
+            return Ok(());
+        }
+        self.note_late(addr);
+        self.live
+            .read(addr, buf)
+            .map_err(|e| MemoryError { addr: e.addr })
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        // Whole pages would mix the copy with live bytes needlessly.
+        true
+    }
+
+    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
+        if let Some(found) = self.copy.read_string(addr, max) {
+            return Ok(found);
+        }
+        crate::debuginfo::read_string_by_pages(self, addr, max)
+    }
 }
 
 impl SiteHandler {
-    fn hit_inner(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+    fn hit_inner(&self, hit: &HitContext<'_>) -> HitVerdict {
         let probe = &self.probe;
         if probe.state() != ProbeState::Armed {
             return HitVerdict::RemoveGroup;
         }
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
-        let memory = HitMemorySource::new(hit.memory);
+        let late = match (&self.late_reads, hit.memory) {
+            (Some(late), HitMemory::Captured(copy)) => Some(CopyThenLive {
+                copy,
+                live: &late.memory,
+                first_late: std::cell::Cell::new(None),
+            }),
+            _ => None,
+        };
+        let planned = HitMemorySource::new(hit.memory);
+        let memory: &dyn MemorySource = match &late {
+            Some(late) => late,
+            None => &planned,
+        };
         let pc = RuntimeAddr(hit.address);
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
-        // A kernel copy is rendered later, and finds its CFA then.
-        let renders_now = matches!(hit.memory, HitMemory::Live(_));
+        // A planned copy is rendered later, and finds its CFA then; one
+        // completed by late reads is rendered now, as close to the hit as
+        // can be.
+        let renders_now = matches!(hit.memory, HitMemory::Live(_)) || late.is_some();
         let reads_frame = self.condition.is_some()
             || matches!(*self.action, SiteAction::Histogram(_))
             || (renders_now
@@ -605,7 +683,7 @@ impl SiteHandler {
                 ));
         let cfa = if reads_frame {
             self.image
-                .unwind(&regs, &memory, 1)
+                .unwind(&regs, memory, 1)
                 .first()
                 .and_then(|f| f.cfa)
         } else {
@@ -617,7 +695,7 @@ impl SiteHandler {
             regs: &regs,
             cfa,
             is_caller: false,
-            memory: &memory,
+            memory,
             inline_depth: 0,
         };
         if let Some(cond) = &self.condition {
@@ -663,9 +741,36 @@ impl SiteHandler {
                     cfa,
                     regs: regs.clone(),
                 };
-                let item = match hit.memory {
-                    // A kernel copy stays valid: render it when it is read.
-                    HitMemory::Captured(copy) => {
+                let copied_by_ptrace = hit.held.is_some();
+                let item = match (hit.memory, &late) {
+                    // A copy completed by late reads: render now, and say
+                    // which values are not from the moment of the hit.
+                    (HitMemory::Captured(_), Some(late)) => {
+                        let site = SiteRendering {
+                            image: self.image.clone(),
+                            action: self.action.clone(),
+                            redaction: self.redaction.clone(),
+                        };
+                        let mut item = site.render(&capture, late);
+                        with_site(&mut item, site_number);
+                        if let (Some(addr), Some(object), Some(reads)) = (
+                            late.first_late.get(),
+                            item.as_object_mut(),
+                            &self.late_reads,
+                        ) {
+                            object.insert(
+                                "capture_note".into(),
+                                json!(format!(
+                                    "the capture could not be planned ({}); registers and {} bytes of stack were copied at the hit, other memory was read after the thread went on (first at {addr:#x}), so those values may be from a later moment than the hit",
+                                    reads.why,
+                                    reads.stack_window + 128
+                                )),
+                            );
+                        }
+                        StoredBody::Ready(item)
+                    }
+                    // A planned copy stays valid: render it when it is read.
+                    (HitMemory::Captured(copy), None) => {
                         let site = SiteRendering {
                             image: self.image.clone(),
                             action: self.action.clone(),
@@ -681,24 +786,28 @@ impl SiteHandler {
                             {
                                 // A failed read of a planned range is the
                                 // target's; one outside the plan is ours.
-                                object.insert(
-                                    "capture_note".into(),
-                                    json!(format!(
+                                let note = if copied_by_ptrace {
+                                    format!(
+                                        "some reads were not in the capture copied at the hit (first at {addr:#x}), so they show as read errors: the capture was planned for other data"
+                                    )
+                                } else {
+                                    format!(
                                         "some reads were not in the kernel-side capture (first at {addr:#x}), so they show as read errors: the capture was planned for other data; set the probe with engine ptrace to read such values live"
-                                    )),
-                                );
+                                    )
+                                };
+                                object.insert("capture_note".into(), json!(note));
                             }
                             item
                         }))
                     }
                     // Live memory changes once the thread goes on: render now.
-                    HitMemory::Live(_) => {
+                    (HitMemory::Live(_), _) => {
                         let site = SiteRendering {
                             image: self.image.clone(),
                             action: self.action.clone(),
                             redaction: self.redaction.clone(),
                         };
-                        let mut item = site.render(&capture, &memory);
+                        let mut item = site.render(&capture, memory);
                         with_site(&mut item, site_number);
                         StoredBody::Ready(item)
                     }
@@ -768,16 +877,25 @@ impl SiteHandler {
     }
 }
 
-impl HitHandler for SiteHandler {
-    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+impl SiteHandler {
+    /// A hit, on whichever thread handles it.
+    fn handle(&self, hit: &HitContext<'_>) -> HitVerdict {
         let started = Instant::now();
         let verdict = self.hit_inner(hit);
         let spent = started.elapsed();
-        // A kernel-side hit held the thread only for the trap; ours was
-        // work on a copy, after the thread went on.
-        let (cost, what) = match hit.memory {
-            HitMemory::Live(_) => (spent, "holding target threads"),
-            HitMemory::Captured(_) => (KERNEL_HIT_COST, "of target threads' time in uprobe hits"),
+        // A ptrace hit that copied held the thread for the copy; a
+        // kernel-side one only for the trap; the work on a copy happened
+        // after the thread went on.
+        let (spent, cost, what) = match (hit.memory, hit.held) {
+            // Charged: the copy, the probe's own work in the hold (as a
+            // handler's time was when it ran while the thread was held).
+            (_, Some(held)) => (held, hit.copying.unwrap_or(held), "holding target threads"),
+            (HitMemory::Live(_), None) => (spent, spent, "holding target threads"),
+            (HitMemory::Captured(_), None) => (
+                spent,
+                KERNEL_HIT_COST,
+                "of target threads' time in uprobe hits",
+            ),
         };
         if self.probe.charge(spent, cost, hit.monotonic_ns) && verdict == HitVerdict::Keep {
             self.probe.finish(
@@ -792,7 +910,7 @@ impl HitHandler for SiteHandler {
         verdict
     }
 
-    fn on_end(&mut self, why: &BreakpointEnd) {
+    fn end(&self, why: &BreakpointEnd) {
         match why {
             BreakpointEnd::TargetExited { code, signal } => {
                 let reason = match (code, signal) {
@@ -815,6 +933,16 @@ impl HitHandler for SiteHandler {
             BreakpointEnd::Removed => {}
         }
     }
+}
+
+impl HitHandler for SiteHandler {
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        self.handle(hit)
+    }
+
+    fn on_end(&mut self, why: &BreakpointEnd) {
+        self.end(why);
+    }
 
     fn on_lost(&mut self, count: u64) {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
@@ -833,6 +961,145 @@ impl HitHandler for SiteHandler {
                 )),
             );
         }
+    }
+}
+
+/// Most bytes of copies waiting for the hit worker; a hit beyond is lost
+/// (counted), as a kernel-side hit is when its ring is full.
+const MAX_QUEUED_COPY_BYTES: usize = 256 * 1024 * 1024;
+
+type HitJob = Box<dyn FnOnce() + Send>;
+
+/// The thread that handles ptrace hits' copies, in the order they happened.
+struct HitWorker {
+    jobs: std::sync::mpsc::Sender<HitJob>,
+    queued: AtomicU64,
+    done: AtomicU64,
+    queued_bytes: std::sync::atomic::AtomicUsize,
+    /// Woken after each job.
+    progress: tokio::sync::Notify,
+}
+
+fn hit_worker() -> &'static HitWorker {
+    static WORKER: std::sync::OnceLock<HitWorker> = std::sync::OnceLock::new();
+    WORKER.get_or_init(|| {
+        let (jobs, receiver) = std::sync::mpsc::channel::<HitJob>();
+        let spawned = std::thread::Builder::new()
+            .name("liveprobe-hits".into())
+            .spawn(move || {
+                while let Ok(job) = receiver.recv() {
+                    // A panic is the job's own (it ends its probe); the
+                    // worker goes on with the next hit.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    let worker = hit_worker();
+                    worker.done.fetch_add(1, Ordering::Release);
+                    worker.progress.notify_waiters();
+                }
+            });
+        if let Err(e) = spawned {
+            // Jobs are then run where they are queued (see `queue`).
+            tracing::error!("cannot start the hit worker thread: {e}");
+        }
+        HitWorker {
+            jobs,
+            queued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
+            progress: tokio::sync::Notify::new(),
+        }
+    })
+}
+
+impl HitWorker {
+    fn queue(&self, job: HitJob) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            // No worker thread: handle it here rather than lose it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            self.done.fetch_add(1, Ordering::Release);
+            self.progress.notify_waiters();
+        }
+    }
+}
+
+/// Waits until every ptrace hit queued before this call is handled. The
+/// caller first makes a round trip through the tracer, so that every hit
+/// whose thread was resumed before the request is queued.
+pub async fn settle_copied_hits() {
+    let worker = hit_worker();
+    let target = worker.queued.load(Ordering::Acquire);
+    loop {
+        let progress = worker.progress.notified();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
+        if worker.done.load(Ordering::Acquire) >= target {
+            return;
+        }
+        progress.await;
+    }
+}
+
+/// The handler of a ptrace site whose hits copy: on the tracer thread it
+/// only queues the copy for the hit worker (`SiteHandler` does the rest
+/// there). Ends are queued too, so they come after the hits before them.
+pub struct CopiedSiteHandler {
+    /// The site's handler, shared with queued hits.
+    pub site: Arc<SiteHandler>,
+}
+
+impl HitHandler for CopiedSiteHandler {
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        let HitMemory::Captured(copy) = hit.memory else {
+            // Not a copy: handle it here, as any site handler.
+            return self.site.handle(hit);
+        };
+        let worker = hit_worker();
+        let bytes = copy.bytes();
+        if worker.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_COPY_BYTES {
+            self.site.probe.lost.fetch_add(1, Ordering::Relaxed);
+            return HitVerdict::Keep;
+        }
+        worker.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let site = self.site.clone();
+        let copy = copy.clone();
+        let (pid, tid, address, regs, fs_base) =
+            (hit.pid, hit.tid, hit.address, *hit.regs, hit.fs_base);
+        let (monotonic_ns, time, held, copying) =
+            (hit.monotonic_ns, hit.time, hit.held, hit.copying);
+        worker.queue(Box::new(move || {
+            hit_worker()
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::Relaxed);
+            let hit = HitContext {
+                pid,
+                tid,
+                address,
+                regs: &regs,
+                fs_base,
+                memory: HitMemory::Captured(&copy),
+                monotonic_ns,
+                time,
+                held,
+                copying,
+            };
+            let handled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| site.handle(&hit)));
+            if handled.is_err() {
+                site.probe.finish(
+                    ProbeState::Error,
+                    Some("liveprobe failed handling a hit (a bug); set the probe again".into()),
+                );
+            }
+            // A probe that ended (done, throttled, failed) is taken out of
+            // the target by its expiry task, which its end wakes.
+        }));
+        HitVerdict::Keep
+    }
+
+    fn on_end(&mut self, why: &BreakpointEnd) {
+        let site = self.site.clone();
+        let why = why.clone();
+        hit_worker().queue(Box::new(move || site.end(&why)));
     }
 }
 

@@ -60,6 +60,7 @@ mod code;
 mod doorbell;
 mod error;
 mod event_loop;
+mod hit_copy;
 mod inject;
 mod kernel;
 mod memory;
@@ -78,6 +79,7 @@ pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
+pub use hit_copy::HitCopyPlan;
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
     user_regs_from_slots,
@@ -355,6 +357,31 @@ impl Tracer {
             address,
             group,
             handler: HandlerBox(handler),
+            copy: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Arm a breakpoint like `insert_breakpoint`, whose hits only copy: while
+    /// the thread is held, its registers and what `plan` names are copied
+    /// (batched `process_vm_readv`); the thread is resumed, and only then is
+    /// `handler` called, with the copy (`HitMemory::Captured`) and the time
+    /// the thread was held (`HitContext::held`).
+    pub async fn insert_copying_breakpoint(
+        &self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+        plan: HitCopyPlan,
+    ) -> Result<BreakpointId, TraceError> {
+        self.ask(|reply| Command::InsertBreakpoint {
+            pid,
+            address,
+            group,
+            handler: HandlerBox(handler),
+            copy: Some(plan),
             reply,
         })
         .await?
