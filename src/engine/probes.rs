@@ -570,6 +570,15 @@ fn with_site(item: &mut serde_json::Value, site: Option<usize>) {
     }
 }
 
+/// Says in an item how long its ptrace hit held the thread (stop seen to
+/// resumed), in microseconds.
+fn with_held(item: &mut serde_json::Value, held: Option<Duration>) {
+    if let (Some(held), Some(object)) = (held, item.as_object_mut()) {
+        let us = (held.as_nanos() as f64 / 10.0).round() / 100.0;
+        object.insert("held_us".into(), json!(us));
+    }
+}
+
 /// An item for the store: rendered, or rendered when first read.
 enum StoredBody {
     Ready(serde_json::Value),
@@ -742,6 +751,7 @@ impl SiteHandler {
                     regs: regs.clone(),
                 };
                 let copied_by_ptrace = hit.held.is_some();
+                let held = hit.held;
                 let item = match (hit.memory, &late) {
                     // A copy completed by late reads: render now, and say
                     // which values are not from the moment of the hit.
@@ -753,6 +763,7 @@ impl SiteHandler {
                         };
                         let mut item = site.render(&capture, late);
                         with_site(&mut item, site_number);
+                        with_held(&mut item, held);
                         if let (Some(addr), Some(object), Some(reads)) = (
                             late.first_late.get(),
                             item.as_object_mut(),
@@ -781,6 +792,7 @@ impl SiteHandler {
                             let memory = HitMemorySource::new(HitMemory::Captured(&copy));
                             let mut item = site.render(&capture, &memory);
                             with_site(&mut item, site_number);
+                            with_held(&mut item, held);
                             if let (Some(addr), Some(object)) =
                                 (memory.first_miss(), item.as_object_mut())
                             {
