@@ -151,3 +151,64 @@ fn a_hot_ptrace_snapshot_is_never_held_by_a_concurrent_read_locals() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// A capture that cannot be planned (caller frames need return addresses
+/// found only by unwinding) still only copies at the hit: registers and a
+/// stack window; what lies outside is read after the thread went on, and
+/// every item that used such a read says so.
+#[test]
+fn an_unplannable_ptrace_snapshot_copies_the_stack_and_says_what_it_read_late() {
+    let mut fx = Fixture::start(&orders());
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let set = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "process_order", "engine": "ptrace",
+                   "condition": "worker == 1", "max_hits": 5, "frames": 3,
+                   "expressions": ["o->id", "o->amount", "thread_orders"]}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    fx.send("run 100");
+    fx.expect_line("checksum");
+    let r = results(&mut c, &set["probe_id"], 0, 5000);
+    assert_eq!(r["state"], "done", "{r}");
+    let items = r["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5, "{r}");
+    for (k, item) in items.iter().enumerate() {
+        let v = |i: usize| -> i64 {
+            item["expressions"][i]["value"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("expression {i} is not a number: {item}"))
+        };
+        // Worker 1's orders in order; the struct lives in the caller's
+        // frame, inside the copied stack window.
+        assert_eq!(v(0), 1_000_000 + k as i64, "{item}");
+        assert_eq!(v(1), amount_of(v(0)), "{item}");
+        // The thread-local, copied from the thread's static TLS area.
+        assert_eq!(v(2), k as i64 + 1, "{item}");
+        let functions: Vec<&str> = item["frames"]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert_eq!(
+            functions,
+            ["process_order", "run_orders", "worker_main"],
+            "{item}"
+        );
+        // The customer's name is a string in read-only data, outside the
+        // copy: read late, and said so.
+        let note = item["capture_note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("could not be planned") && note.contains("after the thread went on"),
+            "{item}"
+        );
+        assert!(item["held_us"].as_f64().is_some(), "{item}");
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

@@ -39,6 +39,9 @@ const SOURCE_SEARCH_LINES: u32 = 10;
 /// be planned: the frames a snapshot unwinds usually lie within it, and
 /// copying it keeps a hit's hold to a few microseconds.
 const UNPLANNED_STACK_WINDOW: u32 = 32 * 1024;
+/// Bytes below the thread pointer such a hit copies: the static
+/// thread-local blocks of the program and its first libraries.
+const UNPLANNED_TLS_WINDOW: u32 = 4096;
 
 /// What to set.
 pub struct ProbeRequest {
@@ -619,6 +622,7 @@ impl Engine {
                         HitCopyPlan {
                             capture,
                             stack_window: 0,
+                            tls_window: 0,
                         },
                         None,
                     ),
@@ -629,6 +633,7 @@ impl Engine {
                                 reads: Vec::new(),
                             },
                             stack_window: UNPLANNED_STACK_WINDOW,
+                            tls_window: UNPLANNED_TLS_WINDOW,
                         },
                         Some(LateReads {
                             memory: ProcessMemory::new(probe.pid),

@@ -772,7 +772,7 @@ impl SiteHandler {
                             object.insert(
                                 "capture_note".into(),
                                 json!(format!(
-                                    "the capture could not be planned ({}); registers and {} bytes of stack were copied at the hit, other memory was read after the thread went on (first at {addr:#x}), so those values may be from a later moment than the hit",
+                                    "the capture could not be planned ({}); registers, {} bytes of stack and the static thread-local area were copied at the hit, other memory was read after the thread went on (first at {addr:#x}), so those values may be from a later moment than the hit",
                                     reads.why,
                                     reads.stack_window + 128
                                 )),

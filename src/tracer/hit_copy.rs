@@ -32,6 +32,11 @@ pub struct HitCopyPlan {
     /// for captures that could not be planned, so the unwinder and the
     /// frame reads find the stack as it was at the hit. 0: none.
     pub stack_window: u32,
+    /// Bytes below the thread pointer (`fs_base`) copied, plus 64 above it:
+    /// where x86-64 keeps the static thread-local blocks of the program and
+    /// its first libraries, for captures that could not be planned (the
+    /// planner refuses thread-locals). 0: none.
+    pub tls_window: u32,
 }
 
 /// A hit copied while its thread was stopped, waiting for the thread to be
@@ -134,8 +139,8 @@ pub(super) fn copy_hit(
             let address = base.wrapping_add_signed(read.offset);
             requests.push((index, address, vec![0u8; read.len as usize]));
         }
-        if batch == 0 && plan.stack_window > 0 {
-            window = window_requests(regs.rsp, plan.stack_window);
+        if batch == 0 {
+            window = windows(regs, plan);
         }
         let mut iov: Vec<(u64, &mut [u8])> = requests
             .iter_mut()
@@ -163,8 +168,8 @@ pub(super) fn copy_hit(
             add_window(&mut copy, std::mem::take(&mut window), windowed);
         }
     }
-    if depth == 0 && plan.stack_window > 0 {
-        let mut window = window_requests(regs.rsp, plan.stack_window);
+    if depth == 0 && (plan.stack_window > 0 || plan.tls_window > 0) {
+        let mut window = windows(regs, plan);
         let mut iov: Vec<(u64, &mut [u8])> = window
             .iter_mut()
             .map(|(address, buf)| (*address, buf.as_mut_slice()))
@@ -197,10 +202,25 @@ pub(super) fn copy_hit(
     copy
 }
 
-/// The stack window as page-sized requests, lowest first.
-fn window_requests(rsp: u64, bytes: u32) -> Vec<(u64, Vec<u8>)> {
-    let start = rsp.saturating_sub(RED_ZONE);
-    let end = rsp.saturating_add(bytes as u64);
+/// The stack and thread-local windows of a plan as page-sized requests.
+fn windows(regs: &libc::user_regs_struct, plan: &HitCopyPlan) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    if plan.stack_window > 0 {
+        let start = regs.rsp.saturating_sub(RED_ZONE);
+        out.extend(window_requests(
+            start,
+            regs.rsp.saturating_add(plan.stack_window as u64),
+        ));
+    }
+    if plan.tls_window > 0 && regs.fs_base != 0 {
+        let start = regs.fs_base.saturating_sub(plan.tls_window as u64);
+        out.extend(window_requests(start, regs.fs_base.saturating_add(64)));
+    }
+    out
+}
+
+/// `[start, end)` as page-sized requests, lowest first.
+fn window_requests(start: u64, end: u64) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut at = start;
     while at < end {
@@ -213,23 +233,34 @@ fn window_requests(rsp: u64, bytes: u32) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-/// Adds the window's readable pieces from its start, as one range (the
-/// stack above the last mapped page is not the thread's).
+/// Adds the windows' readable pieces, each run of adjacent ones as one
+/// range (a read may then cross a page boundary inside the copy).
 fn add_window(
     copy: &mut CapturedMemory,
     window: Vec<(u64, Vec<u8>)>,
     results: &[Result<(), super::error::MemoryReadError>],
 ) {
-    let mut start = None;
-    let mut bytes = Vec::new();
+    let mut run: Option<(u64, Vec<u8>)> = None;
     for ((address, piece), result) in window.into_iter().zip(results) {
         if result.is_err() {
-            break;
+            if let Some((start, bytes)) = run.take() {
+                copy.add_range(start, bytes);
+            }
+            continue;
         }
-        start.get_or_insert(address);
-        bytes.extend_from_slice(&piece);
+        match &mut run {
+            Some((start, bytes)) if *start + bytes.len() as u64 == address => {
+                bytes.extend_from_slice(&piece);
+            }
+            _ => {
+                if let Some((start, bytes)) = run.take() {
+                    copy.add_range(start, bytes);
+                }
+                run = Some((address, piece));
+            }
+        }
     }
-    if let Some(start) = start {
+    if let Some((start, bytes)) = run {
         copy.add_range(start, bytes);
     }
 }
@@ -275,6 +306,7 @@ mod tests {
                 ],
             },
             stack_window: 64,
+            tls_window: 0,
         };
         let memory = ProcessMemory::new(std::process::id() as i32);
         let copy = copy_hit(&memory, &regs, &plan);
