@@ -13,10 +13,10 @@ use crate::value::Limits;
 
 use super::capture_plan::{PlanLimits, plan_site};
 use super::probes::{
-    CopiedSiteHandler, EngineChoice, LateReads, MetricKind, Probe, ProbeEngine, ProbeKind,
-    ProbeRow, ProbeState, SiteAction, SiteHandler, TemplatePart, parse_template,
+    CopiedSiteHandler, EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow,
+    ProbeState, SiteAction, SiteHandler, TemplatePart, parse_template,
 };
-use crate::tracer::{CapturePlan, HitCopyPlan, ProcessMemory};
+use crate::tracer::{CapturePlan, HitCopyPlan};
 
 /// One site's compiled condition and action.
 type CompiledSite = (RuntimeAddr, Option<CompiledExpr>, SiteAction);
@@ -35,13 +35,6 @@ pub const MAX_TTL_S: u64 = 86_400;
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// Lines searched either side for `source_contains`.
 const SOURCE_SEARCH_LINES: u32 = 10;
-/// Bytes of stack above `rsp` a ptrace hit copies when its capture cannot
-/// be planned: the frames a snapshot unwinds usually lie within it, and
-/// copying it keeps a hit's hold to a few microseconds.
-const UNPLANNED_STACK_WINDOW: u32 = 32 * 1024;
-/// Bytes below the thread pointer such a hit copies: the static
-/// thread-local blocks of the program and its first libraries.
-const UNPLANNED_TLS_WINDOW: u32 = 4096;
 
 /// What to set.
 pub struct ProbeRequest {
@@ -604,61 +597,57 @@ impl Engine {
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
-        // What each hit copies while its thread is held, decided now: the
-        // planned capture, or (where it cannot be planned) registers and a
-        // stack window, the rest read after the thread went on.
-        let plans: Vec<(HitCopyPlan, Option<LateReads>)> = sites
+        // What each hit copies while its thread is held, decided now. A
+        // capture that cannot be planned keeps today's way: the handler
+        // reads live while the thread is held (late reads of a running
+        // thread would show containers its frame frees a moment later).
+        let plans: Vec<Option<HitCopyPlan>> = sites
             .iter()
             .map(|(_, (addr, condition, action))| {
-                match plan_site(
+                plan_site(
                     image,
                     *addr,
                     condition.as_ref(),
                     action,
                     &self.redaction,
                     PlanLimits::PTRACE,
-                ) {
-                    Ok(capture) => (
-                        HitCopyPlan {
-                            capture,
-                            stack_window: 0,
-                            tls_window: 0,
-                        },
-                        None,
-                    ),
-                    Err(why) => (
-                        HitCopyPlan {
-                            capture: CapturePlan {
-                                registers: true,
-                                reads: Vec::new(),
-                            },
-                            stack_window: UNPLANNED_STACK_WINDOW,
-                            tls_window: UNPLANNED_TLS_WINDOW,
-                        },
-                        Some(LateReads {
-                            memory: ProcessMemory::new(probe.pid),
-                            why,
-                            stack_window: UNPLANNED_STACK_WINDOW,
-                        }),
-                    ),
-                }
+                )
+                .ok()
+                .map(|capture| HitCopyPlan {
+                    capture,
+                    stack_window: 0,
+                    tls_window: 0,
+                })
             })
             .collect();
         let handlers = self.site_handlers(probe, image, sites, end_sites);
         // End sites of a duration read nothing.
         let plans = plans
             .into_iter()
-            .chain(std::iter::repeat_with(|| (HitCopyPlan::default(), None)));
-        for ((addr, mut handler), (plan, late_reads)) in handlers.into_iter().zip(plans) {
-            handler.late_reads = late_reads;
-            let handler = CopiedSiteHandler {
-                site: Arc::new(handler),
+            .chain(std::iter::repeat_with(|| Some(HitCopyPlan::default())));
+        for ((addr, handler), plan) in handlers.into_iter().zip(plans) {
+            let armed = match plan {
+                Some(plan) => {
+                    let handler = CopiedSiteHandler {
+                        site: Arc::new(handler),
+                    };
+                    self.tracer
+                        .insert_copying_breakpoint(
+                            probe.pid,
+                            addr,
+                            probe.id,
+                            Box::new(handler),
+                            plan,
+                        )
+                        .await
+                }
+                None => {
+                    self.tracer
+                        .insert_breakpoint(probe.pid, addr, probe.id, Box::new(handler))
+                        .await
+                }
             };
-            if let Err(e) = self
-                .tracer
-                .insert_copying_breakpoint(probe.pid, addr, probe.id, Box::new(handler), plan)
-                .await
-            {
+            if let Err(e) = armed {
                 let _ = self.tracer.remove_group(probe.pid, probe.id).await;
                 probe.finish(ProbeState::Error, Some(e.to_string()));
                 self.probes().remove(&probe.id);
@@ -715,7 +704,6 @@ impl Engine {
             redaction: self.redaction.clone(),
             site,
             place,
-            late_reads: None,
         };
         // Sites come in the order of the probe's `resolved`.
         let mut handlers: Vec<(u64, SiteHandler)> = sites

@@ -3,7 +3,9 @@
 //! capture planned); a hit only copies what the plan names (a kernel-side
 //! site in BPF, a ptrace breakpoint with `process_vm_readv` while only the
 //! hitting thread is held), and the handler works on that copy later:
-//! condition, counts, store, and a render deferred to the first read.
+//! condition, counts, store, and a render deferred to the first read. A
+//! ptrace site whose capture cannot be planned reads live while its thread
+//! is held, as before (see docs/architecture.md).
 //!
 //! Where ptrace hits are handled: a ptrace site's handler on the tracer
 //! thread only queues the copy (`CopiedSiteHandler`) to one hit worker
@@ -22,11 +24,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers, RuntimeAddr};
+use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{
-    BreakpointEnd, CapturedMemory, HitContext, HitHandler, HitMemory, HitVerdict, ProcessMemory,
-};
+use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitMemory, HitVerdict};
 use crate::value::{Limits, Redaction, Value};
 
 use super::frames::{HitMemorySource, registers_from};
@@ -601,59 +601,6 @@ pub struct SiteHandler {
     pub site: Option<usize>,
     /// The site's place in the probe's `resolved` list.
     pub place: Option<usize>,
-    /// Set when the capture could not be planned (ptrace engine): what was
-    /// not copied at the hit is read live afterwards, and items say so.
-    pub late_reads: Option<LateReads>,
-}
-
-/// Live reads for what a ptrace hit's copy does not hold.
-pub struct LateReads {
-    /// The target's memory.
-    pub memory: ProcessMemory,
-    /// Why the capture could not be planned.
-    pub why: String,
-    /// Bytes of stack the hit copies (from `rsp - 128`).
-    pub stack_window: u32,
-}
-
-/// A copy taken at a hit, then the live target for what the copy lacks;
-/// remembers the first such late read.
-struct CopyThenLive<'a> {
-    copy: &'a CapturedMemory,
-    live: &'a ProcessMemory,
-    first_late: std::cell::Cell<Option<u64>>,
-}
-
-impl CopyThenLive<'_> {
-    fn note_late(&self, addr: u64) {
-        if self.first_late.get().is_none() {
-            self.first_late.set(Some(addr));
-        }
-    }
-}
-
-impl MemorySource for CopyThenLive<'_> {
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        if self.copy.read(addr, buf).is_ok() {
-            return Ok(());
-        }
-        self.note_late(addr);
-        self.live
-            .read(addr, buf)
-            .map_err(|e| MemoryError { addr: e.addr })
-    }
-
-    fn wants_exact_reads(&self) -> bool {
-        // Whole pages would mix the copy with live bytes needlessly.
-        true
-    }
-
-    fn read_string(&self, addr: u64, max: usize) -> Result<(Vec<u8>, bool), MemoryError> {
-        if let Some(found) = self.copy.read_string(addr, max) {
-            return Ok(found);
-        }
-        crate::debuginfo::read_string_by_pages(self, addr, max)
-    }
 }
 
 impl SiteHandler {
@@ -663,26 +610,13 @@ impl SiteHandler {
             return HitVerdict::RemoveGroup;
         }
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
-        let late = match (&self.late_reads, hit.memory) {
-            (Some(late), HitMemory::Captured(copy)) => Some(CopyThenLive {
-                copy,
-                live: &late.memory,
-                first_late: std::cell::Cell::new(None),
-            }),
-            _ => None,
-        };
         let planned = HitMemorySource::new(hit.memory);
-        let memory: &dyn MemorySource = match &late {
-            Some(late) => late,
-            None => &planned,
-        };
+        let memory: &dyn MemorySource = &planned;
         let pc = RuntimeAddr(hit.address);
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
-        // A planned copy is rendered later, and finds its CFA then; one
-        // completed by late reads is rendered now, as close to the hit as
-        // can be.
-        let renders_now = matches!(hit.memory, HitMemory::Live(_)) || late.is_some();
+        // A copy is rendered later, and finds its CFA then.
+        let renders_now = matches!(hit.memory, HitMemory::Live(_));
         let reads_frame = self.condition.is_some()
             || matches!(*self.action, SiteAction::Histogram(_))
             || (renders_now
@@ -752,36 +686,9 @@ impl SiteHandler {
                 };
                 let copied_by_ptrace = hit.held.is_some();
                 let held = hit.held;
-                let item = match (hit.memory, &late) {
-                    // A copy completed by late reads: render now, and say
-                    // which values are not from the moment of the hit.
-                    (HitMemory::Captured(_), Some(late)) => {
-                        let site = SiteRendering {
-                            image: self.image.clone(),
-                            action: self.action.clone(),
-                            redaction: self.redaction.clone(),
-                        };
-                        let mut item = site.render(&capture, late);
-                        with_site(&mut item, site_number);
-                        with_held(&mut item, held);
-                        if let (Some(addr), Some(object), Some(reads)) = (
-                            late.first_late.get(),
-                            item.as_object_mut(),
-                            &self.late_reads,
-                        ) {
-                            object.insert(
-                                "capture_note".into(),
-                                json!(format!(
-                                    "the capture could not be planned ({}); registers, {} bytes of stack and the static thread-local area were copied at the hit, other memory was read after the thread went on (first at {addr:#x}), so those values may be from a later moment than the hit",
-                                    reads.why,
-                                    reads.stack_window + 128
-                                )),
-                            );
-                        }
-                        StoredBody::Ready(item)
-                    }
-                    // A planned copy stays valid: render it when it is read.
-                    (HitMemory::Captured(copy), None) => {
+                let item = match hit.memory {
+                    // A copy stays valid: render it when it is read.
+                    HitMemory::Captured(copy) => {
                         let site = SiteRendering {
                             image: self.image.clone(),
                             action: self.action.clone(),
@@ -813,7 +720,7 @@ impl SiteHandler {
                         }))
                     }
                     // Live memory changes once the thread goes on: render now.
-                    (HitMemory::Live(_), _) => {
+                    HitMemory::Live(_) => {
                         let site = SiteRendering {
                             image: self.image.clone(),
                             action: self.action.clone(),

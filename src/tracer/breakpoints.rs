@@ -24,8 +24,9 @@ use super::memory::ProcessMemory;
 use super::scratch::{FilePlace, ScratchSpace};
 
 /// Runs on the tracer thread when a thread executes a breakpoint of this
-/// handler, while ONLY that thread is stopped. Must be quick: it reads the
-/// registers and memory it needs and returns.
+/// handler, while ONLY that thread is stopped (for a copying breakpoint:
+/// just after that thread was resumed, on the copy). Must be quick: it
+/// reads the registers and memory it needs and returns.
 pub trait HitHandler: Send + 'static {
     /// A thread hit the breakpoint.
     fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict;

@@ -23,6 +23,9 @@
 //! the displaced instruction out of line in a scratch page mapped into the
 //! target (`code`, `scratch`, `inject`), or by the tracer emulating it when
 //! it is a branch. Hits are never lost and no thread is single-stepped.
+//! A copying breakpoint (`insert_copying_breakpoint`) holds the thread only
+//! to copy what its plan names (`hit_copy`); its handler runs after the
+//! thread was resumed, on the copy.
 //! What the target may see of us: `int3` bytes in its code, one or more
 //! anonymous r-x pages (`/proc/PID/maps` shows them without a name) while
 //! probes exist, and nothing else; every byte is restored at detach, and the
