@@ -35,15 +35,29 @@ pub struct PlanLimits {
     pub max_string: usize,
 }
 
+impl PlanLimits {
+    /// A kernel-side capture: with registers and bookkeeping a record stays
+    /// under the ring's record limit, and the program's read loop is bounded.
+    pub const BPF: PlanLimits = PlanLimits {
+        max_bytes: 16 * 1024,
+        max_reads: MAX_READS,
+        max_string: 4096,
+    };
+    /// A ptrace breakpoint's copy: batched `process_vm_readv` from user
+    /// space, bounded only by how long a thread may be held for it (about
+    /// 10 µs per 64 KiB).
+    pub const PTRACE: PlanLimits = PlanLimits {
+        max_bytes: 256 * 1024,
+        max_reads: 1024,
+        max_string: 4096,
+    };
+}
+
 impl Default for PlanLimits {
     /// The kernel-side (BPF) limits: a record stays under the ring's record
     /// limit with the registers and bookkeeping.
     fn default() -> Self {
-        PlanLimits {
-            max_bytes: 16 * 1024,
-            max_reads: MAX_READS,
-            max_string: 4096,
-        }
+        PlanLimits::BPF
     }
 }
 

@@ -13,10 +13,10 @@ use crate::value::Limits;
 
 use super::capture_plan::{PlanLimits, plan_site};
 use super::probes::{
-    EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState, SiteAction,
-    SiteHandler, TemplatePart, parse_template,
+    CopiedSiteHandler, EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow,
+    ProbeState, SiteAction, SiteHandler, TemplatePart, parse_template,
 };
-use crate::tracer::CapturePlan;
+use crate::tracer::{CapturePlan, HitCopyPlan};
 
 /// One site's compiled condition and action.
 type CompiledSite = (RuntimeAddr, Option<CompiledExpr>, SiteAction);
@@ -454,7 +454,7 @@ impl Engine {
                         condition.as_ref(),
                         action,
                         &self.redaction,
-                        PlanLimits::default(),
+                        PlanLimits::BPF,
                     )
                     .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
                 })
@@ -597,13 +597,57 @@ impl Engine {
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
+        // What each hit copies while its thread is held, decided now. A
+        // capture that cannot be planned keeps today's way: the handler
+        // reads live while the thread is held (late reads of a running
+        // thread would show containers its frame frees a moment later).
+        let plans: Vec<Option<HitCopyPlan>> = sites
+            .iter()
+            .map(|(_, (addr, condition, action))| {
+                plan_site(
+                    image,
+                    *addr,
+                    condition.as_ref(),
+                    action,
+                    &self.redaction,
+                    PlanLimits::PTRACE,
+                )
+                .ok()
+                .map(|capture| HitCopyPlan {
+                    capture,
+                    stack_window: 0,
+                    tls_window: 0,
+                })
+            })
+            .collect();
         let handlers = self.site_handlers(probe, image, sites, end_sites);
-        for (addr, handler) in handlers {
-            if let Err(e) = self
-                .tracer
-                .insert_breakpoint(probe.pid, addr, probe.id, Box::new(handler))
-                .await
-            {
+        // End sites of a duration read nothing.
+        let plans = plans
+            .into_iter()
+            .chain(std::iter::repeat_with(|| Some(HitCopyPlan::default())));
+        for ((addr, handler), plan) in handlers.into_iter().zip(plans) {
+            let armed = match plan {
+                Some(plan) => {
+                    let handler = CopiedSiteHandler {
+                        site: Arc::new(handler),
+                    };
+                    self.tracer
+                        .insert_copying_breakpoint(
+                            probe.pid,
+                            addr,
+                            probe.id,
+                            Box::new(handler),
+                            plan,
+                        )
+                        .await
+                }
+                None => {
+                    self.tracer
+                        .insert_breakpoint(probe.pid, addr, probe.id, Box::new(handler))
+                        .await
+                }
+            };
+            if let Err(e) = armed {
                 let _ = self.tracer.remove_group(probe.pid, probe.id).await;
                 probe.finish(ProbeState::Error, Some(e.to_string()));
                 self.probes().remove(&probe.id);
@@ -705,15 +749,16 @@ impl Engine {
         });
     }
 
-    /// Hands the kernel-side hits recorded so far to their probes, when any
-    /// probe is kernel-side: answers must include hits that already happened.
+    /// Hands the hits recorded so far to their probes: answers must include
+    /// hits that already happened. Kernel-side hits wait in the ring; a
+    /// ptrace hit is queued for the hit worker by the tracer thread right
+    /// after its thread is resumed, so a round trip through the tracer
+    /// queues every hit before the request, then the worker catches up.
     async fn settle_kernel_hits(&self) {
-        let any = self
-            .probes()
-            .values()
-            .any(|p| p.engine() == ProbeEngine::Uprobe);
+        let any = !self.probes().is_empty();
         if any {
             let _ = self.tracer.flush_kernel_hits().await;
+            super::probes::settle_copied_hits().await;
         }
     }
 
@@ -770,9 +815,8 @@ impl Engine {
         wait_ms: u64,
     ) -> Result<ProbeResults, EngineError> {
         let probe = self.probe(probe_id)?;
-        if probe.engine() == ProbeEngine::Uprobe {
-            let _ = self.tracer.flush_kernel_hits().await;
-        }
+        let _ = self.tracer.flush_kernel_hits().await;
+        super::probes::settle_copied_hits().await;
         self.refresh_modules(probe.pid);
         let wait_capped = wait_ms > MAX_WAIT_MS;
         let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
@@ -818,9 +862,8 @@ impl Engine {
     /// Removes a probe: its breakpoints leave the target at once.
     pub async fn remove_probe(&self, probe_id: u64) -> Result<ProbeRemoved, EngineError> {
         let probe = self.probe(probe_id)?;
-        if probe.engine() == ProbeEngine::Uprobe {
-            let _ = self.tracer.flush_kernel_hits().await;
-        }
+        let _ = self.tracer.flush_kernel_hits().await;
+        super::probes::settle_copied_hits().await;
         let before = probe.state();
         probe.finish(ProbeState::Removed, Some("removed by remove_probe".into()));
         let removed = self.tracer.remove_group(probe.pid, probe.id).await;

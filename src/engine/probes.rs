@@ -1,8 +1,19 @@
 //! Probes: one user probe, many physical sites. A probe is compiled when it
-//! is set (location resolved, condition and captures type-checked into
-//! plans); at a hit its handler runs on the tracer thread while only the
-//! hitting thread is held, and stores what it captured in the probe's
-//! bounded store.
+//! is set (location resolved, condition and captures type-checked, the
+//! capture planned); a hit only copies what the plan names (a kernel-side
+//! site in BPF, a ptrace breakpoint with `process_vm_readv` while only the
+//! hitting thread is held), and the handler works on that copy later:
+//! condition, counts, store, and a render deferred to the first read. A
+//! ptrace site whose capture cannot be planned reads live while its thread
+//! is held, as before (see docs/architecture.md).
+//!
+//! Where ptrace hits are handled: a ptrace site's handler on the tracer
+//! thread only queues the copy (`CopiedSiteHandler`) to one hit worker
+//! thread, which evaluates conditions and records. Evaluation takes locks
+//! a client's request also takes (the module's type tables, for a whole
+//! `read_locals` decode); on the worker a blocked lock delays results, never
+//! a trap of another thread. Answers wait for the worker to catch up
+//! (`settle_copied_hits`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -559,6 +570,15 @@ fn with_site(item: &mut serde_json::Value, site: Option<usize>) {
     }
 }
 
+/// Says in an item how long its ptrace hit held the thread (stop seen to
+/// resumed), in microseconds.
+fn with_held(item: &mut serde_json::Value, held: Option<Duration>) {
+    if let (Some(held), Some(object)) = (held, item.as_object_mut()) {
+        let us = (held.as_nanos() as f64 / 10.0).round() / 100.0;
+        object.insert("held_us".into(), json!(us));
+    }
+}
+
 /// An item for the store: rendered, or rendered when first read.
 enum StoredBody {
     Ready(serde_json::Value),
@@ -584,17 +604,18 @@ pub struct SiteHandler {
 }
 
 impl SiteHandler {
-    fn hit_inner(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+    fn hit_inner(&self, hit: &HitContext<'_>) -> HitVerdict {
         let probe = &self.probe;
         if probe.state() != ProbeState::Armed {
             return HitVerdict::RemoveGroup;
         }
         let regs: Registers = registers_from(hit.regs, hit.fs_base);
-        let memory = HitMemorySource::new(hit.memory);
+        let planned = HitMemorySource::new(hit.memory);
+        let memory: &dyn MemorySource = &planned;
         let pc = RuntimeAddr(hit.address);
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
-        // A kernel copy is rendered later, and finds its CFA then.
+        // A copy is rendered later, and finds its CFA then.
         let renders_now = matches!(hit.memory, HitMemory::Live(_));
         let reads_frame = self.condition.is_some()
             || matches!(*self.action, SiteAction::Histogram(_))
@@ -605,7 +626,7 @@ impl SiteHandler {
                 ));
         let cfa = if reads_frame {
             self.image
-                .unwind(&regs, &memory, 1)
+                .unwind(&regs, memory, 1)
                 .first()
                 .and_then(|f| f.cfa)
         } else {
@@ -617,7 +638,7 @@ impl SiteHandler {
             regs: &regs,
             cfa,
             is_caller: false,
-            memory: &memory,
+            memory,
             inline_depth: 0,
         };
         if let Some(cond) = &self.condition {
@@ -663,8 +684,10 @@ impl SiteHandler {
                     cfa,
                     regs: regs.clone(),
                 };
+                let copied_by_ptrace = hit.held.is_some();
+                let held = hit.held;
                 let item = match hit.memory {
-                    // A kernel copy stays valid: render it when it is read.
+                    // A copy stays valid: render it when it is read.
                     HitMemory::Captured(copy) => {
                         let site = SiteRendering {
                             image: self.image.clone(),
@@ -676,17 +699,22 @@ impl SiteHandler {
                             let memory = HitMemorySource::new(HitMemory::Captured(&copy));
                             let mut item = site.render(&capture, &memory);
                             with_site(&mut item, site_number);
+                            with_held(&mut item, held);
                             if let (Some(addr), Some(object)) =
                                 (memory.first_miss(), item.as_object_mut())
                             {
                                 // A failed read of a planned range is the
                                 // target's; one outside the plan is ours.
-                                object.insert(
-                                    "capture_note".into(),
-                                    json!(format!(
+                                let note = if copied_by_ptrace {
+                                    format!(
+                                        "some reads were not in the capture copied at the hit (first at {addr:#x}), so they show as read errors: the capture was planned for other data"
+                                    )
+                                } else {
+                                    format!(
                                         "some reads were not in the kernel-side capture (first at {addr:#x}), so they show as read errors: the capture was planned for other data; set the probe with engine ptrace to read such values live"
-                                    )),
-                                );
+                                    )
+                                };
+                                object.insert("capture_note".into(), json!(note));
                             }
                             item
                         }))
@@ -698,7 +726,7 @@ impl SiteHandler {
                             action: self.action.clone(),
                             redaction: self.redaction.clone(),
                         };
-                        let mut item = site.render(&capture, &memory);
+                        let mut item = site.render(&capture, memory);
                         with_site(&mut item, site_number);
                         StoredBody::Ready(item)
                     }
@@ -768,16 +796,25 @@ impl SiteHandler {
     }
 }
 
-impl HitHandler for SiteHandler {
-    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+impl SiteHandler {
+    /// A hit, on whichever thread handles it.
+    fn handle(&self, hit: &HitContext<'_>) -> HitVerdict {
         let started = Instant::now();
         let verdict = self.hit_inner(hit);
         let spent = started.elapsed();
-        // A kernel-side hit held the thread only for the trap; ours was
-        // work on a copy, after the thread went on.
-        let (cost, what) = match hit.memory {
-            HitMemory::Live(_) => (spent, "holding target threads"),
-            HitMemory::Captured(_) => (KERNEL_HIT_COST, "of target threads' time in uprobe hits"),
+        // A ptrace hit that copied held the thread for the copy; a
+        // kernel-side one only for the trap; the work on a copy happened
+        // after the thread went on.
+        let (spent, cost, what) = match (hit.memory, hit.held) {
+            // Charged: the copy, the probe's own work in the hold (as a
+            // handler's time was when it ran while the thread was held).
+            (_, Some(held)) => (held, hit.copying.unwrap_or(held), "holding target threads"),
+            (HitMemory::Live(_), None) => (spent, spent, "holding target threads"),
+            (HitMemory::Captured(_), None) => (
+                spent,
+                KERNEL_HIT_COST,
+                "of target threads' time in uprobe hits",
+            ),
         };
         if self.probe.charge(spent, cost, hit.monotonic_ns) && verdict == HitVerdict::Keep {
             self.probe.finish(
@@ -792,7 +829,7 @@ impl HitHandler for SiteHandler {
         verdict
     }
 
-    fn on_end(&mut self, why: &BreakpointEnd) {
+    fn end(&self, why: &BreakpointEnd) {
         match why {
             BreakpointEnd::TargetExited { code, signal } => {
                 let reason = match (code, signal) {
@@ -815,6 +852,16 @@ impl HitHandler for SiteHandler {
             BreakpointEnd::Removed => {}
         }
     }
+}
+
+impl HitHandler for SiteHandler {
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        self.handle(hit)
+    }
+
+    fn on_end(&mut self, why: &BreakpointEnd) {
+        self.end(why);
+    }
 
     fn on_lost(&mut self, count: u64) {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
@@ -833,6 +880,145 @@ impl HitHandler for SiteHandler {
                 )),
             );
         }
+    }
+}
+
+/// Most bytes of copies waiting for the hit worker; a hit beyond is lost
+/// (counted), as a kernel-side hit is when its ring is full.
+const MAX_QUEUED_COPY_BYTES: usize = 256 * 1024 * 1024;
+
+type HitJob = Box<dyn FnOnce() + Send>;
+
+/// The thread that handles ptrace hits' copies, in the order they happened.
+struct HitWorker {
+    jobs: std::sync::mpsc::Sender<HitJob>,
+    queued: AtomicU64,
+    done: AtomicU64,
+    queued_bytes: std::sync::atomic::AtomicUsize,
+    /// Woken after each job.
+    progress: tokio::sync::Notify,
+}
+
+fn hit_worker() -> &'static HitWorker {
+    static WORKER: std::sync::OnceLock<HitWorker> = std::sync::OnceLock::new();
+    WORKER.get_or_init(|| {
+        let (jobs, receiver) = std::sync::mpsc::channel::<HitJob>();
+        let spawned = std::thread::Builder::new()
+            .name("liveprobe-hits".into())
+            .spawn(move || {
+                while let Ok(job) = receiver.recv() {
+                    // A panic is the job's own (it ends its probe); the
+                    // worker goes on with the next hit.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    let worker = hit_worker();
+                    worker.done.fetch_add(1, Ordering::Release);
+                    worker.progress.notify_waiters();
+                }
+            });
+        if let Err(e) = spawned {
+            // Jobs are then run where they are queued (see `queue`).
+            tracing::error!("cannot start the hit worker thread: {e}");
+        }
+        HitWorker {
+            jobs,
+            queued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
+            progress: tokio::sync::Notify::new(),
+        }
+    })
+}
+
+impl HitWorker {
+    fn queue(&self, job: HitJob) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            // No worker thread: handle it here rather than lose it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            self.done.fetch_add(1, Ordering::Release);
+            self.progress.notify_waiters();
+        }
+    }
+}
+
+/// Waits until every ptrace hit queued before this call is handled. The
+/// caller first makes a round trip through the tracer, so that every hit
+/// whose thread was resumed before the request is queued.
+pub async fn settle_copied_hits() {
+    let worker = hit_worker();
+    let target = worker.queued.load(Ordering::Acquire);
+    loop {
+        let progress = worker.progress.notified();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
+        if worker.done.load(Ordering::Acquire) >= target {
+            return;
+        }
+        progress.await;
+    }
+}
+
+/// The handler of a ptrace site whose hits copy: on the tracer thread it
+/// only queues the copy for the hit worker (`SiteHandler` does the rest
+/// there). Ends are queued too, so they come after the hits before them.
+pub struct CopiedSiteHandler {
+    /// The site's handler, shared with queued hits.
+    pub site: Arc<SiteHandler>,
+}
+
+impl HitHandler for CopiedSiteHandler {
+    fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
+        let HitMemory::Captured(copy) = hit.memory else {
+            // Not a copy: handle it here, as any site handler.
+            return self.site.handle(hit);
+        };
+        let worker = hit_worker();
+        let bytes = copy.bytes();
+        if worker.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_COPY_BYTES {
+            self.site.probe.lost.fetch_add(1, Ordering::Relaxed);
+            return HitVerdict::Keep;
+        }
+        worker.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let site = self.site.clone();
+        let copy = copy.clone();
+        let (pid, tid, address, regs, fs_base) =
+            (hit.pid, hit.tid, hit.address, *hit.regs, hit.fs_base);
+        let (monotonic_ns, time, held, copying) =
+            (hit.monotonic_ns, hit.time, hit.held, hit.copying);
+        worker.queue(Box::new(move || {
+            hit_worker()
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::Relaxed);
+            let hit = HitContext {
+                pid,
+                tid,
+                address,
+                regs: &regs,
+                fs_base,
+                memory: HitMemory::Captured(&copy),
+                monotonic_ns,
+                time,
+                held,
+                copying,
+            };
+            let handled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| site.handle(&hit)));
+            if handled.is_err() {
+                site.probe.finish(
+                    ProbeState::Error,
+                    Some("liveprobe failed handling a hit (a bug); set the probe again".into()),
+                );
+            }
+            // A probe that ended (done, throttled, failed) is taken out of
+            // the target by its expiry task, which its end wakes.
+        }));
+        HitVerdict::Keep
+    }
+
+    fn on_end(&mut self, why: &BreakpointEnd) {
+        let site = self.site.clone();
+        let why = why.clone();
+        hit_worker().queue(Box::new(move || site.end(&why)));
     }
 }
 

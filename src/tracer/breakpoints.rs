@@ -24,8 +24,9 @@ use super::memory::ProcessMemory;
 use super::scratch::{FilePlace, ScratchSpace};
 
 /// Runs on the tracer thread when a thread executes a breakpoint of this
-/// handler, while ONLY that thread is stopped. Must be quick: it reads the
-/// registers and memory it needs and returns.
+/// handler, while ONLY that thread is stopped (for a copying breakpoint:
+/// just after that thread was resumed, on the copy). Must be quick: it
+/// reads the registers and memory it needs and returns.
 pub trait HitHandler: Send + 'static {
     /// A thread hit the breakpoint.
     fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict;
@@ -56,6 +57,15 @@ pub struct HitContext<'a> {
     pub monotonic_ns: u64,
     /// When the hit happened, in wall-clock time.
     pub time: std::time::SystemTime,
+    /// How long the thread was held for this hit, when its handler runs
+    /// after it went on (a ptrace breakpoint that copies: stop seen to
+    /// resumed). None when the handler runs while the thread is held, or
+    /// for a kernel-side hit.
+    pub held: Option<Duration>,
+    /// Of `held`, the time spent copying what the handler's plan names:
+    /// the part of the hold that is the probe's own work (the trap and the
+    /// resume are the same for every breakpoint).
+    pub copying: Option<Duration>,
 }
 
 /// The memory a handler reads at a hit.
@@ -125,6 +135,9 @@ pub(super) struct Armed {
     pub id: BreakpointId,
     pub group: u64,
     pub handler: Box<dyn HitHandler>,
+    /// For a ptrace breakpoint that copies (`Tracer::insert_copying_breakpoint`):
+    /// what to copy while the thread is held; its handler runs after.
+    pub copy: Option<super::hit_copy::HitCopyPlan>,
 }
 
 /// One breakpoint address: one `int3`, several handlers.
@@ -152,6 +165,8 @@ pub(super) struct Breakpoints {
     pub syscall_instruction: Option<u64>,
     /// Writer of this address space's memory, opened at the first write.
     pub writer: Option<CodeWriter>,
+    /// Hits copied at a stop, whose handlers run once the thread is resumed.
+    pub copied_hits: Vec<super::hit_copy::CopiedHit>,
 }
 
 impl Breakpoints {

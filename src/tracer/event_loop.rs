@@ -111,6 +111,7 @@ pub(super) enum Command {
         address: u64,
         group: u64,
         handler: HandlerBox,
+        copy: Option<super::hit_copy::HitCopyPlan>,
         reply: Reply<Result<BreakpointId, TraceError>>,
     },
     InsertKernelBreakpoint {
@@ -613,6 +614,8 @@ impl TracerLoop {
             .and_then(|t| t.interrupt_sent.take());
 
         self.resume(pid, tid, resume);
+        // Handlers of hits copied at this stop run now that it went on.
+        self.deliver_copied_hits(pid);
 
         let resumed = Instant::now();
         for op_id in waiting_ops {
@@ -840,8 +843,9 @@ impl TracerLoop {
                 address,
                 group,
                 handler,
+                copy,
                 reply,
-            } => reply.send(self.insert_breakpoint(pid, address, group, handler.0)),
+            } => reply.send(self.insert_breakpoint(pid, address, group, handler.0, copy)),
             Command::InsertKernelBreakpoint {
                 pid,
                 address,

@@ -23,6 +23,9 @@
 //! the displaced instruction out of line in a scratch page mapped into the
 //! target (`code`, `scratch`, `inject`), or by the tracer emulating it when
 //! it is a branch. Hits are never lost and no thread is single-stepped.
+//! A copying breakpoint (`insert_copying_breakpoint`) holds the thread only
+//! to copy what its plan names (`hit_copy`); its handler runs after the
+//! thread was resumed, on the copy.
 //! What the target may see of us: `int3` bytes in its code, one or more
 //! anonymous r-x pages (`/proc/PID/maps` shows them without a name) while
 //! probes exist, and nothing else; every byte is restored at detach, and the
@@ -60,6 +63,7 @@ mod code;
 mod doorbell;
 mod error;
 mod event_loop;
+mod hit_copy;
 mod inject;
 mod kernel;
 mod memory;
@@ -78,6 +82,7 @@ pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
+pub use hit_copy::HitCopyPlan;
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
     user_regs_from_slots,
@@ -355,6 +360,31 @@ impl Tracer {
             address,
             group,
             handler: HandlerBox(handler),
+            copy: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Arm a breakpoint like `insert_breakpoint`, whose hits only copy: while
+    /// the thread is held, its registers and what `plan` names are copied
+    /// (batched `process_vm_readv`); the thread is resumed, and only then is
+    /// `handler` called, with the copy (`HitMemory::Captured`) and the time
+    /// the thread was held (`HitContext::held`).
+    pub async fn insert_copying_breakpoint(
+        &self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+        plan: HitCopyPlan,
+    ) -> Result<BreakpointId, TraceError> {
+        self.ask(|reply| Command::InsertBreakpoint {
+            pid,
+            address,
+            group,
+            handler: HandlerBox(handler),
+            copy: Some(plan),
             reply,
         })
         .await?

@@ -24,7 +24,9 @@ use super::super::breakpoints::{
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
+use super::super::hit_copy::{self, CopiedHit, HitCopyPlan};
 use super::super::inject::{self, InjectError};
+use super::super::kernel::CapturedMemory;
 use super::super::ptrace::{self, WaitEvent};
 use super::super::scratch::{self, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
 use super::{Resume, TracedThread, TracerLoop};
@@ -105,6 +107,7 @@ impl TracerLoop {
         address: u64,
         group: u64,
         handler: Box<dyn HitHandler>,
+        copy: Option<HitCopyPlan>,
     ) -> Result<BreakpointId, TraceError> {
         let not_live = self.not_live_error(pid);
         let target = self.targets.get_mut(&pid).ok_or(not_live)?;
@@ -126,7 +129,12 @@ impl TracerLoop {
         let id = BreakpointId(self.next_breakpoint);
         self.next_breakpoint += 1;
         if let Some(site) = target.breakpoints.sites.get_mut(&address) {
-            site.handlers.push(Armed { id, group, handler });
+            site.handlers.push(Armed {
+                id,
+                group,
+                handler,
+                copy,
+            });
             return Ok(id);
         }
         let refused = |reason: String| TraceError::BreakpointRefused {
@@ -216,7 +224,12 @@ impl TracerLoop {
             Site {
                 instruction,
                 trampoline,
-                handlers: vec![Armed { id, group, handler }],
+                handlers: vec![Armed {
+                    id,
+                    group,
+                    handler,
+                    copy,
+                }],
                 place,
             },
         );
@@ -782,6 +795,7 @@ impl TracerLoop {
 
     /// A signal stop of a thread whose address space has breakpoint state.
     pub(super) fn on_signal_with_breakpoints(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
+        let stopped = Instant::now();
         let Ok(regs) = ptrace::registers(tid) else {
             return Resume::Continue(signal);
         };
@@ -806,7 +820,7 @@ impl TracerLoop {
                     code == ptrace::SI_KERNEL || code == ptrace::TRAP_BRKPT
                 }
             {
-                return self.on_breakpoint_trap(pid, tid, regs, at);
+                return self.on_breakpoint_trap(pid, tid, regs, at, stopped);
             }
         }
         // A signal for a thread inside a trampoline: it is delivered as if
@@ -834,6 +848,7 @@ impl TracerLoop {
         tid: i32,
         as_read: libc::user_regs_struct,
         at: u64,
+        stopped: Instant,
     ) -> Resume {
         let mut regs = as_read;
         let Some(target) = self.targets.get_mut(&pid) else {
@@ -873,8 +888,33 @@ impl TracerLoop {
                 memory: HitMemory::Live(&target.memory),
                 monotonic_ns: monotonic_ns(),
                 time: std::time::SystemTime::now(),
+                held: None,
+                copying: None,
             };
-            for armed in site.handlers.iter_mut() {
+            // Handlers that copy get their copy now and run once the
+            // thread is resumed (`deliver_copied_hits`).
+            let copies: Vec<(BreakpointId, CapturedMemory, Duration)> = site
+                .handlers
+                .iter()
+                .filter_map(|armed| {
+                    let plan = armed.copy.as_ref()?;
+                    let started = Instant::now();
+                    let copy = hit_copy::copy_hit(&target.memory, &regs, plan);
+                    Some((armed.id, copy, started.elapsed()))
+                })
+                .collect();
+            if !copies.is_empty() {
+                breakpoints.copied_hits.push(CopiedHit {
+                    tid,
+                    address: at,
+                    regs,
+                    copies,
+                    stopped,
+                    monotonic_ns: hit.monotonic_ns,
+                    time: hit.time,
+                });
+            }
+            for armed in site.handlers.iter_mut().filter(|a| a.copy.is_none()) {
                 match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {
                     Ok(HitVerdict::Keep) => {}
                     Ok(HitVerdict::RemoveGroup) => remove_groups.push(armed.group),
@@ -925,6 +965,60 @@ impl TracerLoop {
             self.remove_group(pid, group);
         }
         resume
+    }
+
+    /// Calls the handlers of the hits of `pid` copied at a stop whose
+    /// thread has been resumed since: they work on the copy while the
+    /// thread runs on.
+    pub(super) fn deliver_copied_hits(&mut self, pid: i32) {
+        let resumed = Instant::now();
+        let Some(target) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        if target.breakpoints.copied_hits.is_empty() {
+            return;
+        }
+        let hits = std::mem::take(&mut target.breakpoints.copied_hits);
+        let mut remove_groups: Vec<u64> = Vec::new();
+        for copied in hits {
+            let held = copied.held(resumed);
+            let Some(site) = target.breakpoints.sites.get_mut(&copied.address) else {
+                continue;
+            };
+            for (id, memory, copying) in &copied.copies {
+                let Some(armed) = site.handlers.iter_mut().find(|a| a.id == *id) else {
+                    continue;
+                };
+                let hit = HitContext {
+                    pid,
+                    tid: copied.tid,
+                    address: copied.address,
+                    regs: &copied.regs,
+                    fs_base: Some(copied.regs.fs_base),
+                    memory: HitMemory::Captured(memory),
+                    monotonic_ns: copied.monotonic_ns,
+                    time: copied.time,
+                    held: Some(held),
+                    copying: Some(*copying),
+                };
+                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {
+                    Ok(HitVerdict::Keep) => {}
+                    Ok(HitVerdict::RemoveGroup) => remove_groups.push(armed.group),
+                    Err(_) => {
+                        tracing::error!(
+                            group = armed.group,
+                            "a breakpoint handler panicked; its group is removed"
+                        );
+                        remove_groups.push(armed.group);
+                    }
+                }
+            }
+        }
+        remove_groups.sort_unstable();
+        remove_groups.dedup();
+        for group in remove_groups {
+            self.remove_group(pid, group);
+        }
     }
 
     // ----- detach ------------------------------------------------------

@@ -205,9 +205,15 @@ impl TracerLoop {
             return Err((refused(e.0), handler));
         }
         self.next_breakpoint += 1;
-        self.kernel
-            .handlers
-            .insert(id.0, Armed { id, group, handler });
+        self.kernel.handlers.insert(
+            id.0,
+            Armed {
+                id,
+                group,
+                handler,
+                copy: None,
+            },
+        );
         tracing::debug!(
             pid,
             address = format_args!("{address:#x}"),
@@ -438,6 +444,8 @@ fn deliver(
         memory: HitMemory::Captured(&hit.memory),
         monotonic_ns: hit.monotonic_ns,
         time: SystemTime::UNIX_EPOCH + Duration::from_nanos(wall_ns.max(0) as u64),
+        held: None,
+        copying: None,
     };
     let verdict = match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&context))) {
         Ok(verdict) => verdict,

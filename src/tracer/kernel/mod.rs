@@ -161,6 +161,31 @@ pub struct CapturedMemory {
 }
 
 impl CapturedMemory {
+    /// Bytes held (to bound copies waiting to be handled).
+    pub fn bytes(&self) -> usize {
+        self.ranges
+            .iter()
+            .chain(&self.strings)
+            .map(|(_, b)| b.len())
+            .sum::<usize>()
+            + 64
+    }
+
+    /// Adds bytes copied at `addr` (a ptrace hit's copy, `hit_copy`).
+    pub(crate) fn add_range(&mut self, addr: u64, bytes: Vec<u8>) {
+        self.ranges.push((addr, bytes));
+    }
+
+    /// Adds a planned read the target's memory refused.
+    pub(crate) fn add_failed(&mut self, addr: u64, len: u64) {
+        self.failed.push((addr, len));
+    }
+
+    /// Adds a string copied at `addr` (up to and with its NUL, if seen).
+    pub(crate) fn add_string(&mut self, addr: u64, bytes: Vec<u8>) {
+        self.strings.push((addr, bytes));
+    }
+
     /// Fills `buf` from the captured bytes at `addr`; the first address not
     /// captured otherwise.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
