@@ -28,12 +28,12 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How often the lost-record counters are read.
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The kernel-side state of the tracer thread.
+/// The kernel-side state of the tracer thread: the one owner of the
+/// uprobes, their handlers (in the same map, keyed by site id) and the ring.
 pub(super) struct KernelState {
-    probes: Option<KernelProbes>,
+    probes: Option<KernelProbes<Armed>>,
     /// Why kernel-side probes cannot be used here, once found out.
     unavailable: Option<String>,
-    handlers: HashMap<u64, Armed>,
     last_loss_check: Option<Instant>,
     /// Offset from CLOCK_MONOTONIC to wall-clock time, in ns.
     wall_offset_ns: i128,
@@ -46,7 +46,6 @@ impl KernelState {
         KernelState {
             probes: None,
             unavailable: None,
-            handlers: HashMap::new(),
             last_loss_check: None,
             wall_offset_ns: 0,
             ring_bytes,
@@ -92,8 +91,9 @@ impl TracerLoop {
 
     /// A ptrace breakpoint (its pid and address) at `place`, in any process.
     fn ptrace_site_at_place(&self, place: &FilePlace) -> Option<(i32, u64)> {
-        self.targets.iter().find_map(|(pid, target)| {
+        self.processes.iter().find_map(|(pid, target)| {
             target
+                .space
                 .breakpoints
                 .sites
                 .iter()
@@ -117,13 +117,13 @@ impl TracerLoop {
             address,
             reason,
         };
-        let Some(target) = self.targets.get(&pid) else {
+        let Some(target) = self.processes.get(pid) else {
             return Err((self.not_live_error(pid), handler));
         };
         if target.detach.is_some() {
             return Err((TraceError::DetachInProgress { pid }, handler));
         }
-        if target.breakpoints.sites.contains_key(&address) {
+        if target.space.breakpoints.sites.contains_key(&address) {
             return Err((
                 refused("a ptrace breakpoint is already there".into()),
                 handler,
@@ -201,13 +201,11 @@ impl TracerLoop {
         let Some(probes) = self.kernel.probes.as_mut() else {
             return Err((refused("kernel probes are not set up".into()), handler));
         };
-        if let Err(e) = probes.arm(id.0, pid, address, group, &path, place, plan) {
-            return Err((refused(e.0), handler));
+        let armed = Armed { id, group, handler };
+        if let Err((e, armed)) = probes.arm(id.0, pid, address, group, &path, place, plan, armed) {
+            return Err((refused(e.0), armed.handler));
         }
         self.next_breakpoint += 1;
-        self.kernel
-            .handlers
-            .insert(id.0, Armed { id, group, handler });
         tracing::debug!(
             pid,
             address = format_args!("{address:#x}"),
@@ -222,7 +220,7 @@ impl TracerLoop {
         let Some(probes) = self.kernel.probes.as_ref() else {
             return;
         };
-        if probes.sites.is_empty() && self.kernel.handlers.is_empty() {
+        if probes.sites.is_empty() {
             // Records of removed sites may still wait; drop them.
             probes.ring.drain(usize::MAX, |_| {});
             return;
@@ -265,8 +263,8 @@ impl TracerLoop {
             return;
         };
         for (id, count) in probes.new_losses() {
-            if let Some(armed) = self.kernel.handlers.get_mut(&id) {
-                armed.handler.on_lost(count);
+            if let Some(site) = probes.sites.get_mut(&id) {
+                site.handler.handler.on_lost(count);
             }
         }
     }
@@ -296,9 +294,8 @@ impl TracerLoop {
         };
         let mut out = Vec::new();
         for id in ids {
-            probes.disarm(id);
-            if let Some(armed) = self.kernel.handlers.remove(&id) {
-                out.push(armed);
+            if let Some(site) = probes.disarm(id) {
+                out.push(site.handler);
             }
         }
         self.release_kernel_if_idle();
@@ -357,14 +354,13 @@ impl TracerLoop {
     /// returns the groups whose handlers asked to be removed.
     fn deliver_batch(&mut self) -> Vec<(i32, u64)> {
         let mut remove = Vec::new();
-        let Some(probes) = self.kernel.probes.as_ref() else {
+        let wall_offset = self.kernel.wall_offset_ns;
+        let Some(probes) = self.kernel.probes.as_mut() else {
             return remove;
         };
-        let sites = &probes.sites;
-        let handlers = &mut self.kernel.handlers;
-        let wall_offset = self.kernel.wall_offset_ns;
-        probes.ring.drain(RECORDS_PER_TURN, |record| {
-            if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
+        let KernelProbes { ring, sites, .. } = probes;
+        ring.drain(RECORDS_PER_TURN, |record| {
+            if let Some((pid, group, verdict)) = deliver(record, sites, wall_offset)
                 && verdict == HitVerdict::RemoveGroup
             {
                 remove.push((pid, group));
@@ -403,9 +399,8 @@ impl TracerLoop {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            probes.disarm(id);
-            if let Some(armed) = self.kernel.handlers.remove(&id) {
-                call_on_end(armed, why);
+            if let Some(site) = probes.disarm(id) {
+                call_on_end(site.handler, why);
             }
         }
         self.release_kernel_if_idle();
@@ -417,13 +412,11 @@ impl TracerLoop {
 /// site removed meanwhile, or a malformed one.
 fn deliver(
     record: &[u8],
-    sites: &HashMap<u64, KernelSite>,
-    handlers: &mut HashMap<u64, Armed>,
+    sites: &mut HashMap<u64, KernelSite<Armed>>,
     wall_offset_ns: i128,
 ) -> Option<(i32, u64, HitVerdict)> {
     let id = u64::from_ne_bytes(record.get(..8)?.try_into().ok()?);
-    let site = sites.get(&id)?;
-    let armed = handlers.get_mut(&id)?;
+    let site = sites.get_mut(&id)?;
     let hit = decode_record(record, &site.plan)?;
     // SAFETY: user_regs_struct is plain integers; all-zero is valid.
     let mut regs = hit.regs.unwrap_or_else(|| unsafe { std::mem::zeroed() });
@@ -439,6 +432,7 @@ fn deliver(
         monotonic_ns: hit.monotonic_ns,
         time: SystemTime::UNIX_EPOCH + Duration::from_nanos(wall_ns.max(0) as u64),
     };
+    let armed = &mut site.handler;
     let verdict = match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&context))) {
         Ok(verdict) => verdict,
         Err(_) => {
