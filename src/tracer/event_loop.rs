@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use tokio::sync::oneshot;
 
-use super::breakpoints::{BreakpointId, Breakpoints, HitHandler, PatchRegistry};
+use super::breakpoints::{BreakpointId, HitHandler, PatchRegistry};
 use super::doorbell::{self, Doorbell};
 use super::error::TraceError;
 use super::kernel::CapturePlan;
 use super::memory::ProcessMemory;
 use super::procfs;
 use super::ptrace::{self, WaitEvent};
+use super::sites::SiteTable;
 use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
 
 mod hits;
@@ -181,7 +182,7 @@ pub(super) fn spawn(
 /// table (ptrace breakpoints and trampolines), and its memory map.
 struct AddressSpace {
     memory: ProcessMemory,
-    breakpoints: Breakpoints,
+    breakpoints: SiteTable,
     /// `/proc/PID/maps` ranges, refreshed per capture, for clamping stack copies.
     mappings: Vec<(u64, u64)>,
 }
@@ -753,7 +754,7 @@ impl TracerLoop {
         }
         let target = Target::new(AddressSpace {
             memory: ProcessMemory::new(pid),
-            breakpoints: Breakpoints::default(),
+            breakpoints: SiteTable::default(),
             mappings: Vec::new(),
         });
         self.processes.insert(pid, target, &seized);

@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::super::breakpoints::{
-    Armed, BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitMemory, HitVerdict,
-    Site, ThreadMemory, monotonic_ns,
+    BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitMemory, HitVerdict,
+    ThreadMemory, monotonic_ns,
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
 use super::super::inject::{self, InjectError};
 use super::super::ptrace::{self, WaitEvent};
 use super::super::scratch::{self, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
+use super::super::sites::{Armed, Site};
 use super::{Resume, TracerLoop};
 
 /// Most scratch pages per address space (128 trampolines each).
@@ -125,10 +126,13 @@ impl TracerLoop {
         };
         let id = BreakpointId(self.next_breakpoint);
         self.next_breakpoint += 1;
-        if let Some(site) = target.space.breakpoints.sites.get_mut(&address) {
-            site.handlers.push(Armed { id, group, handler });
+        let Err(Armed { handler, .. }) = target
+            .space
+            .breakpoints
+            .join_site(address, Armed { id, group, handler })
+        else {
             return Ok(id);
-        }
+        };
         let refused = |reason: String| TraceError::BreakpointRefused {
             pid,
             address,
@@ -166,21 +170,8 @@ impl TracerLoop {
             .map_err(|error| refused(format!("its code cannot be read: {error}")))?;
         target.space.breakpoints.unpatch(address, &mut code);
         let instruction = DisplacedInstruction::analyze(address, &code).map_err(refused)?;
-        let end = address + instruction.len() as u64;
-        for (other, site) in &target.space.breakpoints.sites {
-            if *other > address && *other < end {
-                return Err(refused(format!(
-                    "a probe at {other:#x} lies inside the instruction at {address:#x} (`{}`); the two addresses cannot both be probed",
-                    instruction.name()
-                )));
-            }
-            let other_end = *other + site.instruction.len() as u64;
-            if *other < address && address < other_end {
-                return Err(refused(format!(
-                    "it is inside the instruction at {other:#x} (`{}`), not at the start of an instruction",
-                    site.instruction.name()
-                )));
-            }
+        if let Some(why) = target.space.breakpoints.overlap(&instruction) {
+            return Err(refused(why));
         }
 
         let trampoline = match instruction.step {
@@ -191,38 +182,13 @@ impl TracerLoop {
         let Some(target) = self.processes.get_mut(pid) else {
             return Err(self.not_live_error(pid));
         };
-        let original = instruction.bytes[0];
-        let writer =
-            target
-                .space
-                .breakpoints
-                .writer(pid)
-                .map_err(|errno| TraceError::CodeWrite {
-                    pid,
-                    address,
-                    errno,
-                })?;
-        // Registered first, so a thread that traps the moment the byte is
-        // written is recognised.
-        self.registry.patched(pid, address, original);
-        if let Err(errno) = writer.write(address, &[INT3]) {
-            self.registry.restored(pid, address);
-            return Err(TraceError::CodeWrite {
-                pid,
-                address,
-                errno,
-            });
-        }
-        target.space.breakpoints.forget_moribund(address);
-        target.space.breakpoints.sites.insert(
-            address,
-            Site {
-                instruction,
-                trampoline,
-                handlers: vec![Armed { id, group, handler }],
-                place,
-            },
-        );
+        let site = Site {
+            instruction,
+            trampoline,
+            handlers: vec![Armed { id, group, handler }],
+            place,
+        };
+        target.space.breakpoints.arm(pid, site, &self.registry)?;
         tracing::debug!(
             pid,
             address = format_args!("{address:#x}"),
@@ -246,58 +212,17 @@ impl TracerLoop {
             address,
             reason,
         };
-        {
-            let Some(target) = self.processes.get_mut(pid) else {
-                return Err(self.not_live_error(pid));
-            };
-            let space = &target.space.breakpoints.scratch;
-            if let Some((at, bytes)) = space.trampolines.get(&address)
-                && *bytes == instruction.bytes
-            {
-                return Ok(*at);
-            }
-        }
         let mut last_problem = None;
         for attempt in 0..2 {
             let Some(target) = self.processes.get_mut(pid) else {
                 return Err(self.not_live_error(pid));
             };
-            let breakpoints = &mut target.space.breakpoints;
-            let mut placed = None;
-            for (index, page) in breakpoints.scratch.pages.iter().enumerate() {
-                let Some(at) = page.next_free() else {
-                    continue;
-                };
-                match instruction.trampoline(at) {
-                    Ok((bytes, jump_at)) => {
-                        placed = Some((index, at, bytes, jump_at));
-                        break;
-                    }
-                    Err(problem) => last_problem = Some(problem),
-                }
-            }
-            if let Some((index, at, bytes, jump_at)) = placed {
-                let writer = breakpoints
-                    .writer(pid)
-                    .map_err(|errno| TraceError::CodeWrite {
-                        pid,
-                        address: at,
-                        errno,
-                    })?;
-                writer
-                    .write(at, &bytes)
-                    .map_err(|errno| TraceError::CodeWrite {
-                        pid,
-                        address: at,
-                        errno,
-                    })?;
-                if let Some(page) = breakpoints.scratch.pages.get_mut(index) {
-                    page.take_slot(address, jump_at, instruction.len());
-                }
-                breakpoints
-                    .scratch
-                    .trampolines
-                    .insert(address, (at, instruction.bytes.clone()));
+            let placed =
+                target
+                    .space
+                    .breakpoints
+                    .place_trampoline(pid, instruction, &mut last_problem)?;
+            if let Some(at) = placed {
                 return Ok(at);
             }
             if attempt == 0 {
@@ -510,43 +435,10 @@ impl TracerLoop {
         let Some(target) = self.processes.get_mut(pid) else {
             return kernel_count;
         };
-        let breakpoints = &mut target.space.breakpoints;
-        let mut removed = Vec::new();
-        let mut emptied = Vec::new();
-        for (address, site) in breakpoints.sites.iter_mut() {
-            let (gone, kept): (Vec<Armed>, Vec<Armed>) = std::mem::take(&mut site.handlers)
-                .into_iter()
-                .partition(|armed| armed.group == group);
-            site.handlers = kept;
-            if !gone.is_empty() && site.handlers.is_empty() {
-                emptied.push(*address);
-            }
-            removed.extend(gone);
-        }
-        for address in emptied {
-            let Some(original) = breakpoints
-                .sites
-                .get(&address)
-                .map(|site| site.instruction.bytes[0])
-            else {
-                continue;
-            };
-            let written = breakpoints
-                .writer(pid)
-                .and_then(|writer| writer.restore(address, original));
-            match written {
-                Ok(()) => {
-                    breakpoints.sites.remove(&address);
-                    breakpoints.remember_moribund(address, original);
-                    self.registry.restored(pid, address);
-                }
-                Err(errno) => {
-                    // Keep the site (with no handler): its traps must still
-                    // be stepped over, or the target dies of them.
-                    tracing::error!(pid, address, %errno, "cannot remove a breakpoint byte; it stays armed without handlers");
-                }
-            }
-        }
+        let removed = target
+            .space
+            .breakpoints
+            .remove_group(pid, group, &self.registry);
         let count = removed.len() + kernel_count;
         for armed in removed {
             call_on_end(armed, &BreakpointEnd::Removed);
@@ -561,23 +453,7 @@ impl TracerLoop {
         let Some(target) = self.processes.get_mut(pid) else {
             return;
         };
-        let breakpoints = &mut target.space.breakpoints;
-        let sites: Vec<(u64, Site)> = breakpoints.sites.drain().collect();
-        let mut ended = Vec::new();
-        for (address, site) in sites {
-            let original = site.instruction.bytes[0];
-            let written = breakpoints
-                .writer(pid)
-                .and_then(|writer| writer.restore(address, original));
-            match written {
-                Ok(()) => self.registry.restored(pid, address),
-                Err(errno) => {
-                    tracing::error!(pid, address, %errno, "cannot remove a breakpoint byte")
-                }
-            }
-            breakpoints.remember_moribund(address, original);
-            ended.extend(site.handlers);
-        }
+        let ended = target.space.breakpoints.disarm_all(pid, &self.registry);
         for armed in ended {
             call_on_end(armed, why);
         }
@@ -595,10 +471,8 @@ impl TracerLoop {
         if !originals.is_empty() {
             tracing::debug!(pid, "breakpoints ended by exec");
         }
-        for (_, site) in breakpoints.sites {
-            for armed in site.handlers {
-                call_on_end(armed, &BreakpointEnd::Execed);
-            }
+        for armed in breakpoints.into_handlers() {
+            call_on_end(armed, &BreakpointEnd::Execed);
         }
     }
 
@@ -624,10 +498,8 @@ impl TracerLoop {
                 signal: None,
             },
         };
-        for (_, site) in breakpoints.sites {
-            for armed in site.handlers {
-                call_on_end(armed, &why);
-            }
+        for armed in breakpoints.into_handlers() {
+            call_on_end(armed, &why);
         }
         self.end_kernel_sites(pid, &why);
     }
@@ -905,15 +777,7 @@ impl TracerLoop {
         {
             // Every other thread is detached outside the scratch pages and
             // no int3 can send one back: they can go.
-            let pages: Vec<u64> = target
-                .space
-                .breakpoints
-                .scratch
-                .pages
-                .drain(..)
-                .map(|page| page.start)
-                .collect();
-            target.space.breakpoints.scratch.trampolines.clear();
+            let pages = target.space.breakpoints.take_scratch_pages();
             for page in pages {
                 let result = inject::remote_syscall(
                     pid,

@@ -8,13 +8,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::breakpoints::{
-    Armed, BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
+    BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 use super::super::error::TraceError;
 use super::super::kernel::{
     CapturePlan, KernelProbes, KernelSite, RING_POLL_INTERVAL, decode_record,
 };
 use super::super::scratch::{self, FilePlace};
+use super::super::sites::Armed;
 use super::TracerLoop;
 use super::hits::call_on_end;
 
@@ -92,13 +93,8 @@ impl TracerLoop {
     /// A ptrace breakpoint (its pid and address) at `place`, in any process.
     fn ptrace_site_at_place(&self, place: &FilePlace) -> Option<(i32, u64)> {
         self.processes.iter().find_map(|(pid, target)| {
-            target
-                .space
-                .breakpoints
-                .sites
-                .iter()
-                .find(|(_, site)| site.place.as_ref() == Some(place))
-                .map(|(address, _)| (*pid, *address))
+            let address = target.space.breakpoints.site_at_place(place)?;
+            Some((*pid, address))
         })
     }
 
