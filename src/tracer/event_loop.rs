@@ -12,7 +12,7 @@
 //! is answered at once: signals are re-delivered unchanged, group-stops are
 //! kept with PTRACE_LISTEN, events are resumed with no signal.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -29,11 +29,14 @@ use super::memory::ProcessMemory;
 use super::procfs;
 use super::ptrace::{self, WaitEvent};
 use super::sites::SiteTable;
-use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
+use super::{AttachReport, SharedStates, TargetState, ThreadCapture};
 
+mod captures;
 mod hits;
 mod kernel_hits;
 mod processes;
+
+use captures::{CaptureOp, RED_ZONE};
 
 use processes::{
     Lookups, Process, ProcessTable, Removed, Resume, Space, Step, TaskIds, TracedThread,
@@ -50,24 +53,11 @@ pub(super) fn on_tracer_thread() -> bool {
     ON_TRACER_THREAD.with(|flag| flag.get())
 }
 
-/// How long a capture waits for one thread to stop before giving up on it
-/// (a thread in uninterruptible sleep stops late) and moving on.
-const CAPTURE_DEADLINE: Duration = Duration::from_secs(3);
-/// Threads of one capture interrupted at a time. One: each thread is then
-/// held only for its own copy (~15 µs) instead of also waiting while the
-/// tracer copies the others; the call takes a little longer in total.
-const CAPTURES_IN_FLIGHT: usize = 1;
 /// How long a detach waits for every thread to stop before reporting it.
 const DETACH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest sleep without a doorbell ring: a safety net, should SIGCHLD be
 /// ignored or stolen by code outside our control.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
-/// Longest the tracer polls for the stop of a thread it interrupted for a
-/// capture before it goes to sleep (see `spin_for_capture_stops`).
-const CAPTURE_SPIN: Duration = Duration::from_micros(200);
-/// The x86-64 System V red zone below `rsp`, where leaf functions keep data.
-const RED_ZONE: u64 = 128;
-
 /// Where the answer to a command goes.
 pub(super) enum Reply<T> {
     /// An awaiting async caller.
@@ -223,19 +213,6 @@ impl Lookups for LiveLookups {
     }
 }
 
-struct CaptureOp {
-    pid: i32,
-    stack_bytes: usize,
-    order: Vec<i32>,
-    /// Threads not interrupted yet.
-    queue: VecDeque<i32>,
-    /// Threads interrupted, whose stop has not been reaped yet.
-    waiting: HashSet<i32>,
-    captured: Vec<ThreadCapture>,
-    reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
-    deadline: Instant,
-}
-
 struct TracerLoop {
     commands: mpsc::Receiver<Command>,
     doorbell: Arc<Doorbell>,
@@ -341,25 +318,6 @@ impl TracerLoop {
             self.sleep(now);
         }
         true
-    }
-
-    /// While a capture waits for a thread it interrupted, reap for a short
-    /// while instead of sleeping: the stop usually comes within tens of µs,
-    /// and going to sleep and being woken by SIGCHLD would add a cross-CPU
-    /// wake-up to the time the thread is held and the caller waits. True
-    /// when an event came.
-    fn spin_for_capture_stops(&mut self) -> bool {
-        if !self.captures.values().any(|op| !op.waiting.is_empty()) {
-            return false;
-        }
-        let started = Instant::now();
-        while started.elapsed() < CAPTURE_SPIN {
-            if self.reap_events() > 0 {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        false
     }
 
     fn sleep(&self, now: Instant) {
@@ -914,203 +872,8 @@ impl TracerLoop {
         }
     }
 
-    fn begin_capture(
-        &mut self,
-        pid: i32,
-        tids: Option<Vec<i32>>,
-        stack_bytes: usize,
-        reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
-    ) {
-        let not_live = self.not_live_error(pid);
-        let Some(target) = self.processes.get_mut(pid) else {
-            reply.send(Err(not_live));
-            return;
-        };
-        if target.detach.is_some() {
-            reply.send(Err(TraceError::NotAttached { pid }));
-            return;
-        }
-        let mut known: Vec<i32> = target
-            .threads
-            .iter()
-            .filter(|(_, thread)| !thread.guest)
-            .map(|(tid, _)| *tid)
-            .collect();
-        known.sort_unstable();
-        let wanted = match tids {
-            None => known.clone(),
-            Some(tids) => {
-                let mut unique = Vec::with_capacity(tids.len());
-                for tid in tids {
-                    if !target.threads.contains_key(&tid) {
-                        reply.send(Err(TraceError::NoSuchThread { pid, tid, known }));
-                        return;
-                    }
-                    if !unique.contains(&tid) {
-                        unique.push(tid);
-                    }
-                }
-                unique
-            }
-        };
-        // Read the memory map while every thread still runs, so the stops
-        // themselves need no /proc read; once read it is kept (a stack that
-        // is not in it makes the capture read it again, and a stale bound
-        // only shortens a copy, whose read stops at the first bad page).
-        if target.space.mappings.is_empty() {
-            target.space.mappings = procfs::read_mappings(pid);
-        }
-        let op_id = self.next_op;
-        self.next_op += 1;
-        self.captures.insert(
-            op_id,
-            CaptureOp {
-                pid,
-                stack_bytes,
-                queue: wanted.iter().copied().collect(),
-                order: wanted,
-                waiting: HashSet::new(),
-                captured: Vec::new(),
-                reply,
-                deadline: Instant::now() + CAPTURE_DEADLINE,
-            },
-        );
-        self.advance_capture(op_id);
-    }
-
-    /// Interrupt the next queued threads of a capture, or answer it when
-    /// nothing is queued or in flight any more.
-    fn advance_capture(&mut self, op_id: u64) {
-        loop {
-            let Some(op) = self.captures.get_mut(&op_id) else {
-                return;
-            };
-            if op.waiting.len() >= CAPTURES_IN_FLIGHT {
-                return;
-            }
-            let Some(tid) = op.queue.pop_front() else {
-                if op.waiting.is_empty()
-                    && let Some(op) = self.captures.remove(&op_id)
-                {
-                    reply_capture(op);
-                }
-                return;
-            };
-            let pid = op.pid;
-            let Some(thread) = self.thread_mut(pid, tid) else {
-                continue;
-            };
-            if thread.exiting {
-                continue;
-            }
-            match ptrace::interrupt(tid) {
-                Ok(()) => {
-                    let now = Instant::now();
-                    thread.interrupt_sent.get_or_insert(now);
-                    thread.capture_ops.push(op_id);
-                    if let Some(op) = self.captures.get_mut(&op_id) {
-                        op.waiting.insert(tid);
-                        op.deadline = now + CAPTURE_DEADLINE;
-                    }
-                }
-                Err(Errno::ESRCH) => {}
-                Err(errno) => tracing::warn!(tid, %errno, "cannot interrupt thread for capture"),
-            }
-        }
-    }
-
-    /// Registers and stack of a stopped thread.
-    fn copy_thread_state(
-        &mut self,
-        pid: i32,
-        tid: i32,
-        stack_bytes: usize,
-    ) -> Option<(libc::user_regs_struct, MemoryCopy)> {
-        let mut regs = match ptrace::registers(tid) {
-            Ok(regs) => regs,
-            Err(errno) => {
-                tracing::debug!(tid, %errno, "cannot read registers of a stopped thread");
-                return None;
-            }
-        };
-        let target = self.processes.get_mut(pid)?;
-        // A thread inside a trampoline is shown where it stands in the
-        // original code: stacks never show the scratch page.
-        if let Some(translated) = target.space.breakpoints.scratch.translate(regs.rip) {
-            regs.rip = translated.pc();
-        }
-        // A thread that just executed one of our int3s but was stopped for
-        // the capture before its trap was reported stands at the breakpoint.
-        let trapped_at = regs.rip.wrapping_sub(1);
-        if target.space.breakpoints.is_ours(trapped_at)
-            && target.threads.get(&tid).and_then(|t| t.last_stop) == Some(WaitEvent::InterruptStop)
-            && hits::sigtrap_pending(tid)
-        {
-            regs.rip = trapped_at;
-        }
-        let rsp = regs.rsp;
-        let mut mapping = find_mapping(&target.space.mappings, rsp);
-        if mapping.is_none() && stack_bytes > 0 {
-            // A stack created after the map was read (a new thread).
-            target.space.mappings = procfs::read_mappings(pid);
-            mapping = find_mapping(&target.space.mappings, rsp);
-        }
-        let stack = match mapping {
-            Some((map_start, map_end)) if stack_bytes > 0 => {
-                let start = rsp.saturating_sub(RED_ZONE).max(map_start);
-                let end = rsp.saturating_add(stack_bytes as u64).min(map_end);
-                let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
-                if let Err(error) = target.space.memory.read(start, &mut bytes) {
-                    bytes.truncate(error.addr.saturating_sub(start) as usize);
-                }
-                MemoryCopy { start, bytes }
-            }
-            _ => MemoryCopy {
-                start: rsp,
-                bytes: Vec::new(),
-            },
-        };
-        Some((regs, stack))
-    }
-
-    fn forget_in_captures(&mut self, tid: i32) {
-        let ops: Vec<u64> = self
-            .captures
-            .iter()
-            .filter(|(_, op)| op.waiting.contains(&tid) || op.queue.contains(&tid))
-            .map(|(id, _)| *id)
-            .collect();
-        for op_id in ops {
-            if let Some(op) = self.captures.get_mut(&op_id) {
-                op.waiting.remove(&tid);
-                op.queue.retain(|queued| *queued != tid);
-            }
-            self.advance_capture(op_id);
-        }
-    }
-
     fn expire(&mut self, now: Instant) {
-        let late: Vec<u64> = self
-            .captures
-            .iter()
-            .filter(|(_, op)| op.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for op_id in late {
-            let Some(op) = self.captures.get_mut(&op_id) else {
-                continue;
-            };
-            let pid = op.pid;
-            let stuck: Vec<i32> = op.waiting.drain().collect();
-            op.deadline = now + CAPTURE_DEADLINE;
-            tracing::warn!(pid, threads = ?stuck, "threads did not stop in time to be captured (uninterruptible sleep?); skipping them");
-            for tid in stuck {
-                if let Some(thread) = self.thread_mut(pid, tid) {
-                    thread.capture_ops.retain(|id| *id != op_id);
-                }
-            }
-            self.advance_capture(op_id);
-        }
+        self.expire_captures(now);
         for (&pid, target) in self.processes.iter_mut() {
             let Some(detach) = target.detach.as_mut() else {
                 continue;
@@ -1129,29 +892,6 @@ impl TracerLoop {
             }
         }
     }
-}
-
-fn reply_capture(op: CaptureOp) {
-    let CaptureOp {
-        order,
-        mut captured,
-        reply,
-        ..
-    } = op;
-    captured.sort_by_key(|capture| {
-        order
-            .iter()
-            .position(|tid| *tid == capture.tid)
-            .unwrap_or(usize::MAX)
-    });
-    reply.send(Ok(captured));
-}
-
-fn find_mapping(mappings: &[(u64, u64)], addr: u64) -> Option<(u64, u64)> {
-    mappings
-        .iter()
-        .copied()
-        .find(|&(start, end)| start <= addr && addr < end)
 }
 
 /// Undo a seize right away (failed attach): stop the thread, then detach it,
