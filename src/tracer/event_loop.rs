@@ -11,6 +11,11 @@
 //! A thread is stopped only while something is copied from it; every stop
 //! is answered at once: signals are re-delivered unchanged, group-stops are
 //! kept with PTRACE_LISTEN, events are resumed with no signal.
+//!
+//! The loop is a dispatcher over owners: the process table (`processes`,
+//! pure: which wait event in which state leads to which step), the site
+//! table of each address space (`sites`, with the hit path in `hits`), the
+//! uprobes and their ring (`kernel_hits`), and the captures (`captures`).
 
 use std::collections::HashMap;
 use std::io;
