@@ -1083,4 +1083,335 @@ mod tests {
             }]
         );
     }
+
+    // ----- replays of sequences recorded from live runs -------------------
+
+    /// One answer the live loop got from `/proc` or PTRACE_GETEVENTMSG.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Answer {
+        Task(i32, Option<TaskIds>),
+        Message(i32, Option<u64>),
+    }
+
+    /// Gives the recorded answers of one event, in order, and fails on a
+    /// question the live loop did not ask.
+    #[derive(Default)]
+    struct Replayed {
+        answers: std::cell::RefCell<std::collections::VecDeque<Answer>>,
+    }
+
+    impl Lookups for Replayed {
+        fn task_ids(&self, tid: i32) -> Option<TaskIds> {
+            match self.answers.borrow_mut().pop_front() {
+                Some(Answer::Task(asked, ids)) if asked == tid => ids,
+                other => panic!("the recording has {other:?} where /proc was read for {tid}"),
+            }
+        }
+        fn event_message(&self, tid: i32) -> Option<u64> {
+            match self.answers.borrow_mut().pop_front() {
+                Some(Answer::Message(asked, message)) if asked == tid => message,
+                other => panic!("the recording has {other:?} where the event of {tid} was read"),
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    enum Line {
+        Attach(i32, Vec<i32>),
+        Detach(i32),
+        Wait(i32, WaitEvent),
+        Answer(Answer),
+    }
+
+    fn number(text: &str) -> i64 {
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {text:?}"))
+    }
+
+    /// `Name(n)` -> n.
+    fn inner<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.strip_prefix(name)?
+            .strip_prefix('(')?
+            .strip_suffix(')')
+    }
+
+    fn parse_event(text: &str) -> WaitEvent {
+        let event = |kind| WaitEvent::Event(kind);
+        match text {
+            "InterruptStop" => return WaitEvent::InterruptStop,
+            "SyscallStop" => return WaitEvent::SyscallStop,
+            "Event(Clone)" => return event(PtraceEvent::Clone),
+            "Event(Fork)" => return event(PtraceEvent::Fork),
+            "Event(Vfork)" => return event(PtraceEvent::Vfork),
+            "Event(VforkDone)" => return event(PtraceEvent::VforkDone),
+            "Event(Exec)" => return event(PtraceEvent::Exec),
+            "Event(Exit)" => return event(PtraceEvent::Exit),
+            _ => {}
+        }
+        type Make = fn(i32) -> WaitEvent;
+        let kinds: [(&str, Make); 5] = [
+            ("Signal", WaitEvent::Signal),
+            ("GroupStop", WaitEvent::GroupStop),
+            ("Exited", WaitEvent::Exited),
+            ("Killed", WaitEvent::Killed),
+            ("Other", WaitEvent::Other),
+        ];
+        for (name, make) in kinds {
+            if let Some(n) = inner(text, name) {
+                return make(number(n) as i32);
+            }
+        }
+        panic!("unknown wait event {text:?}")
+    }
+
+    fn parse_recording(text: &str) -> Vec<Line> {
+        let mut lines = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let mut words = line.splitn(3, ' ');
+            let (kind, tid, rest) = (
+                words.next().unwrap_or(""),
+                number(words.next().unwrap_or("")) as i32,
+                words.next().unwrap_or(""),
+            );
+            lines.push(match kind {
+                "attach" => Line::Attach(
+                    tid,
+                    rest.trim_matches(['[', ']'])
+                        .split(", ")
+                        .map(|t| number(t) as i32)
+                        .collect(),
+                ),
+                "detach" => Line::Detach(tid),
+                "wait" => Line::Wait(tid, parse_event(rest)),
+                "task" => Line::Answer(Answer::Task(
+                    tid,
+                    inner(rest, "Some").map(|pair| {
+                        let pair = pair.trim_matches(['(', ')']);
+                        let (tgid, ppid) = pair.split_once(", ").expect("tgid, ppid");
+                        TaskIds {
+                            tgid: number(tgid) as i32,
+                            ppid: number(ppid) as i32,
+                        }
+                    }),
+                )),
+                "msg" => Line::Answer(Answer::Message(
+                    tid,
+                    inner(rest, "Ok").map(|n| number(n) as u64),
+                )),
+                other => panic!("unknown recording line {other:?}"),
+            });
+        }
+        lines
+    }
+
+    /// One replayed event and the steps the table answered.
+    struct Replay {
+        table: Table,
+        events: Vec<(i32, WaitEvent, Vec<Step>)>,
+    }
+
+    impl Replay {
+        /// The steps of the `nth` event `event` of `tid`.
+        fn steps(&self, tid: i32, event: WaitEvent, nth: usize) -> &[Step] {
+            self.events
+                .iter()
+                .filter(|(t, e, _)| *t == tid && *e == event)
+                .nth(nth)
+                .map(|(_, _, steps)| steps.as_slice())
+                .unwrap_or_else(|| panic!("no {event:?} #{nth} of {tid} in the recording"))
+        }
+    }
+
+    /// Replays a recording: each wait event goes to the table with the
+    /// answers the live loop got, and the loop's part is done the way
+    /// `TracerLoop::perform` does it to the table (a stop of a detaching
+    /// process detaches the thread; a process gone leaves the table; exec
+    /// and exit release the dependants, with int3s of ours when the
+    /// process has breakpoints).
+    fn replay(text: &str, breakpoints: bool) -> Replay {
+        let originals: Vec<(u64, u8)> = if breakpoints {
+            vec![(0x1000, 0x55)]
+        } else {
+            Vec::new()
+        };
+        let mut table = Table::default();
+        let mut events = Vec::new();
+        let lines = parse_recording(text);
+        let mut index = 0;
+        while let Some(line) = lines.get(index) {
+            index += 1;
+            match line {
+                Line::Attach(pid, threads) => {
+                    table.insert(*pid, Process::new(FakeSpace { breakpoints }), threads)
+                }
+                Line::Detach(pid) => {
+                    assert_eq!(table.begin_detach(*pid, Some(()), Instant::now()), Ok(true));
+                }
+                Line::Answer(answer) => panic!("{answer:?} answers no event"),
+                Line::Wait(tid, event) => {
+                    let lookups = Replayed::default();
+                    while let Some(Line::Answer(answer)) = lines.get(index) {
+                        lookups.answers.borrow_mut().push_back(*answer);
+                        index += 1;
+                    }
+                    let steps = table.on_wait(*tid, *event, &lookups);
+                    assert!(
+                        lookups.answers.borrow().is_empty(),
+                        "the live loop asked more about {tid} {event:?} than the table did"
+                    );
+                    for step in &steps {
+                        match *step {
+                            Step::Resume { pid, tid, .. } | Step::SignalStop { pid, tid, .. }
+                                if table.is_detaching(pid) =>
+                            {
+                                table.forget_thread(pid, tid);
+                                table.take_if_detached(pid);
+                            }
+                            Step::ThreadGone { pid, .. } => {
+                                table.take_if_detached(pid);
+                            }
+                            Step::ProcessGone { pid, .. } => {
+                                table.release_dependants(pid, &originals);
+                                table.remove(pid);
+                            }
+                            Step::Exec { pid, .. } => {
+                                table.release_dependants(pid, &originals);
+                            }
+                            _ => {}
+                        }
+                    }
+                    events.push((*tid, *event, steps));
+                }
+            }
+        }
+        Replay { table, events }
+    }
+
+    /// Recorded: a fork child stopping after the fork event, a vfork child
+    /// stopping after its event, hitting breakpoints as a guest and
+    /// exiting, a vfork child stopping before its event and exec'ing, then
+    /// a detach.
+    #[test]
+    fn recorded_fork_and_vfork_children_of_a_process_with_breakpoints() {
+        let replay = replay(
+            include_str!("../../../tests/recordings/tracer/fork_vfork_with_breakpoints.txt"),
+            true,
+        );
+        let stop = WaitEvent::InterruptStop;
+        assert_eq!(
+            replay.steps(7843, stop, 0),
+            [Step::CleanForkChild {
+                parent: 7837,
+                child: 7843,
+                event: stop,
+            }]
+        );
+        assert_eq!(replay.steps(7848, stop, 0), [cont(7837, 7848)]);
+        assert_eq!(
+            replay.steps(7848, WaitEvent::Signal(libc::SIGTRAP), 0),
+            [Step::SignalStop {
+                pid: 7837,
+                tid: 7848,
+                signal: libc::SIGTRAP,
+            }],
+            "a guest's hits go to the site table, which steps them over"
+        );
+        assert_eq!(
+            replay.steps(7848, WaitEvent::Exited(42), 0),
+            [Step::ThreadGone {
+                pid: 7837,
+                tid: 7848
+            }],
+            "a vfork guest's exit is not the target's"
+        );
+        assert_eq!(replay.steps(7849, stop, 0), [], "held until its event");
+        assert_eq!(
+            replay.steps(7837, VFORK, 1),
+            [cont(7837, 7849), cont(7837, 7837)]
+        );
+        assert_eq!(
+            replay.steps(7849, EXEC, 0),
+            [
+                Step::Forget { tid: 7849 },
+                Step::Detach {
+                    tid: 7849,
+                    signal: 0
+                }
+            ]
+        );
+        assert!(replay.table.is_empty(), "the detach completed");
+    }
+
+    /// Recorded: threads cloned, one of them seen before its clone event,
+    /// the leader exits (pthread_exit), the late thread execs and takes the
+    /// leader's id, the new program exits.
+    #[test]
+    fn recorded_exec_from_a_thread_that_is_not_the_leader() {
+        let replay = replay(
+            include_str!("../../../tests/recordings/tracer/exec_from_a_thread_not_the_leader.txt"),
+            false,
+        );
+        assert_eq!(
+            replay.steps(7881, WaitEvent::InterruptStop, 0),
+            [cont(7877, 7881)]
+        );
+        assert_eq!(
+            replay.steps(7880, WaitEvent::Exited(0), 0),
+            [Step::ThreadGone {
+                pid: 7877,
+                tid: 7880
+            }]
+        );
+        assert_eq!(
+            replay.steps(7877, EXEC, 0),
+            [
+                Step::Exec {
+                    pid: 7877,
+                    tid: 7877,
+                    former: 7881,
+                    gone: vec![7877, 7881],
+                },
+                cont(7877, 7877),
+            ]
+        );
+        assert_eq!(
+            replay.steps(7877, WaitEvent::Exited(3), 0),
+            [Step::ProcessGone {
+                pid: 7877,
+                tid: 7877,
+                how: WaitEvent::Exited(3),
+            }]
+        );
+        assert!(replay.table.is_empty());
+    }
+
+    /// Recorded: two threads seen before their clone events, SIGSTOP
+    /// group-stops, a capture's interrupts, SIGCONT, SIGSTOP again, and a
+    /// detach while every thread is in the group-stop.
+    #[test]
+    fn recorded_group_stop_then_detach() {
+        let text = include_str!("../../../tests/recordings/tracer/group_stop_then_detach.txt");
+        let before_detach = text.split("\ndetach ").next().unwrap_or(text);
+        let stopped = replay(before_detach, false);
+        let process = stopped.table.get(7899).expect("traced");
+        assert_eq!(threads_of(&stopped.table, 7899), vec![7899, 7900, 7901]);
+        assert!(
+            process.threads.values().all(|t| t.group_stopped),
+            "every thread is kept in its group-stop"
+        );
+        assert_eq!(
+            stopped.steps(7900, WaitEvent::GroupStop(libc::SIGSTOP), 0),
+            [Step::Resume {
+                pid: 7899,
+                tid: 7900,
+                resume: Resume::Listen,
+            }]
+        );
+        let detached = replay(text, false);
+        assert!(detached.table.is_empty(), "the detach completed");
+    }
 }
