@@ -2,26 +2,23 @@
 //! handler per breakpoint, called on the tracer thread while only the
 //! hitting thread is stopped) and the per-process state behind it.
 //!
-//! Owns: the sites (one `int3` per address, several handlers per site, in
-//! insertion order), the original bytes, the recently removed ("moribund")
-//! addresses whose late traps are still ours, the scratch space with its
-//! trampolines, and the registry of patched bytes that any thread can use
-//! to restore a target when the tracer thread cannot.
+//! Owns: the writer of a target's code, and the registry of patched bytes
+//! that any thread can use to restore a target when the tracer thread
+//! cannot. The sites themselves are in each process's site table
+//! (`sites`).
 //! Must never: write anything into a target but `int3` bytes, their
 //! originals, trampolines and a pushed return address; forget an original
 //! byte while an `int3` of ours may still be in some address space.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use super::code::{DisplacedInstruction, EmulationMemory, INT3};
+use super::code::{EmulationMemory, INT3};
 use super::memory::ProcessMemory;
-use super::scratch::{FilePlace, ScratchSpace};
 
 /// Runs on the tracer thread when a thread executes a breakpoint of this
 /// handler, while ONLY that thread is stopped (for a copying breakpoint:
@@ -61,11 +58,11 @@ pub struct HitContext<'a> {
     /// after it went on (a ptrace breakpoint that copies: stop seen to
     /// resumed). None when the handler runs while the thread is held, or
     /// for a kernel-side hit.
-    pub held: Option<Duration>,
+    pub held: Option<std::time::Duration>,
     /// Of `held`, the time spent copying what the handler's plan names:
     /// the part of the hold that is the probe's own work (the trap and the
     /// resume are the same for every breakpoint).
-    pub copying: Option<Duration>,
+    pub copying: Option<std::time::Duration>,
 }
 
 /// The memory a handler reads at a hit.
@@ -121,129 +118,6 @@ pub enum BreakpointEnd {
 /// Identifies one inserted breakpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BreakpointId(pub u64);
-
-/// Most recently removed addresses remembered per process for late traps.
-const MORIBUND_LIMIT: usize = 4096;
-/// How long a removed address may still see a late trap, or be an int3 in
-/// a fork child's copy of memory that has not been cleaned yet. A late trap
-/// is microseconds late (milliseconds if its thread is preempted in the
-/// kernel on its way to the stop); this is generous.
-const MORIBUND_FRESH: Duration = Duration::from_secs(60);
-
-/// One handler armed at a site.
-pub(super) struct Armed {
-    pub id: BreakpointId,
-    pub group: u64,
-    pub handler: Box<dyn HitHandler>,
-    /// For a ptrace breakpoint that copies (`Tracer::insert_copying_breakpoint`):
-    /// what to copy while the thread is held; its handler runs after.
-    pub copy: Option<super::hit_copy::HitCopyPlan>,
-}
-
-/// One breakpoint address: one `int3`, several handlers.
-pub(super) struct Site {
-    pub instruction: DisplacedInstruction,
-    /// Trampoline address, for instructions run out of line.
-    pub trampoline: Option<u64>,
-    pub handlers: Vec<Armed>,
-    /// The place in the mapped file (None for anonymous code): a kernel
-    /// uprobe there, in any process, would take this int3 (see
-    /// `TracerLoop::uprobe_at_place`).
-    pub place: Option<FilePlace>,
-}
-
-/// Breakpoint state of one address space.
-#[derive(Default)]
-pub(super) struct Breakpoints {
-    pub sites: HashMap<u64, Site>,
-    /// Recently removed address -> its original first byte.
-    pub moribund: HashMap<u64, u8>,
-    /// Removed addresses, oldest first, with when they were removed.
-    moribund_order: VecDeque<(u64, Instant)>,
-    pub scratch: ScratchSpace,
-    /// Address of a `syscall` instruction for injected calls, once found.
-    pub syscall_instruction: Option<u64>,
-    /// Writer of this address space's memory, opened at the first write.
-    pub writer: Option<CodeWriter>,
-    /// Hits copied at a stop, whose handlers run once the thread is resumed.
-    pub copied_hits: Vec<super::hit_copy::CopiedHit>,
-}
-
-impl Breakpoints {
-    /// Whether anything of ours may be in the address space (so hits,
-    /// late traps, trampolines and fork children need attention).
-    pub(super) fn in_use(&self) -> bool {
-        !self.sites.is_empty()
-            || !self.scratch.pages.is_empty()
-            || self
-                .moribund_order
-                .back()
-                .is_some_and(|(_, removed)| removed.elapsed() < MORIBUND_FRESH)
-    }
-
-    /// Whether `address` is an active or recently removed breakpoint.
-    pub(super) fn is_ours(&self, address: u64) -> bool {
-        self.sites.contains_key(&address) || self.moribund.contains_key(&address)
-    }
-
-    /// Every address that may hold an int3 of ours in this address space
-    /// or a copy of it made recently (active and recently removed), with
-    /// the byte it hides.
-    pub(super) fn originals(&self) -> Vec<(u64, u8)> {
-        let mut all: Vec<(u64, u8)> = self
-            .sites
-            .iter()
-            .filter_map(|(addr, site)| Some((*addr, *site.instruction.bytes.first()?)))
-            .collect();
-        all.extend(
-            self.moribund_order
-                .iter()
-                .rev()
-                .take_while(|(_, removed)| removed.elapsed() < MORIBUND_FRESH)
-                .filter_map(|(addr, _)| Some((*addr, *self.moribund.get(addr)?))),
-        );
-        all
-    }
-
-    /// The original bytes at `[addr, addr + buf.len())`: `buf` holds what
-    /// memory shows, and our `int3`s are replaced by what they hide.
-    pub(super) fn unpatch(&self, addr: u64, buf: &mut [u8]) {
-        for (site_addr, site) in &self.sites {
-            if let Some(offset) = site_addr.checked_sub(addr)
-                && let Some(byte) = buf.get_mut(offset as usize)
-                && let Some(original) = site.instruction.bytes.first()
-            {
-                *byte = *original;
-            }
-        }
-    }
-
-    pub(super) fn remember_moribund(&mut self, address: u64, original: u8) {
-        if self.moribund.insert(address, original).is_some() {
-            self.moribund_order.retain(|(a, _)| *a != address);
-        }
-        self.moribund_order.push_back((address, Instant::now()));
-        while self.moribund_order.len() > MORIBUND_LIMIT {
-            if let Some((oldest, _)) = self.moribund_order.pop_front() {
-                self.moribund.remove(&oldest);
-            }
-        }
-    }
-
-    pub(super) fn forget_moribund(&mut self, address: u64) {
-        if self.moribund.remove(&address).is_some() {
-            self.moribund_order.retain(|(a, _)| *a != address);
-        }
-    }
-
-    /// Lazily opened writer of this address space.
-    pub(super) fn writer(&mut self, pid: i32) -> Result<&CodeWriter, Errno> {
-        if self.writer.is_none() {
-            self.writer = Some(CodeWriter::open(pid)?);
-        }
-        self.writer.as_ref().ok_or(Errno::EBADF)
-    }
-}
 
 /// Writes into a target's memory through `/proc/PID/mem` (which works on
 /// read-only code pages). Kept open; a new one is needed after exec.

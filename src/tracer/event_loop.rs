@@ -11,8 +11,13 @@
 //! A thread is stopped only while something is copied from it; every stop
 //! is answered at once: signals are re-delivered unchanged, group-stops are
 //! kept with PTRACE_LISTEN, events are resumed with no signal.
+//!
+//! The loop is a dispatcher over owners: the process table (`processes`,
+//! pure: which wait event in which state leads to which step), the site
+//! table of each address space (`sites`, with the hit path in `hits`), the
+//! uprobes and their ring (`kernel_hits`), and the captures (`captures`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -21,17 +26,26 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use tokio::sync::oneshot;
 
-use super::breakpoints::{BreakpointId, Breakpoints, HitHandler, PatchRegistry};
+use super::breakpoints::{BreakpointId, HitHandler, PatchRegistry};
 use super::doorbell::{self, Doorbell};
 use super::error::TraceError;
 use super::kernel::CapturePlan;
 use super::memory::ProcessMemory;
 use super::procfs;
-use super::ptrace::{self, PtraceEvent, WaitEvent};
-use super::{AttachReport, MemoryCopy, SharedStates, TargetState, ThreadCapture};
+use super::ptrace::{self, WaitEvent};
+use super::sites::SiteTable;
+use super::{AttachReport, SharedStates, TargetState, ThreadCapture};
 
+mod captures;
 mod hits;
 mod kernel_hits;
+mod processes;
+
+use captures::{CaptureOp, RED_ZONE};
+
+use processes::{
+    Lookups, Process, ProcessTable, Removed, Resume, Space, Step, TaskIds, TracedThread,
+};
 
 thread_local! {
     /// Set on the tracer thread, so that a blocking request made from it
@@ -44,24 +58,11 @@ pub(super) fn on_tracer_thread() -> bool {
     ON_TRACER_THREAD.with(|flag| flag.get())
 }
 
-/// How long a capture waits for one thread to stop before giving up on it
-/// (a thread in uninterruptible sleep stops late) and moving on.
-const CAPTURE_DEADLINE: Duration = Duration::from_secs(3);
-/// Threads of one capture interrupted at a time. One: each thread is then
-/// held only for its own copy (~15 µs) instead of also waiting while the
-/// tracer copies the others; the call takes a little longer in total.
-const CAPTURES_IN_FLIGHT: usize = 1;
 /// How long a detach waits for every thread to stop before reporting it.
 const DETACH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest sleep without a doorbell ring: a safety net, should SIGCHLD be
 /// ignored or stolen by code outside our control.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
-/// Longest the tracer polls for the stop of a thread it interrupted for a
-/// capture before it goes to sleep (see `spin_for_capture_stops`).
-const CAPTURE_SPIN: Duration = Duration::from_micros(200);
-/// The x86-64 System V red zone below `rsp`, where leaf functions keep data.
-const RED_ZONE: u64 = 128;
-
 /// Where the answer to a command goes.
 pub(super) enum Reply<T> {
     /// An awaiting async caller.
@@ -173,67 +174,49 @@ pub(super) fn spawn(
     Ok(())
 }
 
-/// How to let a thread go after a stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resume {
-    /// PTRACE_CONT delivering this signal (0 = none).
-    Continue(i32),
-    /// PTRACE_LISTEN: stay in the group-stop.
-    Listen,
-}
-
-/// What we know about one traced thread.
-#[derive(Debug, Default)]
-struct TracedThread {
-    /// When we sent the PTRACE_INTERRUPT that a pending capture waits for.
-    interrupt_sent: Option<Instant>,
-    /// Capture operations waiting for this thread's next stop.
-    capture_ops: Vec<u64>,
-    /// Reported PTRACE_EVENT_EXIT: about to disappear.
-    exiting: bool,
-    /// Kept in a job-control stop with PTRACE_LISTEN.
-    group_stopped: bool,
-    /// Not a thread of the target but the child of a vfork, which shares
-    /// the target's memory (and so its breakpoints) until it execs or
-    /// exits: followed so it never dies of a breakpoint, never reported.
-    guest: bool,
-    /// Its next trap at this address only steps over the instruction: a
-    /// signal moved it from the start of the trampoline back onto the
-    /// breakpoint, which it already hit once.
-    skip_hit_at: Option<u64>,
-    /// The stop it is in (or was last in).
-    last_stop: Option<WaitEvent>,
-}
-
-/// An attached process.
-struct Target {
-    threads: HashMap<i32, TracedThread>,
+/// What the loop keeps per traced address space: its memory, its site
+/// table (ptrace breakpoints and trampolines), and its memory map.
+struct AddressSpace {
     memory: ProcessMemory,
-    breakpoints: Breakpoints,
+    breakpoints: SiteTable,
     /// `/proc/PID/maps` ranges, refreshed per capture, for clamping stack copies.
     mappings: Vec<(u64, u64)>,
-    detach: Option<DetachOp>,
-    /// How the most recently reaped thread ended; the process's fate if the
-    /// leader itself is not our tracee (it had exited before we attached).
-    last_exit: Option<WaitEvent>,
 }
 
-struct DetachOp {
-    waiters: Vec<Reply<Result<(), TraceError>>>,
-    deadline: Option<Instant>,
+impl Space for AddressSpace {
+    fn has_breakpoints(&self) -> bool {
+        self.breakpoints.in_use()
+    }
 }
 
-struct CaptureOp {
-    pid: i32,
-    stack_bytes: usize,
-    order: Vec<i32>,
-    /// Threads not interrupted yet.
-    queue: VecDeque<i32>,
-    /// Threads interrupted, whose stop has not been reaped yet.
-    waiting: HashSet<i32>,
-    captured: Vec<ThreadCapture>,
-    reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
-    deadline: Instant,
+/// Who waits for a detach to complete.
+type DetachWaiter = Reply<Result<(), TraceError>>;
+
+/// An attached process: its family (threads, children, detach state) and
+/// its address space.
+type Target = Process<AddressSpace, DetachWaiter>;
+
+/// What the family asks of the system, read for real.
+struct LiveLookups;
+
+impl Lookups for LiveLookups {
+    fn task_ids(&self, tid: i32) -> Option<TaskIds> {
+        let status = procfs::read_status(tid).ok()?;
+        Some(TaskIds {
+            tgid: status.tgid,
+            ppid: status.ppid,
+        })
+    }
+
+    fn event_message(&self, tid: i32) -> Option<u64> {
+        match ptrace::event_message(tid) {
+            Ok(message) => Some(message),
+            Err(errno) => {
+                tracing::warn!(tid, %errno, "cannot read the message of a ptrace event");
+                None
+            }
+        }
+    }
 }
 
 struct TracerLoop {
@@ -241,29 +224,11 @@ struct TracerLoop {
     doorbell: Arc<Doorbell>,
     states: Arc<SharedStates>,
     my_tid: i32,
-    targets: HashMap<i32, Target>,
-    /// Traced thread id -> its process.
-    owner_of: HashMap<i32, i32>,
-    /// Fork/vfork children announced by an event, awaiting their first
-    /// stop: child -> (target, whether it is a vfork child).
-    fork_children: HashMap<i32, (i32, bool)>,
-    /// Fork children whose first stop came before the fork event, already
-    /// let go (their parent had no breakpoints).
-    forks_detached_early: HashSet<i32>,
-    /// Fork children whose first stop came before the fork event, held
-    /// stopped until the event says whether they share the parent's memory:
-    /// child -> (target, its first stop).
-    children_held: HashMap<i32, (i32, WaitEvent)>,
-    /// Processes whose memory may still hold our int3s but that are no
-    /// longer any target's (a vfork child whose parent exec'd or died):
-    /// at their next stop the bytes are restored and they are let go.
-    strays: HashMap<i32, Vec<(u64, u8)>>,
+    /// Every traced process: its family and its address space.
+    processes: ProcessTable<AddressSpace, DetachWaiter>,
     /// Every int3 in every target, for restoring from any thread.
     registry: Arc<PatchRegistry>,
     next_breakpoint: u64,
-    /// New threads whose first stop came before their parent's clone event:
-    /// that event must not register them again (they may be gone by then).
-    threads_seen_before_clone_event: HashSet<i32>,
     captures: HashMap<u64, CaptureOp>,
     next_op: u64,
     detach_all_waiters: Vec<Reply<()>>,
@@ -290,15 +255,9 @@ impl TracerLoop {
             doorbell,
             states,
             my_tid: current_tid(),
-            targets: HashMap::new(),
-            owner_of: HashMap::new(),
-            fork_children: HashMap::new(),
-            forks_detached_early: HashSet::new(),
-            children_held: HashMap::new(),
-            strays: HashMap::new(),
+            processes: ProcessTable::default(),
             registry,
             next_breakpoint: 1,
-            threads_seen_before_clone_event: HashSet::new(),
             captures: HashMap::new(),
             next_op: 0,
             detach_all_waiters: Vec::new(),
@@ -348,12 +307,12 @@ impl TracerLoop {
             let now = Instant::now();
             self.expire(now);
             if let Some(deadline) = self.shutdown_deadline {
-                if self.targets.is_empty() {
+                if self.processes.is_empty() {
                     return false;
                 }
                 if now >= deadline {
                     tracing::warn!(
-                        targets = ?self.targets.keys().collect::<Vec<_>>(),
+                        targets = ?self.processes.pids(),
                         "tracer shutting down before every target could be detached; the kernel detaches them when this process exits"
                     );
                     return false;
@@ -367,25 +326,6 @@ impl TracerLoop {
         true
     }
 
-    /// While a capture waits for a thread it interrupted, reap for a short
-    /// while instead of sleeping: the stop usually comes within tens of µs,
-    /// and going to sleep and being woken by SIGCHLD would add a cross-CPU
-    /// wake-up to the time the thread is held and the caller waits. True
-    /// when an event came.
-    fn spin_for_capture_stops(&mut self) -> bool {
-        if !self.captures.values().any(|op| !op.waiting.is_empty()) {
-            return false;
-        }
-        let started = Instant::now();
-        while started.elapsed() < CAPTURE_SPIN {
-            if self.reap_events() > 0 {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        false
-    }
-
     fn sleep(&self, now: Instant) {
         let mut timeout = self.kernel.max_sleep().unwrap_or(MAX_SLEEP);
         let deadlines = self
@@ -393,9 +333,9 @@ impl TracerLoop {
             .values()
             .map(|op| op.deadline)
             .chain(
-                self.targets
-                    .values()
-                    .filter_map(|t| t.detach.as_ref()?.deadline),
+                self.processes
+                    .iter()
+                    .filter_map(|(_, t)| t.detach.as_ref()?.deadline),
             )
             .chain(self.shutdown_deadline);
         for deadline in deadlines {
@@ -449,147 +389,55 @@ impl TracerLoop {
 
     fn on_wait_status(&mut self, tid: i32, event: WaitEvent) {
         tracing::trace!(tid, ?event, "tracee event");
-        let Some(&pid) = self.owner_of.get(&tid) else {
-            self.on_unknown_tracee(tid, event);
-            return;
-        };
-        match event {
-            WaitEvent::Exited(_) | WaitEvent::Killed(_) => self.on_thread_gone(pid, tid, event),
-            _ => self.on_traced_stop(pid, tid, event),
+        for step in self.processes.on_wait(tid, event, &LiveLookups) {
+            self.perform(step);
         }
     }
 
-    /// A stop of a thread we have not registered: a new thread whose clone
-    /// event is still queued, a fork child, or a leftover of a failed attach.
-    fn on_unknown_tracee(&mut self, tid: i32, event: WaitEvent) {
-        if matches!(event, WaitEvent::Exited(_) | WaitEvent::Killed(_)) {
-            // Exit of a thread we already forgot (exec, detach), or of one of
-            // this thread's own children: nothing to do.
-            return;
-        }
-        if let Some((pid, vfork)) = self.fork_children.remove(&tid) {
-            self.on_fork_child_stopped(pid, tid, vfork, event);
-            return;
-        }
-        if let Some(originals) = self.strays.remove(&tid) {
-            self.release_stray(tid, originals, event);
-            return;
-        }
-        match procfs::read_status(tid) {
-            Ok(status) if status.tgid != tid && self.targets.contains_key(&status.tgid) => {
-                self.threads_seen_before_clone_event.insert(tid);
-                self.register_thread(status.tgid, tid);
-                self.on_traced_stop(status.tgid, tid, event);
+    /// Carry out what the family decided for an event.
+    fn perform(&mut self, step: Step) {
+        match step {
+            Step::SignalStop { pid, tid, signal } => {
+                let resume = self.on_signal_stop(pid, tid, signal);
+                self.finish_stop(pid, tid, resume);
             }
-            Ok(status)
-                if status.tgid == tid
-                    && self
-                        .targets
-                        .get(&status.ppid)
-                        .is_some_and(|t| t.breakpoints.in_use()) =>
-            {
-                // The child of a fork/vfork whose event we have not reaped
-                // yet, from a target with breakpoints: whether it shares the
-                // target's memory decides what to do, and only the event
-                // tells. Keep it stopped until then.
-                self.children_held.insert(tid, (status.ppid, event));
+            Step::Resume { pid, tid, resume } => self.finish_stop(pid, tid, resume),
+            Step::ThreadGone { pid, tid } => {
+                self.forget_in_captures(tid);
+                self.check_detach_complete(pid);
             }
-            Ok(status) if status.tgid == tid => {
-                // A new process: the child of a fork/vfork whose event we
-                // have not reaped yet; its parent has no breakpoints.
-                self.forks_detached_early.insert(tid);
-                hits::let_child_go(tid, event);
+            Step::ProcessGone { pid, tid, how } => {
+                self.forget_in_captures(tid);
+                self.on_target_gone(pid, how);
             }
-            _ => {
-                let signal = if let WaitEvent::Signal(signal) = event {
-                    signal
-                } else {
-                    0
-                };
-                let _ = ptrace::detach(tid, signal);
-            }
+            Step::Exec {
+                pid,
+                tid,
+                former,
+                gone,
+            } => self.on_exec(pid, tid, former, &gone),
+            Step::CleanForkChild {
+                parent,
+                child,
+                event,
+            } => self.clean_fork_child(parent, child, event),
+            Step::LetGo { tid, event } => hits::let_child_go(tid, event),
+            Step::ReleaseStray {
+                tid,
+                originals,
+                event,
+            } => self.release_stray(tid, originals, event),
+            Step::Forget { tid } => self.forget_in_captures(tid),
+            Step::Detach { tid, signal } => match ptrace::detach(tid, signal) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => tracing::debug!(tid, %errno, "cannot detach a task we do not follow"),
+            },
         }
     }
 
-    fn register_thread(&mut self, pid: i32, tid: i32) {
-        if let Some(target) = self.targets.get_mut(&pid) {
-            target.threads.entry(tid).or_default();
-            self.owner_of.insert(tid, pid);
-        }
-    }
-
-    fn on_traced_stop(&mut self, pid: i32, tid: i32, event: WaitEvent) {
-        let guest = match self.thread_mut(pid, tid) {
-            Some(thread) => {
-                thread.group_stopped = matches!(event, WaitEvent::GroupStop(_));
-                thread.last_stop = Some(event);
-                thread.guest
-            }
-            None => false,
-        };
-        let resume = match event {
-            WaitEvent::Signal(signal) => self.on_signal_stop(pid, tid, signal),
-            WaitEvent::GroupStop(_) => Resume::Listen,
-            WaitEvent::InterruptStop | WaitEvent::Other(_) | WaitEvent::SyscallStop => {
-                Resume::Continue(0)
-            }
-            WaitEvent::Event(PtraceEvent::Clone) => {
-                match ptrace::event_message(tid) {
-                    Ok(new_tid) => {
-                        let new_tid = new_tid as i32;
-                        if !self.threads_seen_before_clone_event.remove(&new_tid) {
-                            self.register_thread(pid, new_tid);
-                        }
-                        if guest && let Some(thread) = self.thread_mut(pid, new_tid) {
-                            thread.guest = true;
-                        }
-                    }
-                    Err(errno) => tracing::warn!(tid, %errno, "cannot read the new thread's id"),
-                }
-                Resume::Continue(0)
-            }
-            WaitEvent::Event(kind @ (PtraceEvent::Fork | PtraceEvent::Vfork)) => {
-                match ptrace::event_message(tid) {
-                    Ok(child) => {
-                        let child = child as i32;
-                        let vfork = kind == PtraceEvent::Vfork;
-                        if let Some((_, first_stop)) = self.children_held.remove(&child) {
-                            self.on_fork_child_stopped(pid, child, vfork, first_stop);
-                        } else if !self.forks_detached_early.remove(&child) {
-                            self.fork_children.insert(child, (pid, vfork));
-                        }
-                    }
-                    Err(errno) => tracing::warn!(tid, %errno, "cannot read the fork child's pid"),
-                }
-                Resume::Continue(0)
-            }
-            WaitEvent::Event(PtraceEvent::Exec) if guest => {
-                // A vfork child ran a new program: it no longer shares the
-                // target's memory and has no breakpoints. Let it go.
-                self.forget_guest(pid, tid);
-                match ptrace::detach(tid, 0) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(errno) => {
-                        tracing::warn!(tid, %errno, "cannot detach a vfork child after exec")
-                    }
-                }
-                return;
-            }
-            WaitEvent::Event(PtraceEvent::Exec) => {
-                let former = ptrace::event_message(tid).map(|t| t as i32).unwrap_or(tid);
-                self.on_exec(pid, tid, former);
-                Resume::Continue(0)
-            }
-            WaitEvent::Event(PtraceEvent::Exit) => {
-                if let Some(thread) = self.thread_mut(pid, tid) {
-                    thread.exiting = true;
-                }
-                Resume::Continue(0)
-            }
-            WaitEvent::Event(PtraceEvent::VforkDone) => Resume::Continue(0),
-            WaitEvent::Exited(_) | WaitEvent::Killed(_) => return,
-        };
-
+    /// The end of a stop of a traced thread: copy it for the captures that
+    /// wait for it, then resume it (or detach it).
+    fn finish_stop(&mut self, pid: i32, tid: i32, resume: Resume) {
         // Copy the thread's state now if a capture waits for it. Every stop
         // counts (not only our interrupt's): the thread is stopped either way.
         let exiting = self.thread_mut(pid, tid).is_some_and(|t| t.exiting);
@@ -648,92 +496,46 @@ impl TracerLoop {
     /// re-delivered unchanged.
     fn on_signal_stop(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
         let in_use = self
-            .targets
-            .get(&pid)
-            .is_some_and(|t| t.breakpoints.in_use());
+            .processes
+            .get(pid)
+            .is_some_and(|t| t.space.has_breakpoints());
         if !in_use {
             return Resume::Continue(signal);
         }
         self.on_signal_with_breakpoints(pid, tid, signal)
     }
 
-    fn on_exec(&mut self, pid: i32, tid: i32, former: i32) {
-        let Some(target) = self.targets.get_mut(&pid) else {
+    /// The family already renamed the exec'ing thread and forgot `gone`.
+    fn on_exec(&mut self, pid: i32, tid: i32, former: i32, gone: &[i32]) {
+        let Some(target) = self.processes.get_mut(pid) else {
             return;
         };
-        // The exec'ing thread now has the leader's id; every other thread is
-        // gone (their exits may or may not still be reported).
-        let survivor = target
-            .threads
-            .remove(&former)
-            .or_else(|| target.threads.remove(&tid))
-            .unwrap_or_default();
-        let mut gone = Vec::new();
-        let mut guests = Vec::new();
-        for (thread, state) in target.threads.drain() {
-            if state.guest {
-                guests.push((thread, state));
-            } else {
-                gone.push(thread);
-            }
-        }
-        target.threads.insert(tid, survivor);
-        // A vfork child lives on in the old address space.
-        target.threads.extend(guests);
-        target.memory = ProcessMemory::new(pid);
-        target.mappings.clear();
-        for thread in &gone {
-            self.owner_of.remove(thread);
-        }
-        if former != tid {
-            self.owner_of.remove(&former);
-        }
-        self.owner_of.insert(tid, pid);
-        for thread in gone
-            .iter()
-            .copied()
-            .chain((former != tid).then_some(former))
-        {
+        target.space.memory = ProcessMemory::new(pid);
+        target.space.mappings.clear();
+        for &thread in gone {
             self.forget_in_captures(thread);
         }
         // The old code, its int3s and trampolines are gone with the old
         // address space (but for vfork children still in it).
         self.end_breakpoints_at_exec(pid);
-        if self.targets.get(&pid).is_some_and(|t| t.detach.is_none()) {
+        if self.processes.get(pid).is_some_and(|t| t.detach.is_none()) {
             self.states.set(pid, TargetState::Execed);
         }
-        tracing::debug!(pid, former, "target ran execve");
-    }
-
-    fn on_thread_gone(&mut self, pid: i32, tid: i32, how: WaitEvent) {
-        self.owner_of.remove(&tid);
-        let Some(target) = self.targets.get_mut(&pid) else {
-            return;
-        };
-        let was_guest = target.threads.remove(&tid).is_some_and(|t| t.guest);
-        if was_guest {
-            self.forget_in_captures(tid);
-            self.check_detach_complete(pid);
-            return;
-        }
-        target.last_exit = Some(how);
-        let process_gone = tid == pid || target.threads.values().all(|t| t.guest);
-        self.forget_in_captures(tid);
-        if process_gone {
-            self.on_target_gone(pid, how);
-        } else {
-            self.check_detach_complete(pid);
-        }
+        tracing::debug!(pid, former, tid, "target ran execve");
     }
 
     /// The whole process has exited (its leader was reaped, or its last thread).
     fn on_target_gone(&mut self, pid: i32, how: WaitEvent) {
         self.end_breakpoints_at_exit(pid, how);
-        let Some(target) = self.targets.remove(&pid) else {
+        let Some(Removed {
+            process: target,
+            held_children,
+        }) = self.processes.remove(pid)
+        else {
             return;
         };
-        for tid in target.threads.keys() {
-            self.owner_of.remove(tid);
+        for (child, first_stop) in held_children {
+            hits::let_child_go(child, first_stop);
         }
         let state = match how {
             WaitEvent::Killed(signal) => TargetState::Killed {
@@ -775,11 +577,11 @@ impl TracerLoop {
     }
 
     fn thread_mut(&mut self, pid: i32, tid: i32) -> Option<&mut TracedThread> {
-        self.targets.get_mut(&pid)?.threads.get_mut(&tid)
+        self.processes.thread_mut(pid, tid)
     }
 
     fn resume(&mut self, pid: i32, tid: i32, resume: Resume) {
-        let detaching = self.targets.get(&pid).is_some_and(|t| t.detach.is_some());
+        let detaching = self.processes.is_detaching(pid);
         if detaching {
             // Deliver a signal caught in transit; a group-stopped thread stays
             // stopped after detach (the kernel re-instates the job-control stop).
@@ -795,10 +597,7 @@ impl TracerLoop {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(errno) => tracing::warn!(tid, %errno, "PTRACE_DETACH failed"),
             }
-            if let Some(target) = self.targets.get_mut(&pid) {
-                target.threads.remove(&tid);
-            }
-            self.owner_of.remove(&tid);
+            self.processes.forget_thread(pid, tid);
             self.forget_in_captures(tid);
             self.check_detach_complete(pid);
             return;
@@ -826,7 +625,7 @@ impl TracerLoop {
             Command::Detach { pid, reply } => self.begin_detach(pid, Some(reply)),
             Command::DetachAll { reply } => {
                 self.detach_all_waiters.push(reply);
-                let pids: Vec<i32> = self.targets.keys().copied().collect();
+                let pids = self.processes.pids();
                 for pid in pids {
                     self.begin_detach(pid, None);
                 }
@@ -873,7 +672,7 @@ impl TracerLoop {
             return;
         }
         self.shutdown_deadline = Some(Instant::now() + DETACH_DEADLINE);
-        let pids: Vec<i32> = self.targets.keys().copied().collect();
+        let pids = self.processes.pids();
         for pid in pids {
             self.begin_detach(pid, None);
         }
@@ -894,7 +693,7 @@ impl TracerLoop {
     }
 
     fn attach(&mut self, pid: i32) -> Result<AttachReport, TraceError> {
-        if let Some(target) = self.targets.get(&pid) {
+        if let Some(target) = self.processes.get(pid) {
             if target.detach.is_some() {
                 return Err(TraceError::DetachInProgress { pid });
             }
@@ -920,19 +719,12 @@ impl TracerLoop {
         if seized.is_empty() {
             return Err(TraceError::Zombie { pid });
         }
-        let mut target = Target {
-            threads: HashMap::new(),
+        let target = Target::new(AddressSpace {
             memory: ProcessMemory::new(pid),
-            breakpoints: Breakpoints::default(),
+            breakpoints: SiteTable::default(),
             mappings: Vec::new(),
-            detach: None,
-            last_exit: None,
-        };
-        for &tid in &seized {
-            target.threads.insert(tid, TracedThread::default());
-            self.owner_of.insert(tid, pid);
-        }
-        self.targets.insert(pid, target);
+        });
+        self.processes.insert(pid, target, &seized);
         self.states.set(pid, TargetState::Running);
         seized.sort_unstable();
         tracing::debug!(pid, threads = ?seized, "attached");
@@ -1006,35 +798,33 @@ impl TracerLoop {
         Ok(())
     }
 
-    fn begin_detach(&mut self, pid: i32, reply: Option<Reply<Result<(), TraceError>>>) {
-        let Some(target) = self.targets.get_mut(&pid) else {
-            let outcome = match self.states.get(pid) {
-                Some(
-                    TargetState::Exited { .. } | TargetState::Killed { .. } | TargetState::Detached,
-                ) => {
-                    self.states.set(pid, TargetState::Detached);
-                    Ok(())
+    fn begin_detach(&mut self, pid: i32, reply: Option<DetachWaiter>) {
+        let deadline = Instant::now() + DETACH_DEADLINE;
+        let fresh = match self.processes.begin_detach(pid, reply, deadline) {
+            Ok(fresh) => fresh,
+            Err(reply) => {
+                let outcome = match self.states.get(pid) {
+                    Some(
+                        TargetState::Exited { .. }
+                        | TargetState::Killed { .. }
+                        | TargetState::Detached,
+                    ) => {
+                        self.states.set(pid, TargetState::Detached);
+                        Ok(())
+                    }
+                    _ => Err(TraceError::NotAttached { pid }),
+                };
+                if let Some(reply) = reply {
+                    reply.send(outcome);
                 }
-                _ => Err(TraceError::NotAttached { pid }),
-            };
-            if let Some(reply) = reply {
-                reply.send(outcome);
+                return;
             }
-            return;
         };
-        let fresh = target.detach.is_none();
-        let detach = target.detach.get_or_insert_with(|| DetachOp {
-            waiters: Vec::new(),
-            deadline: Some(Instant::now() + DETACH_DEADLINE),
-        });
-        if let Some(reply) = reply {
-            detach.waiters.push(reply);
-        }
         if fresh {
             // Every int3 leaves the target before any thread is let go: a
             // thread detached while one is still there would die of it.
             self.disarm_all(pid, &super::BreakpointEnd::Detached);
-            let Some(target) = self.targets.get_mut(&pid) else {
+            let Some(target) = self.processes.get_mut(pid) else {
                 return;
             };
             // Each thread is detached at its next stop (PTRACE_DETACH needs a
@@ -1052,15 +842,16 @@ impl TracerLoop {
     }
 
     fn check_detach_complete(&mut self, pid: i32) {
-        let Some(target) = self.targets.get(&pid) else {
+        let Some(Removed {
+            process: target,
+            held_children,
+        }) = self.processes.take_if_detached(pid)
+        else {
             return;
         };
-        if target.detach.is_none() || !target.threads.is_empty() {
-            return;
+        for (child, first_stop) in held_children {
+            hits::let_child_go(child, first_stop);
         }
-        let Some(target) = self.targets.remove(&pid) else {
-            return;
-        };
         self.states.set(pid, TargetState::Detached);
         tracing::debug!(pid, "detached");
         if let Some(detach) = target.detach {
@@ -1083,211 +874,16 @@ impl TracerLoop {
     }
 
     fn answer_detach_all_if_done(&mut self) {
-        if self.targets.is_empty() {
+        if self.processes.is_empty() {
             for waiter in self.detach_all_waiters.drain(..) {
                 waiter.send(());
             }
         }
     }
 
-    fn begin_capture(
-        &mut self,
-        pid: i32,
-        tids: Option<Vec<i32>>,
-        stack_bytes: usize,
-        reply: Reply<Result<Vec<ThreadCapture>, TraceError>>,
-    ) {
-        let not_live = self.not_live_error(pid);
-        let Some(target) = self.targets.get_mut(&pid) else {
-            reply.send(Err(not_live));
-            return;
-        };
-        if target.detach.is_some() {
-            reply.send(Err(TraceError::NotAttached { pid }));
-            return;
-        }
-        let mut known: Vec<i32> = target
-            .threads
-            .iter()
-            .filter(|(_, thread)| !thread.guest)
-            .map(|(tid, _)| *tid)
-            .collect();
-        known.sort_unstable();
-        let wanted = match tids {
-            None => known.clone(),
-            Some(tids) => {
-                let mut unique = Vec::with_capacity(tids.len());
-                for tid in tids {
-                    if !target.threads.contains_key(&tid) {
-                        reply.send(Err(TraceError::NoSuchThread { pid, tid, known }));
-                        return;
-                    }
-                    if !unique.contains(&tid) {
-                        unique.push(tid);
-                    }
-                }
-                unique
-            }
-        };
-        // Read the memory map while every thread still runs, so the stops
-        // themselves need no /proc read; once read it is kept (a stack that
-        // is not in it makes the capture read it again, and a stale bound
-        // only shortens a copy, whose read stops at the first bad page).
-        if target.mappings.is_empty() {
-            target.mappings = procfs::read_mappings(pid);
-        }
-        let op_id = self.next_op;
-        self.next_op += 1;
-        self.captures.insert(
-            op_id,
-            CaptureOp {
-                pid,
-                stack_bytes,
-                queue: wanted.iter().copied().collect(),
-                order: wanted,
-                waiting: HashSet::new(),
-                captured: Vec::new(),
-                reply,
-                deadline: Instant::now() + CAPTURE_DEADLINE,
-            },
-        );
-        self.advance_capture(op_id);
-    }
-
-    /// Interrupt the next queued threads of a capture, or answer it when
-    /// nothing is queued or in flight any more.
-    fn advance_capture(&mut self, op_id: u64) {
-        loop {
-            let Some(op) = self.captures.get_mut(&op_id) else {
-                return;
-            };
-            if op.waiting.len() >= CAPTURES_IN_FLIGHT {
-                return;
-            }
-            let Some(tid) = op.queue.pop_front() else {
-                if op.waiting.is_empty()
-                    && let Some(op) = self.captures.remove(&op_id)
-                {
-                    reply_capture(op);
-                }
-                return;
-            };
-            let pid = op.pid;
-            let Some(thread) = self.thread_mut(pid, tid) else {
-                continue;
-            };
-            if thread.exiting {
-                continue;
-            }
-            match ptrace::interrupt(tid) {
-                Ok(()) => {
-                    let now = Instant::now();
-                    thread.interrupt_sent.get_or_insert(now);
-                    thread.capture_ops.push(op_id);
-                    if let Some(op) = self.captures.get_mut(&op_id) {
-                        op.waiting.insert(tid);
-                        op.deadline = now + CAPTURE_DEADLINE;
-                    }
-                }
-                Err(Errno::ESRCH) => {}
-                Err(errno) => tracing::warn!(tid, %errno, "cannot interrupt thread for capture"),
-            }
-        }
-    }
-
-    /// Registers and stack of a stopped thread.
-    fn copy_thread_state(
-        &mut self,
-        pid: i32,
-        tid: i32,
-        stack_bytes: usize,
-    ) -> Option<(libc::user_regs_struct, MemoryCopy)> {
-        let mut regs = match ptrace::registers(tid) {
-            Ok(regs) => regs,
-            Err(errno) => {
-                tracing::debug!(tid, %errno, "cannot read registers of a stopped thread");
-                return None;
-            }
-        };
-        let target = self.targets.get_mut(&pid)?;
-        // A thread inside a trampoline is shown where it stands in the
-        // original code: stacks never show the scratch page.
-        if let Some(translated) = target.breakpoints.scratch.translate(regs.rip) {
-            regs.rip = translated.pc();
-        }
-        // A thread that just executed one of our int3s but was stopped for
-        // the capture before its trap was reported stands at the breakpoint.
-        let trapped_at = regs.rip.wrapping_sub(1);
-        if target.breakpoints.is_ours(trapped_at)
-            && target.threads.get(&tid).and_then(|t| t.last_stop) == Some(WaitEvent::InterruptStop)
-            && hits::sigtrap_pending(tid)
-        {
-            regs.rip = trapped_at;
-        }
-        let rsp = regs.rsp;
-        let mut mapping = find_mapping(&target.mappings, rsp);
-        if mapping.is_none() && stack_bytes > 0 {
-            // A stack created after the map was read (a new thread).
-            target.mappings = procfs::read_mappings(pid);
-            mapping = find_mapping(&target.mappings, rsp);
-        }
-        let stack = match mapping {
-            Some((map_start, map_end)) if stack_bytes > 0 => {
-                let start = rsp.saturating_sub(RED_ZONE).max(map_start);
-                let end = rsp.saturating_add(stack_bytes as u64).min(map_end);
-                let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
-                if let Err(error) = target.memory.read(start, &mut bytes) {
-                    bytes.truncate(error.addr.saturating_sub(start) as usize);
-                }
-                MemoryCopy { start, bytes }
-            }
-            _ => MemoryCopy {
-                start: rsp,
-                bytes: Vec::new(),
-            },
-        };
-        Some((regs, stack))
-    }
-
-    fn forget_in_captures(&mut self, tid: i32) {
-        let ops: Vec<u64> = self
-            .captures
-            .iter()
-            .filter(|(_, op)| op.waiting.contains(&tid) || op.queue.contains(&tid))
-            .map(|(id, _)| *id)
-            .collect();
-        for op_id in ops {
-            if let Some(op) = self.captures.get_mut(&op_id) {
-                op.waiting.remove(&tid);
-                op.queue.retain(|queued| *queued != tid);
-            }
-            self.advance_capture(op_id);
-        }
-    }
-
     fn expire(&mut self, now: Instant) {
-        let late: Vec<u64> = self
-            .captures
-            .iter()
-            .filter(|(_, op)| op.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for op_id in late {
-            let Some(op) = self.captures.get_mut(&op_id) else {
-                continue;
-            };
-            let pid = op.pid;
-            let stuck: Vec<i32> = op.waiting.drain().collect();
-            op.deadline = now + CAPTURE_DEADLINE;
-            tracing::warn!(pid, threads = ?stuck, "threads did not stop in time to be captured (uninterruptible sleep?); skipping them");
-            for tid in stuck {
-                if let Some(thread) = self.thread_mut(pid, tid) {
-                    thread.capture_ops.retain(|id| *id != op_id);
-                }
-            }
-            self.advance_capture(op_id);
-        }
-        for (&pid, target) in self.targets.iter_mut() {
+        self.expire_captures(now);
+        for (&pid, target) in self.processes.iter_mut() {
             let Some(detach) = target.detach.as_mut() else {
                 continue;
             };
@@ -1305,29 +901,6 @@ impl TracerLoop {
             }
         }
     }
-}
-
-fn reply_capture(op: CaptureOp) {
-    let CaptureOp {
-        order,
-        mut captured,
-        reply,
-        ..
-    } = op;
-    captured.sort_by_key(|capture| {
-        order
-            .iter()
-            .position(|tid| *tid == capture.tid)
-            .unwrap_or(usize::MAX)
-    });
-    reply.send(Ok(captured));
-}
-
-fn find_mapping(mappings: &[(u64, u64)], addr: u64) -> Option<(u64, u64)> {
-    mappings
-        .iter()
-        .copied()
-        .find(|&(start, end)| start <= addr && addr < end)
 }
 
 /// Undo a seize right away (failed attach): stop the thread, then detach it,

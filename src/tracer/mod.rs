@@ -70,6 +70,7 @@ mod memory;
 mod procfs;
 mod ptrace;
 mod scratch;
+mod sites;
 
 use std::collections::HashMap;
 use std::sync::mpsc;

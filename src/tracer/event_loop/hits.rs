@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::super::breakpoints::{
-    Armed, BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitMemory, HitVerdict,
-    Site, ThreadMemory, monotonic_ns,
+    BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitMemory, HitVerdict,
+    ThreadMemory, monotonic_ns,
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
@@ -29,7 +29,8 @@ use super::super::inject::{self, InjectError};
 use super::super::kernel::CapturedMemory;
 use super::super::ptrace::{self, WaitEvent};
 use super::super::scratch::{self, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
-use super::{Resume, TracedThread, TracerLoop};
+use super::super::sites::{Armed, Site};
+use super::{Resume, TracerLoop};
 
 /// Most scratch pages per address space (128 trampolines each).
 const MAX_SCRATCH_PAGES: usize = 64;
@@ -110,7 +111,7 @@ impl TracerLoop {
         copy: Option<HitCopyPlan>,
     ) -> Result<BreakpointId, TraceError> {
         let not_live = self.not_live_error(pid);
-        let target = self.targets.get_mut(&pid).ok_or(not_live)?;
+        let target = self.processes.get_mut(pid).ok_or(not_live)?;
         if target.detach.is_some() {
             return Err(TraceError::DetachInProgress { pid });
         }
@@ -123,20 +124,26 @@ impl TracerLoop {
                 ),
             });
         }
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Err(self.not_live_error(pid));
         };
         let id = BreakpointId(self.next_breakpoint);
         self.next_breakpoint += 1;
-        if let Some(site) = target.breakpoints.sites.get_mut(&address) {
-            site.handlers.push(Armed {
-                id,
-                group,
-                handler,
-                copy,
-            });
+        let Err(Armed { handler, copy, .. }) = target
+            .space
+            .breakpoints
+            .join_site(
+                address,
+                Armed {
+                    id,
+                    group,
+                    handler,
+                    copy,
+                },
+            )
+        else {
             return Ok(id);
-        }
+        };
         let refused = |reason: String| TraceError::BreakpointRefused {
             pid,
             address,
@@ -162,32 +169,20 @@ impl TracerLoop {
                 mapping.path
             )));
         }
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Err(self.not_live_error(pid));
         };
         let available = (mapping.end - address).min(MAX_INSTRUCTION_LEN as u64) as usize;
         let mut code = vec![0u8; available];
         target
+            .space
             .memory
             .read(address, &mut code)
             .map_err(|error| refused(format!("its code cannot be read: {error}")))?;
-        target.breakpoints.unpatch(address, &mut code);
+        target.space.breakpoints.unpatch(address, &mut code);
         let instruction = DisplacedInstruction::analyze(address, &code).map_err(refused)?;
-        let end = address + instruction.len() as u64;
-        for (other, site) in &target.breakpoints.sites {
-            if *other > address && *other < end {
-                return Err(refused(format!(
-                    "a probe at {other:#x} lies inside the instruction at {address:#x} (`{}`); the two addresses cannot both be probed",
-                    instruction.name()
-                )));
-            }
-            let other_end = *other + site.instruction.len() as u64;
-            if *other < address && address < other_end {
-                return Err(refused(format!(
-                    "it is inside the instruction at {other:#x} (`{}`), not at the start of an instruction",
-                    site.instruction.name()
-                )));
-            }
+        if let Some(why) = target.space.breakpoints.overlap(&instruction) {
+            return Err(refused(why));
         }
 
         let trampoline = match instruction.step {
@@ -195,44 +190,21 @@ impl TracerLoop {
             Step::Emulate(_) => None,
         };
 
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Err(self.not_live_error(pid));
         };
-        let original = instruction.bytes[0];
-        let writer = target
-            .breakpoints
-            .writer(pid)
-            .map_err(|errno| TraceError::CodeWrite {
-                pid,
-                address,
-                errno,
-            })?;
-        // Registered first, so a thread that traps the moment the byte is
-        // written is recognised.
-        self.registry.patched(pid, address, original);
-        if let Err(errno) = writer.write(address, &[INT3]) {
-            self.registry.restored(pid, address);
-            return Err(TraceError::CodeWrite {
-                pid,
-                address,
-                errno,
-            });
-        }
-        target.breakpoints.forget_moribund(address);
-        target.breakpoints.sites.insert(
-            address,
-            Site {
-                instruction,
-                trampoline,
-                handlers: vec![Armed {
-                    id,
-                    group,
-                    handler,
-                    copy,
-                }],
-                place,
-            },
-        );
+        let site = Site {
+            instruction,
+            trampoline,
+            handlers: vec![Armed {
+                id,
+                group,
+                handler,
+                copy,
+            }],
+            place,
+        };
+        target.space.breakpoints.arm(pid, site, &self.registry)?;
         tracing::debug!(
             pid,
             address = format_args!("{address:#x}"),
@@ -256,58 +228,17 @@ impl TracerLoop {
             address,
             reason,
         };
-        {
-            let Some(target) = self.targets.get_mut(&pid) else {
-                return Err(self.not_live_error(pid));
-            };
-            let space = &target.breakpoints.scratch;
-            if let Some((at, bytes)) = space.trampolines.get(&address)
-                && *bytes == instruction.bytes
-            {
-                return Ok(*at);
-            }
-        }
         let mut last_problem = None;
         for attempt in 0..2 {
-            let Some(target) = self.targets.get_mut(&pid) else {
+            let Some(target) = self.processes.get_mut(pid) else {
                 return Err(self.not_live_error(pid));
             };
-            let breakpoints = &mut target.breakpoints;
-            let mut placed = None;
-            for (index, page) in breakpoints.scratch.pages.iter().enumerate() {
-                let Some(at) = page.next_free() else {
-                    continue;
-                };
-                match instruction.trampoline(at) {
-                    Ok((bytes, jump_at)) => {
-                        placed = Some((index, at, bytes, jump_at));
-                        break;
-                    }
-                    Err(problem) => last_problem = Some(problem),
-                }
-            }
-            if let Some((index, at, bytes, jump_at)) = placed {
-                let writer = breakpoints
-                    .writer(pid)
-                    .map_err(|errno| TraceError::CodeWrite {
-                        pid,
-                        address: at,
-                        errno,
-                    })?;
-                writer
-                    .write(at, &bytes)
-                    .map_err(|errno| TraceError::CodeWrite {
-                        pid,
-                        address: at,
-                        errno,
-                    })?;
-                if let Some(page) = breakpoints.scratch.pages.get_mut(index) {
-                    page.take_slot(address, jump_at, instruction.len());
-                }
-                breakpoints
-                    .scratch
-                    .trampolines
-                    .insert(address, (at, instruction.bytes.clone()));
+            let placed =
+                target
+                    .space
+                    .breakpoints
+                    .place_trampoline(pid, instruction, &mut last_problem)?;
+            if let Some(at) = placed {
                 return Ok(at);
             }
             if attempt == 0 {
@@ -331,10 +262,10 @@ impl TracerLoop {
             address: near,
             reason,
         };
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Err(self.not_live_error(pid));
         };
-        if target.breakpoints.scratch.pages.len() >= MAX_SCRATCH_PAGES {
+        if target.space.breakpoints.scratch.pages.len() >= MAX_SCRATCH_PAGES {
             return Err(unavailable(format!(
                 "{MAX_SCRATCH_PAGES} scratch pages are in use already; remove some probes"
             )));
@@ -347,14 +278,14 @@ impl TracerLoop {
                 "no free address range within 1 GiB of the code".into(),
             ));
         };
-        let syscall_instruction = match target.breakpoints.syscall_instruction {
+        let syscall_instruction = match target.space.breakpoints.syscall_instruction {
             Some(at) => at,
             None => {
-                let found =
-                    inject::find_syscall_instruction(&target.memory, maps).ok_or_else(|| {
+                let found = inject::find_syscall_instruction(&target.space.memory, maps)
+                    .ok_or_else(|| {
                         unavailable("no `syscall` instruction found in its code".into())
                     })?;
-                target.breakpoints.syscall_instruction = Some(found);
+                target.space.breakpoints.syscall_instruction = Some(found);
                 found
             }
         };
@@ -373,7 +304,7 @@ impl TracerLoop {
                 0,
             ],
         );
-        let mapped = self.give_back_borrowed_thread(pid, tid, result);
+        let mapped = self.give_back_borrowed_thread(tid, result);
         let mapped = mapped.map_err(unavailable)?;
         if mapped < 0 {
             return Err(unavailable(format!(
@@ -386,10 +317,11 @@ impl TracerLoop {
             // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
             tracing::debug!(pid, gap, mapped, "scratch page placed elsewhere than asked");
         }
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Err(self.not_live_error(pid));
         };
         target
+            .space
             .breakpoints
             .scratch
             .pages
@@ -406,7 +338,7 @@ impl TracerLoop {
     /// system call for us. Other stops of that thread meanwhile are handled
     /// as usual.
     fn borrow_stopped_thread(&mut self, pid: i32) -> Result<i32, TraceError> {
-        let Some(target) = self.targets.get(&pid) else {
+        let Some(target) = self.processes.get(pid) else {
             return Err(self.not_live_error(pid));
         };
         let mut candidates: Vec<(i32, bool)> = target
@@ -440,7 +372,7 @@ impl TracerLoop {
                         let ends = inject::is_exit(&event);
                         let group_stop = matches!(event, WaitEvent::GroupStop(_));
                         self.on_wait_status(tid, event);
-                        if !self.targets.contains_key(&pid) {
+                        if !self.processes.contains(pid) {
                             return Err(self.not_live_error(pid));
                         }
                         if group_stop {
@@ -472,17 +404,16 @@ impl TracerLoop {
     /// stopped it instead. Returns the call's result.
     fn give_back_borrowed_thread(
         &mut self,
-        pid: i32,
         tid: i32,
         result: Result<i64, InjectError>,
     ) -> Result<i64, String> {
         match result {
             Ok(value) => {
-                self.on_traced_stop(pid, tid, WaitEvent::InterruptStop);
+                self.on_wait_status(tid, WaitEvent::InterruptStop);
                 Ok(value)
             }
             Err(InjectError::Failed(why)) => {
-                self.on_traced_stop(pid, tid, WaitEvent::InterruptStop);
+                self.on_wait_status(tid, WaitEvent::InterruptStop);
                 Err(why)
             }
             Err(InjectError::Interrupted(event)) => {
@@ -501,7 +432,7 @@ impl TracerLoop {
         pid: i32,
         group: u64,
     ) -> Result<usize, TraceError> {
-        if self.targets.contains_key(&pid) {
+        if self.processes.contains(pid) {
             return Ok(self.remove_group(pid, group));
         }
         match self.states.get(pid) {
@@ -517,46 +448,13 @@ impl TracerLoop {
         for armed in kernel_removed {
             call_on_end(armed, &BreakpointEnd::Removed);
         }
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return kernel_count;
         };
-        let breakpoints = &mut target.breakpoints;
-        let mut removed = Vec::new();
-        let mut emptied = Vec::new();
-        for (address, site) in breakpoints.sites.iter_mut() {
-            let (gone, kept): (Vec<Armed>, Vec<Armed>) = std::mem::take(&mut site.handlers)
-                .into_iter()
-                .partition(|armed| armed.group == group);
-            site.handlers = kept;
-            if !gone.is_empty() && site.handlers.is_empty() {
-                emptied.push(*address);
-            }
-            removed.extend(gone);
-        }
-        for address in emptied {
-            let Some(original) = breakpoints
-                .sites
-                .get(&address)
-                .map(|site| site.instruction.bytes[0])
-            else {
-                continue;
-            };
-            let written = breakpoints
-                .writer(pid)
-                .and_then(|writer| writer.restore(address, original));
-            match written {
-                Ok(()) => {
-                    breakpoints.sites.remove(&address);
-                    breakpoints.remember_moribund(address, original);
-                    self.registry.restored(pid, address);
-                }
-                Err(errno) => {
-                    // Keep the site (with no handler): its traps must still
-                    // be stepped over, or the target dies of them.
-                    tracing::error!(pid, address, %errno, "cannot remove a breakpoint byte; it stays armed without handlers");
-                }
-            }
-        }
+        let removed = target
+            .space
+            .breakpoints
+            .remove_group(pid, group, &self.registry);
         let count = removed.len() + kernel_count;
         for armed in removed {
             call_on_end(armed, &BreakpointEnd::Removed);
@@ -568,26 +466,10 @@ impl TracerLoop {
     /// `why`. Trampolines stay: threads may still be running in them.
     pub(super) fn disarm_all(&mut self, pid: i32, why: &BreakpointEnd) {
         self.end_kernel_sites(pid, why);
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return;
         };
-        let breakpoints = &mut target.breakpoints;
-        let sites: Vec<(u64, Site)> = breakpoints.sites.drain().collect();
-        let mut ended = Vec::new();
-        for (address, site) in sites {
-            let original = site.instruction.bytes[0];
-            let written = breakpoints
-                .writer(pid)
-                .and_then(|writer| writer.restore(address, original));
-            match written {
-                Ok(()) => self.registry.restored(pid, address),
-                Err(errno) => {
-                    tracing::error!(pid, address, %errno, "cannot remove a breakpoint byte")
-                }
-            }
-            breakpoints.remember_moribund(address, original);
-            ended.extend(site.handlers);
-        }
+        let ended = target.space.breakpoints.disarm_all(pid, &self.registry);
         for armed in ended {
             call_on_end(armed, why);
         }
@@ -597,28 +479,26 @@ impl TracerLoop {
     pub(super) fn end_breakpoints_at_exec(&mut self, pid: i32) {
         self.end_kernel_sites(pid, &BreakpointEnd::Execed);
         let originals = self.release_dependants(pid);
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return;
         };
-        let breakpoints = std::mem::take(&mut target.breakpoints);
+        let breakpoints = std::mem::take(&mut target.space.breakpoints);
         self.registry.forget_process(pid);
         if !originals.is_empty() {
             tracing::debug!(pid, "breakpoints ended by exec");
         }
-        for (_, site) in breakpoints.sites {
-            for armed in site.handlers {
-                call_on_end(armed, &BreakpointEnd::Execed);
-            }
+        for armed in breakpoints.into_handlers() {
+            call_on_end(armed, &BreakpointEnd::Execed);
         }
     }
 
     /// The target is gone: its breakpoints end with how it ended.
     pub(super) fn end_breakpoints_at_exit(&mut self, pid: i32, how: WaitEvent) {
         self.release_dependants(pid);
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return;
         };
-        let breakpoints = std::mem::take(&mut target.breakpoints);
+        let breakpoints = std::mem::take(&mut target.space.breakpoints);
         self.registry.forget_process(pid);
         let why = match how {
             WaitEvent::Killed(signal) => BreakpointEnd::TargetExited {
@@ -634,10 +514,8 @@ impl TracerLoop {
                 signal: None,
             },
         };
-        for (_, site) in breakpoints.sites {
-            for armed in site.handlers {
-                call_on_end(armed, &why);
-            }
+        for armed in breakpoints.into_handlers() {
+            call_on_end(armed, &why);
         }
         self.end_kernel_sites(pid, &why);
     }
@@ -647,63 +525,23 @@ impl TracerLoop {
     /// keep our int3s, so they are cleaned and let go at their next stop.
     /// Returns the original bytes.
     fn release_dependants(&mut self, pid: i32) -> Vec<(u64, u8)> {
-        let originals = match self.targets.get(&pid) {
-            Some(target) => target.breakpoints.originals(),
+        let originals = match self.processes.get(pid) {
+            Some(target) => target.space.breakpoints.originals(),
             None => return Vec::new(),
         };
-        let held: Vec<i32> = self
-            .children_held
-            .iter()
-            .filter(|(_, (parent, _))| *parent == pid)
-            .map(|(child, _)| *child)
-            .collect();
-        for child in held {
-            if let Some((_, first_stop)) = self.children_held.remove(&child) {
-                restore_bytes(child, &originals);
-                let_child_go(child, first_stop);
-            }
+        let dependants = self.processes.release_dependants(pid, &originals);
+        for (child, first_stop) in dependants.held {
+            restore_bytes(child, &originals);
+            let_child_go(child, first_stop);
         }
-        if originals.is_empty() {
-            return originals;
-        }
-        let announced: Vec<i32> = self
-            .fork_children
-            .iter()
-            .filter(|(_, (parent, _))| *parent == pid)
-            .map(|(child, _)| *child)
-            .collect();
-        for child in announced {
-            self.fork_children.remove(&child);
-            self.strays.insert(child, originals.clone());
-        }
-        let guests: Vec<i32> = self
-            .targets
-            .get(&pid)
-            .map(|t| {
-                t.threads
-                    .iter()
-                    .filter(|(_, thread)| thread.guest)
-                    .map(|(tid, _)| *tid)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for guest in guests {
-            self.forget_guest(pid, guest);
+        for guest in dependants.guests {
+            self.forget_in_captures(guest);
             // Its memory is its own from now on: clean it at once (it may be
             // running) and let it go at its next stop.
             restore_bytes(guest, &originals);
-            self.strays.insert(guest, originals.clone());
             let _ = ptrace::interrupt(guest);
         }
         originals
-    }
-
-    pub(super) fn forget_guest(&mut self, pid: i32, tid: i32) {
-        if let Some(target) = self.targets.get_mut(&pid) {
-            target.threads.remove(&tid);
-        }
-        self.owner_of.remove(&tid);
-        self.forget_in_captures(tid);
     }
 
     /// A stop of a process we only follow to clean it (see `strays`).
@@ -729,7 +567,7 @@ impl TracerLoop {
             // A trap of ours is still on its way: let it arrive first.
             let _ = ptrace::cont(tid, signal);
             let _ = ptrace::interrupt(tid);
-            self.strays.insert(tid, originals);
+            self.processes.add_stray(tid, originals);
             return;
         }
         let_child_go(tid, WaitEvent::Signal(signal));
@@ -737,48 +575,14 @@ impl TracerLoop {
 
     // ----- fork and vfork ----------------------------------------------
 
-    /// A fork/vfork child of target `pid` at its first stop. A fork child
-    /// has a copy of the target's memory, int3s included: they are removed
-    /// from the copy and the child is let go. A vfork child shares the
-    /// target's memory (and so needs the breakpoints to stay): it is
-    /// followed as a guest until it execs or exits, its hits stepped over
-    /// without calling handlers.
-    pub(super) fn on_fork_child_stopped(
-        &mut self,
-        pid: i32,
-        child: i32,
-        vfork: bool,
-        event: WaitEvent,
-    ) {
-        if matches!(event, WaitEvent::Exited(_) | WaitEvent::Killed(_)) {
-            return;
-        }
-        let in_use = self
-            .targets
-            .get(&pid)
-            .is_some_and(|t| t.breakpoints.in_use());
-        if !in_use {
-            let_child_go(child, event);
-            return;
-        }
-        if vfork {
-            if let Some(target) = self.targets.get_mut(&pid) {
-                target.threads.insert(
-                    child,
-                    TracedThread {
-                        guest: true,
-                        ..TracedThread::default()
-                    },
-                );
-                self.owner_of.insert(child, pid);
-            }
-            self.on_traced_stop(pid, child, event);
-            return;
-        }
+    /// A fork child of `parent` (which has breakpoints) at its first stop:
+    /// it has a copy of the parent's memory, int3s included: they are
+    /// removed from the copy and the child is let go.
+    pub(super) fn clean_fork_child(&mut self, parent: i32, child: i32, event: WaitEvent) {
         let originals = self
-            .targets
-            .get(&pid)
-            .map(|t| t.breakpoints.originals())
+            .processes
+            .get(parent)
+            .map(|t| t.space.breakpoints.originals())
             .unwrap_or_default();
         let failed = restore_bytes(child, &originals);
         if failed > 0 {
@@ -799,7 +603,7 @@ impl TracerLoop {
         let Ok(regs) = ptrace::registers(tid) else {
             return Resume::Continue(signal);
         };
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Resume::Continue(signal);
         };
         if signal == libc::SIGTRAP {
@@ -810,12 +614,13 @@ impl TracerLoop {
             // Only then can a SIGTRAP sent by someone (kill, raise) look like
             // ours, and only then is `si_code` needed to tell them apart.
             let mid_instruction = target
+                .space
                 .breakpoints
                 .sites
                 .get(&at)
                 .is_some_and(|site| site.instruction.len() > 1);
             if mid_instruction
-                || target.breakpoints.is_ours(at) && {
+                || target.space.breakpoints.is_ours(at) && {
                     let code = ptrace::signal_code(tid).unwrap_or(0);
                     code == ptrace::SI_KERNEL || code == ptrace::TRAP_BRKPT
                 }
@@ -826,12 +631,12 @@ impl TracerLoop {
         // A signal for a thread inside a trampoline: it is delivered as if
         // the thread were in the original code, so the signal frame (and
         // whatever a handler does with it) never sees the scratch page.
-        if let Some(translated) = target.breakpoints.scratch.translate(regs.rip) {
+        if let Some(translated) = target.space.breakpoints.scratch.translate(regs.rip) {
             let mut moved = regs;
             moved.rip = translated.pc();
             if ptrace::write_changed_registers(tid, &regs, &moved).is_ok()
                 && let Translated::Before(address) = translated
-                && target.breakpoints.sites.contains_key(&address)
+                && target.space.breakpoints.sites.contains_key(&address)
                 && let Some(thread) = target.threads.get_mut(&tid)
             {
                 // It will meet the int3 again: that is the same hit.
@@ -851,16 +656,16 @@ impl TracerLoop {
         stopped: Instant,
     ) -> Resume {
         let mut regs = as_read;
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return Resume::Continue(libc::SIGTRAP);
         };
-        let breakpoints = &mut target.breakpoints;
+        let breakpoints = &mut target.space.breakpoints;
         let Some(site) = breakpoints.sites.get_mut(&at) else {
             // A late trap of a removed breakpoint: run the original
             // instruction in place. If an int3 is back there that is not
             // ours, the trap is the program's own.
             let mut byte = [0u8; 1];
-            if target.memory.read(at, &mut byte).is_ok() && byte[0] == INT3 {
+            if target.space.memory.read(at, &mut byte).is_ok() && byte[0] == INT3 {
                 return Resume::Continue(libc::SIGTRAP);
             }
             regs.rip = at;
@@ -885,7 +690,7 @@ impl TracerLoop {
                 address: at,
                 regs: &regs,
                 fs_base: Some(regs.fs_base),
-                memory: HitMemory::Live(&target.memory),
+                memory: HitMemory::Live(&target.space.memory),
                 monotonic_ns: monotonic_ns(),
                 time: std::time::SystemTime::now(),
                 held: None,
@@ -899,7 +704,7 @@ impl TracerLoop {
                 .filter_map(|armed| {
                     let plan = armed.copy.as_ref()?;
                     let started = Instant::now();
-                    let copy = hit_copy::copy_hit(&target.memory, &regs, plan);
+                    let copy = hit_copy::copy_hit(&target.space.memory, &regs, plan);
                     Some((armed.id, copy, started.elapsed()))
                 })
                 .collect();
@@ -939,7 +744,7 @@ impl TracerLoop {
             },
             Step::Emulate(emulation) => {
                 let memory = ThreadMemory {
-                    memory: &target.memory,
+                    memory: &target.space.memory,
                     writer: breakpoints.writer.as_ref(),
                 };
                 if let Err(fault) = site.instruction.emulate(emulation, &mut regs, &memory) {
@@ -972,17 +777,17 @@ impl TracerLoop {
     /// thread runs on.
     pub(super) fn deliver_copied_hits(&mut self, pid: i32) {
         let resumed = Instant::now();
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return;
         };
-        if target.breakpoints.copied_hits.is_empty() {
+        if target.space.breakpoints.copied_hits.is_empty() {
             return;
         }
-        let hits = std::mem::take(&mut target.breakpoints.copied_hits);
+        let hits = std::mem::take(&mut target.space.breakpoints.copied_hits);
         let mut remove_groups: Vec<u64> = Vec::new();
         for copied in hits {
             let held = copied.held(resumed);
-            let Some(site) = target.breakpoints.sites.get_mut(&copied.address) else {
+            let Some(site) = target.space.breakpoints.sites.get_mut(&copied.address) else {
                 continue;
             };
             for (id, memory, copying) in &copied.copies {
@@ -1028,10 +833,10 @@ impl TracerLoop {
     /// of ours is still pending for it). Moves a thread out of a trampoline
     /// and, when it is the last thread, unmaps the scratch pages through it.
     pub(super) fn ready_to_detach(&mut self, pid: i32, tid: i32, signal: i32) -> bool {
-        let Some(target) = self.targets.get_mut(&pid) else {
+        let Some(target) = self.processes.get_mut(pid) else {
             return true;
         };
-        if !target.breakpoints.in_use() {
+        if !target.space.breakpoints.in_use() {
             return true;
         }
         let last_stop = target.threads.get(&tid).and_then(|t| t.last_stop);
@@ -1055,7 +860,7 @@ impl TracerLoop {
             }
         }
         if let Ok(mut regs) = ptrace::registers(tid)
-            && let Some(translated) = target.breakpoints.scratch.translate(regs.rip)
+            && let Some(translated) = target.space.breakpoints.scratch.translate(regs.rip)
         {
             regs.rip = translated.pc();
             let _ = ptrace::set_registers(tid, &regs);
@@ -1064,19 +869,12 @@ impl TracerLoop {
         if last
             && !exiting
             && last_stop == Some(WaitEvent::InterruptStop)
-            && !target.breakpoints.scratch.pages.is_empty()
-            && let Some(syscall_instruction) = target.breakpoints.syscall_instruction
+            && !target.space.breakpoints.scratch.pages.is_empty()
+            && let Some(syscall_instruction) = target.space.breakpoints.syscall_instruction
         {
             // Every other thread is detached outside the scratch pages and
             // no int3 can send one back: they can go.
-            let pages: Vec<u64> = target
-                .breakpoints
-                .scratch
-                .pages
-                .drain(..)
-                .map(|page| page.start)
-                .collect();
-            target.breakpoints.scratch.trampolines.clear();
+            let pages = target.space.breakpoints.take_scratch_pages();
             for page in pages {
                 let result = inject::remote_syscall(
                     pid,

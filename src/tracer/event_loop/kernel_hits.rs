@@ -8,13 +8,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::breakpoints::{
-    Armed, BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
+    BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 use super::super::error::TraceError;
 use super::super::kernel::{
     CapturePlan, KernelProbes, KernelSite, RING_POLL_INTERVAL, decode_record,
 };
 use super::super::scratch::{self, FilePlace};
+use super::super::sites::Armed;
 use super::TracerLoop;
 use super::hits::call_on_end;
 
@@ -28,12 +29,12 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How often the lost-record counters are read.
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The kernel-side state of the tracer thread.
+/// The kernel-side state of the tracer thread: the one owner of the
+/// uprobes, their handlers (in the same map, keyed by site id) and the ring.
 pub(super) struct KernelState {
-    probes: Option<KernelProbes>,
+    probes: Option<KernelProbes<Armed>>,
     /// Why kernel-side probes cannot be used here, once found out.
     unavailable: Option<String>,
-    handlers: HashMap<u64, Armed>,
     last_loss_check: Option<Instant>,
     /// Offset from CLOCK_MONOTONIC to wall-clock time, in ns.
     wall_offset_ns: i128,
@@ -46,7 +47,6 @@ impl KernelState {
         KernelState {
             probes: None,
             unavailable: None,
-            handlers: HashMap::new(),
             last_loss_check: None,
             wall_offset_ns: 0,
             ring_bytes,
@@ -92,13 +92,9 @@ impl TracerLoop {
 
     /// A ptrace breakpoint (its pid and address) at `place`, in any process.
     fn ptrace_site_at_place(&self, place: &FilePlace) -> Option<(i32, u64)> {
-        self.targets.iter().find_map(|(pid, target)| {
-            target
-                .breakpoints
-                .sites
-                .iter()
-                .find(|(_, site)| site.place.as_ref() == Some(place))
-                .map(|(address, _)| (*pid, *address))
+        self.processes.iter().find_map(|(pid, target)| {
+            let address = target.space.breakpoints.site_at_place(place)?;
+            Some((*pid, address))
         })
     }
 
@@ -117,13 +113,13 @@ impl TracerLoop {
             address,
             reason,
         };
-        let Some(target) = self.targets.get(&pid) else {
+        let Some(target) = self.processes.get(pid) else {
             return Err((self.not_live_error(pid), handler));
         };
         if target.detach.is_some() {
             return Err((TraceError::DetachInProgress { pid }, handler));
         }
-        if target.breakpoints.sites.contains_key(&address) {
+        if target.space.breakpoints.sites.contains_key(&address) {
             return Err((
                 refused("a ptrace breakpoint is already there".into()),
                 handler,
@@ -201,19 +197,16 @@ impl TracerLoop {
         let Some(probes) = self.kernel.probes.as_mut() else {
             return Err((refused("kernel probes are not set up".into()), handler));
         };
-        if let Err(e) = probes.arm(id.0, pid, address, group, &path, place, plan) {
-            return Err((refused(e.0), handler));
+        let armed = Armed {
+            id,
+            group,
+            handler,
+            copy: None,
+        };
+        if let Err((e, armed)) = probes.arm(id.0, pid, address, group, &path, place, plan, armed) {
+            return Err((refused(e.0), armed.handler));
         }
         self.next_breakpoint += 1;
-        self.kernel.handlers.insert(
-            id.0,
-            Armed {
-                id,
-                group,
-                handler,
-                copy: None,
-            },
-        );
         tracing::debug!(
             pid,
             address = format_args!("{address:#x}"),
@@ -228,7 +221,7 @@ impl TracerLoop {
         let Some(probes) = self.kernel.probes.as_ref() else {
             return;
         };
-        if probes.sites.is_empty() && self.kernel.handlers.is_empty() {
+        if probes.sites.is_empty() {
             // Records of removed sites may still wait; drop them.
             probes.ring.drain(usize::MAX, |_| {});
             return;
@@ -271,8 +264,8 @@ impl TracerLoop {
             return;
         };
         for (id, count) in probes.new_losses() {
-            if let Some(armed) = self.kernel.handlers.get_mut(&id) {
-                armed.handler.on_lost(count);
+            if let Some(site) = probes.sites.get_mut(&id) {
+                site.handler.handler.on_lost(count);
             }
         }
     }
@@ -302,9 +295,8 @@ impl TracerLoop {
         };
         let mut out = Vec::new();
         for id in ids {
-            probes.disarm(id);
-            if let Some(armed) = self.kernel.handlers.remove(&id) {
-                out.push(armed);
+            if let Some(site) = probes.disarm(id) {
+                out.push(site.handler);
             }
         }
         self.release_kernel_if_idle();
@@ -363,14 +355,13 @@ impl TracerLoop {
     /// returns the groups whose handlers asked to be removed.
     fn deliver_batch(&mut self) -> Vec<(i32, u64)> {
         let mut remove = Vec::new();
-        let Some(probes) = self.kernel.probes.as_ref() else {
+        let wall_offset = self.kernel.wall_offset_ns;
+        let Some(probes) = self.kernel.probes.as_mut() else {
             return remove;
         };
-        let sites = &probes.sites;
-        let handlers = &mut self.kernel.handlers;
-        let wall_offset = self.kernel.wall_offset_ns;
-        probes.ring.drain(RECORDS_PER_TURN, |record| {
-            if let Some((pid, group, verdict)) = deliver(record, sites, handlers, wall_offset)
+        let KernelProbes { ring, sites, .. } = probes;
+        ring.drain(RECORDS_PER_TURN, |record| {
+            if let Some((pid, group, verdict)) = deliver(record, sites, wall_offset)
                 && verdict == HitVerdict::RemoveGroup
             {
                 remove.push((pid, group));
@@ -409,9 +400,8 @@ impl TracerLoop {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            probes.disarm(id);
-            if let Some(armed) = self.kernel.handlers.remove(&id) {
-                call_on_end(armed, why);
+            if let Some(site) = probes.disarm(id) {
+                call_on_end(site.handler, why);
             }
         }
         self.release_kernel_if_idle();
@@ -423,13 +413,11 @@ impl TracerLoop {
 /// site removed meanwhile, or a malformed one.
 fn deliver(
     record: &[u8],
-    sites: &HashMap<u64, KernelSite>,
-    handlers: &mut HashMap<u64, Armed>,
+    sites: &mut HashMap<u64, KernelSite<Armed>>,
     wall_offset_ns: i128,
 ) -> Option<(i32, u64, HitVerdict)> {
     let id = u64::from_ne_bytes(record.get(..8)?.try_into().ok()?);
-    let site = sites.get(&id)?;
-    let armed = handlers.get_mut(&id)?;
+    let site = sites.get_mut(&id)?;
     let hit = decode_record(record, &site.plan)?;
     // SAFETY: user_regs_struct is plain integers; all-zero is valid.
     let mut regs = hit.regs.unwrap_or_else(|| unsafe { std::mem::zeroed() });
@@ -447,6 +435,7 @@ fn deliver(
         held: None,
         copying: None,
     };
+    let armed = &mut site.handler;
     let verdict = match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&context))) {
         Ok(verdict) => verdict,
         Err(_) => {

@@ -311,8 +311,9 @@ fn pid_namespace_of(pid: i32) -> Result<Option<(u64, u64)>, KernelUnavailable> {
     Ok(Some((ours.dev(), ours.ino())))
 }
 
-/// One armed kernel-side site.
-pub(crate) struct KernelSite {
+/// One armed kernel-side site, with what the tracer keeps for it (`H`:
+/// its hit handler), so that one map keyed by the site id holds both.
+pub(crate) struct KernelSite<H> {
     pub pid: i32,
     pub address: u64,
     pub group: u64,
@@ -321,24 +322,26 @@ pub(crate) struct KernelSite {
     pub plan: CapturePlan,
     pub lost_slot: u32,
     pub lost_seen: u64,
+    /// Who gets the site's records and losses.
+    pub handler: H,
     _uprobe: Uprobe,
 }
 
 /// Every kernel-side site of the tracer, the ring their records go
-/// through, and the lost-record counters.
-pub(crate) struct KernelProbes {
+/// through, and the lost-record counters: the one owner of the uprobes.
+pub(crate) struct KernelProbes<H> {
     pub ring: RingBuffer,
     lost: OwnedFd,
     pmu: u32,
-    pub sites: HashMap<u64, KernelSite>,
+    pub sites: HashMap<u64, KernelSite<H>>,
     free_slots: Vec<u32>,
 }
 
-impl KernelProbes {
+impl<H> KernelProbes<H> {
     /// Sets up the ring and counters; fails (with a reason a user can act
     /// on) where the kernel, its configuration or our privileges do not
     /// allow BPF uprobes.
-    pub fn new(ring_bytes: usize) -> Result<KernelProbes, KernelUnavailable> {
+    pub fn new(ring_bytes: usize) -> Result<KernelProbes<H>, KernelUnavailable> {
         let pmu = uprobe::pmu_type().map_err(|e| {
             KernelUnavailable(format!(
                 "this kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe: {e})"
@@ -361,7 +364,7 @@ impl KernelProbes {
     }
 
     /// Arms a uprobe at `address` of `pid`, which is `place` in the file
-    /// reachable at `path`.
+    /// reachable at `path`. On failure the handler comes back.
     #[allow(clippy::too_many_arguments)]
     pub fn arm(
         &mut self,
@@ -372,16 +375,23 @@ impl KernelProbes {
         path: &str,
         place: FilePlace,
         plan: CapturePlan,
-    ) -> Result<(), KernelUnavailable> {
+        handler: H,
+    ) -> Result<(), (KernelUnavailable, H)> {
         if plan.reads.len() > MAX_READS {
-            return Err(KernelUnavailable(format!(
-                "the capture needs {} reads, more than {MAX_READS}",
-                plan.reads.len()
-            )));
+            return Err((
+                KernelUnavailable(format!(
+                    "the capture needs {} reads, more than {MAX_READS}",
+                    plan.reads.len()
+                )),
+                handler,
+            ));
         }
-        let lost_slot = self.free_slots.pop().ok_or_else(|| {
-            KernelUnavailable(format!("{LOST_SLOTS} kernel-side sites are armed already"))
-        })?;
+        let Some(lost_slot) = self.free_slots.pop() else {
+            return Err((
+                KernelUnavailable(format!("{LOST_SLOTS} kernel-side sites are armed already")),
+                handler,
+            ));
+        };
         let result = self.arm_slot(id, pid, path, place.offset, &plan, lost_slot);
         match result {
             Ok(uprobe) => {
@@ -397,6 +407,7 @@ impl KernelProbes {
                         plan,
                         lost_slot,
                         lost_seen,
+                        handler,
                         _uprobe: uprobe,
                     },
                 );
@@ -404,7 +415,7 @@ impl KernelProbes {
             }
             Err(e) => {
                 self.free_slots.push(lost_slot);
-                Err(e)
+                Err((e, handler))
             }
         }
     }
@@ -445,7 +456,7 @@ impl KernelProbes {
     }
 
     /// Removes a site: the kernel takes its `int3` out now.
-    pub fn disarm(&mut self, id: u64) -> Option<KernelSite> {
+    pub fn disarm(&mut self, id: u64) -> Option<KernelSite<H>> {
         let site = self.sites.remove(&id)?;
         self.free_slots.push(site.lost_slot);
         Some(site)
