@@ -241,9 +241,31 @@ fn every_schema_is_strict_and_shaped_for_forms() {
             .map(String::as_str),
         Some("pid")
     );
+    // Items are described, one branch per kind, each told by its own fields.
+    let items = &live["get_probe_results.output"]["properties"]["items"]["items"];
+    let required = |branch: &Value| branch["required"].clone();
+    let branches = items["anyOf"]
+        .as_array()
+        .expect("items are an anyOf of kinds");
     assert_eq!(
-        live["get_probe_results.output"]["properties"]["items"]["items"],
-        json!({})
+        branches.iter().map(required).collect::<Vec<_>>(),
+        vec![
+            json!(["seq", "time", "tid", "frames", "expressions"]),
+            json!(["seq", "time", "tid", "text"]),
+            json!(["seq", "time", "count", "per_site"]),
+            Value::Null,
+            json!(["seq", "path", "value"]),
+        ]
+    );
+    let watch = branches[3]["anyOf"]
+        .as_array()
+        .expect("watch: sample or change");
+    assert_eq!(
+        watch.iter().map(required).collect::<Vec<_>>(),
+        vec![
+            json!(["seq", "time", "value"]),
+            json!(["seq", "time", "tid", "thread_name", "old", "new", "frames"]),
+        ]
     );
     let mut all = live.clone();
     all.extend(exported);

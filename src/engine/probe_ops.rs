@@ -12,6 +12,7 @@ use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
 use super::capture_plan::plan_site;
+use super::items::ProbeItem;
 use super::probes::{
     EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState, SiteAction,
     SiteHandler, TemplatePart, parse_template,
@@ -151,8 +152,9 @@ pub struct ProbeResults {
     pub reason: Option<String>,
     /// Hits recorded.
     pub hits: u64,
-    /// Results (kind-specific objects, each with `seq`).
-    pub items: Vec<serde_json::Value>,
+    /// Results, oldest first, each with its `seq`: snapshot hits, logpoint
+    /// lines, a metric's summary or watch events, by the probe's kind.
+    pub items: Vec<ProbeItem>,
     /// Pass as `after` to get the next results.
     pub next_after: u64,
     /// Results pushed out of the bounded store before they were read.
@@ -794,7 +796,7 @@ impl Engine {
         let (items, last, dropped) = probe.items_after(after, limit.max(1));
         let next_after = items
             .last()
-            .and_then(|i| i["seq"].as_u64())
+            .map(ProbeItem::seq)
             .unwrap_or(last.min(after).max(after));
         Ok(ProbeResults {
             probe_id,

@@ -376,6 +376,9 @@ impl RenderText for ProbeResults {
         }
         s.push('\n');
         for item in &self.items {
+            // The lines below read the item as its JSON, the form whose
+            // field names the contract fixes.
+            let item = &serde_json::to_value(item).unwrap_or_default();
             if let (Some(path), Some(value)) = (item["path"].as_str(), item.get("value")) {
                 let _ = write!(s, "#{} {path}", item["seq"]);
                 if let Some(skipped) = item["skipped"].as_u64() {
