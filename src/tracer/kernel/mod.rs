@@ -357,7 +357,7 @@ impl KernelProbes {
         let lost_slot = self.free_slots.pop().ok_or_else(|| {
             KernelUnavailable(format!("{LOST_SLOTS} kernel-side sites are armed already"))
         })?;
-        let result = self.arm_slot(id, pid, path, place.offset, &plan, lost_slot);
+        let result = self.arm_slot(id, pid, path, place.offset.0, &plan, lost_slot);
         match result {
             Ok(uprobe) => {
                 // Counts of a slot's previous user are not this site's.
