@@ -898,7 +898,7 @@ impl SiteRendering {
                             match &v.unavailable {
                                 Some(why) => {
                                     text.push('<');
-                                    text.push_str(why);
+                                    text.push_str(&why.to_string());
                                     text.push('>');
                                 }
                                 None => text.push_str(&v.value),
