@@ -646,7 +646,7 @@ impl Engine {
         image: &Arc<ProcessImage>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
-    ) -> Vec<(u64, SiteHandler)> {
+    ) -> Vec<(RuntimeAddr, SiteHandler)> {
         let handler = |site, place, condition, action| SiteHandler {
             probe: probe.clone(),
             image: image.clone(),
@@ -657,16 +657,16 @@ impl Engine {
             place,
         };
         // Sites come in the order of the probe's `resolved`.
-        let mut handlers: Vec<(u64, SiteHandler)> = sites
+        let mut handlers: Vec<(RuntimeAddr, SiteHandler)> = sites
             .into_iter()
             .enumerate()
             .map(|(place, (n, (addr, condition, action)))| {
-                (addr.0, handler(Some(n), Some(place), condition, action))
+                (addr, handler(Some(n), Some(place), condition, action))
             })
             .collect();
         for s in end_sites {
             handlers.push((
-                s.address.0,
+                s.address,
                 handler(None, None, None, SiteAction::DurationEnd),
             ));
         }

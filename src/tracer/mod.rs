@@ -74,6 +74,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::addr::RuntimeAddr;
+
 pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
@@ -346,13 +348,13 @@ impl Tracer {
     pub async fn insert_breakpoint(
         &self,
         pid: i32,
-        address: u64,
+        address: RuntimeAddr,
         group: u64,
         handler: Box<dyn HitHandler>,
     ) -> Result<BreakpointId, TraceError> {
         self.ask(|reply| Command::InsertBreakpoint {
             pid,
-            address,
+            address: address.0,
             group,
             handler: HandlerBox(handler),
             reply,
@@ -370,7 +372,7 @@ impl Tracer {
     pub async fn insert_kernel_breakpoint(
         &self,
         pid: i32,
-        address: u64,
+        address: RuntimeAddr,
         group: u64,
         handler: Box<dyn HitHandler>,
         plan: CapturePlan,
@@ -378,7 +380,7 @@ impl Tracer {
         let (sender, receiver) = oneshot::channel();
         let command = Command::InsertKernelBreakpoint {
             pid,
-            address,
+            address: address.0,
             group,
             handler: HandlerBox(handler),
             plan,
