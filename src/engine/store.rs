@@ -109,15 +109,16 @@ impl ResultStore {
     }
 
     /// Items with `seq > after`, at most `limit`, oldest first (rendering
-    /// those not rendered yet). An item another reader is rendering right
-    /// now is left out: the `after` it answers stops before it.
+    /// those not rendered yet). Readers take turns (the probe's render
+    /// lock), so an item is still out for rendering here only when its
+    /// render panicked: that item is lost, not the ones after it.
     pub fn after(&mut self, after: u64, limit: usize) -> Vec<ProbeItem> {
         let mut out = Vec::new();
         for entry in self.items.iter_mut().filter(|i| i.seq > after).take(limit) {
             let item = match std::mem::replace(&mut entry.body, Body::Rendering) {
                 Body::Ready(item) => *item,
                 Body::Pending(render) => with_seq(render(), entry.seq),
-                Body::Rendering => break,
+                Body::Rendering => continue,
             };
             entry.body = Body::Ready(Box::new(item.clone()));
             out.push(item);
@@ -311,6 +312,14 @@ mod tests {
             s.put_rendered(seq, render());
         }
         assert_eq!(s.after(0, 4)[0].seq(), 1);
+        // An item whose render never came back does not hold up the rest.
+        s.push_pending(Box::new(|| line("lost".into())));
+        s.push_ready(line("next".into()));
+        drop(s.take_pending(1, 1));
+        assert_eq!(
+            s.after(1, 4).iter().map(ProbeItem::seq).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     #[test]
