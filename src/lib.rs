@@ -6,10 +6,12 @@
 //! `mcp -> engine -> tracer`, `engine -> eval -> value -> debuginfo`,
 //! `engine -> policy`.
 
+pub mod addr;
 pub mod debuginfo;
 pub mod engine;
 pub mod eval;
 pub mod mcp;
 pub mod policy;
+pub mod procmaps;
 pub mod tracer;
 pub mod value;

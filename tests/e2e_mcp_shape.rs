@@ -241,9 +241,31 @@ fn every_schema_is_strict_and_shaped_for_forms() {
             .map(String::as_str),
         Some("pid")
     );
+    // Items are described, one branch per kind, each told by its own fields.
+    let items = &live["get_probe_results.output"]["properties"]["items"]["items"];
+    let required = |branch: &Value| branch["required"].clone();
+    let branches = items["anyOf"]
+        .as_array()
+        .expect("items are an anyOf of kinds");
     assert_eq!(
-        live["get_probe_results.output"]["properties"]["items"]["items"],
-        json!({})
+        branches.iter().map(required).collect::<Vec<_>>(),
+        vec![
+            json!(["seq", "time", "tid", "frames", "expressions"]),
+            json!(["seq", "time", "tid", "text"]),
+            json!(["seq", "time", "count", "per_site"]),
+            Value::Null,
+            json!(["seq", "path", "value"]),
+        ]
+    );
+    let watch = branches[3]["anyOf"]
+        .as_array()
+        .expect("watch: sample or change");
+    assert_eq!(
+        watch.iter().map(required).collect::<Vec<_>>(),
+        vec![
+            json!(["seq", "time", "value"]),
+            json!(["seq", "time", "tid", "thread_name", "old", "new", "frames"]),
+        ]
     );
     let mut all = live.clone();
     all.extend(exported);
@@ -735,5 +757,112 @@ fn attaching_to_a_go_program_says_go_is_not_supported_yet() {
     plain.send("quit");
     fx.wait_exit();
     plain.wait_exit();
+    c.shutdown();
+}
+
+/// Every kind of probe result (snapshot, logpoint, metric, and a path part
+/// of a snapshot) as a real run returns it: it passes the strict validator
+/// against `get_probe_results`' output schema, and carries its own kind's
+/// fields and not another's.
+#[test]
+fn every_probe_result_kind_matches_the_output_schema() {
+    let mut fx = Fixture::start(&bigvalues());
+    let mut c = McpClient::start();
+    let mut got = Collected::default();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let at = format!("bigvalues.cpp:{}", line_of("// PROBE"));
+    let snapshot = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": at, "max_hits": 2,
+                   "expressions": ["round", "tick_count"], "limits": {"depth": 1, "max_items": 4}}),
+        )
+        .ok();
+    let logpoint = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": at, "message": "round {round} total {total}"}),
+        )
+        .ok();
+    let metric = c
+        .call(
+            "set_metric",
+            json!({"pid": fx.pid, "location": at, "kind": "histogram", "expression": "round"}),
+        )
+        .ok();
+    fx.send("run 3");
+    fx.expect_line("done");
+    let items_of = |got: &mut Collected, c: &mut McpClient, probe: &Value| -> Vec<Value> {
+        let answer = got.call(
+            c,
+            "get_probe_results",
+            json!({"probe_id": probe["probe_id"], "wait_ms": 5000}),
+        );
+        assert!(!answer.is_error, "{}", answer.text);
+        answer.structured["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    let snaps = items_of(&mut got, &mut c, &snapshot);
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    for (n, item) in snaps.iter().enumerate() {
+        assert_eq!(item["seq"], json!(n + 1), "{item}");
+        assert!(
+            item["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{item}"
+        );
+        assert!(item["tid"].as_i64().is_some_and(|t| t > 0), "{item}");
+        assert_eq!(item["frames"][0]["function"], "process", "{item}");
+        assert_eq!(item["expressions"][0]["name"], "round", "{item}");
+        assert_eq!(
+            item["expressions"][0]["value"],
+            json!(n.to_string()),
+            "{item}"
+        );
+        assert!(
+            item.get("text").is_none() && item.get("count").is_none(),
+            "{item}"
+        );
+    }
+    let lines = items_of(&mut got, &mut c, &logpoint);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (n, item) in lines.iter().enumerate() {
+        let text = item["text"].as_str().unwrap_or_default();
+        assert!(text.starts_with(&format!("round {n} total ")), "{item}");
+        assert!(item.get("frames").is_none(), "{item}");
+    }
+    let summary = items_of(&mut got, &mut c, &metric);
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0]["count"], 3, "{summary:?}");
+    assert_eq!(summary[0]["seq"], 3, "{summary:?}");
+    assert_eq!(
+        (summary[0]["min"].as_f64(), summary[0]["max"].as_f64()),
+        (Some(0.0), Some(2.0))
+    );
+    assert!(
+        summary[0]["per_site"][0]["hits"].as_u64() == Some(3),
+        "{summary:?}"
+    );
+
+    // A part of a snapshot, asked for by path.
+    let part = got.call(
+        &mut c,
+        "get_probe_results",
+        json!({"probe_id": snapshot["probe_id"], "after": 0, "path": "expressions[1]"}),
+    );
+    assert!(!part.is_error, "{}", part.text);
+    let item = &part.structured["items"][0];
+    assert_eq!(
+        (&item["seq"], &item["path"]),
+        (&json!(1), &json!("expressions[1]"))
+    );
+    assert_eq!(item["value"]["name"], "tick_count", "{item}");
+
+    let schemas = live_schemas(&mut c);
+    ajv_check(&schemas, &got.0);
+    fx.send("quit");
+    fx.wait_exit();
     c.shutdown();
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Fixture, Launch};
+use liveprobe::addr::RuntimeAddr;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -119,8 +120,13 @@ fn nothing_is_lost_under_a_four_thread_hit_storm() {
 
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert at hot");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert at hot");
     let probed = fixture.ask("hammer 100000", "checksum");
     assert_eq!(probed, unprobed, "the probed run computed something else");
     assert_eq!(counter.hits(), 400_000, "hits were lost or invented");
@@ -178,7 +184,7 @@ fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
         let counter = Counter::default();
         rt.block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites[*name],
+            RuntimeAddr(sites[*name]),
             group as u64 + 10,
             counter.handler(),
         ))
@@ -196,7 +202,7 @@ fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
     let syscall = rt
         .block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites["syscall"],
+            RuntimeAddr(sites["syscall"]),
             99,
             Counter::default().handler(),
         ))
@@ -209,7 +215,7 @@ fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
     let inside = rt
         .block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites["riprel_load"] + 2,
+            RuntimeAddr(sites["riprel_load"] + 2),
             99,
             Counter::default().handler(),
         ))
@@ -219,7 +225,12 @@ fn every_instruction_kind_runs_correctly_out_of_line_or_emulated() {
         "{inside}"
     );
     let nowhere = rt
-        .block_on(tracer.insert_breakpoint(fixture.pid, 0x10, 99, Counter::default().handler()))
+        .block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            RuntimeAddr(0x10),
+            99,
+            Counter::default().handler(),
+        ))
         .expect_err("unmapped refused");
     assert!(
         nowhere.to_string().contains("no executable code"),
@@ -249,7 +260,7 @@ fn fork_vfork_and_spawn_children_live_on_while_armed() {
     for (group, name) in ["hot", "call", "ret", "riprel_store"].iter().enumerate() {
         rt.block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites[*name],
+            RuntimeAddr(sites[*name]),
             group as u64,
             counter.handler(),
         ))
@@ -298,8 +309,13 @@ fn exec_and_exit_end_the_breakpoints() {
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
 
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert");
     fixture.ask("hammer 10", "checksum");
     assert_eq!(counter.hits(), 40);
     fixture.send("exec");
@@ -323,8 +339,13 @@ fn exec_and_exit_end_the_breakpoints() {
     // The new program, probed again, then exiting while armed.
     let sites = sites_of(&mut fixture);
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
-        .expect("insert after exec");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        2,
+        counter.handler(),
+    ))
+    .expect("insert after exec");
     fixture.ask("hammer 10", "checksum");
     assert_eq!(counter.hits(), 40);
     fixture.send("exit 3");
@@ -351,8 +372,13 @@ fn thread_churn_and_the_programs_own_sigtrap() {
     let unprobed = fixture.ask("churn 200", "churned");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert");
     assert_eq!(fixture.ask("churn 200", "churned"), unprobed);
     assert_eq!(counter.hits(), 200 * 1000);
     // A SIGTRAP the program raises itself reaches its handler.
@@ -377,8 +403,13 @@ fn removal_and_rearming_while_threads_hammer_the_address() {
     let mut total = 0;
     for round in 0..30u64 {
         let counter = Counter::default();
-        rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], round, counter.handler()))
-            .expect("insert");
+        rt.block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            RuntimeAddr(sites["hot"]),
+            round,
+            counter.handler(),
+        ))
+        .expect("insert");
         std::thread::sleep(Duration::from_millis(2));
         let removed = rt
             .block_on(tracer.remove_group(fixture.pid, round))
@@ -397,8 +428,13 @@ fn removal_and_rearming_while_threads_hammer_the_address() {
         remove_after: Some(10),
         ..Counter::default()
     };
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 500, limited.handler()))
-        .expect("insert limited");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        500,
+        limited.handler(),
+    ))
+    .expect("insert limited");
     let probed = fixture.ask("hammer 10000", "checksum");
     let unprobed = fixture.ask("hammer 10000", "checksum");
     assert_eq!(probed, unprobed);
@@ -420,8 +456,13 @@ fn detach_and_capture_in_the_middle_of_a_hit_storm() {
     let code_before = anonymous_code_mappings(fixture.pid);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert");
     let scratch: Vec<String> = anonymous_code_mappings(fixture.pid)
         .into_iter()
         .filter(|m| !code_before.contains(m))
@@ -474,8 +515,13 @@ fn dropping_the_tracer_mid_storm_leaves_the_target_clean() {
     let tracer = Tracer::start().expect("tracer");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert");
     fixture.send("hammer 300000");
     while counter.hits() < 1000 {
         std::thread::sleep(Duration::from_millis(1));
@@ -510,8 +556,13 @@ fn measure_the_cost_of_a_hit() {
     let (plain, plain_ns) = solo(&mut fixture, n);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert");
     let (probed, probed_ns) = solo(&mut fixture, n);
     assert_eq!(plain, probed);
     assert_eq!(counter.hits(), n);
@@ -541,15 +592,25 @@ fn shared_library_code_gets_a_scratch_page_of_its_own() {
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let in_exe = Counter::default();
     let in_libc = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, in_exe.handler()))
-        .expect("insert in the executable");
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["getppid"], 2, in_libc.handler()))
-        .expect("insert in libc");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        in_exe.handler(),
+    ))
+    .expect("insert in the executable");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["getppid"]),
+        2,
+        in_libc.handler(),
+    ))
+    .expect("insert in libc");
     // getppid's own `syscall` instruction is refused, by name.
     let refused = rt
         .block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites["getppid"] + 5,
+            RuntimeAddr(sites["getppid"] + 5),
             3,
             Counter::default().handler(),
         ))
@@ -592,7 +653,7 @@ fn groups_share_an_address_and_leave_it_one_by_one() {
     for (group, name) in [(1, "first"), (2, "second"), (1, "third")] {
         rt.block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites["call"],
+            RuntimeAddr(sites["call"]),
             group,
             Box::new(Named(name, log.clone())),
         ))
@@ -651,7 +712,7 @@ fn a_process_stopped_by_job_control_is_refused_until_continued() {
     let refused = rt
         .block_on(tracer.insert_breakpoint(
             fixture.pid,
-            sites["hot"],
+            RuntimeAddr(sites["hot"]),
             1,
             Counter::default().handler(),
         ))
@@ -666,8 +727,12 @@ fn a_process_stopped_by_job_control_is_refused_until_continued() {
     unsafe { libc::kill(fixture.pid, libc::SIGCONT) };
     let counter = Counter::default();
     let armed = loop {
-        match rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
-        {
+        match rt.block_on(tracer.insert_breakpoint(
+            fixture.pid,
+            RuntimeAddr(sites["hot"]),
+            2,
+            counter.handler(),
+        )) {
             Ok(id) => break id,
             Err(TraceError::JobControlStopped { .. }) => {
                 assert!(Instant::now() < deadline, "never continued");
@@ -690,8 +755,13 @@ fn signals_landing_in_trampolines_keep_the_count_exact() {
     let sites = sites_of(&mut fixture);
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, counter.handler()))
-        .expect("insert");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        counter.handler(),
+    ))
+    .expect("insert");
     // Most signals arrive while their thread is stopped at the breakpoint,
     // so they are delivered the moment it resumes at the start of the
     // trampoline: the handler's frame must show the original code, and the
@@ -726,11 +796,21 @@ fn a_panicking_handler_loses_only_its_own_group() {
     let sites = sites_of(&mut fixture);
     let unprobed = fixture.ask("hammer 1000", "checksum");
     rt.block_on(tracer.attach(fixture.pid)).expect("attach");
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 1, Box::new(Panicky)))
-        .expect("insert panicky");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        1,
+        Box::new(Panicky),
+    ))
+    .expect("insert panicky");
     let counter = Counter::default();
-    rt.block_on(tracer.insert_breakpoint(fixture.pid, sites["hot"], 2, counter.handler()))
-        .expect("insert counter");
+    rt.block_on(tracer.insert_breakpoint(
+        fixture.pid,
+        RuntimeAddr(sites["hot"]),
+        2,
+        counter.handler(),
+    ))
+    .expect("insert counter");
     assert_eq!(fixture.ask("hammer 1000", "checksum"), unprobed);
     assert_eq!(counter.hits(), 4000);
     assert_eq!(

@@ -193,7 +193,8 @@ fn entry_values_come_only_from_a_proven_call_site() {
     .expect("read");
     let reason = value(&partial, "epfd")
         .unavailable
-        .clone()
+        .as_ref()
+        .map(ToString::to_string)
         .unwrap_or_else(|| panic!("epfd shown without a proof: {:?}", value(&partial, "epfd")));
     assert!(reason.contains("entry value not provable"), "{reason}");
     assert_eq!(value(&partial, "events").value, events, "{partial:?}");
@@ -238,7 +239,8 @@ fn entry_values_come_only_from_a_proven_call_site() {
     for name in ["epfd", "events"] {
         let reason = value(&unproven, name)
             .unavailable
-            .clone()
+            .as_ref()
+            .map(ToString::to_string)
             .unwrap_or_else(|| {
                 panic!("{name} shown without a proof: {:?}", value(&unproven, name))
             });

@@ -41,15 +41,15 @@ pub fn maps_signature(mappings: &[Mapping]) -> u64 {
     use std::hash::{Hash, Hasher};
     let with_code: std::collections::HashSet<(&str, u64)> = mappings
         .iter()
-        .filter(|m| m.is_file() && m.exec)
-        .map(|m| (m.pathname.as_str(), m.inode))
+        .filter(|m| m.is_file() && m.executable)
+        .map(|m| (m.path.as_str(), m.inode()))
         .collect();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for m in mappings
         .iter()
-        .filter(|m| m.is_file() && with_code.contains(&(m.pathname.as_str(), m.inode)))
+        .filter(|m| m.is_file() && with_code.contains(&(m.path.as_str(), m.inode())))
     {
-        (m.start, m.end, m.exec, m.offset, m.inode, &m.pathname).hash(&mut hasher);
+        (m.start, m.end, m.executable, m.offset, m.inode(), &m.path).hash(&mut hasher);
     }
     hasher.finish()
 }
@@ -106,9 +106,9 @@ impl ProcessImage {
         // Group file mappings per (path, inode), keeping first-seen order.
         let mut order: Vec<(String, u64)> = Vec::new();
         let mut groups: HashMap<(String, u64), Vec<Mapping>> = HashMap::new();
-        let vdso = mappings.iter().find(|m| m.pathname == "[vdso]").cloned();
+        let vdso = mappings.iter().find(|m| m.path == "[vdso]").cloned();
         for m in mappings.into_iter().filter(Mapping::is_file) {
-            let key = (m.pathname.clone(), m.inode);
+            let key = (m.path.clone(), m.inode());
             if !groups.contains_key(&key) {
                 order.push(key.clone());
             }
@@ -121,7 +121,7 @@ impl ProcessImage {
             let Some(group) = groups.remove(&key) else {
                 continue;
             };
-            if !group.iter().any(|m| m.exec) {
+            if !group.iter().any(|m| m.executable) {
                 continue;
             }
             let seen = group[0].file_path();
@@ -132,7 +132,7 @@ impl ProcessImage {
             if let Some(kept) = previous.and_then(|p| {
                 p.modules
                     .iter()
-                    .find(|m| m.inode == first.inode && m.path() == seen && m.ranges == ranges)
+                    .find(|m| m.inode == first.inode() && m.path() == seen && m.ranges == ranges)
             }) {
                 if exe.as_deref() == Some(seen.as_path()) {
                     main = Some(modules.len());

@@ -214,7 +214,7 @@ impl Module {
         let mut module = Module::from_mapped(seen_path, elf, root, 0)?;
         let file = module.elf.parse()?;
         module.bias = compute_bias(&file, mappings);
-        module.inode = mappings.first().map_or(0, |m| m.inode);
+        module.inode = mappings.first().map_or(0, |m| m.inode());
         let mut ranges: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
         ranges.sort_unstable();
         module.ranges = ranges;
@@ -233,7 +233,7 @@ impl Module {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
         let own = super::maps::parse_maps(&maps)
             .into_iter()
-            .find(|m| m.pathname == "[vdso]" && m.start == ours)?;
+            .find(|m| m.path == "[vdso]" && m.start == ours)?;
         let len = usize::try_from(own.end - own.start).ok()?;
         if own.end - own.start != target.end - target.start {
             return None;

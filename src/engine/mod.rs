@@ -10,6 +10,7 @@ mod error;
 mod frames;
 mod function_search;
 mod inspect;
+pub mod items;
 mod languages;
 mod probe_ops;
 pub mod probes;

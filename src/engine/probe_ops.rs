@@ -12,6 +12,7 @@ use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
 use super::capture_plan::{PlanLimits, plan_site};
+use super::items::ProbeItem;
 use super::probes::{
     CopiedSiteHandler, EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow,
     ProbeState, SiteAction, SiteHandler, TemplatePart, parse_template,
@@ -151,8 +152,9 @@ pub struct ProbeResults {
     pub reason: Option<String>,
     /// Hits recorded.
     pub hits: u64,
-    /// Results (kind-specific objects, each with `seq`).
-    pub items: Vec<serde_json::Value>,
+    /// Results, oldest first, each with its `seq`: snapshot hits, logpoint
+    /// lines, a metric's summary or watch events, by the probe's kind.
+    pub items: Vec<ProbeItem>,
     /// Pass as `after` to get the next results.
     pub next_after: u64,
     /// Results pushed out of the bounded store before they were read.
@@ -695,7 +697,7 @@ impl Engine {
         image: &Arc<ProcessImage>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
-    ) -> Vec<(u64, SiteHandler)> {
+    ) -> Vec<(RuntimeAddr, SiteHandler)> {
         let handler = |site, place, condition, action| SiteHandler {
             probe: probe.clone(),
             image: image.clone(),
@@ -706,16 +708,16 @@ impl Engine {
             place,
         };
         // Sites come in the order of the probe's `resolved`.
-        let mut handlers: Vec<(u64, SiteHandler)> = sites
+        let mut handlers: Vec<(RuntimeAddr, SiteHandler)> = sites
             .into_iter()
             .enumerate()
             .map(|(place, (n, (addr, condition, action)))| {
-                (addr.0, handler(Some(n), Some(place), condition, action))
+                (addr, handler(Some(n), Some(place), condition, action))
             })
             .collect();
         for s in end_sites {
             handlers.push((
-                s.address.0,
+                s.address,
                 handler(None, None, None, SiteAction::DurationEnd),
             ));
         }
@@ -845,7 +847,7 @@ impl Engine {
         let (items, last, dropped) = probe.items_after(after, limit.max(1));
         let next_after = items
             .last()
-            .and_then(|i| i["seq"].as_u64())
+            .map(ProbeItem::seq)
             .unwrap_or(last.min(after).max(after));
         Ok(ProbeResults {
             probe_id,

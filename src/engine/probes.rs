@@ -22,7 +22,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
@@ -30,6 +29,7 @@ use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitMemory, HitVerdict
 use crate::value::{Limits, Redaction, Value};
 
 use super::frames::{HitMemorySource, registers_from};
+use super::items::{CapturedFrame, LogpointItem, MetricItem, ProbeItem, SnapshotItem};
 use super::report::ResolvedSiteRow;
 use super::store::{Render, ResultStore, Summary, SummaryView, rfc3339};
 
@@ -274,7 +274,7 @@ pub struct ProbeRow {
 }
 
 /// Hits recorded at one site of a probe.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct SiteHits {
     /// Site number (as in `resolved`).
     pub site: usize,
@@ -449,19 +449,19 @@ impl Probe {
     }
 
     /// Items after `after`, the newest sequence number, and how many were dropped.
-    pub fn items_after(&self, after: u64, limit: usize) -> (Vec<serde_json::Value>, u64, u64) {
+    pub fn items_after(&self, after: u64, limit: usize) -> (Vec<ProbeItem>, u64, u64) {
         if self.kind == ProbeKind::Metric {
             // A metric has one item: its current summary.
-            let view = lock(&self.summary).view();
-            let seq = view.count;
+            let summary = lock(&self.summary).view();
+            let seq = summary.count;
             if seq > after {
-                let mut body = serde_json::to_value(&view).unwrap_or_default();
-                if let Some(o) = body.as_object_mut() {
-                    o.insert("per_site".into(), json!(self.per_site()));
-                    o.insert("seq".into(), json!(seq));
-                    o.insert("time".into(), json!(rfc3339(SystemTime::now())));
-                }
-                return (vec![body], seq, 0);
+                let item = ProbeItem::Metric(MetricItem {
+                    seq,
+                    time: rfc3339(SystemTime::now()),
+                    summary,
+                    per_site: self.per_site(),
+                });
+                return (vec![item], seq, 0);
             }
             return (Vec::new(), seq, 0);
         }
@@ -469,7 +469,7 @@ impl Probe {
         // lock, which the tracer thread takes at every hit.
         let _one_reader = lock(&self.render_lock);
         let pending = lock(&self.store).take_pending(after, limit);
-        let rendered: Vec<(u64, serde_json::Value)> = pending
+        let rendered: Vec<(u64, ProbeItem)> = pending
             .into_iter()
             .map(|(seq, render)| (seq, render()))
             .collect();
@@ -477,11 +477,7 @@ impl Probe {
         for (seq, body) in rendered {
             store.put_rendered(seq, body);
         }
-        let items = store
-            .after(after, limit)
-            .into_iter()
-            .map(|i| i.body)
-            .collect();
+        let items = store.after(after, limit);
         (items, store.last_seq(), store.dropped())
     }
 
@@ -506,7 +502,7 @@ impl Probe {
         {
             let mut store = lock(&self.store);
             match item {
-                StoredBody::Ready(body) => store.push_ready(body),
+                StoredBody::Ready(item) => store.push_ready(*item),
                 StoredBody::Pending(render) => store.push_pending(render),
             };
         }
@@ -563,25 +559,9 @@ impl Probe {
     }
 }
 
-/// Says in a snapshot or logpoint item which site it came from.
-fn with_site(item: &mut serde_json::Value, site: Option<usize>) {
-    if let (Some(site), Some(object)) = (site, item.as_object_mut()) {
-        object.insert("site".into(), json!(site));
-    }
-}
-
-/// Says in an item how long its ptrace hit held the thread (stop seen to
-/// resumed), in microseconds.
-fn with_held(item: &mut serde_json::Value, held: Option<Duration>) {
-    if let (Some(held), Some(object)) = (held, item.as_object_mut()) {
-        let us = (held.as_nanos() as f64 / 10.0).round() / 100.0;
-        object.insert("held_us".into(), json!(us));
-    }
-}
-
 /// An item for the store: rendered, or rendered when first read.
 enum StoredBody {
-    Ready(serde_json::Value),
+    Ready(Box<ProbeItem>),
     Pending(Render),
 }
 
@@ -698,14 +678,12 @@ impl SiteHandler {
                         StoredBody::Pending(Box::new(move || {
                             let memory = HitMemorySource::new(HitMemory::Captured(&copy));
                             let mut item = site.render(&capture, &memory);
-                            with_site(&mut item, site_number);
-                            with_held(&mut item, held);
-                            if let (Some(addr), Some(object)) =
-                                (memory.first_miss(), item.as_object_mut())
-                            {
+                            item.set_site(site_number);
+                            item.set_held(held);
+                            if let Some(addr) = memory.first_miss() {
                                 // A failed read of a planned range is the
                                 // target's; one outside the plan is ours.
-                                let note = if copied_by_ptrace {
+                                item.set_capture_note(if copied_by_ptrace {
                                     format!(
                                         "some reads were not in the capture copied at the hit (first at {addr:#x}), so they show as read errors: the capture was planned for other data"
                                     )
@@ -713,8 +691,7 @@ impl SiteHandler {
                                     format!(
                                         "some reads were not in the kernel-side capture (first at {addr:#x}), so they show as read errors: the capture was planned for other data; set the probe with engine ptrace to read such values live"
                                     )
-                                };
-                                object.insert("capture_note".into(), json!(note));
+                                });
                             }
                             item
                         }))
@@ -727,8 +704,8 @@ impl SiteHandler {
                             redaction: self.redaction.clone(),
                         };
                         let mut item = site.render(&capture, memory);
-                        with_site(&mut item, site_number);
-                        StoredBody::Ready(item)
+                        item.set_site(site_number);
+                        StoredBody::Ready(Box::new(item))
                     }
                 };
                 probe.count_at_site(place);
@@ -1040,7 +1017,7 @@ struct SiteRendering {
 
 impl SiteRendering {
     /// The item of a snapshot or logpoint hit (without `seq`).
-    fn render(&self, hit: &Capture, memory: &dyn MemorySource) -> serde_json::Value {
+    fn render(&self, hit: &Capture, memory: &dyn MemorySource) -> ProbeItem {
         let cfa = hit.cfa.or_else(|| {
             self.image
                 .unwind(&hit.regs, memory, 1)
@@ -1079,11 +1056,15 @@ impl SiteRendering {
                         v
                     })
                     .collect();
-                json!({
-                    "time": time,
-                    "tid": hit.tid,
-                    "frames": captured_frames,
-                    "expressions": exprs,
+                ProbeItem::Snapshot(SnapshotItem {
+                    seq: 0,
+                    time,
+                    tid: hit.tid,
+                    site: None,
+                    frames: captured_frames,
+                    expressions: exprs,
+                    capture_note: None,
+                    held_us: None,
                 })
             }
             SiteAction::Logpoint { parts } => {
@@ -1097,7 +1078,7 @@ impl SiteRendering {
                             match &v.unavailable {
                                 Some(why) => {
                                     text.push('<');
-                                    text.push_str(why);
+                                    text.push_str(&why.to_string());
                                     text.push('>');
                                 }
                                 None => text.push_str(&v.value),
@@ -1105,9 +1086,28 @@ impl SiteRendering {
                         }
                     }
                 }
-                json!({"time": time, "tid": hit.tid, "text": text})
+                ProbeItem::Logpoint(LogpointItem {
+                    seq: 0,
+                    time,
+                    tid: hit.tid,
+                    site: None,
+                    text,
+                    capture_note: None,
+                    held_us: None,
+                })
             }
-            _ => json!({"time": time, "tid": hit.tid}),
+            // Only snapshot and logpoint sites store rendered items (metrics
+            // keep a summary); an empty snapshot claims nothing about the hit.
+            _ => ProbeItem::Snapshot(SnapshotItem {
+                seq: 0,
+                time,
+                tid: hit.tid,
+                site: None,
+                frames: Vec::new(),
+                expressions: Vec::new(),
+                capture_note: None,
+                held_us: None,
+            }),
         }
     }
 }
@@ -1129,7 +1129,7 @@ pub(super) fn capture_frames(
     frames: usize,
     limits: &Limits,
     redaction: &Redaction,
-) -> Vec<serde_json::Value> {
+) -> Vec<CapturedFrame> {
     let mut out = Vec::new();
     for frame in image.unwind_iter(regs, memory).take(frames.max(1)) {
         let symbols = image.symbolize(frame.pc, frame.is_caller);
@@ -1147,12 +1147,12 @@ pub(super) fn capture_frames(
                 inline_depth: depth,
             };
             let variables = eval::read_locals(&ctx, limits, redaction).unwrap_or_default();
-            out.push(json!({
-                "function": sym.function,
-                "file": sym.file,
-                "line": sym.line,
-                "variables": variables,
-            }));
+            out.push(CapturedFrame {
+                function: sym.function.clone(),
+                file: sym.file.clone(),
+                line: sym.line,
+                variables,
+            });
         }
     }
     out

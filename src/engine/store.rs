@@ -6,26 +6,21 @@
 use std::collections::VecDeque;
 
 use serde::Serialize;
-use serde_json::Value as Json;
 
-/// One stored result, numbered in arrival order.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredItem {
-    /// Sequence number, from 1.
-    pub seq: u64,
-    /// The item as clients see it (kind-specific fields, `seq` included).
-    pub body: Json,
-}
+use super::items::ProbeItem;
 
-/// Renders a stored capture into the item clients see (without `seq`).
-pub type Render = Box<dyn FnOnce() -> Json + Send>;
+/// Renders a stored capture into the item clients see (its `seq` is set
+/// by the store).
+pub type Render = Box<dyn FnOnce() -> ProbeItem + Send>;
 
 /// An item as kept: rendered, or a capture rendered when first read (most
 /// items of a hot probe are pushed out before anyone reads them, so
 /// rendering them all would be wasted work).
 enum Body {
-    Ready(Json),
+    Ready(Box<ProbeItem>),
     Pending(Render),
+    /// Taken out to be rendered outside the store's lock.
+    Rendering,
 }
 
 struct Entry {
@@ -38,16 +33,15 @@ impl std::fmt::Debug for Entry {
         let state = match self.body {
             Body::Ready(_) => "ready",
             Body::Pending(_) => "pending",
+            Body::Rendering => "rendering",
         };
         write!(f, "Entry {{ seq: {}, {state} }}", self.seq)
     }
 }
 
-fn with_seq(mut body: Json, seq: u64) -> Json {
-    if let Some(object) = body.as_object_mut() {
-        object.insert("seq".into(), Json::from(seq));
-    }
-    body
+fn with_seq(mut item: ProbeItem, seq: u64) -> ProbeItem {
+    item.set_seq(seq);
+    item
 }
 
 /// A ring of the newest results of one probe.
@@ -83,8 +77,9 @@ impl ResultStore {
 
     /// Adds a rendered item (its `seq` field is set here); drops the oldest
     /// when full.
-    pub fn push_ready(&mut self, body: Json) -> u64 {
-        self.push(Body::Ready(body))
+    pub fn push_ready(&mut self, item: ProbeItem) -> u64 {
+        let seq = self.next_seq;
+        self.push(Body::Ready(Box::new(with_seq(item, seq))))
     }
 
     /// Adds a capture to be rendered when first read.
@@ -98,8 +93,7 @@ impl ResultStore {
         let mut out = Vec::new();
         for entry in self.items.iter_mut().filter(|i| i.seq > after).take(limit) {
             if matches!(entry.body, Body::Pending(_))
-                && let Body::Pending(render) =
-                    std::mem::replace(&mut entry.body, Body::Ready(Json::Null))
+                && let Body::Pending(render) = std::mem::replace(&mut entry.body, Body::Rendering)
             {
                 out.push((entry.seq, render));
             }
@@ -108,27 +102,26 @@ impl ResultStore {
     }
 
     /// Puts back an item rendered outside the lock (if it is still held).
-    pub fn put_rendered(&mut self, seq: u64, body: Json) {
+    pub fn put_rendered(&mut self, seq: u64, item: ProbeItem) {
         if let Some(entry) = self.items.iter_mut().find(|i| i.seq == seq) {
-            entry.body = Body::Ready(with_seq(body, seq));
+            entry.body = Body::Ready(Box::new(with_seq(item, seq)));
         }
     }
 
     /// Items with `seq > after`, at most `limit`, oldest first (rendering
-    /// those not rendered yet).
-    pub fn after(&mut self, after: u64, limit: usize) -> Vec<StoredItem> {
+    /// those not rendered yet). Readers take turns (the probe's render
+    /// lock), so an item is still out for rendering here only when its
+    /// render panicked: that item is lost, not the ones after it.
+    pub fn after(&mut self, after: u64, limit: usize) -> Vec<ProbeItem> {
         let mut out = Vec::new();
         for entry in self.items.iter_mut().filter(|i| i.seq > after).take(limit) {
-            let body = match std::mem::replace(&mut entry.body, Body::Ready(Json::Null)) {
-                Body::Ready(json) => json,
+            let item = match std::mem::replace(&mut entry.body, Body::Rendering) {
+                Body::Ready(item) => *item,
                 Body::Pending(render) => with_seq(render(), entry.seq),
+                Body::Rendering => continue,
             };
-            let body = with_seq(body, entry.seq);
-            entry.body = Body::Ready(body.clone());
-            out.push(StoredItem {
-                seq: entry.seq,
-                body,
-            });
+            entry.body = Body::Ready(Box::new(item.clone()));
+            out.push(item);
         }
         out
     }
@@ -166,7 +159,7 @@ pub struct Summary {
 }
 
 /// A summary as clients see it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SummaryView {
     /// Observations.
     pub count: u64,
@@ -276,25 +269,58 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
 mod tests {
     use super::*;
 
+    fn line(text: String) -> ProbeItem {
+        ProbeItem::Logpoint(crate::engine::items::LogpointItem {
+            seq: 0,
+            time: "t".into(),
+            tid: 1,
+            site: None,
+            text,
+            capture_note: None,
+            held_us: None,
+        })
+    }
+
     #[test]
     fn store_drops_oldest_and_counts_them() {
         let mut s = ResultStore::new(3);
         for i in 0..5 {
             if i % 2 == 0 {
-                s.push_ready(serde_json::json!({"i": i}));
+                s.push_ready(line(format!("i={i}")));
             } else {
-                s.push_pending(Box::new(move || serde_json::json!({"i": i})));
+                s.push_pending(Box::new(move || line(format!("i={i}"))));
             }
         }
         assert_eq!(s.dropped(), 2);
         assert_eq!(s.oldest_seq(), Some(3));
         let after = s.after(3, 10);
-        assert_eq!(after.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            after.iter().map(|i| i.seq()).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         // Pending items are rendered when read, with their seq, and stay so.
-        assert_eq!(after[0].body, serde_json::json!({"seq": 4, "i": 3}));
-        assert_eq!(s.after(3, 1)[0].body, serde_json::json!({"seq": 4, "i": 3}));
+        let want = serde_json::json!({"seq": 4, "time": "t", "tid": 1, "text": "i=3"});
+        assert_eq!(serde_json::to_value(&after[0]).ok(), Some(want.clone()));
+        assert_eq!(serde_json::to_value(&s.after(3, 1)[0]).ok(), Some(want));
         assert_eq!(s.after(0, 1).len(), 1);
         assert_eq!(s.last_seq(), 5);
+        // A pending item rendered outside the lock comes back with its seq.
+        let mut s = ResultStore::new(4);
+        s.push_pending(Box::new(|| line("late".into())));
+        let taken = s.take_pending(0, 4);
+        assert_eq!(taken.len(), 1);
+        for (seq, render) in taken {
+            s.put_rendered(seq, render());
+        }
+        assert_eq!(s.after(0, 4)[0].seq(), 1);
+        // An item whose render never came back does not hold up the rest.
+        s.push_pending(Box::new(|| line("lost".into())));
+        s.push_ready(line("next".into()));
+        drop(s.take_pending(1, 1));
+        assert_eq!(
+            s.after(1, 4).iter().map(ProbeItem::seq).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::debuginfo::scope::{CallSiteCallee, FrameScope, GlobalIndex, frame_scope};
 use crate::debuginfo::types::TypeTable;
 use crate::debuginfo::{DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
+use crate::value::Unavailable;
 
 use super::location::{EntryValues, LocationEnv, frame_base_of};
 use super::{EvalError, FrameContext};
@@ -353,7 +354,7 @@ pub(crate) fn not_yet_initialized(
     ctx: &FrameContext<'_>,
     frame: &ResolvedFrame,
     variable: &crate::debuginfo::scope::ScopeVariable,
-) -> Option<String> {
+) -> Option<Unavailable> {
     let (inline_depth, is_caller) = (ctx.inline_depth, ctx.is_caller);
     if variable.is_parameter || variable.artificial || !variable.in_innermost_block {
         return None;
@@ -380,18 +381,20 @@ pub(crate) fn not_yet_initialized(
         return None;
     }
     if !running_declaration {
-        return Some(format!(
-            "not yet initialized: declared at line {decl_line}, the frame is at line {line}"
-        ));
+        return Some(Unavailable::NotYetInitialized {
+            detail: format!("declared at line {decl_line}, the frame is at line {line}"),
+        });
     }
     if !declaration_alone_on_its_line(frame, inline_depth, variable, decl_line)
         || !initializer_store_ahead(ctx, frame, variable, decl_line)
     {
         return None;
     }
-    Some(format!(
-        "not yet initialized: the call that computes its initial value (line {decl_line}) is still running"
-    ))
+    Some(Unavailable::NotYetInitialized {
+        detail: format!(
+            "the call that computes its initial value (line {decl_line}) is still running"
+        ),
+    })
 }
 
 /// True when `variable`'s declaration line holds no other initialization

@@ -267,7 +267,8 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         .iter()
         .filter(|v| !v.shadowed)
         .filter_map(|v| {
-            frame::not_yet_initialized(ctx, &resolved, v).map(|reason| (v.name.clone(), reason))
+            frame::not_yet_initialized(ctx, &resolved, v)
+                .map(|reason| (v.name.clone(), reason.to_string()))
         })
         .collect();
     let parsed = {

@@ -9,6 +9,7 @@ use rmcp::{tool, tool_router};
 
 use super::args::*;
 use super::{LiveprobeServer, budget};
+use crate::engine::items::{ItemPart, ProbeItem};
 use crate::engine::{
     EngineError, ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults, ProbeWhat,
 };
@@ -181,7 +182,7 @@ fn page_to_budget(results: &mut ProbeResults, max_bytes: usize) -> Option<String
     if keep >= total {
         return None;
     }
-    let last_seq = results.items[keep - 1].get("seq")?.as_u64()?;
+    let last_seq = results.items[keep - 1].seq();
     results.items.truncate(keep);
     results.next_after = last_seq;
     Some(format!(
@@ -199,9 +200,11 @@ fn select_path(results: &mut ProbeResults, path: &str, skip: usize) -> Result<()
             results.probe_id
         )));
     };
-    let seq = item.get("seq").cloned().unwrap_or(serde_json::Value::Null);
+    let seq = item.seq();
+    let item = serde_json::to_value(item)
+        .map_err(|e| EngineError::BadArgument(format!("cannot expand result {seq}: {e}")))?;
     let relative = strip_item_prefix(path.trim());
-    let mut node = item;
+    let mut node = &item;
     for step in parse_path(relative).ok_or_else(|| {
         EngineError::BadArgument(format!(
             "cannot read path `{path}`: write it as the cut note does, e.g. `frames[0].variables[1].children`"
@@ -234,14 +237,13 @@ fn select_path(results: &mut ProbeResults, path: &str, skip: usize) -> Result<()
         skipped = skip.min(list.len());
         list.drain(..skipped);
     }
-    let mut expanded = serde_json::json!({"seq": seq, "path": relative, "value": value});
-    if skipped > 0 {
-        expanded["skipped"] = serde_json::json!(skipped);
-    }
-    results.items = vec![expanded];
-    if let Some(seq) = seq.as_u64() {
-        results.next_after = seq;
-    }
+    results.items = vec![ProbeItem::Part(ItemPart {
+        seq,
+        path: relative.to_string(),
+        value,
+        skipped: (skipped > 0).then_some(skipped),
+    })];
+    results.next_after = seq;
     Ok(())
 }
 

@@ -4,9 +4,10 @@
 
 use std::fmt::Write;
 
+use crate::engine::items::{CapturedFrame, ProbeItem, WatchItem};
 use crate::engine::report::*;
 use crate::engine::{EvaluateReport, LocalsReport};
-use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeResults};
+use crate::engine::{ProbeCreated, ProbeList, ProbeRemoved, ProbeResults, SummaryView};
 use crate::value::{shorten_type_name, value_from_json};
 
 /// A compact, human-readable rendering of an answer.
@@ -376,66 +377,103 @@ impl RenderText for ProbeResults {
         }
         s.push('\n');
         for item in &self.items {
-            if let (Some(path), Some(value)) = (item["path"].as_str(), item.get("value")) {
-                let _ = write!(s, "#{} {path}", item["seq"]);
-                if let Some(skipped) = item["skipped"].as_u64() {
-                    let _ = write!(s, " (first {skipped} left out)");
-                }
-                s.push('\n');
-                match value {
-                    serde_json::Value::Array(list) => {
-                        for v in list {
-                            let _ = writeln!(s, "  {}", compact_value(v));
-                        }
-                    }
-                    v if v.get("value").is_some() => {
-                        let _ = writeln!(s, "  {}", compact_value(v));
-                    }
-                    other => {
-                        let _ = writeln!(s, "  {other}");
-                    }
-                }
-                continue;
-            }
-            // Which site of the location the hit came from.
-            let site = item["site"]
-                .as_u64()
-                .map(|n| format!(" site {n}"))
-                .unwrap_or_default();
-            if let Some(text) = item["text"].as_str() {
-                let _ = writeln!(s, "#{} [{}]{site} {}", item["seq"], item["tid"], text);
-            } else if item.get("frames").is_some() {
-                let _ = writeln!(
-                    s,
-                    "#{} [{}]{site} {}",
-                    item["seq"],
-                    item["tid"],
-                    item["time"].as_str().unwrap_or("")
-                );
-                for f in item["frames"].as_array().into_iter().flatten() {
-                    let _ = writeln!(
-                        s,
-                        "  in {}",
-                        location(
-                            &f["function"].as_str().map(str::to_string),
-                            &f["file"].as_str().map(str::to_string),
-                            f["line"].as_u64().map(|l| l as u32)
-                        )
-                    );
-                    for v in f["variables"].as_array().into_iter().flatten() {
-                        let _ = writeln!(s, "    {}", compact_value(v));
-                    }
-                }
-                for v in item["expressions"].as_array().into_iter().flatten() {
-                    let _ = writeln!(s, "  {}", compact_value(v));
-                }
-            } else if item.get("count").is_some() {
-                let _ = writeln!(s, "#{} {}", item["seq"], metric_line(item));
-            } else {
-                let _ = writeln!(s, "{item}");
-            }
+            item_lines(item, &mut s);
         }
         s
+    }
+}
+
+/// The lines of one probe result: a heading `#seq [tid] site n …`, then
+/// its frames and values as `read_locals` shows them.
+fn item_lines(item: &ProbeItem, s: &mut String) {
+    // Which site of the location the hit came from.
+    let site = |n: Option<usize>| n.map(|n| format!(" site {n}")).unwrap_or_default();
+    let frames = |frames: &[CapturedFrame], s: &mut String| {
+        for f in frames {
+            let _ = writeln!(s, "  in {}", location(&f.function, &f.file, f.line));
+            for v in &f.variables {
+                let _ = writeln!(s, "    {}", v.to_text());
+            }
+        }
+    };
+    match item {
+        ProbeItem::Part(part) => {
+            let _ = write!(s, "#{} {}", part.seq, part.path);
+            if let Some(skipped) = part.skipped {
+                let _ = write!(s, " (first {skipped} left out)");
+            }
+            s.push('\n');
+            match &part.value {
+                serde_json::Value::Array(list) => {
+                    for v in list {
+                        let _ = writeln!(s, "  {}", compact_value(v));
+                    }
+                }
+                v if v.get("value").is_some() => {
+                    let _ = writeln!(s, "  {}", compact_value(v));
+                }
+                other => {
+                    let _ = writeln!(s, "  {other}");
+                }
+            }
+        }
+        ProbeItem::Logpoint(line) => {
+            let _ = writeln!(
+                s,
+                "#{} [{}]{} {}",
+                line.seq,
+                line.tid,
+                site(line.site),
+                line.text
+            );
+        }
+        ProbeItem::Snapshot(snap) => {
+            let _ = writeln!(
+                s,
+                "#{} [{}]{} {}",
+                snap.seq,
+                snap.tid,
+                site(snap.site),
+                snap.time
+            );
+            frames(&snap.frames, s);
+            for v in &snap.expressions {
+                let _ = writeln!(s, "  {}", v.to_text());
+            }
+        }
+        ProbeItem::Metric(metric) => {
+            let _ = writeln!(s, "#{} {}", metric.seq, metric_line(&metric.summary));
+        }
+        ProbeItem::Watch(WatchItem::Sample(sample)) => {
+            let _ = writeln!(
+                s,
+                "#{} {} {}",
+                sample.seq,
+                sample.time,
+                sample.value.to_text()
+            );
+        }
+        ProbeItem::Watch(WatchItem::Change(change)) => {
+            let _ = writeln!(
+                s,
+                "#{} [{} {}] {}: {} -> {}",
+                change.seq,
+                change.tid,
+                change.thread_name,
+                change.time,
+                change.old.to_text(),
+                change.new.to_text()
+            );
+            frames(&change.frames, s);
+        }
+    }
+    let note = match item {
+        ProbeItem::Snapshot(i) => i.capture_note.as_deref(),
+        ProbeItem::Logpoint(i) => i.capture_note.as_deref(),
+        _ => None,
+    };
+    if let Some(note) = note {
+        let _ = writeln!(s, "  ({note})");
     }
 }
 
@@ -446,10 +484,18 @@ fn compact_value(v: &serde_json::Value) -> String {
 }
 
 /// A metric summary as words: `count 12, min 1, max 9, mean 4.25, p50 4, …`.
-fn metric_line(item: &serde_json::Value) -> String {
-    let mut parts = Vec::new();
-    for key in ["count", "min", "max", "mean", "p50", "p90", "p99"] {
-        if let Some(n) = item.get(key).and_then(serde_json::Value::as_f64) {
+fn metric_line(summary: &SummaryView) -> String {
+    let mut parts = vec![format!("count {}", summary.count)];
+    let stats = [
+        ("min", summary.min),
+        ("max", summary.max),
+        ("mean", summary.mean),
+        ("p50", summary.p50),
+        ("p90", summary.p90),
+        ("p99", summary.p99),
+    ];
+    for (key, n) in stats {
+        if let Some(n) = n {
             let shown = if n.fract() == 0.0 && n.abs() < 1e15 {
                 format!("{}", n as i64)
             } else {
@@ -458,7 +504,7 @@ fn metric_line(item: &serde_json::Value) -> String {
             parts.push(format!("{key} {shown}"));
         }
     }
-    if item.get("count").and_then(serde_json::Value::as_u64) == Some(0) {
+    if summary.count == 0 {
         parts.push("no observations yet".into());
     }
     parts.join(", ")
@@ -467,5 +513,50 @@ fn metric_line(item: &serde_json::Value) -> String {
 impl RenderText for ProbeRemoved {
     fn render_text(&self) -> String {
         format!("probe {} removed after {} hit(s)", self.probe_id, self.hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::items::{LogpointItem, WatchChange};
+    use crate::value::{Unavailable, Value};
+
+    #[test]
+    fn result_lines_name_the_item_and_say_why_a_value_is_missing() {
+        let mut s = String::new();
+        item_lines(
+            &ProbeItem::Logpoint(LogpointItem {
+                seq: 3,
+                time: "t".into(),
+                tid: 42,
+                site: Some(1),
+                text: "order 7".into(),
+                capture_note: None,
+                held_us: None,
+            }),
+            &mut s,
+        );
+        item_lines(
+            &ProbeItem::Watch(WatchItem::Change(WatchChange {
+                seq: 4,
+                time: "t".into(),
+                tid: 43,
+                thread_name: "worker".into(),
+                old: Value::leaf("x", "int", "1"),
+                new: Value::unavailable("x", "int", Unavailable::OPTIMIZED_OUT),
+                frames: vec![CapturedFrame {
+                    function: Some("work".into()),
+                    file: Some("w.c".into()),
+                    line: Some(9),
+                    variables: vec![],
+                }],
+            })),
+            &mut s,
+        );
+        assert_eq!(
+            s,
+            "#3 [42] site 1 order 7\n#4 [43 worker] t: x: int = 1 -> x: int = <optimized out>\n  in work at w.c:9\n"
+        );
     }
 }

@@ -79,6 +79,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::addr::RuntimeAddr;
+
 pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
@@ -352,13 +354,13 @@ impl Tracer {
     pub async fn insert_breakpoint(
         &self,
         pid: i32,
-        address: u64,
+        address: RuntimeAddr,
         group: u64,
         handler: Box<dyn HitHandler>,
     ) -> Result<BreakpointId, TraceError> {
         self.ask(|reply| Command::InsertBreakpoint {
             pid,
-            address,
+            address: address.0,
             group,
             handler: HandlerBox(handler),
             copy: None,
@@ -375,14 +377,14 @@ impl Tracer {
     pub async fn insert_copying_breakpoint(
         &self,
         pid: i32,
-        address: u64,
+        address: RuntimeAddr,
         group: u64,
         handler: Box<dyn HitHandler>,
         plan: HitCopyPlan,
     ) -> Result<BreakpointId, TraceError> {
         self.ask(|reply| Command::InsertBreakpoint {
             pid,
-            address,
+            address: address.0,
             group,
             handler: HandlerBox(handler),
             copy: Some(plan),
@@ -401,7 +403,7 @@ impl Tracer {
     pub async fn insert_kernel_breakpoint(
         &self,
         pid: i32,
-        address: u64,
+        address: RuntimeAddr,
         group: u64,
         handler: Box<dyn HitHandler>,
         plan: CapturePlan,
@@ -409,7 +411,7 @@ impl Tracer {
         let (sender, receiver) = oneshot::channel();
         let command = Command::InsertKernelBreakpoint {
             pid,
-            address,
+            address: address.0,
             group,
             handler: HandlerBox(handler),
             plan,

@@ -301,20 +301,12 @@ fn user_name(uid: u32) -> String {
     users.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
 }
 
-/// The mapping `[start, end)` of `/proc/PID/maps` that contains `addr`.
+/// The `[start, end)` ranges of `/proc/PID/maps` (empty if unreadable).
 pub(crate) fn read_mappings(pid: i32) -> Vec<(u64, u64)> {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let range = line.split_whitespace().next()?;
-            let (start, end) = range.split_once('-')?;
-            Some((
-                u64::from_str_radix(start, 16).ok()?,
-                u64::from_str_radix(end, 16).ok()?,
-            ))
-        })
+    crate::procmaps::read_maps(pid)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| (m.start, m.end))
         .collect()
 }
 

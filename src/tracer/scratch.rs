@@ -10,7 +10,6 @@
 //! about the target beyond reading /proc.
 
 use std::collections::HashMap;
-use std::fs;
 
 use super::code::TRAMPOLINE_SLOT;
 
@@ -28,90 +27,12 @@ const GROWTH_ROOM: u64 = 4 << 30;
 /// Top of the x86-64 user address space (47 bits, 4-level paging).
 const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
 
-/// One line of /proc/PID/maps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub executable: bool,
-    /// Offset of `start` in the mapped file.
-    pub offset: u64,
-    /// The file or pseudo-name (`[heap]`, `[stack]`, `[vdso]`), or "".
-    pub path: String,
-    /// The mapped file's device and inode; None for anonymous memory.
-    pub file: Option<FileId>,
-}
+pub(crate) use crate::procmaps::{FilePlace, Mapping, mapping_at};
 
-/// A file as the kernel knows it in /proc/PID/maps: device and inode. The
-/// same file mapped by two processes has the same id, whatever its paths.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct FileId {
-    /// `major:minor`, as /proc/PID/maps writes it.
-    pub device: String,
-    pub inode: u64,
-}
-
-/// A place in a file's code: where the kernel's uprobes are keyed, so
-/// every process that maps the file shares it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct FilePlace {
-    pub file: FileId,
-    pub offset: u64,
-}
-
-impl Mapping {
-    /// The place in the mapped file of `address` (inside this mapping).
-    pub(super) fn file_place(&self, address: u64) -> Option<FilePlace> {
-        Some(FilePlace {
-            file: self.file.clone()?,
-            offset: address - self.start + self.offset,
-        })
-    }
-}
-
-/// The memory map of `pid`, sorted by address (empty if unreadable).
+/// The memory map of `pid`, sorted by address (empty if unreadable: a
+/// process that is gone has no room for scratch pages either).
 pub(super) fn read_maps(pid: i32) -> Vec<Mapping> {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
-    parse_maps(&text)
-}
-
-fn parse_maps(text: &str) -> Vec<Mapping> {
-    let mut maps: Vec<Mapping> = text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?;
-            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            let device = fields.next()?;
-            let inode: u64 = fields.next()?.parse().ok()?;
-            // Then the path (which may contain spaces).
-            let path = fields.next().map(|first| {
-                let at = line.find(first).unwrap_or(line.len());
-                line[at..].to_string()
-            });
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                executable: perms.as_bytes().get(2) == Some(&b'x'),
-                offset,
-                path: path.unwrap_or_default(),
-                file: (inode != 0).then(|| FileId {
-                    device: device.to_string(),
-                    inode,
-                }),
-            })
-        })
-        .collect();
-    maps.sort_by_key(|m| m.start);
-    maps
-}
-
-/// The mapping containing `addr`.
-pub(super) fn mapping_at(maps: &[Mapping], addr: u64) -> Option<&Mapping> {
-    maps.iter().find(|m| m.start <= addr && addr < m.end)
+    crate::procmaps::read_maps(pid).unwrap_or_default()
 }
 
 /// A free, page-aligned place for a `size`-byte scratch mapping as close as
@@ -280,30 +201,8 @@ mod tests {
 ";
 
     #[test]
-    fn maps_are_parsed_with_paths_and_permissions() {
-        let maps = parse_maps(MAPS);
-        assert_eq!(maps.len(), 7);
-        assert!(maps[1].executable);
-        assert!(!maps[0].executable);
-        assert_eq!(maps[0].path, "/usr/bin/app with space");
-        assert_eq!(maps[3].path, "[heap]");
-        assert_eq!(maps[3].file, None);
-        let libc_code = &maps[5];
-        assert_eq!(
-            libc_code.file_place(0x7fff_f7da_8010),
-            Some(FilePlace {
-                file: FileId {
-                    device: "08:01".into(),
-                    inode: 456
-                },
-                offset: 0x28010
-            })
-        );
-    }
-
-    #[test]
     fn gaps_are_near_the_code_and_away_from_heap_and_stack() {
-        let maps = parse_maps(MAPS);
+        let maps = crate::procmaps::parse_maps(MAPS);
         let exe = Some("/usr/bin/app with space");
         // For the executable: the hole between its text and data is nearest.
         let gap = find_gap(&maps, 0x5555_5555_5100, 4096, exe).expect("gap near exe");

@@ -362,7 +362,7 @@ impl SiteTable {
 mod tests {
     use super::*;
     use crate::tracer::breakpoints::{HitContext, HitVerdict};
-    use crate::tracer::scratch::FileId;
+    use crate::procmaps::FileId;
 
     struct Keep;
 
@@ -398,7 +398,7 @@ mod tests {
                         device: "08:01".into(),
                         inode: 42,
                     },
-                    offset: 0x1000,
+                    offset: crate::addr::FileOffset(0x1000),
                 }),
             },
         );
@@ -442,11 +442,11 @@ mod tests {
                 device: "08:01".into(),
                 inode: 42,
             },
-            offset: 0x1000,
+            offset: crate::addr::FileOffset(0x1000),
         };
         assert_eq!(table.site_at_place(&place), Some(0x1000));
         let elsewhere = FilePlace {
-            offset: 0x1003,
+            offset: crate::addr::FileOffset(0x1003),
             ..place
         };
         assert_eq!(table.site_at_place(&elsewhere), None);

@@ -19,6 +19,7 @@ mod printers;
 mod redact;
 mod render;
 pub mod room;
+mod unavailable;
 
 pub use decode::{
     Decoder, MAX_NODES, MAX_TOTAL_NODES, Place, format_float, long_double_to_f64, quote_bytes,
@@ -27,6 +28,7 @@ pub use decode::{
 pub use memory::PageCache;
 pub use redact::Redaction;
 pub use render::{MAX_NAME_CHARS, MAX_VALUE_TEXT, shorten_type_name, value_from_json};
+pub use unavailable::Unavailable;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -118,7 +120,7 @@ pub struct Value {
     /// Why the value could not be had: `optimized out`, `redacted`,
     /// `read error at 0x…`, `unsupported: …`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unavailable: Option<String>,
+    pub unavailable: Option<Unavailable>,
 }
 
 /// The reason text for a value the compiler did not keep at this pc.
@@ -143,11 +145,12 @@ impl Value {
         }
     }
 
-    /// A value that cannot be had, with the reason (`optimized out`, …).
+    /// A value that cannot be had, with the reason (`optimized out`, …):
+    /// an [`Unavailable`], or a reason's text, which is sorted into its kind.
     pub fn unavailable(
         name: impl Into<String>,
         type_name: impl Into<String>,
-        reason: impl Into<String>,
+        reason: impl Into<Unavailable>,
     ) -> Value {
         let reason = reason.into();
         Value {
@@ -163,7 +166,7 @@ impl Value {
     /// A value hidden because its name looks secret; its type stays visible
     /// because a type is not a secret and helps the reader.
     pub fn redacted(name: impl Into<String>, type_name: impl Into<String>) -> Value {
-        Value::unavailable(name, type_name, REDACTED)
+        Value::unavailable(name, type_name, Unavailable::Redacted)
     }
 
     /// The "read error at 0x…" value for memory the target does not map.
@@ -172,7 +175,7 @@ impl Value {
         type_name: impl Into<String>,
         address: u64,
     ) -> Value {
-        Value::unavailable(name, type_name, format!("read error at {address:#x}"))
+        Value::unavailable(name, type_name, Unavailable::read_error(address))
     }
 
     /// Replaces, in place, this value and every descendant whose name looks
@@ -253,6 +256,6 @@ mod tests {
         value.redact(&Redaction::default_list());
         let children = value.children.unwrap();
         assert_eq!(children[0].value, "\"alice\"");
-        assert_eq!(children[1].unavailable.as_deref(), Some(REDACTED));
+        assert_eq!(children[1].unavailable, Some(Unavailable::Redacted));
     }
 }

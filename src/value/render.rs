@@ -94,7 +94,7 @@ pub fn value_from_json(v: &serde_json::Value) -> Value {
         unavailable: v
             .get("unavailable")
             .and_then(|u| u.as_str())
-            .map(str::to_string),
+            .map(super::Unavailable::from),
     }
 }
 
@@ -115,7 +115,7 @@ pub(super) fn render_top(value: &Value, out: &mut String) {
 fn render_body(value: &Value, out: &mut String, stop_at: usize) {
     if let Some(reason) = &value.unavailable {
         out.push('<');
-        out.push_str(reason);
+        out.push_str(&reason.to_string());
         out.push('>');
         return;
     }

@@ -392,7 +392,7 @@ impl<H> KernelProbes<H> {
                 handler,
             ));
         };
-        let result = self.arm_slot(id, pid, path, place.offset, &plan, lost_slot);
+        let result = self.arm_slot(id, pid, path, place.offset.0, &plan, lost_slot);
         match result {
             Ok(uprobe) => {
                 // Counts of a slot's previous user are not this site's.
