@@ -11,6 +11,7 @@ mod frames;
 mod function_search;
 mod inspect;
 mod languages;
+pub mod ownership;
 mod probe_ops;
 pub mod probes;
 pub mod report;
@@ -82,6 +83,8 @@ pub struct Engine {
     unloaded_probes: Mutex<Vec<Arc<Probe>>>,
     #[allow(dead_code)]
     probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    /// Which HTTP client set which probe (see `ownership`).
+    owners: ownership::Owners,
 }
 
 impl Engine {
@@ -110,6 +113,7 @@ impl Engine {
             next_probe_id: AtomicU64::new(1),
             unloaded_probes: Mutex::new(Vec::new()),
             probe_updates,
+            owners: ownership::Owners::default(),
         })
     }
 

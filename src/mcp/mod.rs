@@ -5,6 +5,7 @@
 
 pub mod args;
 pub(crate) mod budget;
+pub mod http;
 mod probe_tools;
 pub mod resources;
 mod schema_shape;
@@ -48,6 +49,8 @@ pub struct LiveprobeServer {
     engine: Arc<Engine>,
     subscriptions: Arc<Subscriptions>,
     tool_router: ToolRouter<Self>,
+    /// Over HTTP: the session (or stateless request) this instance serves.
+    http_scope: Option<Arc<http::HttpScope>>,
 }
 
 #[tool_router]
@@ -59,6 +62,7 @@ impl LiveprobeServer {
             engine,
             subscriptions,
             tool_router: Self::all_tools(),
+            http_scope: None,
         }
     }
 
@@ -348,6 +352,18 @@ pub fn tool_schemas() -> Vec<(String, &'static str, serde_json::Value)> {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LiveprobeServer {
+    /// The generated dispatch, run as the HTTP caller (if any) so the engine
+    /// shows each client only its own probes (see `engine::ownership`).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, McpError> {
+        let caller = self.caller(&context);
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        http::as_caller(caller, self.tool_router.call(call)).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
@@ -371,12 +387,10 @@ impl ServerHandler for LiveprobeServer {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let resources = self
-            .engine
-            .list_probes(None)
-            .await
+        let listed = http::as_caller(self.caller(&context), self.engine.list_probes(None)).await;
+        let resources = listed
             .probes
             .into_iter()
             .map(|p| {
@@ -413,8 +427,9 @@ impl ServerHandler for LiveprobeServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let caller = self.caller(&context);
         let Some(id) = parse_probe_uri(&request.uri) else {
             return Err(McpError::resource_not_found(
                 format!(
@@ -424,9 +439,7 @@ impl ServerHandler for LiveprobeServer {
                 None,
             ));
         };
-        let results = self
-            .engine
-            .probe_results(id, 0, 1000, 0)
+        let results = http::as_caller(caller, self.engine.probe_results(id, 0, 1000, 0))
             .await
             .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
         let mut json = serde_json::to_value(&results)
