@@ -225,6 +225,12 @@ struct HttpArgs {
     /// (default: liveprobe-PID.token in the temp directory). Must not exist.
     #[arg(long, value_name = "FILE", requires = "http")]
     token_file: Option<PathBuf>,
+    /// Serve --http over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires_all = ["http", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires_all = ["http", "tls_cert"])]
+    tls_key: Option<PathBuf>,
 }
 
 /// Serves MCP over HTTP until a signal asks us to stop, then releases every
@@ -245,6 +251,7 @@ async fn run_http(
         max_sessions: args.max_sessions,
         max_connections: args.max_connections,
         token_file: args.token_file,
+        tls: args.tls_cert.zip(args.tls_key),
     };
     let token = match http::obtain_token(std::env::var("LIVEPROBE_TOKEN").ok(), &opts) {
         Ok(token) => token,

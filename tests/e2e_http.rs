@@ -73,6 +73,7 @@ impl HttpServer {
         server.authority = server
             .url
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches("/mcp")
             .to_string();
         server
@@ -127,9 +128,21 @@ impl Reply {
     }
 }
 
-/// `curl -i` with `args`; `body` goes in a file (any size).
+/// `curl -i`; `body` goes in a file (any size).
 fn curl(method: &str, url: &str, headers: &[String], body: Option<&[u8]>) -> Reply {
+    curl_with(&[], method, url, headers, body)
+}
+
+/// `curl -i` with `extra` arguments first.
+fn curl_with(
+    extra: &[&str],
+    method: &str,
+    url: &str,
+    headers: &[String],
+    body: Option<&[u8]>,
+) -> Reply {
     let mut cmd = Command::new("curl");
+    cmd.args(extra);
     cmd.args(["-s", "-S", "-i", "--max-time", "60", "-X", method, url]);
     for h in headers {
         cmd.args(["-H", h]);
@@ -680,4 +693,86 @@ fn mcp_inspector_cli_lists_tools_over_http_with_the_token() {
         "a wrong token must fail: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn http_over_tls_serves_with_the_token_and_refuses_without_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed by this test (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert_s, key_s) = (cert.to_str().expect("utf8"), key.to_str().expect("utf8"));
+    let server = HttpServer::start(&["--tls-cert", cert_s, "--tls-key", key_s]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let ca = ["--cacert", cert_s];
+    let r = curl_with(
+        &ca,
+        "POST",
+        &server.url,
+        &mcp_headers(Some(TOKEN)),
+        Some(&initialize_body()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.message()["result"]["serverInfo"]["name"], "liveprobe");
+    let r = curl_with(
+        &ca,
+        "POST",
+        &server.url,
+        &mcp_headers(None),
+        Some(&initialize_body()),
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    // Plain HTTP to the TLS port gets no answer.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30", "-X", "POST"])
+        .arg(server.url.replacen("https://", "http://", 1))
+        .output()
+        .expect("curl");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("jsonrpc"));
+
+    // Files that are not what they should be stop the start with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_liveprobe"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--tls-cert",
+            key_s,
+            "--tls-key",
+            key_s,
+        ])
+        .env("LIVEPROBE_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run liveprobe");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--tls-cert"), "{said}");
 }

@@ -82,6 +82,8 @@ pub struct HttpOptions {
     pub max_connections: usize,
     /// Where to write a generated token (default: a new file in the temp dir).
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The bearer token and, when liveprobe generated it, the file it is in.
@@ -177,6 +179,48 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<(), HttpError> {
             "writing the token file {}",
             path.display()
         )))
+}
+
+/// A TLS acceptor from a PEM certificate chain and a PEM private key.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, HttpError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| {
+            HttpError::Config(format!(
+                "--tls-cert {}: {e}; give a PEM file with the certificate chain",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(HttpError::Config(format!(
+            "--tls-cert {} holds no certificate; give a PEM file with the certificate chain",
+            cert.display()
+        )));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        HttpError::Config(format!(
+            "--tls-key {}: {e}; give a PEM file with the private key (PKCS#8, PKCS#1 or SEC1)",
+            key.display()
+        ))
+    })?;
+    // ring: a small pure build. rustls 0.23.48 deprecates it for lacking
+    // post-quantum key exchange; aws-lc-rs has it but is a large C build.
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private_key))
+        .map_err(|e| {
+            HttpError::Config(format!(
+                "--tls-cert {} with --tls-key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// One session (or one stateless request) served by one
@@ -567,6 +611,10 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(io_error("reading the bound address"))?;
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let hosts = accepted_hosts(bound, &opts.allowed_hosts)?;
     let origins = accepted_origins(bound, &hosts, &opts.allowed_origins)?;
 
@@ -619,7 +667,8 @@ pub async fn serve(
         session_admission: tokio::sync::Mutex::new(()),
     });
     let connections = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
-    eprintln!("liveprobe: serving MCP on http://{bound}{MCP_PATH}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("liveprobe: serving MCP on {scheme}://{bound}{MCP_PATH}");
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -637,53 +686,87 @@ pub async fn serve(
         let front = front.clone();
         let max_connections = opts.max_connections;
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = TokioIo::new(stream);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let result = match permit {
-                Some(_permit) => {
-                    let service = hyper::service::service_fn(move |request| {
-                        let front = front.clone();
-                        async move { Ok::<_, Infallible>(front.serve(request).await) }
-                    });
-                    let connection = builder.serve_connection(io, service);
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        r = connection.as_mut() => r,
-                        _ = stop.cancelled() => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
+            let result = match tls {
+                None => serve_connection(stream, permit, front, max_connections, stop).await,
+                Some(tls) => {
+                    // The handshake is bounded like the headers.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, permit, front, max_connections, stop).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
                         }
                     }
-                }
-                None => {
-                    // Over the cap: answer once, close, keep the others going.
-                    builder.keep_alive(false);
-                    let service = hyper::service::service_fn(move |_request| async move {
-                        let mut refused = refuse(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            -32000,
-                            format!(
-                                "{max_connections} connections are open, the most this server allows (--max-connections): \
-                                 close idle ones or try again later"
-                            ),
-                            None,
-                        );
-                        refused
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        Ok::<_, Infallible>(refused)
-                    });
-                    builder.serve_connection(io, service).await
                 }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, "HTTP connection: {e}");
             }
         });
+    }
+}
+
+/// Serves one connection (plain or TLS): through the front when it got a
+/// slot (`permit`), else with one 503 that says why.
+async fn serve_connection<IO>(
+    stream: IO,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    front: Arc<Front>,
+    max_connections: usize,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    match permit {
+        Some(_permit) => {
+            let service = hyper::service::service_fn(move |request| {
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(front.serve(request).await) }
+            });
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                r = connection.as_mut() => r,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+        None => {
+            // Over the cap: answer once, close, keep the others going.
+            builder.keep_alive(false);
+            let service = hyper::service::service_fn(move |_request| async move {
+                let mut refused = refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    -32000,
+                    format!(
+                        "{max_connections} connections are open, the most this server allows (--max-connections): \
+                         close idle ones or try again later"
+                    ),
+                    None,
+                );
+                refused
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Ok::<_, Infallible>(refused)
+            });
+            builder.serve_connection(io, service).await
+        }
     }
 }
 
