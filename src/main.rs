@@ -82,6 +82,8 @@ struct Cli {
     /// Log filter for stderr (e.g. `info`, `liveprobe=debug`). Also RUST_LOG.
     #[arg(long, default_value = "warn")]
     log: String,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +124,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve(cli: Cli) -> std::process::ExitCode {
+    let http = cli.http.clone();
     let policy = match build_policy(&cli) {
         Ok(policy) => Arc::new(policy),
         Err(e) => {
@@ -149,7 +152,10 @@ fn serve(cli: Cli) -> std::process::ExitCode {
         }
     };
     install_panic_cleanup(engine.clone());
-    let code = runtime.block_on(run_stdio(engine.clone(), probe_update_rx));
+    let code = match http.http {
+        Some(addr) => runtime.block_on(run_http(engine.clone(), probe_update_rx, http, addr)),
+        None => runtime.block_on(run_stdio(engine.clone(), probe_update_rx)),
+    };
     // A blocked stdin read must not keep us alive after cleanup (rust-sdk #220).
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
@@ -275,4 +281,111 @@ fn install_panic_cleanup(engine: Arc<Engine>) {
         previous(info);
         engine.detach_all_blocking();
     }));
+}
+
+/// `--http` and its companions: MCP over streamable HTTP instead of stdio.
+#[derive(clap::Args, Debug, Clone)]
+struct HttpArgs {
+    /// Serve MCP over streamable HTTP on ADDR:PORT (path /mcp) instead of
+    /// stdio. A bearer token is required: LIVEPROBE_TOKEN, or a random one
+    /// written (mode 0600) to a token file whose path is printed on stderr.
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<std::net::SocketAddr>,
+    /// Allow --http on an address other hosts can reach (not loopback); the
+    /// token must then have at least 32 characters.
+    #[arg(long, requires = "http")]
+    allow_remote: bool,
+    /// A browser origin (scheme://host[:port]) allowed to call --http, in
+    /// addition to the server's own address. Repeatable.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "http")]
+    allowed_origins: Vec<String>,
+    /// A Host header value (name or name:port) --http accepts, in addition
+    /// to the address it listens on (a proxy's or a Service's name). Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST", requires = "http")]
+    allowed_hosts: Vec<String>,
+    /// Most concurrent --http sessions (2025-11-25 clients); more are refused.
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "http")]
+    max_sessions: usize,
+    /// Most concurrent --http connections; more are answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "http")]
+    max_connections: usize,
+    /// Where to write the generated token when LIVEPROBE_TOKEN is not set
+    /// (default: liveprobe-PID.token in the temp directory). Must not exist.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    token_file: Option<PathBuf>,
+    /// Serve --http over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires_all = ["http", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires_all = ["http", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+}
+
+/// Serves MCP over HTTP until a signal asks us to stop, then releases every
+/// target.
+async fn run_http(
+    engine: Arc<Engine>,
+    probe_updates: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    args: HttpArgs,
+    addr: std::net::SocketAddr,
+) -> std::process::ExitCode {
+    use liveprobe::mcp::http;
+    use tokio::signal::unix::{SignalKind, signal};
+    let opts = http::HttpOptions {
+        addr,
+        allow_remote: args.allow_remote,
+        allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
+        max_sessions: args.max_sessions,
+        max_connections: args.max_connections,
+        token_file: args.token_file,
+        tls: args.tls_cert.zip(args.tls_key),
+    };
+    let token = match http::obtain_token(std::env::var("LIVEPROBE_TOKEN").ok(), &opts) {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("liveprobe: {e}");
+            engine.detach_all().await;
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(file) = &token.file {
+        eprintln!(
+            "liveprobe: token file {} (send its content as `Authorization: Bearer <token>`)",
+            file.display()
+        );
+    }
+    let (mut int, mut term, mut hup) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => {
+            eprintln!("liveprobe: cannot install signal handlers");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let subscriptions = Arc::new(Subscriptions::default());
+    let probe_updates = liveprobe::mcp::audit::audit_probe_updates(engine.clone(), probe_updates);
+    tokio::spawn(subscriptions.clone().forward(probe_updates));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = http::serve(engine.clone(), subscriptions, opts, &token, stop.clone());
+    tokio::pin!(serving);
+    let code = tokio::select! {
+        r = &mut serving => match r {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("liveprobe: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        _ = int.recv() => std::process::ExitCode::SUCCESS,
+        _ = term.recv() => std::process::ExitCode::SUCCESS,
+        _ = hup.recv() => std::process::ExitCode::SUCCESS,
+    };
+    stop.cancel();
+    engine.detach_all().await;
+    // The token file goes with `token`, at the end of this scope.
+    code
 }

@@ -36,6 +36,9 @@ fi
 # mode (as strict MCP clients do); it needs node and this helper's packages.
 command -v node >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
 (cd tests/schema-check && npm install --silent --no-audit --no-fund >/dev/null)
+# tests/e2e_http.rs drives `liveprobe --http` with the MCP Inspector CLI at a
+# version that has --header (the bearer token).
+(cd tests/inspector && npm install --silent --no-audit --no-fund >/dev/null)
 # Tests attach with ptrace to processes they start; they need root or
 # CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0).
 # Tests run on parallel threads (TEST_THREADS overrides the default, the

@@ -12,6 +12,7 @@ mod function_search;
 mod inspect;
 pub mod items;
 mod languages;
+pub mod ownership;
 mod probe_ops;
 pub mod probes;
 pub mod report;
@@ -83,6 +84,8 @@ pub struct Engine {
     unloaded_probes: Mutex<Vec<Arc<Probe>>>,
     #[allow(dead_code)]
     probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    /// Which HTTP client set which probe (see `ownership`).
+    owners: ownership::Owners,
 }
 
 impl Engine {
@@ -111,6 +114,7 @@ impl Engine {
             next_probe_id: AtomicU64::new(1),
             unloaded_probes: Mutex::new(Vec::new()),
             probe_updates,
+            owners: ownership::Owners::default(),
         })
     }
 

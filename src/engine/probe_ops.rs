@@ -59,6 +59,8 @@ pub struct ProbeRequest {
     pub function: Option<String>,
     /// Only these site numbers (from `resolve_location` or a dry run).
     pub sites: Option<Vec<usize>>,
+    /// Over HTTP: outlive the session that set it (see `ownership`).
+    pub keep: bool,
     /// Kind-specific part.
     pub what: ProbeWhat,
 }
@@ -518,6 +520,7 @@ impl Engine {
             self.probe_updates.clone(),
         ));
         self.probes().insert(id, probe.clone());
+        self.owners.record(id, req.keep);
         let mut engine_note = None;
         let mut engine = ProbeEngine::Ptrace;
         let ptrace_sites = match kernel_plans {
@@ -780,7 +783,7 @@ impl Engine {
         let mut probes: Vec<ProbeRow> = self
             .probes()
             .values()
-            .filter(|p| pid.is_none_or(|pid| p.pid == pid))
+            .filter(|p| pid.is_none_or(|pid| p.pid == pid) && self.owners.visible(p.id))
             .map(|p| p.row())
             .collect();
         probes.sort_by_key(|p| p.probe_id);
@@ -789,10 +792,17 @@ impl Engine {
 
     fn probe(&self, probe_id: u64) -> Result<Arc<Probe>, EngineError> {
         let probes = self.probes();
-        if let Some(p) = probes.get(&probe_id) {
+        if let Some(p) = probes.get(&probe_id)
+            && self.owners.visible(probe_id)
+        {
             return Ok(p.clone());
         }
-        let mut known: Vec<u64> = probes.keys().copied().collect();
+        // Another session's probe is answered like one that does not exist.
+        let mut known: Vec<u64> = probes
+            .keys()
+            .copied()
+            .filter(|id| self.owners.visible(*id))
+            .collect();
         drop(probes);
         known.sort_unstable();
         let known: Vec<String> = known.iter().map(u64::to_string).collect();
@@ -870,6 +880,7 @@ impl Engine {
         probe.finish(ProbeState::Removed, Some("removed by remove_probe".into()));
         let removed = self.tracer.remove_group(probe.pid, probe.id).await;
         self.probes().remove(&probe_id);
+        self.owners.forget(probe_id);
         if let Err(e) = removed
             && before == ProbeState::Armed
         {
@@ -880,6 +891,20 @@ impl Engine {
             hits: probe.hits.load(Ordering::Relaxed),
             state: before,
         })
+    }
+
+    /// Removes the probes HTTP session `session` set without `keep`: the
+    /// session ended (closed, timed out or lost). Returns how many.
+    pub async fn end_session(&self, session: u64) -> usize {
+        let mut removed = 0;
+        for id in self.owners.of_session(session) {
+            // Outside any caller scope: every probe is visible here.
+            match self.remove_probe(id).await {
+                Ok(_) => removed += 1,
+                Err(_) => self.owners.forget(id),
+            }
+        }
+        removed
     }
 }
 

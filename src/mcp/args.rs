@@ -281,6 +281,10 @@ pub struct ProbeCommonArgs {
     /// How hits reach the probe: `auto` (default: a kernel uprobe whose BPF program copies what the probe reads, so the thread is never stopped, where the kernel allows it and the capture can be planned; else ptrace), `uprobe` (refuse if not possible) or `ptrace` (the hitting thread is held while liveprobe reads).
     #[serde(default)]
     pub engine: Option<crate::engine::EngineChoice>,
+    /// Over HTTP only: keep the probe after the session that set it ends (until removed or its TTL); any client with the
+    /// token can then list and remove it. Default false: a session's probes are removed when it ends.
+    #[serde(default)]
+    pub keep: Option<bool>,
 }
 
 /// Arguments of `set_snapshot`.

@@ -6,6 +6,7 @@
 pub mod args;
 pub mod audit;
 pub(crate) mod budget;
+pub mod http;
 mod probe_tools;
 pub mod resources;
 mod schema_shape;
@@ -50,6 +51,8 @@ pub struct LiveprobeServer {
     subscriptions: Arc<Subscriptions>,
     tool_router: ToolRouter<Self>,
     origin: audit::CallOrigin,
+    /// Over HTTP: the session (or stateless request) this instance serves.
+    http_scope: Option<Arc<http::HttpScope>>,
 }
 
 #[tool_router]
@@ -62,6 +65,7 @@ impl LiveprobeServer {
             subscriptions,
             tool_router: Self::all_tools(),
             origin: audit::CallOrigin::stdio(),
+            http_scope: None,
         }
     }
 
@@ -357,7 +361,9 @@ pub fn tool_schemas() -> Vec<(String, &'static str, serde_json::Value)> {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LiveprobeServer {
-    /// Every call passes the audit and policy gate (`audit::GatedCall`).
+    /// Every call passes the audit and policy gate (`audit::GatedCall`), and
+    /// runs as the HTTP caller (if any) so the engine shows each client only
+    /// its own probes (see `engine::ownership`).
     async fn call_tool(
         &self,
         request: rmcp::model::CallToolRequestParams,
@@ -368,8 +374,10 @@ impl ServerHandler for LiveprobeServer {
                 Ok(call) => call,
                 Err(refused) => return Ok((*refused).into()),
             };
+        let caller = self.caller(&context);
         let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
-        call.finish(self.tool_router.call(tcc).await).await
+        call.finish(http::as_caller(caller, self.tool_router.call(tcc)).await)
+            .await
     }
 
     fn get_info(&self) -> ServerConfig {
@@ -395,12 +403,10 @@ impl ServerHandler for LiveprobeServer {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let resources = self
-            .engine
-            .list_probes(None)
-            .await
+        let listed = http::as_caller(self.caller(&context), self.engine.list_probes(None)).await;
+        let resources = listed
             .probes
             .into_iter()
             .map(|p| {
@@ -437,8 +443,9 @@ impl ServerHandler for LiveprobeServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let caller = self.caller(&context);
         let Some(id) = parse_probe_uri(&request.uri) else {
             return Err(McpError::resource_not_found(
                 format!(
@@ -448,9 +455,7 @@ impl ServerHandler for LiveprobeServer {
                 None,
             ));
         };
-        let results = self
-            .engine
-            .probe_results(id, 0, 1000, 0)
+        let results = http::as_caller(caller, self.engine.probe_results(id, 0, 1000, 0))
             .await
             .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
         let mut json = serde_json::to_value(&results)

@@ -306,6 +306,7 @@ fn probe_request(common: ProbeCommonArgs, max_hits: u64, what: ProbeWhat) -> Pro
         engine: common.engine,
         function: common.function,
         sites: common.sites,
+        keep: common.keep.unwrap_or(false),
         what,
     }
 }
