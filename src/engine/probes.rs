@@ -919,6 +919,8 @@ impl SiteRendering {
                         }
                     }
                 }
+                // The template's own text may quote a credential too.
+                self.redaction.scrub_in_place(&mut text);
                 json!({"time": time, "tid": hit.tid, "text": text})
             }
             _ => json!({"time": time, "tid": hit.tid}),

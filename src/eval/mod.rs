@@ -93,7 +93,10 @@ pub fn read_locals(
             continue;
         }
         let place = location::place_of(&env, &variable.location);
-        values.push(decoder.decode(&name, variable.ty, &place));
+        let mut value = decoder.decode(&name, variable.ty, &place);
+        // Map keys and credential-looking text, before the value is kept.
+        value.redact(redaction);
+        values.push(value);
     }
     Ok(values)
 }
@@ -329,7 +332,7 @@ pub fn evaluate(
     if expr.secret(redaction) {
         return Value::redacted(expr.source.clone(), expr.type_name.clone());
     }
-    with_operand(expr, ctx, |types, result| match result {
+    let mut value = with_operand(expr, ctx, |types, result| match result {
         Ok(operand) => {
             let symbolize = |address: u64| frame::symbolize(ctx.image, address);
             let mut decoder = Decoder::new(
@@ -350,7 +353,10 @@ pub fn evaluate(
             )
         }
         Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
-    })
+    });
+    // Map keys and credential-looking text, before the value is kept.
+    value.redact(redaction);
+    value
 }
 
 /// Evaluates a compiled expression as a condition (probes evaluate it at
@@ -556,7 +562,7 @@ pub fn evaluate_global(
     }
     let mut types = lock(&expr.types);
     let result = run_plan(expr, &mut types, image, memory, None, None);
-    match result {
+    let mut value = match result {
         Ok(operand) => {
             let symbolize = |address: u64| frame::symbolize(image, address);
             let mut decoder = Decoder::new(
@@ -577,7 +583,9 @@ pub fn evaluate_global(
             )
         }
         Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
-    }
+    };
+    value.redact(redaction);
+    value
 }
 
 /// Runs the plan's nodes; globals get an environment of their own unit.

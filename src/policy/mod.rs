@@ -12,6 +12,8 @@ pub struct Policy {
     pub allowed_exes: Vec<String>,
     /// Name parts whose values are redacted, in addition to the built-in list.
     pub secret_names: Vec<String>,
+    /// Types whose every value is redacted (`--redact-type`).
+    pub secret_types: Vec<String>,
     /// Drop the built-in list: only `secret_names` are redacted.
     pub no_default_secrets: bool,
     /// Where to append one JSON line per tool call; `None`: the log on stderr only.
