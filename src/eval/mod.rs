@@ -13,6 +13,8 @@ mod exec;
 mod frame;
 mod location;
 mod parse;
+#[cfg(test)]
+mod parse_fuzz;
 mod plan;
 
 pub use error::EvalError;

@@ -648,3 +648,30 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text scrubs without a panic (ranges always fall on character
+        /// boundaries), and a scrubbed text scrubs to itself.
+        #[test]
+        fn scrubbing_any_text_is_safe_and_stable(text in prop_oneof![
+            any::<String>(),
+            "[ -~]{0,300}",
+            prop::collection::vec(prop::sample::select(&[
+                "password=", "token: ", "Bearer ", "Basic ", "eyJ", ".", "-----BEGIN ",
+                "PRIVATE KEY-----", "-----END ", "sk_live_", "AKIA", "4111", " ", "-", "é",
+                "\\\"", "\"", "abcDEF123ghiJKL456", "\r\n", "=", ":", "€",
+            ][..]), 0..40).prop_map(|p| p.concat()),
+        ]) {
+            let rule = crate::value::Redaction::default_list();
+            let once = rule.scrub(&text).into_owned();
+            let content = rule.scrub_content(&text).into_owned();
+            prop_assert!(content.len() <= text.len() + 16 * text.len().max(1));
+            let twice = rule.scrub(&once).into_owned();
+            prop_assert_eq!(once, twice);
+        }
+    }
+}
