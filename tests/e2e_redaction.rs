@@ -200,3 +200,60 @@ fn a_harmless_name_that_contains_token_stays_visible() {
         .ok();
     assert!(vault.to_string().contains(VAULT_LABEL), "{vault}");
 }
+
+/// The line of the fixture that contains `needle`.
+fn line_of(needle: &str) -> usize {
+    let text = std::fs::read_to_string(fixture_src("redaction/server.cpp")).expect("source");
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in server.cpp"))
+}
+
+/// The uprobe engine keeps a raw copy of each hit and renders it when first
+/// read: what it renders passes the same redaction before it is stored.
+#[test]
+fn uprobe_captures_are_redacted_when_rendered() {
+    let exe = server();
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let location = format!("server.cpp:{}", line_of("LOG_REQUEST_RETURN"));
+    let snapshot = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": location, "engine": "uprobe",
+                   "expressions": ["line", "g_request.request_buf", "park"],
+                   "limits": {"max_string": 1024}}),
+        )
+        .ok();
+    assert_eq!(snapshot["engine"], "uprobe", "{snapshot}");
+    let logpoint = c
+        .call(
+            "set_logpoint",
+            json!({"pid": fx.pid, "location": location, "engine": "uprobe",
+                   "message": "line={line} park={park}"}),
+        )
+        .ok();
+    assert_eq!(logpoint["engine"], "uprobe", "{logpoint}");
+    fx.send("serve");
+    fx.expect_line("served");
+    let snap = results(&mut c, &snapshot["probe_id"], 0, 5000);
+    assert_clean("uprobe snapshot", &snap.to_string());
+    let expressions = &snap["items"][0]["expressions"];
+    for (i, visible) in [(0, "Authorization"), (1, "GET /orders?user=alice")] {
+        let text = expressions[i]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no value {i}: {snap}"));
+        assert!(text.contains(visible), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+    assert_eq!(expressions[2]["value"], "4217", "{snap}");
+    let lines = results(&mut c, &logpoint["probe_id"], 0, 5000);
+    assert_clean("uprobe logpoint", &lines.to_string());
+    let line = lines["items"][0]["text"].as_str().expect("a logpoint line");
+    assert!(
+        line.contains("park=4217") && line.contains("<redacted>"),
+        "{line}"
+    );
+}
