@@ -100,6 +100,17 @@ fn a_planted_secret_never_leaves_while_ordinary_strings_stay_visible() {
     }
     assert!(shown.contains("<redacted>"), "{shown}");
 
+    // A condition on a hidden type would leak it a bit per hit: refused.
+    let condition = call(
+        &mut c,
+        &mut seen,
+        "set_snapshot",
+        json!({"pid": fx.pid, "location": "handle_request",
+               "condition": "vault->combination == 271828"}),
+    );
+    assert!(condition.is_error, "{}", condition.text);
+    assert!(condition.text.contains("redact"), "{}", condition.text);
+
     // The innocent name over the JWT, and the type rule.
     let note = call(
         &mut c,
@@ -116,6 +127,21 @@ fn a_planted_secret_never_leaves_while_ordinary_strings_stay_visible() {
     )
     .ok();
     assert_eq!(vault["value"]["unavailable"], "redacted", "{vault}");
+    // A field of a hidden type, or its address cast to bytes, is the type too.
+    for expression in [
+        "g_vault.label",
+        "(char *)&g_vault.label",
+        "g_vault.combination",
+    ] {
+        let part = call(
+            &mut c,
+            &mut seen,
+            "evaluate",
+            json!({"pid": fx.pid, "expression": expression}),
+        )
+        .ok();
+        assert_eq!(part["value"]["unavailable"], "redacted", "{part}");
+    }
 
     // A snapshot and a logpoint at the handler read the same request.
     let snapshot = call(

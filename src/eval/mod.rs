@@ -142,6 +142,8 @@ pub struct CompiledExpr {
     frame: Option<CompiledFrame>,
     language: Language,
     names: Vec<String>,
+    /// The type of every step of the expression (`--redact-type`).
+    type_names: Vec<String>,
     type_name: String,
     /// The module's shared type table.
     types: Arc<Mutex<TypeTable>>,
@@ -192,6 +194,19 @@ impl CompiledExpr {
 
     fn secret(&self, redaction: &Redaction) -> bool {
         self.names.iter().any(|name| redaction.is_secret(name))
+            || self.secret_type(redaction).is_some()
+    }
+
+    /// The first step of the expression whose type (or pointee type: `p->f`
+    /// reads through `p`) is hidden by `--redact-type`.
+    fn secret_type(&self, redaction: &Redaction) -> Option<&str> {
+        self.type_names
+            .iter()
+            .find(|name| {
+                let pointee = name.trim_end_matches(['*', '&', ' ']);
+                redaction.is_secret_type(name) || redaction.is_secret_type(pointee)
+            })
+            .map(String::as_str)
     }
 
     /// Why the expression reads memory at an address only a hit can tell
@@ -213,6 +228,7 @@ impl CompiledExpr {
             .iter()
             .find(|name| redaction.is_secret(name))
             .map(String::as_str)
+            .or_else(|| self.secret_type(redaction))
     }
 }
 
@@ -304,6 +320,13 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
     let mut compiler = Compiler::new(scope, &mut types);
     let plan = compiler.compile(&parsed)?;
     let names = std::mem::take(&mut compiler.names);
+    let mut node_types = Vec::new();
+    plan::node_types(&plan, &mut node_types);
+    // Type names ride along with the names read; `secret` tells them apart.
+    let type_names: Vec<String> = node_types
+        .into_iter()
+        .map(|t| compiler.type_name(t))
+        .collect();
     let type_name = compiler.type_name(&plan.ty);
     Ok(CompiledExpr {
         source: expression.to_string(),
@@ -317,6 +340,7 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         }),
         language,
         names,
+        type_names,
         type_name,
         types: shared.clone(),
     })
@@ -503,6 +527,13 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         match compiler.compile(&parsed) {
             Ok(plan) => {
                 let names = std::mem::take(&mut compiler.names);
+                let mut node_types = Vec::new();
+                plan::node_types(&plan, &mut node_types);
+                // Type names ride along with the names read; `secret` tells them apart.
+                let type_names: Vec<String> = node_types
+                    .into_iter()
+                    .map(|t| compiler.type_name(t))
+                    .collect();
                 let language = plan_language(&mut types, module, &plan).unwrap_or(language);
                 let type_name = plan::static_type_name(&mut types, module, &plan.ty, language);
                 return Ok(CompiledExpr {
@@ -512,6 +543,7 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
                     frame: None,
                     language,
                     names,
+                    type_names,
                     type_name,
                     types: shared.clone(),
                 });

@@ -1675,6 +1675,32 @@ pub(crate) fn reads_data_dependent_address(node: &Node) -> bool {
     }
 }
 
+/// The static type of every node of a plan, for the type rule of redaction:
+/// reading a field of a hidden type, or casting its address, reads the type.
+pub(crate) fn node_types<'n>(node: &'n Node, out: &mut Vec<&'n StaticType>) {
+    out.push(&node.ty);
+    match &node.kind {
+        NodeKind::Index { base, index, .. } => {
+            node_types(base, out);
+            node_types(index, out);
+        }
+        NodeKind::Binary { lhs, rhs, .. } => {
+            node_types(lhs, out);
+            node_types(rhs, out);
+        }
+        NodeKind::Member { base, .. } => node_types(base, out),
+        NodeKind::Deref(inner) | NodeKind::AddressOf(inner) | NodeKind::Cast(inner) => {
+            node_types(inner, out)
+        }
+        NodeKind::Unary { operand, .. } | NodeKind::Len { operand, .. } => node_types(operand, out),
+        NodeKind::Local(_)
+        | NodeKind::Unavailable(_)
+        | NodeKind::Global { .. }
+        | NodeKind::Number(_)
+        | NodeKind::Text(_) => {}
+    }
+}
+
 /// A number known without reading the target.
 fn is_constant(node: &Node) -> bool {
     match &node.kind {
