@@ -2,7 +2,7 @@
 //! wherever it appears (a string value, a map key, a logpoint line, an error
 //! message, a log line) so it can be replaced by `<redacted>`.
 //!
-//! What counts as a credential, and why (documented in `docs/security.md`):
+//! What counts as a credential, and why (documented in `docs/tools.md`, Redaction):
 //! - PEM blocks (`-----BEGIN … PRIVATE KEY-----` …), except certificates and
 //!   public keys, which are public by design. A block cut by a string limit
 //!   is hidden to the end of the text.
