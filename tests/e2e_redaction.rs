@@ -283,3 +283,39 @@ fn uprobe_captures_are_redacted_when_rendered() {
         "{line}"
     );
 }
+
+/// Rust `HashMap` and `BTreeMap` entries are judged by their key too.
+#[test]
+fn rust_map_entries_with_secret_keys_are_hidden() {
+    let exe = build_fixture("redaction/service.rs", "redaction_service", &[]);
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let snapshot = c
+        .call(
+            "set_snapshot",
+            json!({"pid": fx.pid, "location": "service::handle", "engine": "ptrace",
+                   "expressions": ["*headers", "*params"],
+                   "limits": {"depth": 4, "max_string": 256, "max_items": 50}}),
+        )
+        .ok();
+    fx.send("serve");
+    fx.expect_line("served");
+    let snap = results(&mut c, &snapshot["probe_id"], 0, 5000);
+    let text = snap.to_string();
+    assert!(
+        !text.contains("plain-session-phrase"),
+        "a secret-keyed entry is shown: {snap}"
+    );
+    for visible in [
+        "text/plain-visible",
+        "page-two-visible",
+        "Authorization",
+        "password",
+    ] {
+        assert!(
+            text.contains(visible),
+            "{visible} should be visible: {snap}"
+        );
+    }
+}
