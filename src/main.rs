@@ -13,6 +13,26 @@ use liveprobe::engine::Engine;
 use liveprobe::mcp::LiveprobeServer;
 use liveprobe::mcp::resources::Subscriptions;
 use liveprobe::policy::{AttachRules, AuditLog, Policy, Rule};
+use liveprobe::value::Redaction;
+
+/// Stderr for log lines, with credential-looking text hidden. A formatted
+/// event arrives as one write, so a secret is never split across calls.
+struct RedactingStderr {
+    redaction: Arc<Redaction>,
+}
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean = self.redaction.scrub(&text);
+        std::io::stderr().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// liveprobe: an MCP server that lets AI agents question running native
 /// processes (C, C++, Rust on Linux x86-64) without stopping them: threads,
@@ -58,6 +78,13 @@ struct Cli {
     /// matched case-insensitively as a word part. Repeatable.
     #[arg(long = "redact-name", value_name = "PART")]
     redact_names: Vec<String>,
+    /// Every value of this type is never shown (repeatable): `Credentials`
+    /// matches `struct Credentials`, `app::Credentials` and
+    /// `Credentials<T>`; `app::Credentials` only that path. Strings that look
+    /// like credentials (JWTs, `Bearer …`, vendor keys, PEM private keys,
+    /// card numbers, high-entropy tokens) are always hidden.
+    #[arg(long = "redact-type", value_name = "TYPE")]
+    redact_types: Vec<String>,
     /// Redact only the --redact-name parts, not the built-in list.
     #[arg(long)]
     no_default_redactions: bool,
@@ -102,8 +129,17 @@ fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Log lines quote errors and arguments: they pass through the same
+    // redaction as answers before they reach stderr.
+    let log_redaction = Arc::new(Redaction::configured(
+        cli.no_default_redactions,
+        cli.redact_names.clone(),
+        cli.redact_types.clone(),
+    ));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(move || RedactingStderr {
+            redaction: log_redaction.clone(),
+        })
         .with_ansi(false)
         .with_env_filter(filter)
         .init();
@@ -220,6 +256,7 @@ fn build_policy(cli: &Cli) -> Result<Policy, String> {
     Ok(Policy {
         attach,
         secret_names: cli.redact_names.clone(),
+        secret_types: cli.redact_types.clone(),
         no_default_secrets: cli.no_default_redactions,
         audit,
         hit_budget_ms_per_s: cli.probe_budget_ms,

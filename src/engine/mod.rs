@@ -97,11 +97,11 @@ impl Engine {
         policy: Arc<Policy>,
         probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
     ) -> Result<Engine, EngineError> {
-        let redaction = if policy.no_default_secrets {
-            Redaction::with_patterns(policy.secret_names.clone())
-        } else {
-            Redaction::default_with(policy.secret_names.clone())
-        };
+        let redaction = Redaction::configured(
+            policy.no_default_secrets,
+            policy.secret_names.clone(),
+            policy.secret_types.clone(),
+        );
         Ok(Engine {
             tracer: match policy.ring_buffer_mb {
                 Some(mb) => Tracer::start_with_ring(mb.clamp(1, 1024) as usize * 1024 * 1024)?,
@@ -120,6 +120,11 @@ impl Engine {
 
     fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Probe>>> {
         self.probes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The redaction every value, answer, audit and log line passes through.
+    pub fn redaction(&self) -> &Redaction {
+        &self.redaction
     }
 
     /// The policy in force.

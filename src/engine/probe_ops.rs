@@ -299,8 +299,9 @@ impl Engine {
                 .and_then(|c| c.secret_name(&self.redaction))
             {
                 return Err(EngineError::BadArgument(format!(
-                    "the condition reads `{secret}`, whose name looks secret: a condition on it would leak \
-                     its value one hit at a time, so it is refused; filter on something else"
+                    "the condition reads `{secret}`, which is redacted (a secret-looking name or a \
+                     --redact-type type): a condition on it would leak its value one hit at a time, so it \
+                     is refused; filter on something else"
                 )));
             }
             let action = match &req.what {

@@ -1086,6 +1086,8 @@ impl SiteRendering {
                         }
                     }
                 }
+                // The template's own text may quote a credential too.
+                self.redaction.scrub_in_place(&mut text);
                 ProbeItem::Logpoint(LogpointItem {
                     seq: 0,
                     time,

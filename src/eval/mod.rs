@@ -13,6 +13,8 @@ mod exec;
 mod frame;
 mod location;
 mod parse;
+#[cfg(test)]
+mod parse_fuzz;
 mod plan;
 mod symbolic;
 
@@ -95,7 +97,10 @@ pub fn read_locals(
             continue;
         }
         let place = location::place_of(&env, &variable.location);
-        values.push(decoder.decode(&name, variable.ty, &place));
+        let mut value = decoder.decode(&name, variable.ty, &place);
+        // Map keys and credential-looking text, before the value is kept.
+        value.redact(redaction);
+        values.push(value);
     }
     Ok(values)
 }
@@ -139,6 +144,8 @@ pub struct CompiledExpr {
     frame: Option<CompiledFrame>,
     language: Language,
     names: Vec<String>,
+    /// The type of every step of the expression (`--redact-type`).
+    type_names: Vec<String>,
     type_name: String,
     /// The module's shared type table.
     types: Arc<Mutex<TypeTable>>,
@@ -189,6 +196,19 @@ impl CompiledExpr {
 
     fn secret(&self, redaction: &Redaction) -> bool {
         self.names.iter().any(|name| redaction.is_secret(name))
+            || self.secret_type(redaction).is_some()
+    }
+
+    /// The first step of the expression whose type (or pointee type: `p->f`
+    /// reads through `p`) is hidden by `--redact-type`.
+    fn secret_type(&self, redaction: &Redaction) -> Option<&str> {
+        self.type_names
+            .iter()
+            .find(|name| {
+                let pointee = name.trim_end_matches(['*', '&', ' ']);
+                redaction.is_secret_type(name) || redaction.is_secret_type(pointee)
+            })
+            .map(String::as_str)
     }
 
     /// The first name the expression reads whose name looks secret, if any:
@@ -198,6 +218,7 @@ impl CompiledExpr {
             .iter()
             .find(|name| redaction.is_secret(name))
             .map(String::as_str)
+            .or_else(|| self.secret_type(redaction))
     }
 }
 
@@ -290,6 +311,13 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
     let mut compiler = Compiler::new(scope, &mut types);
     let plan = compiler.compile(&parsed)?;
     let names = std::mem::take(&mut compiler.names);
+    let mut node_types = Vec::new();
+    plan::node_types(&plan, &mut node_types);
+    // Type names ride along with the names read; `secret` tells them apart.
+    let type_names: Vec<String> = node_types
+        .into_iter()
+        .map(|t| compiler.type_name(t))
+        .collect();
     let type_name = compiler.type_name(&plan.ty);
     Ok(CompiledExpr {
         source: expression.to_string(),
@@ -303,6 +331,7 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         }),
         language,
         names,
+        type_names,
         type_name,
         types: shared.clone(),
     })
@@ -320,7 +349,7 @@ pub fn evaluate(
     if expr.secret(redaction) {
         return Value::redacted(expr.source.clone(), expr.type_name.clone());
     }
-    with_operand(expr, ctx, |types, result| match result {
+    let mut value = with_operand(expr, ctx, |types, result| match result {
         Ok(operand) => {
             let symbolize = |address: u64| frame::symbolize(ctx.image, address);
             let mut decoder = Decoder::new(
@@ -341,7 +370,10 @@ pub fn evaluate(
             )
         }
         Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
-    })
+    });
+    // Map keys and credential-looking text, before the value is kept.
+    value.redact(redaction);
+    value
 }
 
 /// A probe site as the capture planner sees it: where it is, and its CFA
@@ -656,6 +688,13 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         match compiler.compile(&parsed) {
             Ok(plan) => {
                 let names = std::mem::take(&mut compiler.names);
+                let mut node_types = Vec::new();
+                plan::node_types(&plan, &mut node_types);
+                // Type names ride along with the names read; `secret` tells them apart.
+                let type_names: Vec<String> = node_types
+                    .into_iter()
+                    .map(|t| compiler.type_name(t))
+                    .collect();
                 let language = plan_language(&mut types, module, &plan).unwrap_or(language);
                 let type_name = plan::static_type_name(&mut types, module, &plan.ty, language);
                 return Ok(CompiledExpr {
@@ -665,6 +704,7 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
                     frame: None,
                     language,
                     names,
+                    type_names,
                     type_name,
                     types: shared.clone(),
                 });
@@ -717,7 +757,7 @@ pub fn evaluate_global(
     }
     let mut types = lock(&expr.types);
     let result = run_plan(expr, &mut types, image, memory, None, None);
-    match result {
+    let mut value = match result {
         Ok(operand) => {
             let symbolize = |address: u64| frame::symbolize(image, address);
             let mut decoder = Decoder::new(
@@ -738,7 +778,9 @@ pub fn evaluate_global(
             )
         }
         Err(reason) => Value::unavailable(expr.source.clone(), expr.type_name.clone(), reason),
-    }
+    };
+    value.redact(redaction);
+    value
 }
 
 /// Runs the plan's nodes; globals get an environment of their own unit.

@@ -1643,6 +1643,32 @@ impl<'a> Compiler<'a> {
 }
 
 /// True when a node denotes an object with an address (so `&` applies).
+/// The static type of every node of a plan, for the type rule of redaction:
+/// reading a field of a hidden type, or casting its address, reads the type.
+pub(crate) fn node_types<'n>(node: &'n Node, out: &mut Vec<&'n StaticType>) {
+    out.push(&node.ty);
+    match &node.kind {
+        NodeKind::Index { base, index, .. } => {
+            node_types(base, out);
+            node_types(index, out);
+        }
+        NodeKind::Binary { lhs, rhs, .. } => {
+            node_types(lhs, out);
+            node_types(rhs, out);
+        }
+        NodeKind::Member { base, .. } => node_types(base, out),
+        NodeKind::Deref(inner) | NodeKind::AddressOf(inner) | NodeKind::Cast(inner) => {
+            node_types(inner, out)
+        }
+        NodeKind::Unary { operand, .. } | NodeKind::Len { operand, .. } => node_types(operand, out),
+        NodeKind::Local(_)
+        | NodeKind::Unavailable(_)
+        | NodeKind::Global { .. }
+        | NodeKind::Number(_)
+        | NodeKind::Text(_) => {}
+    }
+}
+
 fn is_place(node: &Node) -> bool {
     matches!(
         node.kind,

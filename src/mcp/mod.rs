@@ -128,6 +128,14 @@ impl LiveprobeServer {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match encoded {
             Ok((mut json, mut text)) => {
+                // Last line of defence: values were redacted when they were
+                // made, but an answer also echoes arguments (templates,
+                // expressions) and target text that is not a value.
+                let redaction = self.engine.redaction();
+                scrub_json(&mut json, redaction);
+                if let std::borrow::Cow::Owned(clean) = redaction.scrub_content(&text) {
+                    text = clean;
+                }
                 tracing::info!(tool, elapsed_ms, ok = true, "tool call");
                 schema_shape::strip_nulls(&mut json);
                 let mut cuts = budget::fit(&mut json, max_bytes);
@@ -145,7 +153,7 @@ impl LiveprobeServer {
                 result
             }
             Err(e) => {
-                let message = e.to_string();
+                let message = self.engine.redaction().scrub(&e.to_string()).into_owned();
                 tracing::info!(tool, elapsed_ms, ok = false, error = %message, "tool call");
                 CallToolResult::error(vec![ContentBlock::text(message)])
             }
@@ -537,5 +545,29 @@ impl ServerHandler for LiveprobeServer {
                 },
             }
         }
+    }
+}
+
+/// Hides credential-looking text in every string of an answer (content
+/// detectors only: liveprobe's own `name = value` renderings are not
+/// `password=…` query strings).
+fn scrub_json(json: &mut serde_json::Value, redaction: &crate::value::Redaction) {
+    match json {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = redaction.scrub_content(s) {
+                *s = clean;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                scrub_json(item, redaction);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for item in map.values_mut() {
+                scrub_json(item, redaction);
+            }
+        }
+        _ => {}
     }
 }

@@ -20,6 +20,8 @@ pub struct Policy {
     pub attach: AttachRules,
     /// Name parts whose values are redacted, in addition to the built-in list.
     pub secret_names: Vec<String>,
+    /// Types whose every value is redacted (`--redact-type`).
+    pub secret_types: Vec<String>,
     /// Drop the built-in list: only `secret_names` are redacted.
     pub no_default_secrets: bool,
     /// Where one JSON line per tool call and probe state change goes;

@@ -390,6 +390,9 @@ impl<'a> Decoder<'a> {
         };
         let ty = self.types.get(self.module, key);
         let type_name = ty.name.clone();
+        if self.redaction.is_secret_type(&type_name) {
+            return Value::redacted(name, type_name);
+        }
         match &ty.kind {
             TypeKind::Typedef(Some(target))
             | TypeKind::Qualified {

@@ -19,6 +19,7 @@ mod printers;
 mod redact;
 mod render;
 pub mod room;
+pub mod secrets;
 mod unavailable;
 
 pub use decode::{
@@ -178,17 +179,24 @@ impl Value {
         Value::unavailable(name, type_name, Unavailable::read_error(address))
     }
 
-    /// Replaces, in place, this value and every descendant whose name looks
-    /// secret with a redacted value. The decoder already redacts as it goes;
-    /// this is the last line of defence for values assembled elsewhere.
+    /// Applies every redaction rule, in place, to this value and its
+    /// descendants: a secret name or a `--redact-type` type hides the whole
+    /// value (a map entry `["password"]` is judged by its key), and
+    /// credential-looking text in a name or a summary is replaced by
+    /// `<redacted>`. The decoder already hides secret names and types as it
+    /// goes; this runs on every value before it is stored or answered.
     pub fn redact(&mut self, redaction: &Redaction) {
-        if redaction.is_secret(&self.name) {
-            *self = Value::redacted(
-                std::mem::take(&mut self.name),
-                std::mem::take(&mut self.type_name),
-            );
+        if self.unavailable == Some(Unavailable::Redacted) {
             return;
         }
+        if redaction.is_secret(&self.name) || redaction.is_secret_type(&self.type_name) {
+            let mut name = std::mem::take(&mut self.name);
+            redaction.scrub_in_place(&mut name);
+            *self = Value::redacted(name, std::mem::take(&mut self.type_name));
+            return;
+        }
+        redaction.scrub_in_place(&mut self.name);
+        redaction.scrub_in_place(&mut self.value);
         if let Some(children) = self.children.as_mut() {
             for child in children {
                 child.redact(redaction);

@@ -530,11 +530,17 @@ impl McpClient {
 
     /// Starts the server with extra command-line arguments.
     pub fn start_with_args(args: &[&str]) -> McpClient {
+        Self::start_with_stderr(args, Stdio::inherit())
+    }
+
+    /// Starts the server with extra arguments and its stderr (the log) sent
+    /// to `stderr`, e.g. a file the test reads afterwards.
+    pub fn start_with_stderr(args: &[&str], stderr: Stdio) -> McpClient {
         let mut child = Command::new(env!("CARGO_BIN_EXE_liveprobe"))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start liveprobe");
         let stdin = child.stdin.take();
