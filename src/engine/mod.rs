@@ -16,6 +16,7 @@ pub mod probes;
 pub mod report;
 mod source;
 mod store;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -32,6 +33,7 @@ pub use probe_ops::{
 pub use probes::{EngineChoice, MetricKind, ProbeEngine, ProbeKind, ProbeRow, ProbeState};
 use report::*;
 pub use store::SummaryView;
+pub use watch::{WatchCreated, WatchMode, WatchRequest, WatchSummary};
 
 use crate::debuginfo::{ProcessImage, RuntimeAddr};
 use crate::policy::Policy;
@@ -82,6 +84,8 @@ pub struct Engine {
     unloaded_probes: Mutex<Vec<Arc<Probe>>>,
     #[allow(dead_code)]
     probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    /// Running summaries of `watch_expression` watches, by probe id.
+    watches: watch::WatchSummaries,
 }
 
 impl Engine {
@@ -110,6 +114,7 @@ impl Engine {
             next_probe_id: AtomicU64::new(1),
             unloaded_probes: Mutex::new(Vec::new()),
             probe_updates,
+            watches: watch::WatchSummaries::default(),
         })
     }
 

@@ -52,6 +52,9 @@ pub enum ProbeEngine {
     /// A ptrace breakpoint: the hitting thread alone is held while the
     /// handler reads.
     Ptrace,
+    /// A sampled watch over globals: liveprobe reads the target's memory
+    /// every interval (process_vm_readv); no thread is stopped.
+    Sampler,
 }
 
 pub use crate::policy::EngineChoice;
@@ -66,6 +69,8 @@ pub enum ProbeKind {
     Logpoint,
     /// Counts hits, summarizes an expression, or times a span.
     Metric,
+    /// Follows an expression's value over time (`watch_expression`).
+    Watch,
 }
 
 /// Where a probe is in its life.
@@ -491,7 +496,7 @@ impl Probe {
     /// Stores an item; when it is the last one (`max_hits` reached), the
     /// probe is marked done before anyone is woken, so a reader never sees
     /// the last item with the probe still armed, nor `done` without the item.
-    fn record(&self, item: StoredBody, last: bool) {
+    pub(super) fn record(&self, item: StoredBody, last: bool) {
         {
             let mut store = lock(&self.store);
             match item {
@@ -514,7 +519,12 @@ impl Probe {
         let mut s = lock(&self.status);
         if s.state == ProbeState::Armed {
             s.state = ProbeState::Done;
-            s.reason = Some(format!("reached max_hits ({})", self.max_hits));
+            let limit = if self.kind == ProbeKind::Watch {
+                "max_events"
+            } else {
+                "max_hits"
+            };
+            s.reason = Some(format!("reached {limit} ({})", self.max_hits));
         }
     }
 
@@ -538,7 +548,7 @@ impl Probe {
     /// Records handler time, and charges `cost` (what the hit cost the
     /// target) to the budget second of `at_ns` (when the hit happened, on
     /// CLOCK_MONOTONIC); true when the probe went over its budget.
-    fn charge(&self, spent: Duration, cost: Duration, at_ns: u64) -> bool {
+    pub(super) fn charge(&self, spent: Duration, cost: Duration, at_ns: u64) -> bool {
         let ns = spent.as_nanos() as u64;
         self.handler_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_handler_ns.fetch_max(ns, Ordering::Relaxed);
@@ -560,7 +570,7 @@ fn with_site(item: &mut serde_json::Value, site: Option<usize>) {
 }
 
 /// An item for the store: rendered, or rendered when first read.
-enum StoredBody {
+pub(super) enum StoredBody {
     Ready(serde_json::Value),
     Pending(Render),
 }

@@ -374,6 +374,22 @@ impl RenderText for ProbeResults {
         if self.wait_capped {
             s.push_str("; wait_ms was capped at 30000");
         }
+        if let Some(summary) = &self.summary {
+            let _ = write!(
+                s,
+                "; {} sample(s), {} change(s)",
+                summary.count, summary.changes
+            );
+            if let (Some(min), Some(max)) = (summary.min, summary.max) {
+                let _ = write!(s, ", min {min}, max {max}");
+            }
+            if let (Some(first), Some(last)) = (&summary.first, &summary.last) {
+                let _ = write!(s, ", first {first}, last {last}");
+            }
+            if summary.faults > 0 {
+                let _ = write!(s, ", {} unreadable", summary.faults);
+            }
+        }
         s.push('\n');
         for item in &self.items {
             if let (Some(path), Some(value)) = (item["path"].as_str(), item.get("value")) {
@@ -431,6 +447,15 @@ impl RenderText for ProbeResults {
                 }
             } else if item.get("count").is_some() {
                 let _ = writeln!(s, "#{} {}", item["seq"], metric_line(item));
+            } else if let Some(value) = item.get("value") {
+                // A sampled watch's item.
+                let _ = writeln!(
+                    s,
+                    "#{} {} {}",
+                    item["seq"],
+                    item["time"].as_str().unwrap_or(""),
+                    compact_value(value)
+                );
             } else {
                 let _ = writeln!(s, "{item}");
             }

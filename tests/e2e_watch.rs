@@ -1,0 +1,323 @@
+//! End-to-end tests of `watch_expression` (mode `sample`), through a real
+//! MCP session with the real binary on a real fixture whose values move
+//! only when the test says so.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn watched() -> std::path::PathBuf {
+    build_fixture("watch/watched.c", "watch_watched", &["-O0"])
+}
+
+fn attached() -> (Fixture, McpClient) {
+    let fx = Fixture::start(&watched());
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    (fx, c)
+}
+
+fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
+    c.call(
+        "get_probe_results",
+        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms,
+               "max_bytes": 1_048_576}),
+    )
+    .ok()
+}
+
+/// Reads items of watch `id` (long-polling) until one satisfies `wanted`;
+/// returns every item read. Fails when none comes within many long-polls
+/// (the values it waits for are set before, so they come at the next sample).
+fn items_until(
+    c: &mut McpClient,
+    id: &Value,
+    after: &mut u64,
+    wanted: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        let r = results(c, id, *after, 2000);
+        *after = r["next_after"].as_u64().expect("next_after");
+        for item in r["items"].as_array().expect("items") {
+            seen.push(item.clone());
+            if wanted(item) {
+                return seen;
+            }
+        }
+        assert_eq!(r["state"], "armed", "the watch ended early: {r}");
+    }
+    panic!("no wanted item came; read: {seen:?}")
+}
+
+/// Long-polls until watch `id` leaves `armed`; returns then all its results.
+fn until_ended(c: &mut McpClient, id: &Value) -> Value {
+    let mut after = 0;
+    for _ in 0..60 {
+        let r = results(c, id, after, 2000);
+        if r["state"] != "armed" {
+            return results(c, id, 0, 0);
+        }
+        after = r["next_after"].as_u64().unwrap_or(after);
+    }
+    panic!("watch {id} never ended")
+}
+
+fn value_is(item: &Value, text: &str) -> bool {
+    item["value"]["value"] == text
+}
+
+#[test]
+fn a_sampled_global_counter_advances_with_summary_and_on_change() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "sample",
+                   "interval_ms": 1, "duration_s": 120, "on_change": true}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "sampler", "{set}");
+    assert_eq!(set["mode"], "sample");
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    let mut items = items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    for n in 1..=3 {
+        fx.send("inc");
+        assert_eq!(fx.expect_line("counter"), format!("counter {n}"));
+        items.extend(items_until(&mut c, &id, &mut after, |i| {
+            value_is(i, &n.to_string())
+        }));
+    }
+    // on_change: each value once, in order, although sampled every 1 ms.
+    let values: Vec<&str> = items
+        .iter()
+        .map(|i| i["value"]["value"].as_str().expect("value"))
+        .collect();
+    assert_eq!(values, ["0", "1", "2", "3"], "{items:?}");
+    for (k, item) in items.iter().enumerate() {
+        assert_eq!(item["seq"], json!(k + 1), "{item}");
+        assert!(item["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            item["value"]["type"]
+                .as_str()
+                .is_some_and(|t| t.contains("long")),
+            "{item}"
+        );
+    }
+    let r = results(&mut c, &id, 0, 0);
+    let summary = &r["summary"];
+    assert_eq!(summary["changes"], 3, "{r}");
+    assert_eq!(summary["min"], 0.0, "{r}");
+    assert_eq!(summary["max"], 3.0, "{r}");
+    assert_eq!(summary["first"], "0", "{r}");
+    assert_eq!(summary["last"], "3", "{r}");
+    assert!(summary["count"].as_u64().expect("count") >= 4, "{r}");
+    assert_eq!(summary["numeric"], summary["count"], "{r}");
+    // Listed like any probe, then removed like any probe.
+    let listed = c.call("list_probes", json!({"pid": fx.pid})).ok();
+    let row = listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["probe_id"] == id)
+        .cloned()
+        .expect("listed");
+    assert_eq!(row["kind"], "watch", "{row}");
+    assert_eq!(row["engine"], "sampler", "{row}");
+    assert_eq!(row["state"], "armed", "{row}");
+    assert_eq!(row["location"], "counter", "{row}");
+    let removed = c.call("remove_probe", json!({"probe_id": id})).ok();
+    assert_eq!(removed["state"], "armed");
+    let gone = c.call("get_probe_results", json!({"probe_id": id})).err();
+    assert!(gone.contains("no probe"), "{gone}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_sampled_heap_field_through_a_global_pointer_and_its_resource() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "heap_stats->hits", "mode": "sample",
+                   "interval_ms": 1, "duration_s": 120, "on_change": true,
+                   "condition": "counter == 0"}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    fx.send("hit");
+    assert_eq!(fx.expect_line("hits"), "hits 1");
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "1"));
+    // The condition stops every sample once counter moves.
+    fx.send("inc");
+    fx.expect_line("counter 1");
+    fx.send("hit");
+    assert_eq!(fx.expect_line("hits"), "hits 2");
+    // Some sample after `hits 2` has been taken (and filtered out).
+    let filtered = |c: &mut McpClient| {
+        let listed = c.call("list_probes", json!({})).ok();
+        listed["probes"][0]["filtered"].as_u64().expect("filtered")
+    };
+    let before = filtered(&mut c);
+    let mut later = before;
+    for _ in 0..10_000 {
+        later = filtered(&mut c);
+        if later > before {
+            break;
+        }
+    }
+    assert!(later > before, "the watch kept sampling");
+    let uri = format!("probe://{id}/results");
+    let read = c.request("resources/read", json!({"uri": uri}));
+    let text = read["result"]["contents"][0]["text"]
+        .as_str()
+        .expect("text");
+    let body: Value = serde_json::from_str(text).expect("JSON results");
+    let values: Vec<&str> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["value"]["value"].as_str().expect("value"))
+        .collect();
+    assert_eq!(values, ["0", "1"], "hits 2 is never sampled: counter is 1");
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn a_faulting_sample_says_so_and_the_watch_goes_on_to_max_events() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "null_stats->hits", "mode": "sample",
+                   "interval_ms": 1, "max_events": 3, "duration_s": 120}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "done", "{r}");
+    assert_eq!(r["reason"], "reached max_events (3)", "{r}");
+    let items = r["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{r}");
+    for item in items {
+        let why = item["value"]["unavailable"].as_str().unwrap_or_default();
+        assert!(why.contains("0x0"), "a NULL read says so: {item}");
+    }
+    assert_eq!(r["summary"]["faults"], 3, "{r}");
+    assert!(r["summary"].get("min").is_none(), "{r}");
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn a_watch_on_a_local_ends_done_when_its_frame_returns() {
+    let (mut fx, mut c) = attached();
+    fx.send("local");
+    fx.expect_line("in local");
+    wait_blocked_in_read(fx.pid);
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "max_frames": 32}))
+        .ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let index = frames
+        .iter()
+        .position(|f| f["function"] == "hold_local")
+        .unwrap_or_else(|| panic!("hold_local on the stack: {stack}"));
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "step", "mode": "sample", "tid": fx.pid,
+                   "frame": index, "interval_ms": 1, "duration_s": 120, "on_change": true}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    assert_eq!(set["frame"]["function"], "hold_local", "{set}");
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    fx.send("step");
+    fx.expect_line("step 1");
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "1"));
+    fx.send("leave");
+    fx.expect_line("left");
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "done", "{r}");
+    let reason = r["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("hold_local") && reason.contains("returned"),
+        "{reason}"
+    );
+    // The process goes on, untouched.
+    fx.send("inc");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_watch_whose_target_exits_is_target_exited_with_results_readable() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "sample",
+                   "interval_ms": 1, "duration_s": 120, "on_change": true}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "target_exited", "{r}");
+    assert!(
+        r["reason"].as_str().is_some_and(|s| s.contains("exited")),
+        "{r}"
+    );
+    let again = results(&mut c, &id, 0, 0);
+    assert_eq!(again["items"][0]["value"]["value"], "0", "{again}");
+}
+
+#[test]
+fn bad_watch_input_is_refused_with_the_allowed_range() {
+    let (mut fx, mut c) = attached();
+    let pid = fx.pid;
+    let mut refused = |args: Value| {
+        let mut all = json!({"pid": pid, "expression": "counter", "mode": "sample"});
+        for (k, v) in args.as_object().expect("object") {
+            all[k] = v.clone();
+        }
+        c.call("watch_expression", all).err()
+    };
+    let e = refused(json!({"interval_ms": 0}));
+    assert!(e.contains("interval_ms must be between 1 and 60000"), "{e}");
+    let e = refused(json!({"duration_s": 700}));
+    assert!(
+        e.contains("duration_s must be between 1 and the watch's ttl_s (600)"),
+        "{e}"
+    );
+    let e = refused(json!({"max_events": 0}));
+    assert!(e.contains("max_events must be between 1"), "{e}");
+    let e = refused(json!({"expression": "no_such_name"}));
+    assert!(e.contains("does not compile over globals"), "{e}");
+    let e = refused(json!({"expression": "step"}));
+    assert!(e.contains("give the tid"), "a local needs its frame: {e}");
+    let e = refused(json!({"engine": "uprobe"}));
+    assert!(e.contains("engine auto"), "{e}");
+    let e = refused(json!({"mode": "write"}));
+    assert!(
+        e.contains("not available in this version") && e.contains("mode `sample`"),
+        "{e}"
+    );
+    let listed = c.call("list_probes", json!({})).ok();
+    assert_eq!(listed["probes"], json!([]), "nothing was left armed");
+    fx.send("quit");
+    fx.wait_exit();
+}
