@@ -311,13 +311,178 @@ fn bad_watch_input_is_refused_with_the_allowed_range() {
     assert!(e.contains("give the tid"), "a local needs its frame: {e}");
     let e = refused(json!({"engine": "uprobe"}));
     assert!(e.contains("engine auto"), "{e}");
-    let e = refused(json!({"mode": "write"}));
-    assert!(
-        e.contains("not available in this version") && e.contains("mode `sample`"),
-        "{e}"
-    );
+    let e = refused(json!({"mode": "write", "engine": "ptrace"}));
+    assert!(e.contains("not in this version"), "{e}");
+    let e = refused(json!({"mode": "write", "tid": pid}));
+    assert!(e.contains("local is not in this version"), "{e}");
+    let e = refused(json!({"mode": "write", "expression": "7"}));
+    assert!(e.contains("not an lvalue"), "{e}");
     let listed = c.call("list_probes", json!({})).ok();
     assert_eq!(listed["probes"], json!([]), "nothing was left armed");
     fx.send("quit");
     fx.wait_exit();
+}
+
+/// The `threads` line of an unprobed run.
+fn unprobed_threads_line() -> String {
+    let mut fx = Fixture::start(&watched());
+    fx.send("threads");
+    let line = fx.expect_line("threads");
+    fx.send("quit");
+    fx.wait_exit();
+    line
+}
+
+fn write_watch(c: &mut McpClient, pid: i32, expression: &str) -> Value {
+    c.call(
+        "watch_expression",
+        json!({"pid": pid, "expression": expression, "mode": "write", "duration_s": 120}),
+    )
+    .ok()
+}
+
+/// Every write of two threads created after the watches were set, with
+/// old/new, writer function and thread name.
+#[test]
+fn write_watches_report_every_write_of_threads_created_later() {
+    let expected = unprobed_threads_line();
+    let (mut fx, mut c) = attached();
+    let global = write_watch(&mut c, fx.pid, "shared_value");
+    assert_eq!(global["engine"], "perf_breakpoint", "{global}");
+    let heap = write_watch(&mut c, fx.pid, "heap_stats->misses");
+    fx.send("threads");
+    assert_eq!(
+        fx.expect_line("threads"),
+        expected,
+        "same output as unprobed"
+    );
+    for (set, what) in [(&global, "shared_value"), (&heap, "misses")] {
+        let id = set["probe_id"].clone();
+        let mut after = 0;
+        let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "203");
+        let r = results(&mut c, &id, 0, 0);
+        assert_eq!(items.len(), 6, "{what}: every write, none lost: {r}");
+        let expected_values = ["101", "102", "103", "201", "202", "203"];
+        let mut old = "0";
+        for (item, new) in items.iter().zip(expected_values) {
+            assert_eq!(item["old"]["value"], old, "{what}: {item}");
+            assert_eq!(item["new"]["value"], new, "{what}: {item}");
+            old = new;
+            let (function, name) = if new.starts_with('1') {
+                ("writer_one", "writer-1")
+            } else {
+                ("writer_two", "writer-2")
+            };
+            assert_eq!(item["thread_name"], name, "{what}: {item}");
+            assert_eq!(item["frames"][0]["function"], function, "{what}: {item}");
+            assert_ne!(item["tid"], json!(fx.pid), "{item}");
+        }
+        let row = c.call("list_probes", json!({})).ok();
+        assert!(
+            row["probes"]
+                .as_array()
+                .expect("probes")
+                .iter()
+                .any(|p| p["probe_id"] == id
+                    && p["engine"] == "perf_breakpoint"
+                    && p.get("lost").is_none()),
+            "{row}"
+        );
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// x86-64 has four debug registers per thread: four watches work, the
+/// fifth is refused naming the watches that hold them. Not an lvalue is
+/// refused naming why.
+#[test]
+fn four_write_watches_work_and_the_fifth_is_refused() {
+    let (mut fx, mut c) = attached();
+    let mut ids = Vec::new();
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        ids.push(write_watch(&mut c, fx.pid, e)["probe_id"].clone());
+    }
+    let fifth = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "shared_value", "mode": "write"}),
+        )
+        .err();
+    assert!(fifth.contains("4 per thread"), "{fifth}");
+    for id in &ids {
+        assert!(fifth.contains(&format!("watch {id}")), "{fifth}");
+    }
+    let not_lvalue = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "shared_value + 1", "mode": "write"}),
+        )
+        .err();
+    assert!(not_lvalue.contains("not an lvalue"), "{not_lvalue}");
+    // Removing one frees its register for another.
+    c.call("remove_probe", json!({"probe_id": ids[0]})).ok();
+    write_watch(&mut c, fx.pid, "shared_value");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// A SIGKILLed liveprobe leaves nothing armed: the kernel closes its
+/// events, so the fixture runs as unprobed, and all four debug registers
+/// are free again for a new liveprobe (an event left behind would hold one).
+#[test]
+fn sigkill_of_liveprobe_leaves_no_watchpoint_behind() {
+    let expected = unprobed_threads_line();
+    let (mut fx, mut c) = attached();
+    for e in ["shared_value", "spare[0]", "spare[1]", "spare[2]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    drop(c); // SIGKILL: McpClient kills its server when dropped
+    fx.send("threads");
+    assert_eq!(fx.expect_line("threads"), expected);
+    let mut again = McpClient::start();
+    again.call("attach", json!({"pid": fx.pid})).ok();
+    let mut ids = Vec::new();
+    for e in ["shared_value", "spare[0]", "spare[1]", "spare[2]"] {
+        ids.push(write_watch(&mut again, fx.pid, e)["probe_id"].clone());
+    }
+    fx.send("threads");
+    fx.expect_line("threads");
+    let mut after = 0;
+    let items = items_until(&mut again, &ids[0], &mut after, |i| {
+        i["new"]["value"] == "203"
+    });
+    assert_eq!(items.len(), 6, "the new watches see every write: {items:?}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// `access` reports reads too: `counter += 1` then printing it reads and
+/// writes it in main.
+#[test]
+fn an_access_watch_reports_reads_and_writes() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "access", "duration_s": 120}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    fx.send("inc");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "1");
+    let r = results(&mut c, &id, 0, 0);
+    let all = r["items"].as_array().expect("items");
+    assert!(all.len() >= 2, "a read and a write at least: {r}");
+    assert_eq!(all[0]["old"]["value"], "0", "the first access reads 0: {r}");
+    assert_eq!(all[0]["new"]["value"], "0", "a read leaves it: {r}");
+    assert!(!items.is_empty());
+    for item in all {
+        assert_eq!(item["tid"], json!(fx.pid), "main did it: {item}");
+        assert_eq!(item["frames"][0]["function"], "main", "{item}");
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
 }

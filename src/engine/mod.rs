@@ -17,6 +17,7 @@ pub mod report;
 mod source;
 mod store;
 mod watch;
+mod watch_write;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

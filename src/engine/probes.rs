@@ -55,6 +55,10 @@ pub enum ProbeEngine {
     /// A sampled watch over globals: liveprobe reads the target's memory
     /// every interval (process_vm_readv); no thread is stopped.
     Sampler,
+    /// A write/access watch: a hardware breakpoint through perf_event_open
+    /// whose BPF program copies the writer's registers, stack window and the
+    /// new value; no thread is stopped.
+    PerfBreakpoint,
 }
 
 pub use crate::policy::EngineChoice;

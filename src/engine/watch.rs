@@ -43,7 +43,7 @@ pub const DEFAULT_MAX_EVENTS: u64 = 100;
 pub const MAX_EVENTS_CEILING: u64 = 1_000_000;
 /// Items a watch keeps for reading; older ones are pushed out (and counted
 /// in `dropped`) when a client reads slower than the watch records.
-const WATCH_STORE_CAPACITY: u64 = 10_000;
+pub(super) const WATCH_STORE_CAPACITY: u64 = 10_000;
 /// Frames searched for the watched frame at each sample.
 const MAX_WATCH_FRAMES: usize = 256;
 
@@ -59,8 +59,15 @@ pub enum WatchMode {
     Access,
 }
 
+/// The bounds every watch runs within, checked.
+pub(super) struct WatchLimits {
+    pub(super) duration_s: u64,
+    pub(super) max_events: u64,
+    pub(super) ttl_s: u64,
+}
+
 impl WatchMode {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             WatchMode::Sample => "sample",
             WatchMode::Write => "write",
@@ -179,12 +186,24 @@ impl WatchSummary {
     }
 }
 
-/// The summaries of the watches of one engine, by probe id.
+/// The summaries of the watches of one engine, by probe id, and the debug
+/// registers its write/access watches hold.
 #[derive(Default)]
-pub struct WatchSummaries(Mutex<HashMap<u64, Arc<Mutex<WatchSummary>>>>);
+pub struct WatchSummaries(
+    Mutex<HashMap<u64, Arc<Mutex<WatchSummary>>>>,
+    pub(super) Arc<Mutex<HashMap<u64, DebugRegisters>>>,
+);
+
+/// Debug registers one watch holds in one process.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DebugRegisters {
+    pub(super) pid: i32,
+    pub(super) count: usize,
+    pub(super) probe: u64,
+}
 
 impl WatchSummaries {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Mutex<WatchSummary>>>> {
+    pub(super) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Mutex<WatchSummary>>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -197,10 +216,11 @@ impl WatchSummaries {
     /// Forgets a removed watch.
     pub fn remove(&self, probe_id: u64) {
         self.map().remove(&probe_id);
+        lock(&self.1).remove(&probe_id);
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -226,7 +246,7 @@ struct FrameIdentity {
 }
 
 /// The context globals are evaluated in: no thread, so no registers.
-fn globals_context<'a>(
+pub(super) fn globals_context<'a>(
     image: &'a ProcessImage,
     regs: &'a Registers,
     memory: &'a dyn MemorySource,
@@ -246,13 +266,6 @@ impl Engine {
     /// Starts a watch.
     pub async fn watch_expression(&self, req: WatchRequest) -> Result<WatchCreated, EngineError> {
         let target = self.target(req.pid)?;
-        if req.mode != WatchMode::Sample {
-            return Err(EngineError::BadArgument(format!(
-                "mode `{}` (a hardware watchpoint on the expression's address) is not available in this \
-                 version; use mode `sample` to follow the value every interval_ms",
-                req.mode.name()
-            )));
-        }
         let expression = req.expression.trim().to_string();
         if expression.is_empty() {
             return Err(EngineError::BadArgument(
@@ -283,6 +296,20 @@ impl Engine {
             return Err(EngineError::BadArgument(format!(
                 "max_events must be between 1 and {MAX_EVENTS_CEILING}, got {max_events}"
             )));
+        }
+        if req.mode != WatchMode::Sample {
+            return self
+                .watch_writes(
+                    &target,
+                    &req,
+                    &expression,
+                    WatchLimits {
+                        duration_s,
+                        max_events,
+                        ttl_s,
+                    },
+                )
+                .await;
         }
         if req.engine == Some(EngineChoice::Uprobe) {
             return Err(EngineError::BadArgument(
@@ -465,7 +492,7 @@ impl Engine {
     }
 }
 
-fn compile_global_for_watch(
+pub(super) fn compile_global_for_watch(
     image: &ProcessImage,
     text: &str,
     what: &str,

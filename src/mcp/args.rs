@@ -400,7 +400,8 @@ pub struct WatchExpressionArgs {
     /// `tid`/`frame`, an expression over that frame's locals.
     pub expression: String,
     /// `sample`: evaluate every `interval_ms`. `write` / `access`: a hardware watchpoint on the expression's
-    /// address (not available in this version: refused, saying so).
+    /// address and size, on every thread (also threads created later); each write (access) is an item with
+    /// old, new, writer thread and stack.
     pub mode: crate::engine::WatchMode,
     /// Milliseconds between samples (default 100, at least 1, at most 60000).
     #[serde(default, deserialize_with = "opt_u64")]
@@ -437,7 +438,9 @@ pub struct WatchExpressionArgs {
     #[serde(default)]
     pub limits: Option<Limits>,
     /// `auto` (default). A sampled watch over globals reads memory with no thread stopped (engine `sampler`);
-    /// on locals it holds the frame's thread per sample (engine `ptrace`). `uprobe` is refused for `sample`.
+    /// on locals it holds the frame's thread per sample (engine `ptrace`); `uprobe` is refused for `sample`.
+    /// write/access use a perf hardware breakpoint with a BPF program (`perf_breakpoint`); `ptrace` is refused
+    /// for them in this version.
     #[serde(default)]
     pub engine: Option<crate::engine::EngineChoice>,
 }

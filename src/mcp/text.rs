@@ -418,6 +418,20 @@ impl RenderText for ProbeResults {
                 .as_u64()
                 .map(|n| format!(" site {n}"))
                 .unwrap_or_default();
+            if let (Some(old), Some(new)) = (item.get("old"), item.get("new")) {
+                // A write/access watch's item.
+                let _ = writeln!(
+                    s,
+                    "#{} [{} {}] {} -> {} in {}",
+                    item["seq"],
+                    item["tid"],
+                    item["thread_name"].as_str().unwrap_or(""),
+                    compact_value(old),
+                    compact_value(new),
+                    item["frames"][0]["function"].as_str().unwrap_or("??")
+                );
+                continue;
+            }
             if let Some(text) = item["text"].as_str() {
                 let _ = writeln!(s, "#{} [{}]{site} {}", item["seq"], item["tid"], text);
             } else if item.get("frames").is_some() {

@@ -78,6 +78,7 @@ pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
+pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, WatchRecord};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
     user_regs_from_slots,
