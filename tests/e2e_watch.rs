@@ -486,3 +486,74 @@ fn an_access_watch_reports_reads_and_writes() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// Observe-only refuses a write watch (it sets debug registers) and allows
+/// a sampled one (it only reads).
+#[test]
+fn observe_only_refuses_write_watches_and_allows_sampling() {
+    let mut fx = Fixture::start(&watched());
+    let mut c = McpClient::start_with_args(&["--observe-only"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write"}),
+        )
+        .err();
+    assert!(
+        refused.contains("debug registers") && refused.contains("observe-only"),
+        "{refused}"
+    );
+    c.call(
+        "watch_expression",
+        json!({"pid": fx.pid, "expression": "counter", "mode": "sample"}),
+    )
+    .ok();
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// An lvalue larger than 8 bytes is split over aligned pieces, one debug
+/// register each (and they count against the four).
+#[test]
+fn a_large_lvalue_is_split_over_registers() {
+    let (mut fx, mut c) = attached();
+    let set = write_watch(&mut c, fx.pid, "spare");
+    let note = set["engine_note"].as_str().expect("note");
+    assert!(
+        note.starts_with("4 hardware watchpoint(s) on 32 byte(s)"),
+        "{set}"
+    );
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write"}),
+        )
+        .err();
+    assert!(
+        refused.contains(&format!("watch {}", set["probe_id"])),
+        "{refused}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// Detach clears every watchpoint at once: attached again, all four debug
+/// registers are free, and the fixture runs as unprobed meanwhile.
+#[test]
+fn detach_clears_write_watches() {
+    let expected = unprobed_threads_line();
+    let (mut fx, mut c) = attached();
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    c.call("detach", json!({"pid": fx.pid})).ok();
+    fx.send("threads");
+    assert_eq!(fx.expect_line("threads"), expected);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

@@ -375,6 +375,7 @@ impl Engine {
             .cloned()
             .collect();
         self.tracer.detach(pid).await?;
+        self.watches.release_pid(pid);
         self.targets().remove(&target.pid);
         for probe in &armed {
             probe.finish(

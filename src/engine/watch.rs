@@ -194,12 +194,15 @@ pub struct WatchSummaries(
     pub(super) Arc<Mutex<HashMap<u64, DebugRegisters>>>,
 );
 
-/// Debug registers one watch holds in one process.
-#[derive(Debug, Clone, Copy)]
+/// Debug registers one watch holds in one process, and the watchpoints
+/// holding them: taking those out closes their events at once, so a
+/// removed watch's registers are free when `remove_probe` answers.
+#[derive(Clone)]
 pub(super) struct DebugRegisters {
     pub(super) pid: i32,
     pub(super) count: usize,
     pub(super) probe: u64,
+    pub(super) watchpoints: Arc<Mutex<Vec<(u64, crate::tracer::HwWatch)>>>,
 }
 
 impl WatchSummaries {
@@ -213,10 +216,27 @@ impl WatchSummaries {
         Some(lock(&summary).clone())
     }
 
+    /// Closes the watchpoints of every watch on `pid` (detach): their
+    /// debug registers are free when this returns.
+    pub fn release_pid(&self, pid: i32) {
+        let held: Vec<DebugRegisters> = {
+            let mut all = lock(&self.1);
+            let of_pid = all.values().filter(|r| r.pid == pid).cloned().collect();
+            all.retain(|_, r| r.pid != pid);
+            of_pid
+        };
+        for h in held {
+            lock(&h.watchpoints).clear();
+        }
+    }
+
     /// Forgets a removed watch.
     pub fn remove(&self, probe_id: u64) {
         self.map().remove(&probe_id);
-        lock(&self.1).remove(&probe_id);
+        let held = lock(&self.1).remove(&probe_id);
+        if let Some(held) = held {
+            lock(&held.watchpoints).clear();
+        }
     }
 }
 

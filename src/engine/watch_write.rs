@@ -91,6 +91,14 @@ impl Engine {
         expression: &str,
         bounds: WatchLimits,
     ) -> Result<WatchCreated, EngineError> {
+        // A write/access watch sets the target's debug registers: the
+        // policy judges it as the patching tool the design reserves for it.
+        if let Some(why) = self.policy.tool_refusal("set_watch", Some(req.pid)) {
+            return Err(EngineError::BadArgument(format!(
+                "a {} watch sets the target's debug registers, and {why}; mode `sample` only reads",
+                req.mode.name()
+            )));
+        }
         if req.tid.is_some() || req.frame.is_some() {
             return Err(EngineError::BadArgument(format!(
                 "a {} watch on a frame's local is not in this version (only globals, statics and the heap \
@@ -140,7 +148,7 @@ impl Engine {
         let held: Vec<DebugRegisters> = lock(&self.watches.1)
             .values()
             .filter(|r| r.pid == req.pid)
-            .copied()
+            .cloned()
             .collect();
         let used: usize = held.iter().map(|r| r.count).sum();
         if used + pieces.len() > DEBUG_REGISTERS {
@@ -230,12 +238,15 @@ impl Engine {
             armed.len()
         );
         probe.set_engine(ProbeEngine::PerfBreakpoint, Some(note.clone()));
+        let count = armed.len();
+        let watchpoints = Arc::new(Mutex::new(armed));
         lock(&self.watches.1).insert(
             id,
             DebugRegisters {
                 pid: req.pid,
-                count: armed.len(),
+                count,
                 probe: id,
+                watchpoints: watchpoints.clone(),
             },
         );
         self.probes().insert(id, probe.clone());
@@ -251,7 +262,7 @@ impl Engine {
             addr,
             current,
             initial_known,
-            armed,
+            armed: watchpoints,
             ends_at: Instant::now() + Duration::from_secs(bounds.duration_s),
             duration_s: bounds.duration_s,
             limits: req.limits.clamped(),
@@ -289,8 +300,9 @@ struct WriteWatcher {
     /// The watched bytes as last seen.
     current: Vec<u8>,
     initial_known: bool,
-    /// (address of the piece, its watchpoint).
-    armed: Vec<(u64, HwWatch)>,
+    /// (address of the piece, its watchpoint); emptied when the watch is
+    /// removed.
+    armed: Arc<Mutex<Vec<(u64, HwWatch)>>>,
     ends_at: Instant,
     duration_s: u64,
     limits: Limits,
@@ -350,17 +362,22 @@ impl WriteWatcher {
         }
         // Dropping the watchpoints closes their events: the kernel clears
         // the debug registers of every thread.
-        self.armed.clear();
+        lock(&self.armed).clear();
         lock(&self.registers).remove(&probe.id);
     }
 
     fn drain(&mut self) {
         let mut records: Vec<(u64, WatchRecord)> = Vec::new();
-        for (at, watch) in &self.armed {
-            records.extend(watch.drain().into_iter().map(|r| (*at, r)));
+        {
+            let armed = lock(&self.armed);
+            for (at, watch) in armed.iter() {
+                records.extend(watch.drain().into_iter().map(|r| (*at, r)));
+            }
+            if !armed.is_empty() {
+                let lost: u64 = armed.iter().map(|(_, w)| w.lost()).sum();
+                self.probe.lost.store(lost, Ordering::Relaxed);
+            }
         }
-        let lost: u64 = self.armed.iter().map(|(_, w)| w.lost()).sum();
-        self.probe.lost.store(lost, Ordering::Relaxed);
         // Pieces have rings of their own: merge in time order.
         records.sort_by_key(|(_, r)| r.time_ns);
         for (at, record) in records {
