@@ -313,8 +313,8 @@ fn bad_watch_input_is_refused_with_the_allowed_range() {
     assert!(e.contains("engine auto"), "{e}");
     let e = refused(json!({"mode": "write", "engine": "ptrace"}));
     assert!(e.contains("not in this version"), "{e}");
-    let e = refused(json!({"mode": "write", "tid": pid}));
-    assert!(e.contains("local is not in this version"), "{e}");
+    let e = refused(json!({"mode": "write", "tid": pid, "expression": "counter + 1"}));
+    assert!(e.contains("not an lvalue"), "{e}");
     let e = refused(json!({"mode": "write", "expression": "7"}));
     assert!(e.contains("not an lvalue"), "{e}");
     let listed = c.call("list_probes", json!({})).ok();
@@ -554,6 +554,66 @@ fn detach_clears_write_watches() {
     for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
         write_watch(&mut c, fx.pid, e);
     }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// A write watch on a local: the frame's thread writes it, the item names
+/// the function; when the frame returns the watch ends `done`.
+#[test]
+fn a_write_watch_on_a_local_ends_with_its_frame() {
+    let (mut fx, mut c) = attached();
+    fx.send("local");
+    fx.expect_line("in local");
+    wait_blocked_in_read(fx.pid);
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "max_frames": 32}))
+        .ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let index = frames
+        .iter()
+        .position(|f| f["function"] == "hold_local")
+        .unwrap_or_else(|| panic!("hold_local on the stack: {stack}"));
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "step", "mode": "write", "tid": fx.pid,
+                   "frame": index, "interval_ms": 10, "duration_s": 120}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "perf_breakpoint", "{set}");
+    assert_eq!(set["frame"]["function"], "hold_local", "{set}");
+    let id = set["probe_id"].clone();
+    for n in 1..=2 {
+        fx.send("step");
+        assert_eq!(fx.expect_line("step"), format!("step {n}"));
+    }
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "2");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0]["old"]["value"], "0");
+    assert_eq!(items[0]["new"]["value"], "1");
+    assert_eq!(items[1]["old"]["value"], "1");
+    for item in &items {
+        assert_eq!(item["frames"][0]["function"], "hold_local", "{item}");
+        assert_eq!(item["tid"], json!(fx.pid), "{item}");
+    }
+    fx.send("leave");
+    fx.expect_line("left");
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "done", "{r}");
+    let reason = r["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("hold_local") && reason.contains("returned"),
+        "{reason}"
+    );
+    assert_eq!(r["items"].as_array().map(Vec::len), Some(2), "{r}");
+    // Its register is free again.
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    fx.send("inc");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }

@@ -254,14 +254,14 @@ enum Place {
 
 /// What tells the watched frame from any other, sample after sample.
 #[derive(Debug, Clone, PartialEq)]
-struct FrameIdentity {
-    tid: i32,
+pub(super) struct FrameIdentity {
+    pub(super) tid: i32,
     /// The physical frame's canonical frame address.
-    cfa: u64,
+    pub(super) cfa: u64,
     /// Where it returns to (the next physical frame's pc), when known.
     return_pc: Option<u64>,
     /// The source function at `inline_depth`.
-    function: Option<String>,
+    pub(super) function: Option<String>,
     inline_depth: usize,
 }
 
@@ -528,7 +528,7 @@ pub(super) fn compile_global_for_watch(
 
 /// The identity of frame `index` (inlined frames count) of a captured
 /// thread; `None` when its CFA is not known.
-fn frame_identity(
+pub(super) fn frame_identity(
     image: &ProcessImage,
     thread: &CapturedThread,
     index: usize,
@@ -552,6 +552,40 @@ fn frame_identity(
             });
         }
         seen += count;
+    }
+    None
+}
+
+/// Whether the watched frame is still on the thread's stack: `Some(false)`
+/// once a frame above it (a higher CFA) or another activation at its CFA is
+/// found, `None` when the stack could not be unwound that far.
+pub(super) fn frame_still_there(
+    image: &ProcessImage,
+    regs: &Registers,
+    memory: &dyn MemorySource,
+    identity: &FrameIdentity,
+) -> Option<bool> {
+    let mut frames = image
+        .unwind_iter(regs, memory)
+        .take(MAX_WATCH_FRAMES)
+        .peekable();
+    while let Some(frame) = frames.next() {
+        let cfa = frame.cfa?;
+        if cfa > identity.cfa {
+            return Some(false);
+        }
+        if cfa != identity.cfa {
+            continue;
+        }
+        let return_pc = frames.peek().map(|caller| caller.pc.0);
+        let symbols = image.symbolize(frame.pc, frame.is_caller);
+        let same_function = symbols
+            .get(identity.inline_depth)
+            .map(|s| s.function.clone())
+            == Some(identity.function.clone());
+        return Some(
+            same_function && (identity.return_pc.is_none() || return_pc == identity.return_pc),
+        );
     }
     None
 }

@@ -22,8 +22,9 @@ use super::probe_ops::MAX_PROBES;
 use super::probes::{EngineChoice, Probe, ProbeEngine, ProbeKind, ProbeState, StoredBody};
 use super::store::rfc3339;
 use super::watch::{
-    DebugRegisters, WATCH_STORE_CAPACITY, WatchCreated, WatchLimits, WatchMode, WatchRequest,
-    compile_global_for_watch, globals_context, lock,
+    DebugRegisters, FrameIdentity, WATCH_STORE_CAPACITY, WatchCreated, WatchLimits, WatchMode,
+    WatchRequest, compile_global_for_watch, frame_identity, frame_still_there, globals_context,
+    lock,
 };
 use super::{Engine, EngineError, Target};
 
@@ -99,13 +100,6 @@ impl Engine {
                 req.mode.name()
             )));
         }
-        if req.tid.is_some() || req.frame.is_some() {
-            return Err(EngineError::BadArgument(format!(
-                "a {} watch on a frame's local is not in this version (only globals, statics and the heap \
-                 reached from them); watch the local with mode `sample` and its tid/frame",
-                req.mode.name()
-            )));
-        }
         if req.engine == Some(EngineChoice::Ptrace) {
             return Err(EngineError::BadArgument(
                 "the ptrace engine (debug registers set through ptrace) is not in this version for \
@@ -115,29 +109,39 @@ impl Engine {
             ));
         }
         let image = target.image();
-        let expr = compile_global_for_watch(&image, expression, "expression")?;
-        let address_of = eval::compile_global(&format!("&({expression})"), &image).map_err(|e| {
+        let not_lvalue = |e: String| {
             EngineError::BadArgument(format!(
-                "`{expression}` is not an lvalue, so it has no address to watch: {e}; give a variable, a \
-                 field or an element (`counter`, `cfg->limit`, `table[3]`), or use mode `sample`"
+                "`{expression}` is not an lvalue with an address, so there is nothing to watch: {e}; give \
+                 a variable, a field or an element (`counter`, `cfg->limit`, `table[3]`), or use mode `sample`"
             ))
-        })?;
-        let size_of = eval::compile_global(&format!("sizeof({expression})"), &image)
-            .map_err(|e| EngineError::BadArgument(format!("the size of `{expression}`: {e}")))?;
-        // Read in a block of its own: the context must not live across an await.
-        let (addr, size) = {
+        };
+        let (expr, condition, addr, size, frame) = if req.tid.is_some() || req.frame.is_some() {
+            self.resolve_local(target, req, expression, &not_lvalue)
+                .await?
+        } else {
+            let expr = compile_global_for_watch(&image, expression, "expression")?;
+            let address_of = eval::compile_global(&format!("&({expression})"), &image)
+                .map_err(|e| not_lvalue(e.to_string()))?;
+            let size_of =
+                eval::compile_global(&format!("sizeof({expression})"), &image).map_err(|e| {
+                    EngineError::BadArgument(format!("the size of `{expression}`: {e}"))
+                })?;
             let regs = Registers::default();
             let memory = LiveMemory(&target.memory);
             let ctx = globals_context(&image, &regs, &memory);
-            let addr = eval::evaluate_number(&address_of, &ctx).map_err(|e| {
-                EngineError::BadArgument(format!(
-                    "the address of `{expression}` cannot be read now: {e}"
-                ))
-            })? as u64;
+            let addr = eval::evaluate_number(&address_of, &ctx)
+                .map_err(|e| not_lvalue(e.to_string()))? as u64;
             let size = eval::evaluate_number(&size_of, &ctx)
                 .map_err(|e| EngineError::BadArgument(format!("the size of `{expression}`: {e}")))?
                 as u64;
-            (addr, size)
+            let condition = req
+                .condition
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| compile_global_for_watch(&image, c, "condition"))
+                .transpose()?;
+            (expr, condition, addr, size, None)
         };
         if size == 0 {
             return Err(EngineError::BadArgument(format!(
@@ -145,6 +149,28 @@ impl Engine {
             )));
         }
         let pieces = split_aligned(addr, size);
+        // Watches that ended (max_events, duration, their frame returned)
+        // give their registers back now, not when their task gets to it.
+        {
+            let ended: Vec<u64> = {
+                let probes = self.probes();
+                lock(&self.watches.1)
+                    .keys()
+                    .filter(|id| {
+                        probes
+                            .get(id)
+                            .is_none_or(|p| p.state() != ProbeState::Armed)
+                    })
+                    .copied()
+                    .collect()
+            };
+            for id in ended {
+                let held = lock(&self.watches.1).remove(&id);
+                if let Some(held) = held {
+                    lock(&held.watchpoints).clear();
+                }
+            }
+        }
         let held: Vec<DebugRegisters> = lock(&self.watches.1)
             .values()
             .filter(|r| r.pid == req.pid)
@@ -169,13 +195,6 @@ impl Engine {
                 }
             )));
         }
-        let condition = req
-            .condition
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(|c| compile_global_for_watch(&image, c, "condition"))
-            .transpose()?;
         if let Some(secret) = condition
             .as_ref()
             .and_then(|c| c.secret_name(&self.redaction))
@@ -251,6 +270,8 @@ impl Engine {
         );
         self.probes().insert(id, probe.clone());
         let type_name = expr.type_name().to_string();
+        let frame_info = frame.as_ref().map(|f| f.info.clone());
+        let tid = frame.as_ref().map(|f| f.identity.tid);
         let watcher = WriteWatcher {
             probe,
             registers: self.watches.1.clone(),
@@ -263,6 +284,9 @@ impl Engine {
             current,
             initial_known,
             armed: watchpoints,
+            frame,
+            next_frame_check: Instant::now(),
+            frame_check_every: Duration::from_millis(req.interval_ms.unwrap_or(100).max(1)),
             ends_at: Instant::now() + Duration::from_secs(bounds.duration_s),
             duration_s: bounds.duration_s,
             limits: req.limits.clamped(),
@@ -281,10 +305,115 @@ impl Engine {
             duration_s: bounds.duration_s,
             max_events: bounds.max_events,
             ttl_s: bounds.ttl_s,
-            frame: None,
-            tid: None,
+            frame: frame_info,
+            tid,
         })
     }
+
+    /// The address, size and compiled forms of an expression on a frame's
+    /// locals, and what identifies the frame.
+    async fn resolve_local(
+        &self,
+        target: &Arc<Target>,
+        req: &WatchRequest,
+        expression: &str,
+        not_lvalue: &(dyn Fn(String) -> EngineError + Sync),
+    ) -> Result<
+        (
+            CompiledExpr,
+            Option<CompiledExpr>,
+            u64,
+            u64,
+            Option<WatchedFrame>,
+        ),
+        EngineError,
+    > {
+        let tid = req.tid.unwrap_or(req.pid);
+        let index = req.frame.unwrap_or(0);
+        let thread = self
+            .capture(target, Some(vec![tid]), super::STACK_COPY_BYTES)
+            .await?
+            .pop()
+            .ok_or_else(|| EngineError::Internal(format!("thread {tid} was not captured")))?;
+        let image = target.image();
+        let identity = frame_identity(&image, &thread, index).ok_or_else(|| {
+            EngineError::BadArgument(format!(
+                "frame {index} of thread {tid} has no canonical frame address (no CFI covers it), so \
+                 liveprobe could not tell when it returns; watch a global instead"
+            ))
+        })?;
+        let found = self.with_frame(req.pid, &thread, index, |ctx, info| {
+            let compiled = (|| {
+                let expr = eval::compile(expression, ctx).map_err(|e| {
+                    EngineError::BadArgument(format!(
+                        "expression `{expression}` does not compile in frame {index} of thread {tid}: {e}"
+                    ))
+                })?;
+                let address_of = eval::compile(&format!("&({expression})"), ctx)
+                    .map_err(|e| not_lvalue(e.to_string()))?;
+                let addr = eval::evaluate_number(&address_of, ctx)
+                    .map_err(|e| not_lvalue(e.to_string()))? as u64;
+                let size_of = eval::compile(&format!("sizeof({expression})"), ctx).map_err(|e| {
+                    EngineError::BadArgument(format!("the size of `{expression}`: {e}"))
+                })?;
+                let size = eval::evaluate_number(&size_of, ctx).map_err(|e| {
+                    EngineError::BadArgument(format!("the size of `{expression}`: {e}"))
+                })? as u64;
+                let condition = req
+                    .condition
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| {
+                        eval::compile(c, ctx).map_err(|e| {
+                            EngineError::BadArgument(format!(
+                                "condition `{c}` does not compile in frame {index} of thread {tid}: {e}"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                Ok::<_, EngineError>((expr, condition, addr, size))
+            })();
+            let place = (
+                ctx.pc,
+                ctx.regs.clone(),
+                ctx.cfa,
+                ctx.is_caller,
+                ctx.inline_depth,
+            );
+            (compiled, place, info)
+        })?;
+        let (compiled, (pc, regs, cfa, is_caller, inline_depth), info) = found;
+        let (expr, condition, addr, size) = compiled?;
+        Ok((
+            expr,
+            condition,
+            addr,
+            size,
+            Some(WatchedFrame {
+                identity,
+                info,
+                pc,
+                regs,
+                cfa,
+                is_caller,
+                inline_depth,
+            }),
+        ))
+    }
+}
+
+/// The frame a watch on a local lives in: how to evaluate there again
+/// (its registers as unwound when the watch was set; a frame's own
+/// registers and CFA do not move while it lives), and how to know it.
+struct WatchedFrame {
+    identity: FrameIdentity,
+    info: super::FrameInfo,
+    pc: crate::debuginfo::RuntimeAddr,
+    regs: Registers,
+    cfa: Option<u64>,
+    is_caller: bool,
+    inline_depth: usize,
 }
 
 /// The task that reads a write watch's records.
@@ -309,6 +438,10 @@ struct WriteWatcher {
     redaction: Redaction,
     /// Thread names by tid, read once.
     names: HashMap<i32, String>,
+    /// The frame of a watched local.
+    frame: Option<WatchedFrame>,
+    next_frame_check: Instant,
+    frame_check_every: Duration,
 }
 
 impl WriteWatcher {
@@ -340,6 +473,11 @@ impl WriteWatcher {
             self.drain();
             if let Some((state, reason)) = end {
                 probe.finish(state, Some(reason));
+                break;
+            }
+            if let Some(reason) = self.frame_returned().await {
+                self.drain();
+                probe.finish(ProbeState::Done, Some(reason));
                 break;
             }
             let gone = match self.tracer.process_state(probe.pid).await.ok() {
@@ -400,23 +538,97 @@ impl WriteWatcher {
             .clone()
     }
 
+    /// A context over `memory`: the watched frame's, or the globals'.
+    fn with_context<R>(
+        &self,
+        memory: &dyn MemorySource,
+        f: impl FnOnce(&crate::eval::FrameContext<'_>) -> R,
+    ) -> R {
+        match &self.frame {
+            Some(frame) => f(&crate::eval::FrameContext {
+                image: &self.image,
+                pc: frame.pc,
+                regs: &frame.regs,
+                cfa: frame.cfa,
+                is_caller: frame.is_caller,
+                inline_depth: frame.inline_depth,
+                memory,
+            }),
+            None => {
+                let regs = Registers::default();
+                f(&globals_context(&self.image, &regs, memory))
+            }
+        }
+    }
+
     fn render(&self, bytes: &[u8]) -> Value {
         let overlay = Overlay {
             addr: self.addr,
             bytes,
             live: LiveMemory(&self.memory),
         };
-        eval::evaluate_global(
-            &self.expr,
-            &self.image,
-            &overlay,
-            &self.limits,
-            &self.redaction,
-        )
+        if self.frame.is_none() {
+            return eval::evaluate_global(
+                &self.expr,
+                &self.image,
+                &overlay,
+                &self.limits,
+                &self.redaction,
+            );
+        }
+        self.with_context(&overlay, |ctx| {
+            eval::evaluate(&self.expr, ctx, &self.limits, &self.redaction)
+        })
+    }
+
+    /// Whether the watched frame is gone (checked by copying its thread).
+    async fn frame_returned(&mut self) -> Option<String> {
+        let frame = self.frame.as_ref()?;
+        if Instant::now() < self.next_frame_check {
+            return None;
+        }
+        self.next_frame_check = Instant::now() + self.frame_check_every;
+        let identity = frame.identity.clone();
+        let captured = self
+            .tracer
+            .capture_threads(
+                self.probe.pid,
+                Some(vec![identity.tid]),
+                super::STACK_COPY_BYTES,
+            )
+            .await;
+        let thread = match captured.map(|mut c| c.pop()) {
+            Ok(Some(c)) => CapturedThread::new(c, self.memory.clone()),
+            _ => {
+                return Some(format!(
+                    "thread {} exited, and the watched frame with it",
+                    identity.tid
+                ));
+            }
+        };
+        (frame_still_there(&self.image, &thread.regs, &thread.memory, &identity) == Some(false))
+            .then(|| returned_reason(&identity))
     }
 
     fn record(&mut self, piece_at: u64, record: WatchRecord) {
         let started = Instant::now();
+        let thread = CapturedThread {
+            tid: record.tid,
+            regs: registers_from(&record.regs, None),
+            memory: CapturedMemory::new(record.stack.clone(), self.memory.clone()),
+            held_us: 0,
+        };
+        if let Some(frame) = &self.frame
+            && record.tid == frame.identity.tid
+            && frame_still_there(&self.image, &thread.regs, &thread.memory, &frame.identity)
+                == Some(false)
+        {
+            // The frame returned before this write: the bytes are another
+            // frame's now, and the watch is over.
+            let reason = returned_reason(&frame.identity);
+            self.probe.finish(ProbeState::Done, Some(reason));
+            return;
+        }
         let old_known = self.initial_known;
         let old = if old_known {
             self.render(&self.current.clone())
@@ -448,9 +660,9 @@ impl WriteWatcher {
                 bytes: &self.current,
                 live: LiveMemory(&self.memory),
             };
-            let regs = Registers::default();
-            let ctx = globals_context(&self.image, &regs, &overlay);
-            match eval::evaluate_condition(condition, &ctx) {
+            let verdict =
+                self.with_context(&overlay, |ctx| eval::evaluate_condition(condition, ctx));
+            match verdict {
                 Ok(true) => {}
                 Ok(false) => {
                     self.probe.filtered.fetch_add(1, Ordering::Relaxed);
@@ -462,12 +674,6 @@ impl WriteWatcher {
                 }
             }
         }
-        let thread = CapturedThread {
-            tid: record.tid,
-            regs: registers_from(&record.regs, None),
-            memory: CapturedMemory::new(record.stack, self.memory.clone()),
-            held_us: 0,
-        };
         let frames = super::frames::symbolized_frames(&self.image, &thread, WRITER_FRAMES);
         let thread_name = if record.thread_name.is_empty() {
             self.thread_name(record.tid)
@@ -502,6 +708,15 @@ fn wall_time_of(monotonic_ns: u64) -> SystemTime {
     SystemTime::now()
         .checked_sub(ago)
         .unwrap_or_else(SystemTime::now)
+}
+
+fn returned_reason(identity: &FrameIdentity) -> String {
+    format!(
+        "the watched frame of {} returned (its frame at CFA {:#x} is no longer on thread {}'s stack)",
+        identity.function.as_deref().unwrap_or("its function"),
+        identity.cfa,
+        identity.tid
+    )
 }
 
 #[cfg(test)]
