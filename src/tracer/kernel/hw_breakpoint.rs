@@ -243,6 +243,15 @@ impl HwWatch {
                  {len} byte(s) at {addr:#x} is not that"
             ));
         }
+        // The program tells the target's threads apart by their ids in the
+        // initial PID namespace: liveprobe must see those.
+        if super::pid_namespace_of(pid).map_err(|e| e.0)?.is_some() {
+            return Err(
+                "liveprobe runs in a PID namespace of its own, and the watch program tells threads \
+                 apart only in the initial one"
+                    .to_string(),
+            );
+        }
         let ring = RingBuffer::new(RING_BYTES)
             .map_err(|e| format!("cannot create the BPF ring buffer: {e}"))?;
         let lost = bpf::create_map(bpf::MAP_TYPE_ARRAY, 4, 8, 1, "lp_wlost")
