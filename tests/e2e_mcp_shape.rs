@@ -194,8 +194,8 @@ fn every_schema_is_strict_and_shaped_for_forms() {
     let live = live_schemas(&mut c);
     assert_eq!(
         live.len(),
-        32,
-        "16 tools, each with input and output schema"
+        34,
+        "17 tools, each with input and output schema"
     );
     let mut problems = Vec::new();
     for (name, schema) in &live {

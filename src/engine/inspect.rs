@@ -70,7 +70,7 @@ impl Engine {
     }
 
     /// Runs `f` with the context of frame `index` of a captured thread.
-    fn with_frame<R>(
+    pub(super) fn with_frame<R>(
         &self,
         pid: i32,
         thread: &CapturedThread,

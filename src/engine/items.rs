@@ -147,8 +147,9 @@ pub struct WatchChange {
     pub old: Value,
     /// The value after.
     pub new: Value,
-    /// The touching thread's stack, innermost first.
-    pub frames: Vec<CapturedFrame>,
+    /// The touching thread's stack, innermost first (inlined calls are
+    /// frames of their own).
+    pub frames: Vec<super::report::FrameRow>,
 }
 
 /// The part of a result at `path`, as a `get_probe_results` call with

@@ -18,6 +18,8 @@ pub mod probes;
 pub mod report;
 mod source;
 mod store;
+mod watch;
+mod watch_write;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -34,6 +36,7 @@ pub use probe_ops::{
 pub use probes::{EngineChoice, MetricKind, ProbeEngine, ProbeKind, ProbeRow, ProbeState};
 use report::*;
 pub use store::SummaryView;
+pub use watch::{WatchCreated, WatchMode, WatchRequest, WatchSummary};
 
 use crate::debuginfo::{ProcessImage, RuntimeAddr};
 use crate::policy::Policy;
@@ -86,6 +89,8 @@ pub struct Engine {
     probe_updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
     /// Which HTTP client set which probe (see `ownership`).
     owners: ownership::Owners,
+    /// Running summaries of `watch_expression` watches, by probe id.
+    watches: watch::WatchSummaries,
 }
 
 impl Engine {
@@ -115,6 +120,7 @@ impl Engine {
             unloaded_probes: Mutex::new(Vec::new()),
             probe_updates,
             owners: ownership::Owners::default(),
+            watches: watch::WatchSummaries::default(),
         })
     }
 
@@ -379,6 +385,7 @@ impl Engine {
             .cloned()
             .collect();
         self.tracer.detach(pid).await?;
+        self.watches.release_pid(pid);
         self.targets().remove(&target.pid);
         for probe in &armed {
             probe.finish(

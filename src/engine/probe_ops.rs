@@ -164,6 +164,10 @@ pub struct ProbeResults {
     /// True when `wait_ms` was capped to the longest wait allowed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub wait_capped: bool,
+    /// For a sampled watch: count, min, max, first, last and changes of
+    /// every sample so far (also of samples `on_change` did not keep).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<super::WatchSummary>,
 }
 
 /// Answer of `remove_probe`.
@@ -869,6 +873,7 @@ impl Engine {
             next_after,
             dropped,
             wait_capped,
+            summary: self.watch_summary(probe_id),
         })
     }
 
@@ -882,6 +887,7 @@ impl Engine {
         let removed = self.tracer.remove_group(probe.pid, probe.id).await;
         self.probes().remove(&probe_id);
         self.owners.forget(probe_id);
+        self.watches.remove(probe_id);
         if let Err(e) = removed
             && before == ProbeState::Armed
         {

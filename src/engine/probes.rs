@@ -63,6 +63,13 @@ pub enum ProbeEngine {
     /// A ptrace breakpoint: the hitting thread alone is held while the
     /// handler reads.
     Ptrace,
+    /// A sampled watch over globals: liveprobe reads the target's memory
+    /// every interval (process_vm_readv); no thread is stopped.
+    Sampler,
+    /// A write/access watch: a hardware breakpoint through perf_event_open
+    /// whose BPF program copies the writer's registers, stack window and the
+    /// new value; no thread is stopped.
+    PerfBreakpoint,
 }
 
 pub use crate::policy::EngineChoice;
@@ -77,6 +84,8 @@ pub enum ProbeKind {
     Logpoint,
     /// Counts hits, summarizes an expression, or times a span.
     Metric,
+    /// Follows an expression's value over time (`watch_expression`).
+    Watch,
 }
 
 /// Where a probe is in its life.
@@ -498,7 +507,7 @@ impl Probe {
     /// Stores an item; when it is the last one (`max_hits` reached), the
     /// probe is marked done before anyone is woken, so a reader never sees
     /// the last item with the probe still armed, nor `done` without the item.
-    fn record(&self, item: StoredBody, last: bool) {
+    pub(super) fn record(&self, item: StoredBody, last: bool) {
         {
             let mut store = lock(&self.store);
             match item {
@@ -521,7 +530,12 @@ impl Probe {
         let mut s = lock(&self.status);
         if s.state == ProbeState::Armed {
             s.state = ProbeState::Done;
-            s.reason = Some(format!("reached max_hits ({})", self.max_hits));
+            let limit = if self.kind == ProbeKind::Watch {
+                "max_events"
+            } else {
+                "max_hits"
+            };
+            s.reason = Some(format!("reached {limit} ({})", self.max_hits));
         }
     }
 
@@ -545,7 +559,7 @@ impl Probe {
     /// Records handler time, and charges `cost` (what the hit cost the
     /// target) to the budget second of `at_ns` (when the hit happened, on
     /// CLOCK_MONOTONIC); true when the probe went over its budget.
-    fn charge(&self, spent: Duration, cost: Duration, at_ns: u64) -> bool {
+    pub(super) fn charge(&self, spent: Duration, cost: Duration, at_ns: u64) -> bool {
         let ns = spent.as_nanos() as u64;
         self.handler_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_handler_ns.fetch_max(ns, Ordering::Relaxed);
@@ -560,7 +574,7 @@ impl Probe {
 }
 
 /// An item for the store: rendered, or rendered when first read.
-enum StoredBody {
+pub(super) enum StoredBody {
     Ready(Box<ProbeItem>),
     Pending(Render),
 }

@@ -127,7 +127,7 @@ pub struct ThreadList {
 }
 
 /// One frame of a stack.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct FrameRow {
     /// 0 is the innermost frame. Inlined calls are frames of their own.
     pub index: usize,

@@ -392,3 +392,59 @@ pub struct RemoveProbeArgs {
     #[schemars(with = "u64")]
     pub probe_id: u64,
 }
+
+/// Arguments of `watch_expression`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WatchExpressionArgs {
+    /// Target process id (must be attached).
+    #[serde(deserialize_with = "int")]
+    #[schemars(with = "i32")]
+    pub pid: i32,
+    /// What to follow: a global or static (`requests_served`, `cfg->limit`, `stats.hits[2]`), or, with
+    /// `tid`/`frame`, an expression over that frame's locals.
+    pub expression: String,
+    /// `sample`: evaluate every `interval_ms`. `write` / `access`: a hardware watchpoint on the expression's
+    /// address and size, on every thread (also threads created later); each write (access) is an item with
+    /// old, new, writer thread and stack.
+    pub mode: crate::engine::WatchMode,
+    /// Milliseconds between samples (default 100, at least 1, at most 60000).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub interval_ms: Option<u64>,
+    /// Seconds the watch runs (default 10, at most `ttl_s`); it then ends with state `done`.
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub duration_s: Option<u64>,
+    /// Items recorded before the watch is done (default 100, at most 1000000).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub max_events: Option<u64>,
+    /// Keep only samples whose value differs from the previous sample's (default false).
+    #[serde(default)]
+    pub on_change: Option<bool>,
+    /// Only samples where this expression is true (over the same globals or frame as `expression`).
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Thread whose frame holds the locals (default with `frame`: the main thread). Each sample holds this
+    /// thread only while its registers and stack are copied; the watch ends when the frame returns.
+    #[serde(default, deserialize_with = "opt_int")]
+    #[schemars(with = "Option<i32>")]
+    pub tid: Option<i32>,
+    /// Frame index in that thread, as `stack_trace` numbers them (default 0).
+    #[serde(default, deserialize_with = "opt_u32")]
+    #[schemars(with = "Option<u32>")]
+    pub frame: Option<u32>,
+    /// Seconds before the watch expires (default 600, at most 86400).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(with = "Option<u64>")]
+    pub ttl_s: Option<u64>,
+    /// How much of each value to load.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// `auto` (default). A sampled watch over globals reads memory with no thread stopped (engine `sampler`);
+    /// on locals it holds the frame's thread per sample (engine `ptrace`); `uprobe` is refused for `sample`.
+    /// write/access use a perf hardware breakpoint with a BPF program (`perf_breakpoint`); `ptrace` is refused
+    /// for them in this version.
+    #[serde(default)]
+    pub engine: Option<crate::engine::EngineChoice>,
+}

@@ -48,6 +48,7 @@ const PROBE_CHANGING_TOOLS: &[&str] = &[
     "set_logpoint",
     "set_metric",
     "set_watch",
+    "watch_expression",
     "remove_probe",
     "detach",
 ];

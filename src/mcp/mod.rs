@@ -12,6 +12,7 @@ pub mod resources;
 mod schema_shape;
 mod text;
 mod value_tools;
+mod watch_tools;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -162,7 +163,8 @@ impl LiveprobeServer {
 
     /// Every tool, its schemas reshaped for real clients (see `schema_shape`).
     fn all_tools() -> ToolRouter<Self> {
-        let mut router = Self::tool_router() + Self::value_tools() + Self::probe_tools();
+        let mut router =
+            Self::tool_router() + Self::value_tools() + Self::probe_tools() + Self::watch_tools();
         for route in router.map.values_mut() {
             let mut input = (*route.attr.input_schema).clone();
             schema_shape::shape(&mut input);

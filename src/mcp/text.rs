@@ -375,6 +375,22 @@ impl RenderText for ProbeResults {
         if self.wait_capped {
             s.push_str("; wait_ms was capped at 30000");
         }
+        if let Some(summary) = &self.summary {
+            let _ = write!(
+                s,
+                "; {} sample(s), {} change(s)",
+                summary.count, summary.changes
+            );
+            if let (Some(min), Some(max)) = (summary.min, summary.max) {
+                let _ = write!(s, ", min {min}, max {max}");
+            }
+            if let (Some(first), Some(last)) = (&summary.first, &summary.last) {
+                let _ = write!(s, ", first {first}, last {last}");
+            }
+            if summary.faults > 0 {
+                let _ = write!(s, ", {} unreadable", summary.faults);
+            }
+        }
         s.push('\n');
         for item in &self.items {
             item_lines(item, &mut s);
@@ -464,7 +480,14 @@ fn item_lines(item: &ProbeItem, s: &mut String) {
                 change.old.to_text(),
                 change.new.to_text()
             );
-            frames(&change.frames, s);
+            for f in &change.frames {
+                let inlined = if f.inlined { " (inlined)" } else { "" };
+                let _ = writeln!(
+                    s,
+                    "  in {}{inlined}",
+                    location(&f.function, &f.file, f.line)
+                );
+            }
         }
     }
     let note = match item {
@@ -545,11 +568,15 @@ mod tests {
                 thread_name: "worker".into(),
                 old: Value::leaf("x", "int", "1"),
                 new: Value::unavailable("x", "int", Unavailable::OPTIMIZED_OUT),
-                frames: vec![CapturedFrame {
+                frames: vec![crate::engine::report::FrameRow {
+                    index: 0,
+                    pc: "0x401000".into(),
                     function: Some("work".into()),
                     file: Some("w.c".into()),
                     line: Some(9),
-                    variables: vec![],
+                    inlined: false,
+                    module: None,
+                    own_code: true,
                 }],
             })),
             &mut s,

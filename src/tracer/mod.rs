@@ -86,6 +86,7 @@ pub use breakpoints::{
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use hit_copy::HitCopyPlan;
+pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, WatchRecord};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
     user_regs_from_slots,

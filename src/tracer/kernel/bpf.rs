@@ -16,6 +16,9 @@ pub const MAP_TYPE_ARRAY: u32 = 2;
 pub const MAP_TYPE_RINGBUF: u32 = 27;
 /// `BPF_PROG_TYPE_KPROBE`: also the type of programs attached to uprobes.
 const PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_PROG_TYPE_PERF_EVENT`: programs attached to perf events (hardware
+/// breakpoints).
+pub const PROG_TYPE_PERF_EVENT: u32 = 7;
 
 /// Room for the largest `union bpf_attr` member we fill; the kernel wants
 /// the unused tail zeroed.
@@ -105,10 +108,15 @@ pub struct LoadError {
 
 /// Loads a kprobe-type program (`insns` as encoded by `program::Asm`).
 pub fn load_kprobe_program(insns: &[u64], name: &str) -> Result<OwnedFd, LoadError> {
+    load_program(PROG_TYPE_KPROBE, insns, name)
+}
+
+/// Loads a program of type `prog_type`.
+pub fn load_program(prog_type: u32, insns: &[u64], name: &str) -> Result<OwnedFd, LoadError> {
     let license = c"GPL";
     let mut attr = Attr::new();
     let load = |attr: &mut Attr, log: &mut [u8], level: u32| {
-        attr.u32(0, PROG_TYPE_KPROBE)
+        attr.u32(0, prog_type)
             .u32(4, insns.len() as u32)
             .u64(8, insns.as_ptr() as u64)
             .u64(16, license.as_ptr() as u64)

@@ -15,6 +15,7 @@
 //! drop a record without counting it (a full ring counts a loss per site).
 
 mod bpf;
+pub(crate) mod hw_breakpoint;
 mod program;
 mod ringbuf;
 mod uprobe;

@@ -1,0 +1,738 @@
+//! `watch_expression` modes `write` and `access`: a hardware watchpoint on
+//! the expression's lvalue, on every thread of the target including threads
+//! created later, through perf_event_open with a generated BPF program
+//! (see `tracer::HwWatch`). The writer is never stopped: the program copies
+//! its registers, a stack window and the new value, and liveprobe turns the
+//! copy into an item afterwards.
+
+use super::items::{ProbeItem, WatchChange, WatchItem};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+
+use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers};
+use crate::eval::{self, CompiledExpr};
+use crate::tracer::{HwWatch, HwWatchKind, ProcessMemory, TargetState, Tracer, WatchRecord};
+use crate::value::{Limits, Redaction, Value};
+
+use super::frames::{CapturedMemory, CapturedThread, LiveMemory, registers_from};
+use super::probe_ops::MAX_PROBES;
+use super::probes::{EngineChoice, Probe, ProbeEngine, ProbeKind, ProbeState, StoredBody};
+use super::store::rfc3339;
+use super::watch::{
+    DebugRegisters, FrameIdentity, WATCH_STORE_CAPACITY, WatchCreated, WatchLimits, WatchMode,
+    WatchRequest, compile_global_for_watch, frame_identity, frame_still_there, globals_context,
+    lock,
+};
+use super::{Engine, EngineError, Target};
+
+/// Debug registers per thread on x86-64 (DR0-DR3).
+pub const DEBUG_REGISTERS: usize = 4;
+/// How often the ring of a write watch is read.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+/// Frames of the writer's stack in each item.
+const WRITER_FRAMES: usize = 16;
+
+/// The aligned pieces (address, length 1/2/4/8) that cover `[addr, addr + size)`.
+pub fn split_aligned(addr: u64, size: u64) -> Vec<(u64, usize)> {
+    let mut pieces = Vec::new();
+    let mut at = addr;
+    let end = addr.saturating_add(size);
+    while at < end {
+        let len = [8u64, 4, 2, 1]
+            .into_iter()
+            .find(|&l| at.is_multiple_of(l) && at + l <= end)
+            .unwrap_or(1);
+        pieces.push((at, len as usize));
+        at += len;
+    }
+    pieces
+}
+
+/// Memory where the watched bytes read as a record says they were, and
+/// everything else reads live: how `new` is rendered with the expression's
+/// own type.
+struct Overlay<'a> {
+    addr: u64,
+    bytes: &'a [u8],
+    live: LiveMemory<'a>,
+}
+
+impl MemorySource for Overlay<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let end = self.addr + self.bytes.len() as u64;
+        let want_end = addr.saturating_add(buf.len() as u64);
+        if addr >= end || want_end <= self.addr {
+            return self.live.read_memory(addr, buf);
+        }
+        // Live first, then the watched bytes on top.
+        let live = self.live.read_memory(addr, buf);
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr + i as u64;
+            if a >= self.addr && a < end {
+                *b = self.bytes[(a - self.addr) as usize];
+            }
+        }
+        if addr >= self.addr && want_end <= end {
+            Ok(())
+        } else {
+            live
+        }
+    }
+}
+
+impl Engine {
+    /// Starts a write or access watch.
+    pub(super) async fn watch_writes(
+        &self,
+        target: &Arc<Target>,
+        req: &WatchRequest,
+        expression: &str,
+        bounds: WatchLimits,
+    ) -> Result<WatchCreated, EngineError> {
+        // A write/access watch sets the target's debug registers: the
+        // policy judges it as the patching tool the design reserves for it.
+        if let Some(why) = self.policy.tool_refusal("set_watch", Some(req.pid)) {
+            return Err(EngineError::BadArgument(format!(
+                "a {} watch sets the target's debug registers, and {why}; mode `sample` only reads",
+                req.mode.name()
+            )));
+        }
+        if req.engine == Some(EngineChoice::Ptrace) {
+            return Err(EngineError::BadArgument(
+                "the ptrace engine (debug registers set through ptrace) is not in this version for \
+                 write/access watches; use engine auto, which uses a perf hardware breakpoint with a BPF \
+                 program"
+                    .into(),
+            ));
+        }
+        let image = target.image();
+        let not_lvalue = |e: String| {
+            EngineError::BadArgument(format!(
+                "`{expression}` is not an lvalue with an address, so there is nothing to watch: {e}; give \
+                 a variable, a field or an element (`counter`, `cfg->limit`, `table[3]`), or use mode `sample`"
+            ))
+        };
+        let (expr, condition, addr, size, frame) = if req.tid.is_some() || req.frame.is_some() {
+            self.resolve_local(target, req, expression, &not_lvalue)
+                .await?
+        } else {
+            let expr = compile_global_for_watch(&image, expression, "expression")?;
+            let address_of = eval::compile_global(&format!("&({expression})"), &image)
+                .map_err(|e| not_lvalue(e.to_string()))?;
+            let size_of =
+                eval::compile_global(&format!("sizeof({expression})"), &image).map_err(|e| {
+                    EngineError::BadArgument(format!("the size of `{expression}`: {e}"))
+                })?;
+            let regs = Registers::default();
+            let memory = LiveMemory(&target.memory);
+            let ctx = globals_context(&image, &regs, &memory);
+            let addr = eval::evaluate_number(&address_of, &ctx)
+                .map_err(|e| not_lvalue(e.to_string()))? as u64;
+            let size = eval::evaluate_number(&size_of, &ctx)
+                .map_err(|e| EngineError::BadArgument(format!("the size of `{expression}`: {e}")))?
+                as u64;
+            let condition = req
+                .condition
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| compile_global_for_watch(&image, c, "condition"))
+                .transpose()?;
+            (expr, condition, addr, size, None)
+        };
+        if size == 0 {
+            return Err(EngineError::BadArgument(format!(
+                "`{expression}` has size 0: there is nothing to watch"
+            )));
+        }
+        let pieces = split_aligned(addr, size);
+        // Watches that ended (max_events, duration, their frame returned)
+        // give their registers back now, not when their task gets to it.
+        {
+            let ended: Vec<u64> = {
+                let probes = self.probes();
+                lock(&self.watches.1)
+                    .keys()
+                    .filter(|id| {
+                        probes
+                            .get(id)
+                            .is_none_or(|p| p.state() != ProbeState::Armed)
+                    })
+                    .copied()
+                    .collect()
+            };
+            for id in ended {
+                let held = lock(&self.watches.1).remove(&id);
+                if let Some(held) = held {
+                    lock(&held.watchpoints).clear();
+                }
+            }
+        }
+        let held: Vec<DebugRegisters> = lock(&self.watches.1)
+            .values()
+            .filter(|r| r.pid == req.pid)
+            .cloned()
+            .collect();
+        let used: usize = held.iter().map(|r| r.count).sum();
+        if used + pieces.len() > DEBUG_REGISTERS {
+            let holders: Vec<String> = held
+                .iter()
+                .map(|r| format!("watch {} ({} register(s))", r.probe, r.count))
+                .collect();
+            return Err(EngineError::BadArgument(format!(
+                "`{expression}` ({size} byte(s) at {addr:#x}) needs {} debug register(s), and x86-64 has \
+                 {DEBUG_REGISTERS} per thread, {} of them held by {}; remove one of those watches, or use \
+                 mode `sample`",
+                pieces.len(),
+                used,
+                if holders.is_empty() {
+                    "nothing liveprobe set".to_string()
+                } else {
+                    holders.join(", ")
+                }
+            )));
+        }
+        if let Some(secret) = condition
+            .as_ref()
+            .and_then(|c| c.secret_name(&self.redaction))
+        {
+            return Err(EngineError::BadArgument(format!(
+                "the condition reads `{secret}`, whose name looks secret; filter on something else"
+            )));
+        }
+        {
+            let armed = self
+                .probes()
+                .values()
+                .filter(|p| p.state() == ProbeState::Armed)
+                .count();
+            if armed >= MAX_PROBES {
+                return Err(EngineError::BadArgument(format!(
+                    "{armed} probes are armed, the most allowed; remove some with remove_probe first"
+                )));
+            }
+        }
+        // The value before the first write liveprobe sees.
+        let mut current = vec![0u8; size as usize];
+        let initial_known = target.memory.read(addr, &mut current).is_ok();
+        let kind = match req.mode {
+            WatchMode::Access => HwWatchKind::Access,
+            _ => HwWatchKind::Write,
+        };
+        let pid = req.pid;
+        let armed = tokio::task::spawn_blocking(move || {
+            pieces
+                .into_iter()
+                .map(|(at, len)| HwWatch::arm(pid, at, len, kind).map(|w| (at, w)))
+                .collect::<Result<Vec<(u64, HwWatch)>, String>>()
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("arming the watch: {e}")))?
+        .map_err(|why| {
+            EngineError::BadArgument(format!(
+                "cannot set a hardware watchpoint on `{expression}`: {why}; use mode `sample`"
+            ))
+        })?;
+        let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
+        let probe = Arc::new(Probe::new(
+            id,
+            req.pid,
+            ProbeKind::Watch,
+            expression.to_string(),
+            Vec::new(),
+            None,
+            bounds.max_events,
+            Duration::from_secs(bounds.ttl_s),
+            bounds.max_events.min(WATCH_STORE_CAPACITY) as usize,
+            self.policy.hit_budget(),
+            self.probe_updates.clone(),
+        ));
+        let note = format!(
+            "{} hardware watchpoint(s) on {size} byte(s) at {addr:#x}, through perf_event_open with a BPF \
+             program; writers are never stopped. `old` is the value liveprobe saw before (at the previous \
+             write, or when the watch was set)",
+            armed.len()
+        );
+        probe.set_engine(ProbeEngine::PerfBreakpoint, Some(note.clone()));
+        let count = armed.len();
+        let watchpoints = Arc::new(Mutex::new(armed));
+        lock(&self.watches.1).insert(
+            id,
+            DebugRegisters {
+                pid: req.pid,
+                count,
+                probe: id,
+                watchpoints: watchpoints.clone(),
+            },
+        );
+        self.probes().insert(id, probe.clone());
+        let type_name = expr.type_name().to_string();
+        let frame_info = frame.as_ref().map(|f| f.info.clone());
+        let tid = frame.as_ref().map(|f| f.identity.tid);
+        let watcher = WriteWatcher {
+            probe,
+            registers: self.watches.1.clone(),
+            tracer: self.tracer.clone(),
+            image,
+            memory: target.memory.clone(),
+            expr,
+            condition,
+            addr,
+            current,
+            initial_known,
+            armed: watchpoints,
+            frame,
+            next_frame_check: Instant::now(),
+            frame_check_every: Duration::from_millis(req.interval_ms.unwrap_or(100).max(1)),
+            ends_at: Instant::now() + Duration::from_secs(bounds.duration_s),
+            duration_s: bounds.duration_s,
+            limits: req.limits.clamped(),
+            redaction: self.redaction.clone(),
+            names: HashMap::new(),
+        };
+        tokio::spawn(watcher.run());
+        tracing::info!(probe = id, pid = req.pid, expression, "write watch armed");
+        Ok(WatchCreated {
+            probe_id: id,
+            engine: ProbeEngine::PerfBreakpoint,
+            engine_note: Some(note),
+            mode: req.mode,
+            type_name,
+            interval_ms: DRAIN_INTERVAL.as_millis() as u64,
+            duration_s: bounds.duration_s,
+            max_events: bounds.max_events,
+            ttl_s: bounds.ttl_s,
+            frame: frame_info,
+            tid,
+        })
+    }
+
+    /// The address, size and compiled forms of an expression on a frame's
+    /// locals, and what identifies the frame.
+    async fn resolve_local(
+        &self,
+        target: &Arc<Target>,
+        req: &WatchRequest,
+        expression: &str,
+        not_lvalue: &(dyn Fn(String) -> EngineError + Sync),
+    ) -> Result<
+        (
+            CompiledExpr,
+            Option<CompiledExpr>,
+            u64,
+            u64,
+            Option<WatchedFrame>,
+        ),
+        EngineError,
+    > {
+        let tid = req.tid.unwrap_or(req.pid);
+        let index = req.frame.unwrap_or(0);
+        let thread = self
+            .capture(target, Some(vec![tid]), super::STACK_COPY_BYTES)
+            .await?
+            .pop()
+            .ok_or_else(|| EngineError::Internal(format!("thread {tid} was not captured")))?;
+        let image = target.image();
+        let identity = frame_identity(&image, &thread, index).ok_or_else(|| {
+            EngineError::BadArgument(format!(
+                "frame {index} of thread {tid} has no canonical frame address (no CFI covers it), so \
+                 liveprobe could not tell when it returns; watch a global instead"
+            ))
+        })?;
+        let found = self.with_frame(req.pid, &thread, index, |ctx, info| {
+            let compiled = (|| {
+                let expr = eval::compile(expression, ctx).map_err(|e| {
+                    EngineError::BadArgument(format!(
+                        "expression `{expression}` does not compile in frame {index} of thread {tid}: {e}"
+                    ))
+                })?;
+                let address_of = eval::compile(&format!("&({expression})"), ctx)
+                    .map_err(|e| not_lvalue(e.to_string()))?;
+                let addr = eval::evaluate_number(&address_of, ctx)
+                    .map_err(|e| not_lvalue(e.to_string()))? as u64;
+                let size_of = eval::compile(&format!("sizeof({expression})"), ctx).map_err(|e| {
+                    EngineError::BadArgument(format!("the size of `{expression}`: {e}"))
+                })?;
+                let size = eval::evaluate_number(&size_of, ctx).map_err(|e| {
+                    EngineError::BadArgument(format!("the size of `{expression}`: {e}"))
+                })? as u64;
+                let condition = req
+                    .condition
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| {
+                        eval::compile(c, ctx).map_err(|e| {
+                            EngineError::BadArgument(format!(
+                                "condition `{c}` does not compile in frame {index} of thread {tid}: {e}"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                Ok::<_, EngineError>((expr, condition, addr, size))
+            })();
+            let place = (
+                ctx.pc,
+                ctx.regs.clone(),
+                ctx.cfa,
+                ctx.is_caller,
+                ctx.inline_depth,
+            );
+            (compiled, place, info)
+        })?;
+        let (compiled, (pc, regs, cfa, is_caller, inline_depth), info) = found;
+        let (expr, condition, addr, size) = compiled?;
+        Ok((
+            expr,
+            condition,
+            addr,
+            size,
+            Some(WatchedFrame {
+                identity,
+                info,
+                pc,
+                regs,
+                cfa,
+                is_caller,
+                inline_depth,
+            }),
+        ))
+    }
+}
+
+/// The frame a watch on a local lives in: how to evaluate there again
+/// (its registers as unwound when the watch was set; a frame's own
+/// registers and CFA do not move while it lives), and how to know it.
+struct WatchedFrame {
+    identity: FrameIdentity,
+    info: super::FrameInfo,
+    pc: crate::debuginfo::RuntimeAddr,
+    regs: Registers,
+    cfa: Option<u64>,
+    is_caller: bool,
+    inline_depth: usize,
+}
+
+/// The task that reads a write watch's records.
+struct WriteWatcher {
+    probe: Arc<Probe>,
+    registers: Arc<Mutex<HashMap<u64, DebugRegisters>>>,
+    tracer: Tracer,
+    image: Arc<ProcessImage>,
+    memory: ProcessMemory,
+    expr: CompiledExpr,
+    condition: Option<CompiledExpr>,
+    addr: u64,
+    /// The watched bytes as last seen.
+    current: Vec<u8>,
+    initial_known: bool,
+    /// (address of the piece, its watchpoint); emptied when the watch is
+    /// removed.
+    armed: Arc<Mutex<Vec<(u64, HwWatch)>>>,
+    ends_at: Instant,
+    duration_s: u64,
+    limits: Limits,
+    redaction: Redaction,
+    /// Thread names by tid, read once.
+    names: HashMap<i32, String>,
+    /// The frame of a watched local.
+    frame: Option<WatchedFrame>,
+    next_frame_check: Instant,
+    frame_check_every: Duration,
+}
+
+impl WriteWatcher {
+    async fn run(mut self) {
+        let ends_at = tokio::time::Instant::from_std(self.ends_at);
+        let expires_at = tokio::time::Instant::from_std(self.probe.expires_at);
+        let mut ticks = tokio::time::interval(DRAIN_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let probe = self.probe.clone();
+        loop {
+            let ended = probe.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if probe.state() != ProbeState::Armed {
+                break;
+            }
+            let mut end = None;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = tokio::time::sleep_until(ends_at) => {
+                    end = Some((ProbeState::Done, format!("duration_s ({} s) passed", self.duration_s)));
+                }
+                _ = tokio::time::sleep_until(expires_at) => {
+                    end = Some((ProbeState::Expired, "ttl_s passed".to_string()));
+                }
+                _ = &mut ended => {}
+            }
+            // Writes already made count, whatever ends the watch.
+            self.drain();
+            if let Some((state, reason)) = end {
+                probe.finish(state, Some(reason));
+                break;
+            }
+            if let Some(reason) = self.frame_returned().await {
+                self.drain();
+                probe.finish(ProbeState::Done, Some(reason));
+                break;
+            }
+            let gone = match self.tracer.process_state(probe.pid).await.ok() {
+                Some(TargetState::Running) => None,
+                Some(TargetState::Exited { code }) => {
+                    Some(format!("the process exited with code {code}"))
+                }
+                Some(TargetState::Killed { signal }) => {
+                    Some(format!("the process was killed by {signal}"))
+                }
+                Some(TargetState::Execed) => Some("the process ran a new program (exec)".into()),
+                Some(TargetState::Detached) | None => {
+                    Some("the process is no longer attached".into())
+                }
+            };
+            if let Some(reason) = gone {
+                probe.finish(ProbeState::TargetExited, Some(reason));
+                break;
+            }
+        }
+        // Dropping the watchpoints closes their events: the kernel clears
+        // the debug registers of every thread.
+        lock(&self.armed).clear();
+        lock(&self.registers).remove(&probe.id);
+    }
+
+    fn drain(&mut self) {
+        let mut records: Vec<(u64, WatchRecord)> = Vec::new();
+        {
+            let armed = lock(&self.armed);
+            for (at, watch) in armed.iter() {
+                records.extend(watch.drain().into_iter().map(|r| (*at, r)));
+            }
+            if !armed.is_empty() {
+                let lost: u64 = armed.iter().map(|(_, w)| w.lost()).sum();
+                self.probe.lost.store(lost, Ordering::Relaxed);
+            }
+        }
+        // Pieces have rings of their own: merge in time order.
+        records.sort_by_key(|(_, r)| r.time_ns);
+        for (at, record) in records {
+            if self.probe.state() != ProbeState::Armed {
+                return;
+            }
+            self.record(at, record);
+        }
+    }
+
+    fn thread_name(&mut self, tid: i32) -> String {
+        let pid = self.probe.pid;
+        self.names
+            .entry(tid)
+            .or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+
+    /// A context over `memory`: the watched frame's, or the globals'.
+    fn with_context<R>(
+        &self,
+        memory: &dyn MemorySource,
+        f: impl FnOnce(&crate::eval::FrameContext<'_>) -> R,
+    ) -> R {
+        match &self.frame {
+            Some(frame) => f(&crate::eval::FrameContext {
+                image: &self.image,
+                pc: frame.pc,
+                regs: &frame.regs,
+                cfa: frame.cfa,
+                is_caller: frame.is_caller,
+                inline_depth: frame.inline_depth,
+                memory,
+            }),
+            None => {
+                let regs = Registers::default();
+                f(&globals_context(&self.image, &regs, memory))
+            }
+        }
+    }
+
+    fn render(&self, bytes: &[u8]) -> Value {
+        let overlay = Overlay {
+            addr: self.addr,
+            bytes,
+            live: LiveMemory(&self.memory),
+        };
+        if self.frame.is_none() {
+            return eval::evaluate_global(
+                &self.expr,
+                &self.image,
+                &overlay,
+                &self.limits,
+                &self.redaction,
+            );
+        }
+        self.with_context(&overlay, |ctx| {
+            eval::evaluate(&self.expr, ctx, &self.limits, &self.redaction)
+        })
+    }
+
+    /// Whether the watched frame is gone (checked by copying its thread).
+    async fn frame_returned(&mut self) -> Option<String> {
+        let frame = self.frame.as_ref()?;
+        if Instant::now() < self.next_frame_check {
+            return None;
+        }
+        self.next_frame_check = Instant::now() + self.frame_check_every;
+        let identity = frame.identity.clone();
+        let captured = self
+            .tracer
+            .capture_threads(
+                self.probe.pid,
+                Some(vec![identity.tid]),
+                super::STACK_COPY_BYTES,
+            )
+            .await;
+        let thread = match captured.map(|mut c| c.pop()) {
+            Ok(Some(c)) => CapturedThread::new(c, self.memory.clone()),
+            _ => {
+                return Some(format!(
+                    "thread {} exited, and the watched frame with it",
+                    identity.tid
+                ));
+            }
+        };
+        (frame_still_there(&self.image, &thread.regs, &thread.memory, &identity) == Some(false))
+            .then(|| returned_reason(&identity))
+    }
+
+    fn record(&mut self, piece_at: u64, record: WatchRecord) {
+        let started = Instant::now();
+        let thread = CapturedThread {
+            tid: record.tid,
+            regs: registers_from(&record.regs, None),
+            memory: CapturedMemory::new(record.stack.clone(), self.memory.clone()),
+            held_us: 0,
+        };
+        if let Some(frame) = &self.frame
+            && record.tid == frame.identity.tid
+            && frame_still_there(&self.image, &thread.regs, &thread.memory, &frame.identity)
+                == Some(false)
+        {
+            // The frame returned before this write: the bytes are another
+            // frame's now, and the watch is over.
+            let reason = returned_reason(&frame.identity);
+            self.probe.finish(ProbeState::Done, Some(reason));
+            return;
+        }
+        let old_known = self.initial_known;
+        let old = if old_known {
+            self.render(&self.current.clone())
+        } else {
+            Value::unavailable(
+                self.expr.source().to_string(),
+                self.expr.type_name().to_string(),
+                "the value before the watch was set could not be read",
+            )
+        };
+        let new = match &record.value {
+            Some(bytes) => {
+                let offset = (piece_at - self.addr) as usize;
+                if let Some(slot) = self.current.get_mut(offset..offset + bytes.len()) {
+                    slot.copy_from_slice(bytes);
+                }
+                self.initial_known = true;
+                self.render(&self.current.clone())
+            }
+            None => Value::unavailable(
+                self.expr.source().to_string(),
+                self.expr.type_name().to_string(),
+                "the watched bytes could not be read right after the write",
+            ),
+        };
+        if let Some(condition) = &self.condition {
+            let overlay = Overlay {
+                addr: self.addr,
+                bytes: &self.current,
+                live: LiveMemory(&self.memory),
+            };
+            let verdict =
+                self.with_context(&overlay, |ctx| eval::evaluate_condition(condition, ctx));
+            match verdict {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.probe.filtered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => {
+                    self.probe.condition_faults.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let frames = super::frames::symbolized_frames(&self.image, &thread, WRITER_FRAMES);
+        let thread_name = if record.thread_name.is_empty() {
+            self.thread_name(record.tid)
+        } else {
+            record.thread_name.clone()
+        };
+        let wall = wall_time_of(record.time_ns);
+        let item = ProbeItem::Watch(WatchItem::Change(WatchChange {
+            seq: 0,
+            time: rfc3339(wall),
+            tid: record.tid,
+            thread_name,
+            old,
+            new,
+            frames,
+        }));
+        let hits = self.probe.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        self.probe
+            .record(StoredBody::Ready(Box::new(item)), hits >= self.probe.max_hits);
+        // The writer paid for the program only (a rule, as for uprobes).
+        let _ = self.probe.charge(
+            started.elapsed(),
+            super::probes::KERNEL_HIT_COST,
+            record.time_ns,
+        );
+    }
+}
+
+/// The wall-clock time of a CLOCK_MONOTONIC instant in the past.
+fn wall_time_of(monotonic_ns: u64) -> SystemTime {
+    let now_mono = crate::tracer::monotonic_ns();
+    let ago = Duration::from_nanos(now_mono.saturating_sub(monotonic_ns));
+    SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or_else(SystemTime::now)
+}
+
+fn returned_reason(identity: &FrameIdentity) -> String {
+    format!(
+        "the watched frame of {} returned (its frame at CFA {:#x} is no longer on thread {}'s stack)",
+        identity.function.as_deref().unwrap_or("its function"),
+        identity.cfa,
+        identity.tid
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_aligned;
+
+    #[test]
+    fn pieces_are_aligned_and_cover_the_lvalue() {
+        assert_eq!(split_aligned(0x1000, 8), vec![(0x1000, 8)]);
+        assert_eq!(split_aligned(0x1004, 4), vec![(0x1004, 4)]);
+        assert_eq!(split_aligned(0x1000, 16), vec![(0x1000, 8), (0x1008, 8)]);
+        assert_eq!(
+            split_aligned(0x1002, 8),
+            vec![(0x1002, 2), (0x1004, 4), (0x1008, 2)]
+        );
+        assert_eq!(split_aligned(0x1001, 1), vec![(0x1001, 1)]);
+    }
+}

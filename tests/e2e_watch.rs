@@ -1,0 +1,671 @@
+//! End-to-end tests of `watch_expression` (mode `sample`), through a real
+//! MCP session with the real binary on a real fixture whose values move
+//! only when the test says so.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn watched() -> std::path::PathBuf {
+    build_fixture("watch/watched.c", "watch_watched", &["-O0"])
+}
+
+fn attached() -> (Fixture, McpClient) {
+    let fx = Fixture::start(&watched());
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    (fx, c)
+}
+
+fn results(c: &mut McpClient, id: &Value, after: u64, wait_ms: u64) -> Value {
+    c.call(
+        "get_probe_results",
+        json!({"probe_id": id, "after": after, "limit": 100, "wait_ms": wait_ms,
+               "max_bytes": 1_048_576}),
+    )
+    .ok()
+}
+
+/// Reads items of watch `id` (long-polling) until one satisfies `wanted`;
+/// returns every item read. Fails when none comes within many long-polls
+/// (the values it waits for are set before, so they come at the next sample).
+fn items_until(
+    c: &mut McpClient,
+    id: &Value,
+    after: &mut u64,
+    wanted: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        let r = results(c, id, *after, 2000);
+        *after = r["next_after"].as_u64().expect("next_after");
+        for item in r["items"].as_array().expect("items") {
+            seen.push(item.clone());
+            if wanted(item) {
+                return seen;
+            }
+        }
+        assert_eq!(r["state"], "armed", "the watch ended early: {r}");
+    }
+    panic!("no wanted item came; read: {seen:?}")
+}
+
+/// Long-polls until watch `id` leaves `armed`; returns then all its results.
+fn until_ended(c: &mut McpClient, id: &Value) -> Value {
+    let mut after = 0;
+    for _ in 0..60 {
+        let r = results(c, id, after, 2000);
+        if r["state"] != "armed" {
+            return results(c, id, 0, 0);
+        }
+        after = r["next_after"].as_u64().unwrap_or(after);
+    }
+    panic!("watch {id} never ended")
+}
+
+fn value_is(item: &Value, text: &str) -> bool {
+    item["value"]["value"] == text
+}
+
+#[test]
+fn a_sampled_global_counter_advances_with_summary_and_on_change() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "sample",
+                   "interval_ms": 1, "duration_s": 120, "on_change": true}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "sampler", "{set}");
+    assert_eq!(set["mode"], "sample");
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    let mut items = items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    for n in 1..=3 {
+        fx.send("inc");
+        assert_eq!(fx.expect_line("counter"), format!("counter {n}"));
+        items.extend(items_until(&mut c, &id, &mut after, |i| {
+            value_is(i, &n.to_string())
+        }));
+    }
+    // on_change: each value once, in order, although sampled every 1 ms.
+    let values: Vec<&str> = items
+        .iter()
+        .map(|i| i["value"]["value"].as_str().expect("value"))
+        .collect();
+    assert_eq!(values, ["0", "1", "2", "3"], "{items:?}");
+    for (k, item) in items.iter().enumerate() {
+        assert_eq!(item["seq"], json!(k + 1), "{item}");
+        assert!(item["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            item["value"]["type"]
+                .as_str()
+                .is_some_and(|t| t.contains("long")),
+            "{item}"
+        );
+    }
+    let r = results(&mut c, &id, 0, 0);
+    let summary = &r["summary"];
+    assert_eq!(summary["changes"], 3, "{r}");
+    assert_eq!(summary["min"], 0.0, "{r}");
+    assert_eq!(summary["max"], 3.0, "{r}");
+    assert_eq!(summary["first"], "0", "{r}");
+    assert_eq!(summary["last"], "3", "{r}");
+    assert!(summary["count"].as_u64().expect("count") >= 4, "{r}");
+    assert_eq!(summary["numeric"], summary["count"], "{r}");
+    // Listed like any probe, then removed like any probe.
+    let listed = c.call("list_probes", json!({"pid": fx.pid})).ok();
+    let row = listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["probe_id"] == id)
+        .cloned()
+        .expect("listed");
+    assert_eq!(row["kind"], "watch", "{row}");
+    assert_eq!(row["engine"], "sampler", "{row}");
+    assert_eq!(row["state"], "armed", "{row}");
+    assert_eq!(row["location"], "counter", "{row}");
+    let removed = c.call("remove_probe", json!({"probe_id": id})).ok();
+    assert_eq!(removed["state"], "armed");
+    let gone = c.call("get_probe_results", json!({"probe_id": id})).err();
+    assert!(gone.contains("no probe"), "{gone}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_sampled_heap_field_through_a_global_pointer_and_its_resource() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "heap_stats->hits", "mode": "sample",
+                   "interval_ms": 1, "duration_s": 120, "on_change": true,
+                   "condition": "counter == 0"}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    fx.send("hit");
+    assert_eq!(fx.expect_line("hits"), "hits 1");
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "1"));
+    // The condition stops every sample once counter moves.
+    fx.send("inc");
+    fx.expect_line("counter 1");
+    fx.send("hit");
+    assert_eq!(fx.expect_line("hits"), "hits 2");
+    // Some sample after `hits 2` has been taken (and filtered out).
+    let filtered = |c: &mut McpClient| {
+        let listed = c.call("list_probes", json!({})).ok();
+        listed["probes"][0]["filtered"].as_u64().expect("filtered")
+    };
+    let before = filtered(&mut c);
+    let mut later = before;
+    for _ in 0..10_000 {
+        later = filtered(&mut c);
+        if later > before {
+            break;
+        }
+    }
+    assert!(later > before, "the watch kept sampling");
+    let uri = format!("probe://{id}/results");
+    let read = c.request("resources/read", json!({"uri": uri}));
+    let text = read["result"]["contents"][0]["text"]
+        .as_str()
+        .expect("text");
+    let body: Value = serde_json::from_str(text).expect("JSON results");
+    let values: Vec<&str> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["value"]["value"].as_str().expect("value"))
+        .collect();
+    assert_eq!(values, ["0", "1"], "hits 2 is never sampled: counter is 1");
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn a_faulting_sample_says_so_and_the_watch_goes_on_to_max_events() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "null_stats->hits", "mode": "sample",
+                   "interval_ms": 1, "max_events": 3, "duration_s": 120}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "done", "{r}");
+    assert_eq!(r["reason"], "reached max_events (3)", "{r}");
+    let items = r["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{r}");
+    for item in items {
+        let why = item["value"]["unavailable"].as_str().unwrap_or_default();
+        assert!(why.contains("0x0"), "a NULL read says so: {item}");
+    }
+    assert_eq!(r["summary"]["faults"], 3, "{r}");
+    assert!(r["summary"].get("min").is_none(), "{r}");
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+#[test]
+fn a_watch_on_a_local_ends_done_when_its_frame_returns() {
+    let (mut fx, mut c) = attached();
+    fx.send("local");
+    fx.expect_line("in local");
+    wait_blocked_in_read(fx.pid);
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "max_frames": 32}))
+        .ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let index = frames
+        .iter()
+        .position(|f| f["function"] == "hold_local")
+        .unwrap_or_else(|| panic!("hold_local on the stack: {stack}"));
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "step", "mode": "sample", "tid": fx.pid,
+                   "frame": index, "interval_ms": 1, "duration_s": 120, "on_change": true}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    assert_eq!(set["frame"]["function"], "hold_local", "{set}");
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    fx.send("step");
+    fx.expect_line("step 1");
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "1"));
+    fx.send("leave");
+    fx.expect_line("left");
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "done", "{r}");
+    let reason = r["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("hold_local") && reason.contains("returned"),
+        "{reason}"
+    );
+    // The process goes on, untouched.
+    fx.send("inc");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_watch_whose_target_exits_is_target_exited_with_results_readable() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "sample",
+                   "interval_ms": 1, "duration_s": 120, "on_change": true}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    let mut after = 0;
+    items_until(&mut c, &id, &mut after, |i| value_is(i, "0"));
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "target_exited", "{r}");
+    assert!(
+        r["reason"].as_str().is_some_and(|s| s.contains("exited")),
+        "{r}"
+    );
+    let again = results(&mut c, &id, 0, 0);
+    assert_eq!(again["items"][0]["value"]["value"], "0", "{again}");
+}
+
+#[test]
+fn bad_watch_input_is_refused_with_the_allowed_range() {
+    let (mut fx, mut c) = attached();
+    let pid = fx.pid;
+    let mut refused = |args: Value| {
+        let mut all = json!({"pid": pid, "expression": "counter", "mode": "sample"});
+        for (k, v) in args.as_object().expect("object") {
+            all[k] = v.clone();
+        }
+        c.call("watch_expression", all).err()
+    };
+    let e = refused(json!({"interval_ms": 0}));
+    assert!(e.contains("interval_ms must be between 1 and 60000"), "{e}");
+    let e = refused(json!({"duration_s": 700}));
+    assert!(
+        e.contains("duration_s must be between 1 and the watch's ttl_s (600)"),
+        "{e}"
+    );
+    let e = refused(json!({"max_events": 0}));
+    assert!(e.contains("max_events must be between 1"), "{e}");
+    let e = refused(json!({"expression": "no_such_name"}));
+    assert!(e.contains("does not compile over globals"), "{e}");
+    let e = refused(json!({"expression": "step"}));
+    assert!(e.contains("give the tid"), "a local needs its frame: {e}");
+    let e = refused(json!({"engine": "uprobe"}));
+    assert!(e.contains("engine auto"), "{e}");
+    let e = refused(json!({"mode": "write", "engine": "ptrace"}));
+    assert!(e.contains("not in this version"), "{e}");
+    let e = refused(json!({"mode": "write", "tid": pid, "expression": "counter + 1"}));
+    assert!(e.contains("not an lvalue"), "{e}");
+    let e = refused(json!({"mode": "write", "expression": "7"}));
+    assert!(e.contains("not an lvalue"), "{e}");
+    let listed = c.call("list_probes", json!({})).ok();
+    assert_eq!(listed["probes"], json!([]), "nothing was left armed");
+    fx.send("quit");
+    fx.wait_exit();
+}
+
+/// The `threads` line of an unprobed run.
+fn unprobed_threads_line() -> String {
+    let mut fx = Fixture::start(&watched());
+    fx.send("threads");
+    let line = fx.expect_line("threads");
+    fx.send("quit");
+    fx.wait_exit();
+    line
+}
+
+fn write_watch(c: &mut McpClient, pid: i32, expression: &str) -> Value {
+    c.call(
+        "watch_expression",
+        json!({"pid": pid, "expression": expression, "mode": "write", "duration_s": 120}),
+    )
+    .ok()
+}
+
+/// Every write of two threads created after the watches were set, with
+/// old/new, writer function and thread name.
+#[test]
+fn write_watches_report_every_write_of_threads_created_later() {
+    let expected = unprobed_threads_line();
+    let (mut fx, mut c) = attached();
+    let global = write_watch(&mut c, fx.pid, "shared_value");
+    assert_eq!(global["engine"], "perf_breakpoint", "{global}");
+    let heap = write_watch(&mut c, fx.pid, "heap_stats->misses");
+    fx.send("threads");
+    assert_eq!(
+        fx.expect_line("threads"),
+        expected,
+        "same output as unprobed"
+    );
+    for (set, what) in [(&global, "shared_value"), (&heap, "misses")] {
+        let id = set["probe_id"].clone();
+        let mut after = 0;
+        let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "203");
+        let r = results(&mut c, &id, 0, 0);
+        assert_eq!(items.len(), 6, "{what}: every write, none lost: {r}");
+        let expected_values = ["101", "102", "103", "201", "202", "203"];
+        let mut old = "0";
+        for (item, new) in items.iter().zip(expected_values) {
+            assert_eq!(item["old"]["value"], old, "{what}: {item}");
+            assert_eq!(item["new"]["value"], new, "{what}: {item}");
+            old = new;
+            let (function, name) = if new.starts_with('1') {
+                ("writer_one", "writer-1")
+            } else {
+                ("writer_two", "writer-2")
+            };
+            assert_eq!(item["thread_name"], name, "{what}: {item}");
+            assert_eq!(item["frames"][0]["function"], function, "{what}: {item}");
+            assert_ne!(item["tid"], json!(fx.pid), "{item}");
+        }
+        let row = c.call("list_probes", json!({})).ok();
+        assert!(
+            row["probes"]
+                .as_array()
+                .expect("probes")
+                .iter()
+                .any(|p| p["probe_id"] == id
+                    && p["engine"] == "perf_breakpoint"
+                    && p.get("lost").is_none()),
+            "{row}"
+        );
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// x86-64 has four debug registers per thread: four watches work, the
+/// fifth is refused naming the watches that hold them. Not an lvalue is
+/// refused naming why.
+#[test]
+fn four_write_watches_work_and_the_fifth_is_refused() {
+    let (mut fx, mut c) = attached();
+    let mut ids = Vec::new();
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        ids.push(write_watch(&mut c, fx.pid, e)["probe_id"].clone());
+    }
+    let fifth = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "shared_value", "mode": "write"}),
+        )
+        .err();
+    assert!(fifth.contains("4 per thread"), "{fifth}");
+    for id in &ids {
+        assert!(fifth.contains(&format!("watch {id}")), "{fifth}");
+    }
+    let not_lvalue = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "shared_value + 1", "mode": "write"}),
+        )
+        .err();
+    assert!(not_lvalue.contains("not an lvalue"), "{not_lvalue}");
+    // Removing one frees its register for another.
+    c.call("remove_probe", json!({"probe_id": ids[0]})).ok();
+    write_watch(&mut c, fx.pid, "shared_value");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// A SIGKILLed liveprobe leaves nothing armed: the kernel closes its
+/// events, so the fixture runs as unprobed, and all four debug registers
+/// are free again for a new liveprobe (an event left behind would hold one).
+#[test]
+fn sigkill_of_liveprobe_leaves_no_watchpoint_behind() {
+    let expected = unprobed_threads_line();
+    let (mut fx, mut c) = attached();
+    for e in ["shared_value", "spare[0]", "spare[1]", "spare[2]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    drop(c); // SIGKILL: McpClient kills its server when dropped
+    fx.send("threads");
+    assert_eq!(fx.expect_line("threads"), expected);
+    let mut again = McpClient::start();
+    again.call("attach", json!({"pid": fx.pid})).ok();
+    let mut ids = Vec::new();
+    for e in ["shared_value", "spare[0]", "spare[1]", "spare[2]"] {
+        ids.push(write_watch(&mut again, fx.pid, e)["probe_id"].clone());
+    }
+    fx.send("threads");
+    fx.expect_line("threads");
+    let mut after = 0;
+    let items = items_until(&mut again, &ids[0], &mut after, |i| {
+        i["new"]["value"] == "203"
+    });
+    assert_eq!(items.len(), 6, "the new watches see every write: {items:?}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// `access` reports reads too: `counter += 1` then printing it reads and
+/// writes it in main.
+#[test]
+fn an_access_watch_reports_reads_and_writes() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "access", "duration_s": 120}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    fx.send("inc");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "1");
+    let r = results(&mut c, &id, 0, 0);
+    let all = r["items"].as_array().expect("items");
+    assert!(all.len() >= 2, "a read and a write at least: {r}");
+    assert_eq!(all[0]["old"]["value"], "0", "the first access reads 0: {r}");
+    assert_eq!(all[0]["new"]["value"], "0", "a read leaves it: {r}");
+    assert!(!items.is_empty());
+    for item in all {
+        assert_eq!(item["tid"], json!(fx.pid), "main did it: {item}");
+        assert_eq!(item["frames"][0]["function"], "main", "{item}");
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// Observe-only refuses a write watch (it sets debug registers) and allows
+/// a sampled one (it only reads).
+#[test]
+fn observe_only_refuses_write_watches_and_allows_sampling() {
+    let mut fx = Fixture::start(&watched());
+    let mut c = McpClient::start_with_args(&["--observe-only"]);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write"}),
+        )
+        .err();
+    assert!(
+        refused.contains("debug registers") && refused.contains("observe-only"),
+        "{refused}"
+    );
+    c.call(
+        "watch_expression",
+        json!({"pid": fx.pid, "expression": "counter", "mode": "sample"}),
+    )
+    .ok();
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// An lvalue larger than 8 bytes is split over aligned pieces, one debug
+/// register each (and they count against the four).
+#[test]
+fn a_large_lvalue_is_split_over_registers() {
+    let (mut fx, mut c) = attached();
+    let set = write_watch(&mut c, fx.pid, "spare");
+    let note = set["engine_note"].as_str().expect("note");
+    assert!(
+        note.starts_with("4 hardware watchpoint(s) on 32 byte(s)"),
+        "{set}"
+    );
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write"}),
+        )
+        .err();
+    assert!(
+        refused.contains(&format!("watch {}", set["probe_id"])),
+        "{refused}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// Detach clears every watchpoint at once: attached again, all four debug
+/// registers are free, and the fixture runs as unprobed meanwhile.
+#[test]
+fn detach_clears_write_watches() {
+    let expected = unprobed_threads_line();
+    let (mut fx, mut c) = attached();
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    c.call("detach", json!({"pid": fx.pid})).ok();
+    fx.send("threads");
+    assert_eq!(fx.expect_line("threads"), expected);
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// A write watch on a local: the frame's thread writes it, the item names
+/// the function; when the frame returns the watch ends `done`.
+#[test]
+fn a_write_watch_on_a_local_ends_with_its_frame() {
+    let (mut fx, mut c) = attached();
+    fx.send("local");
+    fx.expect_line("in local");
+    wait_blocked_in_read(fx.pid);
+    let stack = c
+        .call("stack_trace", json!({"pid": fx.pid, "max_frames": 32}))
+        .ok();
+    let frames = stack["threads"][0]["frames"].as_array().expect("frames");
+    let index = frames
+        .iter()
+        .position(|f| f["function"] == "hold_local")
+        .unwrap_or_else(|| panic!("hold_local on the stack: {stack}"));
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "step", "mode": "write", "tid": fx.pid,
+                   "frame": index, "interval_ms": 10, "duration_s": 120}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "perf_breakpoint", "{set}");
+    assert_eq!(set["frame"]["function"], "hold_local", "{set}");
+    let id = set["probe_id"].clone();
+    for n in 1..=2 {
+        fx.send("step");
+        assert_eq!(fx.expect_line("step"), format!("step {n}"));
+    }
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "2");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0]["old"]["value"], "0");
+    assert_eq!(items[0]["new"]["value"], "1");
+    assert_eq!(items[1]["old"]["value"], "1");
+    for item in &items {
+        assert_eq!(item["frames"][0]["function"], "hold_local", "{item}");
+        assert_eq!(item["tid"], json!(fx.pid), "{item}");
+    }
+    fx.send("leave");
+    fx.expect_line("left");
+    let r = until_ended(&mut c, &id);
+    assert_eq!(r["state"], "done", "{r}");
+    let reason = r["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("hold_local") && reason.contains("returned"),
+        "{reason}"
+    );
+    assert_eq!(r["items"].as_array().map(Vec::len), Some(2), "{r}");
+    // Its register is free again.
+    for e in ["spare[0]", "spare[1]", "spare[2]", "spare[3]"] {
+        write_watch(&mut c, fx.pid, e);
+    }
+    fx.send("inc");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// Two threads writing at once, 2 x 200 writes: every write is reported
+/// once, by the right thread, none lost.
+#[test]
+fn concurrent_writers_lose_no_write() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "storm_value", "mode": "write",
+                   "duration_s": 120, "max_events": 1000}),
+        )
+        .ok();
+    let id = set["probe_id"].clone();
+    fx.send("storm 200");
+    fx.expect_line("storm done");
+    let mut seen: Vec<Value> = Vec::new();
+    let mut after = 0;
+    while seen.len() < 400 {
+        let r = results(&mut c, &id, after, 2000);
+        let items = r["items"].as_array().expect("items").clone();
+        assert!(
+            !items.is_empty(),
+            "writes missing after {}: {r}",
+            seen.len()
+        );
+        after = r["next_after"].as_u64().expect("next_after");
+        seen.extend(items);
+    }
+    assert_eq!(seen.len(), 400);
+    let mut values: Vec<i64> = seen
+        .iter()
+        .map(|i| {
+            i["new"]["value"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .expect("number")
+        })
+        .collect();
+    values.sort_unstable();
+    let expected: Vec<i64> = (1..=2)
+        .flat_map(|k| (1..=200).map(move |i| k * 1_000_000 + i))
+        .collect();
+    assert_eq!(values, expected, "each write once");
+    for item in &seen {
+        assert_eq!(item["frames"][0]["function"], "storm_writer", "{item}");
+    }
+    let listed = c.call("list_probes", json!({})).ok();
+    assert!(listed["probes"][0].get("lost").is_none(), "{listed}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
