@@ -589,6 +589,76 @@ fn the_daemonset_has_only_what_liveprobe_needs() {
     );
 }
 
+/// The DaemonSet's own arguments start liveprobe serving HTTP, with its
+/// environment expanded as the kubelet does and its files where it mounts
+/// them (here: temporary ones), on a loopback port instead of 7777.
+#[test]
+fn the_daemonsets_arguments_start_liveprobe() {
+    let docs = manifests();
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .and_then(|d| d["data"]["policy.toml"].as_str())
+        .expect("a ConfigMap with policy.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy).expect("write policy");
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut args: Vec<String> = Vec::new();
+    let given: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut i = 0;
+    while i < given.len() {
+        let flag = given[i];
+        args.push(flag.to_string());
+        let value = given.get(i + 1).copied();
+        match (flag, value) {
+            ("--http", Some(_)) => args.push("127.0.0.1:0".into()),
+            ("--policy", Some(_)) => args.push(policy_path.display().to_string()),
+            ("--audit-log", Some(_)) => args.push(audit_path.display().to_string()),
+            (_, Some(v)) if !v.starts_with("--") => args.push(v.replace("$(POD_IP)", "10.1.2.3")),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liveprobe"))
+        .args(&args)
+        .env("LIVEPROBE_TOKEN", "k8s-secret-token-of-forty-characters-xx")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start liveprobe");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("serving MCP on http://127.0.0.1:") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("wait");
+    assert!(
+        seen.contains("serving MCP on http://127.0.0.1:"),
+        "liveprobe did not start with the DaemonSet's arguments {args:?} ({status}):\n{seen}"
+    );
+}
+
 #[test]
 fn the_policy_in_the_configmap_is_one_liveprobe_loads() {
     let docs = manifests();
