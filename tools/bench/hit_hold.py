@@ -4,6 +4,7 @@
 Run from anywhere:  python3 tools/bench/hit_hold.py               (~1 min + build)
                     python3 tools/bench/hit_hold.py --probes 20 --calls 4000
                     python3 tools/bench/hit_hold.py --liveprobe target/debug/liveprobe
+                    python3 tools/bench/hit_hold.py --baseline /path/to/older/liveprobe
 
 A ptrace hit only copies: the tracer reads the thread's registers and the memory the
 probe's capture plan names (batched process_vm_readv), resumes the thread, and only
@@ -19,6 +20,11 @@ then), runs --calls calls, and reads the 100 items. It prints, in µs: the media
 p99 of `held_us` over all recorded hits, the first hit of each probe (median and max
 over the probes), and the mean/max `list_probes` reports (all hits, filtered ones
 included). Goal: median <= 10 us, first hit <= 1 ms. It writes nothing into docs/.
+
+With --baseline BINARY the same runs are made, in the same process of the target and
+alternating probe by probe, with an older liveprobe (one whose items have no `held_us`:
+a ptrace hit then held its thread for the whole handler), and the list_probes figures of
+both are printed side by side with their ratio.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ def main() -> int:
     parser.add_argument("--no-build", action="store_true", help="use target/release/liveprobe as it is")
     parser.add_argument("--liveprobe", type=Path, help="run this liveprobe binary instead (e.g. a debug build, to check the script)")
     parser.add_argument("--liveprobe-arg", action="append", default=[], help="extra server argument (repeatable)")
+    parser.add_argument("--baseline", type=Path, help="also run this older liveprobe binary and print the ratio")
     args = parser.parse_args()
     if args.calls < ITEMS:
         parser.error(f"--calls must be at least {ITEMS}")
@@ -67,67 +74,96 @@ def main() -> int:
     liveprobe = args.liveprobe or build_liveprobe(build=not args.no_build)
     binary = build_c_fixture(FIXTURE_SOURCE)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    target = LineProcess([str(binary)], stderr_path=LOG_DIR / "hit-hold-target.stderr")
-    session = McpStdioSession(
-        [str(liveprobe), *args.liveprobe_arg], stderr_path=str(LOG_DIR / "hit-hold-liveprobe.stderr")
-    )
-    held: list[float] = []
-    first: list[float] = []
-    means: list[float] = []
-    maxes: list[float] = []
-    try:
-        if target.read_line(30).strip() != "ready":
-            raise RuntimeError("the probes target did not say 'ready'")
-        session.initialize()
-        call(session, "attach", {"pid": target.pid})
-        for n in range(args.probes):
-            probe = call(
-                session,
-                "set_snapshot",
-                {
-                    "pid": target.pid,
-                    "location": "probe_work",
-                    "engine": "ptrace",
-                    "condition": f"a % {step} == 0",
-                    "max_hits": ITEMS,
-                },
-            )
-            probe_id = probe["probe_id"]
-            target.send(f"run {args.calls}\n")
-            done = target.read_line(600)
-            if not done.startswith("done"):
-                raise RuntimeError(f"the target answered {done!r}")
-            # Answers are cut at 32 KB: page through the items.
-            these: list[float] = []
-            after = 0
-            while len(these) < ITEMS:
-                page = call(session, "get_probe_results", {"probe_id": probe_id, "after": after, "limit": ITEMS})
-                items = page.get("items", [])
-                if not items:
-                    break
-                these.extend(item["held_us"] for item in items if "held_us" in item)
-                after = page["next_after"]
-            if len(these) != ITEMS:
-                raise RuntimeError(f"probe {probe_id}: {len(these)} items with held_us, expected {ITEMS}")
-            held.extend(these)
-            first.append(these[0])
-            rows = call(session, "list_probes", {"pid": target.pid})["probes"]
-            row = next(r for r in rows if r["probe_id"] == probe_id)
-            means.append(row["mean_handler_us"])
-            maxes.append(row["max_handler_us"])
-            call(session, "remove_probe", {"probe_id": probe_id})
-            log(f"probe {n + 1}/{args.probes}: first hit {these[0]:.1f} µs, median {statistics.median(these):.1f} µs")
-    finally:
-        target.send("quit\n")
-        target.close()
-        session.close()
+    runs = {"liveprobe": (liveprobe, Measured())}
+    if args.baseline:
+        runs["baseline"] = (args.baseline, Measured())
+    # Alternate probe by probe, so both see the same machine.
+    for n in range(args.probes):
+        for name, (server, measured) in runs.items():
+            measure_one(server, binary, args, step, measured, f"{name} {n + 1}/{args.probes}")
 
+    held, first, means, maxes = runs["liveprobe"][1].fields()
     print(f"Held time per ptrace hit, snapshot with condition `a % {step} == 0` on probe_work")
     print(f"({args.probes} probes x {args.calls} calls, {len(held)} recorded hits):")
     print(f"  recorded hits: median {statistics.median(held):.1f} us, p99 {percentile(held, 0.99):.1f} us, max {max(held):.1f} us")
     print(f"  first hit of a probe: median {statistics.median(first):.1f} us, max {max(first):.1f} us")
     print(f"  list_probes over all hits: mean {statistics.mean(means):.1f} us (per-probe means averaged), max {max(maxes):.1f} us")
+    if args.baseline:
+        _, _, base_means, base_maxes = runs["baseline"][1].fields()
+        print(f"Baseline {args.baseline} (list_probes: handler time while the thread was held):")
+        print(f"  mean {statistics.mean(base_means):.1f} us, max {max(base_maxes):.1f} us")
+        print(f"  ratio liveprobe/baseline: mean {statistics.mean(means) / statistics.mean(base_means):.3f}x, "
+              f"max {max(maxes) / max(base_maxes):.3f}x")
     return 0
+
+
+class Measured:
+    """Figures of one server over its probes."""
+
+    def __init__(self) -> None:
+        self.held: list[float] = []
+        self.first: list[float] = []
+        self.means: list[float] = []
+        self.maxes: list[float] = []
+
+    def fields(self) -> tuple[list[float], list[float], list[float], list[float]]:
+        return self.held, self.first, self.means, self.maxes
+
+
+def measure_one(liveprobe: Path, binary: Path, args: argparse.Namespace, step: int, m: Measured, label: str) -> None:
+    """One fresh target, one server, one probe: its items and list_probes row."""
+    target = LineProcess([str(binary)], stderr_path=LOG_DIR / "hit-hold-target.stderr")
+    session = McpStdioSession(
+        [str(liveprobe), *args.liveprobe_arg], stderr_path=str(LOG_DIR / "hit-hold-liveprobe.stderr")
+    )
+    try:
+        if target.read_line(30).strip() != "ready":
+            raise RuntimeError("the probes target did not say 'ready'")
+        session.initialize()
+        call(session, "attach", {"pid": target.pid})
+        probe = call(
+            session,
+            "set_snapshot",
+            {
+                "pid": target.pid,
+                "location": "probe_work",
+                "engine": "ptrace",
+                "condition": f"a % {step} == 0",
+                "max_hits": ITEMS,
+            },
+        )
+        probe_id = probe["probe_id"]
+        target.send(f"run {args.calls}\n")
+        done = target.read_line(600)
+        if not done.startswith("done"):
+            raise RuntimeError(f"the target answered {done!r}")
+        # Answers are cut at 32 KB: page through the items.
+        these: list[float] = []
+        seen = 0
+        after = 0
+        while seen < ITEMS:
+            page = call(session, "get_probe_results", {"probe_id": probe_id, "after": after, "limit": ITEMS})
+            items = page.get("items", [])
+            if not items:
+                break
+            seen += len(items)
+            these.extend(item["held_us"] for item in items if "held_us" in item)
+            after = page["next_after"]
+        if seen != ITEMS:
+            raise RuntimeError(f"probe {probe_id}: {seen} items, expected {ITEMS}")
+        if these:
+            m.held.extend(these)
+            m.first.append(these[0])
+        rows = call(session, "list_probes", {"pid": target.pid})["probes"]
+        row = next(r for r in rows if r["probe_id"] == probe_id)
+        m.means.append(row["mean_handler_us"])
+        m.maxes.append(row["max_handler_us"])
+        call(session, "remove_probe", {"probe_id": probe_id})
+        log(f"{label}: mean {row['mean_handler_us']:.1f} µs, max {row['max_handler_us']:.1f} µs")
+    finally:
+        target.send("quit\n")
+        target.close()
+        session.close()
 
 
 if __name__ == "__main__":
