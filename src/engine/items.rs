@@ -50,7 +50,8 @@ pub struct SnapshotItem {
     /// Why some values show as read errors (a kernel-side capture that did
     /// not hold what they needed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub capture_note: Option<String>,    /// How long the ptrace hit held its thread (stop seen to resumed), µs;
+    pub capture_note: Option<String>,
+    /// How long the ptrace hit held its thread (stop seen to resumed), µs;
     /// absent when the thread was not held by liveprobe (uprobe engine).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_us: Option<f64>,
@@ -90,7 +91,8 @@ pub struct LogpointItem {
     /// Why some holes show read errors (a kernel-side capture that did not
     /// hold what they needed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub capture_note: Option<String>,    /// How long the ptrace hit held its thread (stop seen to resumed), µs;
+    pub capture_note: Option<String>,
+    /// How long the ptrace hit held its thread (stop seen to resumed), µs;
     /// absent when the thread was not held by liveprobe (uprobe engine).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_us: Option<f64>,

@@ -891,8 +891,10 @@ impl Sampler {
             time: rfc3339(SystemTime::now()),
             value,
         }));
-        self.probe
-            .record(StoredBody::Ready(Box::new(item)), hits >= self.probe.max_hits);
+        self.probe.record(
+            StoredBody::Ready(Box::new(item)),
+            hits >= self.probe.max_hits,
+        );
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers};
 use crate::eval::{self, CompiledExpr};
 use crate::tracer::{HwWatch, HwWatchKind, ProcessMemory, TargetState, Tracer, WatchRecord};
@@ -691,8 +690,10 @@ impl WriteWatcher {
             frames,
         }));
         let hits = self.probe.hits.fetch_add(1, Ordering::Relaxed) + 1;
-        self.probe
-            .record(StoredBody::Ready(Box::new(item)), hits >= self.probe.max_hits);
+        self.probe.record(
+            StoredBody::Ready(Box::new(item)),
+            hits >= self.probe.max_hits,
+        );
         // The writer paid for the program only (a rule, as for uprobes).
         let _ = self.probe.charge(
             started.elapsed(),

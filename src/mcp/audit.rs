@@ -76,6 +76,9 @@ impl GatedCall {
         let tool = request.name.to_string();
         let mut arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         redact_keys(&mut arguments, &|key| engine.is_secret_name(key));
+        // A credential can sit in any argument's text (an expression's
+        // string literal, a template): values are judged too.
+        scrub_strings(&mut arguments, engine.redaction());
         let client = context
             .peer
             .peer_info()
@@ -219,4 +222,20 @@ pub fn audit_probe_updates(
         }
     });
     rx
+}
+
+/// Replaces credential-looking text in every string of `value`, in place.
+fn scrub_strings(value: &mut Value, redaction: &crate::value::Redaction) {
+    match value {
+        Value::String(text) => {
+            if let std::borrow::Cow::Owned(clean) = redaction.scrub(text) {
+                *text = clean;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_strings(v, redaction)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .for_each(|v| scrub_strings(v, redaction)),
+        _ => {}
+    }
 }

@@ -361,8 +361,8 @@ impl SiteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracer::breakpoints::{HitContext, HitVerdict};
     use crate::procmaps::FileId;
+    use crate::tracer::breakpoints::{HitContext, HitVerdict};
 
     struct Keep;
 

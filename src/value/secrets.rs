@@ -450,7 +450,20 @@ fn high_entropy(bytes: &[u8], found: &mut Vec<Range<usize>>) {
             continue;
         }
         let end = run_end(bytes, i, is_token_char);
-        if looks_random(&bytes[i..end]) {
+        // A run inside a dotted or slashed name (`index.crates.io-1949cf8c/
+        // tokio-1.54.1/src`) is a path: its components are judged one by one.
+        let in_path = bytes[i..end].contains(&b'/')
+            && ((i > 0 && matches!(bytes[i - 1], b'.' | b'/'))
+                || bytes.get(end).is_some_and(|b| matches!(b, b'.' | b'/')));
+        if in_path {
+            let mut start = i;
+            for part in bytes[i..end].split(|b| *b == b'/') {
+                if looks_random(part) {
+                    found.push(start..start + part.len());
+                }
+                start += part.len() + 1;
+            }
+        } else if looks_random(&bytes[i..end]) {
             found.push(i..end);
         }
         i = end;
@@ -475,6 +488,20 @@ pub fn looks_random(token: &[u8]) -> bool {
         .all(|b| b.is_ascii_hexdigit() || *b == b'-' || *b == b'_')
     {
         return false;
+    }
+    // A name tagged with a hash (`serde-1a2b3c4d5e6f7a8b`, cargo's build and
+    // registry directories) stays visible too.
+    if let Some(cut) = token.iter().rposition(|b| *b == b'-' || *b == b'_') {
+        let (name, hash) = (&token[..cut], &token[cut + 1..]);
+        if hash.len() >= 8
+            && hash.iter().all(u8::is_ascii_hexdigit)
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            && !looks_random(name)
+        {
+            return false;
+        }
     }
     let lower = token.iter().filter(|b| b.is_ascii_lowercase()).count();
     let upper = token.iter().filter(|b| b.is_ascii_uppercase()).count();
@@ -605,6 +632,9 @@ mod tests {
             "_ZNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEE",
             "std::map<std::__cxx11::basic_string<char>, int>",
             "/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30",
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/park.rs",
+            "target/release/build/serde-1a2b3c4d5e6f7a8b/out/private.rs",
+            "deps/liveprobe-0123456789abcdef.d",
             "tests/fixtures/e2e/redaction_server.cpp",
             "getHTTPResponseCodeForRequestHandler",
             "1733450000000000000",

@@ -129,19 +129,15 @@ impl TracerLoop {
         };
         let id = BreakpointId(self.next_breakpoint);
         self.next_breakpoint += 1;
-        let Err(Armed { handler, copy, .. }) = target
-            .space
-            .breakpoints
-            .join_site(
-                address,
-                Armed {
-                    id,
-                    group,
-                    handler,
-                    copy,
-                },
-            )
-        else {
+        let Err(Armed { handler, copy, .. }) = target.space.breakpoints.join_site(
+            address,
+            Armed {
+                id,
+                group,
+                handler,
+                copy,
+            },
+        ) else {
             return Ok(id);
         };
         let refused = |reason: String| TraceError::BreakpointRefused {
