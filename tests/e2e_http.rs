@@ -642,6 +642,18 @@ fn a_session_cannot_see_or_remove_another_sessions_probe() {
     .to_string();
     let m = curl("POST", &server.url, &h, Some(body.as_bytes())).message();
     assert_eq!(m["result"]["isError"], json!(true), "{m}");
+    // Nor hear of its results: subscribing to its resource is refused.
+    let uri = format!("probe://{}/results", set["probe_id"]);
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "resources/subscribe",
+        "params": {"uri": uri}})
+    .to_string();
+    let m = curl("POST", &server.url, &h, Some(body.as_bytes())).message();
+    assert!(
+        m["error"]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("no probe")),
+        "{m}"
+    );
     let addr = set["resolved"][0]["address"].as_str().expect("address");
     assert_eq!(byte_at(fx.pid, addr), 0xcc);
     // Closing session a ends its probe.

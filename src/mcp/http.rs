@@ -239,6 +239,12 @@ impl Drop for HttpScope {
 
 impl LiveprobeServer {
     /// This server, serving one HTTP session or stateless request.
+    /// The HTTP scope (session or stateless request) this instance serves;
+    /// `None` over stdio.
+    pub(crate) fn http_scope_id(&self) -> Option<u64> {
+        self.http_scope.as_ref().map(|scope| scope.id)
+    }
+
     pub fn with_http_scope(mut self, scope: HttpScope) -> LiveprobeServer {
         self.http_scope = Some(Arc::new(scope));
         self

@@ -496,7 +496,7 @@ impl ServerHandler for LiveprobeServer {
         request: rmcp::model::SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        if parse_probe_uri(&request.uri).is_none() {
+        let Some(id) = parse_probe_uri(&request.uri) else {
             return Err(McpError::invalid_params(
                 format!(
                     "cannot subscribe to {}: probe results are probe://{{probe_id}}/results",
@@ -504,8 +504,22 @@ impl ServerHandler for LiveprobeServer {
                 ),
                 None,
             ));
+        };
+        // Over HTTP a client hears only of probes it may read.
+        let caller = self.caller(&context);
+        if caller.is_some() {
+            let listed = http::as_caller(caller, self.engine.list_probes(None)).await;
+            if !listed.probes.iter().any(|p| p.probe_id == id) {
+                return Err(McpError::resource_not_found(
+                    format!(
+                        "no probe {id} for this session: subscribe to a probe it set (list_probes shows them)"
+                    ),
+                    None,
+                ));
+            }
         }
-        self.subscriptions.subscribe(request.uri, context.peer);
+        self.subscriptions
+            .subscribe(request.uri, self.http_scope_id(), context.peer);
         Ok(())
     }
 
@@ -515,7 +529,8 @@ impl ServerHandler for LiveprobeServer {
         request: rmcp::model::UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.subscriptions.unsubscribe(&request.uri);
+        self.subscriptions
+            .unsubscribe(&request.uri, self.http_scope_id());
         Ok(())
     }
 
@@ -527,11 +542,24 @@ impl ServerHandler for LiveprobeServer {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        let wanted: Vec<String> = context
+        let mut wanted: Vec<String> = context
             .accepted()
             .resource_subscriptions
             .clone()
             .unwrap_or_default();
+        // Over HTTP (2026-07-28: no session) a listener hears only of the
+        // token's probes, not of probes another session set.
+        if self.http_scope_id().is_some() {
+            let visible = http::as_caller(
+                Some(crate::engine::ownership::Caller::Token),
+                self.engine.list_probes(None),
+            )
+            .await;
+            wanted.retain(|uri| {
+                parse_probe_uri(uri)
+                    .is_some_and(|id| visible.probes.iter().any(|p| p.probe_id == id))
+            });
+        }
         let mut updates = self.subscriptions.updates.subscribe();
         loop {
             tokio::select! {

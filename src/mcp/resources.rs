@@ -30,9 +30,13 @@ pub fn parse_probe_uri(uri: &str) -> Option<u64> {
         .ok()
 }
 
+/// One legacy subscriber: its connection, and the HTTP scope (session)
+/// that subscribed (`None` over stdio, where there is one client).
+type Subscriber = (Option<u64>, Peer<RoleServer>);
+
 /// Who listens to which probe.
 pub struct Subscriptions {
-    legacy: Mutex<HashMap<String, Vec<Peer<RoleServer>>>>,
+    legacy: Mutex<HashMap<String, Vec<Subscriber>>>,
     /// Every update, for `subscriptions/listen` sessions to filter.
     pub updates: broadcast::Sender<String>,
 }
@@ -47,27 +51,34 @@ impl Default for Subscriptions {
 }
 
 impl Subscriptions {
-    fn legacy(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Peer<RoleServer>>>> {
+    fn legacy(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
         self.legacy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A legacy `resources/subscribe`.
-    pub fn subscribe(&self, uri: String, peer: Peer<RoleServer>) {
-        self.legacy().entry(uri).or_default().push(peer);
+    pub fn subscribe(&self, uri: String, scope: Option<u64>, peer: Peer<RoleServer>) {
+        self.legacy().entry(uri).or_default().push((scope, peer));
     }
 
-    /// A legacy `resources/unsubscribe` (drops every subscription to `uri`
-    /// whose peer is gone or is this connection's).
-    pub fn unsubscribe(&self, uri: &str) {
-        self.legacy().remove(uri);
+    /// A legacy `resources/unsubscribe`: drops the subscriptions to `uri`
+    /// of this scope (the one client over stdio, one session over HTTP) and
+    /// those whose connection is gone; other sessions keep theirs.
+    pub fn unsubscribe(&self, uri: &str, scope: Option<u64>) {
+        let mut legacy = self.legacy();
+        if let Some(list) = legacy.get_mut(uri) {
+            list.retain(|(owner, peer)| *owner != scope && !peer.is_transport_closed());
+            if list.is_empty() {
+                legacy.remove(uri);
+            }
+        }
     }
 
     async fn notify(&self, uri: &str) {
         let peers: Vec<Peer<RoleServer>> = {
             let mut legacy = self.legacy();
             if let Some(list) = legacy.get_mut(uri) {
-                list.retain(|p| !p.is_transport_closed());
-                list.clone()
+                list.retain(|(_, p)| !p.is_transport_closed());
+                list.iter().map(|(_, p)| p.clone()).collect()
             } else {
                 Vec::new()
             }
