@@ -187,7 +187,8 @@ pub struct Probe {
     pub handler_ns: AtomicU64,
     /// Longest a thread was held by this probe's handler, in nanoseconds.
     pub max_handler_ns: AtomicU64,
-    /// Hits lost because the kernel's ring buffer was full (uprobe engine).
+    /// Hits lost: the kernel's ring buffer was full (uprobe engine), or
+    /// copies waiting for the hit worker passed their bound (ptrace engine).
     pub lost: AtomicU64,
     /// Hits recorded at each site, in the order of `resolved`.
     pub site_hits: Vec<AtomicU64>,
@@ -273,8 +274,9 @@ pub struct ProbeRow {
     /// Why it uses `ptrace` although `uprobe` was preferred.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_note: Option<String>,
-    /// Hits lost because the kernel's ring buffer was full (uprobe engine):
-    /// liveprobe fell behind a very hot probe.
+    /// Hits lost because liveprobe fell behind a very hot probe: the kernel's
+    /// ring buffer was full (uprobe engine), or the copies waiting for the
+    /// hit worker passed their bound (ptrace engine).
     #[serde(skip_serializing_if = "is_zero")]
     pub lost: u64,
     /// Hits recorded at each site (a line or function can have several: loop blocks, inlined copies,

@@ -11,7 +11,8 @@
 //! command handling behind a wait. The async side talks to it only through
 //! messages answered on `tokio::sync::oneshot` channels.
 //!
-//! This room knows no DWARF and depends on no other room of the crate.
+//! This room knows no DWARF and depends on no other room of the crate but
+//! the shared low-level types (`crate::addr`, `crate::procmaps`).
 //! It must never: stop a whole process to look at one thread, keep a thread
 //! stopped longer than the copy of its state takes, swallow a signal that
 //! belongs to the target, change the target's job-control state, or print to

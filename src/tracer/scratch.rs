@@ -2,7 +2,7 @@
 //! trampolines (`[relocated instruction][jmp back]`), and where to put them.
 //!
 //! Owns: reading the target's memory map with permissions, choosing a free
-//! page within reach (±2 GiB, rel32) of the probed code, the slots of each
+//! page within reach (±1 GiB, well inside rel32's reach) of the probed code, the slots of each
 //! page, and translating a pc inside a trampoline back to the original code.
 //! Must never: place a page where the target's heap (brk) or stack grows,
 //! reuse a slot that a thread may still be executing (a slot belongs to one

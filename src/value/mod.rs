@@ -1,7 +1,7 @@
 //! The value room: what a variable's bytes mean and how they are shown.
 //!
-//! Owns the value model ([`Value`]), the load limits ([`Limits`]), name-based
-//! redaction ([`Redaction`]), the decoder that turns typed bytes into values
+//! Owns the value model ([`Value`]), the load limits ([`Limits`]), redaction by
+//! name, type and value ([`Redaction`]), the decoder that turns typed bytes into values
 //! (C, C++ and Rust, with pretty printers for the Rust std and libstdc++
 //! containers) and the text rendering for a reader who pays per token.
 //!

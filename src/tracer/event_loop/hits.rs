@@ -4,9 +4,11 @@
 //! execs, exits and detaches do to breakpoints.
 //!
 //! A hit holds only the thread that hit: read its registers, confirm the
-//! trap is ours (`si_code`), call the handlers, point it at the trampoline
-//! (or perform the emulated branch), write its registers, resume it. One
-//! wait-resume round trip, no single-step, no other thread touched.
+//! trap is ours (`si_code`), copy what each copying handler's plan names
+//! (`hit_copy`), call the handlers that read live memory, point it at the
+//! trampoline (or perform the emulated branch), write its registers, resume
+//! it, and only then hand the copies to their handlers. One wait-resume
+//! round trip, no single-step, no other thread touched.
 //!
 //! Must never: resume a thread past one of our int3s without executing the
 //! displaced instruction exactly once, detach a thread that still has a
