@@ -134,6 +134,8 @@ class Context:
     baseline_writes: int
     expected: dict[int, str]
     """The checksum of `run N` unprobed, by N."""
+    liveprobe_source: str = ""
+    """Where the liveprobe under test came from, for the report."""
     ptrace_note: str | None = None
     """Why the ptrace write rows are missing, once liveprobe refused that engine."""
 
@@ -534,7 +536,7 @@ def compose_report(phases: list[Phase], ctx: Context, command: str, started: str
     change = summary_of(phases, "sample", lambda p: None if p.loop_change is None else abs(p.loop_change))
     goals.append(
         [
-            "sampling every 1 ms: |change| of the target's time per round vs the unprobed run next to it",
+            "sampling every 1 ms: change (absolute) of the target's time per round vs the unprobed run next to it",
             "—" if change is None else f"{change.median * 100:.2f}% ({change.minimum * 100:.2f}–{change.maximum * 100:.2f}%)",
             f"< {GOAL_SAMPLING_CHANGE * 100:.0f}%: {verdict(None if change is None else change.median < GOAL_SAMPLING_CHANGE)}",
         ]
@@ -563,11 +565,16 @@ def compose_report(phases: list[Phase], ctx: Context, command: str, started: str
         )
     reasons = sorted({p.reason for p in phases if p.reason and p.state not in ("removed", "armed")})
     reason_note = "".join(f"\n- A liveprobe watch ended: {r}" for r in reasons)
+    if any(p.lost for p in phases if p.variant in WRITE_VARIANTS):
+        reason_note += (
+            "\n- `lost`: writes that trapped and ran liveprobe's BPF program but whose record found the"
+            "\n  kernel ring full; they cost the writer as much as the others, so they count in the figure."
+        )
     return f"""## Watch overhead per write vs gdb, and sampling's cost (issue 11)
 
 Command: `{command}`
 Run: {started}, {args.reps} repetitions of the write variants (gdb and liveprobe alternating
-which goes first), {args.sample_reps} of the sampling pair (alternating). liveprobe from {source_revision()}.
+which goes first), {args.sample_reps} of the sampling pair (alternating). liveprobe: {ctx.liveprobe_source}.
 Machine: {machine_description()}. {tool_version(["gdb", "--version"])}.
 Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} (the machine is shared).
 
@@ -626,6 +633,9 @@ def main() -> int:
         gdb_writes=args.gdb_writes,
         baseline_writes=args.baseline_writes,
         expected={},
+        liveprobe_source=(
+            f"the binary `{args.liveprobe}` (--liveprobe)" if args.liveprobe else f"built from {source_revision()}"
+        ),
     )
     phases: list[Phase] = []
     loads = [load_average()]
