@@ -88,7 +88,14 @@ def main() -> int:
     print(f"  recorded hits: median {statistics.median(held):.1f} us, p99 {percentile(held, 0.99):.1f} us, max {max(held):.1f} us")
     print(f"  first hit of a probe: median {statistics.median(first):.1f} us, max {max(first):.1f} us")
     print(f"  list_probes over all hits: mean {statistics.mean(means):.1f} us (per-probe means averaged), max {max(maxes):.1f} us")
+    extra = runs["liveprobe"][1].extra
+    print(f"  the target's own view, extra per call (every call traps): median {statistics.median(extra):.1f} us "
+          f"({min(extra):.1f}-{max(extra):.1f})")
     if args.baseline:
+        base_extra = runs["baseline"][1].extra
+        print(f"Baseline extra per call (the target's view): median {statistics.median(base_extra):.1f} us "
+              f"({min(base_extra):.1f}-{max(base_extra):.1f}); ratio liveprobe/baseline "
+              f"{statistics.median(extra) / statistics.median(base_extra):.3f}x")
         _, _, base_means, base_maxes = runs["baseline"][1].fields()
         print(f"Baseline {args.baseline} (list_probes: handler time while the thread was held):")
         print(f"  mean {statistics.mean(base_means):.1f} us, max {max(base_maxes):.1f} us")
@@ -105,6 +112,9 @@ class Measured:
         self.first: list[float] = []
         self.means: list[float] = []
         self.maxes: list[float] = []
+        # The target's own view: extra µs per call of the probed run over an
+        # unprobed run of the same process (trap, tracer, copy, resume).
+        self.extra: list[float] = []
 
     def fields(self) -> tuple[list[float], list[float], list[float], list[float]]:
         return self.held, self.first, self.means, self.maxes
@@ -121,6 +131,10 @@ def measure_one(liveprobe: Path, binary: Path, args: argparse.Namespace, step: i
             raise RuntimeError("the probes target did not say 'ready'")
         session.initialize()
         call(session, "attach", {"pid": target.pid})
+        target.send(f"run {args.calls}\n")
+        unprobed = target.read_line(600)
+        if not unprobed.startswith("done"):
+            raise RuntimeError(f"the target answered {unprobed!r}")
         probe = call(
             session,
             "set_snapshot",
@@ -137,6 +151,8 @@ def measure_one(liveprobe: Path, binary: Path, args: argparse.Namespace, step: i
         done = target.read_line(600)
         if not done.startswith("done"):
             raise RuntimeError(f"the target answered {done!r}")
+        extra_ns = int(done.split()[1]) - int(unprobed.split()[1])
+        m.extra.append(extra_ns / args.calls / 1000.0)
         # Answers are cut at 32 KB: page through the items.
         these: list[float] = []
         seen = 0
