@@ -669,3 +669,53 @@ fn concurrent_writers_lose_no_write() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// Runs the `dr_tracer` fixture (a minimal ptrace tracer) with `args`;
+/// returns its exit status and stdout.
+fn dr_tracer(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let exe = build_fixture("watch/dr_tracer.c", "watch_dr_tracer", &["-O0"]);
+    let out = std::process::Command::new(&exe)
+        .args(args)
+        .output()
+        .expect("run dr_tracer");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The kernel fact that decides what the ptrace fallback of write watches
+/// can promise: debug registers set with PTRACE_POKEUSER are NOT cleared
+/// when the tracer dies by SIGKILL (nor by PTRACE_DETACH), unlike perf
+/// events, which the kernel closes. The target keeps running, and its next
+/// write of the watched address traps with no tracer: it dies of SIGTRAP.
+/// So a SIGKILLed liveprobe with ptrace-engine write watches armed kills
+/// the target at its next watched write; every catchable exit must clear
+/// DR7 on every thread. If a kernel ever clears them, this test fails and
+/// the fallback may promise more.
+#[test]
+fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut fx = Fixture::start(&watched());
+    let at = fx.ask("where", "counter_at");
+    let addr = at.trim_start_matches("0x");
+    let pid = fx.pid.to_string();
+    let (status, out) = dr_tracer(&["arm", &pid, addr]);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}: {out}");
+    assert_eq!(out.trim(), "armed dr7=0xd0001", "{out}");
+    // The target was resumed before the tracer died and runs on: a write
+    // elsewhere answers.
+    assert_eq!(fx.ask("hit", "hits"), "1");
+    // The registers are still armed (a second tracer reads them back, then
+    // detaches: PTRACE_DETACH does not clear them either).
+    let (status, out) = dr_tracer(&["peek", &pid]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(
+        out.trim().starts_with(&format!("dr7=0xd0001 dr0=0x{addr}")),
+        "{out}"
+    );
+    // The next write of the watched address traps with no tracer.
+    fx.send("inc");
+    let status = fx.wait_exit_status();
+    assert_eq!(status.signal(), Some(libc::SIGTRAP), "{status:?}");
+}
