@@ -702,7 +702,7 @@ fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
     let pid = fx.pid.to_string();
     let (status, out) = dr_tracer(&["arm", &pid, addr]);
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}: {out}");
-    assert_eq!(out.trim(), "armed dr7=0xd0001", "{out}");
+    assert_eq!(out.trim(), "armed dr7=0x90001", "{out}");
     // The target was resumed before the tracer died and runs on: a write
     // elsewhere answers.
     assert_eq!(fx.ask("hit", "hits"), "1");
@@ -711,7 +711,7 @@ fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
     let (status, out) = dr_tracer(&["peek", &pid]);
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(
-        out.trim().starts_with(&format!("dr7=0xd0001 dr0=0x{addr}")),
+        out.trim().starts_with(&format!("dr7=0x90001 dr0=0x{addr}")),
         "{out}"
     );
     // The next write of the watched address traps with no tracer.
