@@ -719,3 +719,40 @@ fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
     let status = fx.wait_exit_status();
     assert_eq!(status.signal(), Some(libc::SIGTRAP), "{status:?}");
 }
+
+/// The other half of that fact: a tracer that stays sees the write as a
+/// SIGTRAP stop whose DR6 names the slot, and once it writes DR7 = 0
+/// before detaching, later writes run free. What a ptrace fallback must do
+/// at every exit it can run.
+#[test]
+fn ptrace_debug_registers_trap_once_and_clear_before_detach() {
+    use std::io::{BufRead, BufReader};
+    let mut fx = Fixture::start(&watched());
+    let at = fx.ask("where", "counter_at");
+    let addr = at.trim_start_matches("0x").to_string();
+    let exe = build_fixture("watch/dr_tracer.c", "watch_dr_tracer", &["-O0"]);
+    let mut tracer = std::process::Command::new(&exe)
+        .args(["trap", &fx.pid.to_string(), &addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dr_tracer");
+    let mut out = BufReader::new(tracer.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("armed line");
+    assert_eq!(line.trim(), "armed dr7=0x90001");
+    // The write traps to the tracer, which clears and detaches; the
+    // fixture goes on and answers.
+    fx.send("inc");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("tracer output");
+    assert!(tracer.wait().expect("wait dr_tracer").success(), "{rest}");
+    assert_eq!(rest, "trap dr6=0x1 dr7=0x90001\ncleared dr7=0x0\n");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    // Nothing armed any more: the next write does not trap.
+    assert_eq!(fx.ask("inc", "counter"), "2");
+    let (status, out) = dr_tracer(&["peek", &fx.pid.to_string()]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.starts_with("dr7=0x0 "), "{out}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
