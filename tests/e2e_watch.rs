@@ -684,6 +684,18 @@ fn dr_tracer(args: &[&str]) -> (std::process::ExitStatus, String) {
     )
 }
 
+/// The hex addresses (no `0x`) of `counter` and `shared_value` in `fx`.
+fn addresses(fx: &mut Fixture) -> (String, String) {
+    let at = fx.ask("where", "counter_at");
+    let mut words = at.split_whitespace();
+    let counter = words.next().unwrap_or_default();
+    let shared = words.nth(1).unwrap_or_default();
+    (
+        counter.trim_start_matches("0x").to_string(),
+        shared.trim_start_matches("0x").to_string(),
+    )
+}
+
 /// The kernel fact that decides what the ptrace fallback of write watches
 /// can promise: debug registers set with PTRACE_POKEUSER are NOT cleared
 /// when the tracer dies by SIGKILL (nor by PTRACE_DETACH), unlike perf
@@ -697,10 +709,9 @@ fn dr_tracer(args: &[&str]) -> (std::process::ExitStatus, String) {
 fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
     use std::os::unix::process::ExitStatusExt;
     let mut fx = Fixture::start(&watched());
-    let at = fx.ask("where", "counter_at");
-    let addr = at.trim_start_matches("0x");
+    let (addr, _) = addresses(&mut fx);
     let pid = fx.pid.to_string();
-    let (status, out) = dr_tracer(&["arm", &pid, addr]);
+    let (status, out) = dr_tracer(&["arm", &pid, &addr]);
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}: {out}");
     assert_eq!(out.trim(), "armed dr7=0x90001", "{out}");
     // The target was resumed before the tracer died and runs on: a write
@@ -728,11 +739,10 @@ fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
 fn ptrace_debug_registers_trap_once_and_clear_before_detach() {
     use std::io::{BufRead, BufReader};
     let mut fx = Fixture::start(&watched());
-    let at = fx.ask("where", "counter_at");
-    let addr = at.trim_start_matches("0x").to_string();
+    let (addr, _) = addresses(&mut fx);
     let exe = build_fixture("watch/dr_tracer.c", "watch_dr_tracer", &["-O0"]);
     let mut tracer = std::process::Command::new(&exe)
-        .args(["trap", &fx.pid.to_string(), &addr])
+        .args(["trap", &fx.pid.to_string(), addr.as_str()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run dr_tracer");
@@ -753,6 +763,34 @@ fn ptrace_debug_registers_trap_once_and_clear_before_detach() {
     let (status, out) = dr_tracer(&["peek", &fx.pid.to_string()]);
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.starts_with("dr7=0x0 "), "{out}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// Ptrace-set debug registers are per thread: threads the target creates
+/// later do not inherit them (so a ptrace fallback must arm each new thread
+/// at its clone stop). Left armed on the main thread by a SIGKILLed tracer,
+/// a watch on `shared_value` does not fire when two new threads write it.
+#[test]
+fn ptrace_debug_registers_are_not_inherited_by_new_threads() {
+    let mut fx = Fixture::start(&watched());
+    let (_, shared) = addresses(&mut fx);
+    let pid = fx.pid.to_string();
+    let (status, out) = dr_tracer(&["arm", &pid, &shared]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{out}"
+    );
+    // writer-1 and writer-2 each write shared_value 3 times; the main
+    // thread only reads it (a write watch): no trap, the sum is printed.
+    assert_eq!(fx.ask("threads", "threads"), "406");
+    let (status, out) = dr_tracer(&["peek", &pid]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with("dr7=0x90001 "),
+        "still armed on main: {out}"
+    );
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
