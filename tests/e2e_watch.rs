@@ -669,3 +669,128 @@ fn concurrent_writers_lose_no_write() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// Runs the `dr_tracer` fixture (a minimal ptrace tracer) with `args`;
+/// returns its exit status and stdout.
+fn dr_tracer(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let exe = build_fixture("watch/dr_tracer.c", "watch_dr_tracer", &["-O0"]);
+    let out = std::process::Command::new(&exe)
+        .args(args)
+        .output()
+        .expect("run dr_tracer");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The hex addresses (no `0x`) of `counter` and `shared_value` in `fx`.
+fn addresses(fx: &mut Fixture) -> (String, String) {
+    let at = fx.ask("where", "counter_at");
+    let mut words = at.split_whitespace();
+    let counter = words.next().unwrap_or_default();
+    let shared = words.nth(1).unwrap_or_default();
+    (
+        counter.trim_start_matches("0x").to_string(),
+        shared.trim_start_matches("0x").to_string(),
+    )
+}
+
+/// The kernel fact that decides what the ptrace fallback of write watches
+/// can promise: debug registers set with PTRACE_POKEUSER are NOT cleared
+/// when the tracer dies by SIGKILL (nor by PTRACE_DETACH), unlike perf
+/// events, which the kernel closes. The target keeps running, and its next
+/// write of the watched address traps with no tracer: it dies of SIGTRAP.
+/// So a SIGKILLed liveprobe with ptrace-engine write watches armed kills
+/// the target at its next watched write; every catchable exit must clear
+/// DR7 on every thread. If a kernel ever clears them, this test fails and
+/// the fallback may promise more.
+#[test]
+fn ptrace_debug_registers_outlive_a_sigkilled_tracer() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut fx = Fixture::start(&watched());
+    let (addr, _) = addresses(&mut fx);
+    let pid = fx.pid.to_string();
+    let (status, out) = dr_tracer(&["arm", &pid, &addr]);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}: {out}");
+    assert_eq!(out.trim(), "armed dr7=0x90001", "{out}");
+    // The target was resumed before the tracer died and runs on: a write
+    // elsewhere answers.
+    assert_eq!(fx.ask("hit", "hits"), "1");
+    // The registers are still armed (a second tracer reads them back, then
+    // detaches: PTRACE_DETACH does not clear them either).
+    let (status, out) = dr_tracer(&["peek", &pid]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(
+        out.trim().starts_with(&format!("dr7=0x90001 dr0=0x{addr}")),
+        "{out}"
+    );
+    // The next write of the watched address traps with no tracer.
+    fx.send("inc");
+    let status = fx.wait_exit_status();
+    assert_eq!(status.signal(), Some(libc::SIGTRAP), "{status:?}");
+}
+
+/// The other half of that fact: a tracer that stays sees the write as a
+/// SIGTRAP stop whose DR6 names the slot, and once it writes DR7 = 0
+/// before detaching, later writes run free. What a ptrace fallback must do
+/// at every exit it can run.
+#[test]
+fn ptrace_debug_registers_trap_once_and_clear_before_detach() {
+    use std::io::{BufRead, BufReader};
+    let mut fx = Fixture::start(&watched());
+    let (addr, _) = addresses(&mut fx);
+    let exe = build_fixture("watch/dr_tracer.c", "watch_dr_tracer", &["-O0"]);
+    let mut tracer = std::process::Command::new(&exe)
+        .args(["trap", &fx.pid.to_string(), addr.as_str()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dr_tracer");
+    let mut out = BufReader::new(tracer.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("armed line");
+    assert_eq!(line.trim(), "armed dr7=0x90001");
+    // The write traps to the tracer, which clears and detaches; the
+    // fixture goes on and answers.
+    fx.send("inc");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("tracer output");
+    assert!(tracer.wait().expect("wait dr_tracer").success(), "{rest}");
+    assert_eq!(rest, "trap dr6=0x1 dr7=0x90001\ncleared dr7=0x0\n");
+    assert_eq!(fx.expect_line("counter"), "counter 1");
+    // Nothing armed any more: the next write does not trap.
+    assert_eq!(fx.ask("inc", "counter"), "2");
+    let (status, out) = dr_tracer(&["peek", &fx.pid.to_string()]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.starts_with("dr7=0x0 "), "{out}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
+/// Ptrace-set debug registers are per thread: threads the target creates
+/// later do not inherit them (so a ptrace fallback must arm each new thread
+/// at its clone stop). Left armed on the main thread by a SIGKILLed tracer,
+/// a watch on `shared_value` does not fire when two new threads write it.
+#[test]
+fn ptrace_debug_registers_are_not_inherited_by_new_threads() {
+    let mut fx = Fixture::start(&watched());
+    let (_, shared) = addresses(&mut fx);
+    let pid = fx.pid.to_string();
+    let (status, out) = dr_tracer(&["arm", &pid, &shared]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{out}"
+    );
+    // writer-1 and writer-2 each write shared_value 3 times; the main
+    // thread only reads it (a write watch): no trap, the sum is printed.
+    assert_eq!(fx.ask("threads", "threads"), "406");
+    let (status, out) = dr_tracer(&["peek", &pid]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with("dr7=0x90001 "),
+        "still armed on main: {out}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

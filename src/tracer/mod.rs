@@ -61,6 +61,7 @@
 
 mod breakpoints;
 mod code;
+mod debug_regs;
 mod doorbell;
 mod error;
 mod event_loop;
