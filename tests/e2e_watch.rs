@@ -660,7 +660,29 @@ fn concurrent_writers_lose_no_write() {
     let expected: Vec<i64> = (1..=2)
         .flat_map(|k| (1..=200).map(move |i| k * 1_000_000 + i))
         .collect();
-    assert_eq!(values, expected, "each write once");
+    // Every write is reported once, by its thread. `new` is the bytes read
+    // when the watchpoint fired, just after the write: when the other writer
+    // stores in that moment its value shows instead (the engine_note says
+    // so), so the values are the written ones, not always each exactly once.
+    assert!(
+        values.iter().all(|v| expected.binary_search(v).is_ok()),
+        "only written values: {values:?}"
+    );
+    let mut per_thread: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for item in &seen {
+        *per_thread
+            .entry(item["tid"].as_i64().expect("tid"))
+            .or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_thread.into_values().collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [200, 200], "each writer's 200 writes, each once");
+    assert!(
+        set["engine_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("another thread")),
+        "{set}"
+    );
     for item in &seen {
         assert_eq!(item["frames"][0]["function"], "storm_writer", "{item}");
     }

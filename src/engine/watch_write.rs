@@ -252,7 +252,7 @@ impl Engine {
         let note = format!(
             "{} hardware watchpoint(s) on {size} byte(s) at {addr:#x}, through perf_event_open with a BPF \
              program; writers are never stopped. `old` is the value liveprobe saw before (at the previous \
-             write, or when the watch was set)",
+             write, or when the watch was set); `new` is the watched bytes read when the watchpoint fired,              right after the write: a write to the same address by another thread in that moment shows              there instead",
             armed.len()
         );
         probe.set_engine(ProbeEngine::PerfBreakpoint, Some(note.clone()));
