@@ -396,6 +396,17 @@ impl Module {
         &self.ranges
     }
 
+    /// The file's bytes at file addresses `[start, end)`, from one loadable segment: code as the file holds
+    /// it, without the int3s a live probe may have patched into the process's copy. None when no segment
+    /// holds the whole range in file data.
+    pub fn file_bytes(&self, start: FileAddr, end: FileAddr) -> Option<Vec<u8>> {
+        let len = end.0.checked_sub(start.0)?;
+        let file = self.elf.parse().ok()?;
+        file.segments()
+            .find_map(|segment| segment.data_range(start.0, len).ok().flatten())
+            .map(<[u8]>::to_vec)
+    }
+
     /// The module's DWARF (parsed lazily on first call: section headers only, compressed sections inflated),
     /// for the values engineer (types, variables, locations). None if the module has no DWARF.
     pub fn dwarf(&self) -> Option<&gimli::Dwarf<DwarfReader>> {

@@ -252,7 +252,13 @@ impl Engine {
         let note = format!(
             "{} hardware watchpoint(s) on {size} byte(s) at {addr:#x}, through perf_event_open with a BPF \
              program; writers are never stopped. `old` is the value liveprobe saw before (at the previous \
-             write, or when the watch was set); `new` is the watched bytes read when the watchpoint fired,              right after the write: a write to the same address by another thread in that moment shows              there instead",
+             write, or when the watch was set). `new` is exact when the writing instruction is a plain store \
+             (`mov` of a general register or an immediate covering the watched bytes): its bytes come from \
+             the writer's registers captured at the write. After any other write (read-modify-write like \
+             `add`/`inc`, `xchg`/`cmpxchg`, string moves, vector stores, a store covering only part of the \
+             watched bytes, fs/gs-relative TLS stores, or code liveprobe cannot decode), `new` is the watched \
+             bytes read when the watchpoint fired, right after the write: a write to the same address by \
+             another thread in that moment shows there instead",
             armed.len()
         );
         probe.set_engine(ProbeEngine::PerfBreakpoint, Some(note.clone()));
@@ -291,6 +297,7 @@ impl Engine {
             limits: req.limits.clamped(),
             redaction: self.redaction.clone(),
             names: HashMap::new(),
+            function_code: HashMap::new(),
         };
         tokio::spawn(watcher.run());
         tracing::info!(probe = id, pid = req.pid, expression, "write watch armed");
@@ -437,6 +444,9 @@ struct WriteWatcher {
     redaction: Redaction,
     /// Thread names by tid, read once.
     names: HashMap<i32, String>,
+    /// By trap rip: the runtime address of its function's start and the
+    /// file's code from there up to the rip (`None`: not found).
+    function_code: HashMap<u64, Option<(u64, Arc<[u8]>)>>,
     /// The frame of a watched local.
     frame: Option<WatchedFrame>,
     next_frame_check: Instant,
@@ -504,11 +514,12 @@ impl WriteWatcher {
     }
 
     fn drain(&mut self) {
-        let mut records: Vec<(u64, WatchRecord)> = Vec::new();
+        let mut records: Vec<(u64, usize, WatchRecord)> = Vec::new();
         {
             let armed = lock(&self.armed);
             for (at, watch) in armed.iter() {
-                records.extend(watch.drain().into_iter().map(|r| (*at, r)));
+                let len = watch.watched_len();
+                records.extend(watch.drain().into_iter().map(|r| (*at, len, r)));
             }
             if !armed.is_empty() {
                 let lost: u64 = armed.iter().map(|(_, w)| w.lost()).sum();
@@ -516,13 +527,32 @@ impl WriteWatcher {
             }
         }
         // Pieces have rings of their own: merge in time order.
-        records.sort_by_key(|(_, r)| r.time_ns);
-        for (at, record) in records {
+        records.sort_by_key(|(_, _, r)| r.time_ns);
+        for (at, len, record) in records {
             if self.probe.state() != ProbeState::Armed {
                 return;
             }
-            self.record(at, record);
+            self.record(at, len, record);
         }
+    }
+
+    /// What the writing instruction stored at the piece, when it is a plain
+    /// store covering it (see `tracer::stored_bytes`): exact even when
+    /// another thread writes the same bytes right after.
+    fn stored_by_writer(
+        &mut self,
+        piece_at: u64,
+        len: usize,
+        record: &WatchRecord,
+    ) -> Option<Vec<u8>> {
+        let rip = record.regs.rip;
+        let image = self.image.clone();
+        let code = self
+            .function_code
+            .entry(rip)
+            .or_insert_with(|| function_code_before(&image, rip))
+            .clone()?;
+        crate::tracer::stored_bytes(&code.1, code.0, rip, &record.regs, piece_at, len)
     }
 
     fn thread_name(&mut self, tid: i32) -> String {
@@ -609,7 +639,7 @@ impl WriteWatcher {
             .then(|| returned_reason(&identity))
     }
 
-    fn record(&mut self, piece_at: u64, record: WatchRecord) {
+    fn record(&mut self, piece_at: u64, piece_len: usize, record: WatchRecord) {
         let started = Instant::now();
         let thread = CapturedThread {
             tid: record.tid,
@@ -638,7 +668,12 @@ impl WriteWatcher {
                 "the value before the watch was set could not be read",
             )
         };
-        let new = match &record.value {
+        // The stored bytes when the writer's instruction says what they
+        // were; else the bytes read just after the write.
+        let value = self
+            .stored_by_writer(piece_at, piece_len, &record)
+            .or_else(|| record.value.clone());
+        let new = match &value {
             Some(bytes) => {
                 let offset = (piece_at - self.addr) as usize;
                 if let Some(slot) = self.current.get_mut(offset..offset + bytes.len()) {
@@ -701,6 +736,25 @@ impl WriteWatcher {
             record.time_ns,
         );
     }
+}
+
+/// Longest stretch of a function decoded to find a writing instruction.
+const MAX_FUNCTION_PREFIX: u64 = 1 << 20;
+
+/// The runtime address where the function holding `rip` starts (its ELF
+/// symbol), and the module file's code from there up to `rip`: the file's,
+/// because the live code may hold the int3s of ptrace probes.
+fn function_code_before(image: &ProcessImage, rip: u64) -> Option<(u64, Arc<[u8]>)> {
+    let module = image.module_for(crate::debuginfo::RuntimeAddr(rip))?;
+    let rip_file = module.to_file(crate::debuginfo::RuntimeAddr(rip));
+    // The instruction ends at rip, so it starts before it.
+    let (entry, _) =
+        module.function_entry(crate::debuginfo::FileAddr(rip_file.0.checked_sub(1)?))?;
+    if rip_file.0.checked_sub(entry.0)? > MAX_FUNCTION_PREFIX {
+        return None;
+    }
+    let code = module.file_bytes(entry, rip_file)?;
+    Some((module.to_runtime(entry).0, Arc::from(code)))
 }
 
 /// The wall-clock time of a CLOCK_MONOTONIC instant in the past.

@@ -73,6 +73,7 @@ mod procfs;
 mod ptrace;
 mod scratch;
 mod sites;
+mod stored_value;
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -95,6 +96,7 @@ pub use kernel::{
 };
 pub use memory::ProcessMemory;
 pub use procfs::{ProcessEntry, ThreadStatus, list_processes};
+pub use stored_value::stored_bytes;
 
 use breakpoints::PatchRegistry;
 use doorbell::Doorbell;

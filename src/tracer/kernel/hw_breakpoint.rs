@@ -347,6 +347,11 @@ impl HwWatch {
         Ok(())
     }
 
+    /// Bytes watched (1, 2, 4 or 8).
+    pub fn watched_len(&self) -> usize {
+        self.len
+    }
+
     /// Threads armed explicitly (threads created later inherit).
     pub fn threads_armed(&self) -> usize {
         self.events.len()
