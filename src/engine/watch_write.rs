@@ -446,7 +446,7 @@ struct WriteWatcher {
     names: HashMap<i32, String>,
     /// By trap rip: the runtime address of its function's start and the
     /// file's code from there up to the rip (`None`: not found).
-    function_code: HashMap<u64, Option<(u64, Arc<[u8]>)>>,
+    function_code: HashMap<u64, Option<FunctionCode>>,
     /// The frame of a watched local.
     frame: Option<WatchedFrame>,
     next_frame_check: Instant,
@@ -738,13 +738,16 @@ impl WriteWatcher {
     }
 }
 
+/// A function's start (runtime address) and its code from there.
+type FunctionCode = (u64, Arc<[u8]>);
+
 /// Longest stretch of a function decoded to find a writing instruction.
 const MAX_FUNCTION_PREFIX: u64 = 1 << 20;
 
 /// The runtime address where the function holding `rip` starts (its ELF
 /// symbol), and the module file's code from there up to `rip`: the file's,
 /// because the live code may hold the int3s of ptrace probes.
-fn function_code_before(image: &ProcessImage, rip: u64) -> Option<(u64, Arc<[u8]>)> {
+fn function_code_before(image: &ProcessImage, rip: u64) -> Option<FunctionCode> {
     let module = image.module_for(crate::debuginfo::RuntimeAddr(rip))?;
     let rip_file = module.to_file(crate::debuginfo::RuntimeAddr(rip));
     // The instruction ends at rip, so it starts before it.
