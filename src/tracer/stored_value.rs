@@ -202,6 +202,28 @@ mod tests {
     }
 
     #[test]
+    fn indexed_absolute_and_non_temporal_stores_are_plain_stores() {
+        // mov %rax,(%rdx,%rcx,8): 0x5000 + 0xaabb * 8.
+        let code = [0x48, 0x89, 0x04, 0xca];
+        assert_eq!(
+            stored(&code, 0x1000, 0x5000 + 0xaabb * 8, 8),
+            Some(0x1122_3344_5566_7788u64.to_le_bytes().to_vec())
+        );
+        // movabs %eax,0x5000
+        let code = [0xa3, 0x00, 0x50, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            stored(&code, 0x1000, 0x5000, 4),
+            Some(vec![0x88, 0x77, 0x66, 0x55])
+        );
+        // movnti %rax,(%rdx)
+        let code = [0x48, 0x0f, 0xc3, 0x02];
+        assert_eq!(
+            stored(&code, 0x1000, 0x5000, 8),
+            Some(0x1122_3344_5566_7788u64.to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
     fn read_modify_write_and_exchanges_are_not_plain_stores() {
         // addq $1,(%rax)
         assert_eq!(stored(&[0x48, 0x83, 0x00, 0x01], 0x1000, 0x5000, 8), None);
@@ -210,6 +232,8 @@ mod tests {
             stored(&[0xf0, 0x48, 0x0f, 0xc1, 0x02], 0x1000, 0x5000, 8),
             None
         );
+        // mov (%rdx),%rax: a load (an access watch's read)
+        assert_eq!(stored(&[0x48, 0x8b, 0x02], 0x1000, 0x5000, 8), None);
         // xchg %rax,(%rdx)
         assert_eq!(stored(&[0x48, 0x87, 0x02], 0x1000, 0x5000, 8), None);
         // rep movsb
