@@ -971,14 +971,10 @@ fn runs_once_from(module: &Module, ranges: &[(u64, u64)], start: u64, target: u6
 
 /// `len` bytes of the module's file at file address `addr` (code, read from the ELF, not the process).
 fn code_bytes(module: &Module, addr: u64, len: u64) -> Option<Vec<u8>> {
-    use object::{Object, ObjectSection};
-    let file = module.elf.parse().ok()?;
-    let section = file
-        .sections()
-        .find(|s| s.address() <= addr && addr < s.address().saturating_add(s.size()))?;
-    let available = section.address().saturating_add(section.size()) - addr;
-    let data = section.data_range(addr, len.min(available)).ok()??;
-    Some(data.to_vec())
+    module.file_bytes(
+        crate::addr::FileAddr(addr),
+        crate::addr::FileAddr(addr.saturating_add(len)),
+    )
 }
 
 /// The line of the entry that starts at `addr` (any file), if one does.

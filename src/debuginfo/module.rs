@@ -396,15 +396,19 @@ impl Module {
         &self.ranges
     }
 
-    /// The file's bytes at file addresses `[start, end)`, from one loadable segment: code as the file holds
-    /// it, without the int3s a live probe may have patched into the process's copy. None when no segment
-    /// holds the whole range in file data.
+    /// The file's bytes at file addresses `[start, end)` (fewer when the loadable segment holding `start`
+    /// ends first): code as the file holds it, without the int3s a live probe may have patched into the
+    /// process's copy. None when no segment holds `start` in file data.
     pub fn file_bytes(&self, start: FileAddr, end: FileAddr) -> Option<Vec<u8>> {
         let len = end.0.checked_sub(start.0)?;
         let file = self.elf.parse().ok()?;
-        file.segments()
-            .find_map(|segment| segment.data_range(start.0, len).ok().flatten())
-            .map(<[u8]>::to_vec)
+        file.segments().find_map(|segment| {
+            let data = segment.data().ok()?;
+            let offset = usize::try_from(start.0.checked_sub(segment.address())?).ok()?;
+            let rest = data.get(offset..).filter(|rest| !rest.is_empty())?;
+            let take = rest.len().min(usize::try_from(len).ok()?);
+            Some(rest[..take].to_vec())
+        })
     }
 
     /// The module's DWARF (parsed lazily on first call: section headers only, compressed sections inflated),
