@@ -271,7 +271,7 @@ fn idle_frames_match_gdb(exe: &Path) {
     let stack = c
         .call(
             "stack_trace",
-            json!({"pid": fx.pid, "all_threads": true, "max_frames": 64}),
+            json!({"pid": fx.pid, "all_threads": true, "max_frames": 256}),
         )
         .ok();
     let exe = std::fs::canonicalize(exe).expect("exe");
