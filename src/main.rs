@@ -346,6 +346,11 @@ struct HttpArgs {
     /// Most concurrent --http connections; more are answered 503 and closed.
     #[arg(long, value_name = "N", default_value_t = 64, requires = "http")]
     max_connections: usize,
+    /// Seconds a 2025-11-25 --http session may stay without a request
+    /// before it is ended (and its probes without keep: true removed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "http",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    session_idle_timeout: u64,
     /// Where to write the generated token when LIVEPROBE_TOKEN is not set
     /// (default: liveprobe-PID.token in the temp directory). Must not exist.
     #[arg(long, value_name = "FILE", requires = "http")]
@@ -375,6 +380,7 @@ async fn run_http(
         allowed_origins: args.allowed_origins,
         max_sessions: args.max_sessions,
         max_connections: args.max_connections,
+        session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
         token_file: args.token_file,
         tls: args.tls_cert.zip(args.tls_key),
     };

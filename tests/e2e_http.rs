@@ -619,6 +619,67 @@ fn python_sdk_stateless_over_http_probes_belong_to_the_token() {
     fx.expect_line("checksum");
 }
 
+/// A session whose client goes quiet (vanished without DELETE) is ended
+/// after `--session-idle-timeout`: its probes are removed, one set with
+/// `keep: true` stays and another session can still remove it.
+#[test]
+fn an_idle_session_ends_and_takes_its_probes_but_not_the_kept_ones() {
+    let server = HttpServer::start(&["--session-idle-timeout", "1"]);
+    let mut fx = Fixture::start(&orders());
+    let a = open_session(&server);
+    call_in_session(&server, &a, "attach", json!({"pid": fx.pid}));
+    let dropped = call_in_session(
+        &server,
+        &a,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "process_order", "kind": "count", "engine": "ptrace"}),
+    );
+    let kept = call_in_session(
+        &server,
+        &a,
+        "set_metric",
+        json!({"pid": fx.pid, "location": "make_order", "kind": "count", "engine": "ptrace",
+               "keep": true}),
+    );
+    let dropped_at = dropped["resolved"][0]["address"].as_str().expect("address");
+    let kept_at = kept["resolved"][0]["address"].as_str().expect("address");
+    assert_eq!(byte_at(fx.pid, dropped_at), 0xcc);
+    // No request from session a from now on.
+    assert_ne!(
+        wait_for_byte(fx.pid, dropped_at, |b| b != 0xcc),
+        0xcc,
+        "the idle session's probe is still armed"
+    );
+    assert_eq!(byte_at(fx.pid, kept_at), 0xcc, "the kept probe was removed");
+    // The ended session is gone for its client too.
+    let mut h = mcp_headers(Some(TOKEN));
+    h.push(format!("Mcp-Session-Id: {a}"));
+    h.push("MCP-Protocol-Version: 2025-11-25".into());
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "list_probes", "arguments": {}}})
+    .to_string();
+    let r = curl("POST", &server.url, &h, Some(body.as_bytes()));
+    assert!(r.status >= 400, "an ended session still answers: {r:?}");
+    let b = open_session(&server);
+    let listed = call_in_session(&server, &b, "list_probes", json!({}));
+    let ids: Vec<&Value> = listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .map(|p| &p["probe_id"])
+        .collect();
+    assert_eq!(ids, vec![&kept["probe_id"]], "{listed}");
+    call_in_session(
+        &server,
+        &b,
+        "remove_probe",
+        json!({"probe_id": kept["probe_id"]}),
+    );
+    assert_ne!(wait_for_byte(fx.pid, kept_at, |b| b != 0xcc), 0xcc);
+    fx.send("run 1");
+    fx.expect_line("checksum");
+}
+
 #[test]
 fn a_session_cannot_see_or_remove_another_sessions_probe() {
     let server = HttpServer::start(&[]);

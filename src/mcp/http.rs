@@ -80,6 +80,10 @@ pub struct HttpOptions {
     pub max_sessions: usize,
     /// Most concurrent TCP connections.
     pub max_connections: usize,
+    /// How long a 2025-11-25 session may go without a request before it is
+    /// ended, which removes its probes (a client that vanished without
+    /// DELETE must not leave probes running).
+    pub session_idle_timeout: Duration,
     /// Where to write a generated token (default: a new file in the temp dir).
     pub token_file: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
@@ -656,7 +660,9 @@ pub async fn serve(
             .with_http_scope(scope)
             .with_origin(origin))
     };
-    let sessions = Arc::new(LocalSessionManager::default());
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(opts.session_idle_timeout);
+    let sessions = Arc::new(sessions);
     // rmcp checks Host again (the front already did, with a clearer message);
     // Origin is the front's alone, with normalized default ports.
     let rmcp_hosts: Vec<String> = hosts
