@@ -394,6 +394,13 @@ fn the_audit_log_has_every_call_and_every_probe_state_change() {
         )
         .ok();
     assert_eq!(results["state"], "done", "{results}");
+    // Reading the results as a resource is audited like a tool call, and
+    // so is a read of a resource that does not exist.
+    let uri = format!("probe://{id}/results");
+    let read = c.request("resources/read", json!({"uri": uri}));
+    assert!(read.get("result").is_some(), "{read}");
+    let missing = c.request("resources/read", json!({"uri": "probe://999999/results"}));
+    assert!(missing.get("error").is_some(), "{missing}");
     c.call("remove_probe", json!({"probe_id": id})).ok();
     assert_eq!(c.shutdown(), Some(0));
 
@@ -434,6 +441,21 @@ fn the_audit_log_has_every_call_and_every_probe_state_change() {
         .collect();
     assert_eq!(states.first(), Some(&"armed"), "{text}");
     assert!(states.contains(&"done"), "{text}");
+    let reads: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "resource_read")
+        .collect();
+    assert_eq!(reads.len(), 2, "{text}");
+    assert_eq!(reads[0]["uri"], json!(uri), "{text}");
+    assert_eq!(reads[0]["outcome"], "ok", "{text}");
+    assert_eq!(reads[0]["client"]["name"], "liveprobe-tests", "{text}");
+    assert_eq!(reads[1]["outcome"], "error", "{text}");
+    assert!(
+        reads[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("999999")),
+        "{text}"
+    );
 }
 
 #[test]

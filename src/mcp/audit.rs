@@ -79,22 +79,13 @@ impl GatedCall {
         // A credential can sit in any argument's text (an expression's
         // string literal, a template): values are judged too.
         scrub_strings(&mut arguments, engine.redaction());
-        let client = context
-            .peer
-            .peer_info()
-            .map(|info| json!({"name": info.client_info.name, "version": info.client_info.version}))
-            .unwrap_or_else(|| json!({"name": "unknown"}));
+        let mut record = caller_record(origin, context);
+        record.insert("tool".into(), tool.clone().into());
+        record.insert("arguments".into(), arguments);
         let call = GatedCall {
             engine,
             started: Instant::now(),
-            record: json!({
-                "tool": tool,
-                "arguments": arguments,
-                "client": client,
-                "session": origin.session,
-                "transport": origin.transport,
-                "request_id": context.id.to_string(),
-            }),
+            record: Value::Object(record),
             tool,
         };
         if let Err(e) = call.write("tool_call", None) {
@@ -168,6 +159,50 @@ impl GatedCall {
         }
         self.engine.policy().audit(Value::Object(line))
     }
+}
+
+/// Who asks: client, session, transport and request id, as every audit
+/// line of a request names them.
+fn caller_record(
+    origin: &CallOrigin,
+    context: &RequestContext<RoleServer>,
+) -> serde_json::Map<String, Value> {
+    let client = context
+        .peer
+        .peer_info()
+        .map(|info| json!({"name": info.client_info.name, "version": info.client_info.version}))
+        .unwrap_or_else(|| json!({"name": "unknown"}));
+    let mut record = serde_json::Map::new();
+    record.insert("client".into(), client);
+    record.insert("session".into(), origin.session.clone().into());
+    record.insert("transport".into(), origin.transport.clone().into());
+    record.insert("request_id".into(), context.id.to_string().into());
+    record
+}
+
+/// Writes the `resource_read` line of a `resources/read`: a probe's results
+/// are data from the target as much as a tool's answer is. `Err` (the log
+/// cannot be written) means the answer must be withheld.
+pub(crate) fn audit_resource_read(
+    engine: &Engine,
+    origin: &CallOrigin,
+    context: &RequestContext<RoleServer>,
+    uri: &str,
+    error: Option<&str>,
+) -> Result<(), AuditError> {
+    let mut line = serde_json::Map::new();
+    line.insert("event".into(), "resource_read".into());
+    line.extend(caller_record(origin, context));
+    line.insert("uri".into(), uri.into());
+    line.insert(
+        "outcome".into(),
+        if error.is_some() { "error" } else { "ok" }.into(),
+    );
+    line.insert("ok".into(), error.is_none().into());
+    if let Some(e) = error {
+        line.insert("error".into(), e.into());
+    }
+    engine.policy().audit(Value::Object(line))
 }
 
 fn unaudited(tool: &str, e: &AuditError, what: &str) -> CallToolResult {

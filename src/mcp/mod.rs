@@ -455,39 +455,28 @@ impl ServerHandler for LiveprobeServer {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let caller = self.caller(&context);
-        let Some(id) = parse_probe_uri(&request.uri) else {
-            return Err(McpError::resource_not_found(
-                format!(
-                    "no resource {}: probe results are probe://{{probe_id}}/results",
-                    request.uri
-                ),
-                None,
-            ));
-        };
-        let results = http::as_caller(caller, self.engine.probe_results(id, 0, 1000, 0))
-            .await
-            .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
-        let mut json = serde_json::to_value(&results)
-            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        // The same budget as a tool answer, and the mime type the template
-        // announces.
-        schema_shape::strip_nulls(&mut json);
-        let cuts = budget::fit(&mut json, budget::DEFAULT_MAX_BYTES);
-        if !cuts.is_empty()
-            && let serde_json::Value::Object(m) = &mut json
-        {
-            m.insert(
-                "cut".into(),
-                cuts.json(
-                    budget::DEFAULT_MAX_BYTES,
-                    "page with get_probe_results (after, limit, max_bytes)",
-                ),
-            );
+        let answer = self.read_probe_resource(&request, &context).await;
+        let error = answer.as_ref().err().map(|e| e.message.to_string());
+        match audit::audit_resource_read(
+            &self.engine,
+            &self.origin,
+            &context,
+            &request.uri,
+            error.as_deref(),
+        ) {
+            Ok(()) => answer,
+            Err(e) => {
+                tracing::error!("{e}: withholding {}", request.uri);
+                Err(McpError::internal_error(
+                    format!(
+                        "liveprobe read {}, but withholds it: {e}. Nothing is answered unaudited: \
+                         free space on that file system or fix the file's permissions, then read again",
+                        request.uri
+                    ),
+                    None,
+                ))
+            }
         }
-        let contents = ResourceContents::text(json.to_string(), request.uri)
-            .with_mime_type("application/json");
-        Ok(ReadResourceResult::new(vec![contents]).into())
     }
 
     #[allow(deprecated)]
@@ -599,5 +588,49 @@ fn scrub_json(json: &mut serde_json::Value, redaction: &crate::value::Redaction)
             }
         }
         _ => {}
+    }
+}
+
+impl LiveprobeServer {
+    /// The answer of `resources/read` for `probe://{id}/results`: the
+    /// probe's results within the answer budget.
+    async fn read_probe_resource(
+        &self,
+        request: &ReadResourceRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let caller = self.caller(context);
+        let Some(id) = parse_probe_uri(&request.uri) else {
+            return Err(McpError::resource_not_found(
+                format!(
+                    "no resource {}: probe results are probe://{{probe_id}}/results",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        let results = http::as_caller(caller, self.engine.probe_results(id, 0, 1000, 0))
+            .await
+            .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
+        let mut json = serde_json::to_value(&results)
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        // The same budget as a tool answer, and the mime type the template
+        // announces.
+        schema_shape::strip_nulls(&mut json);
+        let cuts = budget::fit(&mut json, budget::DEFAULT_MAX_BYTES);
+        if !cuts.is_empty()
+            && let serde_json::Value::Object(m) = &mut json
+        {
+            m.insert(
+                "cut".into(),
+                cuts.json(
+                    budget::DEFAULT_MAX_BYTES,
+                    "page with get_probe_results (after, limit, max_bytes)",
+                ),
+            );
+        }
+        let contents = ResourceContents::text(json.to_string(), request.uri.clone())
+            .with_mime_type("application/json");
+        Ok(ReadResourceResult::new(vec![contents]).into())
     }
 }
