@@ -715,6 +715,25 @@ fn calls_refused_by_policy_are_audited_as_refused() {
     )
     .err();
     c.call("attach", json!({"pid": other.pid})).err();
+    // A write watch is refused as set_watch is; a sampling one only reads.
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write"}),
+        )
+        .err();
+    assert!(
+        refused.contains("watch_expression") && refused.contains("observe-only"),
+        "{refused}"
+    );
+    let sampled = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "sample", "duration_s": 1}),
+        )
+        .ok();
+    c.call("remove_probe", json!({"probe_id": sampled["probe_id"]}))
+        .ok();
     assert_eq!(c.shutdown(), Some(0));
     let meta = std::fs::metadata(&log).expect("audit log");
     use std::os::unix::fs::PermissionsExt;
@@ -737,7 +756,10 @@ fn calls_refused_by_policy_are_audited_as_refused() {
         [
             ("attach", "ok"),
             ("set_snapshot", "refused"),
-            ("attach", "refused")
+            ("attach", "refused"),
+            ("watch_expression", "refused"),
+            ("watch_expression", "ok"),
+            ("remove_probe", "ok")
         ],
         "{results:?}"
     );

@@ -101,7 +101,14 @@ impl GatedCall {
                     .or_else(|| p.as_str().and_then(|s| s.trim().parse().ok()))
             })
             .and_then(|p| i32::try_from(p).ok());
-        if let Some(why) = call.engine.policy().tool_refusal(&call.tool, pid) {
+        let judged_as = policy_tool_name(&call.tool, request.arguments.as_ref());
+        let refusal = call
+            .engine
+            .policy()
+            .tool_refusal(judged_as, pid)
+            // Name what the client called, not the tool it is judged as.
+            .map(|why| why.replace(judged_as, &format!("{} ({judged_as})", call.tool)));
+        if let Some(why) = refusal {
             tracing::info!(tool = call.tool, "refused by policy: {why}");
             let outcome = json!({"outcome": "refused", "ok": false, "error": why});
             if let Err(e) = call.write("tool_result", Some(outcome)) {
@@ -158,6 +165,23 @@ impl GatedCall {
             line.extend(o);
         }
         self.engine.policy().audit(Value::Object(line))
+    }
+}
+
+/// The tool name the policy judges a call by: a `watch_expression` in
+/// `write` or `access` mode places a hardware watch, as `set_watch` does
+/// (the engine refuses it too; judged here, the audit says `refused`).
+fn policy_tool_name<'a>(
+    tool: &'a str,
+    arguments: Option<&serde_json::Map<String, Value>>,
+) -> &'a str {
+    let mode = arguments
+        .and_then(|a| a.get("mode"))
+        .and_then(Value::as_str);
+    if tool == "watch_expression" && matches!(mode, Some("write" | "access")) {
+        "set_watch"
+    } else {
+        tool
     }
 }
 
