@@ -108,34 +108,6 @@ pub(crate) fn location_env<'a>(
     env
 }
 
-/// The static TLS block of the executable, in x86-64's variant II layout:
-/// it ends at the thread pointer (fs base). Shared libraries' TLS blocks need
-/// the dynamic linker's module table and are not supported.
-pub(crate) fn tls_base(image: &ProcessImage, module: &Module, fs_base: Option<u64>) -> Option<u64> {
-    let main = image.main_module()?;
-    if !std::ptr::eq(Arc::as_ptr(main), module) {
-        return None;
-    }
-    let fs_base = fs_base?;
-    let (size, align) = module_tls_segment(module)?;
-    let align = align.max(1);
-    let block = size.div_ceil(align).checked_mul(align)?;
-    fs_base.checked_sub(block)
-}
-
-fn module_tls_segment(module: &Module) -> Option<(u64, u64)> {
-    use object::read::elf::ProgramHeader;
-    let file = module.elf.parse().ok()?;
-    let object::File::Elf64(elf) = &file else {
-        return None;
-    };
-    let endian = elf.endian();
-    elf.elf_program_headers()
-        .iter()
-        .find(|header| header.p_type(endian) == object::elf::PT_TLS)
-        .map(|header| (header.p_memsz(endian), header.p_align(endian)))
-}
-
 /// Largest offset into a function symbol shown as `name+offset`.
 const MAX_SYMBOL_OFFSET: u64 = 4096;
 

@@ -10,7 +10,7 @@
 use gimli::{EvaluationResult, Location, Value as DwarfValue, ValueType};
 
 use crate::debuginfo::scope::{LocationExpression, VariableLocation};
-use crate::debuginfo::{DwarfReader, MemorySource, Module, Registers, reg};
+use crate::debuginfo::{DwarfReader, MemorySource, Module, ProcessImage, Registers, reg};
 use crate::value::{OPTIMIZED_OUT, Place};
 
 /// Most operations one expression may execute.
@@ -178,9 +178,9 @@ fn run(
                 evaluation.resume_with_call_frame_cfa(cfa).map_err(broken)?
             }
             EvaluationResult::RequiresTls(offset) => {
-                let base = env.tls.and_then(|(image, fs_base)| {
-                    super::frame::tls_base(image, env.module, Some(fs_base))
-                });
+                let base = env
+                    .tls
+                    .and_then(|(image, fs_base)| tls_base(image, env.module, Some(fs_base)));
                 let base = base.ok_or_else(|| {
                     "unsupported: thread-local variable (needs a stopped thread of a module with static TLS)".to_string()
                 })?;
@@ -372,4 +372,32 @@ fn assemble(env: &LocationEnv<'_>, pieces: Vec<gimli::Piece<DwarfReader>>) -> Pl
         return Place::Unavailable(OPTIMIZED_OUT.to_string());
     }
     Place::Bytes { bytes, missing }
+}
+
+/// The static TLS block of the executable, in x86-64's variant II layout:
+/// it ends at the thread pointer (fs base). Shared libraries' TLS blocks need
+/// the dynamic linker's module table and are not supported.
+fn tls_base(image: &ProcessImage, module: &Module, fs_base: Option<u64>) -> Option<u64> {
+    let main = image.main_module()?;
+    if !std::ptr::eq(std::sync::Arc::as_ptr(main), module) {
+        return None;
+    }
+    let fs_base = fs_base?;
+    let (size, align) = module_tls_segment(module)?;
+    let align = align.max(1);
+    let block = size.div_ceil(align).checked_mul(align)?;
+    fs_base.checked_sub(block)
+}
+
+fn module_tls_segment(module: &Module) -> Option<(u64, u64)> {
+    use object::read::elf::ProgramHeader;
+    let file = module.elf.parse().ok()?;
+    let object::File::Elf64(elf) = &file else {
+        return None;
+    };
+    let endian = elf.endian();
+    elf.elf_program_headers()
+        .iter()
+        .find(|header| header.p_type(endian) == object::elf::PT_TLS)
+        .map(|header| (header.p_memsz(endian), header.p_align(endian)))
 }
