@@ -219,20 +219,35 @@ fn open_session(server: &HttpServer) -> String {
         .header("mcp-session-id")
         .expect("a session id")
         .to_string();
-    let mut h = mcp_headers(Some(TOKEN));
-    h.push(format!("Mcp-Session-Id: {id}"));
-    h.push("MCP-Protocol-Version: 2025-11-25".into());
+    let h = session_headers(&id);
     let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
     let r = curl("POST", &server.url, &h, Some(done.as_bytes()));
     assert_eq!(r.status, 202, "{r:?}");
     id
 }
 
-/// A tool call in session `session`: the structured answer.
-fn call_in_session(server: &HttpServer, session: &str, tool: &str, args: Value) -> Value {
+/// The headers of a request in session `session`.
+fn session_headers(session: &str) -> Vec<String> {
     let mut h = mcp_headers(Some(TOKEN));
     h.push(format!("Mcp-Session-Id: {session}"));
     h.push("MCP-Protocol-Version: 2025-11-25".into());
+    h
+}
+
+/// The ids of the probes `list_probes` shows to session `session`.
+fn listed_probe_ids(server: &HttpServer, session: &str) -> Vec<Value> {
+    let listed = call_in_session(server, session, "list_probes", json!({}));
+    listed["probes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no probes in {listed}"))
+        .iter()
+        .map(|p| p["probe_id"].clone())
+        .collect()
+}
+
+/// A tool call in session `session`: the structured answer.
+fn call_in_session(server: &HttpServer, session: &str, tool: &str, args: Value) -> Value {
+    let h = session_headers(session);
     let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": tool, "arguments": args}})
     .to_string();
@@ -569,14 +584,8 @@ fn python_sdk_session_over_http_sets_and_reads_a_probe_that_ends_with_the_sessio
     );
     assert_eq!(byte_at(fx.pid, kept), 0xcc, "the kept probe stays");
     let other = open_session(&server);
-    let listed = call_in_session(&server, &other, "list_probes", json!({}));
-    let ids: Vec<&Value> = listed["probes"]
-        .as_array()
-        .expect("probes")
-        .iter()
-        .map(|p| &p["probe_id"])
-        .collect();
-    assert_eq!(ids, vec![&armed["kept"]], "{listed}");
+    let ids = listed_probe_ids(&server, &other);
+    assert_eq!(ids, vec![armed["kept"].clone()], "{ids:?}");
     let removed = call_in_session(
         &server,
         &other,
@@ -652,23 +661,15 @@ fn an_idle_session_ends_and_takes_its_probes_but_not_the_kept_ones() {
     );
     assert_eq!(byte_at(fx.pid, kept_at), 0xcc, "the kept probe was removed");
     // The ended session is gone for its client too.
-    let mut h = mcp_headers(Some(TOKEN));
-    h.push(format!("Mcp-Session-Id: {a}"));
-    h.push("MCP-Protocol-Version: 2025-11-25".into());
+    let h = session_headers(&a);
     let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": {"name": "list_probes", "arguments": {}}})
     .to_string();
     let r = curl("POST", &server.url, &h, Some(body.as_bytes()));
     assert!(r.status >= 400, "an ended session still answers: {r:?}");
     let b = open_session(&server);
-    let listed = call_in_session(&server, &b, "list_probes", json!({}));
-    let ids: Vec<&Value> = listed["probes"]
-        .as_array()
-        .expect("probes")
-        .iter()
-        .map(|p| &p["probe_id"])
-        .collect();
-    assert_eq!(ids, vec![&kept["probe_id"]], "{listed}");
+    let ids = listed_probe_ids(&server, &b);
+    assert_eq!(ids, vec![kept["probe_id"].clone()], "{ids:?}");
     call_in_session(
         &server,
         &b,
@@ -695,9 +696,7 @@ fn a_session_cannot_see_or_remove_another_sessions_probe() {
     );
     let listed = call_in_session(&server, &b, "list_probes", json!({}));
     assert_eq!(listed["probes"], json!([]), "{listed}");
-    let mut h = mcp_headers(Some(TOKEN));
-    h.push(format!("Mcp-Session-Id: {b}"));
-    h.push("MCP-Protocol-Version: 2025-11-25".into());
+    let h = session_headers(&b);
     let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "remove_probe", "arguments": {"probe_id": set["probe_id"]}}})
     .to_string();
