@@ -87,9 +87,10 @@ use crate::addr::RuntimeAddr;
 pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
+pub use debug_regs::DebugWatch;
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use hit_copy::HitCopyPlan;
-pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, WatchRecord};
+pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, STACK_WINDOW, WatchRecord};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
     user_regs_from_slots,
@@ -437,6 +438,35 @@ impl Tracer {
             // and nothing could be armed anywhere else either.
             Err(_) => Err((TraceError::TracerGone, Box::new(NoHandler))),
         }
+    }
+
+    /// Arms a write (or access) watch on `pieces` (aligned address, length
+    /// 1/2/4/8) in the debug registers of every thread of `pid`, and of
+    /// every thread it creates later (at its first stop, before it runs).
+    /// Answers once every existing thread has them; each thread is held
+    /// only for its POKEUSERs. A write stops its thread only while its
+    /// registers, `stack_bytes` of stack and the piece's bytes are copied
+    /// into the returned watch's records. `group` is the engine's probe id:
+    /// `remove_group` clears the registers (and answers once every thread
+    /// has them clear), and so does every detach, before each thread is
+    /// let go. A SIGKILLed liveprobe leaves them armed (see `debug_regs`).
+    pub async fn insert_debug_watch(
+        &self,
+        pid: i32,
+        group: u64,
+        pieces: Vec<(u64, usize)>,
+        kind: HwWatchKind,
+        stack_bytes: usize,
+    ) -> Result<DebugWatch, TraceError> {
+        self.ask(|reply| Command::InsertDebugWatch {
+            pid,
+            group,
+            pieces,
+            kind,
+            stack_bytes,
+            reply,
+        })
+        .await?
     }
 
     /// Hands every kernel-side hit recorded so far to its handler before
