@@ -560,6 +560,16 @@ fn detach_clears_write_watches() {
 /// the function; when the frame returns the watch ends `done`.
 #[test]
 fn a_write_watch_on_a_local_ends_with_its_frame() {
+    write_watch_on_a_local_ends_with_its_frame("auto", "perf_breakpoint");
+}
+
+/// The same on the ptrace engine.
+#[test]
+fn a_ptrace_write_watch_on_a_local_ends_with_its_frame() {
+    write_watch_on_a_local_ends_with_its_frame("ptrace", "ptrace");
+}
+
+fn write_watch_on_a_local_ends_with_its_frame(engine: &str, runs: &str) {
     let (mut fx, mut c) = attached();
     fx.send("local");
     fx.expect_line("in local");
@@ -576,10 +586,10 @@ fn a_write_watch_on_a_local_ends_with_its_frame() {
         .call(
             "watch_expression",
             json!({"pid": fx.pid, "expression": "step", "mode": "write", "tid": fx.pid,
-                   "frame": index, "interval_ms": 10, "duration_s": 120}),
+                   "frame": index, "interval_ms": 10, "duration_s": 120, "engine": engine}),
         )
         .ok();
-    assert_eq!(set["engine"], "perf_breakpoint", "{set}");
+    assert_eq!(set["engine"], runs, "{set}");
     assert_eq!(set["frame"]["function"], "hold_local", "{set}");
     let id = set["probe_id"].clone();
     for n in 1..=2 {

@@ -389,4 +389,42 @@ mod tests {
         disarm_all(tid).expect("disarm all");
         assert_eq!(read_dr7(tid), Ok(0));
     }
+
+    /// `set_slots` leaves exactly the wanted slots armed (others off),
+    /// and a slot it cannot set (unaligned) leaves the others armed.
+    #[test]
+    fn set_slots_sets_exactly_the_wanted_slots() {
+        let child = StoppedChild::start();
+        let tid = child.tid();
+        arm(tid, 0, 0x7000_0000_1000, 8, DebugRegKind::Write).expect("arm 0");
+        let outcome = set_slots(
+            tid,
+            &[
+                (1, 0x7000_0000_2000, 4, DebugRegKind::Access),
+                (2, 0x7000_0000_3001, 4, DebugRegKind::Write),
+                (3, 0x7000_0000_4000, 1, DebugRegKind::Write),
+            ],
+        )
+        .expect("thread stopped");
+        assert!(outcome[0].is_ok() && outcome[2].is_ok(), "{outcome:?}");
+        assert_eq!(
+            outcome[1],
+            Err(DebugRegError::Unaligned {
+                address: 0x7000_0000_3001,
+                length: 4
+            })
+        );
+        let want = dr7_with(
+            dr7_with(0, 1, DebugRegKind::Access, 4).expect("1"),
+            3,
+            DebugRegKind::Write,
+            1,
+        )
+        .expect("3");
+        assert_eq!(read_dr7(tid), Ok(want));
+        assert_eq!(peek(tid, 1), Ok(0x7000_0000_2000));
+        assert_eq!(peek(tid, 3), Ok(0x7000_0000_4000));
+        assert_eq!(set_slots(tid, &[]).map(|o| o.len()), Ok(0));
+        assert_eq!(read_dr7(tid), Ok(0));
+    }
 }
