@@ -1154,3 +1154,45 @@ fn client_exit_clears_ptrace_watches_on_every_thread() {
 fn sigterm_clears_ptrace_watches_on_every_thread() {
     ptrace_watch_ending_leaves_nothing_armed(Ending::Sigterm);
 }
+
+/// Where the kernel refuses BPF to liveprobe (here: started without
+/// CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN), `engine: auto` falls back to
+/// the ptrace engine and says why in engine_note; `engine: uprobe` (the
+/// BPF engine only) is refused naming the other engines.
+#[test]
+fn auto_falls_back_to_ptrace_where_the_kernel_refuses_bpf() {
+    // Capability bounding sets are per thread and inherited by children:
+    // dropped on this test's thread, liveprobe (spawned from it) starts
+    // without them even as root.
+    for cap in [39, 38, 21] {
+        // SAFETY: prctl with integer arguments only.
+        let dropped = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        assert_eq!(dropped, 0, "drop capability {cap} from the bounding set");
+    }
+    let (mut fx, mut c) = attached();
+    let set = watch_with(&mut c, fx.pid, "shared_value", "write", "auto");
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    let note = set["engine_note"].as_str().expect("note");
+    assert!(
+        note.contains("the kernel refused the preferred engine"),
+        "{note}"
+    );
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write", "engine": "uprobe"}),
+        )
+        .err();
+    assert!(refused.contains("use engine auto or ptrace"), "{refused}");
+    fx.send("threads");
+    assert_eq!(fx.expect_line("threads"), "threads 406");
+    let mut after = 0;
+    let items = items_until(&mut c, &set["probe_id"], &mut after, |i| {
+        i["new"]["value"] == "203"
+    });
+    assert_eq!(items.len(), 6, "{items:?}");
+    let listed = c.call("list_probes", json!({})).ok();
+    assert_eq!(listed["probes"][0]["engine"], "ptrace", "{listed}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
