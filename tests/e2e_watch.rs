@@ -961,6 +961,24 @@ fn ptrace_concurrent_writers_lose_no_write() {
     assert_eq!(fx.wait_exit(), Some(0));
 }
 
+/// While a ptrace-engine watch is armed, a SIGTRAP that is not a debug
+/// trap of ours (the target raises its own, with a handler) is delivered
+/// to the target unchanged, and no item is made of it.
+#[test]
+fn the_targets_own_sigtrap_is_delivered_while_a_ptrace_watch_is_armed() {
+    let (mut fx, mut c) = attached();
+    let set = watch_with(&mut c, fx.pid, "counter", "write", "ptrace");
+    let id = set["probe_id"].clone();
+    assert_eq!(fx.ask("trap", "trapped"), "1", "the handler ran");
+    assert_eq!(fx.ask("trap", "trapped"), "2", "the handler ran");
+    assert_eq!(fx.ask("inc", "counter"), "1");
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "1");
+    assert_eq!(items.len(), 1, "only the write: {items:?}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
 /// `access` on the ptrace engine (RW slots) reports reads too.
 #[test]
 fn ptrace_access_watch_reports_reads_and_writes() {

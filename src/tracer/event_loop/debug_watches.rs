@@ -91,10 +91,23 @@ pub(super) struct DebugWatchState {
 
 impl Drop for DebugWatchState {
     fn drop(&mut self) {
-        // The process is gone or detached: nothing is left armed to wait for.
-        for op in self.pending.drain(..) {
-            (op.done)(Ok(()));
-        }
+        // The process is gone or detached: nothing is left armed to wait
+        // for, and an arm in flight armed nothing that lasts.
+        end_pending(
+            &mut self.pending,
+            "the process exited or was detached before every thread was armed",
+        );
+    }
+}
+
+/// Answers every pending arm (refused, saying `why`) and removal (done).
+fn end_pending(pending: &mut Vec<PendingSync>, why: &str) {
+    for op in pending.drain(..) {
+        let outcome = match op.arming {
+            Some(_) => Err(why.to_string()),
+            None => Ok(()),
+        };
+        (op.done)(outcome);
     }
 }
 
@@ -121,9 +134,10 @@ impl DebugWatchState {
         self.slots = Default::default();
         self.applied.clear();
         self.generation += 1;
-        for op in self.pending.drain(..) {
-            (op.done)(Ok(()));
-        }
+        end_pending(
+            &mut self.pending,
+            "the process ran execve before every thread was armed",
+        );
     }
 
     /// The earliest deadline of a pending arm or removal.
