@@ -1050,6 +1050,43 @@ fn the_fifth_watch_is_refused_across_engines() {
     assert_eq!(fx.wait_exit(), Some(0));
 }
 
+/// On the ptrace engine too, a 32-byte lvalue takes four debug registers
+/// (aligned 8-byte pieces) and they count against the four; a watch ended
+/// by max_events gives its register back to the next watch at once.
+#[test]
+fn a_large_lvalue_is_split_over_ptrace_registers() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "counter", "mode": "write", "engine": "ptrace",
+                   "max_events": 1, "duration_s": 120}),
+        )
+        .ok();
+    assert_eq!(fx.ask("inc", "counter"), "1");
+    let r = until_ended(&mut c, &set["probe_id"]);
+    assert_eq!(r["state"], "done", "{r}");
+    let set = watch_with(&mut c, fx.pid, "spare", "write", "ptrace");
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    let note = set["engine_note"].as_str().expect("note");
+    assert!(
+        note.starts_with("4 debug register(s) on 32 byte(s)"),
+        "{note}"
+    );
+    let refused = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "shared_value", "mode": "write", "engine": "ptrace"}),
+        )
+        .err();
+    assert!(
+        refused.contains(&format!("watch {}", set["probe_id"])),
+        "{refused}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
 /// How a liveprobe session with ptrace-engine watches ends.
 #[derive(Debug, Clone, Copy)]
 enum Ending {

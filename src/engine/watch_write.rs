@@ -222,7 +222,20 @@ impl Engine {
             for id in ended {
                 let held = lock(&self.watches.1).remove(&id);
                 if let Some(held) = held {
-                    lock(&held.watchpoints).clear();
+                    let ptrace = {
+                        let mut armed = lock(&held.watchpoints);
+                        let ptrace = matches!(*armed, ArmedWatch::Ptrace(_));
+                        armed.clear();
+                        ptrace
+                    };
+                    // The tracer holds ptrace slots until it cleared them on
+                    // every thread.
+                    if ptrace && let Err(e) = self.tracer.remove_group(held.pid, id).await {
+                        tracing::debug!(
+                            probe = id,
+                            "clearing an ended watch's debug registers: {e}"
+                        );
+                    }
                 }
             }
         }
