@@ -39,6 +39,16 @@
 //! captured memory. The kernel owns that `int3` and removes it when our
 //! descriptor closes, whichever way liveprobe ends (SIGKILL included).
 //!
+//! Debug-register watches (`insert_debug_watch`, the ptrace engine of
+//! write/access watches; `event_loop/debug_watches.rs`): DR0-3/DR7 of
+//! every thread, set at a stop of that thread (existing threads are
+//! interrupted for it, new ones at their first stop); a write traps its
+//! thread, which is held only while its registers, stack window and the
+//! watched bytes are copied. Every detach below writes DR7 = 0 on each
+//! thread before PTRACE_DETACH; a SIGKILLed liveprobe leaves them armed
+//! (the kernel keeps them), and the target then dies of SIGTRAP at its next
+//! watched write.
+//!
 //! How each way of ending treats a target with (ptrace) breakpoints:
 //! - `detach`, `detach_all`, dropping the last `Tracer`: every original byte
 //!   is written back first (from the tracer thread, before any thread is let
@@ -478,7 +488,9 @@ impl Tracer {
 
     /// Remove every breakpoint of `group` in `pid`; returns how many. The
     /// `int3` bytes leave the target at once (where no other group uses the
-    /// address); each handler's `on_end(Removed)` is called. A process that
+    /// address); each handler's `on_end(Removed)` is called. A debug-register
+    /// watch of `group` is removed too: the answer comes once every thread
+    /// has its slots clear. A process that
     /// has exited, exec'd or been detached has none left: `Ok(0)`.
     pub async fn remove_group(&self, pid: i32, group: u64) -> Result<usize, TraceError> {
         self.ask(|reply| Command::RemoveGroup { pid, group, reply })
