@@ -1251,3 +1251,37 @@ fn auto_falls_back_to_ptrace_where_the_kernel_refuses_bpf() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// The issue's promise for a SIGKILLed liveprobe on the ptrace engine: the
+/// target runs on and nothing is left armed. The kernel keeps ptrace-set
+/// debug registers when their tracer dies, so only a tracer that outlives
+/// liveprobe (the orphaned tracer of issue 10, item 5, running the same
+/// detach path, which clears them) can keep it; today the target dies of
+/// SIGTRAP at its next watched write (what
+/// `ptrace_debug_registers_outlive_a_sigkilled_tracer` shows with a
+/// minimal tracer). Run it with `--ignored` once that tracer exists.
+#[test]
+#[ignore = "needs the tracer to outlive a SIGKILLed liveprobe (issue 10, item 5)"]
+fn sigkill_of_liveprobe_with_ptrace_watches_leaves_nothing_armed() {
+    let mut fx = Fixture::start(&watched());
+    assert_eq!(fx.ask("park", "parked"), "");
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let set = watch_with(&mut c, fx.pid, "counter", "write", "ptrace");
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    drop(c); // SIGKILL
+    for _ in 0..500 {
+        if tracer_pid(fx.pid) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(tracer_pid(fx.pid), 0, "the orphaned tracer let go");
+    for (tid, dr7) in dr7_of_every_thread(fx.pid) {
+        assert_eq!(dr7, 0, "thread {tid} still has debug registers armed");
+    }
+    assert_eq!(fx.ask("inc", "counter"), "1");
+    assert_eq!(fx.ask("poke", "poked"), "2");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
