@@ -979,6 +979,36 @@ fn the_targets_own_sigtrap_is_delivered_while_a_ptrace_watch_is_armed() {
     assert_eq!(fx.wait_exit(), Some(0));
 }
 
+/// `condition` works on the ptrace engine as on the other: only the writes
+/// whose new value passes are items, the others are counted as filtered.
+#[test]
+fn a_ptrace_write_watch_keeps_only_writes_passing_its_condition() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "shared_value", "mode": "write", "engine": "ptrace",
+                   "condition": "shared_value > 200", "duration_s": 120}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    let id = set["probe_id"].clone();
+    assert_eq!(fx.ask("threads", "threads"), "406");
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "203");
+    let values: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i["new"]["value"].as_str())
+        .collect();
+    assert_eq!(values, ["201", "202", "203"], "{items:?}");
+    assert_eq!(
+        items[0]["old"]["value"], "103",
+        "old is the last write seen: {items:?}"
+    );
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}
+
 /// `access` on the ptrace engine (RW slots) reports reads too.
 #[test]
 fn ptrace_access_watch_reports_reads_and_writes() {
