@@ -202,7 +202,7 @@ pub(super) struct DebugRegisters {
     pub(super) pid: i32,
     pub(super) count: usize,
     pub(super) probe: u64,
-    pub(super) watchpoints: Arc<Mutex<Vec<(u64, crate::tracer::HwWatch)>>>,
+    pub(super) watchpoints: Arc<Mutex<super::watch_write::ArmedWatch>>,
 }
 
 impl WatchSummaries {

@@ -1,9 +1,14 @@
 //! `watch_expression` modes `write` and `access`: a hardware watchpoint on
 //! the expression's lvalue, on every thread of the target including threads
-//! created later, through perf_event_open with a generated BPF program
-//! (see `tracer::HwWatch`). The writer is never stopped: the program copies
-//! its registers, a stack window and the new value, and liveprobe turns the
-//! copy into an item afterwards.
+//! created later. Two engines give the same records (registers, a stack
+//! window, the new value), turned into items here afterwards:
+//! - `perf_breakpoint` (preferred): perf_event_open with a generated BPF
+//!   program (see `tracer::HwWatch`); the writer is never stopped.
+//! - `ptrace` (where the kernel refuses perf/BPF, or when asked): the
+//!   debug registers of every thread set through ptrace (see
+//!   `tracer::DebugWatch`); the writer is held only while the tracer copies.
+//!
+//! Both count against the same four debug registers per process.
 
 use super::items::{ProbeItem, WatchChange, WatchItem};
 use std::collections::HashMap;
@@ -13,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers};
 use crate::eval::{self, CompiledExpr};
-use crate::tracer::{HwWatch, HwWatchKind, ProcessMemory, TargetState, Tracer, WatchRecord};
+use crate::tracer::{
+    DebugWatch, HwWatch, HwWatchKind, ProcessMemory, TargetState, Tracer, WatchRecord,
+};
 use crate::value::{Limits, Redaction, Value};
 
 use super::frames::{CapturedMemory, CapturedThread, LiveMemory, registers_from};
@@ -33,6 +40,62 @@ pub const DEBUG_REGISTERS: usize = 4;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
 /// Frames of the writer's stack in each item.
 const WRITER_FRAMES: usize = 16;
+
+/// What holds the debug registers of one write watch.
+pub(super) enum ArmedWatch {
+    /// One perf event per piece (address of the piece, its watchpoint):
+    /// dropping them closes the events, which clears the registers of
+    /// every thread at once.
+    Perf(Vec<(u64, HwWatch)>),
+    /// The debug registers of every thread, set through ptrace by the
+    /// tracer thread; `None` once the watch ended. The tracer clears the
+    /// registers themselves (`Tracer::remove_group`, and every detach).
+    Ptrace(Option<DebugWatch>),
+}
+
+impl ArmedWatch {
+    /// Lets go of the watchpoints (perf: closes them).
+    pub(super) fn clear(&mut self) {
+        match self {
+            ArmedWatch::Perf(watches) => watches.clear(),
+            ArmedWatch::Ptrace(watch) => *watch = None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            ArmedWatch::Perf(watches) => watches.is_empty(),
+            ArmedWatch::Ptrace(watch) => watch.is_none(),
+        }
+    }
+
+    /// The records so far (address of the piece, its length, the record)
+    /// and the count of records lost.
+    fn drain(&self) -> (Vec<(u64, usize, WatchRecord)>, u64) {
+        match self {
+            ArmedWatch::Perf(watches) => {
+                let mut records = Vec::new();
+                for (at, watch) in watches {
+                    let len = watch.watched_len();
+                    records.extend(watch.drain().into_iter().map(|r| (*at, len, r)));
+                }
+                (records, watches.iter().map(|(_, w)| w.lost()).sum())
+            }
+            ArmedWatch::Ptrace(Some(watch)) => (watch.drain(), watch.lost()),
+            ArmedWatch::Ptrace(None) => (Vec::new(), 0),
+        }
+    }
+}
+
+/// What `old` and `new` of an item are, whichever engine copied the write.
+const OLD_NEW_NOTE: &str = "`old` is the value liveprobe saw before (at the previous \
+     write, or when the watch was set). `new` is exact when the writing instruction is a plain store \
+     (`mov` of a general register or an immediate covering the watched bytes): its bytes come from \
+     the writer's registers captured at the write. After any other write (read-modify-write like \
+     `add`/`inc`, `xchg`/`cmpxchg`, string moves, vector stores, a store covering only part of the \
+     watched bytes, fs/gs-relative TLS stores, or code liveprobe cannot decode), `new` is the watched \
+     bytes read when the watchpoint fired, right after the write: a write to the same address by \
+     another thread in that moment shows there instead";
 
 /// The aligned pieces (address, length 1/2/4/8) that cover `[addr, addr + size)`.
 pub fn split_aligned(addr: u64, size: u64) -> Vec<(u64, usize)> {
@@ -99,14 +162,7 @@ impl Engine {
                 req.mode.name()
             )));
         }
-        if req.engine == Some(EngineChoice::Ptrace) {
-            return Err(EngineError::BadArgument(
-                "the ptrace engine (debug registers set through ptrace) is not in this version for \
-                 write/access watches; use engine auto, which uses a perf hardware breakpoint with a BPF \
-                 program"
-                    .into(),
-            ));
-        }
+        let choice = req.engine.unwrap_or(self.policy.probe_engine);
         let image = target.image();
         let not_lvalue = |e: String| {
             EngineError::BadArgument(format!(
@@ -166,7 +222,20 @@ impl Engine {
             for id in ended {
                 let held = lock(&self.watches.1).remove(&id);
                 if let Some(held) = held {
-                    lock(&held.watchpoints).clear();
+                    let ptrace = {
+                        let mut armed = lock(&held.watchpoints);
+                        let ptrace = matches!(*armed, ArmedWatch::Ptrace(_));
+                        armed.clear();
+                        ptrace
+                    };
+                    // The tracer holds ptrace slots until it cleared them on
+                    // every thread.
+                    if ptrace && let Err(e) = self.tracer.remove_group(held.pid, id).await {
+                        tracing::debug!(
+                            probe = id,
+                            "clearing an ended watch's debug registers: {e}"
+                        );
+                    }
                 }
             }
         }
@@ -222,20 +291,71 @@ impl Engine {
             _ => HwWatchKind::Write,
         };
         let pid = req.pid;
-        let armed = tokio::task::spawn_blocking(move || {
-            pieces
-                .into_iter()
-                .map(|(at, len)| HwWatch::arm(pid, at, len, kind).map(|w| (at, w)))
-                .collect::<Result<Vec<(u64, HwWatch)>, String>>()
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("arming the watch: {e}")))?
-        .map_err(|why| {
-            EngineError::BadArgument(format!(
-                "cannot set a hardware watchpoint on `{expression}`: {why}; use mode `sample`"
-            ))
-        })?;
         let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
+        let piece_count = pieces.len();
+        let perf = if choice == EngineChoice::Ptrace {
+            None
+        } else {
+            let pieces = pieces.clone();
+            let armed = tokio::task::spawn_blocking(move || {
+                pieces
+                    .into_iter()
+                    .map(|(at, len)| HwWatch::arm(pid, at, len, kind).map(|w| (at, w)))
+                    .collect::<Result<Vec<(u64, HwWatch)>, String>>()
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("arming the watch: {e}")))?;
+            Some(armed)
+        };
+        let (armed, engine, note) = match perf {
+            Some(Ok(watches)) => (
+                ArmedWatch::Perf(watches),
+                ProbeEngine::PerfBreakpoint,
+                format!(
+                    "{piece_count} hardware watchpoint(s) on {size} byte(s) at {addr:#x}, through perf_event_open \
+                     with a BPF program; writers are never stopped. {OLD_NEW_NOTE}"
+                ),
+            ),
+            Some(Err(why)) if choice == EngineChoice::Uprobe => {
+                return Err(EngineError::BadArgument(format!(
+                    "cannot set a hardware watchpoint on `{expression}` through perf_event_open with a BPF \
+                     program: {why}; use engine auto or ptrace (debug registers set through ptrace), or mode \
+                     `sample`"
+                )));
+            }
+            perf => {
+                let fallback = match perf {
+                    Some(Err(why)) => format!(
+                        "the kernel refused the preferred engine (a perf hardware breakpoint with a BPF \
+                         program: {why}), so "
+                    ),
+                    _ => String::new(),
+                };
+                let watch = self
+                    .tracer
+                    .insert_debug_watch(pid, id, pieces, kind, crate::tracer::STACK_WINDOW)
+                    .await
+                    .map_err(|e| {
+                        EngineError::BadArgument(format!(
+                            "{fallback}cannot set a hardware watchpoint on `{expression}` through ptrace: {e}; \
+                             use mode `sample`"
+                        ))
+                    })?;
+                (
+                    ArmedWatch::Ptrace(Some(watch)),
+                    ProbeEngine::Ptrace,
+                    format!(
+                        "{piece_count} debug register(s) on {size} byte(s) at {addr:#x}, set through ptrace on \
+                         every thread (each new thread at its creation, before it runs); {fallback}a writer is \
+                         held only while its registers, {} KiB of its stack and the watched bytes are copied \
+                         (the trap comes just after the write), then it goes on. {OLD_NEW_NOTE}. Stop liveprobe \
+                         with SIGTERM/SIGINT or remove the watch: those clear every register, but a SIGKILLed \
+                         liveprobe cannot, and the target then dies of SIGTRAP at its next watched write",
+                        crate::tracer::STACK_WINDOW / 1024
+                    ),
+                )
+            }
+        };
         let probe = Arc::new(Probe::new(
             id,
             req.pid,
@@ -249,20 +369,8 @@ impl Engine {
             self.policy.hit_budget(),
             self.probe_updates.clone(),
         ));
-        let note = format!(
-            "{} hardware watchpoint(s) on {size} byte(s) at {addr:#x}, through perf_event_open with a BPF \
-             program; writers are never stopped. `old` is the value liveprobe saw before (at the previous \
-             write, or when the watch was set). `new` is exact when the writing instruction is a plain store \
-             (`mov` of a general register or an immediate covering the watched bytes): its bytes come from \
-             the writer's registers captured at the write. After any other write (read-modify-write like \
-             `add`/`inc`, `xchg`/`cmpxchg`, string moves, vector stores, a store covering only part of the \
-             watched bytes, fs/gs-relative TLS stores, or code liveprobe cannot decode), `new` is the watched \
-             bytes read when the watchpoint fired, right after the write: a write to the same address by \
-             another thread in that moment shows there instead",
-            armed.len()
-        );
-        probe.set_engine(ProbeEngine::PerfBreakpoint, Some(note.clone()));
-        let count = armed.len();
+        probe.set_engine(engine, Some(note.clone()));
+        let count = piece_count;
         let watchpoints = Arc::new(Mutex::new(armed));
         lock(&self.watches.1).insert(
             id,
@@ -303,7 +411,7 @@ impl Engine {
         tracing::info!(probe = id, pid = req.pid, expression, "write watch armed");
         Ok(WatchCreated {
             probe_id: id,
-            engine: ProbeEngine::PerfBreakpoint,
+            engine,
             engine_note: Some(note),
             mode: req.mode,
             type_name,
@@ -435,9 +543,8 @@ struct WriteWatcher {
     /// The watched bytes as last seen.
     current: Vec<u8>,
     initial_known: bool,
-    /// (address of the piece, its watchpoint); emptied when the watch is
-    /// removed.
-    armed: Arc<Mutex<Vec<(u64, HwWatch)>>>,
+    /// Its watchpoints; emptied when the watch is removed.
+    armed: Arc<Mutex<ArmedWatch>>,
     ends_at: Instant,
     duration_s: u64,
     limits: Limits,
@@ -507,25 +614,30 @@ impl WriteWatcher {
                 break;
             }
         }
-        // Dropping the watchpoints closes their events: the kernel clears
-        // the debug registers of every thread.
+        // Perf: dropping the watchpoints closes their events, and the
+        // kernel clears the debug registers of every thread. Ptrace: the
+        // tracer clears them on every thread (answering once done), before
+        // the registers count as free.
+        let ptrace = matches!(*lock(&self.armed), ArmedWatch::Ptrace(_));
         lock(&self.armed).clear();
+        if ptrace && let Err(e) = self.tracer.remove_group(probe.pid, probe.id).await {
+            tracing::debug!(
+                probe = probe.id,
+                "clearing the debug registers of a watch: {e}"
+            );
+        }
         lock(&self.registers).remove(&probe.id);
     }
 
     fn drain(&mut self) {
-        let mut records: Vec<(u64, usize, WatchRecord)> = Vec::new();
-        {
+        let mut records = {
             let armed = lock(&self.armed);
-            for (at, watch) in armed.iter() {
-                let len = watch.watched_len();
-                records.extend(watch.drain().into_iter().map(|r| (*at, len, r)));
-            }
+            let (records, lost) = armed.drain();
             if !armed.is_empty() {
-                let lost: u64 = armed.iter().map(|(_, w)| w.lost()).sum();
                 self.probe.lost.store(lost, Ordering::Relaxed);
             }
-        }
+            records
+        };
         // Pieces have rings of their own: merge in time order.
         records.sort_by_key(|(_, _, r)| r.time_ns);
         for (at, len, record) in records {

@@ -443,8 +443,10 @@ pub struct WatchExpressionArgs {
     pub limits: Option<Limits>,
     /// `auto` (default). A sampled watch over globals reads memory with no thread stopped (engine `sampler`);
     /// on locals it holds the frame's thread per sample (engine `ptrace`); `uprobe` is refused for `sample`.
-    /// write/access use a perf hardware breakpoint with a BPF program (`perf_breakpoint`); `ptrace` is refused
-    /// for them in this version.
+    /// write/access: `auto` uses a perf hardware breakpoint with a BPF program (`perf_breakpoint`, the writer
+    /// never stopped) and falls back to `ptrace` where the kernel refuses perf/BPF (`engine_note` says why);
+    /// `ptrace` sets the debug registers of every thread through ptrace (the writer held only for the copy;
+    /// a SIGKILLed liveprobe leaves them armed, see `engine_note`); `uprobe` is the BPF engine only.
     #[serde(default)]
     pub engine: Option<crate::engine::EngineChoice>,
 }

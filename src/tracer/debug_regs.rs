@@ -1,6 +1,7 @@
-//! The x86-64 debug registers of one thread through ptrace: the building
-//! block of the ptrace fallback for write/access watches (the preferred
-//! engine is a perf hardware breakpoint, `kernel::hw_breakpoint`).
+//! The x86-64 debug registers of one thread through ptrace: the ptrace
+//! engine of write/access watches (the preferred engine is a perf hardware
+//! breakpoint, `kernel::hw_breakpoint`; the tracer loop's `debug_watches`
+//! sets these on every thread and turns their traps into records).
 //!
 //! DR0-DR3 hold the watched addresses; DR7 enables each slot with its
 //! length and kind (write, or read/write); DR6 says which slot fired. Each
@@ -10,19 +11,24 @@
 //! enabled slot into a perf breakpoint of the thread) and refuses an
 //! address not aligned to its length.
 //!
-//! Not wired to watches yet. What the kernel does with these registers
-//! (tested in `tests/e2e_watch.rs`,
-//! `ptrace_debug_registers_outlive_a_sigkilled_tracer`): a clone does not
-//! inherit them, and neither PTRACE_DETACH nor the tracer's death (SIGKILL
-//! included) clears them; a thread whose armed slot fires with no tracer
-//! dies of SIGTRAP. So every way of ending that can run must write DR7 = 0
-//! on every thread before it detaches, and a SIGKILLed liveprobe leaves them
-//! armed.
-// The ptrace watch engine that calls these is not written yet; the unit
-// tests below use them on a real thread.
-#![allow(dead_code)]
+//! What the kernel does with these registers (tested in
+//! `tests/e2e_watch.rs`, `ptrace_debug_registers_outlive_a_sigkilled_tracer`):
+//! a clone does not inherit them, and neither PTRACE_DETACH nor the
+//! tracer's death (SIGKILL included) clears them; a thread whose armed slot
+//! fires with no tracer dies of SIGTRAP. So every way of ending that can
+//! run writes DR7 = 0 on every thread before it detaches (the tracer loop's
+//! detach path), and a SIGKILLed liveprobe leaves them armed.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::kernel::hw_breakpoint::WatchRecord;
 use nix::errno::Errno;
+
+/// Records a watch keeps before the engine reads them; beyond, a write
+/// is counted as lost (each record holds a stack window of ~8 KiB).
+const MAX_QUEUED: usize = 2048;
 
 /// Debug address registers per thread.
 pub(super) const SLOTS: usize = 4;
@@ -138,14 +144,16 @@ fn poke(tid: i32, n: usize, value: u64) -> Result<(), DebugRegError> {
 }
 
 /// DR7 of stopped thread `tid`.
-pub(super) fn read_dr7(tid: i32) -> Result<u64, DebugRegError> {
+#[cfg(test)]
+fn read_dr7(tid: i32) -> Result<u64, DebugRegError> {
     peek(tid, 7)
 }
 
 /// Arms `slot` of stopped thread `tid` on `length` bytes at `address`.
 /// The slot is disabled while its address changes, so it never fires on a
 /// half-set pair.
-pub(super) fn arm(
+#[cfg(test)]
+fn arm(
     tid: i32,
     slot: usize,
     address: u64,
@@ -163,9 +171,38 @@ pub(super) fn arm(
 }
 
 /// Disables `slot` of stopped thread `tid`; the other slots stay armed.
-pub(super) fn disarm(tid: i32, slot: usize) -> Result<(), DebugRegError> {
+#[cfg(test)]
+fn disarm(tid: i32, slot: usize) -> Result<(), DebugRegError> {
     let dr7 = read_dr7(tid)?;
     poke(tid, 7, dr7_without(dr7, slot))
+}
+
+/// Sets the slots of stopped thread `tid` to exactly `wanted` (slot,
+/// address, length, kind), every other slot disabled. Each slot is enabled
+/// on its own, so one the kernel refuses (ENOSPC: perf breakpoints already
+/// hold the thread's registers) leaves the others armed. The outer error:
+/// the thread cannot be written at all (gone); else, per wanted slot,
+/// whether it is armed.
+pub(super) fn set_slots(
+    tid: i32,
+    wanted: &[(usize, u64, usize, DebugRegKind)],
+) -> Result<Vec<Result<(), DebugRegError>>, DebugRegError> {
+    poke(tid, 7, 0)?;
+    let mut dr7 = 0;
+    let mut outcome = Vec::with_capacity(wanted.len());
+    for &(slot, address, length, kind) in wanted {
+        let result = (|| {
+            let armed = dr7_with(dr7, slot, kind, length)?;
+            if !address.is_multiple_of(length as u64) {
+                return Err(DebugRegError::Unaligned { address, length });
+            }
+            poke(tid, slot, address)?;
+            poke(tid, 7, armed)?;
+            Ok(armed)
+        })();
+        outcome.push(result.map(|armed| dr7 = armed));
+    }
+    Ok(outcome)
 }
 
 /// Disables every slot of stopped thread `tid` (before a detach).
@@ -179,6 +216,58 @@ pub(super) fn take_fired(tid: i32) -> Result<Vec<usize>, DebugRegError> {
     let dr6 = peek(tid, 6)?;
     poke(tid, 6, 0)?;
     Ok(dr6_fired(dr6))
+}
+
+/// What the tracer thread hands over from the traps of one ptrace-engine
+/// watch; the engine drains it.
+#[derive(Default)]
+pub(super) struct DebugWatchShared {
+    records: Mutex<VecDeque<(u64, usize, WatchRecord)>>,
+    lost: AtomicU64,
+}
+
+impl DebugWatchShared {
+    /// One trap of the piece `(address, length)`.
+    pub(super) fn push(&self, address: u64, length: usize, record: WatchRecord) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() >= MAX_QUEUED {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        records.push_back((address, length, record));
+    }
+}
+
+/// A write/access watch armed through the debug registers of every thread
+/// of a process (see `Tracer::insert_debug_watch`). Dropping it does not
+/// clear the registers: `Tracer::remove_group` with the watch's group does,
+/// and so does every detach.
+pub struct DebugWatch {
+    pub(super) shared: std::sync::Arc<DebugWatchShared>,
+    pub(super) pieces: Vec<(u64, usize)>,
+}
+
+impl DebugWatch {
+    /// The records of the traps so far, oldest first: (address of the
+    /// piece that fired, its length, the record).
+    pub fn drain(&self) -> Vec<(u64, usize, WatchRecord)> {
+        let mut records = self
+            .shared
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        records.drain(..).collect()
+    }
+
+    /// Traps whose record was dropped because the engine read too slowly.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// The aligned pieces watched, one debug register each.
+    pub fn pieces(&self) -> &[(u64, usize)] {
+        &self.pieces
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +387,44 @@ mod tests {
         assert_eq!(read_dr7(tid), Ok(dr7_without(both, 0)));
         assert_eq!(take_fired(tid), Ok(Vec::new()));
         disarm_all(tid).expect("disarm all");
+        assert_eq!(read_dr7(tid), Ok(0));
+    }
+
+    /// `set_slots` leaves exactly the wanted slots armed (others off),
+    /// and a slot it cannot set (unaligned) leaves the others armed.
+    #[test]
+    fn set_slots_sets_exactly_the_wanted_slots() {
+        let child = StoppedChild::start();
+        let tid = child.tid();
+        arm(tid, 0, 0x7000_0000_1000, 8, DebugRegKind::Write).expect("arm 0");
+        let outcome = set_slots(
+            tid,
+            &[
+                (1, 0x7000_0000_2000, 4, DebugRegKind::Access),
+                (2, 0x7000_0000_3001, 4, DebugRegKind::Write),
+                (3, 0x7000_0000_4000, 1, DebugRegKind::Write),
+            ],
+        )
+        .expect("thread stopped");
+        assert!(outcome[0].is_ok() && outcome[2].is_ok(), "{outcome:?}");
+        assert_eq!(
+            outcome[1],
+            Err(DebugRegError::Unaligned {
+                address: 0x7000_0000_3001,
+                length: 4
+            })
+        );
+        let want = dr7_with(
+            dr7_with(0, 1, DebugRegKind::Access, 4).expect("1"),
+            3,
+            DebugRegKind::Write,
+            1,
+        )
+        .expect("3");
+        assert_eq!(read_dr7(tid), Ok(want));
+        assert_eq!(peek(tid, 1), Ok(0x7000_0000_2000));
+        assert_eq!(peek(tid, 3), Ok(0x7000_0000_4000));
+        assert_eq!(set_slots(tid, &[]).map(|o| o.len()), Ok(0));
         assert_eq!(read_dr7(tid), Ok(0));
     }
 }

@@ -133,6 +133,14 @@ pub enum TraceError {
         /// Why, and what to do instead.
         reason: String,
     },
+    /// The debug registers of a watch cannot be set (ptrace engine).
+    #[error("cannot set the debug registers of process {pid} for a watch: {reason}")]
+    DebugRegisters {
+        /// The process.
+        pid: i32,
+        /// Why.
+        reason: String,
+    },
     /// Writing a breakpoint (or a trampoline) into the target failed.
     #[error(
         "cannot write into the code of process {pid} at {address:#x}: {errno}. The kernel may forbid writing another process's memory (boot parameter proc_mem.force_override=never, or a security module); probes cannot be used on this system until that is allowed"

@@ -37,6 +37,7 @@ use super::sites::SiteTable;
 use super::{AttachReport, SharedStates, TargetState, ThreadCapture};
 
 mod captures;
+mod debug_watches;
 mod hits;
 mod kernel_hits;
 mod processes;
@@ -128,6 +129,14 @@ pub(super) enum Command {
         group: u64,
         reply: Reply<Result<usize, TraceError>>,
     },
+    InsertDebugWatch {
+        pid: i32,
+        group: u64,
+        pieces: Vec<(u64, usize)>,
+        kind: super::HwWatchKind,
+        stack_bytes: usize,
+        reply: Reply<Result<super::DebugWatch, TraceError>>,
+    },
     FlushKernelHits {
         reply: Reply<()>,
     },
@@ -181,6 +190,8 @@ struct AddressSpace {
     breakpoints: SiteTable,
     /// `/proc/PID/maps` ranges, refreshed per capture, for clamping stack copies.
     mappings: Vec<(u64, u64)>,
+    /// Write/access watches on the threads' debug registers.
+    debug: debug_watches::DebugWatchState,
 }
 
 impl Space for AddressSpace {
@@ -337,6 +348,11 @@ impl TracerLoop {
                     .iter()
                     .filter_map(|(_, t)| t.detach.as_ref()?.deadline),
             )
+            .chain(
+                self.processes
+                    .iter()
+                    .filter_map(|(_, t)| t.space.debug.next_deadline()),
+            )
             .chain(self.shutdown_deadline);
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
@@ -404,6 +420,7 @@ impl TracerLoop {
             Step::Resume { pid, tid, resume } => self.finish_stop(pid, tid, resume),
             Step::ThreadGone { pid, tid } => {
                 self.forget_in_captures(tid);
+                self.debug_thread_gone(pid, tid);
                 self.check_detach_complete(pid);
             }
             Step::ProcessGone { pid, tid, how } => {
@@ -460,6 +477,9 @@ impl TracerLoop {
         let interrupt_sent = self
             .thread_mut(pid, tid)
             .and_then(|t| t.interrupt_sent.take());
+        if !self.processes.is_detaching(pid) {
+            self.sync_debug_registers(pid, tid);
+        }
 
         self.resume(pid, tid, resume);
         // Handlers of hits copied at this stop run now that it went on.
@@ -495,6 +515,9 @@ impl TracerLoop {
     /// `hits`); every other signal belongs to the target and is
     /// re-delivered unchanged.
     fn on_signal_stop(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
+        if signal == libc::SIGTRAP && self.on_debug_trap(pid, tid) {
+            return Resume::Continue(0);
+        }
         let in_use = self
             .processes
             .get(pid)
@@ -512,6 +535,7 @@ impl TracerLoop {
         };
         target.space.memory = ProcessMemory::new(pid);
         target.space.mappings.clear();
+        target.space.debug.end_at_exec();
         for &thread in gone {
             self.forget_in_captures(thread);
         }
@@ -589,7 +613,9 @@ impl TracerLoop {
                 Resume::Continue(signal) => signal,
                 Resume::Listen => 0,
             };
-            if !self.ready_to_detach(pid, tid, signal) {
+            if !self.clear_debug_registers_before_detach(pid, tid, signal)
+                || !self.ready_to_detach(pid, tid, signal)
+            {
                 // It has to pass through one more stop of ours first.
                 return;
             }
@@ -657,8 +683,19 @@ impl TracerLoop {
                     .map_err(|(e, h)| (e, HandlerBox(h))),
             ),
             Command::RemoveGroup { pid, group, reply } => {
-                reply.send(self.remove_group_command(pid, group))
+                let removed = self.remove_group_command(pid, group);
+                // Answered once the group's debug registers (if any) are
+                // clear on every thread.
+                self.remove_debug_watch(pid, group, Box::new(move |_| reply.send(removed)));
             }
+            Command::InsertDebugWatch {
+                pid,
+                group,
+                pieces,
+                kind,
+                stack_bytes,
+                reply,
+            } => self.insert_debug_watch(pid, group, pieces, kind, stack_bytes, reply),
             Command::FlushKernelHits { reply } => {
                 self.flush_kernel_hits();
                 reply.send(());
@@ -723,6 +760,7 @@ impl TracerLoop {
             memory: ProcessMemory::new(pid),
             breakpoints: SiteTable::default(),
             mappings: Vec::new(),
+            debug: Default::default(),
         });
         self.processes.insert(pid, target, &seized);
         self.states.set(pid, TargetState::Running);
@@ -883,6 +921,7 @@ impl TracerLoop {
 
     fn expire(&mut self, now: Instant) {
         self.expire_captures(now);
+        self.expire_debug_syncs(now);
         for (&pid, target) in self.processes.iter_mut() {
             let Some(detach) = target.detach.as_mut() else {
                 continue;

@@ -39,6 +39,16 @@
 //! captured memory. The kernel owns that `int3` and removes it when our
 //! descriptor closes, whichever way liveprobe ends (SIGKILL included).
 //!
+//! Debug-register watches (`insert_debug_watch`, the ptrace engine of
+//! write/access watches; `event_loop/debug_watches.rs`): DR0-3/DR7 of
+//! every thread, set at a stop of that thread (existing threads are
+//! interrupted for it, new ones at their first stop); a write traps its
+//! thread, which is held only while its registers, stack window and the
+//! watched bytes are copied. Every detach below writes DR7 = 0 on each
+//! thread before PTRACE_DETACH; a SIGKILLed liveprobe leaves them armed
+//! (the kernel keeps them), and the target then dies of SIGTRAP at its next
+//! watched write.
+//!
 //! How each way of ending treats a target with (ptrace) breakpoints:
 //! - `detach`, `detach_all`, dropping the last `Tracer`: every original byte
 //!   is written back first (from the tracer thread, before any thread is let
@@ -87,9 +97,10 @@ use crate::addr::RuntimeAddr;
 pub use breakpoints::{
     BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
 };
+pub use debug_regs::DebugWatch;
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use hit_copy::HitCopyPlan;
-pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, WatchRecord};
+pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, STACK_WINDOW, WatchRecord};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
     user_regs_from_slots,
@@ -439,6 +450,35 @@ impl Tracer {
         }
     }
 
+    /// Arms a write (or access) watch on `pieces` (aligned address, length
+    /// 1/2/4/8) in the debug registers of every thread of `pid`, and of
+    /// every thread it creates later (at its first stop, before it runs).
+    /// Answers once every existing thread has them; each thread is held
+    /// only for its POKEUSERs. A write stops its thread only while its
+    /// registers, `stack_bytes` of stack and the piece's bytes are copied
+    /// into the returned watch's records. `group` is the engine's probe id:
+    /// `remove_group` clears the registers (and answers once every thread
+    /// has them clear), and so does every detach, before each thread is
+    /// let go. A SIGKILLed liveprobe leaves them armed (see `debug_regs`).
+    pub async fn insert_debug_watch(
+        &self,
+        pid: i32,
+        group: u64,
+        pieces: Vec<(u64, usize)>,
+        kind: HwWatchKind,
+        stack_bytes: usize,
+    ) -> Result<DebugWatch, TraceError> {
+        self.ask(|reply| Command::InsertDebugWatch {
+            pid,
+            group,
+            pieces,
+            kind,
+            stack_bytes,
+            reply,
+        })
+        .await?
+    }
+
     /// Hands every kernel-side hit recorded so far to its handler before
     /// returning (and handles pending process events first), so that an
     /// answer about probes includes every hit that happened before it.
@@ -448,7 +488,9 @@ impl Tracer {
 
     /// Remove every breakpoint of `group` in `pid`; returns how many. The
     /// `int3` bytes leave the target at once (where no other group uses the
-    /// address); each handler's `on_end(Removed)` is called. A process that
+    /// address); each handler's `on_end(Removed)` is called. A debug-register
+    /// watch of `group` is removed too: the answer comes once every thread
+    /// has its slots clear. A process that
     /// has exited, exec'd or been detached has none left: `Ok(0)`.
     pub async fn remove_group(&self, pid: i32, group: u64) -> Result<usize, TraceError> {
         self.ask(|reply| Command::RemoveGroup { pid, group, reply })

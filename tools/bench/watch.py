@@ -17,9 +17,11 @@ counts. In one run, against the same target process, it measures:
                   engine: auto}`: a perf_event_open hardware breakpoint whose BPF program
                   copies the writer's registers, stack window and the new value; the
                   writer is not stopped (`list_probes` must say `perf_breakpoint`)
-  write (ptrace)  the same with `engine: ptrace` (debug registers set through ptrace,
-                  the writer held for the copy), when the liveprobe under test has that
-                  engine; when it refuses, the row is skipped and the report says why
+  write (ptrace)  the same with `engine: ptrace` (debug registers set through ptrace on
+                  every thread; each write stops the writer only while the tracer thread
+                  copies its registers, stack window and the new value; `list_probes`
+                  must say `ptrace`). An older liveprobe without that engine answers
+                  "not in this version": the row is skipped and the report says why
   gdb watch       `gdb -nx -batch -p PID`: `watch watched` (a hardware watchpoint) with
                   `commands: silent, continue`; `break phase_done`, `continue`, then
                   `info watchpoints` (its hit count) and `detach`
@@ -249,7 +251,9 @@ def watch(client: McpStdioSession, ctx: Context, arguments: dict) -> tuple[int, 
     when liveprobe refuses the engine asked for."""
     created = client.call_tool("watch_expression", {"pid": ctx.target.pid, "expression": WATCHED, **arguments})
     if created.is_error:
-        if arguments.get("engine") == "ptrace" and "ptrace" in created.text:
+        # Only a liveprobe without the ptrace engine skips its rows; a failure of
+        # that engine (it exists since issue 11's fallback) stops the benchmark.
+        if arguments.get("engine") == "ptrace" and "not in this version" in created.text:
             raise EngineRefused(created.text)
         raise BenchError(f"liveprobe watch_expression {arguments} failed: {created.text}")
     data = created.structured or {}
