@@ -107,7 +107,16 @@ impl GatedCall {
             .policy()
             .tool_refusal(judged_as, pid)
             // Name what the client called, not the tool it is judged as.
-            .map(|why| why.replace(judged_as, &format!("{} ({judged_as})", call.tool)));
+            .map(|why| {
+                if judged_as == call.tool {
+                    return why;
+                }
+                format!(
+                    "{} A write or access watch sets debug registers in the target, as set_watch \
+                     does; mode \"sample\" only reads.",
+                    why.replace(judged_as, &format!("{} (write/access)", call.tool))
+                )
+            });
         if let Some(why) = refusal {
             tracing::info!(tool = call.tool, "refused by policy: {why}");
             let outcome = json!({"outcome": "refused", "ok": false, "error": why});
