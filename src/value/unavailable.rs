@@ -770,3 +770,327 @@ impl schemars::JsonSchema for Unavailable {
         schemars::json_schema!({"type": "string"})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debuginfo::scope::ClosureObjectShape;
+
+    fn unsupported(what: Unsupported) -> Unavailable {
+        Unavailable::Unsupported(what)
+    }
+
+    /// Each reason, the text clients read (`{gimli}` stands for gimli's
+    /// message) and its kind.
+    fn reasons() -> Vec<(Unavailable, &'static str, &'static str)> {
+        let gimli_error = gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(0));
+        vec![
+            (Unavailable::OPTIMIZED_OUT, "optimized out", "optimized_out"),
+            (
+                OptimizedOut::MissingPieces.into(),
+                "optimized out",
+                "optimized_out",
+            ),
+            (
+                OptimizedOut::Register { register: 3 }.into(),
+                "optimized out: register rbx is not known in this frame (not saved by the callee, or a system call's result not there yet)",
+                "optimized_out",
+            ),
+            (
+                OptimizedOut::NoFrameBase.into(),
+                "optimized out: the function has no frame base here",
+                "optimized_out",
+            ),
+            (
+                OptimizedOut::EntryValueNotProvable(EntryValueProblem::CallsAnother {
+                    callee: "compute".into(),
+                })
+                .into(),
+                "optimized out: entry value not provable at this pc (the caller's call site calls another function than compute (a tail call came between))",
+                "optimized_out",
+            ),
+            (
+                OptimizedOut::EntryValueNotProvable(EntryValueProblem::CalledAddress(
+                    CallSiteValue::Unavailable(Box::new(Unavailable::read_error(0x20))),
+                ))
+                .into(),
+                "optimized out: entry value not provable at this pc (the called address is unknown: the call site value: read error at 0x20)",
+                "optimized_out",
+            ),
+            (
+                OptimizedOut::EntryValueNotProvable(EntryValueProblem::Value(
+                    CallSiteValue::Incomplete,
+                ))
+                .into(),
+                "optimized out: entry value not provable at this pc (the call site value is incomplete)",
+                "optimized_out",
+            ),
+            (Unavailable::Redacted, "redacted", "redacted"),
+            (
+                Unavailable::read_failed(0x7ffd_1000, 8),
+                "read error at 0x7ffd1000",
+                "read_error",
+            ),
+            (
+                Unavailable::null(NullKind::Pointer),
+                "read error at 0x0 (null pointer)",
+                "read_error",
+            ),
+            (
+                Unavailable::null(NullKind::Reference),
+                "read error at 0x0 (null reference)",
+                "read_error",
+            ),
+            (
+                NotYetInitialized::BeforeDeclaration {
+                    declared: 12,
+                    frame: 10,
+                }
+                .into(),
+                "not yet initialized: declared at line 12, the frame is at line 10",
+                "not_yet_initialized",
+            ),
+            (
+                NotYetInitialized::InitializerRunning { declared: 7 }.into(),
+                "not yet initialized: the call that computes its initial value (line 7) is still running",
+                "not_yet_initialized",
+            ),
+            (
+                unsupported(Unsupported::RegisterNotCaptured { register: 17 }),
+                "unsupported: value is in register xmm0, which liveprobe does not capture",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::RegisterNotCaptured { register: 49 }),
+                "unsupported: value is in DWARF register 49, which liveprobe does not capture",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::LocationExpression(gimli_error)),
+                "unsupported: cannot evaluate the location expression ({gimli})",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::IndexOutOfRange {
+                    index: Some(-1),
+                    length: 4,
+                }),
+                "unsupported: index -1 is out of range (length 4)",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::IndexOutOfRange {
+                    index: None,
+                    length: 4,
+                }),
+                "unsupported: index is out of range (length 4)",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::ShiftOutOfRange {
+                    by: Some(40),
+                    bits: 32,
+                }),
+                "unsupported: shift by 40 is out of range for 32 bits",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::NoVariantMatches {
+                    discriminant: Some(9),
+                }),
+                "unsupported: discriminant 9 matches no variant (uninitialized?)",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::NoVariantMatches { discriminant: None }),
+                "unsupported: the enum has no discriminant and no default variant",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::BitFieldSize { bits: 0 }),
+                "unsupported: bit-field of 0 bits",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::BitFieldSize { bits: 65 }),
+                "unsupported: bit-field wider than 64 bits",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::Corrupt(Corruption::HashTable)),
+                "unsupported: corrupt hash table (uninitialised?)",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::NoNulWithin { bytes: 1 << 20 }),
+                "unsupported: no NUL within 1048576 bytes",
+                "unsupported",
+            ),
+            (
+                unsupported(Unsupported::NotCompilableHere {
+                    error: "type error at column 1: no field z".into(),
+                }),
+                "unsupported: type error at column 1: no field z",
+                "unsupported",
+            ),
+            (
+                LocationProblem::ClosureObject(ClosureObjectShape::Pieces).into(),
+                "unsupported: capture through a closure object split in pieces",
+                "unsupported",
+            ),
+            (
+                TypeProblem::NotAType(gimli::constants::DW_TAG_variable).into(),
+                "unsupported: DW_TAG_variable is not a type",
+                "unsupported",
+            ),
+            (
+                TypeProblem::NoUnit { offset: 0x2a }.into(),
+                "unsupported: no unit at .debug_info offset 0x2a",
+                "unsupported",
+            ),
+            (
+                LocationProblem::UnreadableLocationList(gimli_error).into(),
+                "unreadable location list: {gimli}",
+                "unreadable_debug_info",
+            ),
+            (
+                LocationProblem::UnreadableConstant(gimli_error).into(),
+                "unreadable constant: {gimli}",
+                "unreadable_debug_info",
+            ),
+            (
+                LocationProblem::UnreadableExpression.into(),
+                "unreadable location",
+                "unreadable_debug_info",
+            ),
+            (
+                TypeProblem::UnreadableEntry(gimli_error).into(),
+                "unreadable type entry: {gimli}",
+                "unreadable_debug_info",
+            ),
+            (
+                Unavailable::unreadable(DebugInfoPart::AddressEntry, Some(gimli_error)),
+                "unreadable .debug_addr entry: {gimli}",
+                "unreadable_debug_info",
+            ),
+            (
+                Unavailable::from("the watched bytes could not be read right after the write"),
+                "the watched bytes could not be read right after the write",
+                "other",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_reason_prints_as_clients_read_it_and_has_its_kind() {
+        let gimli = gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(0)).to_string();
+        for (reason, text, kind) in reasons() {
+            let text = text.replace("{gimli}", &gimli);
+            assert_eq!(reason.to_string(), text, "{reason:?}");
+            assert_eq!(reason.kind(), kind, "{reason:?}");
+            assert_eq!(
+                serde_json::to_value(&reason).ok(),
+                Some(serde_json::Value::String(text.clone())),
+                "the JSON is the text"
+            );
+        }
+    }
+
+    /// Every unit-like Unsupported variant says something of its own: no
+    /// two print the same text, and none is empty.
+    #[test]
+    fn unsupported_texts_are_distinct() {
+        let all = [
+            Unsupported::RegisterWithoutThread,
+            Unsupported::FrameBaseShape,
+            Unsupported::ConstantFrameBase,
+            Unsupported::FrameBaseOutsideFunction,
+            Unsupported::CfaUnknown,
+            Unsupported::ThreadLocal,
+            Unsupported::IndexedAddressWithoutDwarf,
+            Unsupported::UnknownBaseType,
+            Unsupported::CallOperation,
+            Unsupported::WebAssembly,
+            Unsupported::ImplicitPointer,
+            Unsupported::ImplicitPointerPiece,
+            Unsupported::TooManyPieces { bytes: 1 << 20 },
+            Unsupported::BitPieces,
+            Unsupported::NoType,
+            Unsupported::PointerToMember,
+            Unsupported::ArrayOfVoid,
+            Unsupported::ArrayWithoutLength,
+            Unsupported::ArrayElementSizeUnknown,
+            Unsupported::ArrayTooLarge,
+            Unsupported::IncompleteType,
+            Unsupported::VirtualBase,
+            Unsupported::EnumWithoutVariants,
+            Unsupported::DiscriminantAtDynamicOffset,
+            Unsupported::VariantAtDynamicOffset,
+            Unsupported::ValueLargerThanLocation,
+            Unsupported::ValueSmallerThanType,
+            Unsupported::ValueTooLarge,
+            Unsupported::MapInRegisters,
+            Unsupported::Corrupt(Corruption::VecLengthOverCapacity),
+            Unsupported::Corrupt(Corruption::VecDequeLengthOverCapacity),
+            Unsupported::Corrupt(Corruption::BTreeMapHeight),
+            Unsupported::Corrupt(Corruption::StdVector),
+            Unsupported::Corrupt(Corruption::LibcxxString),
+            Unsupported::LocalWithoutFrame,
+            Unsupported::GlobalUnitUnreadable,
+            Unsupported::FrameUnitUnreadable,
+            Unsupported::FieldOfComputedValue,
+            Unsupported::AddressOfRegisterValue,
+            Unsupported::AddressOfComputedValue,
+            Unsupported::IndexOverflows,
+            Unsupported::IndexOfComputedValue,
+            Unsupported::OperatorOnType,
+            Unsupported::LenOfNumber,
+            Unsupported::StringComparisonWithoutLiteral,
+            Unsupported::OperatorOnFloats,
+            Unsupported::OperatorOnIntegers,
+            Unsupported::DivisionByZero,
+            Unsupported::StringIsNotANumber,
+            Unsupported::ArrayIsNotANumber,
+            Unsupported::NotANumber,
+            Unsupported::ArrayInRegister,
+            Unsupported::StringLiteralHasNoAddress,
+            Unsupported::NotALibcxxString,
+            Unsupported::LenUnknownLayout,
+            Unsupported::NotAString,
+            Unsupported::NotDebugInfoTyped,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for what in all {
+            let text = Unavailable::Unsupported(what.clone()).to_string();
+            assert!(text.len() > "unsupported: ".len() + 4, "{what:?}: {text}");
+            assert!(
+                seen.insert(text.clone()),
+                "{what:?} prints like another: {text}"
+            );
+        }
+    }
+
+    /// Text is never sorted into a kind: a reason that looks like one is
+    /// still text.
+    #[test]
+    fn text_stays_text() {
+        for text in [
+            "read error at 0x10",
+            "optimized out",
+            "unsupported: x",
+            "redacted",
+        ] {
+            let reason = Unavailable::from(text);
+            assert_eq!(reason, Unavailable::Other(text.to_string()));
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+
+    /// A Value carries an `Option<Unavailable>` and answers hold thousands
+    /// of values: the typed reason must not make every value larger than
+    /// the text it replaced.
+    #[test]
+    fn a_reason_stays_four_words() {
+        assert!(std::mem::size_of::<Unavailable>() <= 32);
+    }
+}
