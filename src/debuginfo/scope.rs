@@ -34,7 +34,79 @@ pub enum VariableLocation {
     /// The compiler kept no location for this pc.
     OptimizedOut,
     /// The debug info describes the location in a way liveprobe cannot use.
-    Unsupported(String),
+    Unsupported(LocationProblem),
+}
+
+/// Why a variable's location in the debug info cannot be used, decided
+/// where the DWARF is read (the value room says it to clients).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocationProblem {
+    /// A location list that could not be read.
+    UnreadableLocationList(gimli::Error),
+    /// A location attribute of a form that is neither an expression nor a list.
+    UnknownAttributeForm,
+    /// A `DW_AT_const_value` whose bytes could not be read.
+    UnreadableConstant(gimli::Error),
+    /// A `DW_AT_const_value` of a form liveprobe does not know.
+    UnknownConstantForm,
+    /// A location expression whose bytes could not be read.
+    UnreadableExpression,
+    /// A closure's captures, but the closure object is a constant.
+    ClosureObjectConstant,
+    /// A capture reached through a closure object liveprobe cannot follow.
+    ClosureObject(ClosureObjectShape),
+    /// A variable of the enclosing function (reached through the static
+    /// link) that does not live in that function's frame.
+    ParentVariableNotInFrame,
+}
+
+/// What stops a capture being read through its closure object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosureObjectShape {
+    /// The object's location expression cannot be read.
+    Unreadable,
+    /// The object is split in pieces.
+    Pieces,
+    /// The compiler optimized the object into its uses.
+    OptimizedIntoUses,
+    /// The object itself (not a pointer to it) is held in a register.
+    InRegister,
+    /// The object is a computed value.
+    Computed,
+}
+
+impl std::fmt::Display for LocationProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LocationProblem::UnreadableLocationList(error) => {
+                write!(f, "unreadable location list: {error}")
+            }
+            LocationProblem::UnknownAttributeForm => {
+                f.write_str("location attribute of an unknown form")
+            }
+            LocationProblem::UnreadableConstant(error) => write!(f, "unreadable constant: {error}"),
+            LocationProblem::UnknownConstantForm => f.write_str("constant of an unknown form"),
+            LocationProblem::UnreadableExpression => f.write_str("unreadable location"),
+            LocationProblem::ClosureObjectConstant => {
+                f.write_str("the closure object is a constant in the debug info")
+            }
+            LocationProblem::ClosureObject(shape) => {
+                let why = match shape {
+                    ClosureObjectShape::Unreadable => "whose location cannot be read",
+                    ClosureObjectShape::Pieces => "split in pieces",
+                    ClosureObjectShape::OptimizedIntoUses => {
+                        "that the compiler optimized into its uses"
+                    }
+                    ClosureObjectShape::InRegister => "held in a register",
+                    ClosureObjectShape::Computed => "that is a computed value",
+                };
+                write!(f, "capture through a closure object {why}")
+            }
+            LocationProblem::ParentVariableNotInFrame => {
+                f.write_str("a variable of the enclosing function that is not in its frame")
+            }
+        }
+    }
 }
 
 /// One argument or local variable visible at a pc.
@@ -269,17 +341,15 @@ pub(crate) fn location_at(
                     Ok(Some(_)) => continue,
                     Ok(None) => return VariableLocation::OptimizedOut,
                     Err(error) => {
-                        return VariableLocation::Unsupported(format!(
-                            "unreadable location list: {error}"
-                        ));
+                        return VariableLocation::Unsupported(
+                            LocationProblem::UnreadableLocationList(error),
+                        );
                     }
                 }
             },
-            Ok(None) => {
-                VariableLocation::Unsupported("location attribute of an unknown form".to_string())
-            }
+            Ok(None) => VariableLocation::Unsupported(LocationProblem::UnknownAttributeForm),
             Err(error) => {
-                VariableLocation::Unsupported(format!("unreadable location list: {error}"))
+                VariableLocation::Unsupported(LocationProblem::UnreadableLocationList(error))
             }
         },
     }
@@ -301,7 +371,7 @@ fn constant_location(
         AttributeValue::Block(block) => match block.to_slice() {
             Ok(slice) => slice.into_owned(),
             Err(error) => {
-                return VariableLocation::Unsupported(format!("unreadable constant: {error}"));
+                return VariableLocation::Unsupported(LocationProblem::UnreadableConstant(error));
             }
         },
         other => match unit_ref.attr_string(other) {
@@ -312,11 +382,13 @@ fn constant_location(
                     bytes
                 }
                 Err(error) => {
-                    return VariableLocation::Unsupported(format!("unreadable constant: {error}"));
+                    return VariableLocation::Unsupported(LocationProblem::UnreadableConstant(
+                        error,
+                    ));
                 }
             },
             Err(_) => {
-                return VariableLocation::Unsupported("constant of an unknown form".to_string());
+                return VariableLocation::Unsupported(LocationProblem::UnknownConstantForm);
             }
         },
     };
@@ -615,19 +687,17 @@ fn member_location(
         VariableLocation::Expression(expression) => expression,
         VariableLocation::OptimizedOut => return VariableLocation::OptimizedOut,
         VariableLocation::Constant(_) => {
-            return VariableLocation::Unsupported(
-                "the closure object is a constant in the debug info".to_string(),
-            );
+            return VariableLocation::Unsupported(LocationProblem::ClosureObjectConstant);
         }
         VariableLocation::Unsupported(reason) => {
             return VariableLocation::Unsupported(reason.clone());
         }
     };
-    let unsupported = |why: &str| {
-        VariableLocation::Unsupported(format!("capture through a closure object {why}"))
+    let unsupported = |shape: ClosureObjectShape| {
+        VariableLocation::Unsupported(LocationProblem::ClosureObject(shape))
     };
     let Ok(bytes) = expression.0.to_slice() else {
-        return unsupported("whose location cannot be read");
+        return unsupported(ClosureObjectShape::Unreadable);
     };
     let mut operations = expression.clone().operations(encoding);
     let mut ops = Vec::new();
@@ -635,7 +705,7 @@ fn member_location(
         match operations.next() {
             Ok(Some(op)) => ops.push(op),
             Ok(None) => break,
-            Err(_) => return unsupported("whose location cannot be read"),
+            Err(_) => return unsupported(ClosureObjectShape::Unreadable),
         }
     }
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len() + 12);
@@ -643,7 +713,7 @@ fn member_location(
         .iter()
         .any(|op| matches!(op, gimli::Operation::Piece { .. }))
     {
-        return unsupported("split in pieces");
+        return unsupported(ClosureObjectShape::Pieces);
     }
     if ops.iter().any(|op| {
         matches!(
@@ -651,7 +721,7 @@ fn member_location(
             gimli::Operation::ImplicitPointer { .. } | gimli::Operation::ImplicitValue { .. }
         )
     }) {
-        return unsupported("that the compiler optimized into its uses");
+        return unsupported(ClosureObjectShape::OptimizedIntoUses);
     }
     match ops.as_slice() {
         // The pointer is in a register: its value is the object's address.
@@ -661,14 +731,14 @@ fn member_location(
             out.push(0); // SLEB 0
         }
         [gimli::Operation::Register { .. }] => {
-            return unsupported("held in a register");
+            return unsupported(ClosureObjectShape::InRegister);
         }
         [.., gimli::Operation::StackValue] if through_pointer => {
             // The expression computes the pointer's value.
             out.extend_from_slice(&bytes[..bytes.len() - 1]);
         }
         [.., gimli::Operation::StackValue] => {
-            return unsupported("that is a computed value");
+            return unsupported(ClosureObjectShape::Computed);
         }
         _ => {
             out.extend_from_slice(&bytes);
@@ -902,12 +972,10 @@ fn through_static_link(
     let mut rest = expression.0.clone();
     let Ok(gimli::Operation::FrameOffset { offset }) = gimli::Operation::parse(&mut rest, encoding)
     else {
-        return VariableLocation::Unsupported(
-            "a variable of the enclosing function that is not in its frame".to_string(),
-        );
+        return VariableLocation::Unsupported(LocationProblem::ParentVariableNotInFrame);
     };
     let Ok(rest) = rest.to_slice() else {
-        return VariableLocation::Unsupported("unreadable location".to_string());
+        return VariableLocation::Unsupported(LocationProblem::UnreadableExpression);
     };
     let mut out = link.to_vec();
     out.push(constants::DW_OP_consts.0);
@@ -1832,7 +1900,12 @@ mod tests {
         // Split in pieces or held in a register by value: said, not guessed.
         let pieces = member_location(&expression(&[0x50, 0x93, 0x08]), ENCODING, true, 0);
         assert!(
-            matches!(pieces, VariableLocation::Unsupported(_)),
+            matches!(
+                pieces,
+                VariableLocation::Unsupported(LocationProblem::ClosureObject(
+                    ClosureObjectShape::Pieces
+                ))
+            ),
             "{pieces:?}"
         );
         let implicit = member_location(
@@ -1842,12 +1915,22 @@ mod tests {
             0,
         );
         assert!(
-            matches!(implicit, VariableLocation::Unsupported(_)),
+            matches!(
+                implicit,
+                VariableLocation::Unsupported(LocationProblem::ClosureObject(
+                    ClosureObjectShape::OptimizedIntoUses
+                ))
+            ),
             "{implicit:?}"
         );
         let by_value = member_location(&expression(&[0x50]), ENCODING, false, 0);
         assert!(
-            matches!(by_value, VariableLocation::Unsupported(_)),
+            matches!(
+                by_value,
+                VariableLocation::Unsupported(LocationProblem::ClosureObject(
+                    ClosureObjectShape::InRegister
+                ))
+            ),
             "{by_value:?}"
         );
         assert!(matches!(
@@ -1873,7 +1956,7 @@ mod tests {
         ));
         assert!(matches!(
             through_static_link(&link, &in_register, ENCODING),
-            VariableLocation::Unsupported(_)
+            VariableLocation::Unsupported(LocationProblem::ParentVariableNotInFrame)
         ));
     }
 }

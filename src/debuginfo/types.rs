@@ -241,7 +241,36 @@ pub enum TypeKind {
     /// A pointer to member: not supported.
     PointerToMember,
     /// A DIE that is not a type or that could not be decoded.
-    Unknown(String),
+    Unknown(TypeProblem),
+}
+
+/// Why a type could not be decoded, decided where its DIE is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TypeProblem {
+    /// The module has no DWARF at all.
+    NoDwarf,
+    /// No unit starts at this `.debug_info` offset.
+    NoUnit {
+        /// The offset the type key names.
+        offset: usize,
+    },
+    /// The type's DIE could not be read.
+    UnreadableEntry(gimli::Error),
+    /// The DIE is of this tag, which is not a type.
+    NotAType(gimli::DwTag),
+}
+
+impl std::fmt::Display for TypeProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TypeProblem::NoDwarf => f.write_str("the module has no DWARF"),
+            TypeProblem::NoUnit { offset } => {
+                write!(f, "no unit at .debug_info offset {offset:#x}")
+            }
+            TypeProblem::UnreadableEntry(error) => write!(f, "cannot read type DIE: {error}"),
+            TypeProblem::NotAType(tag) => write!(f, "{tag} is not a type"),
+        }
+    }
 }
 
 /// One decoded type.
@@ -262,8 +291,7 @@ pub struct Type {
 }
 
 impl Type {
-    fn unknown(reason: impl Into<String>, language: Language) -> Type {
-        let reason = reason.into();
+    fn unknown(reason: TypeProblem, language: Language) -> Type {
         Type {
             name: "?".to_string(),
             short_name: String::new(),
@@ -482,18 +510,15 @@ impl TypeTable {
     fn decode(&mut self, module: &Module, key: TypeKey, depth: u32) -> Type {
         let language = self.language(module, key.unit);
         let Some(dwarf) = module.dwarf_for(key.unit) else {
-            return Type::unknown("the module has no DWARF", language);
+            return Type::unknown(TypeProblem::NoDwarf, language);
         };
         let Some(unit) = module.unit_at(gimli::DebugInfoOffset(key.unit)) else {
-            return Type::unknown(
-                format!("no unit at .debug_info offset {:#x}", key.unit),
-                language,
-            );
+            return Type::unknown(TypeProblem::NoUnit { offset: key.unit }, language);
         };
         let unit_ref = unit.unit_ref(dwarf);
         let entry = match unit.entry(gimli::UnitOffset(key.entry)) {
             Ok(entry) => entry,
-            Err(error) => return Type::unknown(format!("cannot read type DIE: {error}"), language),
+            Err(error) => return Type::unknown(TypeProblem::UnreadableEntry(error), language),
         };
         let short_name = entry
             .attr_value(constants::DW_AT_name)
@@ -665,8 +690,7 @@ impl TypeTable {
                 (name, TypeKind::Function, size)
             }
             other => {
-                let reason = format!("{other} is not a type");
-                let mut ty = Type::unknown(reason, language);
+                let mut ty = Type::unknown(TypeProblem::NotAType(other), language);
                 ty.short_name = short_name;
                 return ty;
             }

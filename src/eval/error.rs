@@ -56,7 +56,7 @@ pub enum EvalError {
         /// The expression as written.
         expression: String,
         /// Why: `read error at 0x…`, `optimized out`, `unsupported: …`.
-        reason: String,
+        reason: crate::value::Unavailable,
     },
     /// The debug info is present but could not be read.
     #[error("cannot read the debug info: {0}")]

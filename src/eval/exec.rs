@@ -1,12 +1,15 @@
 //! Evaluation of a compiled plan against one frame (or no frame, for
 //! globals): locations evaluated, memory read, arithmetic done, the result
-//! handed to the value decoder. Every failure is a reason string that ends
+//! handed to the value decoder. Every failure is a typed [`Unavailable`] that ends
 //! up in the result's `unavailable`; nothing here panics on target data.
 
 use crate::debuginfo::types::{Language, TypeKey, TypeKind, TypeTable};
 use crate::debuginfo::{MemorySource, Module};
 use crate::value::layout::{LengthField, LibcxxChars, StringKind};
-use crate::value::{Decoder, Place, Value, format_float, quote_bytes, quote_char};
+use crate::value::{
+    Corruption, Decoder, NullKind, OptimizedOut, Place, Unavailable, Unsupported, Value,
+    format_float, quote_bytes, quote_char,
+};
 
 use super::location::{LocationEnv, place_of};
 use super::parse::{BinaryOp, UnaryOp};
@@ -45,13 +48,13 @@ pub(crate) struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    pub fn eval(&mut self, node: &Node) -> Result<Operand, String> {
+    pub fn eval(&mut self, node: &Node) -> Result<Operand, Unavailable> {
         let operand = self.eval_raw(node)?;
         self.settle(operand)
     }
 
     /// A C++ reference stands for its referent.
-    fn settle(&mut self, operand: Operand) -> Result<Operand, String> {
+    fn settle(&mut self, operand: Operand) -> Result<Operand, Unavailable> {
         let mut operand = operand;
         for _ in 0..8 {
             let Operand::Object { place, ty } = &operand else {
@@ -76,12 +79,12 @@ impl Executor<'_> {
         Ok(operand)
     }
 
-    fn eval_raw(&mut self, node: &Node) -> Result<Operand, String> {
+    fn eval_raw(&mut self, node: &Node) -> Result<Operand, Unavailable> {
         match &node.kind {
             NodeKind::Local(location) => {
                 let env = self
                     .frame
-                    .ok_or_else(|| "unsupported: a local needs a stopped frame".to_string())?;
+                    .ok_or(Unavailable::Unsupported(Unsupported::LocalWithoutFrame))?;
                 let ty = dwarf_type(&node.ty)?;
                 Ok(Operand::Object {
                     place: available(place_of(env, location))?,
@@ -91,7 +94,7 @@ impl Executor<'_> {
             NodeKind::Unavailable(reason) => Err(reason.clone()),
             NodeKind::Global { location, unit } => {
                 let env = (self.global_env)(*unit)
-                    .ok_or_else(|| "unsupported: the global's unit cannot be read".to_string())?;
+                    .ok_or(Unavailable::Unsupported(Unsupported::GlobalUnitUnreadable))?;
                 let ty = dwarf_type(&node.ty)?;
                 Ok(Operand::Object {
                     place: available(place_of(&env, location))?,
@@ -115,7 +118,7 @@ impl Executor<'_> {
                 } else {
                     match base_operand {
                         Operand::Object { place, .. } => place,
-                        _ => return Err("unsupported: field of a computed value".to_string()),
+                        _ => return Err(Unsupported::FieldOfComputedValue.into()),
                     }
                 };
                 // A container's data pointer, typed by its element.
@@ -140,7 +143,7 @@ impl Executor<'_> {
                 let operand = self.eval(base)?;
                 let address = self.address_of_pointer(operand)?;
                 if address == 0 {
-                    return Err("read error at 0x0 (null pointer)".to_string());
+                    return Err(Unavailable::null(NullKind::Pointer));
                 }
                 Ok(Operand::Object {
                     place: Place::Memory(address),
@@ -155,10 +158,8 @@ impl Executor<'_> {
                     value: Number::Int(i128::from(address)),
                     ty: node.ty.clone(),
                 }),
-                Operand::Object { .. } => {
-                    Err("unsupported: the value lives in a register and has no address".to_string())
-                }
-                _ => Err("unsupported: `&` of a computed value".to_string()),
+                Operand::Object { .. } => Err(Unsupported::AddressOfRegisterValue.into()),
+                _ => Err(Unsupported::AddressOfComputedValue.into()),
             },
             NodeKind::Index {
                 base,
@@ -171,13 +172,15 @@ impl Executor<'_> {
                 if let Some(bound) = bound
                     && (index_value < 0 || index_value >= i128::from(*bound))
                 {
-                    return Err(format!(
-                        "unsupported: index {index_value} is out of range (length {bound})"
-                    ));
+                    return Err(Unsupported::IndexOutOfRange {
+                        index: i64::try_from(index_value).ok(),
+                        length: *bound,
+                    }
+                    .into());
                 }
                 let offset = i128::from(*stride)
                     .checked_mul(index_value)
-                    .ok_or_else(|| "unsupported: index overflows".to_string())?;
+                    .ok_or(Unavailable::Unsupported(Unsupported::IndexOverflows))?;
                 let base_operand = self.eval(base)?;
                 let place = if *through_pointer {
                     let address = self.address_of_pointer(base_operand)?;
@@ -185,7 +188,7 @@ impl Executor<'_> {
                 } else {
                     let place = match base_operand {
                         Operand::Object { place, .. } | Operand::SubArray { place, .. } => place,
-                        _ => return Err("unsupported: index of a computed value".to_string()),
+                        _ => return Err(Unsupported::IndexOfComputedValue.into()),
                     };
                     offset_place(&place, offset as u64, None)
                 };
@@ -214,7 +217,7 @@ impl Executor<'_> {
                         Number::Int(wrap(!value.as_i128(), *bytes, *signed))
                     }
                     (UnaryOp::Not, _) => Number::Bool(!value.truthy()),
-                    _ => return Err("unsupported: operator on this type".to_string()),
+                    _ => return Err(Unsupported::OperatorOnType.into()),
                 };
                 Ok(Operand::Number {
                     value: result,
@@ -272,7 +275,7 @@ impl Executor<'_> {
                             dims.first().copied().flatten().unwrap_or(0)
                         }
                         Operand::Number { .. } => {
-                            return Err("unsupported: len() of a number".to_string());
+                            return Err(Unsupported::LenOfNumber.into());
                         }
                     },
                 };
@@ -291,7 +294,7 @@ impl Executor<'_> {
         rhs: &Node,
         mode: BinaryMode,
         ty: &StaticType,
-    ) -> Result<Operand, String> {
+    ) -> Result<Operand, Unavailable> {
         let number = |value| {
             Ok(Operand::Number {
                 value,
@@ -311,7 +314,7 @@ impl Executor<'_> {
                 let (text, other) = match (&lhs.kind, &rhs.kind) {
                     (NodeKind::Text(bytes), _) => (bytes.clone(), rhs),
                     (_, NodeKind::Text(bytes)) => (bytes.clone(), lhs),
-                    _ => return Err("unsupported: string comparison without a literal".to_string()),
+                    _ => return Err(Unsupported::StringComparisonWithoutLiteral.into()),
                 };
                 let operand = self.eval(other)?;
                 let actual = self.string_bytes(operand, text.len() as u64 + 1)?;
@@ -361,7 +364,7 @@ impl Executor<'_> {
                     BinaryOp::Sub => left - right,
                     BinaryOp::Mul => left * right,
                     BinaryOp::Div => left / right,
-                    _ => return Err("unsupported: operator on floats".to_string()),
+                    _ => return Err(Unsupported::OperatorOnFloats.into()),
                 };
                 let bytes = match ty {
                     StaticType::Float { bytes } => *bytes,
@@ -378,21 +381,23 @@ impl Executor<'_> {
                     BinaryOp::Sub => left.wrapping_sub(right),
                     BinaryOp::Mul => left.wrapping_mul(right),
                     BinaryOp::Div | BinaryOp::Rem if right == 0 => {
-                        return Err("unsupported: division by zero".to_string());
+                        return Err(Unsupported::DivisionByZero.into());
                     }
                     BinaryOp::Div => left.wrapping_div(right),
                     BinaryOp::Rem => left.wrapping_rem(right),
                     BinaryOp::Shl | BinaryOp::Shr if right < 0 || right >= i128::from(bits) => {
-                        return Err(format!(
-                            "unsupported: shift by {right} is out of range for {bits} bits"
-                        ));
+                        return Err(Unsupported::ShiftOutOfRange {
+                            by: i64::try_from(right).ok(),
+                            bits,
+                        }
+                        .into());
                     }
                     BinaryOp::Shl => left << right,
                     BinaryOp::Shr => left >> right,
                     BinaryOp::BitAnd => left & right,
                     BinaryOp::BitOr => left | right,
                     BinaryOp::BitXor => left ^ right,
-                    _ => return Err("unsupported: operator on integers".to_string()),
+                    _ => return Err(Unsupported::OperatorOnIntegers.into()),
                 };
                 number(Number::Int(wrap(result, bytes, signed)))
             }
@@ -400,16 +405,16 @@ impl Executor<'_> {
     }
 
     /// Evaluates a node to a number (reading the object if needed).
-    pub fn number(&mut self, node: &Node) -> Result<Number, String> {
+    pub fn number(&mut self, node: &Node) -> Result<Number, Unavailable> {
         let operand = self.eval(node)?;
         self.number_of(operand)
     }
 
-    fn number_of(&mut self, operand: Operand) -> Result<Number, String> {
+    fn number_of(&mut self, operand: Operand) -> Result<Number, Unavailable> {
         match operand {
             Operand::Number { value, .. } => Ok(value),
-            Operand::Text(_) => Err("unsupported: a string is not a number".to_string()),
-            Operand::SubArray { .. } => Err("unsupported: an array is not a number".to_string()),
+            Operand::Text(_) => Err(Unsupported::StringIsNotANumber.into()),
+            Operand::SubArray { .. } => Err(Unsupported::ArrayIsNotANumber.into()),
             Operand::Object { place, ty } => {
                 let class = class_of(self.types, self.module, &StaticType::Dwarf(ty));
                 let size = match &class {
@@ -418,7 +423,7 @@ impl Executor<'_> {
                     }
                     Class::Bool => 1,
                     Class::Pointer { .. } => 8,
-                    _ => return Err("unsupported: this value is not a number".to_string()),
+                    _ => return Err(Unsupported::NotANumber.into()),
                 };
                 let size = self
                     .types
@@ -442,19 +447,19 @@ impl Executor<'_> {
                         8 => f64::from_bits(raw as u64),
                         _ => crate::value::long_double_to_f64(&buffer[..10]),
                     }),
-                    _ => return Err("unsupported: this value is not a number".to_string()),
+                    _ => return Err(Unsupported::NotANumber.into()),
                 })
             }
         }
     }
 
-    fn pointer_or_number(&mut self, node: &Node) -> Result<u64, String> {
+    fn pointer_or_number(&mut self, node: &Node) -> Result<u64, Unavailable> {
         let operand = self.eval(node)?;
         Ok(self.number_of(operand)?.as_i128() as u64)
     }
 
     /// The address a pointer operand holds (or an array's own address).
-    fn address_of_pointer(&mut self, operand: Operand) -> Result<u64, String> {
+    fn address_of_pointer(&mut self, operand: Operand) -> Result<u64, Unavailable> {
         match operand {
             Operand::Number { value, .. } => Ok(value.as_i128() as u64),
             Operand::Object { place, ty } => {
@@ -463,22 +468,20 @@ impl Executor<'_> {
                 {
                     return match place {
                         Place::Memory(address) => Ok(address),
-                        _ => Err("unsupported: array in a register".to_string()),
+                        _ => Err(Unsupported::ArrayInRegister.into()),
                     };
                 }
                 self.read_u64(&place)
             }
             Operand::SubArray { place, .. } => match place {
                 Place::Memory(address) => Ok(address),
-                _ => Err("unsupported: array in a register".to_string()),
+                _ => Err(Unsupported::ArrayInRegister.into()),
             },
-            Operand::Text(_) => {
-                Err("unsupported: a string literal has no address in the target".to_string())
-            }
+            Operand::Text(_) => Err(Unsupported::StringLiteralHasNoAddress.into()),
         }
     }
 
-    fn read_u64(&self, place: &Place) -> Result<u64, String> {
+    fn read_u64(&self, place: &Place) -> Result<u64, Unavailable> {
         let bytes = read_place(self.memory, place, 8)?;
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[..8]);
@@ -492,9 +495,9 @@ impl Executor<'_> {
         bit_offset: u64,
         bit_size: u64,
         ty: TypeKey,
-    ) -> Result<Operand, String> {
+    ) -> Result<Operand, Unavailable> {
         if bit_size == 0 || bit_size > 64 {
-            return Err("unsupported: bit-field wider than 64 bits".to_string());
+            return Err(Unsupported::BitFieldSize { bits: bit_size }.into());
         }
         let start = offset + bit_offset / 8;
         let shift = bit_offset % 8;
@@ -528,36 +531,33 @@ impl Executor<'_> {
         })
     }
 
-    fn strlen(&self, address: u64) -> Result<u64, String> {
+    fn strlen(&self, address: u64) -> Result<u64, Unavailable> {
         let (bytes, ended) = self
             .memory
             .read_string(address, MAX_STRLEN as usize)
-            .map_err(|e| format!("read error at {:#x}", e.addr))?;
+            .map_err(|e| Unavailable::read_error(e.addr))?;
         if !ended {
             return Err(if bytes.len() as u64 >= MAX_STRLEN {
-                format!("unsupported: no NUL within {MAX_STRLEN} bytes")
+                Unsupported::NoNulWithin { bytes: MAX_STRLEN }.into()
             } else {
-                format!(
-                    "read error at {:#x}",
-                    address.wrapping_add(bytes.len() as u64)
-                )
+                Unavailable::read_error(address.wrapping_add(bytes.len() as u64))
             });
         }
         Ok(bytes.len() as u64)
     }
 
     /// Where a libc++ string's characters are.
-    fn libcxx_chars(&self, place: &Place, kind: StringKind) -> Result<LibcxxChars, String> {
+    fn libcxx_chars(&self, place: &Place, kind: StringKind) -> Result<LibcxxChars, Unavailable> {
         let StringKind::Libcxx { rep, .. } = kind else {
-            return Err("unsupported: not a libc++ string".to_string());
+            return Err(Unsupported::NotALibcxxString.into());
         };
         let bytes = read_place(self.memory, &offset_place(place, rep, Some(24)), 24)?;
-        crate::value::layout::libcxx_chars(kind, &bytes).ok_or_else(|| {
-            "unsupported: the libc++ string's bytes are not a valid string".to_string()
-        })
+        crate::value::layout::libcxx_chars(kind, &bytes).ok_or(Unavailable::Unsupported(
+            Unsupported::Corrupt(Corruption::LibcxxString),
+        ))
     }
 
-    fn container_length(&mut self, place: &Place, ty: TypeKey) -> Result<u64, String> {
+    fn container_length(&mut self, place: &Place, ty: TypeKey) -> Result<u64, Unavailable> {
         if let Some(kind @ StringKind::Libcxx { .. }) =
             crate::value::layout::string_kind(self.types, self.module, ty)
         {
@@ -565,10 +565,8 @@ impl Executor<'_> {
                 LibcxxChars::Long { len, .. } | LibcxxChars::Short { len, .. } => Ok(len),
             };
         }
-        let field =
-            crate::value::layout::length_field(self.types, self.module, ty).ok_or_else(|| {
-                "unsupported: len() does not know this container's layout".to_string()
-            })?;
+        let field = crate::value::layout::length_field(self.types, self.module, ty)
+            .ok_or(Unavailable::Unsupported(Unsupported::LenUnknownLayout))?;
         match field {
             LengthField::Count { offset, size } => {
                 let bytes = read_place(
@@ -597,25 +595,24 @@ impl Executor<'_> {
     /// more, and a capture plans no more). A string cut short by unreadable
     /// memory is an error, not a shorter string: the comparison would be a
     /// guess.
-    fn c_string_bytes(&self, address: u64, max: u64) -> Result<Vec<u8>, String> {
+    fn c_string_bytes(&self, address: u64, max: u64) -> Result<Vec<u8>, Unavailable> {
         if address == 0 {
-            return Err("read error at 0x0 (null pointer)".to_string());
+            return Err(Unavailable::null(NullKind::Pointer));
         }
         let (bytes, ended) = self
             .memory
             .read_string(address, max as usize)
-            .map_err(|e| format!("read error at {:#x}", e.addr))?;
+            .map_err(|e| Unavailable::read_error(e.addr))?;
         if !ended && (bytes.len() as u64) < max {
-            return Err(format!(
-                "read error at {:#x}",
-                address.wrapping_add(bytes.len() as u64)
+            return Err(Unavailable::read_error(
+                address.wrapping_add(bytes.len() as u64),
             ));
         }
         Ok(bytes)
     }
 
     /// Up to `max` bytes of a string-like operand.
-    fn string_bytes(&mut self, operand: Operand, max: u64) -> Result<Vec<u8>, String> {
+    fn string_bytes(&mut self, operand: Operand, max: u64) -> Result<Vec<u8>, Unavailable> {
         let (place, ty) = match operand {
             Operand::Object { place, ty } => (place, ty),
             Operand::Text(bytes) => return Ok(bytes),
@@ -624,11 +621,11 @@ impl Executor<'_> {
                 ty: StaticType::Pointer(Some(_)),
             } => return self.c_string_bytes(value.as_i128() as u64, max),
             Operand::Number { .. } | Operand::SubArray { .. } => {
-                return Err("unsupported: not a string".to_string());
+                return Err(Unsupported::NotAString.into());
             }
         };
         let kind = crate::value::layout::string_kind(self.types, self.module, ty)
-            .ok_or_else(|| "unsupported: not a string".to_string())?;
+            .ok_or(Unavailable::Unsupported(Unsupported::NotAString))?;
         match kind {
             StringKind::CharPointer => {
                 let address = self.read_u64(&place)?;
@@ -671,7 +668,7 @@ pub(crate) fn operand_number(
     types: &mut TypeTable,
     memory: &dyn MemorySource,
     operand: Operand,
-) -> Result<Number, String> {
+) -> Result<Number, Unavailable> {
     let no_globals = |_: usize| -> Option<LocationEnv<'_>> { None };
     let mut executor = Executor {
         module,
@@ -725,14 +722,14 @@ pub(crate) fn render(
     }
 }
 
-fn dwarf_type(ty: &StaticType) -> Result<TypeKey, String> {
+fn dwarf_type(ty: &StaticType) -> Result<TypeKey, Unavailable> {
     match ty {
         StaticType::Dwarf(key) => Ok(*key),
-        _ => Err("unsupported: expected a value with a debug-info type".to_string()),
+        _ => Err(Unsupported::NotDebugInfoTyped.into()),
     }
 }
 
-fn available(place: Place) -> Result<Place, String> {
+fn available(place: Place) -> Result<Place, Unavailable> {
     match place {
         Place::Unavailable(reason) => Err(reason),
         other => Ok(other),
@@ -744,21 +741,21 @@ pub(crate) fn read_place(
     memory: &dyn MemorySource,
     place: &Place,
     len: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Unavailable> {
     match place {
         Place::Memory(address) => {
             let mut buffer = vec![0u8; len];
             memory
                 .read_memory(*address, &mut buffer)
-                .map_err(|e| format!("read error at {:#x}", e.addr))?;
+                .map_err(|e| Unavailable::read_failed(e.addr, len))?;
             Ok(buffer)
         }
         Place::Bytes { bytes, missing } => {
             if missing.iter().any(|r| r.start < len) {
-                return Err(crate::value::OPTIMIZED_OUT.to_string());
+                return Err(OptimizedOut::MissingPieces.into());
             }
             if bytes.len() < len {
-                return Err("unsupported: value is smaller than its type".to_string());
+                return Err(Unsupported::ValueSmallerThanType.into());
             }
             Ok(bytes[..len].to_vec())
         }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::debuginfo::scope::{CallSiteCallee, FrameScope, GlobalIndex, frame_scope};
 use crate::debuginfo::types::TypeTable;
 use crate::debuginfo::{DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
-use crate::value::Unavailable;
+use crate::value::{
+    CallSiteValue, EntryValueProblem, NotYetInitialized, OptimizedOut, Unavailable,
+};
 
 use super::location::{EntryValues, LocationEnv, frame_base_of};
 use super::{EvalError, FrameContext};
@@ -162,17 +164,14 @@ pub(crate) struct CallerEntryValues<'a> {
     pub ctx: &'a FrameContext<'a>,
 }
 
-/// Why an entry value is not known, as a value's `unavailable` text.
-fn not_provable(why: &str) -> String {
-    format!(
-        "{}: entry value not provable at this pc ({why})",
-        crate::value::OPTIMIZED_OUT
-    )
+/// Why an entry value is not known, as a value's `unavailable`.
+fn not_provable(why: EntryValueProblem) -> Unavailable {
+    Unavailable::OptimizedOut(OptimizedOut::EntryValueNotProvable(why))
 }
 
 /// A value computed by a call site expression: an "address" result is the
 /// number itself, a register location its contents.
-fn call_site_word(place: crate::value::Place) -> Result<u64, String> {
+fn call_site_word(place: crate::value::Place) -> Result<u64, CallSiteValue> {
     match place {
         crate::value::Place::Memory(value) => Ok(value),
         crate::value::Place::Bytes { bytes, missing }
@@ -183,8 +182,10 @@ fn call_site_word(place: crate::value::Place) -> Result<u64, String> {
             word[..n].copy_from_slice(&bytes[..n]);
             Ok(u64::from_le_bytes(word))
         }
-        crate::value::Place::Bytes { .. } => Err("the call site value is incomplete".to_string()),
-        crate::value::Place::Unavailable(reason) => Err(format!("the call site value: {reason}")),
+        crate::value::Place::Bytes { .. } => Err(CallSiteValue::Incomplete),
+        crate::value::Place::Unavailable(reason) => {
+            Err(CallSiteValue::Unavailable(Box::new(reason)))
+        }
     }
 }
 
@@ -193,28 +194,24 @@ impl EntryValues for CallerEntryValues<'_> {
         &self,
         expression: &crate::debuginfo::scope::LocationExpression,
         unit: &gimli::Unit<DwarfReader>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Unavailable> {
         let mut operations = expression.clone().operations(unit.encoding());
         let register = match (operations.next(), operations.next()) {
             (Ok(Some(gimli::Operation::Register { register })), Ok(None)) => register.0,
-            _ => return Err(not_provable("the value at entry is not a plain register")),
+            _ => return Err(not_provable(EntryValueProblem::NotAPlainRegister)),
         };
         let ctx = self.ctx;
         let caller = ctx
             .image
             .caller_of(ctx.pc, ctx.regs, ctx.is_caller, ctx.memory)
-            .ok_or_else(|| not_provable("the caller's frame could not be unwound"))?;
+            .ok_or_else(|| not_provable(EntryValueProblem::CallerNotUnwound))?;
         // Registers guessed from the rbp chain, or a frame the kernel
         // entered (a signal), prove nothing about a call.
         if caller.method != crate::debuginfo::UnwindMethod::Cfi {
-            return Err(not_provable(
-                "the caller's registers were not recovered from unwind information",
-            ));
+            return Err(not_provable(EntryValueProblem::CallerRegistersGuessed));
         }
         if !caller.is_caller {
-            return Err(not_provable(
-                "the function was entered by a signal, not a call",
-            ));
+            return Err(not_provable(EntryValueProblem::EnteredBySignal));
         }
         if crate::debuginfo::reg::CALLEE_SAVED.contains(&register)
             && let Some(value) = caller.regs.get(register)
@@ -224,7 +221,7 @@ impl EntryValues for CallerEntryValues<'_> {
         let caller_module = ctx
             .image
             .module_for(RuntimeAddr(caller.pc.0.saturating_sub(1)))
-            .ok_or_else(|| not_provable("the caller is outside every module"))?;
+            .ok_or_else(|| not_provable(EntryValueProblem::CallerOutsideModules))?;
         let mut types = TypeTable::new();
         let site = crate::debuginfo::scope::call_site_value(
             caller_module,
@@ -232,13 +229,13 @@ impl EntryValues for CallerEntryValues<'_> {
             caller_module.to_file(caller.pc),
             register,
         )
-        .ok_or_else(|| not_provable("the caller's call site does not record this argument"))?;
+        .ok_or_else(|| not_provable(EntryValueProblem::ArgumentNotRecorded))?;
         if site.tail_call {
-            return Err(not_provable("the caller's call site is a tail call"));
+            return Err(not_provable(EntryValueProblem::TailCallSite));
         }
         let caller_unit = caller_module
             .unit_at(gimli::DebugInfoOffset(site.unit))
-            .ok_or_else(|| not_provable("the caller's unit cannot be read"))?;
+            .ok_or_else(|| not_provable(EntryValueProblem::CallerUnitUnreadable))?;
         let mut env = LocationEnv {
             module: caller_module,
             unit: caller_unit,
@@ -256,42 +253,37 @@ impl EntryValues for CallerEntryValues<'_> {
             CallSiteCallee::Defined(entry) => caller_module.to_runtime(*entry) == callee.0,
             CallSiteCallee::Named(names) => callee_has_name(ctx.image, callee.0, names),
             CallSiteCallee::Computed(target) => {
-                let target =
-                    call_site_word(super::location::evaluate(&env, target)).map_err(|why| {
-                        not_provable(&format!("the called address is unknown: {why}"))
-                    })?;
+                let target = call_site_word(super::location::evaluate(&env, target))
+                    .map_err(|why| not_provable(EntryValueProblem::CalledAddress(why)))?;
                 target == callee.0.0
             }
             CallSiteCallee::Unknown => {
-                return Err(not_provable(
-                    "the caller's call site does not say what it calls",
-                ));
+                return Err(not_provable(EntryValueProblem::CalleeNotRecorded));
             }
         };
         if !called {
-            return Err(not_provable(&format!(
-                "the caller's call site calls another function than {} (a tail call came between)",
-                callee.1
-            )));
+            return Err(not_provable(EntryValueProblem::CallsAnother {
+                callee: callee.1,
+            }));
         }
         call_site_word(super::location::evaluate(&env, &site.value))
-            .map_err(|why| not_provable(&why))
+            .map_err(|why| not_provable(EntryValueProblem::Value(why)))
     }
 }
 
 impl CallerEntryValues<'_> {
     /// The entry address (runtime) and name of the out-of-line function this
     /// frame runs in.
-    fn callee_entry(&self) -> Result<(RuntimeAddr, String), String> {
+    fn callee_entry(&self) -> Result<(RuntimeAddr, String), Unavailable> {
         let pc = lookup_pc(self.ctx);
         let module = self
             .ctx
             .image
             .module_for(pc)
-            .ok_or_else(|| not_provable("the frame is outside every module"))?;
+            .ok_or_else(|| not_provable(EntryValueProblem::FrameOutsideModules))?;
         let (entry, name) = module
             .function_entry(module.to_file(pc))
-            .ok_or_else(|| not_provable("the frame's function has no symbol"))?;
+            .ok_or_else(|| not_provable(EntryValueProblem::FunctionWithoutSymbol))?;
         Ok((module.to_runtime(entry), name))
     }
 }
@@ -353,20 +345,23 @@ pub(crate) fn not_yet_initialized(
         return None;
     }
     if !running_declaration {
-        return Some(Unavailable::NotYetInitialized {
-            detail: format!("declared at line {decl_line}, the frame is at line {line}"),
-        });
+        return Some(Unavailable::NotYetInitialized(
+            NotYetInitialized::BeforeDeclaration {
+                declared: decl_line,
+                frame: line,
+            },
+        ));
     }
     if !declaration_alone_on_its_line(frame, inline_depth, variable, decl_line)
         || !initializer_store_ahead(ctx, frame, variable, decl_line)
     {
         return None;
     }
-    Some(Unavailable::NotYetInitialized {
-        detail: format!(
-            "the call that computes its initial value (line {decl_line}) is still running"
-        ),
-    })
+    Some(Unavailable::NotYetInitialized(
+        NotYetInitialized::InitializerRunning {
+            declared: decl_line,
+        },
+    ))
 }
 
 /// True when `variable`'s declaration line holds no other initialization

@@ -11,7 +11,7 @@ use gimli::{EvaluationResult, Location, Value as DwarfValue, ValueType};
 
 use crate::debuginfo::scope::{LocationExpression, VariableLocation};
 use crate::debuginfo::{DwarfReader, MemorySource, Module, ProcessImage, Registers, reg};
-use crate::value::{OPTIMIZED_OUT, Place};
+use crate::value::{DebugInfoPart, OptimizedOut, Place, Unavailable, Unsupported};
 
 /// Most operations one expression may execute.
 const MAX_ITERATIONS: u32 = 10_000;
@@ -27,7 +27,7 @@ pub(crate) trait EntryValues {
         &self,
         expression: &LocationExpression,
         unit: &gimli::Unit<DwarfReader>,
-    ) -> Result<u64, String>;
+    ) -> Result<u64, Unavailable>;
 }
 
 /// Everything a location expression may ask for, for one frame.
@@ -41,7 +41,7 @@ pub(crate) struct LocationEnv<'a> {
     /// The frame's canonical frame address, when the unwinder knows it.
     pub cfa: Option<u64>,
     /// The frame base (`DW_AT_frame_base`) already evaluated, or why not.
-    pub frame_base: Option<Result<u64, String>>,
+    pub frame_base: Option<Result<u64, Unavailable>>,
     /// Target memory.
     pub memory: &'a dyn MemorySource,
     /// Where `DW_OP_entry_value` operands come from.
@@ -52,25 +52,11 @@ pub(crate) struct LocationEnv<'a> {
 }
 
 /// Why a register is not available in this frame.
-fn missing_register(register: u16, regs: Option<&Registers>) -> String {
+fn missing_register(register: u16, regs: Option<&Registers>) -> Unavailable {
     match regs {
-        None => {
-            "unsupported: the value lives in a register and no thread is stopped (give a tid/frame)"
-                .to_string()
-        }
-        Some(_) if usize::from(register) < reg::COUNT => format!(
-            "{OPTIMIZED_OUT}: register {} is not known in this frame (not saved by the callee, or a system call's result not there yet)",
-            reg::NAMES[usize::from(register)]
-        ),
-        Some(_) if (17..=32).contains(&register) => {
-            format!(
-                "unsupported: value is in register xmm{}, which liveprobe does not capture",
-                register - 17
-            )
-        }
-        Some(_) => format!(
-            "unsupported: value is in DWARF register {register}, which liveprobe does not capture"
-        ),
+        None => Unsupported::RegisterWithoutThread.into(),
+        Some(_) if usize::from(register) < reg::COUNT => OptimizedOut::Register { register }.into(),
+        Some(_) => Unsupported::RegisterNotCaptured { register }.into(),
     }
 }
 
@@ -79,10 +65,8 @@ pub(crate) fn place_of(env: &LocationEnv<'_>, location: &VariableLocation) -> Pl
     match location {
         VariableLocation::Expression(expression) => evaluate(env, expression),
         VariableLocation::Constant(bytes) => Place::bytes(bytes.clone()),
-        VariableLocation::OptimizedOut => Place::Unavailable(OPTIMIZED_OUT.to_string()),
-        VariableLocation::Unsupported(reason) => {
-            Place::Unavailable(format!("unsupported: {reason}"))
-        }
+        VariableLocation::OptimizedOut => Place::Unavailable(Unavailable::OPTIMIZED_OUT),
+        VariableLocation::Unsupported(problem) => Place::Unavailable(problem.clone().into()),
     }
 }
 
@@ -91,7 +75,7 @@ pub(crate) fn place_of(env: &LocationEnv<'_>, location: &VariableLocation) -> Pl
 pub(crate) fn frame_base_of(
     env: &LocationEnv<'_>,
     location: &VariableLocation,
-) -> Result<u64, String> {
+) -> Result<u64, Unavailable> {
     match location {
         VariableLocation::Expression(expression) => match evaluate(env, expression) {
             Place::Memory(address) => Ok(address),
@@ -100,16 +84,12 @@ pub(crate) fn frame_base_of(
                 word.copy_from_slice(&bytes[..8]);
                 Ok(u64::from_le_bytes(word))
             }
-            Place::Bytes { .. } => {
-                Err("unsupported: frame base of an unexpected shape".to_string())
-            }
+            Place::Bytes { .. } => Err(Unsupported::FrameBaseShape.into()),
             Place::Unavailable(reason) => Err(reason),
         },
-        VariableLocation::Constant(_) => Err("unsupported: constant frame base".to_string()),
-        VariableLocation::OptimizedOut => Err(format!(
-            "{OPTIMIZED_OUT}: the function has no frame base here"
-        )),
-        VariableLocation::Unsupported(reason) => Err(format!("unsupported: {reason}")),
+        VariableLocation::Constant(_) => Err(Unsupported::ConstantFrameBase.into()),
+        VariableLocation::OptimizedOut => Err(OptimizedOut::NoFrameBase.into()),
+        VariableLocation::Unsupported(problem) => Err(problem.clone().into()),
     }
 }
 
@@ -125,12 +105,11 @@ pub(crate) fn evaluate(env: &LocationEnv<'_>, expression: &LocationExpression) -
 fn run(
     env: &LocationEnv<'_>,
     expression: &LocationExpression,
-) -> Result<Vec<gimli::Piece<DwarfReader>>, String> {
+) -> Result<Vec<gimli::Piece<DwarfReader>>, Unavailable> {
     let encoding = env.unit.encoding();
     let mut evaluation = expression.clone().evaluation(encoding);
     evaluation.set_max_iterations(MAX_ITERATIONS);
-    let broken =
-        |e: gimli::Error| format!("unsupported: cannot evaluate the location expression ({e})");
+    let broken = |e: gimli::Error| Unavailable::from(Unsupported::LocationExpression(e));
     let mut result = evaluation.evaluate().map_err(broken)?;
     loop {
         result = match result {
@@ -145,7 +124,7 @@ fn run(
                 let mut bytes = [0u8; 8];
                 env.memory
                     .read_memory(address, &mut bytes[..size])
-                    .map_err(|e| format!("read error at {:#x}", e.addr))?;
+                    .map_err(|e| Unavailable::read_failed(e.addr, size))?;
                 let raw = u64::from_le_bytes(bytes);
                 let value = typed_value(env, base_type, raw)?;
                 evaluation.resume_with_memory(value).map_err(broken)?
@@ -165,25 +144,21 @@ fn run(
                 let base = match &env.frame_base {
                     Some(Ok(base)) => *base,
                     Some(Err(reason)) => return Err(reason.clone()),
-                    None => {
-                        return Err("unsupported: frame base needed outside a function".to_string());
-                    }
+                    None => return Err(Unsupported::FrameBaseOutsideFunction.into()),
                 };
                 evaluation.resume_with_frame_base(base).map_err(broken)?
             }
             EvaluationResult::RequiresCallFrameCfa => {
-                let cfa = env.cfa.ok_or_else(|| {
-                    "unsupported: the frame's CFA is unknown (no unwind info)".to_string()
-                })?;
+                let cfa = env
+                    .cfa
+                    .ok_or(Unavailable::Unsupported(Unsupported::CfaUnknown))?;
                 evaluation.resume_with_call_frame_cfa(cfa).map_err(broken)?
             }
             EvaluationResult::RequiresTls(offset) => {
                 let base = env
                     .tls
                     .and_then(|(image, fs_base)| tls_base(image, env.module, Some(fs_base)));
-                let base = base.ok_or_else(|| {
-                    "unsupported: thread-local variable (needs a stopped thread of a module with static TLS)".to_string()
-                })?;
+                let base = base.ok_or(Unavailable::Unsupported(Unsupported::ThreadLocal))?;
                 evaluation
                     .resume_with_tls(base.wrapping_add(offset))
                     .map_err(broken)?
@@ -192,13 +167,12 @@ fn run(
                 .resume_with_relocated_address(address.wrapping_add(env.module.bias()))
                 .map_err(broken)?,
             EvaluationResult::RequiresIndexedAddress { index, relocate } => {
-                let dwarf = env
-                    .module
-                    .dwarf()
-                    .ok_or_else(|| "unsupported: no DWARF for an indexed address".to_string())?;
+                let dwarf = env.module.dwarf().ok_or(Unavailable::Unsupported(
+                    Unsupported::IndexedAddressWithoutDwarf,
+                ))?;
                 let address = dwarf
                     .address(&env.unit, index)
-                    .map_err(|e| format!("unsupported: unreadable .debug_addr entry ({e})"))?;
+                    .map_err(|e| Unavailable::unreadable(DebugInfoPart::AddressEntry, Some(e)))?;
                 let address = if relocate {
                     address.wrapping_add(env.module.bias())
                 } else {
@@ -217,51 +191,49 @@ fn run(
             EvaluationResult::RequiresEntryValue(operand) => {
                 let resolver = env
                     .entry_values
-                    .ok_or_else(|| format!("{OPTIMIZED_OUT}: needs the value at function entry"))?;
+                    .ok_or(Unavailable::OptimizedOut(OptimizedOut::EntryValueNeeded))?;
                 let value = resolver.entry_value(&operand, &env.unit)?;
                 evaluation
                     .resume_with_entry_value(DwarfValue::Generic(value))
                     .map_err(broken)?
             }
             EvaluationResult::RequiresAtLocation(_) => {
-                return Err("unsupported: DW_OP_call (location of another DIE)".to_string());
+                return Err(Unsupported::CallOperation.into());
             }
             EvaluationResult::RequiresParameterRef(_) => {
-                return Err(format!(
-                    "{OPTIMIZED_OUT}: parameter value from the call site"
-                ));
+                return Err(OptimizedOut::CallSiteParameter.into());
             }
             EvaluationResult::RequiresWasmLocal { .. }
             | EvaluationResult::RequiresWasmGlobal { .. }
             | EvaluationResult::RequiresWasmStack { .. } => {
-                return Err("unsupported: WebAssembly location".to_string());
+                return Err(Unsupported::WebAssembly.into());
             }
         };
     }
     Ok(evaluation.result())
 }
 
-fn base_type(env: &LocationEnv<'_>, offset: gimli::UnitOffset) -> Result<ValueType, String> {
+fn base_type(env: &LocationEnv<'_>, offset: gimli::UnitOffset) -> Result<ValueType, Unavailable> {
     if offset.0 == 0 {
         return Ok(ValueType::Generic);
     }
     let entry = env
         .unit
         .entry(offset)
-        .map_err(|e| format!("unsupported: unreadable base type ({e})"))?;
+        .map_err(|e| Unavailable::unreadable(DebugInfoPart::BaseType, Some(e)))?;
     ValueType::from_entry(&entry)
         .ok()
         .flatten()
-        .ok_or_else(|| "unsupported: typed DWARF stack value of an unknown base type".to_string())
+        .ok_or(Unavailable::Unsupported(Unsupported::UnknownBaseType))
 }
 
 fn typed_value(
     env: &LocationEnv<'_>,
     base: gimli::UnitOffset,
     raw: u64,
-) -> Result<DwarfValue, String> {
+) -> Result<DwarfValue, Unavailable> {
     let value_type = base_type(env, base)?;
-    DwarfValue::from_u64(value_type, raw).map_err(|e| format!("unsupported: {e}"))
+    DwarfValue::from_u64(value_type, raw).map_err(|e| Unsupported::TypedValue(e).into())
 }
 
 fn value_bytes(value: DwarfValue) -> Vec<u8> {
@@ -279,7 +251,7 @@ fn value_bytes(value: DwarfValue) -> Vec<u8> {
     }
 }
 
-fn register_bytes(env: &LocationEnv<'_>, register: u16) -> Result<Vec<u8>, String> {
+fn register_bytes(env: &LocationEnv<'_>, register: u16) -> Result<Vec<u8>, Unavailable> {
     env.regs
         .and_then(|regs| regs.get(register))
         .map(|v| v.to_le_bytes().to_vec())
@@ -300,22 +272,25 @@ fn assemble(env: &LocationEnv<'_>, pieces: Vec<gimli::Piece<DwarfReader>>) -> Pl
             Location::Value { value } => Place::bytes(value_bytes(*value)),
             Location::Bytes { value } => match value.to_slice() {
                 Ok(bytes) => Place::bytes(bytes.into_owned()),
-                Err(e) => Place::Unavailable(format!("unsupported: unreadable implicit value ({e})")),
+                Err(e) => Place::Unavailable(Unavailable::unreadable(
+                    DebugInfoPart::ImplicitValue,
+                    Some(e),
+                )),
             },
-            Location::Empty => Place::Unavailable(OPTIMIZED_OUT.to_string()),
+            Location::Empty => Place::Unavailable(OptimizedOut::EmptyLocation.into()),
             Location::ImplicitPointer { .. } => {
-                Place::Unavailable("unsupported: implicit pointer (the pointed-to value was optimized into the pointer)".to_string())
+                Place::Unavailable(Unsupported::ImplicitPointer.into())
             }
         };
     }
     if pieces.is_empty() {
-        return Place::Unavailable(OPTIMIZED_OUT.to_string());
+        return Place::Unavailable(OptimizedOut::EmptyLocation.into());
     }
     // Several pieces: lay them end to end into one buffer.
     let total_bits: u64 = pieces.iter().map(|p| p.size_in_bits.unwrap_or(64)).sum();
     let total_bytes = total_bits.div_ceil(8);
     if total_bytes > MAX_PIECES_BYTES {
-        return Place::Unavailable("unsupported: value assembled from too many pieces".to_string());
+        return Place::Unavailable(Unsupported::TooManyPieces { bytes: total_bytes }.into());
     }
     let mut bytes = vec![0u8; total_bytes as usize];
     let mut missing = Vec::new();
@@ -326,11 +301,9 @@ fn assemble(env: &LocationEnv<'_>, pieces: Vec<gimli::Piece<DwarfReader>>) -> Pl
         let len = bits.div_ceil(8) as usize;
         if !bit_cursor.is_multiple_of(8) || !bits.is_multiple_of(8) {
             // Sub-byte pieces are rare (packed bools); report rather than misplace bits.
-            return Place::Unavailable(
-                "unsupported: value split into bit-sized pieces".to_string(),
-            );
+            return Place::Unavailable(Unsupported::BitPieces.into());
         }
-        let source: Result<Vec<u8>, String> = match &piece.location {
+        let source: Result<Vec<u8>, Unavailable> = match &piece.location {
             Location::Empty => {
                 missing.push(start..start + len);
                 bit_cursor += bits;
@@ -345,16 +318,14 @@ fn assemble(env: &LocationEnv<'_>, pieces: Vec<gimli::Piece<DwarfReader>>) -> Pl
                 env.memory
                     .read_memory(*address, &mut buffer)
                     .map(|_| buffer)
-                    .map_err(|e| format!("read error at {:#x}", e.addr))
+                    .map_err(|e| Unavailable::read_failed(e.addr, len))
             }
             Location::Value { value } => Ok(value_bytes(*value)),
             Location::Bytes { value } => value
                 .to_slice()
                 .map(|b| b.into_owned())
-                .map_err(|e| format!("unsupported: unreadable implicit value ({e})")),
-            Location::ImplicitPointer { .. } => {
-                Err("unsupported: implicit pointer piece".to_string())
-            }
+                .map_err(|e| Unavailable::unreadable(DebugInfoPart::ImplicitValue, Some(e))),
+            Location::ImplicitPointer { .. } => Err(Unsupported::ImplicitPointerPiece.into()),
         };
         match source {
             Ok(source) => {
@@ -369,7 +340,7 @@ fn assemble(env: &LocationEnv<'_>, pieces: Vec<gimli::Piece<DwarfReader>>) -> Pl
         bit_cursor += bits;
     }
     if missing.iter().map(|r| r.len()).sum::<usize>() >= bytes.len() {
-        return Place::Unavailable(OPTIMIZED_OUT.to_string());
+        return Place::Unavailable(OptimizedOut::MissingPieces.into());
     }
     Place::Bytes { bytes, missing }
 }

@@ -26,7 +26,7 @@ use crate::debuginfo::scope::VariableLocation;
 use crate::debuginfo::types::{Language, TypeTable};
 use crate::debuginfo::{FileAddr, MemorySource, Module, ProcessImage, Registers, RuntimeAddr};
 use crate::value::room::{PlanRefusal, ReadRequests, SymAddr};
-use crate::value::{Decoder, Limits, Redaction, Value};
+use crate::value::{Decoder, Limits, Redaction, Unavailable, Unsupported, Value};
 
 use location::LocationEnv;
 use plan::{Compiler, Node, Scope, StaticType};
@@ -282,14 +282,13 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         .map(|v| (v.name.clone(), v.ty, v.location.clone()))
         .collect();
     // A local whose declaration has not run yet reads as unavailable.
-    let not_yet: Vec<(String, String)> = resolved
+    let not_yet: Vec<(String, Unavailable)> = resolved
         .scope
         .variables
         .iter()
         .filter(|v| !v.shadowed)
         .filter_map(|v| {
-            frame::not_yet_initialized(ctx, &resolved, v)
-                .map(|reason| (v.name.clone(), reason.to_string()))
+            frame::not_yet_initialized(ctx, &resolved, v).map(|reason| (v.name.clone(), reason))
         })
         .collect();
     let parsed = {
@@ -574,7 +573,7 @@ fn evaluate_number_inner(
     expr: &CompiledExpr,
     ctx: &FrameContext<'_>,
 ) -> Result<plan::Number, EvalError> {
-    let unavailable = |reason: String| EvalError::Unavailable {
+    let unavailable = |reason: Unavailable| EvalError::Unavailable {
         expression: expr.source.clone(),
         reason,
     };
@@ -589,7 +588,7 @@ fn evaluate_number_inner(
 fn with_operand<T>(
     expr: &CompiledExpr,
     ctx: &FrameContext<'_>,
-    finish: impl FnOnce(&mut TypeTable, Result<exec::Operand, String>) -> T,
+    finish: impl FnOnce(&mut TypeTable, Result<exec::Operand, Unavailable>) -> T,
 ) -> T {
     let mut types = lock(&expr.types);
     let Some(compiled_frame) = &expr.frame else {
@@ -616,7 +615,11 @@ fn with_operand<T>(
             Ok(recompiled) => with_operand(&recompiled, ctx, finish),
             Err(error) => {
                 let mut scratch = TypeTable::new();
-                finish(&mut scratch, Err(format!("unsupported: {error}")))
+                let error = error.to_string();
+                finish(
+                    &mut scratch,
+                    Err(Unsupported::NotCompilableHere { error }.into()),
+                )
             }
         };
     }
@@ -625,10 +628,7 @@ fn with_operand<T>(
         .module
         .unit_at(gimli::DebugInfoOffset(compiled_frame.unit))
     else {
-        return finish(
-            &mut types,
-            Err("unsupported: the frame's unit cannot be read".to_string()),
-        );
+        return finish(&mut types, Err(Unsupported::FrameUnitUnreadable.into()));
     };
     let mut env = LocationEnv {
         module: &expr.module,
@@ -791,7 +791,7 @@ fn run_plan(
     memory: &dyn MemorySource,
     frame_env: Option<&LocationEnv<'_>>,
     regs: Option<&Registers>,
-) -> Result<exec::Operand, String> {
+) -> Result<exec::Operand, Unavailable> {
     let module = &expr.module;
     let tls = regs
         .and_then(|r| r.fs_base())

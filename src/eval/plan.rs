@@ -97,7 +97,7 @@ pub(crate) enum NodeKind {
     Local(VariableLocation),
     /// A local whose value cannot be had at this frame, and why (its
     /// declaration has not run yet).
-    Unavailable(String),
+    Unavailable(crate::value::Unavailable),
     /// A global or static, with the unit its location belongs to.
     Global {
         location: VariableLocation,
@@ -219,7 +219,7 @@ pub(crate) struct Scope<'a> {
     pub locals: Vec<(String, Option<TypeKey>, VariableLocation)>,
     /// Locals whose declaration has not run yet at the frame's line, with
     /// the reason their value is unavailable.
-    pub not_yet: Vec<(String, String)>,
+    pub not_yet: Vec<(String, crate::value::Unavailable)>,
     /// The frame's (or the main) module.
     pub module: &'a Arc<Module>,
     /// The language of the frame's unit (literal types, names).

@@ -15,9 +15,10 @@ use crate::debuginfo::types::{
 };
 use crate::debuginfo::{MemorySource, Module};
 
+use super::NullKind;
 use super::memory::PageCache;
 use super::render::AGGREGATE_SUMMARY;
-use super::{Limits, OPTIMIZED_OUT, Redaction, Value};
+use super::{Limits, OptimizedOut, Redaction, Unavailable, Unsupported, Value};
 
 /// Where a value's bytes are.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +35,7 @@ pub enum Place {
         missing: Vec<Range<usize>>,
     },
     /// Nowhere: the reason (`optimized out`, `unsupported: …`).
-    Unavailable(String),
+    Unavailable(Unavailable),
 }
 
 impl Place {
@@ -106,21 +107,23 @@ impl<'b> View<'b> {
     }
 
     /// `len` bytes from the window's start, or why they cannot be had.
-    fn bytes(&self, len: usize) -> Result<&'b [u8], String> {
+    fn bytes(&self, len: usize) -> Result<&'b [u8], Unavailable> {
         let end = self
             .start
             .checked_add(len)
-            .ok_or_else(|| "value is too large".to_string())?;
+            .ok_or(Unavailable::Unsupported(Unsupported::ValueTooLarge))?;
         if self
             .missing
             .iter()
             .any(|r| r.start < end && r.end > self.start)
         {
-            return Err(OPTIMIZED_OUT.to_string());
+            return Err(OptimizedOut::MissingPieces.into());
         }
         self.data
             .get(self.start..end)
-            .ok_or_else(|| "unsupported: value is larger than its location".to_string())
+            .ok_or(Unavailable::Unsupported(
+                Unsupported::ValueLargerThanLocation,
+            ))
     }
 }
 
@@ -300,21 +303,21 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads `len` bytes from a source.
-    pub(crate) fn read(&self, src: Src<'_>, len: usize) -> Result<Vec<u8>, String> {
+    pub(crate) fn read(&self, src: Src<'_>, len: usize) -> Result<Vec<u8>, Unavailable> {
         match src {
             Src::View(view) => view.bytes(len).map(<[u8]>::to_vec),
             Src::Memory(address) => {
                 let mut buf = vec![0u8; len];
                 self.memory
                     .read_memory(address, &mut buf)
-                    .map_err(|e| format!("read error at {:#x}", e.addr))?;
+                    .map_err(|e| Unavailable::read_failed(e.addr, len))?;
                 Ok(buf)
             }
         }
     }
 
     /// Reads a little-endian unsigned integer of `len` (≤ 16) bytes.
-    pub(crate) fn read_uint(&self, src: Src<'_>, len: usize) -> Result<u128, String> {
+    pub(crate) fn read_uint(&self, src: Src<'_>, len: usize) -> Result<u128, Unavailable> {
         let len = len.min(16);
         let mut bytes = [0u8; 16];
         match src {
@@ -322,7 +325,7 @@ impl<'a> Decoder<'a> {
             Src::Memory(address) => self
                 .memory
                 .read_memory(address, &mut bytes[..len])
-                .map_err(|e| format!("read error at {:#x}", e.addr))?,
+                .map_err(|e| Unavailable::read_failed(e.addr, len))?,
         }
         Ok(u128::from_le_bytes(bytes))
     }
@@ -382,11 +385,7 @@ impl<'a> Decoder<'a> {
     ) -> Value {
         self.spend_node();
         let Some(key) = ty else {
-            return Value::unavailable(
-                name,
-                "void",
-                "unsupported: the variable has no type in the debug info",
-            );
+            return Value::unavailable(name, "void", Unsupported::NoType);
         };
         let ty = self.types.get(self.module, key);
         let type_name = ty.name.clone();
@@ -455,7 +454,11 @@ impl<'a> Decoder<'a> {
                 Ok(address) => {
                     let address = address as u64;
                     if address == 0 {
-                        return Value::unavailable(name, type_name, "read error at 0x0");
+                        return Value::unavailable(
+                            name,
+                            type_name,
+                            Unavailable::null(NullKind::Reference),
+                        );
                     }
                     let mut value = self.value(name, *target, Src::Memory(address), depth);
                     value.type_name = type_name;
@@ -474,11 +477,9 @@ impl<'a> Decoder<'a> {
                 Value::leaf(name, type_name, text)
             }
             TypeKind::PointerToMember => {
-                Value::unavailable(name, type_name, "unsupported: pointers to members")
+                Value::unavailable(name, type_name, Unsupported::PointerToMember)
             }
-            TypeKind::Unknown(reason) => {
-                Value::unavailable(name, type_name, format!("unsupported: {reason}"))
-            }
+            TypeKind::Unknown(reason) => Value::unavailable(name, type_name, reason.clone()),
             TypeKind::Array { element, dims } => {
                 let element = *element;
                 let dims = dims.clone();
@@ -568,12 +569,12 @@ impl<'a> Decoder<'a> {
 
     /// Reads a NUL-terminated string of at most `max_string` bytes, a page
     /// at a time so that a string ending just before unmapped memory reads.
-    pub(crate) fn c_string(&self, address: u64) -> Result<(String, bool), String> {
+    pub(crate) fn c_string(&self, address: u64) -> Result<(String, bool), Unavailable> {
         let max = self.limits.max_string as usize;
         let (mut bytes, ended) = self
             .memory
             .read_string(address, max + 1)
-            .map_err(|e| format!("read error at {:#x}", e.addr))?;
+            .map_err(|e| Unavailable::read_error(e.addr))?;
         // Longer than the limit, or cut short by unreadable memory.
         let truncated = bytes.len() > max || !ended;
         bytes.truncate(max);
@@ -596,32 +597,20 @@ impl<'a> Decoder<'a> {
         language: Language,
     ) -> Value {
         let Some(element) = element else {
-            return Value::unavailable(name, type_name, "unsupported: array of void");
+            return Value::unavailable(name, type_name, Unsupported::ArrayOfVoid);
         };
         let Some(count) = dims.first().copied().flatten() else {
-            return Value::unavailable(
-                name,
-                type_name,
-                "unsupported: array without a known length",
-            );
+            return Value::unavailable(name, type_name, Unsupported::ArrayWithoutLength);
         };
         let Some(element_size) = self.types.size_of(self.module, element) else {
-            return Value::unavailable(
-                name,
-                type_name,
-                "unsupported: array of elements of unknown size",
-            );
+            return Value::unavailable(name, type_name, Unsupported::ArrayElementSizeUnknown);
         };
         let inner_dims = &dims[1..];
         let Some(stride) = inner_dims
             .iter()
             .try_fold(element_size, |acc, d| d.and_then(|d| acc.checked_mul(d)))
         else {
-            return Value::unavailable(
-                name,
-                type_name,
-                "unsupported: array without a known length",
-            );
+            return Value::unavailable(name, type_name, Unsupported::ArrayWithoutLength);
         };
         // char arrays read as strings (C and C++ only: Rust [u8; N] is bytes).
         if inner_dims.is_empty() && language != Language::Rust {
@@ -662,7 +651,7 @@ impl<'a> Decoder<'a> {
         }
         let shown = count.min(u64::from(self.limits.max_items));
         let Some(total) = stride.checked_mul(shown) else {
-            return Value::unavailable(name, value.type_name, "unsupported: array is too large");
+            return Value::unavailable(name, value.type_name, Unsupported::ArrayTooLarge);
         };
         let buffer;
         let view = match src {
@@ -719,7 +708,7 @@ impl<'a> Decoder<'a> {
         src: Src<'_>,
         size: Option<u64>,
         f: impl FnOnce(&mut Self, Src<'_>) -> T,
-    ) -> Result<T, String> {
+    ) -> Result<T, Unavailable> {
         match (src, size) {
             (Src::Memory(address), Some(size)) if size <= MAX_WHOLE_READ => {
                 let bytes = self.read(src, size as usize)?;
@@ -747,11 +736,7 @@ impl<'a> Decoder<'a> {
                 value.type_name = type_name;
                 return value;
             }
-            return Value::unavailable(
-                name,
-                type_name,
-                "unsupported: incomplete type (its definition is not in this unit's debug info)",
-            );
+            return Value::unavailable(name, type_name, Unsupported::IncompleteType);
         }
         if aggregate.variant_part.is_some() {
             return match self.with_view(src, ty.size, |this, src| {
@@ -850,11 +835,7 @@ impl<'a> Decoder<'a> {
             }
             MemberOffset::Dynamic => {
                 let type_name = self.type_name(member.ty);
-                Value::unavailable(
-                    name,
-                    type_name,
-                    "unsupported: virtual base class (offset computed at run time)",
-                )
+                Value::unavailable(name, type_name, Unsupported::VirtualBase)
             }
         }
     }
@@ -872,7 +853,7 @@ impl<'a> Decoder<'a> {
             return Value::unavailable(
                 name,
                 type_name,
-                "unsupported: bit-field wider than 64 bits",
+                Unsupported::BitFieldSize { bits: bit_size },
             );
         }
         let first_byte = bit_offset / 8;
@@ -924,7 +905,7 @@ impl<'a> Decoder<'a> {
         depth: u32,
     ) -> Value {
         let Some(part) = &aggregate.variant_part else {
-            return Value::unavailable(name, type_name, "unsupported: enum without variants");
+            return Value::unavailable(name, type_name, Unsupported::EnumWithoutVariants);
         };
         let discriminant = match &part.discr {
             Some(discr) => {
@@ -936,7 +917,7 @@ impl<'a> Decoder<'a> {
                     return Value::unavailable(
                         name,
                         type_name,
-                        "unsupported: enum discriminant at a dynamic offset",
+                        Unsupported::DiscriminantAtDynamicOffset,
                     );
                 };
                 match self.read_uint(offset_src(src, offset), size) {
@@ -954,11 +935,10 @@ impl<'a> Decoder<'a> {
             })
             .or_else(|| part.variants.iter().find(|v| v.discr.is_empty()));
         let Some(variant) = chosen else {
-            let shown = discriminant.map(|d| d.to_string()).unwrap_or_default();
             return Value::unavailable(
                 name,
                 type_name,
-                format!("unsupported: discriminant {shown} matches no variant (uninitialized?)"),
+                Unsupported::NoVariantMatches { discriminant },
             );
         };
         // Members directly in the aggregate besides the variant part (rare).
@@ -968,7 +948,7 @@ impl<'a> Decoder<'a> {
         let variant_name = arm.name.clone().unwrap_or_else(|| "?".to_string());
         let arm_type = arm.ty.and_then(|t| self.types.strip(self.module, t));
         let MemberOffset::Bytes(arm_offset) = arm.offset else {
-            return Value::unavailable(name, type_name, "unsupported: variant at a dynamic offset");
+            return Value::unavailable(name, type_name, Unsupported::VariantAtDynamicOffset);
         };
         let arm_src = offset_src(src, arm_offset);
         let fields: Vec<Member> = match arm_type.as_ref().map(|(_, t)| &t.kind) {

@@ -29,7 +29,10 @@ pub use decode::{
 pub use memory::PageCache;
 pub use redact::Redaction;
 pub use render::{MAX_NAME_CHARS, MAX_VALUE_TEXT, shorten_type_name, value_from_json};
-pub use unavailable::Unavailable;
+pub use unavailable::{
+    CallSiteValue, Corruption, DebugInfoPart, EntryValueProblem, NotYetInitialized, NullKind,
+    OptimizedOut, Unavailable, Unsupported,
+};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -124,11 +127,6 @@ pub struct Value {
     pub unavailable: Option<Unavailable>,
 }
 
-/// The reason text for a value the compiler did not keep at this pc.
-pub const OPTIMIZED_OUT: &str = "optimized out";
-/// The reason text for a value hidden because its name looks secret.
-pub const REDACTED: &str = "redacted";
-
 impl Value {
     /// A leaf value with a summary and nothing cut.
     pub fn leaf(
@@ -146,8 +144,9 @@ impl Value {
         }
     }
 
-    /// A value that cannot be had, with the reason (`optimized out`, …):
-    /// an [`Unavailable`], or a reason's text, which is sorted into its kind.
+    /// A value that cannot be had, with the reason (`optimized out`, …),
+    /// typed where it was decided (text from a room that has not typed its
+    /// reasons is kept as [`Unavailable::Other`]).
     pub fn unavailable(
         name: impl Into<String>,
         type_name: impl Into<String>,

@@ -18,7 +18,7 @@ use crate::debuginfo::types::{Language, MemberOffset, Type, TypeKey, TypeKind};
 use super::decode::{Decoder, Src, offset_src};
 use super::layout::{self, LengthField};
 use super::render::AGGREGATE_SUMMARY;
-use super::{MAX_NODES, Value, quote_bytes};
+use super::{Corruption, MAX_NODES, NullKind, Unavailable, Unsupported, Value, quote_bytes};
 
 /// Most bytes read in one piece for a container's elements.
 const MAX_ELEMENT_READ: u64 = 1 << 20;
@@ -84,13 +84,18 @@ fn node_container_start(
     NodeWalk::Walk(value, count, first)
 }
 
-fn read_word(decoder: &Decoder<'_>, src: Src<'_>, offset: u64) -> Result<u64, String> {
+fn read_word(decoder: &Decoder<'_>, src: Src<'_>, offset: u64) -> Result<u64, Unavailable> {
     decoder
         .read_uint(offset_src(src, offset), 8)
         .map(|v| v as u64)
 }
 
-fn read_sized(decoder: &Decoder<'_>, src: Src<'_>, offset: u64, size: u64) -> Result<u64, String> {
+fn read_sized(
+    decoder: &Decoder<'_>,
+    src: Src<'_>,
+    offset: u64,
+    size: u64,
+) -> Result<u64, Unavailable> {
     decoder
         .read_uint(offset_src(src, offset), size.clamp(1, 8) as usize)
         .map(|v| v as u64)
@@ -102,11 +107,11 @@ fn text_at(
     address: u64,
     len: u64,
     language: Language,
-) -> Result<(String, bool), String> {
+) -> Result<(String, bool), Unavailable> {
     let max = u64::from(decoder.limits().max_string);
     let shown = len.min(max);
     if shown > 0 && address == 0 {
-        return Err("read error at 0x0".to_string());
+        return Err(Unavailable::null(NullKind::Pointer));
     }
     let bytes = decoder.read(Src::Memory(address), shown as usize)?;
     let mut text = quote_bytes(&bytes, language);
@@ -158,7 +163,7 @@ fn sequence(
         return value;
     }
     if address == 0 {
-        return Value::unavailable(name, value.type_name, "read error at 0x0");
+        return Value::unavailable(name, value.type_name, Unavailable::null(NullKind::Pointer));
     }
     let shown = len.min(u64::from(decoder.limits().max_items));
     let total = stride.saturating_mul(shown);
@@ -361,7 +366,7 @@ fn rust(
                         Value::unavailable(
                             name,
                             type_name,
-                            "unsupported: length exceeds capacity (uninitialised or corrupt Vec)",
+                            Unsupported::Corrupt(Corruption::VecLengthOverCapacity),
                         )
                     } else {
                         sequence(
@@ -496,7 +501,7 @@ fn vec_deque(
     let (cap_inner, cap_size) = layout::integer_inside(decoder.types(), module, cap_type, 0)?;
     let element = layout::template_type(decoder.types(), module, key, "T")?;
     let stride = decoder.types().size_of(module, element)?;
-    let read = |d: &Decoder<'_>| -> Result<(u64, u64, u64, u64), String> {
+    let read = |d: &Decoder<'_>| -> Result<(u64, u64, u64, u64), Unavailable> {
         Ok((
             read_word(d, src, head_offset)?,
             read_word(d, src, len_offset)?,
@@ -513,7 +518,7 @@ fn vec_deque(
         return Some(Value::unavailable(
             name,
             value.type_name,
-            "unsupported: corrupt VecDeque (length exceeds capacity)",
+            Unsupported::Corrupt(Corruption::VecDequeLengthOverCapacity),
         ));
     }
     if len == 0 {
@@ -667,7 +672,7 @@ fn hash_table(
         return Some(Value::unavailable(
             name,
             value.type_name,
-            "unsupported: corrupt hash table (uninitialised?)",
+            Unsupported::Corrupt(Corruption::HashTable),
         ));
     }
     if items == 0 {
@@ -851,7 +856,7 @@ fn btree(
         return Some(Value::unavailable(
             name,
             value.type_name,
-            "unsupported: corrupt BTreeMap (height)",
+            Unsupported::Corrupt(Corruption::BTreeMapHeight),
         ));
     }
     let max_items = u64::from(decoder.limits().max_items).min(length) as usize;
@@ -1023,7 +1028,7 @@ fn libcxx_string_value(
         None => Value::unavailable(
             name,
             type_name,
-            "unsupported: the libc++ string's bytes are not a valid string",
+            Unsupported::Corrupt(Corruption::LibcxxString),
         ),
     }
 }
@@ -1094,11 +1099,7 @@ fn cpp(
         return Some(match fields {
             (Ok(first), Ok(last), Ok(end)) => {
                 if last < first || end < last || (last - first) % stride != 0 {
-                    Value::unavailable(
-                        name,
-                        type_name,
-                        "unsupported: corrupt std::vector (uninitialised?)",
-                    )
+                    Value::unavailable(name, type_name, Unsupported::Corrupt(Corruption::StdVector))
                 } else {
                     let len = last.saturating_sub(first) / stride;
                     sequence(
@@ -1304,7 +1305,7 @@ fn rb_tree(
         return Some(Value::unavailable(
             name,
             value.type_name,
-            "unsupported: std::map held in registers",
+            Unsupported::MapInRegisters,
         ));
     };
     let (key_type, mapped_type, mapped_offset) = if is_set {
@@ -1447,7 +1448,7 @@ fn libcxx_tree(
         return Some(Value::unavailable(
             name,
             value.type_name,
-            "unsupported: std::map held in registers",
+            Unsupported::MapInRegisters,
         ));
     };
     let (key_type, mapped_type, key_in_value, mapped_in_value) = if is_set {

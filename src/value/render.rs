@@ -255,7 +255,7 @@ mod tests {
             Value::leaf("u", "struct user", AGGREGATE_SUMMARY),
             vec![
                 Value::redacted("token", "char *"),
-                Value::unavailable("n", "int", "optimized out"),
+                Value::unavailable("n", "int", super::super::Unavailable::OPTIMIZED_OUT),
             ],
         );
         assert_eq!(
