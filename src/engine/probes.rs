@@ -4,16 +4,20 @@
 //! site in BPF, a ptrace breakpoint with `process_vm_readv` while only the
 //! hitting thread is held), and the handler works on that copy later:
 //! condition, counts, store, and a render deferred to the first read. A
-//! ptrace site whose capture cannot be planned reads live while its thread
-//! is held, as before (see docs/architecture.md).
+//! ptrace site whose capture cannot be planned keeps its thread stopped
+//! while the hit worker reads it live (see docs/architecture.md).
 //!
-//! Where ptrace hits are handled: a ptrace site's handler on the tracer
-//! thread only queues the copy (`CopiedSiteHandler`) to one hit worker
-//! thread, which evaluates conditions and records. Evaluation takes locks
-//! a client's request also takes (the module's type tables, for a whole
-//! `read_locals` decode); on the worker a blocked lock delays results, never
-//! a trap of another thread. Answers wait for the worker to catch up
-//! (`settle_copied_hits`).
+//! Where hits are handled: every site's handler on the tracer thread only
+//! queues (`QueuedSiteHandler`) to one hit worker thread, which evaluates
+//! conditions, renders and records, in hit order: a ptrace copy after its
+//! thread was resumed, a kernel-side record as the tracer drains the ring,
+//! a held ptrace hit while its thread waits (the worker releases it; the
+//! tracer lets it go after `HELD_HIT_DEADLINE` and the reads after that
+//! fail). Evaluation takes locks a client's request also takes (the
+//! module's type tables, for a whole `read_locals` decode); on the worker a
+//! blocked lock delays results (and a held hit's thread), never the tracer
+//! thread nor a trap of another thread. Answers wait for the worker to
+//! catch up (`settle_copied_hits`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +29,8 @@ use serde::Serialize;
 
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitMemory, HitVerdict};
-use crate::value::{Limits, Redaction, Value};
+use crate::tracer::{BreakpointEnd, HeldHit, HitContext, HitHandler, HitMemory, HitVerdict};
+use crate::value::{Limits, Redaction, Unavailable, Value};
 
 use super::frames::{HitMemorySource, registers_from};
 use super::items::{CapturedFrame, LogpointItem, MetricItem, ProbeItem, SnapshotItem};
@@ -612,7 +616,7 @@ impl SiteHandler {
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
         // A copy is rendered later, and finds its CFA then.
-        let renders_now = matches!(hit.memory, HitMemory::Live(_));
+        let renders_now = matches!(hit.memory, HitMemory::Live(_) | HitMemory::Held(_));
         let reads_frame = self.condition.is_some()
             || matches!(*self.action, SiteAction::Histogram(_))
             || (renders_now
@@ -712,6 +716,29 @@ impl SiteHandler {
                             item
                         }))
                     }
+                    // The thread waits for this render; then it goes on.
+                    HitMemory::Held(thread) => {
+                        let site = SiteRendering {
+                            image: self.image.clone(),
+                            action: self.action.clone(),
+                            redaction: self.redaction.clone(),
+                        };
+                        let mut item = site.render(&capture, memory);
+                        item.set_site(site_number);
+                        match thread.release() {
+                            Ok(held) => item.set_held(Some(held)),
+                            Err((why, held)) => {
+                                // Reads after it was let go failed; none
+                                // of this hit's values is sure then.
+                                blank_values(&mut item, &self.action, &why.to_string());
+                                item.set_held(Some(held));
+                                item.set_capture_note(format!(
+                                    "{why}: every value of this hit is unavailable, none is shown from a later moment"
+                                ));
+                            }
+                        }
+                        StoredBody::Ready(Box::new(item))
+                    }
                     // Live memory changes once the thread goes on: render now.
                     HitMemory::Live(_) => {
                         let site = SiteRendering {
@@ -803,6 +830,14 @@ impl SiteHandler {
             // handler's time was when it ran while the thread was held).
             (_, Some(held)) => (held, hit.copying.unwrap_or(held), "holding target threads"),
             (HitMemory::Live(_), None) => (spent, spent, "holding target threads"),
+            // Held from the stop until the worker was done with it (it is
+            // released here at the latest), queueing included.
+            (HitMemory::Held(thread), None) => {
+                let held = match thread.release() {
+                    Ok(held) | Err((_, held)) => held,
+                };
+                (held, held, "holding target threads")
+            }
             (HitMemory::Captured(_), None) => (
                 spent,
                 KERNEL_HIT_COST,
@@ -857,6 +892,13 @@ impl HitHandler for SiteHandler {
     }
 
     fn on_lost(&mut self, count: u64) {
+        self.lost(count);
+    }
+}
+
+impl SiteHandler {
+    /// Kernel-side hits lost (the ring was full): counted and charged.
+    fn lost(&self, count: u64) {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
         // A lost hit cost the target its trap and program all the same.
         let cost = KERNEL_HIT_COST.saturating_mul(count.min(u32::MAX as u64) as u32);
@@ -951,18 +993,21 @@ pub async fn settle_copied_hits() {
     }
 }
 
-/// The handler of a ptrace site whose hits copy: on the tracer thread it
-/// only queues the copy for the hit worker (`SiteHandler` does the rest
-/// there). Ends are queued too, so they come after the hits before them.
-pub struct CopiedSiteHandler {
+/// The handler every site is armed with: on the tracer thread it only
+/// queues the hit for the hit worker (`SiteHandler` does the rest there):
+/// a ptrace copy, a kernel-side record, or a held thread (released by the
+/// worker when it is done reading it). Ends and losses are queued too, so
+/// they come after the hits before them. Nothing here waits on a lock.
+pub struct QueuedSiteHandler {
     /// The site's handler, shared with queued hits.
     pub site: Arc<SiteHandler>,
 }
 
-impl HitHandler for CopiedSiteHandler {
+impl HitHandler for QueuedSiteHandler {
     fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
         let HitMemory::Captured(copy) = hit.memory else {
-            // Not a copy: handle it here, as any site handler.
+            // Live memory cannot wait: only a handler of a plain breakpoint
+            // called without `on_held_hit` (not the tracer's way) gets here.
             return self.site.handle(hit);
         };
         let worker = hit_worker();
@@ -994,16 +1039,19 @@ impl HitHandler for CopiedSiteHandler {
                 held,
                 copying,
             };
-            let handled =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| site.handle(&hit)));
-            if handled.is_err() {
-                site.probe.finish(
-                    ProbeState::Error,
-                    Some("liveprobe failed handling a hit (a bug); set the probe again".into()),
-                );
-            }
+            site.handle_queued(&hit);
             // A probe that ended (done, throttled, failed) is taken out of
             // the target by its expiry task, which its end wakes.
+        }));
+        HitVerdict::Keep
+    }
+
+    fn on_held_hit(&mut self, hit: HeldHit) -> HitVerdict {
+        let site = self.site.clone();
+        hit_worker().queue(Box::new(move || {
+            site.handle_queued(&hit.context());
+            // Dropping the hit releases its thread, whatever happened.
+            drop(hit);
         }));
         HitVerdict::Keep
     }
@@ -1012,6 +1060,58 @@ impl HitHandler for CopiedSiteHandler {
         let site = self.site.clone();
         let why = why.clone();
         hit_worker().queue(Box::new(move || site.end(&why)));
+    }
+
+    fn on_lost(&mut self, count: u64) {
+        let site = self.site.clone();
+        hit_worker().queue(Box::new(move || site.lost(count)));
+    }
+}
+
+impl SiteHandler {
+    /// A hit on the worker: a panic ends the probe, not the worker.
+    fn handle_queued(&self, hit: &HitContext<'_>) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(hit)));
+        if handled.is_err() {
+            self.probe.finish(
+                ProbeState::Error,
+                Some("liveprobe failed handling a hit (a bug); set the probe again".into()),
+            );
+        }
+    }
+}
+
+/// Every value of an item rendered from a held thread that was let go
+/// before its reads ended: unavailable with `why` (names, types and frames
+/// stay: they come from the registers and debug info, not from memory read
+/// late). A logpoint's holes are filled with the reason.
+fn blank_values(item: &mut ProbeItem, action: &SiteAction, why: &str) {
+    let blank = |value: &mut Value| {
+        *value = Value::unavailable(
+            std::mem::take(&mut value.name),
+            std::mem::take(&mut value.type_name),
+            Unavailable::Other(why.to_string()),
+        );
+    };
+    match item {
+        ProbeItem::Snapshot(snapshot) => {
+            for frame in &mut snapshot.frames {
+                frame.variables.iter_mut().for_each(blank);
+            }
+            snapshot.expressions.iter_mut().for_each(blank);
+        }
+        ProbeItem::Logpoint(logpoint) => {
+            if let SiteAction::Logpoint { parts } = action {
+                logpoint.text = parts
+                    .iter()
+                    .map(|part| match part {
+                        TemplatePart::Text(text) => text.clone(),
+                        TemplatePart::Expr(..) => format!("<{why}>"),
+                    })
+                    .collect();
+            }
+        }
+        _ => {}
     }
 }
 

@@ -85,10 +85,11 @@ use tokio::sync::oneshot;
 use crate::addr::RuntimeAddr;
 
 pub use breakpoints::{
-    BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
+    BreakpointEnd, BreakpointId, HeldHit, HitContext, HitHandler, HitMemory, HitVerdict,
+    monotonic_ns,
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
-pub use hit_copy::HitCopyPlan;
+pub use hit_copy::{HELD_HIT_DEADLINE, HeldThread, HitCopyPlan, LetGo};
 pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, WatchRecord};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
