@@ -5,10 +5,14 @@
 //!
 //! A hit holds only the thread that hit: read its registers, confirm the
 //! trap is ours (`si_code`), copy what each copying handler's plan names
-//! (`hit_copy`), call the handlers that read live memory, point it at the
-//! trampoline (or perform the emulated branch), write its registers, resume
-//! it, and only then hand the copies to their handlers. One wait-resume
-//! round trip, no single-step, no other thread touched.
+//! (`hit_copy`), hand the thread to the handlers that read live memory
+//! (`HeldHit`), point it at the trampoline (or perform the emulated branch),
+//! write its registers, resume it, and only then hand the copies to their
+//! handlers. One wait-resume round trip, no single-step, no other thread
+//! touched. A handler that keeps its `HeldHit` (to read it on another
+//! thread) keeps the thread stopped: the loop goes on, and
+//! `serve_held_stops` finishes the hit when it is released, or lets the
+//! thread go at `HELD_HIT_DEADLINE`.
 //!
 //! Must never: resume a thread past one of our int3s without executing the
 //! displaced instruction exactly once, detach a thread that still has a

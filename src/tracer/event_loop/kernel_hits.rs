@@ -1,7 +1,8 @@
 //! Kernel-side sites on the tracer thread: arming them, reading their
-//! records from the ring and calling their handlers, ending them with
-//! their process. The handlers are the same as for ptrace breakpoints; they
-//! see a hit on captured memory.
+//! records from the ring and handing each to its site's handler, ending
+//! them with their process. The handlers are the same as for ptrace
+//! breakpoints; they see a hit on captured memory, and (the engine's) only
+//! queue it for a worker thread: the drain never waits on a lock.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
