@@ -29,7 +29,9 @@ use serde::Serialize;
 
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{BreakpointEnd, HeldHit, HitContext, HitHandler, HitMemory, HitVerdict};
+use crate::tracer::{
+    BreakpointEnd, CopiedHitContext, HeldHit, HitContext, HitHandler, HitMemory, HitVerdict,
+};
 use crate::value::{Limits, Redaction, Unavailable, Value};
 
 use super::frames::{HitMemorySource, registers_from};
@@ -192,7 +194,7 @@ pub struct Probe {
     /// Longest a thread was held by this probe's handler, in nanoseconds.
     pub max_handler_ns: AtomicU64,
     /// Hits lost: the kernel's ring buffer was full (uprobe engine), or
-    /// copies waiting for the hit worker passed their bound (ptrace engine).
+    /// copies waiting for the hit worker passed their bound (either engine).
     pub lost: AtomicU64,
     /// Hits recorded at each site, in the order of `resolved`.
     pub site_hits: Vec<AtomicU64>,
@@ -280,7 +282,7 @@ pub struct ProbeRow {
     pub engine_note: Option<String>,
     /// Hits lost because liveprobe fell behind a very hot probe: the kernel's
     /// ring buffer was full (uprobe engine), or the copies waiting for the
-    /// hit worker passed their bound (ptrace engine).
+    /// hit worker passed their bound (either engine).
     #[serde(skip_serializing_if = "is_zero")]
     pub lost: u64,
     /// Hits recorded at each site (a line or function can have several: loop blocks, inlined copies,
@@ -1010,36 +1012,34 @@ impl HitHandler for QueuedSiteHandler {
             // called without `on_held_hit` (not the tracer's way) gets here.
             return self.site.handle(hit);
         };
+        self.on_copied_hit(CopiedHitContext {
+            pid: hit.pid,
+            tid: hit.tid,
+            address: hit.address,
+            regs: *hit.regs,
+            fs_base: hit.fs_base,
+            memory: copy.clone(),
+            monotonic_ns: hit.monotonic_ns,
+            time: hit.time,
+            held: hit.held,
+            copying: hit.copying,
+        })
+    }
+
+    fn on_copied_hit(&mut self, hit: CopiedHitContext) -> HitVerdict {
         let worker = hit_worker();
-        let bytes = copy.bytes();
+        let bytes = hit.memory.bytes();
         if worker.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_COPY_BYTES {
             self.site.probe.lost.fetch_add(1, Ordering::Relaxed);
             return HitVerdict::Keep;
         }
         worker.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let site = self.site.clone();
-        let copy = copy.clone();
-        let (pid, tid, address, regs, fs_base) =
-            (hit.pid, hit.tid, hit.address, *hit.regs, hit.fs_base);
-        let (monotonic_ns, time, held, copying) =
-            (hit.monotonic_ns, hit.time, hit.held, hit.copying);
         worker.queue(Box::new(move || {
             hit_worker()
                 .queued_bytes
                 .fetch_sub(bytes, Ordering::Relaxed);
-            let hit = HitContext {
-                pid,
-                tid,
-                address,
-                regs: &regs,
-                fs_base,
-                memory: HitMemory::Captured(&copy),
-                monotonic_ns,
-                time,
-                held,
-                copying,
-            };
-            site.handle_queued(&hit);
+            site.handle_queued(&hit.context());
             // A probe that ended (done, throttled, failed) is taken out of
             // the target by its expiry task, which its end wakes.
         }));

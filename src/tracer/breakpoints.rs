@@ -38,6 +38,12 @@ pub trait HitHandler: Send + 'static {
     fn on_held_hit(&mut self, hit: HeldHit) -> HitVerdict {
         self.on_hit(&hit.context())
     }
+    /// A hit on a copy (a copying breakpoint after its thread went on, a
+    /// kernel-side record), owned, so that a handler can move it to another
+    /// thread without copying it again. Default: `on_hit` on it here.
+    fn on_copied_hit(&mut self, hit: CopiedHitContext) -> HitVerdict {
+        self.on_hit(&hit.context())
+    }
     /// The breakpoint ends: removed, target exited or exec'd, detached.
     /// Called once, on the tracer thread. Default: nothing.
     fn on_end(&mut self, _why: &BreakpointEnd) {}
@@ -88,6 +94,49 @@ pub enum HitMemory<'a> {
     /// Live reads of a thread held at its hit while its handler reads on
     /// another thread; reads after it was let go fail.
     Held(&'a HeldThread),
+}
+
+/// A hit on copied memory, owned (see `HitHandler::on_copied_hit`); its
+/// fields are those of `HitContext`.
+pub struct CopiedHitContext {
+    /// The process.
+    pub pid: i32,
+    /// The thread that hit (running on by now).
+    pub tid: i32,
+    /// The breakpoint address.
+    pub address: u64,
+    /// Its registers as at the breakpoint (`rip == address`).
+    pub regs: libc::user_regs_struct,
+    /// The thread pointer, when known (not for kernel-side hits).
+    pub fs_base: Option<u64>,
+    /// What was copied at the hit.
+    pub memory: super::kernel::CapturedMemory,
+    /// When the hit happened, in `CLOCK_MONOTONIC` nanoseconds.
+    pub monotonic_ns: u64,
+    /// When the hit happened, in wall-clock time.
+    pub time: std::time::SystemTime,
+    /// How long a ptrace hit held its thread (None: kernel-side).
+    pub held: Option<std::time::Duration>,
+    /// Of `held`, the time spent copying.
+    pub copying: Option<std::time::Duration>,
+}
+
+impl CopiedHitContext {
+    /// The hit as a handler reads it.
+    pub fn context(&self) -> HitContext<'_> {
+        HitContext {
+            pid: self.pid,
+            tid: self.tid,
+            address: self.address,
+            regs: &self.regs,
+            fs_base: self.fs_base,
+            memory: HitMemory::Captured(&self.memory),
+            monotonic_ns: self.monotonic_ns,
+            time: self.time,
+            held: self.held,
+            copying: self.copying,
+        }
+    }
 }
 
 /// A hit of a breakpoint without a copy plan, owned, so that a handler can

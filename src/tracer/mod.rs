@@ -88,8 +88,8 @@ use tokio::sync::oneshot;
 use crate::addr::RuntimeAddr;
 
 pub use breakpoints::{
-    BreakpointEnd, BreakpointId, HeldHit, HitContext, HitHandler, HitMemory, HitVerdict,
-    monotonic_ns,
+    BreakpointEnd, BreakpointId, CopiedHitContext, HeldHit, HitContext, HitHandler, HitMemory,
+    HitVerdict, monotonic_ns,
 };
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
 pub use hit_copy::{HELD_HIT_DEADLINE, HeldThread, HitCopyPlan, LetGo};

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::super::breakpoints::{
-    BreakpointEnd, BreakpointId, CodeWriter, HeldHit, HitContext, HitHandler, HitMemory,
-    HitVerdict, ThreadMemory, monotonic_ns,
+    BreakpointEnd, BreakpointId, CodeWriter, CopiedHitContext, HeldHit, HitHandler, HitVerdict,
+    ThreadMemory, monotonic_ns,
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
@@ -921,23 +921,23 @@ impl TracerLoop {
             let Some(site) = target.space.breakpoints.sites.get_mut(&copied.address) else {
                 continue;
             };
-            for (id, memory, copying) in &copied.copies {
-                let Some(armed) = site.handlers.iter_mut().find(|a| a.id == *id) else {
+            for (id, memory, copying) in copied.copies {
+                let Some(armed) = site.handlers.iter_mut().find(|a| a.id == id) else {
                     continue;
                 };
-                let hit = HitContext {
+                let hit = CopiedHitContext {
                     pid,
                     tid: copied.tid,
                     address: copied.address,
-                    regs: &copied.regs,
+                    regs: copied.regs,
                     fs_base: Some(copied.regs.fs_base),
-                    memory: HitMemory::Captured(memory),
+                    memory,
                     monotonic_ns: copied.monotonic_ns,
                     time: copied.time,
                     held: Some(held),
-                    copying: Some(*copying),
+                    copying: Some(copying),
                 };
-                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {
+                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_copied_hit(hit))) {
                     Ok(HitVerdict::Keep) => {}
                     Ok(HitVerdict::RemoveGroup) => remove_groups.push(armed.group),
                     Err(_) => {
