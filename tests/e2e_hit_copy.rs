@@ -16,7 +16,7 @@ use common::probes::*;
 use common::*;
 use liveprobe::addr::RuntimeAddr;
 use liveprobe::tracer::{
-    HELD_HIT_DEADLINE, HeldHit, HitContext, HitHandler, HitVerdict, LetGo, Tracer,
+    HELD_HIT_DEADLINE, HeldHit, HitContext, HitHandler, HitVerdict, LetGo, TargetState, Tracer,
 };
 use serde_json::{Value, json};
 
@@ -577,4 +577,36 @@ fn a_group_removed_while_its_hit_holds_a_thread_leaves_it_whole() {
     rt.block_on(tracer.detach(fx.pid)).expect("detach");
     fx.send("exit 0");
     assert_eq!(fx.wait_exit_status().code(), Some(0));
+}
+
+/// A process killed while one of its threads is held at a hit: the tracer
+/// lets the reader go (the thread is gone), so no later memory could be
+/// taken for the hit's.
+#[test]
+fn a_thread_killed_while_held_lets_its_reader_go() {
+    let rt = runtime();
+    let tracer = Tracer::start().expect("tracer");
+    let (mut fx, sites) = breakpoints();
+    rt.block_on(tracer.attach(fx.pid)).expect("attach");
+    let (kept, _hits) = keep_first(&rt, &tracer, fx.pid, sites["hot"]);
+    fx.send("hammer 200");
+    let hit = kept.recv_timeout(WAIT).expect("a hit is held");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(fx.pid, libc::SIGKILL) };
+    // The tracer reaps the held thread's end before it reports the
+    // process killed.
+    let deadline = Instant::now() + WAIT;
+    while !matches!(
+        rt.block_on(tracer.process_state(fx.pid)),
+        Ok(TargetState::Killed { .. })
+    ) {
+        assert!(Instant::now() < deadline, "the kill was never reaped");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    match hit.thread.release() {
+        Err((LetGo::ThreadGone, _)) => {}
+        other => panic!("the killed thread's reader was let go, not {other:?}"),
+    }
+    let mut word = [0u8; 8];
+    assert!(hit.thread.read(hit.regs.rsp, &mut word).is_err());
 }

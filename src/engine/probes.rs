@@ -1081,6 +1081,16 @@ impl SiteHandler {
     }
 }
 
+/// A template's text (`Some`) with every hole (`None`) showing `<why>`.
+fn holes_filled_with<'a>(parts: impl Iterator<Item = Option<&'a str>>, why: &str) -> String {
+    parts
+        .map(|part| match part {
+            Some(text) => text.to_string(),
+            None => format!("<{why}>"),
+        })
+        .collect()
+}
+
 /// Every value of an item rendered from a held thread that was let go
 /// before its reads ended: unavailable with `why` (names, types and frames
 /// stay: they come from the registers and debug info, not from memory read
@@ -1102,13 +1112,13 @@ fn blank_values(item: &mut ProbeItem, action: &SiteAction, why: &str) {
         }
         ProbeItem::Logpoint(logpoint) => {
             if let SiteAction::Logpoint { parts } = action {
-                logpoint.text = parts
-                    .iter()
-                    .map(|part| match part {
-                        TemplatePart::Text(text) => text.clone(),
-                        TemplatePart::Expr(..) => format!("<{why}>"),
-                    })
-                    .collect();
+                logpoint.text = holes_filled_with(
+                    parts.iter().map(|part| match part {
+                        TemplatePart::Text(text) => Some(text.as_str()),
+                        TemplatePart::Expr(..) => None,
+                    }),
+                    why,
+                );
             }
         }
         _ => {}
@@ -1339,7 +1349,51 @@ pub fn parse_template(message: &str) -> Result<Vec<(bool, String)>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_template;
+    use super::{
+        CapturedFrame, ProbeItem, SiteAction, SnapshotItem, Unavailable, Value, blank_values,
+        holes_filled_with, parse_template,
+    };
+
+    #[test]
+    fn a_hit_let_go_early_shows_no_value_only_the_reason() {
+        let why =
+            "capture took too long: the thread was let go after 1000 ms, before this was read";
+        let mut field = Value::leaf("id", "long", "7");
+        field.children = Some(vec![Value::leaf("x", "int", "1")]);
+        let mut item = ProbeItem::Snapshot(SnapshotItem {
+            seq: 0,
+            time: String::new(),
+            tid: 1,
+            site: None,
+            frames: vec![CapturedFrame {
+                function: Some("process_order".into()),
+                file: None,
+                line: Some(49),
+                variables: vec![field],
+            }],
+            expressions: vec![Value::leaf("o->id", "long", "1000003")],
+            capture_note: None,
+            held_us: None,
+        });
+        blank_values(&mut item, &SiteAction::Count, why);
+        let ProbeItem::Snapshot(snapshot) = &item else {
+            panic!("still a snapshot");
+        };
+        let frame = &snapshot.frames[0];
+        assert_eq!(frame.function.as_deref(), Some("process_order"));
+        for value in frame.variables.iter().chain(&snapshot.expressions) {
+            assert_eq!(value.unavailable, Some(Unavailable::Other(why.into())));
+            assert!(value.children.is_none());
+            assert!(!value.value.contains('7') && !value.value.contains("1000003"));
+        }
+        assert_eq!(snapshot.expressions[0].name, "o->id");
+        assert_eq!(snapshot.expressions[0].type_name, "long");
+
+        assert_eq!(
+            holes_filled_with([Some("order "), None, Some("!")].into_iter(), why),
+            format!("order <{why}>!")
+        );
+    }
 
     #[test]
     fn templates_split_into_text_and_holes() {

@@ -477,6 +477,67 @@ mod tests {
     use super::super::kernel::CaptureRead;
     use super::*;
 
+    fn held_over_own_memory() -> (HeldThread, Arc<HeldToken>) {
+        let doorbell = Arc::new(Doorbell::new().expect("eventfd"));
+        let token = HeldToken::new(Instant::now(), doorbell);
+        let memory = ProcessMemory::new(std::process::id() as i32);
+        (HeldThread::new(memory, Arc::clone(&token)), token)
+    }
+
+    #[test]
+    fn a_release_before_the_tracer_lets_go_keeps_every_read() {
+        let (thread, token) = held_over_own_memory();
+        let value = 0x1122_3344_5566_7788u64;
+        let mut word = [0u8; 8];
+        thread
+            .read(&value as *const u64 as u64, &mut word)
+            .expect("read while held");
+        assert_eq!(u64::from_le_bytes(word), value);
+        assert!(thread.release().is_ok());
+        assert!(token.is_released());
+        // The tracer comes too late: the reader's release stands.
+        assert!(!token.let_go(LetGo::TookTooLong));
+        assert!(thread.release().is_ok());
+        // A read after the release is not the hit's.
+        assert!(thread.read(&value as *const u64 as u64, &mut word).is_err());
+    }
+
+    #[test]
+    fn reads_after_the_tracer_let_go_fail_and_say_why() {
+        let (thread, token) = held_over_own_memory();
+        assert!(token.let_go(LetGo::TookTooLong));
+        let value = 7u64;
+        let mut word = [0u8; 8];
+        assert!(thread.read(&value as *const u64 as u64, &mut word).is_err());
+        assert!(matches!(thread.release(), Err((LetGo::TookTooLong, _))));
+        assert!(!token.is_released());
+    }
+
+    #[test]
+    fn a_held_stop_dropped_unreleased_lets_its_readers_go() {
+        let (thread, token) = held_over_own_memory();
+        // SAFETY: user_regs_struct is plain integers.
+        let regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        let stop = HeldStop {
+            tid: 1,
+            address: 0,
+            as_read: regs,
+            tokens: vec![token],
+            deadline: Instant::now(),
+            copied: None,
+        };
+        assert!(!stop.released());
+        drop(stop);
+        assert!(matches!(thread.release(), Err((LetGo::ThreadGone, _))));
+    }
+
+    #[test]
+    fn a_reader_dropped_without_releasing_releases() {
+        let (thread, token) = held_over_own_memory();
+        drop(thread);
+        assert!(token.is_released());
+    }
+
     #[test]
     fn a_plan_follows_pointers_in_batches_and_keeps_what_failed() {
         // Data in our own process: a struct with a pointer to a string.
