@@ -58,7 +58,9 @@
 //!   detaches every thread; a thread held at a hit at that moment receives
 //!   the SIGTRAP (and the target dies of it), and any thread that later
 //!   executes a remaining `int3` dies the same way. What limits the damage:
-//!   a thread is held only for the microseconds of its hit, probes expire and
+//!   a thread is held only for the microseconds of its hit (a hit whose
+//!   capture could not be planned: while it is read, at most
+//!   `HELD_HIT_DEADLINE`), probes expire and
 //!   have hit limits (engine), and every catchable way of ending restores
 //!   the bytes. Prefer SIGTERM/SIGINT to stop liveprobe.
 
