@@ -164,6 +164,10 @@ impl MemorySource for HitMemorySource<'_> {
             HitMemory::Live(live) => live
                 .read(addr, buf)
                 .map_err(|e| MemoryError { addr: e.addr }),
+            // Fails once the thread was let go: nothing is read late.
+            HitMemory::Held(held) => held
+                .read(addr, buf)
+                .map_err(|e| MemoryError { addr: e.addr }),
             HitMemory::Captured(copy) => copy.read(addr, buf).map_err(|addr| {
                 if self.first_miss.get().is_none() && !copy.was_planned(addr) {
                     self.first_miss.set(Some(addr));

@@ -14,8 +14,8 @@ use crate::value::Limits;
 use super::capture_plan::{PlanLimits, plan_site};
 use super::items::ProbeItem;
 use super::probes::{
-    CopiedSiteHandler, EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow,
-    ProbeState, SiteAction, SiteHandler, TemplatePart, parse_template,
+    EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState,
+    QueuedSiteHandler, SiteAction, SiteHandler, TemplatePart, parse_template,
 };
 use crate::tracer::{CapturePlan, HitCopyPlan};
 
@@ -608,9 +608,9 @@ impl Engine {
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
         // What each hit copies while its thread is held, decided now. A
-        // capture that cannot be planned keeps today's way: the handler
-        // reads live while the thread is held (late reads of a running
-        // thread would show containers its frame frees a moment later).
+        // capture that cannot be planned keeps its thread stopped while the
+        // hit worker reads it live (late reads of a running thread would
+        // show containers its frame frees a moment later).
         let plans: Vec<Option<HitCopyPlan>> = sites
             .iter()
             .map(|(_, (addr, condition, action))| {
@@ -636,11 +636,11 @@ impl Engine {
             .into_iter()
             .chain(std::iter::repeat_with(|| Some(HitCopyPlan::default())));
         for ((addr, handler), plan) in handlers.into_iter().zip(plans) {
+            let handler = QueuedSiteHandler {
+                site: Arc::new(handler),
+            };
             let armed = match plan {
                 Some(plan) => {
-                    let handler = CopiedSiteHandler {
-                        site: Arc::new(handler),
-                    };
                     self.tracer
                         .insert_copying_breakpoint(
                             probe.pid,
@@ -683,6 +683,10 @@ impl Engine {
             .into_iter()
             .chain(std::iter::repeat(CapturePlan::default()));
         for ((addr, handler), plan) in handlers.into_iter().zip(plans) {
+            // Records are queued for the hit worker as the tracer drains them.
+            let handler = QueuedSiteHandler {
+                site: Arc::new(handler),
+            };
             if let Err((e, _handler)) = self
                 .tracer
                 .insert_kernel_breakpoint(probe.pid, addr, probe.id, Box::new(handler), plan)

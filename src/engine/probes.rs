@@ -4,16 +4,20 @@
 //! site in BPF, a ptrace breakpoint with `process_vm_readv` while only the
 //! hitting thread is held), and the handler works on that copy later:
 //! condition, counts, store, and a render deferred to the first read. A
-//! ptrace site whose capture cannot be planned reads live while its thread
-//! is held, as before (see docs/architecture.md).
+//! ptrace site whose capture cannot be planned keeps its thread stopped
+//! while the hit worker reads it live (see docs/architecture.md).
 //!
-//! Where ptrace hits are handled: a ptrace site's handler on the tracer
-//! thread only queues the copy (`CopiedSiteHandler`) to one hit worker
-//! thread, which evaluates conditions and records. Evaluation takes locks
-//! a client's request also takes (the module's type tables, for a whole
-//! `read_locals` decode); on the worker a blocked lock delays results, never
-//! a trap of another thread. Answers wait for the worker to catch up
-//! (`settle_copied_hits`).
+//! Where hits are handled: every site's handler on the tracer thread only
+//! queues (`QueuedSiteHandler`) to one hit worker thread, which evaluates
+//! conditions, renders and records, in hit order: a ptrace copy after its
+//! thread was resumed, a kernel-side record as the tracer drains the ring,
+//! a held ptrace hit while its thread waits (the worker releases it; the
+//! tracer lets it go after `HELD_HIT_DEADLINE` and the reads after that
+//! fail). Evaluation takes locks a client's request also takes (the
+//! module's type tables, for a whole `read_locals` decode); on the worker a
+//! blocked lock delays results (and a held hit's thread), never the tracer
+//! thread nor a trap of another thread. Answers wait for the worker to
+//! catch up (`settle_copied_hits`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +29,10 @@ use serde::Serialize;
 
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
-use crate::tracer::{BreakpointEnd, HitContext, HitHandler, HitMemory, HitVerdict};
-use crate::value::{Limits, Redaction, Value};
+use crate::tracer::{
+    BreakpointEnd, CopiedHitContext, HeldHit, HitContext, HitHandler, HitMemory, HitVerdict,
+};
+use crate::value::{Limits, Redaction, Unavailable, Value};
 
 use super::frames::{HitMemorySource, registers_from};
 use super::items::{CapturedFrame, LogpointItem, MetricItem, ProbeItem, SnapshotItem};
@@ -188,7 +194,7 @@ pub struct Probe {
     /// Longest a thread was held by this probe's handler, in nanoseconds.
     pub max_handler_ns: AtomicU64,
     /// Hits lost: the kernel's ring buffer was full (uprobe engine), or
-    /// copies waiting for the hit worker passed their bound (ptrace engine).
+    /// copies waiting for the hit worker passed their bound (either engine).
     pub lost: AtomicU64,
     /// Hits recorded at each site, in the order of `resolved`.
     pub site_hits: Vec<AtomicU64>,
@@ -276,7 +282,7 @@ pub struct ProbeRow {
     pub engine_note: Option<String>,
     /// Hits lost because liveprobe fell behind a very hot probe: the kernel's
     /// ring buffer was full (uprobe engine), or the copies waiting for the
-    /// hit worker passed their bound (ptrace engine).
+    /// hit worker passed their bound (either engine).
     #[serde(skip_serializing_if = "is_zero")]
     pub lost: u64,
     /// Hits recorded at each site (a line or function can have several: loop blocks, inlined copies,
@@ -612,7 +618,7 @@ impl SiteHandler {
         // Only what reads the frame needs its CFA (a CFI lookup): a plain
         // count or a span mark must stay as cheap as a trap can be.
         // A copy is rendered later, and finds its CFA then.
-        let renders_now = matches!(hit.memory, HitMemory::Live(_));
+        let renders_now = matches!(hit.memory, HitMemory::Live(_) | HitMemory::Held(_));
         let reads_frame = self.condition.is_some()
             || matches!(*self.action, SiteAction::Histogram(_))
             || (renders_now
@@ -712,6 +718,29 @@ impl SiteHandler {
                             item
                         }))
                     }
+                    // The thread waits for this render; then it goes on.
+                    HitMemory::Held(thread) => {
+                        let site = SiteRendering {
+                            image: self.image.clone(),
+                            action: self.action.clone(),
+                            redaction: self.redaction.clone(),
+                        };
+                        let mut item = site.render(&capture, memory);
+                        item.set_site(site_number);
+                        match thread.release() {
+                            Ok(held) => item.set_held(Some(held)),
+                            Err((why, held)) => {
+                                // Reads after it was let go failed; none
+                                // of this hit's values is sure then.
+                                blank_values(&mut item, &self.action, &why.to_string());
+                                item.set_held(Some(held));
+                                item.set_capture_note(format!(
+                                    "{why}: every value of this hit is unavailable, none is shown from a later moment"
+                                ));
+                            }
+                        }
+                        StoredBody::Ready(Box::new(item))
+                    }
                     // Live memory changes once the thread goes on: render now.
                     HitMemory::Live(_) => {
                         let site = SiteRendering {
@@ -803,6 +832,14 @@ impl SiteHandler {
             // handler's time was when it ran while the thread was held).
             (_, Some(held)) => (held, hit.copying.unwrap_or(held), "holding target threads"),
             (HitMemory::Live(_), None) => (spent, spent, "holding target threads"),
+            // Held from the stop until the worker was done with it (it is
+            // released here at the latest), queueing included.
+            (HitMemory::Held(thread), None) => {
+                let held = match thread.release() {
+                    Ok(held) | Err((_, held)) => held,
+                };
+                (held, held, "holding target threads")
+            }
             (HitMemory::Captured(_), None) => (
                 spent,
                 KERNEL_HIT_COST,
@@ -857,6 +894,13 @@ impl HitHandler for SiteHandler {
     }
 
     fn on_lost(&mut self, count: u64) {
+        self.lost(count);
+    }
+}
+
+impl SiteHandler {
+    /// Kernel-side hits lost (the ring was full): counted and charged.
+    fn lost(&self, count: u64) {
         self.probe.lost.fetch_add(count, Ordering::Relaxed);
         // A lost hit cost the target its trap and program all the same.
         let cost = KERNEL_HIT_COST.saturating_mul(count.min(u32::MAX as u64) as u32);
@@ -951,59 +995,63 @@ pub async fn settle_copied_hits() {
     }
 }
 
-/// The handler of a ptrace site whose hits copy: on the tracer thread it
-/// only queues the copy for the hit worker (`SiteHandler` does the rest
-/// there). Ends are queued too, so they come after the hits before them.
-pub struct CopiedSiteHandler {
+/// The handler every site is armed with: on the tracer thread it only
+/// queues the hit for the hit worker (`SiteHandler` does the rest there):
+/// a ptrace copy, a kernel-side record, or a held thread (released by the
+/// worker when it is done reading it). Ends and losses are queued too, so
+/// they come after the hits before them. Nothing here waits on a lock.
+pub struct QueuedSiteHandler {
     /// The site's handler, shared with queued hits.
     pub site: Arc<SiteHandler>,
 }
 
-impl HitHandler for CopiedSiteHandler {
+impl HitHandler for QueuedSiteHandler {
     fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict {
         let HitMemory::Captured(copy) = hit.memory else {
-            // Not a copy: handle it here, as any site handler.
+            // Live memory cannot wait: only a handler of a plain breakpoint
+            // called without `on_held_hit` (not the tracer's way) gets here.
             return self.site.handle(hit);
         };
+        self.on_copied_hit(CopiedHitContext {
+            pid: hit.pid,
+            tid: hit.tid,
+            address: hit.address,
+            regs: *hit.regs,
+            fs_base: hit.fs_base,
+            memory: copy.clone(),
+            monotonic_ns: hit.monotonic_ns,
+            time: hit.time,
+            held: hit.held,
+            copying: hit.copying,
+        })
+    }
+
+    fn on_copied_hit(&mut self, hit: CopiedHitContext) -> HitVerdict {
         let worker = hit_worker();
-        let bytes = copy.bytes();
+        let bytes = hit.memory.bytes();
         if worker.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_COPY_BYTES {
             self.site.probe.lost.fetch_add(1, Ordering::Relaxed);
             return HitVerdict::Keep;
         }
         worker.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let site = self.site.clone();
-        let copy = copy.clone();
-        let (pid, tid, address, regs, fs_base) =
-            (hit.pid, hit.tid, hit.address, *hit.regs, hit.fs_base);
-        let (monotonic_ns, time, held, copying) =
-            (hit.monotonic_ns, hit.time, hit.held, hit.copying);
         worker.queue(Box::new(move || {
             hit_worker()
                 .queued_bytes
                 .fetch_sub(bytes, Ordering::Relaxed);
-            let hit = HitContext {
-                pid,
-                tid,
-                address,
-                regs: &regs,
-                fs_base,
-                memory: HitMemory::Captured(&copy),
-                monotonic_ns,
-                time,
-                held,
-                copying,
-            };
-            let handled =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| site.handle(&hit)));
-            if handled.is_err() {
-                site.probe.finish(
-                    ProbeState::Error,
-                    Some("liveprobe failed handling a hit (a bug); set the probe again".into()),
-                );
-            }
+            site.handle_queued(&hit.context());
             // A probe that ended (done, throttled, failed) is taken out of
             // the target by its expiry task, which its end wakes.
+        }));
+        HitVerdict::Keep
+    }
+
+    fn on_held_hit(&mut self, hit: HeldHit) -> HitVerdict {
+        let site = self.site.clone();
+        hit_worker().queue(Box::new(move || {
+            site.handle_queued(&hit.context());
+            // Dropping the hit releases its thread, whatever happened.
+            drop(hit);
         }));
         HitVerdict::Keep
     }
@@ -1012,6 +1060,68 @@ impl HitHandler for CopiedSiteHandler {
         let site = self.site.clone();
         let why = why.clone();
         hit_worker().queue(Box::new(move || site.end(&why)));
+    }
+
+    fn on_lost(&mut self, count: u64) {
+        let site = self.site.clone();
+        hit_worker().queue(Box::new(move || site.lost(count)));
+    }
+}
+
+impl SiteHandler {
+    /// A hit on the worker: a panic ends the probe, not the worker.
+    fn handle_queued(&self, hit: &HitContext<'_>) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(hit)));
+        if handled.is_err() {
+            self.probe.finish(
+                ProbeState::Error,
+                Some("liveprobe failed handling a hit (a bug); set the probe again".into()),
+            );
+        }
+    }
+}
+
+/// A template's text (`Some`) with every hole (`None`) showing `<why>`.
+fn holes_filled_with<'a>(parts: impl Iterator<Item = Option<&'a str>>, why: &str) -> String {
+    parts
+        .map(|part| match part {
+            Some(text) => text.to_string(),
+            None => format!("<{why}>"),
+        })
+        .collect()
+}
+
+/// Every value of an item rendered from a held thread that was let go
+/// before its reads ended: unavailable with `why` (names, types and frames
+/// stay: they come from the registers and debug info, not from memory read
+/// late). A logpoint's holes are filled with the reason.
+fn blank_values(item: &mut ProbeItem, action: &SiteAction, why: &str) {
+    let blank = |value: &mut Value| {
+        *value = Value::unavailable(
+            std::mem::take(&mut value.name),
+            std::mem::take(&mut value.type_name),
+            Unavailable::Other(why.to_string()),
+        );
+    };
+    match item {
+        ProbeItem::Snapshot(snapshot) => {
+            for frame in &mut snapshot.frames {
+                frame.variables.iter_mut().for_each(blank);
+            }
+            snapshot.expressions.iter_mut().for_each(blank);
+        }
+        ProbeItem::Logpoint(logpoint) => {
+            if let SiteAction::Logpoint { parts } = action {
+                logpoint.text = holes_filled_with(
+                    parts.iter().map(|part| match part {
+                        TemplatePart::Text(text) => Some(text.as_str()),
+                        TemplatePart::Expr(..) => None,
+                    }),
+                    why,
+                );
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1239,7 +1349,51 @@ pub fn parse_template(message: &str) -> Result<Vec<(bool, String)>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_template;
+    use super::{
+        CapturedFrame, ProbeItem, SiteAction, SnapshotItem, Unavailable, Value, blank_values,
+        holes_filled_with, parse_template,
+    };
+
+    #[test]
+    fn a_hit_let_go_early_shows_no_value_only_the_reason() {
+        let why =
+            "capture took too long: the thread was let go after 1000 ms, before this was read";
+        let mut field = Value::leaf("id", "long", "7");
+        field.children = Some(vec![Value::leaf("x", "int", "1")]);
+        let mut item = ProbeItem::Snapshot(SnapshotItem {
+            seq: 0,
+            time: String::new(),
+            tid: 1,
+            site: None,
+            frames: vec![CapturedFrame {
+                function: Some("process_order".into()),
+                file: None,
+                line: Some(49),
+                variables: vec![field],
+            }],
+            expressions: vec![Value::leaf("o->id", "long", "1000003")],
+            capture_note: None,
+            held_us: None,
+        });
+        blank_values(&mut item, &SiteAction::Count, why);
+        let ProbeItem::Snapshot(snapshot) = &item else {
+            panic!("still a snapshot");
+        };
+        let frame = &snapshot.frames[0];
+        assert_eq!(frame.function.as_deref(), Some("process_order"));
+        for value in frame.variables.iter().chain(&snapshot.expressions) {
+            assert_eq!(value.unavailable, Some(Unavailable::Other(why.into())));
+            assert!(value.children.is_none());
+            assert!(!value.value.contains('7') && !value.value.contains("1000003"));
+        }
+        assert_eq!(snapshot.expressions[0].name, "o->id");
+        assert_eq!(snapshot.expressions[0].type_name, "long");
+
+        assert_eq!(
+            holes_filled_with([Some("order "), None, Some("!")].into_iter(), why),
+            format!("order <{why}>!")
+        );
+    }
 
     #[test]
     fn templates_split_into_text_and_holes() {

@@ -18,15 +18,32 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 
 use super::code::{EmulationMemory, INT3};
+use super::hit_copy::HeldThread;
 use super::memory::ProcessMemory;
 
 /// Runs on the tracer thread when a thread executes a breakpoint of this
 /// handler, while ONLY that thread is stopped (for a copying breakpoint:
-/// just after that thread was resumed, on the copy). Must be quick: it
-/// reads the registers and memory it needs and returns.
+/// just after that thread was resumed, on the copy). Must be quick and
+/// never wait (no lock another thread may hold): every other thread's trap
+/// waits for it. A handler with real work hands it to a thread of its own.
 pub trait HitHandler: Send + 'static {
-    /// A thread hit the breakpoint.
+    /// A thread hit the breakpoint (a copying breakpoint or a kernel-side
+    /// site: on the copy; a plain breakpoint: see `on_held_hit`).
     fn on_hit(&mut self, hit: &HitContext<'_>) -> HitVerdict;
+    /// A thread hit a breakpoint without a copy plan: the thread stays
+    /// stopped until `hit` (its `HeldThread`) is released or dropped, or
+    /// `HELD_HIT_DEADLINE` passed, so a handler may move `hit` to another
+    /// thread and read it there while the tracer thread goes on. Default:
+    /// `on_hit` here, on live memory, then the thread goes on.
+    fn on_held_hit(&mut self, hit: HeldHit) -> HitVerdict {
+        self.on_hit(&hit.context())
+    }
+    /// A hit on a copy (a copying breakpoint after its thread went on, a
+    /// kernel-side record), owned, so that a handler can move it to another
+    /// thread without copying it again. Default: `on_hit` on it here.
+    fn on_copied_hit(&mut self, hit: CopiedHitContext) -> HitVerdict {
+        self.on_hit(&hit.context())
+    }
     /// The breakpoint ends: removed, target exited or exec'd, detached.
     /// Called once, on the tracer thread. Default: nothing.
     fn on_end(&mut self, _why: &BreakpointEnd) {}
@@ -74,6 +91,90 @@ pub enum HitMemory<'a> {
     /// What the kernel copied at the hit (a kernel-side site): the thread
     /// has moved on, and memory the capture plan did not cover is not there.
     Captured(&'a super::kernel::CapturedMemory),
+    /// Live reads of a thread held at its hit while its handler reads on
+    /// another thread; reads after it was let go fail.
+    Held(&'a HeldThread),
+}
+
+/// A hit on copied memory, owned (see `HitHandler::on_copied_hit`); its
+/// fields are those of `HitContext`.
+pub struct CopiedHitContext {
+    /// The process.
+    pub pid: i32,
+    /// The thread that hit (running on by now).
+    pub tid: i32,
+    /// The breakpoint address.
+    pub address: u64,
+    /// Its registers as at the breakpoint (`rip == address`).
+    pub regs: libc::user_regs_struct,
+    /// The thread pointer, when known (not for kernel-side hits).
+    pub fs_base: Option<u64>,
+    /// What was copied at the hit.
+    pub memory: super::kernel::CapturedMemory,
+    /// When the hit happened, in `CLOCK_MONOTONIC` nanoseconds.
+    pub monotonic_ns: u64,
+    /// When the hit happened, in wall-clock time.
+    pub time: std::time::SystemTime,
+    /// How long a ptrace hit held its thread (None: kernel-side).
+    pub held: Option<std::time::Duration>,
+    /// Of `held`, the time spent copying.
+    pub copying: Option<std::time::Duration>,
+}
+
+impl CopiedHitContext {
+    /// The hit as a handler reads it.
+    pub fn context(&self) -> HitContext<'_> {
+        HitContext {
+            pid: self.pid,
+            tid: self.tid,
+            address: self.address,
+            regs: &self.regs,
+            fs_base: self.fs_base,
+            memory: HitMemory::Captured(&self.memory),
+            monotonic_ns: self.monotonic_ns,
+            time: self.time,
+            held: self.held,
+            copying: self.copying,
+        }
+    }
+}
+
+/// A hit of a breakpoint without a copy plan, owned, so that a handler can
+/// read it on another thread: its thread stays stopped until `thread` is
+/// released or dropped (or `HELD_HIT_DEADLINE`).
+pub struct HeldHit {
+    /// The process.
+    pub pid: i32,
+    /// The thread, stopped at the breakpoint.
+    pub tid: i32,
+    /// The breakpoint address.
+    pub address: u64,
+    /// Its registers as at the breakpoint (`rip == address`).
+    pub regs: libc::user_regs_struct,
+    /// When the hit happened, in `CLOCK_MONOTONIC` nanoseconds.
+    pub monotonic_ns: u64,
+    /// When the hit happened, in wall-clock time.
+    pub time: std::time::SystemTime,
+    /// The stopped thread's memory, and its release.
+    pub thread: HeldThread,
+}
+
+impl HeldHit {
+    /// The hit as a handler reads it.
+    pub fn context(&self) -> HitContext<'_> {
+        HitContext {
+            pid: self.pid,
+            tid: self.tid,
+            address: self.address,
+            regs: &self.regs,
+            fs_base: Some(self.regs.fs_base),
+            memory: HitMemory::Held(&self.thread),
+            monotonic_ns: self.monotonic_ns,
+            time: self.time,
+            held: None,
+            copying: None,
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of kernel-side hits).

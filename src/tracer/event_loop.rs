@@ -304,6 +304,7 @@ impl TracerLoop {
     fn turn(&mut self) -> bool {
         {
             self.reap_events();
+            self.serve_held_stops(Instant::now());
             self.drain_kernel_hits();
             loop {
                 match self.commands.try_recv() {
@@ -353,7 +354,8 @@ impl TracerLoop {
                     .iter()
                     .filter_map(|(_, t)| t.space.debug.next_deadline()),
             )
-            .chain(self.shutdown_deadline);
+            .chain(self.shutdown_deadline)
+            .chain(self.held_deadline());
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
         }
@@ -405,6 +407,7 @@ impl TracerLoop {
 
     fn on_wait_status(&mut self, tid: i32, event: WaitEvent) {
         tracing::trace!(tid, ?event, "tracee event");
+        self.forget_held_stop(tid);
         for step in self.processes.on_wait(tid, event, &LiveLookups) {
             self.perform(step);
         }
@@ -414,8 +417,10 @@ impl TracerLoop {
     fn perform(&mut self, step: Step) {
         match step {
             Step::SignalStop { pid, tid, signal } => {
-                let resume = self.on_signal_stop(pid, tid, signal);
-                self.finish_stop(pid, tid, resume);
+                // None: held at a hit, resumed by `serve_held_stops`.
+                if let Some(resume) = self.on_signal_stop(pid, tid, signal) {
+                    self.finish_stop(pid, tid, resume);
+                }
             }
             Step::Resume { pid, tid, resume } => self.finish_stop(pid, tid, resume),
             Step::ThreadGone { pid, tid } => {
@@ -514,16 +519,16 @@ impl TracerLoop {
     /// Signal-delivery-stop. A SIGTRAP from one of our int3s is a hit (see
     /// `hits`); every other signal belongs to the target and is
     /// re-delivered unchanged.
-    fn on_signal_stop(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
+    fn on_signal_stop(&mut self, pid: i32, tid: i32, signal: i32) -> Option<Resume> {
         if signal == libc::SIGTRAP && self.on_debug_trap(pid, tid) {
-            return Resume::Continue(0);
+            return Some(Resume::Continue(0));
         }
         let in_use = self
             .processes
             .get(pid)
             .is_some_and(|t| t.space.has_breakpoints());
         if !in_use {
-            return Resume::Continue(signal);
+            return Some(Resume::Continue(signal));
         }
         self.on_signal_with_breakpoints(pid, tid, signal)
     }

@@ -8,12 +8,24 @@
 //! batch; a read whose address is a word of an earlier read goes in the
 //! batch after that read's. A plan of depth 1 is one system call.
 //!
+//! A hit whose capture could not be planned is not copied: the thread stays
+//! stopped (`HeldStop`) while its handler reads it live on another thread
+//! (`HeldThread`), and is resumed when every such handler released it or
+//! `HELD_HIT_DEADLINE` passed. A read that ends after the thread was let go
+//! fails, so nothing read late is ever shown as the hit's.
+//!
 //! Must never: read anything the plan does not name (beyond the stack
 //! window it asks for), or touch the thread (it only reads memory).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+
 use super::breakpoints::BreakpointId;
+use super::doorbell::Doorbell;
+use super::error::{MemoryReadCause, MemoryReadError};
 use super::kernel::{CaptureBase, CapturePlan, CapturedMemory};
 use super::memory::ProcessMemory;
 
@@ -58,6 +70,201 @@ impl CopiedHit {
     /// How long the thread was held, with `resumed` when it was let go.
     pub fn held(&self, resumed: Instant) -> Duration {
         resumed.saturating_duration_since(self.stopped)
+    }
+}
+
+/// Longest a hit whose capture could not be planned holds its thread while
+/// another thread reads it: a thread is never kept from running longer
+/// than this by a probe, even when the reader waits on a lock a client
+/// request holds (a decode of a huge value) or falls behind. The thread is
+/// then let go and that hit's values are unavailable, never read late.
+pub const HELD_HIT_DEADLINE: Duration = Duration::from_secs(1);
+
+const HELD: u8 = 0;
+const RELEASED: u8 = 1;
+const LET_GO_LATE: u8 = 2;
+const LET_GO_GONE: u8 = 3;
+
+/// Why a held thread was let go before its reader released it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LetGo {
+    /// `HELD_HIT_DEADLINE` passed.
+    TookTooLong,
+    /// The thread or its process went away (killed, exec, exit).
+    ThreadGone,
+}
+
+impl std::fmt::Display for LetGo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LetGo::TookTooLong => write!(
+                f,
+                "capture took too long: the thread was let go after {} ms, before this was read",
+                HELD_HIT_DEADLINE.as_millis()
+            ),
+            LetGo::ThreadGone => f.write_str(
+                "the thread exited while its capture was being read, before this was read",
+            ),
+        }
+    }
+}
+
+/// The shared state of one held hit between the tracer thread (which
+/// resumes the thread) and the reader (which releases it).
+#[derive(Debug)]
+pub(super) struct HeldToken {
+    state: AtomicU8,
+    /// When the stop was seen.
+    stopped: Instant,
+    /// Stop seen to released or let go, in ns (0 while held).
+    held_ns: AtomicU64,
+    doorbell: Arc<Doorbell>,
+}
+
+impl HeldToken {
+    pub(super) fn new(stopped: Instant, doorbell: Arc<Doorbell>) -> Arc<HeldToken> {
+        Arc::new(HeldToken {
+            state: AtomicU8::new(HELD),
+            stopped,
+            held_ns: AtomicU64::new(0),
+            doorbell,
+        })
+    }
+
+    /// Whether the reader released it.
+    pub(super) fn is_released(&self) -> bool {
+        self.state.load(Ordering::Acquire) == RELEASED
+    }
+
+    /// The tracer takes the thread back (the reader did not release it in
+    /// time, or the thread is gone); false when the reader released it first.
+    pub(super) fn let_go(&self, why: LetGo) -> bool {
+        let to = match why {
+            LetGo::TookTooLong => LET_GO_LATE,
+            LetGo::ThreadGone => LET_GO_GONE,
+        };
+        let taken = self
+            .state
+            .compare_exchange(HELD, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if taken {
+            self.record_held();
+        }
+        taken
+    }
+
+    fn record_held(&self) {
+        let ns = self.stopped.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.held_ns.store(ns.max(1), Ordering::Release);
+    }
+
+    fn held(&self) -> Duration {
+        match self.held_ns.load(Ordering::Acquire) {
+            0 => self.stopped.elapsed(),
+            ns => Duration::from_nanos(ns),
+        }
+    }
+
+    fn let_go_reason(&self) -> Option<LetGo> {
+        match self.state.load(Ordering::Acquire) {
+            LET_GO_LATE => Some(LetGo::TookTooLong),
+            LET_GO_GONE => Some(LetGo::ThreadGone),
+            _ => None,
+        }
+    }
+}
+
+/// A stopped thread lent to a hit handler's reader, on any thread: reads of
+/// its process's memory are the hit's only while the thread is still held,
+/// so a read that ends after the thread was let go (or released) fails.
+/// Dropping it releases the thread.
+#[derive(Debug)]
+pub struct HeldThread {
+    memory: ProcessMemory,
+    token: Arc<HeldToken>,
+}
+
+impl HeldThread {
+    pub(super) fn new(memory: ProcessMemory, token: Arc<HeldToken>) -> HeldThread {
+        HeldThread { memory, token }
+    }
+
+    /// Reads the process's memory as at the hit: fails (ETIMEDOUT) when the
+    /// thread was let go before the read ended.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryReadError> {
+        let read = self.memory.read(addr, buf);
+        // Checked after the read: the tracer resumes the thread only after
+        // it changed the state, so "still held" now means "held throughout".
+        if self.token.state.load(Ordering::Acquire) != HELD {
+            return Err(MemoryReadError {
+                pid: self.memory.pid(),
+                addr,
+                cause: MemoryReadCause::Os(Errno::ETIMEDOUT),
+            });
+        }
+        read
+    }
+
+    /// Lets the thread go on: Ok with how long it was held when every read
+    /// before this was made while it was stopped, Err when the tracer had
+    /// let it go first (reads after that failed). Idempotent.
+    pub fn release(&self) -> Result<Duration, (LetGo, Duration)> {
+        let released = self
+            .token
+            .state
+            .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if released {
+            self.token.record_held();
+            self.token.doorbell.ring();
+        }
+        match self.token.let_go_reason() {
+            Some(why) => Err((why, self.token.held())),
+            None => Ok(self.token.held()),
+        }
+    }
+}
+
+impl Drop for HeldThread {
+    fn drop(&mut self) {
+        // A reader that ended without releasing (a panic, a dropped job).
+        let _ = self.release();
+    }
+}
+
+/// A thread stopped at a hit whose handlers read it live elsewhere: it is
+/// resumed once every token is released or the deadline passed. Dropped
+/// without that (its process gone, exec), it lets every token go, so the
+/// readers never take later memory for the hit's.
+pub(super) struct HeldStop {
+    pub tid: i32,
+    pub address: u64,
+    /// Registers as read at the stop (`rip == address + 1`).
+    pub as_read: libc::user_regs_struct,
+    pub tokens: Vec<Arc<HeldToken>>,
+    pub deadline: Instant,
+    /// Copies made at this stop for copying handlers, delivered once the
+    /// thread is resumed.
+    pub copied: Option<CopiedHit>,
+}
+
+impl HeldStop {
+    /// Whether every reader released the thread.
+    pub(super) fn released(&self) -> bool {
+        self.tokens.iter().all(|token| token.is_released())
+    }
+
+    /// Takes the thread back from readers that did not release it.
+    pub(super) fn let_go(&self, why: LetGo) {
+        for token in &self.tokens {
+            token.let_go(why);
+        }
+    }
+}
+
+impl Drop for HeldStop {
+    fn drop(&mut self) {
+        self.let_go(LetGo::ThreadGone);
     }
 }
 
@@ -269,6 +476,67 @@ fn add_window(
 mod tests {
     use super::super::kernel::CaptureRead;
     use super::*;
+
+    fn held_over_own_memory() -> (HeldThread, Arc<HeldToken>) {
+        let doorbell = Arc::new(Doorbell::new().expect("eventfd"));
+        let token = HeldToken::new(Instant::now(), doorbell);
+        let memory = ProcessMemory::new(std::process::id() as i32);
+        (HeldThread::new(memory, Arc::clone(&token)), token)
+    }
+
+    #[test]
+    fn a_release_before_the_tracer_lets_go_keeps_every_read() {
+        let (thread, token) = held_over_own_memory();
+        let value = 0x1122_3344_5566_7788u64;
+        let mut word = [0u8; 8];
+        thread
+            .read(&value as *const u64 as u64, &mut word)
+            .expect("read while held");
+        assert_eq!(u64::from_le_bytes(word), value);
+        assert!(thread.release().is_ok());
+        assert!(token.is_released());
+        // The tracer comes too late: the reader's release stands.
+        assert!(!token.let_go(LetGo::TookTooLong));
+        assert!(thread.release().is_ok());
+        // A read after the release is not the hit's.
+        assert!(thread.read(&value as *const u64 as u64, &mut word).is_err());
+    }
+
+    #[test]
+    fn reads_after_the_tracer_let_go_fail_and_say_why() {
+        let (thread, token) = held_over_own_memory();
+        assert!(token.let_go(LetGo::TookTooLong));
+        let value = 7u64;
+        let mut word = [0u8; 8];
+        assert!(thread.read(&value as *const u64 as u64, &mut word).is_err());
+        assert!(matches!(thread.release(), Err((LetGo::TookTooLong, _))));
+        assert!(!token.is_released());
+    }
+
+    #[test]
+    fn a_held_stop_dropped_unreleased_lets_its_readers_go() {
+        let (thread, token) = held_over_own_memory();
+        // SAFETY: user_regs_struct is plain integers.
+        let regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        let stop = HeldStop {
+            tid: 1,
+            address: 0,
+            as_read: regs,
+            tokens: vec![token],
+            deadline: Instant::now(),
+            copied: None,
+        };
+        assert!(!stop.released());
+        drop(stop);
+        assert!(matches!(thread.release(), Err((LetGo::ThreadGone, _))));
+    }
+
+    #[test]
+    fn a_reader_dropped_without_releasing_releases() {
+        let (thread, token) = held_over_own_memory();
+        drop(thread);
+        assert!(token.is_released());
+    }
 
     #[test]
     fn a_plan_follows_pointers_in_batches_and_keeps_what_failed() {

@@ -26,7 +26,10 @@
 //! it is a branch. Hits are never lost and no thread is single-stepped.
 //! A copying breakpoint (`insert_copying_breakpoint`) holds the thread only
 //! to copy what its plan names (`hit_copy`); its handler runs after the
-//! thread was resumed, on the copy.
+//! thread was resumed, on the copy. A plain breakpoint's handler may take
+//! the stopped thread to another thread (`HitHandler::on_held_hit`): it
+//! stays stopped until released, at most `HELD_HIT_DEADLINE`, while the
+//! tracer thread goes on.
 //! What the target may see of us: `int3` bytes in its code, one or more
 //! anonymous r-x pages (`/proc/PID/maps` shows them without a name) while
 //! probes exist, and nothing else; every byte is restored at detach, and the
@@ -65,7 +68,9 @@
 //!   detaches every thread; a thread held at a hit at that moment receives
 //!   the SIGTRAP (and the target dies of it), and any thread that later
 //!   executes a remaining `int3` dies the same way. What limits the damage:
-//!   a thread is held only for the microseconds of its hit, probes expire and
+//!   a thread is held only for the microseconds of its hit (a hit whose
+//!   capture could not be planned: while it is read, at most
+//!   `HELD_HIT_DEADLINE`), probes expire and
 //!   have hit limits (engine), and every catchable way of ending restores
 //!   the bytes. Prefer SIGTERM/SIGINT to stop liveprobe.
 
@@ -95,11 +100,12 @@ use tokio::sync::oneshot;
 use crate::addr::RuntimeAddr;
 
 pub use breakpoints::{
-    BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
+    BreakpointEnd, BreakpointId, CopiedHitContext, HeldHit, HitContext, HitHandler, HitMemory,
+    HitVerdict, monotonic_ns,
 };
 pub use debug_regs::DebugWatch;
 pub use error::{MemoryReadCause, MemoryReadError, TraceError};
-pub use hit_copy::HitCopyPlan;
+pub use hit_copy::{HELD_HIT_DEADLINE, HeldThread, HitCopyPlan, LetGo};
 pub use kernel::hw_breakpoint::{HwWatch, HwWatchKind, STACK_WINDOW, WatchRecord};
 pub use kernel::{
     CaptureBase, CapturePlan, CaptureRead, CapturedMemory, DEFAULT_RING_BYTES, MAX_READS,
@@ -412,7 +418,8 @@ impl Tracer {
     /// Arm a kernel-side site at `address`: a uprobe whose generated BPF
     /// program copies what `plan` says into a ring buffer at each hit, without
     /// stopping the thread; `handler` is called later on the tracer thread
-    /// with that copy (`HitMemory::Captured`). Fails, giving the handler
+    /// with that copy (`HitMemory::Captured`; it must only queue the hit:
+    /// see `HitHandler`). Fails, giving the handler
     /// back, where the kernel or our privileges do not allow it or a ptrace
     /// breakpoint is at the address: the caller can then use
     /// `insert_breakpoint` instead.

@@ -70,6 +70,9 @@ pub(super) struct SiteTable {
     pub writer: Option<CodeWriter>,
     /// Hits copied at a stop, whose handlers run once the thread is resumed.
     pub copied_hits: Vec<super::hit_copy::CopiedHit>,
+    /// Threads kept stopped at a hit while their handlers read them on
+    /// another thread; resumed by the loop when released or late.
+    pub held_stops: Vec<super::hit_copy::HeldStop>,
 }
 
 impl SiteTable {

@@ -5,10 +5,14 @@
 //!
 //! A hit holds only the thread that hit: read its registers, confirm the
 //! trap is ours (`si_code`), copy what each copying handler's plan names
-//! (`hit_copy`), call the handlers that read live memory, point it at the
-//! trampoline (or perform the emulated branch), write its registers, resume
-//! it, and only then hand the copies to their handlers. One wait-resume
-//! round trip, no single-step, no other thread touched.
+//! (`hit_copy`), hand the thread to the handlers that read live memory
+//! (`HeldHit`), point it at the trampoline (or perform the emulated branch),
+//! write its registers, resume it, and only then hand the copies to their
+//! handlers. One wait-resume round trip, no single-step, no other thread
+//! touched. A handler that keeps its `HeldHit` (to read it on another
+//! thread) keeps the thread stopped: the loop goes on, and
+//! `serve_held_stops` finishes the hit when it is released, or lets the
+//! thread go at `HELD_HIT_DEADLINE`.
 //!
 //! Must never: resume a thread past one of our int3s without executing the
 //! displaced instruction exactly once, detach a thread that still has a
@@ -16,17 +20,20 @@
 //! int3 of ours.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 use super::super::breakpoints::{
-    BreakpointEnd, BreakpointId, CodeWriter, HitContext, HitHandler, HitMemory, HitVerdict,
+    BreakpointEnd, BreakpointId, CodeWriter, CopiedHitContext, HeldHit, HitHandler, HitVerdict,
     ThreadMemory, monotonic_ns,
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
-use super::super::hit_copy::{self, CopiedHit, HitCopyPlan};
+use super::super::hit_copy::{
+    self, CopiedHit, HELD_HIT_DEADLINE, HeldStop, HeldThread, HeldToken, HitCopyPlan, LetGo,
+};
 use super::super::inject::{self, InjectError};
 use super::super::kernel::CapturedMemory;
 use super::super::ptrace::{self, WaitEvent};
@@ -339,10 +346,18 @@ impl TracerLoop {
         let Some(target) = self.processes.get(pid) else {
             return Err(self.not_live_error(pid));
         };
+        // A thread held at a hit cannot stop again until it is resumed.
+        let held: Vec<i32> = target
+            .space
+            .breakpoints
+            .held_stops
+            .iter()
+            .map(|stop| stop.tid)
+            .collect();
         let mut candidates: Vec<(i32, bool)> = target
             .threads
             .iter()
-            .filter(|(_, t)| !t.guest && !t.exiting)
+            .filter(|(tid, t)| !t.guest && !t.exiting && !held.contains(tid))
             .map(|(tid, t)| (*tid, t.group_stopped))
             .collect();
         if !candidates.is_empty() && candidates.iter().all(|(_, stopped)| *stopped) {
@@ -596,13 +611,19 @@ impl TracerLoop {
     // ----- hits --------------------------------------------------------
 
     /// A signal stop of a thread whose address space has breakpoint state.
-    pub(super) fn on_signal_with_breakpoints(&mut self, pid: i32, tid: i32, signal: i32) -> Resume {
+    /// None: the thread stays stopped at a hit (`HeldStop`), resumed later.
+    pub(super) fn on_signal_with_breakpoints(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        signal: i32,
+    ) -> Option<Resume> {
         let stopped = Instant::now();
         let Ok(regs) = ptrace::registers(tid) else {
-            return Resume::Continue(signal);
+            return Some(Resume::Continue(signal));
         };
         let Some(target) = self.processes.get_mut(pid) else {
-            return Resume::Continue(signal);
+            return Some(Resume::Continue(signal));
         };
         if signal == libc::SIGTRAP {
             let at = regs.rip.wrapping_sub(1);
@@ -641,10 +662,13 @@ impl TracerLoop {
                 thread.skip_hit_at = Some(address);
             }
         }
-        Resume::Continue(signal)
+        Some(Resume::Continue(signal))
     }
 
-    /// `tid` executed our int3 at `at` (its rip is `at + 1`).
+    /// `tid` executed our int3 at `at` (its rip is `at + 1`). Copying
+    /// handlers get their copy now (delivered once the thread is resumed);
+    /// handlers without a plan get the thread itself (`HeldHit`). When one
+    /// of them keeps it, the thread stays stopped (None) until released.
     fn on_breakpoint_trap(
         &mut self,
         pid: i32,
@@ -652,48 +676,27 @@ impl TracerLoop {
         as_read: libc::user_regs_struct,
         at: u64,
         stopped: Instant,
-    ) -> Resume {
-        let mut regs = as_read;
+    ) -> Option<Resume> {
+        let doorbell = Arc::clone(&self.doorbell);
         let Some(target) = self.processes.get_mut(pid) else {
-            return Resume::Continue(libc::SIGTRAP);
+            return Some(Resume::Continue(libc::SIGTRAP));
         };
         let breakpoints = &mut target.space.breakpoints;
         let Some(site) = breakpoints.sites.get_mut(&at) else {
-            // A late trap of a removed breakpoint: run the original
-            // instruction in place. If an int3 is back there that is not
-            // ours, the trap is the program's own.
-            let mut byte = [0u8; 1];
-            if target.space.memory.read(at, &mut byte).is_ok() && byte[0] == INT3 {
-                return Resume::Continue(libc::SIGTRAP);
-            }
-            regs.rip = at;
-            return match ptrace::write_changed_registers(tid, &as_read, &regs) {
-                Ok(()) | Err(Errno::ESRCH) => Resume::Continue(0),
-                Err(errno) => {
-                    tracing::warn!(tid, %errno, "cannot rewind a thread after a late trap");
-                    Resume::Continue(0)
-                }
-            };
+            return Some(self.step_past(pid, tid, &as_read, at));
         };
+        let mut regs = as_read;
         regs.rip = at;
         let (guest, skip) = match target.threads.get_mut(&tid) {
             Some(thread) => (thread.guest, thread.skip_hit_at.take() == Some(at)),
             None => (false, false),
         };
         let mut remove_groups: Vec<u64> = Vec::new();
+        let mut waiting: Vec<Arc<HeldToken>> = Vec::new();
+        let mut copied = None;
         if !guest && !skip {
-            let hit = HitContext {
-                pid,
-                tid,
-                address: at,
-                regs: &regs,
-                fs_base: Some(regs.fs_base),
-                memory: HitMemory::Live(&target.space.memory),
-                monotonic_ns: monotonic_ns(),
-                time: std::time::SystemTime::now(),
-                held: None,
-                copying: None,
-            };
+            let monotonic_ns = monotonic_ns();
+            let time = std::time::SystemTime::now();
             // Handlers that copy get their copy now and run once the
             // thread is resumed (`deliver_copied_hits`).
             let copies: Vec<(BreakpointId, CapturedMemory, Duration)> = site
@@ -707,18 +710,28 @@ impl TracerLoop {
                 })
                 .collect();
             if !copies.is_empty() {
-                breakpoints.copied_hits.push(CopiedHit {
+                copied = Some(CopiedHit {
                     tid,
                     address: at,
                     regs,
                     copies,
                     stopped,
-                    monotonic_ns: hit.monotonic_ns,
-                    time: hit.time,
+                    monotonic_ns,
+                    time,
                 });
             }
             for armed in site.handlers.iter_mut().filter(|a| a.copy.is_none()) {
-                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {
+                let token = HeldToken::new(stopped, Arc::clone(&doorbell));
+                let hit = HeldHit {
+                    pid,
+                    tid,
+                    address: at,
+                    regs,
+                    monotonic_ns,
+                    time,
+                    thread: HeldThread::new(target.space.memory.clone(), Arc::clone(&token)),
+                };
+                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_held_hit(hit))) {
                     Ok(HitVerdict::Keep) => {}
                     Ok(HitVerdict::RemoveGroup) => remove_groups.push(armed.group),
                     Err(_) => {
@@ -729,8 +742,72 @@ impl TracerLoop {
                         remove_groups.push(armed.group);
                     }
                 }
+                if !token.is_released() {
+                    waiting.push(token);
+                }
             }
         }
+        remove_groups.sort_unstable();
+        remove_groups.dedup();
+        if !waiting.is_empty() {
+            // Stays stopped; `serve_held_stops` moves it past the int3 once
+            // its readers are done (or late). Groups to remove leave now:
+            // the step past then finds the original instruction in place.
+            breakpoints.held_stops.push(HeldStop {
+                tid,
+                address: at,
+                as_read,
+                tokens: waiting,
+                deadline: stopped + HELD_HIT_DEADLINE,
+                copied,
+            });
+            for group in remove_groups {
+                self.remove_group(pid, group);
+            }
+            return None;
+        }
+        if let Some(copied) = copied {
+            breakpoints.copied_hits.push(copied);
+        }
+        let resume = self.step_past(pid, tid, &as_read, at);
+        for group in remove_groups {
+            self.remove_group(pid, group);
+        }
+        Some(resume)
+    }
+
+    /// Moves a thread stopped by our int3 at `at` past it: into the site's
+    /// trampoline, or through the emulated branch; where the site is gone
+    /// (removed meanwhile: a late trap, or a hit held while its group left),
+    /// back onto the original instruction, which is in place again.
+    fn step_past(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        as_read: &libc::user_regs_struct,
+        at: u64,
+    ) -> Resume {
+        let mut regs = *as_read;
+        regs.rip = at;
+        let Some(target) = self.processes.get_mut(pid) else {
+            return Resume::Continue(0);
+        };
+        let breakpoints = &mut target.space.breakpoints;
+        let Some(site) = breakpoints.sites.get(&at) else {
+            // If an int3 is back there that is not ours, the trap is the
+            // program's own.
+            let mut byte = [0u8; 1];
+            if target.space.memory.read(at, &mut byte).is_ok() && byte[0] == INT3 {
+                return Resume::Continue(libc::SIGTRAP);
+            }
+            return match ptrace::write_changed_registers(tid, as_read, &regs) {
+                Ok(()) | Err(Errno::ESRCH) => Resume::Continue(0),
+                Err(errno) => {
+                    tracing::warn!(tid, %errno, "cannot rewind a thread after a late trap");
+                    Resume::Continue(0)
+                }
+            };
+        };
         let mut resume = Resume::Continue(0);
         match site.instruction.step {
             Step::OutOfLine => match site.trampoline {
@@ -758,16 +835,72 @@ impl TracerLoop {
                 }
             }
         }
-        match ptrace::write_changed_registers(tid, &as_read, &regs) {
+        match ptrace::write_changed_registers(tid, as_read, &regs) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(errno) => tracing::error!(tid, %errno, "cannot move a thread past a breakpoint"),
         }
-        remove_groups.sort_unstable();
-        remove_groups.dedup();
-        for group in remove_groups {
-            self.remove_group(pid, group);
-        }
         resume
+    }
+
+    /// Resumes the threads held at hits whose readers released them, and
+    /// lets go of those held past `HELD_HIT_DEADLINE` (their readers' later
+    /// reads fail). Called every turn; a release rings the doorbell.
+    pub(super) fn serve_held_stops(&mut self, now: Instant) {
+        let mut ready: Vec<(i32, HeldStop)> = Vec::new();
+        for (&pid, target) in self.processes.iter_mut() {
+            let held = &mut target.space.breakpoints.held_stops;
+            if held.is_empty() {
+                continue;
+            }
+            let mut index = 0;
+            while index < held.len() {
+                let stop = &held[index];
+                if stop.released() {
+                    ready.push((pid, held.swap_remove(index)));
+                } else if stop.deadline <= now {
+                    stop.let_go(LetGo::TookTooLong);
+                    tracing::debug!(
+                        pid,
+                        tid = stop.tid,
+                        "a hit's reader did not release its thread in time; it was let go"
+                    );
+                    ready.push((pid, held.swap_remove(index)));
+                } else {
+                    index += 1;
+                }
+            }
+        }
+        for (pid, mut stop) in ready {
+            let resume = self.step_past(pid, stop.tid, &stop.as_read, stop.address);
+            let tid = stop.tid;
+            if let Some(copied) = stop.copied.take()
+                && let Some(target) = self.processes.get_mut(pid)
+            {
+                target.space.breakpoints.copied_hits.push(copied);
+            }
+            // Captures waiting for it are served, then it goes on (or is
+            // detached, its process being detached).
+            self.finish_stop(pid, tid, resume);
+        }
+    }
+
+    /// The earliest deadline of a held thread, for the loop's sleep.
+    pub(super) fn held_deadline(&self) -> Option<Instant> {
+        self.processes
+            .iter()
+            .flat_map(|(_, target)| target.space.breakpoints.held_stops.iter())
+            .map(|stop| stop.deadline)
+            .min()
+    }
+
+    /// A wait event of `tid`: a thread held at a hit reports one only when
+    /// it left that stop (killed), so it is no longer ours to resume.
+    pub(super) fn forget_held_stop(&mut self, tid: i32) {
+        for (_, target) in self.processes.iter_mut() {
+            let held = &mut target.space.breakpoints.held_stops;
+            // Dropping it lets its readers' tokens go.
+            held.retain(|stop| stop.tid != tid);
+        }
     }
 
     /// Calls the handlers of the hits of `pid` copied at a stop whose
@@ -788,23 +921,23 @@ impl TracerLoop {
             let Some(site) = target.space.breakpoints.sites.get_mut(&copied.address) else {
                 continue;
             };
-            for (id, memory, copying) in &copied.copies {
-                let Some(armed) = site.handlers.iter_mut().find(|a| a.id == *id) else {
+            for (id, memory, copying) in copied.copies {
+                let Some(armed) = site.handlers.iter_mut().find(|a| a.id == id) else {
                     continue;
                 };
-                let hit = HitContext {
+                let hit = CopiedHitContext {
                     pid,
                     tid: copied.tid,
                     address: copied.address,
-                    regs: &copied.regs,
+                    regs: copied.regs,
                     fs_base: Some(copied.regs.fs_base),
-                    memory: HitMemory::Captured(memory),
+                    memory,
                     monotonic_ns: copied.monotonic_ns,
                     time: copied.time,
                     held: Some(held),
-                    copying: Some(*copying),
+                    copying: Some(copying),
                 };
-                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&hit))) {
+                match catch_unwind(AssertUnwindSafe(|| armed.handler.on_copied_hit(hit))) {
                     Ok(HitVerdict::Keep) => {}
                     Ok(HitVerdict::RemoveGroup) => remove_groups.push(armed.group),
                     Err(_) => {

@@ -1,14 +1,15 @@
 //! Kernel-side sites on the tracer thread: arming them, reading their
-//! records from the ring and calling their handlers, ending them with
-//! their process. The handlers are the same as for ptrace breakpoints; they
-//! see a hit on captured memory.
+//! records from the ring and handing each to its site's handler, ending
+//! them with their process. The handlers are the same as for ptrace
+//! breakpoints; they see a hit on captured memory, and (the engine's) only
+//! queue it for a worker thread: the drain never waits on a lock.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::breakpoints::{
-    BreakpointEnd, BreakpointId, HitContext, HitHandler, HitMemory, HitVerdict, monotonic_ns,
+    BreakpointEnd, BreakpointId, CopiedHitContext, HitHandler, HitVerdict, monotonic_ns,
 };
 use super::super::error::TraceError;
 use super::super::kernel::{
@@ -423,20 +424,22 @@ fn deliver(
     let mut regs = hit.regs.unwrap_or_else(|| unsafe { std::mem::zeroed() });
     regs.rip = site.address;
     let wall_ns = hit.monotonic_ns as i128 + wall_offset_ns;
-    let context = HitContext {
+    // The decoded copy is moved to the handler, which (the engine's) only
+    // queues it: the drain neither copies it again nor waits.
+    let context = CopiedHitContext {
         pid: hit.pid,
         tid: hit.tid,
         address: site.address,
-        regs: &regs,
+        regs,
         fs_base: None,
-        memory: HitMemory::Captured(&hit.memory),
+        memory: hit.memory,
         monotonic_ns: hit.monotonic_ns,
         time: SystemTime::UNIX_EPOCH + Duration::from_nanos(wall_ns.max(0) as u64),
         held: None,
         copying: None,
     };
     let armed = &mut site.handler;
-    let verdict = match catch_unwind(AssertUnwindSafe(|| armed.handler.on_hit(&context))) {
+    let verdict = match catch_unwind(AssertUnwindSafe(|| armed.handler.on_copied_hit(context))) {
         Ok(verdict) => verdict,
         Err(_) => {
             tracing::error!(
