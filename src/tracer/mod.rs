@@ -65,6 +65,7 @@ mod debug_regs;
 mod doorbell;
 mod error;
 mod event_loop;
+mod guardian;
 mod hit_copy;
 mod inject;
 mod kernel;

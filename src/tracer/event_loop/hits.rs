@@ -91,6 +91,11 @@ fn restore_bytes(pid: i32, originals: &[(u64, u8)]) -> usize {
 }
 
 pub(super) fn call_on_end(mut armed: Armed, why: &BreakpointEnd) {
+    if super::guardian::orphaned() {
+        // liveprobe is gone: its handler is not called, nor freed.
+        std::mem::forget(armed);
+        return;
+    }
     if catch_unwind(AssertUnwindSafe(|| armed.handler.on_end(why))).is_err() {
         tracing::error!(
             group = armed.group,
@@ -681,7 +686,8 @@ impl TracerLoop {
             None => (false, false),
         };
         let mut remove_groups: Vec<u64> = Vec::new();
-        if !guest && !skip {
+        // Without liveprobe (orphaned) a hit is only stepped past.
+        if !guest && !skip && !self.orphaned {
             let hit = HitContext {
                 pid,
                 tid,
@@ -782,6 +788,10 @@ impl TracerLoop {
             return;
         }
         let hits = std::mem::take(&mut target.space.breakpoints.copied_hits);
+        if self.orphaned {
+            std::mem::forget(hits);
+            return;
+        }
         let mut remove_groups: Vec<u64> = Vec::new();
         for copied in hits {
             let held = copied.held(resumed);
