@@ -183,11 +183,14 @@ fn wait_for_exit(pid: i32) {
 
 /// End the tracer task at once, running no destructor: used when
 /// liveprobe is gone, whose dead threads may hold locks that freeing
-/// memory or flushing a log would wait for.
+/// memory or flushing a log would wait for. `exit_group`: a thread that
+/// code running in the task started is a thread of the task's own group,
+/// and would otherwise keep the task (and liveprobe's descriptors) alive.
 pub(super) fn exit_orphaned_task() -> ! {
     loop {
-        // SAFETY: SYS_exit ends the calling task only; it does not return.
-        unsafe { libc::syscall(libc::SYS_exit, 0) };
+        // SAFETY: SYS_exit_group ends the tracer task's thread group (not
+        // liveprobe's, already gone); it does not return.
+        unsafe { libc::syscall(libc::SYS_exit_group, 0) };
     }
 }
 
