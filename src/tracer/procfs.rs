@@ -237,16 +237,19 @@ pub(crate) fn already_traced(pid: i32, tracer_tid: i32) -> TraceError {
     let tracer_tgid = read_status(tracer_tid)
         .map(|s| s.tgid)
         .unwrap_or(tracer_tid);
-    // A target's TracerPid is the tracer task's pid, not liveprobe's.
-    let tracer_name = if own_tasks::is_liveprobe(tracer_tgid) {
-        "another tracer inside this liveprobe process".to_string()
-    } else {
-        comm(tracer_tid)
-    };
+    // A target's TracerPid is a tracer task's pid; the client knows
+    // liveprobe by its process's.
+    if own_tasks::is_liveprobe(tracer_tgid) {
+        return TraceError::AlreadyTraced {
+            pid,
+            tracer_pid: own_tasks::liveprobe_pid(),
+            tracer_name: "another tracer inside this liveprobe process".to_string(),
+        };
+    }
     TraceError::AlreadyTraced {
         pid,
         tracer_pid: tracer_tgid,
-        tracer_name,
+        tracer_name: comm(tracer_tid),
     }
 }
 
