@@ -446,7 +446,10 @@ fn sigkill_of_liveprobe_leaves_no_watchpoint_behind() {
     assert_eq!(fx.expect_line("threads"), expected);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while matches!(proc_state(task), Some(state) if state != 'Z' && state != 'X') {
-        assert!(std::time::Instant::now() < deadline, "tracer task {task} lives on");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracer task {task} lives on"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let mut again = McpClient::start();

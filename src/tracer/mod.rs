@@ -3,7 +3,8 @@
 //! (registers and a copy of its stack), and reading memory without stopping
 //! anything.
 //!
-//! One dedicated OS thread, the tracer thread (`event_loop`), owns every
+//! One dedicated task, the tracer thread (`event_loop`; a process of its own
+//! that shares liveprobe's memory, see `guardian`), owns every
 //! ptrace request and every wait, for all targets: Linux accepts ptrace
 //! requests only from the thread that attached, and a wait can reap another
 //! thread's tracee events. It sleeps on a doorbell that both command senders
@@ -12,7 +13,8 @@
 //! messages answered on `tokio::sync::oneshot` channels.
 //!
 //! This room knows no DWARF and depends on no other room of the crate but
-//! the shared low-level types (`crate::addr`, `crate::procmaps`).
+//! the shared low-level types (`crate::addr`, `crate::procmaps`,
+//! `crate::own_tasks`).
 //! It must never: stop a whole process to look at one thread, keep a thread
 //! stopped longer than the copy of its state takes, swallow a signal that
 //! belongs to the target, change the target's job-control state, or print to
@@ -51,13 +53,17 @@
 //! - A panic in a hit handler: caught; that handler's group is removed. A
 //!   panic in the tracer's own code: caught; every byte is restored and
 //!   every target detached.
-//! - SIGKILL of liveprobe (or the OOM killer): nothing can run. The kernel
-//!   detaches every thread; a thread held at a hit at that moment receives
-//!   the SIGTRAP (and the target dies of it), and any thread that later
-//!   executes a remaining `int3` dies the same way. What limits the damage:
-//!   a thread is held only for the microseconds of its hit, probes expire and
-//!   have hit limits (engine), and every catchable way of ending restores
-//!   the bytes. Prefer SIGTERM/SIGINT to stop liveprobe.
+//! - SIGKILL or a crash of liveprobe: its code runs no more, but the tracer
+//!   "thread" is a tracer task of its own (`guardian`) that outlives
+//!   liveprobe's process, notices the death and detaches every target as
+//!   above, calling no handler, then exits.
+//! - The OOM killer (it kills every process sharing liveprobe's memory, the
+//!   tracer task too), or a SIGKILL of the tracer task's own pid: nothing
+//!   can run. The kernel detaches every thread; a thread held at a hit at
+//!   that moment receives the SIGTRAP (and the target dies of it), and any
+//!   thread that later executes a remaining `int3` dies the same way. What
+//!   limits the damage: a thread is held only for the microseconds of its
+//!   hit, and probes expire and have hit limits (engine).
 
 mod breakpoints;
 mod code;
