@@ -317,3 +317,38 @@ fn sigkill_with_read_locals_in_flight_leaves_the_target_healthy_and_clean() {
         }
     });
 }
+
+/// liveprobe's tracer task is liveprobe itself: attaching it is refused
+/// (seizing it would stop the tracer), and list_processes says why.
+#[test]
+fn the_tracer_task_is_never_attached() {
+    let mut fx = Fixture::start(&storm());
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let liveprobe = c.child.id() as i32;
+    let task = tracer_task_of(fx.pid, liveprobe);
+    let refused = c.call("attach", json!({"pid": task})).err();
+    assert!(refused.contains("itself"), "{refused}");
+    assert_eq!(tracer_pid(task), 0, "the task is not traced");
+    let list = c
+        .call("list_processes", json!({"query": task.to_string()}))
+        .ok();
+    let row = list["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["pid"] == json!(task))
+        .unwrap_or_else(|| panic!("the tracer task is listed: {list}"))
+        .clone();
+    assert_eq!(row["attachable"], json!(false), "{row}");
+    assert!(
+        row["reason"].as_str().unwrap_or("").contains("tracer task"),
+        "{row}"
+    );
+    // A normal end: the task detaches the target and exits with liveprobe.
+    assert_eq!(c.shutdown(), Some(0));
+    assert_eq!(tracer_pid(fx.pid), 0);
+    wait_gone(task);
+    fx.send("quit");
+    assert_eq!(fx.expect_line("bye"), "bye");
+}
