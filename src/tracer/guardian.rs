@@ -294,3 +294,49 @@ impl LiveprobeWatch {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task is a process of its own (its own pid, liveprobe's parent
+    /// relation), shares this process's memory, is known as liveprobe's
+    /// while it runs, and `after` runs once it has exited.
+    #[test]
+    fn a_tracer_task_is_a_process_sharing_our_memory() {
+        let seen = Arc::new(AtomicI32::new(0));
+        let seen_in_task = Arc::clone(&seen);
+        let (ended, after_ran) = mpsc::channel();
+        let body: TaskBody = Box::new(move |started| {
+            // SAFETY: getpid/getppid have no preconditions.
+            let (pid, parent) = unsafe { (libc::getpid(), libc::getppid()) };
+            let registered = own_tasks::is_tracer_task(pid);
+            // Written into memory this process reads: CLONE_VM.
+            seen_in_task.store(
+                if parent == own_tasks::liveprobe_pid() && registered {
+                    pid
+                } else {
+                    -1
+                },
+                Ordering::SeqCst,
+            );
+            let _ = started.send(Ok(()));
+        });
+        spawn_task(
+            "guardian-test",
+            body,
+            Box::new(move || {
+                let _ = ended.send(());
+            }),
+        )
+        .expect("start a tracer task");
+        after_ran
+            .recv_timeout(Duration::from_secs(60))
+            .expect("`after` runs once the task has exited");
+        let task = seen.load(Ordering::SeqCst);
+        assert!(task > 0, "the task saw itself registered, child of us");
+        assert_ne!(task, std::process::id() as i32, "a pid of its own");
+        assert!(!own_tasks::is_tracer_task(task), "unregistered at its exit");
+        assert!(!orphaned());
+    }
+}

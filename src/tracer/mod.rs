@@ -303,10 +303,10 @@ impl Tracer {
     /// threads, forks and execs from now on. Attaching again is harmless and
     /// returns the same report (with the current threads).
     ///
-    /// A process that is a child of this very process can be attached, but
-    /// Linux then hands its exit status to the tracer instead of to the code
-    /// that started it (a ptraced child's exit goes to the first waiter in
-    /// its parent's thread group); liveprobe's targets are never its children.
+    /// A process that is a child of this very process can be attached: the
+    /// tracer is a process of its own (`guardian`), so Linux reports the
+    /// child's exit to the tracer first and, once the tracer has reaped that
+    /// report, to its real parent (`wait_task_zombie`, `ptrace_reparented`).
     pub async fn attach(&self, pid: i32) -> Result<AttachReport, TraceError> {
         self.ask(|reply| Command::Attach { pid, reply }).await?
     }
