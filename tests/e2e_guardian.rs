@@ -76,6 +76,18 @@ fn text_differences(pid: i32, max: usize) -> Vec<u64> {
     differences
 }
 
+/// Anonymous executable mappings of a process (where scratch pages live).
+fn anonymous_code_mappings(pid: i32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() == 5 && fields[1].contains('x')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// `Name:\tvalue` of /proc/PID/status, as a number.
 fn status_field(pid: i32, name: &str) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -236,6 +248,7 @@ fn die_mid_storm(engine: Engine, signal: i32, before_death: impl FnOnce(&mut Mcp
         text_differences(fx.pid, 1).is_empty(),
         "clean before probes"
     );
+    let code_before = anonymous_code_mappings(fx.pid);
     let count = set_storm_probes(&mut c, fx.pid, engine);
     assert!(
         !text_differences(fx.pid, 1).is_empty(),
@@ -243,6 +256,13 @@ fn die_mid_storm(engine: Engine, signal: i32, before_death: impl FnOnce(&mut Mcp
     );
 
     assert_eq!(storm_run(&mut fx, n), expected, "probed, same result");
+    if engine == Engine::Ptrace {
+        assert_ne!(
+            anonymous_code_mappings(fx.pid),
+            code_before,
+            "a scratch page while ptrace probes are armed (the check below can fail)"
+        );
+    }
     let first = wait_count_above(&mut c, &count, 0);
 
     fx.send(&format!("run {n}"));
@@ -263,6 +283,11 @@ fn die_mid_storm(engine: Engine, signal: i32, before_death: impl FnOnce(&mut Mcp
         text_differences(fx.pid, 8),
         Vec::<u64>::new(),
         "bytes of the text differ from the file after liveprobe died"
+    );
+    assert_eq!(
+        anonymous_code_mappings(fx.pid),
+        code_before,
+        "the scratch pages are unmapped at the orphaned detach"
     );
     assert!(
         matches!(proc_state(fx.pid), Some('R' | 'S')),
