@@ -686,8 +686,10 @@ impl TracerLoop {
             None => (false, false),
         };
         let mut remove_groups: Vec<u64> = Vec::new();
-        // Without liveprobe (orphaned) a hit is only stepped past.
-        if !guest && !skip && !self.orphaned {
+        // Without liveprobe (orphaned) a hit is only stepped past. Checked
+        // per hit (one getppid): a handler called after liveprobe's death
+        // could wait forever for a lock one of its dead threads held.
+        if !guest && !skip && !self.orphaned && !self.liveprobe.check() {
             let hit = HitContext {
                 pid,
                 tid,
@@ -788,7 +790,7 @@ impl TracerLoop {
             return;
         }
         let hits = std::mem::take(&mut target.space.breakpoints.copied_hits);
-        if self.orphaned {
+        if self.orphaned || self.liveprobe.check() {
             std::mem::forget(hits);
             return;
         }
