@@ -11,6 +11,7 @@ pub mod debuginfo;
 pub mod engine;
 pub mod eval;
 pub mod mcp;
+pub mod own_tasks;
 pub mod policy;
 pub mod procmaps;
 pub mod tracer;

@@ -887,11 +887,14 @@ fn a_liveprobe_run_as_another_user_attaches_that_users_processes_only() {
     let (failed, text, report) = c.call("attach", json!({"pid": same_user.pid}));
     assert!(!failed, "{text}");
     assert_eq!(report["pid"], json!(same_user.pid), "{report}");
-    // TracerPid names liveprobe's tracer thread.
+    // TracerPid names liveprobe's tracer task: a process of its own that
+    // liveprobe started (so that it outlives a SIGKILL of liveprobe).
     let tracer = tracer_pid(same_user.pid);
+    let tracer_status =
+        std::fs::read_to_string(format!("/proc/{tracer}/status")).expect("tracer status");
     assert!(
-        std::path::Path::new(&format!("/proc/{}/task/{tracer}", c.child.id())).exists(),
-        "traced by {tracer}, not by liveprobe {}",
+        tracer_status.contains(&format!("\nPPid:\t{}\n", c.child.id())),
+        "traced by {tracer}, not by a task of liveprobe {}: {tracer_status}",
         c.child.id()
     );
     same_user.send("tick");

@@ -435,9 +435,21 @@ fn sigkill_of_liveprobe_leaves_no_watchpoint_behind() {
     for e in ["shared_value", "spare[0]", "spare[1]", "spare[2]"] {
         write_watch(&mut c, fx.pid, e);
     }
+    // liveprobe's tracer task, a process of its own holding liveprobe's
+    // descriptors (the watches' events) until it has detached the target.
+    let task = tracer_pid(fx.pid);
+    assert!(task > 0);
     drop(c); // SIGKILL: McpClient kills its server when dropped
     fx.send("threads");
     assert_eq!(fx.expect_line("threads"), expected);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while matches!(proc_state(task), Some(state) if state != 'Z' && state != 'X') {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracer task {task} lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let mut again = McpClient::start();
     again.call("attach", json!({"pid": fx.pid})).ok();
     let mut ids = Vec::new();

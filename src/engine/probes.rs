@@ -327,6 +327,10 @@ impl Probe {
         budget_per_second: Duration,
         updates: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
     ) -> Probe {
+        // The hit worker thread starts here, on one of liveprobe's threads:
+        // started by a hit handler, it would be a thread of the tracer task
+        // (a process of its own, tracer/guardian.rs) and outlive liveprobe.
+        hit_worker();
         Probe {
             id,
             pid,

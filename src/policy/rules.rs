@@ -126,14 +126,22 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// This process.
+    /// This liveprobe (its process; its tracer tasks are recognised by
+    /// `is_me`).
     pub fn current() -> Identity {
         Identity {
-            pid: std::process::id() as i32,
+            pid: crate::own_tasks::liveprobe_pid(),
             // SAFETY: getppid and getuid cannot fail and touch no memory.
             parent: unsafe { libc::getppid() },
             uid: unsafe { libc::getuid() },
         }
+    }
+
+    /// Whether `pid` is this liveprobe: its process or one of its tracer
+    /// tasks (processes of their own that share its memory and own its
+    /// ptrace attachments).
+    pub fn is_me(&self, pid: i32) -> bool {
+        pid == self.pid || crate::own_tasks::is_tracer_task(pid)
     }
 }
 
@@ -192,7 +200,7 @@ pub enum Verdict {
 impl AttachRules {
     /// The verdict on `p` for a liveprobe that is `me`.
     pub fn judge(&self, p: &ProcessFacts, me: &Identity) -> Verdict {
-        if p.pid == me.pid {
+        if me.is_me(p.pid) {
             return Verdict::Refused {
                 rule: "never liveprobe itself".into(),
                 reason: "it is this liveprobe".into(),
@@ -327,6 +335,16 @@ mod tests {
         assert!(refused_by(rules.judge(&process(5, 65534, "/bin/x"), &ME)).contains("own user"));
         assert!(refused_by(rules.judge(&process(100, 1000, "/bin/x"), &ME)).contains("itself"));
         assert!(refused_by(rules.judge(&process(99, 1000, "/bin/x"), &ME)).contains("parent"));
+        // A tracer task of liveprobe's (its own pid, liveprobe's memory).
+        let task = 2_000_000_001;
+        assert!(matches!(
+            rules.judge(&process(task, 1000, "/bin/x"), &ME),
+            Verdict::Allowed(_)
+        ));
+        assert!(crate::own_tasks::register_tracer_task(task));
+        let verdict = refused_by(rules.judge(&process(task, 1000, "/bin/x"), &ME));
+        crate::own_tasks::unregister_tracer_task(task);
+        assert!(verdict.contains("itself"), "{verdict}");
         let setuid = ProcessFacts {
             pid: 5,
             uids: Some([1000, 0, 0]),

@@ -301,20 +301,30 @@ pub(super) struct PatchRegistry {
 }
 
 impl PatchRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashMap<u64, u8>>> {
+    /// The map, or None when liveprobe is gone and another (dead) thread
+    /// holds the lock: the tracer task's site tables have the same bytes.
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, HashMap<i32, HashMap<u64, u8>>>> {
         // Single inserts/removes: a poisoned map is still consistent.
-        self.patches.lock().unwrap_or_else(|e| e.into_inner())
+        if !super::guardian::orphaned() {
+            return Some(self.patches.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        match self.patches.try_lock() {
+            Ok(patches) => Some(patches),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(super) fn patched(&self, pid: i32, address: u64, original: u8) {
-        self.lock()
-            .entry(pid)
-            .or_default()
-            .insert(address, original);
+        if let Some(mut patches) = self.lock() {
+            patches.entry(pid).or_default().insert(address, original);
+        }
     }
 
     pub(super) fn restored(&self, pid: i32, address: u64) {
-        let mut patches = self.lock();
+        let Some(mut patches) = self.lock() else {
+            return;
+        };
         if let Some(of_pid) = patches.get_mut(&pid) {
             of_pid.remove(&address);
             if of_pid.is_empty() {
@@ -324,13 +334,19 @@ impl PatchRegistry {
     }
 
     pub(super) fn forget_process(&self, pid: i32) {
-        self.lock().remove(&pid);
+        if let Some(mut patches) = self.lock() {
+            patches.remove(&pid);
+        }
     }
 
     /// Write every original byte back, from whatever thread calls this.
     /// Returns how many could not be written.
     pub(super) fn restore_everything(&self) -> usize {
-        let patches = std::mem::take(&mut *self.lock());
+        let Some(mut locked) = self.lock() else {
+            return 0;
+        };
+        let patches = std::mem::take(&mut *locked);
+        drop(locked);
         let mut failed = 0;
         for (pid, of_pid) in patches {
             let writer = match CodeWriter::open(pid) {

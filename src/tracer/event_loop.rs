@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use super::breakpoints::{BreakpointId, HitHandler, PatchRegistry};
 use super::doorbell::{self, Doorbell};
 use super::error::TraceError;
+use super::guardian::{self, LiveprobeWatch};
 use super::kernel::CapturePlan;
 use super::memory::ProcessMemory;
 use super::procfs;
@@ -61,6 +62,10 @@ pub(super) fn on_tracer_thread() -> bool {
 
 /// How long a detach waits for every thread to stop before reporting it.
 const DETACH_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a tracer task whose liveprobe is gone keeps trying to detach
+/// every target before it exits anyway (nobody waits for it; a thread in
+/// uninterruptible sleep stops only when it wakes).
+const ORPHANED_DETACH_DEADLINE: Duration = Duration::from_secs(60);
 /// Longest sleep without a doorbell ring: a safety net, should SIGCHLD be
 /// ignored or stolen by code outside our control.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
@@ -74,6 +79,14 @@ pub(super) enum Reply<T> {
 
 impl<T> Reply<T> {
     fn send(self, value: T) {
+        if guardian::orphaned() {
+            // The caller died with liveprobe. Sending (or dropping the
+            // sender) would wake its runtime, whose locks a dead thread may
+            // hold, and free memory a dead thread allocated.
+            std::mem::forget(self);
+            std::mem::forget(value);
+            return;
+        }
         // A caller that stopped waiting is not an error.
         match self {
             Reply::Async(sender) => drop(sender.send(value)),
@@ -152,8 +165,9 @@ impl std::fmt::Debug for HandlerBox {
     }
 }
 
-/// Start the tracer thread. `finished` is signalled when it has ended
-/// (after detaching everything).
+/// Start the tracer in a tracer task of its own (`guardian`), which
+/// outlives liveprobe's process and then detaches every target itself.
+/// `finished` is signalled when it has ended (after detaching everything).
 pub(super) fn spawn(
     commands: mpsc::Receiver<Command>,
     doorbell: Arc<Doorbell>,
@@ -162,25 +176,34 @@ pub(super) fn spawn(
     finished: mpsc::Sender<()>,
     ring_bytes: usize,
 ) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("liveprobe-tracer".into())
-        .spawn(move || {
-            ON_TRACER_THREAD.with(|flag| flag.set(true));
-            doorbell::unblock_sigchld_in_this_thread();
-            let mut tracer = TracerLoop::new(
-                commands,
-                doorbell,
-                states,
-                Arc::clone(&registry),
-                ring_bytes,
-            );
-            tracer.run();
-            // Whatever could not be detached properly must at least not
-            // meet an int3 that nobody handles once this thread is gone.
-            registry.restore_everything();
-            let _ = finished.send(());
-        })?;
-    Ok(())
+    let body: guardian::TaskBody = Box::new(move |started| {
+        ON_TRACER_THREAD.with(|flag| flag.set(true));
+        // The task inherits a mask that blocks every signal (so that a
+        // Ctrl-C or SIGTERM meant for liveprobe's process group cannot end
+        // it); tracee events need SIGCHLD.
+        doorbell::unblock_sigchld_in_this_thread();
+        let mut tracer = TracerLoop::new(
+            commands,
+            doorbell,
+            states,
+            Arc::clone(&registry),
+            ring_bytes,
+            LiveprobeWatch::new(),
+        );
+        let _ = started.send(Ok(()));
+        tracer.run();
+        // Whatever could not be detached properly must at least not
+        // meet an int3 that nobody handles once this task is gone.
+        registry.restore_everything();
+        if guardian::orphaned() {
+            // Nothing of liveprobe is left to clean up for: drop nothing.
+            guardian::exit_orphaned_task();
+        }
+    });
+    let after = Box::new(move || {
+        let _ = finished.send(());
+    });
+    guardian::spawn_task("liveprobe-tracer", body, after)
 }
 
 /// What the loop keeps per traced address space: its memory, its site
@@ -246,6 +269,10 @@ struct TracerLoop {
     shutdown_deadline: Option<Instant>,
     /// Kernel-side (uprobe + BPF) sites.
     kernel: kernel_hits::KernelState,
+    /// Whether liveprobe's process is still there.
+    liveprobe: LiveprobeWatch,
+    /// liveprobe is gone: detach everything, touching nothing of its.
+    orphaned: bool,
 }
 
 fn current_tid() -> i32 {
@@ -260,6 +287,7 @@ impl TracerLoop {
         states: Arc<SharedStates>,
         registry: Arc<PatchRegistry>,
         ring_bytes: usize,
+        liveprobe: LiveprobeWatch,
     ) -> TracerLoop {
         TracerLoop {
             commands,
@@ -274,6 +302,8 @@ impl TracerLoop {
             detach_all_waiters: Vec::new(),
             shutdown_deadline: None,
             kernel: kernel_hits::KernelState::new(ring_bytes),
+            liveprobe,
+            orphaned: false,
         }
     }
 
@@ -303,8 +333,16 @@ impl TracerLoop {
     /// One turn of the loop; false when the loop must end.
     fn turn(&mut self) -> bool {
         {
+            if !self.orphaned && self.liveprobe.check() {
+                self.enter_orphaned_mode();
+            }
             self.reap_events();
             self.serve_held_stops(Instant::now());
+            if self.orphaned {
+                // Handlers are liveprobe's; the kernel drops records of a
+                // full ring, and the uprobes go when this task exits.
+                return self.orphaned_turn();
+            }
             self.drain_kernel_hits();
             loop {
                 match self.commands.try_recv() {
@@ -338,6 +376,44 @@ impl TracerLoop {
         true
     }
 
+    /// liveprobe's process is gone (SIGKILL, a crash, an exit that did not
+    /// detach): from now on every target is detached through the normal
+    /// path, with no handler called, no caller answered, no log line (the
+    /// log writer's lock may be held by a dead thread), and no lock taken
+    /// that liveprobe's threads take.
+    fn enter_orphaned_mode(&mut self) {
+        self.orphaned = true;
+        std::mem::forget(tracing::subscriber::set_default(
+            tracing::subscriber::NoSubscriber::default(),
+        ));
+        self.shutdown_deadline = None;
+        self.begin_shutdown();
+        self.shutdown_deadline = Some(Instant::now() + ORPHANED_DETACH_DEADLINE);
+    }
+
+    /// A turn without liveprobe: events only (commands stay unread: a
+    /// sender that died mid-send can leave the queue waiting forever).
+    fn orphaned_turn(&mut self) -> bool {
+        let now = Instant::now();
+        self.expire(now);
+        if self.processes.is_empty() || self.shutdown_deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        if self.spin_for_capture_stops() {
+            return true;
+        }
+        self.sleep(now);
+        true
+    }
+
+    /// Record a target's state for the handles, unless nobody is left to
+    /// read it (the map's lock may be held by a dead thread).
+    fn set_state(&self, pid: i32, state: TargetState) {
+        if !self.orphaned {
+            self.states.set(pid, state);
+        }
+    }
+
     fn sleep(&self, now: Instant) {
         let mut timeout = self.kernel.max_sleep().unwrap_or(MAX_SLEEP);
         let deadlines = self
@@ -359,16 +435,25 @@ impl TracerLoop {
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
         }
-        let mut fds = [libc::pollfd {
-            fd: self.doorbell.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [
+            libc::pollfd {
+                fd: self.doorbell.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            // Readable when liveprobe's process is gone.
+            libc::pollfd {
+                fd: self.liveprobe.poll_fd().unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         // Round up so a deadline 0.4 ms away does not become a busy loop.
         let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd on the stack. EINTR (our own SIGCHLD
-        // handler ran on this thread) just means "look again".
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+        // SAFETY: two valid pollfds on the stack (poll skips a negative fd).
+        // EINTR (our own SIGCHLD handler ran on this task) just means "look
+        // again".
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
         self.doorbell.clear();
     }
 
@@ -548,7 +633,7 @@ impl TracerLoop {
         // address space (but for vfork children still in it).
         self.end_breakpoints_at_exec(pid);
         if self.processes.get(pid).is_some_and(|t| t.detach.is_none()) {
-            self.states.set(pid, TargetState::Execed);
+            self.set_state(pid, TargetState::Execed);
         }
         tracing::debug!(pid, former, tid, "target ran execve");
     }
@@ -581,12 +666,12 @@ impl TracerLoop {
         };
         if let Some(detach) = target.detach {
             // Nothing is left to detach from.
-            self.states.set(pid, TargetState::Detached);
+            self.set_state(pid, TargetState::Detached);
             for waiter in detach.waiters {
                 waiter.send(Ok(()));
             }
         } else {
-            self.states.set(pid, state);
+            self.set_state(pid, state);
         }
         let ops: Vec<u64> = self
             .captures
@@ -768,7 +853,7 @@ impl TracerLoop {
             debug: Default::default(),
         });
         self.processes.insert(pid, target, &seized);
-        self.states.set(pid, TargetState::Running);
+        self.set_state(pid, TargetState::Running);
         seized.sort_unstable();
         tracing::debug!(pid, threads = ?seized, "attached");
         Ok(AttachReport {
@@ -846,13 +931,17 @@ impl TracerLoop {
         let fresh = match self.processes.begin_detach(pid, reply, deadline) {
             Ok(fresh) => fresh,
             Err(reply) => {
+                if self.orphaned {
+                    std::mem::forget(reply);
+                    return;
+                }
                 let outcome = match self.states.get(pid) {
                     Some(
                         TargetState::Exited { .. }
                         | TargetState::Killed { .. }
                         | TargetState::Detached,
                     ) => {
-                        self.states.set(pid, TargetState::Detached);
+                        self.set_state(pid, TargetState::Detached);
                         Ok(())
                     }
                     _ => Err(TraceError::NotAttached { pid }),
@@ -895,7 +984,7 @@ impl TracerLoop {
         for (child, first_stop) in held_children {
             hits::let_child_go(child, first_stop);
         }
-        self.states.set(pid, TargetState::Detached);
+        self.set_state(pid, TargetState::Detached);
         tracing::debug!(pid, "detached");
         if let Some(detach) = target.detach {
             for waiter in detach.waiters {

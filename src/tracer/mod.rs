@@ -3,7 +3,8 @@
 //! (registers and a copy of its stack), and reading memory without stopping
 //! anything.
 //!
-//! One dedicated OS thread, the tracer thread (`event_loop`), owns every
+//! One dedicated task, the tracer thread (`event_loop`; a process of its own
+//! that shares liveprobe's memory, see `guardian`), owns every
 //! ptrace request and every wait, for all targets: Linux accepts ptrace
 //! requests only from the thread that attached, and a wait can reap another
 //! thread's tracee events. It sleeps on a doorbell that both command senders
@@ -12,7 +13,8 @@
 //! messages answered on `tokio::sync::oneshot` channels.
 //!
 //! This room knows no DWARF and depends on no other room of the crate but
-//! the shared low-level types (`crate::addr`, `crate::procmaps`).
+//! the shared low-level types (`crate::addr`, `crate::procmaps`,
+//! `crate::own_tasks`).
 //! It must never: stop a whole process to look at one thread, keep a thread
 //! stopped longer than the copy of its state takes, swallow a signal that
 //! belongs to the target, change the target's job-control state, or print to
@@ -64,15 +66,21 @@
 //! - A panic in a hit handler: caught; that handler's group is removed. A
 //!   panic in the tracer's own code: caught; every byte is restored and
 //!   every target detached.
-//! - SIGKILL of liveprobe (or the OOM killer): nothing can run. The kernel
-//!   detaches every thread; a thread held at a hit at that moment receives
-//!   the SIGTRAP (and the target dies of it), and any thread that later
-//!   executes a remaining `int3` dies the same way. What limits the damage:
-//!   a thread is held only for the microseconds of its hit (a hit whose
-//!   capture could not be planned: while it is read, at most
-//!   `HELD_HIT_DEADLINE`), probes expire and
-//!   have hit limits (engine), and every catchable way of ending restores
-//!   the bytes. Prefer SIGTERM/SIGINT to stop liveprobe.
+//! - SIGKILL or a crash of liveprobe: its code runs no more, but the tracer
+//!   "thread" is a tracer task of its own (`guardian`) that outlives
+//!   liveprobe's process, notices the death and detaches every target as
+//!   above (a thread held for a hit whose capture could not be planned is
+//!   let go as at its deadline), calling no handler, then exits.
+//! - The OOM killer (it kills every process sharing liveprobe's memory, the
+//!   tracer task too), or a SIGKILL of the tracer task's own pid: nothing
+//!   can run. The kernel detaches every thread; a thread held at a hit at
+//!   that moment receives the SIGTRAP (and the target dies of it), and any
+//!   thread that later executes a remaining `int3` dies the same way. What
+//!   limits the damage: a thread is held only for the microseconds of its
+//!   hit (a hit whose capture could not be planned: while it is read, at
+//!   most `HELD_HIT_DEADLINE`), probes expire and have hit limits (engine),
+//!   and every catchable way of ending restores the bytes. Prefer
+//!   SIGTERM/SIGINT to stop liveprobe.
 
 mod breakpoints;
 mod code;
@@ -80,6 +88,7 @@ mod debug_regs;
 mod doorbell;
 mod error;
 mod event_loop;
+mod guardian;
 mod hit_copy;
 mod inject;
 mod kernel;
@@ -313,10 +322,10 @@ impl Tracer {
     /// threads, forks and execs from now on. Attaching again is harmless and
     /// returns the same report (with the current threads).
     ///
-    /// A process that is a child of this very process can be attached, but
-    /// Linux then hands its exit status to the tracer instead of to the code
-    /// that started it (a ptraced child's exit goes to the first waiter in
-    /// its parent's thread group); liveprobe's targets are never its children.
+    /// A process that is a child of this very process can be attached: the
+    /// tracer is a process of its own (`guardian`), so Linux reports the
+    /// child's exit to the tracer first and, once the tracer has reaped that
+    /// report, to its real parent (`wait_task_zombie`, `ptrace_reparented`).
     pub async fn attach(&self, pid: i32) -> Result<AttachReport, TraceError> {
         self.ask(|reply| Command::Attach { pid, reply }).await?
     }

@@ -8,6 +8,7 @@ use std::fs;
 use std::sync::OnceLock;
 
 use super::error::TraceError;
+use crate::own_tasks;
 
 /// One process as `list_processes` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,10 +168,11 @@ pub(crate) fn thread_status(pid: i32, tid: i32) -> Option<ThreadStatus> {
     })
 }
 
-/// Parent chain of this process (parent, grandparent, ...), without pid 0.
+/// Parent chain of liveprobe's process (parent, grandparent, ...), without
+/// pid 0. From liveprobe's pid, not getpid(): checks run in the tracer task.
 fn our_ancestors() -> Vec<i32> {
     let mut chain = Vec::new();
-    let mut pid = std::process::id() as i32;
+    let mut pid = own_tasks::liveprobe_pid();
     // Bounded: pid namespaces are not that deep, and a cycle must not hang us.
     for _ in 0..256 {
         match read_status(pid) {
@@ -197,8 +199,9 @@ pub(crate) fn check_attachable(pid: i32) -> Result<ProcStatus, TraceError> {
             pid: status.tgid,
         });
     }
-    let ours = std::process::id() as i32;
-    if pid == ours {
+    // liveprobe's process, or one of its tracer tasks (which share its
+    // memory: seizing one would stop the tracer itself).
+    if own_tasks::is_liveprobe(pid) {
         return Err(TraceError::Ourselves { pid });
     }
     if is_kernel_thread(pid) {
@@ -231,19 +234,22 @@ fn has_live_thread(pid: i32) -> bool {
 
 /// The error for a process whose TracerPid is `tracer_tid`.
 pub(crate) fn already_traced(pid: i32, tracer_tid: i32) -> TraceError {
-    let ours = std::process::id() as i32;
     let tracer_tgid = read_status(tracer_tid)
         .map(|s| s.tgid)
         .unwrap_or(tracer_tid);
-    let tracer_name = if tracer_tgid == ours {
-        "another tracer inside this liveprobe process".to_string()
-    } else {
-        comm(tracer_tid)
-    };
+    // A target's TracerPid is a tracer task's pid; the client knows
+    // liveprobe by its process's.
+    if own_tasks::is_liveprobe(tracer_tgid) {
+        return TraceError::AlreadyTraced {
+            pid,
+            tracer_pid: own_tasks::liveprobe_pid(),
+            tracer_name: "another tracer inside this liveprobe process".to_string(),
+        };
+    }
     TraceError::AlreadyTraced {
         pid,
         tracer_pid: tracer_tgid,
-        tracer_name,
+        tracer_name: comm(tracer_tid),
     }
 }
 
@@ -317,7 +323,7 @@ pub fn list_processes(query: Option<&str>) -> Vec<ProcessEntry> {
     let query = query
         .map(str::to_lowercase)
         .filter(|q| !q.trim().is_empty());
-    let ours = std::process::id() as i32;
+    let ours = own_tasks::liveprobe_pid();
     let ancestors = our_ancestors();
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -357,6 +363,8 @@ pub fn list_processes(query: Option<&str>) -> Vec<ProcessEntry> {
         }
         let reason = if pid == ours {
             Some("this is the liveprobe server itself".to_string())
+        } else if own_tasks::is_tracer_task(pid) {
+            Some("this is the liveprobe server's tracer task".to_string())
         } else if is_kernel_thread(pid) {
             Some("kernel thread".to_string())
         } else if (status.state == 'Z' || status.state == 'X') && !has_live_thread(pid) {

@@ -98,6 +98,11 @@ fn restore_bytes(pid: i32, originals: &[(u64, u8)]) -> usize {
 }
 
 pub(super) fn call_on_end(mut armed: Armed, why: &BreakpointEnd) {
+    if super::guardian::orphaned() {
+        // liveprobe is gone: its handler is not called, nor freed.
+        std::mem::forget(armed);
+        return;
+    }
     if catch_unwind(AssertUnwindSafe(|| armed.handler.on_end(why))).is_err() {
         tracing::error!(
             group = armed.group,
@@ -694,7 +699,10 @@ impl TracerLoop {
         let mut remove_groups: Vec<u64> = Vec::new();
         let mut waiting: Vec<Arc<HeldToken>> = Vec::new();
         let mut copied = None;
-        if !guest && !skip {
+        // Without liveprobe (orphaned) a hit is only stepped past. Checked
+        // per hit (one getppid): a hit handed on after liveprobe's death
+        // would never be read, and a held one would wait for nobody.
+        if !guest && !skip && !self.orphaned && !self.liveprobe.check() {
             let monotonic_ns = monotonic_ns();
             let time = std::time::SystemTime::now();
             // Handlers that copy get their copy now and run once the
@@ -857,7 +865,8 @@ impl TracerLoop {
                 let stop = &held[index];
                 if stop.released() {
                     ready.push((pid, held.swap_remove(index)));
-                } else if stop.deadline <= now {
+                } else if stop.deadline <= now || self.orphaned {
+                    // Orphaned: the reader was liveprobe's and is dead.
                     stop.let_go(LetGo::TookTooLong);
                     tracing::debug!(
                         pid,
@@ -915,6 +924,10 @@ impl TracerLoop {
             return;
         }
         let hits = std::mem::take(&mut target.space.breakpoints.copied_hits);
+        if self.orphaned || self.liveprobe.check() {
+            std::mem::forget(hits);
+            return;
+        }
         let mut remove_groups: Vec<u64> = Vec::new();
         for copied in hits {
             let held = copied.held(resumed);
