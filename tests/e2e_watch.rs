@@ -1296,14 +1296,11 @@ fn auto_falls_back_to_ptrace_where_the_kernel_refuses_bpf() {
 
 /// The issue's promise for a SIGKILLed liveprobe on the ptrace engine: the
 /// target runs on and nothing is left armed. The kernel keeps ptrace-set
-/// debug registers when their tracer dies, so only a tracer that outlives
-/// liveprobe (the orphaned tracer of issue 10, item 5, running the same
-/// detach path, which clears them) can keep it; today the target dies of
-/// SIGTRAP at its next watched write (what
+/// debug registers when their tracer dies (what
 /// `ptrace_debug_registers_outlive_a_sigkilled_tracer` shows with a
-/// minimal tracer). Run it with `--ignored` once that tracer exists.
+/// minimal tracer), so this holds only because liveprobe's tracer task
+/// outlives its process and its orphaned detach clears them.
 #[test]
-#[ignore = "needs the tracer to outlive a SIGKILLed liveprobe (issue 10, item 5)"]
 fn sigkill_of_liveprobe_with_ptrace_watches_leaves_nothing_armed() {
     let mut fx = Fixture::start(&watched());
     assert_eq!(fx.ask("park", "parked"), "");

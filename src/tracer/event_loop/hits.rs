@@ -1012,6 +1012,25 @@ impl TracerLoop {
         let last = target.threads.len() == 1;
         if last
             && !exiting
+            && !group_stopped
+            && last_stop != Some(WaitEvent::InterruptStop)
+            && !target.space.breakpoints.scratch.pages.is_empty()
+            && target.space.breakpoints.syscall_instruction.is_some()
+        {
+            // A syscall can be injected only from an interrupt stop (a
+            // capture's or a hit's stop would eat or confuse its signal):
+            // let the thread pass through one, delivering what it carried,
+            // as the detach itself would.
+            match ptrace::cont(tid, signal) {
+                Ok(()) => {
+                    let _ = ptrace::interrupt(tid);
+                    return false;
+                }
+                Err(_) => return true,
+            }
+        }
+        if last
+            && !exiting
             && last_stop == Some(WaitEvent::InterruptStop)
             && !target.space.breakpoints.scratch.pages.is_empty()
             && let Some(syscall_instruction) = target.space.breakpoints.syscall_instruction
