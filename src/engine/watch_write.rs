@@ -6,6 +6,7 @@
 //! copy into an item afterwards.
 
 use super::items::{ProbeItem, WatchChange, WatchItem};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,10 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers};
 use crate::eval::{self, CompiledExpr};
-use crate::tracer::{HwWatch, HwWatchKind, ProcessMemory, TargetState, Tracer, WatchRecord};
+use crate::tracer::{
+    HwWatch, HwWatchKind, MemoryCopy, ProcessMemory, TargetState, Tracer, WatchRecord,
+};
 use crate::value::{Limits, Redaction, Value};
 
-use super::frames::{CapturedMemory, CapturedThread, LiveMemory, registers_from};
+use super::frames::{CapturedThread, LiveMemory, registers_from};
 use super::probe_ops::MAX_PROBES;
 use super::probes::{EngineChoice, Probe, ProbeEngine, ProbeKind, ProbeState, StoredBody};
 use super::store::rfc3339;
@@ -222,10 +225,18 @@ impl Engine {
             _ => HwWatchKind::Write,
         };
         let pid = req.pid;
+        // Each ring holds every record the watch will keep, when that is
+        // few; a condition may drop any number of writes, so then the
+        // largest ring.
+        let records = if condition.is_some() {
+            u64::MAX
+        } else {
+            bounds.max_events
+        };
         let armed = tokio::task::spawn_blocking(move || {
             pieces
                 .into_iter()
-                .map(|(at, len)| HwWatch::arm(pid, at, len, kind).map(|w| (at, w)))
+                .map(|(at, len)| HwWatch::arm_for(pid, at, len, kind, records).map(|w| (at, w)))
                 .collect::<Result<Vec<(u64, HwWatch)>, String>>()
         })
         .await
@@ -641,16 +652,15 @@ impl WriteWatcher {
 
     fn record(&mut self, piece_at: u64, piece_len: usize, record: WatchRecord) {
         let started = Instant::now();
-        let thread = CapturedThread {
-            tid: record.tid,
-            regs: registers_from(&record.regs, None),
-            memory: CapturedMemory::new(record.stack.clone(), self.memory.clone()),
-            held_us: 0,
-        };
+        let regs = registers_from(&record.regs, None);
         if let Some(frame) = &self.frame
             && record.tid == frame.identity.tid
-            && frame_still_there(&self.image, &thread.regs, &thread.memory, &frame.identity)
-                == Some(false)
+            && frame_still_there(
+                &self.image,
+                &regs,
+                &StackAtWrite::new(&record.stack),
+                &frame.identity,
+            ) == Some(false)
         {
             // The frame returned before this write: the bytes are another
             // frame's now, and the watch is over.
@@ -708,27 +718,32 @@ impl WriteWatcher {
                 }
             }
         }
-        let frames = super::frames::symbolized_frames(&self.image, &thread, WRITER_FRAMES);
         let thread_name = if record.thread_name.is_empty() {
             self.thread_name(record.tid)
         } else {
             record.thread_name.clone()
         };
         let wall = wall_time_of(record.time_ns);
-        let item = ProbeItem::Watch(WatchItem::Change(WatchChange {
-            seq: 0,
-            time: rfc3339(wall),
-            tid: record.tid,
-            thread_name,
-            old,
-            new,
-            frames,
+        // The writer's stack is a copy that stays valid: it is unwound and
+        // symbolized when the item is first read, so the reader keeps up
+        // with the writes and nothing is done for items never read.
+        let image = self.image.clone();
+        let stack = record.stack;
+        let item = StoredBody::Pending(Box::new(move || {
+            let (frames, frames_note) = writer_frames(&image, &regs, &stack);
+            ProbeItem::Watch(WatchItem::Change(Box::new(WatchChange {
+                seq: 0,
+                time: rfc3339(wall),
+                tid: record.tid,
+                thread_name,
+                old,
+                new,
+                frames,
+                frames_note,
+            })))
         }));
         let hits = self.probe.hits.fetch_add(1, Ordering::Relaxed) + 1;
-        self.probe.record(
-            StoredBody::Ready(Box::new(item)),
-            hits >= self.probe.max_hits,
-        );
+        self.probe.record(item, hits >= self.probe.max_hits);
         // The writer paid for the program only (a rule, as for uprobes).
         let _ = self.probe.charge(
             started.elapsed(),
@@ -736,6 +751,81 @@ impl WriteWatcher {
             record.time_ns,
         );
     }
+}
+
+/// The writer's stack as the watch program copied it at the write, and
+/// nothing more: the writer ran on right after, so memory beyond the copy
+/// (its outer callers' frames) says what it says now, not what it said
+/// then. Reads outside the copy fail; the first one is kept, so the item
+/// can say where its stack stops and why.
+struct StackAtWrite<'a> {
+    stack: &'a MemoryCopy,
+    first_miss: Cell<Option<u64>>,
+}
+
+impl<'a> StackAtWrite<'a> {
+    fn new(stack: &'a MemoryCopy) -> StackAtWrite<'a> {
+        StackAtWrite {
+            stack,
+            first_miss: Cell::new(None),
+        }
+    }
+}
+
+impl MemorySource for StackAtWrite<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        match self.stack.slice(addr, buf.len()) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => {
+                if self.first_miss.get().is_none() {
+                    self.first_miss.set(Some(addr));
+                }
+                Err(MemoryError { addr })
+            }
+        }
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        true
+    }
+}
+
+/// The writer's symbolized stack from its registers and the stack copied at
+/// the write, and, when the copy ended before the stack did, a note saying
+/// so: the frames beyond it are left out, never read live.
+fn writer_frames(
+    image: &ProcessImage,
+    regs: &Registers,
+    stack: &MemoryCopy,
+) -> (Vec<super::report::FrameRow>, Option<String>) {
+    let memory = StackAtWrite::new(stack);
+    let frames = super::frames::symbolized_frames_in(image, regs, &memory, WRITER_FRAMES);
+    let note = memory
+        .first_miss
+        .get()
+        .filter(|_| frames.len() < WRITER_FRAMES)
+        .map(|addr| {
+            if stack.bytes.is_empty() {
+                return format!(
+                    "the stack ends here because the writer's stack could not be copied at the write (its \
+                     stack pointer {:#x} was not readable); outer frames are not shown rather than read from \
+                     the live stack, where the writer has run on since",
+                    stack.start
+                );
+            }
+            format!(
+                "the stack ends here because the watch copies {} bytes of the writer's stack at each \
+                 write (from its stack pointer {:#x}), and the next caller's frame lies beyond them \
+                 (a read at {addr:#x}); the frames of outer callers are not shown rather than read from the \
+                 live stack, where the writer has run on since",
+                stack.bytes.len(),
+                stack.start
+            )
+        });
+    (frames, note)
 }
 
 /// A function's start (runtime address) and its code from there.
