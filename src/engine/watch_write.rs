@@ -309,6 +309,7 @@ impl Engine {
             redaction: self.redaction.clone(),
             names: HashMap::new(),
             function_code: HashMap::new(),
+            current_rendered: None,
         };
         tokio::spawn(watcher.run());
         tracing::info!(probe = id, pid = req.pid, expression, "write watch armed");
@@ -445,6 +446,8 @@ struct WriteWatcher {
     addr: u64,
     /// The watched bytes as last seen.
     current: Vec<u8>,
+    /// `current` as rendered at the last write (the next write's `old`).
+    current_rendered: Option<Value>,
     initial_known: bool,
     /// (address of the piece, its watchpoint); emptied when the watch is
     /// removed.
@@ -668,8 +671,11 @@ impl WriteWatcher {
             self.probe.finish(ProbeState::Done, Some(reason));
             return;
         }
-        let old_known = self.initial_known;
-        let old = if old_known {
+        // The previous write's `new` is this one's `old`, as rendered then:
+        // one rendering per write, and the value as it was seen at the time.
+        let old = if let Some(previous) = self.current_rendered.take() {
+            previous
+        } else if self.initial_known {
             self.render(&self.current.clone())
         } else {
             Value::unavailable(
@@ -690,7 +696,9 @@ impl WriteWatcher {
                     slot.copy_from_slice(bytes);
                 }
                 self.initial_known = true;
-                self.render(&self.current.clone())
+                let rendered = self.render(&self.current.clone());
+                self.current_rendered = Some(rendered.clone());
+                rendered
             }
             None => Value::unavailable(
                 self.expr.source().to_string(),
