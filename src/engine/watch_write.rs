@@ -17,7 +17,7 @@ use crate::eval::{self, CompiledExpr};
 use crate::tracer::{
     HwWatch, HwWatchKind, MemoryCopy, ProcessMemory, TargetState, Tracer, WatchRecord,
 };
-use crate::value::{Limits, Redaction, Value};
+use crate::value::{Limits, PageCache, Redaction, Value};
 
 use super::frames::{CapturedThread, LiveMemory, registers_from};
 use super::probe_ops::MAX_PROBES;
@@ -55,33 +55,41 @@ pub fn split_aligned(addr: u64, size: u64) -> Vec<(u64, usize)> {
 
 /// Memory where the watched bytes read as a record says they were, and
 /// everything else reads live: how `new` is rendered with the expression's
-/// own type.
+/// own type. Reads go through as asked (not widened to pages), so a scalar
+/// that is all watched bytes costs no read of the target; the live rest
+/// goes through a page cache of its own.
 struct Overlay<'a> {
     addr: u64,
     bytes: &'a [u8],
-    live: LiveMemory<'a>,
+    live: &'a dyn MemorySource,
 }
 
 impl MemorySource for Overlay<'_> {
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let end = self.addr + self.bytes.len() as u64;
-        let want_end = addr.saturating_add(buf.len() as u64);
-        if addr >= end || want_end <= self.addr {
+        let end = self.addr.saturating_add(self.bytes.len() as u64);
+        let read_end = addr
+            .checked_add(buf.len() as u64)
+            .ok_or(MemoryError { addr })?;
+        if read_end <= self.addr || addr >= end {
             return self.live.read_memory(addr, buf);
         }
-        // Live first, then the watched bytes on top.
-        let live = self.live.read_memory(addr, buf);
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = addr + i as u64;
-            if a >= self.addr && a < end {
-                *b = self.bytes[(a - self.addr) as usize];
-            }
+        let from = addr.max(self.addr);
+        let to = read_end.min(end);
+        let (below, rest) = buf.split_at_mut((from - addr) as usize);
+        let (watched, above) = rest.split_at_mut((to - from) as usize);
+        watched
+            .copy_from_slice(&self.bytes[(from - self.addr) as usize..(to - self.addr) as usize]);
+        if !below.is_empty() {
+            self.live.read_memory(addr, below)?;
         }
-        if addr >= self.addr && want_end <= end {
-            Ok(())
-        } else {
-            live
+        if !above.is_empty() {
+            self.live.read_memory(to, above)?;
         }
+        Ok(())
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        true
     }
 }
 
@@ -605,10 +613,12 @@ impl WriteWatcher {
     }
 
     fn render(&self, bytes: &[u8]) -> Value {
+        let live = LiveMemory(&self.memory);
+        let live = PageCache::new(&live);
         let overlay = Overlay {
             addr: self.addr,
             bytes,
-            live: LiveMemory(&self.memory),
+            live: &live,
         };
         if self.frame.is_none() {
             return eval::evaluate_global(
@@ -707,10 +717,12 @@ impl WriteWatcher {
             ),
         };
         if let Some(condition) = &self.condition {
+            let live = LiveMemory(&self.memory);
+            let live = PageCache::new(&live);
             let overlay = Overlay {
                 addr: self.addr,
                 bytes: &self.current,
-                live: LiveMemory(&self.memory),
+                live: &live,
             };
             let verdict =
                 self.with_context(&overlay, |ctx| eval::evaluate_condition(condition, ctx));
@@ -878,7 +890,96 @@ fn returned_reason(identity: &FrameIdentity) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::split_aligned;
+    use super::{MemoryCopy, Overlay, StackAtWrite, split_aligned};
+    use crate::debuginfo::{MemoryError, MemorySource};
+    use std::cell::Cell;
+
+    /// Memory at 0x1000.. holding byte i = i as u8, counting reads.
+    struct Counting {
+        reads: Cell<usize>,
+    }
+
+    impl MemorySource for Counting {
+        fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+            self.reads.set(self.reads.get() + 1);
+            if addr < 0x1000 {
+                return Err(MemoryError { addr });
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (addr - 0x1000 + i as u64) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_overlay_reads_the_target_only_for_bytes_outside_the_watched_ones() {
+        let live = Counting {
+            reads: Cell::new(0),
+        };
+        let watched = [0xaa; 8];
+        let overlay = Overlay {
+            addr: 0x1008,
+            bytes: &watched,
+            live: &live,
+        };
+        let mut buf = [0u8; 8];
+        overlay
+            .read_memory(0x1008, &mut buf)
+            .expect("watched bytes");
+        assert_eq!(buf, [0xaa; 8]);
+        assert_eq!(
+            live.reads.get(),
+            0,
+            "a scalar of watched bytes reads nothing live"
+        );
+        let mut buf = [0u8; 4];
+        overlay.read_memory(0x100a, &mut buf).expect("inside");
+        assert_eq!((buf, live.reads.get()), ([0xaa; 4], 0));
+        // Straddling: the rest comes live, below and above.
+        let mut buf = [0u8; 12];
+        overlay.read_memory(0x1006, &mut buf).expect("straddling");
+        assert_eq!(
+            buf,
+            [
+                6, 7, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0x10, 0x11
+            ]
+        );
+        assert_eq!(live.reads.get(), 2);
+        let mut buf = [0u8; 2];
+        overlay.read_memory(0x1020, &mut buf).expect("outside");
+        assert_eq!(buf, [0x20, 0x21]);
+        // A live part that cannot be read fails the read, naming it.
+        let overlay = Overlay {
+            addr: 0x1000,
+            bytes: &watched,
+            live: &live,
+        };
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            overlay.read_memory(0xff8, &mut buf),
+            Err(MemoryError { addr: 0xff8 })
+        );
+    }
+
+    #[test]
+    fn the_stack_at_a_write_answers_only_from_its_copy_and_keeps_the_first_miss() {
+        let copy = MemoryCopy {
+            start: 0x7000,
+            bytes: (0..64u8).collect(),
+        };
+        let stack = StackAtWrite::new(&copy);
+        let mut buf = [0u8; 8];
+        stack
+            .read_memory(0x7008, &mut buf)
+            .expect("inside the copy");
+        assert_eq!(buf, [8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(stack.first_miss.get(), None);
+        // Running past the copy's end is a miss, never a live read.
+        assert!(stack.read_memory(0x703c, &mut buf).is_err());
+        assert!(stack.read_memory(0x7100, &mut buf).is_err());
+        assert_eq!(stack.first_miss.get(), Some(0x703c));
+    }
 
     #[test]
     fn pieces_are_aligned_and_cover_the_lvalue() {
