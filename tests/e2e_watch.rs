@@ -1324,3 +1324,57 @@ fn sigkill_of_liveprobe_with_ptrace_watches_leaves_nothing_armed() {
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// A write 20 frames deep: the item names the writer and its caller, every
+/// frame shown is one of the chain, and where the stack copied at the write
+/// ends, `frames_note` says so instead of frames read from the live stack.
+/// A shallow writer's stack names it and `main`.
+#[test]
+fn a_deep_writer_is_named_with_its_caller_and_the_copied_stack_says_where_it_ends() {
+    let exe = build_fixture("watch/deep.c", "watch_deep", &["-O0"]);
+    let mut fx = Fixture::start(&exe);
+    let mut c = McpClient::start();
+    c.call("attach", json!({"pid": fx.pid})).ok();
+    let set = write_watch(&mut c, fx.pid, "deep_value");
+    assert_eq!(set["engine"], "perf_breakpoint", "{set}");
+    let id = set["probe_id"].clone();
+    fx.send("deep 7");
+    fx.expect_line("deep done");
+    fx.send("shallow 8");
+    fx.expect_line("shallow done");
+    let mut after = 0;
+    let items = items_until(&mut c, &id, &mut after, |i| i["new"]["value"] == "8");
+    assert_eq!(items.len(), 2, "{items:?}");
+
+    let deep = &items[0];
+    assert_eq!(deep["old"]["value"], "0", "{deep}");
+    assert_eq!(deep["new"]["value"], "7", "{deep}");
+    let frames = deep["frames"].as_array().expect("frames");
+    assert_eq!(frames[0]["function"], "deep_writer", "{deep}");
+    assert_eq!(frames[1]["function"], "descend", "{deep}");
+    // Nothing guessed: every frame shown is one of the chain's.
+    for f in frames {
+        assert!(
+            f["function"] == "deep_writer" || f["function"] == "descend",
+            "a frame outside the chain: {deep}"
+        );
+    }
+    // 19 frames of `descend` hold ~3.4 KiB of stack, more than the watch
+    // copies: the stack stops early and says why.
+    assert!(frames.len() < 20, "{deep}");
+    let note = deep["frames_note"].as_str().expect("frames_note");
+    assert!(
+        note.contains("bytes of the writer's stack") && note.contains("not shown"),
+        "{note}"
+    );
+
+    let shallow = &items[1];
+    assert_eq!(shallow["old"]["value"], "7", "{shallow}");
+    assert_eq!(
+        shallow["frames"][0]["function"], "shallow_writer",
+        "{shallow}"
+    );
+    assert_eq!(shallow["frames"][1]["function"], "main", "{shallow}");
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

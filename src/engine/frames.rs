@@ -200,11 +200,19 @@ pub fn symbolized_frames(
     thread: &CapturedThread,
     max_frames: usize,
 ) -> Vec<FrameRow> {
+    symbolized_frames_in(image, &thread.regs, &thread.memory, max_frames)
+}
+
+/// As [`symbolized_frames`], from registers over any memory (a write
+/// watch's record: its stack copy alone).
+pub fn symbolized_frames_in(
+    image: &ProcessImage,
+    regs: &Registers,
+    memory: &dyn MemorySource,
+    max_frames: usize,
+) -> Vec<FrameRow> {
     let mut rows = Vec::new();
-    for frame in image
-        .unwind_iter(&thread.regs, &thread.memory)
-        .take(max_frames)
-    {
+    for frame in image.unwind_iter(regs, memory).take(max_frames) {
         let module_of_pc = image.module_for(frame.pc);
         let own_code = module_of_pc.is_some_and(|m| !is_system_library(m.path()));
         let module = module_of_pc.and_then(|m| {

@@ -120,7 +120,8 @@ pub enum WatchItem {
     /// `mode: sample`: the value at one tick.
     Sample(WatchSample),
     /// `mode: write` or `access`: the value before and after, and who touched it.
-    Change(WatchChange),
+    /// Boxed: it is several times the size of the other items.
+    Change(Box<WatchChange>),
 }
 
 /// A watched value at one tick (`watch_expression` with `mode: sample`).
@@ -152,6 +153,11 @@ pub struct WatchChange {
     /// The touching thread's stack, innermost first (inlined calls are
     /// frames of their own).
     pub frames: Vec<super::report::FrameRow>,
+    /// Why `frames` stops before the thread's outermost frame, when it
+    /// does: the stack copied at the write ended there (outer frames are
+    /// left out, never read from the live stack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_note: Option<String>,
 }
 
 /// The part of a result at `path`, as a `get_probe_results` call with
@@ -294,7 +300,7 @@ mod tests {
         }));
         let v = serde_json::to_value(&sample).expect("json");
         assert_eq!(v["value"]["value"], "1");
-        let change = ProbeItem::Watch(WatchItem::Change(WatchChange {
+        let change = ProbeItem::Watch(WatchItem::Change(Box::new(WatchChange {
             seq: 2,
             time: "t".into(),
             tid: 9,
@@ -302,7 +308,8 @@ mod tests {
             old: Value::leaf("x", "int", "1"),
             new: Value::leaf("x", "int", "2"),
             frames: vec![],
-        }));
+            frames_note: None,
+        })));
         let v = serde_json::to_value(&change).expect("json");
         let keys: Vec<&String> = v
             .as_object()

@@ -161,6 +161,10 @@ pub struct ProbeResults {
     pub next_after: u64,
     /// Results pushed out of the bounded store before they were read.
     pub dropped: u64,
+    /// Hits (watch writes) never recorded because liveprobe fell behind:
+    /// the kernel's ring was full. As in `list_probes`.
+    #[serde(skip_serializing_if = "super::probes::is_zero")]
+    pub lost: u64,
     /// True when `wait_ms` was capped to the longest wait allowed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub wait_capped: bool,
@@ -876,6 +880,7 @@ impl Engine {
             items,
             next_after,
             dropped,
+            lost: probe.lost.load(Ordering::Relaxed),
             wait_capped,
             summary: self.watch_summary(probe_id),
         })

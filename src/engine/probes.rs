@@ -307,7 +307,7 @@ pub struct SiteHits {
     pub hits: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(super) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 

@@ -11,6 +11,7 @@
 //! Both count against the same four debug registers per process.
 
 use super::items::{ProbeItem, WatchChange, WatchItem};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -19,11 +20,12 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers};
 use crate::eval::{self, CompiledExpr};
 use crate::tracer::{
-    DebugWatch, HwWatch, HwWatchKind, ProcessMemory, TargetState, Tracer, WatchRecord,
+    DebugWatch, HwWatch, HwWatchKind, MemoryCopy, ProcessMemory, TargetState, Tracer,
+    WatchRecord,
 };
-use crate::value::{Limits, Redaction, Value};
+use crate::value::{Limits, PageCache, Redaction, Value};
 
-use super::frames::{CapturedMemory, CapturedThread, LiveMemory, registers_from};
+use super::frames::{CapturedThread, LiveMemory, registers_from};
 use super::probe_ops::MAX_PROBES;
 use super::probes::{EngineChoice, Probe, ProbeEngine, ProbeKind, ProbeState, StoredBody};
 use super::store::rfc3339;
@@ -115,33 +117,41 @@ pub fn split_aligned(addr: u64, size: u64) -> Vec<(u64, usize)> {
 
 /// Memory where the watched bytes read as a record says they were, and
 /// everything else reads live: how `new` is rendered with the expression's
-/// own type.
+/// own type. Reads go through as asked (not widened to pages), so a scalar
+/// that is all watched bytes costs no read of the target; the live rest
+/// goes through a page cache of its own.
 struct Overlay<'a> {
     addr: u64,
     bytes: &'a [u8],
-    live: LiveMemory<'a>,
+    live: &'a dyn MemorySource,
 }
 
 impl MemorySource for Overlay<'_> {
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let end = self.addr + self.bytes.len() as u64;
-        let want_end = addr.saturating_add(buf.len() as u64);
-        if addr >= end || want_end <= self.addr {
+        let end = self.addr.saturating_add(self.bytes.len() as u64);
+        let read_end = addr
+            .checked_add(buf.len() as u64)
+            .ok_or(MemoryError { addr })?;
+        if read_end <= self.addr || addr >= end {
             return self.live.read_memory(addr, buf);
         }
-        // Live first, then the watched bytes on top.
-        let live = self.live.read_memory(addr, buf);
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = addr + i as u64;
-            if a >= self.addr && a < end {
-                *b = self.bytes[(a - self.addr) as usize];
-            }
+        let from = addr.max(self.addr);
+        let to = read_end.min(end);
+        let (below, rest) = buf.split_at_mut((from - addr) as usize);
+        let (watched, above) = rest.split_at_mut((to - from) as usize);
+        watched
+            .copy_from_slice(&self.bytes[(from - self.addr) as usize..(to - self.addr) as usize]);
+        if !below.is_empty() {
+            self.live.read_memory(addr, below)?;
         }
-        if addr >= self.addr && want_end <= end {
-            Ok(())
-        } else {
-            live
+        if !above.is_empty() {
+            self.live.read_memory(to, above)?;
         }
+        Ok(())
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        true
     }
 }
 
@@ -291,6 +301,14 @@ impl Engine {
             _ => HwWatchKind::Write,
         };
         let pid = req.pid;
+        // Each ring holds every record the watch will keep, when that is
+        // few; a condition may drop any number of writes, so then the
+        // largest ring.
+        let records = if condition.is_some() {
+            u64::MAX
+        } else {
+            bounds.max_events
+        };
         let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
         let piece_count = pieces.len();
         let perf = if choice == EngineChoice::Ptrace {
@@ -300,7 +318,7 @@ impl Engine {
             let armed = tokio::task::spawn_blocking(move || {
                 pieces
                     .into_iter()
-                    .map(|(at, len)| HwWatch::arm(pid, at, len, kind).map(|w| (at, w)))
+                    .map(|(at, len)| HwWatch::arm_for(pid, at, len, kind, records).map(|w| (at, w)))
                     .collect::<Result<Vec<(u64, HwWatch)>, String>>()
             })
             .await
@@ -348,9 +366,10 @@ impl Engine {
                         "{piece_count} debug register(s) on {size} byte(s) at {addr:#x}, set through ptrace on \
                          every thread (each new thread at its creation, before it runs); {fallback}a writer is \
                          held only while its registers, {} KiB of its stack and the watched bytes are copied \
-                         (the trap comes just after the write), then it goes on. {OLD_NEW_NOTE}. Stop liveprobe \
-                         with SIGTERM/SIGINT or remove the watch: those clear every register, but a SIGKILLed \
-                         liveprobe cannot, and the target then dies of SIGTRAP at its next watched write",
+                         (the trap comes just after the write), then it goes on. {OLD_NEW_NOTE}. Every way \
+                         liveprobe ends clears the registers, a SIGKILL or crash included (its tracer task \
+                         outlives it); only the tracer task's own death (the OOM killer) leaves them armed, and \
+                         the target then dies of SIGTRAP at its next watched write",
                         crate::tracer::STACK_WINDOW / 1024
                     ),
                 )
@@ -406,6 +425,7 @@ impl Engine {
             redaction: self.redaction.clone(),
             names: HashMap::new(),
             function_code: HashMap::new(),
+            current_rendered: None,
         };
         tokio::spawn(watcher.run());
         tracing::info!(probe = id, pid = req.pid, expression, "write watch armed");
@@ -542,6 +562,8 @@ struct WriteWatcher {
     addr: u64,
     /// The watched bytes as last seen.
     current: Vec<u8>,
+    /// `current` as rendered at the last write (the next write's `old`).
+    current_rendered: Option<Value>,
     initial_known: bool,
     /// Its watchpoints; emptied when the watch is removed.
     armed: Arc<Mutex<ArmedWatch>>,
@@ -703,10 +725,12 @@ impl WriteWatcher {
     }
 
     fn render(&self, bytes: &[u8]) -> Value {
+        let live = LiveMemory(&self.memory);
+        let live = PageCache::new(&live);
         let overlay = Overlay {
             addr: self.addr,
             bytes,
-            live: LiveMemory(&self.memory),
+            live: &live,
         };
         if self.frame.is_none() {
             return eval::evaluate_global(
@@ -753,16 +777,15 @@ impl WriteWatcher {
 
     fn record(&mut self, piece_at: u64, piece_len: usize, record: WatchRecord) {
         let started = Instant::now();
-        let thread = CapturedThread {
-            tid: record.tid,
-            regs: registers_from(&record.regs, None),
-            memory: CapturedMemory::new(record.stack.clone(), self.memory.clone()),
-            held_us: 0,
-        };
+        let regs = registers_from(&record.regs, None);
         if let Some(frame) = &self.frame
             && record.tid == frame.identity.tid
-            && frame_still_there(&self.image, &thread.regs, &thread.memory, &frame.identity)
-                == Some(false)
+            && frame_still_there(
+                &self.image,
+                &regs,
+                &StackAtWrite::new(&record.stack),
+                &frame.identity,
+            ) == Some(false)
         {
             // The frame returned before this write: the bytes are another
             // frame's now, and the watch is over.
@@ -770,8 +793,11 @@ impl WriteWatcher {
             self.probe.finish(ProbeState::Done, Some(reason));
             return;
         }
-        let old_known = self.initial_known;
-        let old = if old_known {
+        // The previous write's `new` is this one's `old`, as rendered then:
+        // one rendering per write, and the value as it was seen at the time.
+        let old = if let Some(previous) = self.current_rendered.take() {
+            previous
+        } else if self.initial_known {
             self.render(&self.current.clone())
         } else {
             Value::unavailable(
@@ -792,7 +818,9 @@ impl WriteWatcher {
                     slot.copy_from_slice(bytes);
                 }
                 self.initial_known = true;
-                self.render(&self.current.clone())
+                let rendered = self.render(&self.current.clone());
+                self.current_rendered = Some(rendered.clone());
+                rendered
             }
             None => Value::unavailable(
                 self.expr.source().to_string(),
@@ -801,10 +829,12 @@ impl WriteWatcher {
             ),
         };
         if let Some(condition) = &self.condition {
+            let live = LiveMemory(&self.memory);
+            let live = PageCache::new(&live);
             let overlay = Overlay {
                 addr: self.addr,
                 bytes: &self.current,
-                live: LiveMemory(&self.memory),
+                live: &live,
             };
             let verdict =
                 self.with_context(&overlay, |ctx| eval::evaluate_condition(condition, ctx));
@@ -820,27 +850,32 @@ impl WriteWatcher {
                 }
             }
         }
-        let frames = super::frames::symbolized_frames(&self.image, &thread, WRITER_FRAMES);
         let thread_name = if record.thread_name.is_empty() {
             self.thread_name(record.tid)
         } else {
             record.thread_name.clone()
         };
         let wall = wall_time_of(record.time_ns);
-        let item = ProbeItem::Watch(WatchItem::Change(WatchChange {
-            seq: 0,
-            time: rfc3339(wall),
-            tid: record.tid,
-            thread_name,
-            old,
-            new,
-            frames,
+        // The writer's stack is a copy that stays valid: it is unwound and
+        // symbolized when the item is first read, so the reader keeps up
+        // with the writes and nothing is done for items never read.
+        let image = self.image.clone();
+        let stack = record.stack;
+        let item = StoredBody::Pending(Box::new(move || {
+            let (frames, frames_note) = writer_frames(&image, &regs, &stack);
+            ProbeItem::Watch(WatchItem::Change(Box::new(WatchChange {
+                seq: 0,
+                time: rfc3339(wall),
+                tid: record.tid,
+                thread_name,
+                old,
+                new,
+                frames,
+                frames_note,
+            })))
         }));
         let hits = self.probe.hits.fetch_add(1, Ordering::Relaxed) + 1;
-        self.probe.record(
-            StoredBody::Ready(Box::new(item)),
-            hits >= self.probe.max_hits,
-        );
+        self.probe.record(item, hits >= self.probe.max_hits);
         // The writer paid for the program only (a rule, as for uprobes).
         let _ = self.probe.charge(
             started.elapsed(),
@@ -848,6 +883,81 @@ impl WriteWatcher {
             record.time_ns,
         );
     }
+}
+
+/// The writer's stack as the watch program copied it at the write, and
+/// nothing more: the writer ran on right after, so memory beyond the copy
+/// (its outer callers' frames) says what it says now, not what it said
+/// then. Reads outside the copy fail; the first one is kept, so the item
+/// can say where its stack stops and why.
+struct StackAtWrite<'a> {
+    stack: &'a MemoryCopy,
+    first_miss: Cell<Option<u64>>,
+}
+
+impl<'a> StackAtWrite<'a> {
+    fn new(stack: &'a MemoryCopy) -> StackAtWrite<'a> {
+        StackAtWrite {
+            stack,
+            first_miss: Cell::new(None),
+        }
+    }
+}
+
+impl MemorySource for StackAtWrite<'_> {
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        match self.stack.slice(addr, buf.len()) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => {
+                if self.first_miss.get().is_none() {
+                    self.first_miss.set(Some(addr));
+                }
+                Err(MemoryError { addr })
+            }
+        }
+    }
+
+    fn wants_exact_reads(&self) -> bool {
+        true
+    }
+}
+
+/// The writer's symbolized stack from its registers and the stack copied at
+/// the write, and, when the copy ended before the stack did, a note saying
+/// so: the frames beyond it are left out, never read live.
+fn writer_frames(
+    image: &ProcessImage,
+    regs: &Registers,
+    stack: &MemoryCopy,
+) -> (Vec<super::report::FrameRow>, Option<String>) {
+    let memory = StackAtWrite::new(stack);
+    let frames = super::frames::symbolized_frames_in(image, regs, &memory, WRITER_FRAMES);
+    let note = memory
+        .first_miss
+        .get()
+        .filter(|_| frames.len() < WRITER_FRAMES)
+        .map(|addr| {
+            if stack.bytes.is_empty() {
+                return format!(
+                    "the stack ends here because the writer's stack could not be copied at the write (its \
+                     stack pointer {:#x} was not readable); outer frames are not shown rather than read from \
+                     the live stack, where the writer has run on since",
+                    stack.start
+                );
+            }
+            format!(
+                "the stack ends here because the watch copies {} bytes of the writer's stack at each \
+                 write (from its stack pointer {:#x}), and the next caller's frame lies beyond them \
+                 (a read at {addr:#x}); the frames of outer callers are not shown rather than read from the \
+                 live stack, where the writer has run on since",
+                stack.bytes.len(),
+                stack.start
+            )
+        });
+    (frames, note)
 }
 
 /// A function's start (runtime address) and its code from there.
@@ -892,7 +1002,96 @@ fn returned_reason(identity: &FrameIdentity) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::split_aligned;
+    use super::{MemoryCopy, Overlay, StackAtWrite, split_aligned};
+    use crate::debuginfo::{MemoryError, MemorySource};
+    use std::cell::Cell;
+
+    /// Memory at 0x1000.. holding byte i = i as u8, counting reads.
+    struct Counting {
+        reads: Cell<usize>,
+    }
+
+    impl MemorySource for Counting {
+        fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+            self.reads.set(self.reads.get() + 1);
+            if addr < 0x1000 {
+                return Err(MemoryError { addr });
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (addr - 0x1000 + i as u64) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_overlay_reads_the_target_only_for_bytes_outside_the_watched_ones() {
+        let live = Counting {
+            reads: Cell::new(0),
+        };
+        let watched = [0xaa; 8];
+        let overlay = Overlay {
+            addr: 0x1008,
+            bytes: &watched,
+            live: &live,
+        };
+        let mut buf = [0u8; 8];
+        overlay
+            .read_memory(0x1008, &mut buf)
+            .expect("watched bytes");
+        assert_eq!(buf, [0xaa; 8]);
+        assert_eq!(
+            live.reads.get(),
+            0,
+            "a scalar of watched bytes reads nothing live"
+        );
+        let mut buf = [0u8; 4];
+        overlay.read_memory(0x100a, &mut buf).expect("inside");
+        assert_eq!((buf, live.reads.get()), ([0xaa; 4], 0));
+        // Straddling: the rest comes live, below and above.
+        let mut buf = [0u8; 12];
+        overlay.read_memory(0x1006, &mut buf).expect("straddling");
+        assert_eq!(
+            buf,
+            [
+                6, 7, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0x10, 0x11
+            ]
+        );
+        assert_eq!(live.reads.get(), 2);
+        let mut buf = [0u8; 2];
+        overlay.read_memory(0x1020, &mut buf).expect("outside");
+        assert_eq!(buf, [0x20, 0x21]);
+        // A live part that cannot be read fails the read, naming it.
+        let overlay = Overlay {
+            addr: 0x1000,
+            bytes: &watched,
+            live: &live,
+        };
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            overlay.read_memory(0xff8, &mut buf),
+            Err(MemoryError { addr: 0xff8 })
+        );
+    }
+
+    #[test]
+    fn the_stack_at_a_write_answers_only_from_its_copy_and_keeps_the_first_miss() {
+        let copy = MemoryCopy {
+            start: 0x7000,
+            bytes: (0..64u8).collect(),
+        };
+        let stack = StackAtWrite::new(&copy);
+        let mut buf = [0u8; 8];
+        stack
+            .read_memory(0x7008, &mut buf)
+            .expect("inside the copy");
+        assert_eq!(buf, [8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(stack.first_miss.get(), None);
+        // Running past the copy's end is a miss, never a live read.
+        assert!(stack.read_memory(0x703c, &mut buf).is_err());
+        assert!(stack.read_memory(0x7100, &mut buf).is_err());
+        assert_eq!(stack.first_miss.get(), Some(0x703c));
+    }
 
     #[test]
     fn pieces_are_aligned_and_cover_the_lvalue() {

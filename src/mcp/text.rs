@@ -493,6 +493,7 @@ fn item_lines(item: &ProbeItem, s: &mut String) {
     let note = match item {
         ProbeItem::Snapshot(i) => i.capture_note.as_deref(),
         ProbeItem::Logpoint(i) => i.capture_note.as_deref(),
+        ProbeItem::Watch(WatchItem::Change(change)) => change.frames_note.as_deref(),
         _ => None,
     };
     if let Some(note) = note {
@@ -561,7 +562,7 @@ mod tests {
             &mut s,
         );
         item_lines(
-            &ProbeItem::Watch(WatchItem::Change(WatchChange {
+            &ProbeItem::Watch(WatchItem::Change(Box::new(WatchChange {
                 seq: 4,
                 time: "t".into(),
                 tid: 43,
@@ -578,12 +579,13 @@ mod tests {
                     module: None,
                     own_code: true,
                 }],
-            })),
+                frames_note: Some("the stack ends here".into()),
+            }))),
             &mut s,
         );
         assert_eq!(
             s,
-            "#3 [42] site 1 order 7\n#4 [43 worker] t: x: int = 1 -> x: int = <optimized out>\n  in work at w.c:9\n"
+            "#3 [42] site 1 order 7\n#4 [43 worker] t: x: int = 1 -> x: int = <optimized out>\n  in work at w.c:9\n  (the stack ends here)\n"
         );
     }
 }

@@ -32,10 +32,15 @@ const FLAG_INHERIT: u64 = 1 << 1;
 const FLAG_EXCLUDE_KERNEL: u64 = 1 << 5;
 const FLAG_EXCLUDE_HV: u64 = 1 << 6;
 
-/// Stack bytes copied per write, from the writer's stack pointer up: what
-/// the unwinder reads first (beyond it, live memory is read, which may
-/// have changed since).
-pub const STACK_WINDOW: usize = 8192;
+/// Stack bytes copied per write, from the writer's stack pointer up: the
+/// writer's frame and its nearest callers' (at -O0, C frames are tens of
+/// bytes, C++/Rust ones a few hundred). Frames beyond it are reported as
+/// not copied, never read live: the writer has moved on by the time the
+/// record is read. 1 KiB keeps a record at ~1.2 KiB, so a ring holds
+/// thousands of them (an 8 KiB window held ~500 and lost most writes at
+/// 100k writes/s), while copying it costs the writer a fraction of the
+/// debug trap itself.
+pub const STACK_WINDOW: usize = 1024;
 /// Record layout: pid_tgid, time, registers, value, value status, stack
 /// status, stack.
 const OFF_PID_TGID: usize = 0;
@@ -51,8 +56,26 @@ const OFF_STACK: usize = OFF_COMM + COMM_BYTES;
 const RECORD_BYTES: usize = OFF_STACK + STACK_WINDOW;
 /// `pt_regs` slot of the stack pointer.
 const SLOT_RSP: usize = 19;
-/// Ring per watch: a few hundred records of ~8 KiB.
-const RING_BYTES: usize = 4 * 1024 * 1024;
+/// Smallest ring per watch piece.
+const MIN_RING_BYTES: usize = 256 * 1024;
+/// Largest ring per watch piece: ~13k records, 130 ms of writes at 100k
+/// writes/s, for the reader to fall behind by before a write is lost.
+const MAX_RING_BYTES: usize = 16 * 1024 * 1024;
+/// A record's room in the ring: its 8-byte header and the record, rounded
+/// to 8 bytes as the kernel does.
+const RING_RECORD_BYTES: usize = 8 + RECORD_BYTES.next_multiple_of(8);
+
+/// The ring for a watch that will keep at most `records` records: room for
+/// all of them when that is small, else the largest ring (a power of two,
+/// as the kernel wants).
+pub fn ring_bytes_for(records: u64) -> usize {
+    let wanted = usize::try_from(records)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(RING_RECORD_BYTES);
+    wanted
+        .clamp(MIN_RING_BYTES, MAX_RING_BYTES)
+        .next_power_of_two()
+}
 
 /// What a watch reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +140,7 @@ fn program(tgid: u32, ring_fd: i32, lost_fd: i32, addr: u64, len: usize) -> Vec<
     const LD_IMM64: u8 = 0x18;
     const JEQ_IMM: u8 = 0x15;
     const JNE_IMM: u8 = 0x55;
+    const JLE_IMM: u8 = 0xb5;
     const CALL: u8 = 0x85;
     const EXIT: u8 = 0x95;
     const KTIME_GET_NS: i32 = 5;
@@ -175,12 +199,16 @@ fn program(tgid: u32, ring_fd: i32, lost_fd: i32, addr: u64, len: usize) -> Vec<
         e(MOV_IMM, 2, 0, 0, STACK_WINDOW as i32),
         e(CALL, 0, 0, 0, PROBE_READ_USER),
         e(MOV_IMM, 9, 0, 0, STACK_WINDOW as i32),
-        e(JEQ_IMM, 0, 0, 9, 0), // read whole: skip the 9 of the retry
+    ]);
+    let retry = [
         e(LDX_DW, 3, 8, (OFF_REGS + SLOT_RSP * 8) as i16, 0),
         e(MOV_REG, 2, 3, 0, 0),
         e(AND_IMM, 2, 0, 0, 4095),
         e(MOV_IMM, 9, 0, 0, 4096),
         e(SUB_REG, 9, 2, 0, 0), // r9 = bytes to the end of rsp's page
+        // At most the window (the verifier checks that bound too).
+        e(JLE_IMM, 9, 0, 1, STACK_WINDOW as i32),
+        e(MOV_IMM, 9, 0, 0, STACK_WINDOW as i32),
         e(MOV_REG, 2, 9, 0, 0),
         e(MOV_REG, 1, 8, 0, 0),
         e(ADD_IMM, 1, 0, 0, OFF_STACK as i32),
@@ -188,6 +216,11 @@ fn program(tgid: u32, ring_fd: i32, lost_fd: i32, addr: u64, len: usize) -> Vec<
         // Status: the bytes copied (r9), or 0 when even that failed.
         e(JEQ_IMM, 0, 0, 1, 0),
         e(MOV_IMM, 9, 0, 0, 0),
+    ];
+    // Read whole: skip the retry.
+    fill.push(e(JEQ_IMM, 0, 0, retry.len() as i16, 0));
+    fill.extend(retry);
+    fill.extend([
         e(STX_DW, 8, 9, OFF_STACK_STATUS as i16, 0),
         e(MOV_REG, 1, 8, 0, 0),
         e(MOV_IMM, 2, 0, 0, RB_NO_WAKEUP),
@@ -235,8 +268,22 @@ fn threads_of(pid: i32) -> io::Result<Vec<i32>> {
 
 impl HwWatch {
     /// Arms a watchpoint on `[addr, addr + len)` (len 1, 2, 4 or 8, aligned)
-    /// on every thread of `pid`, and on the threads they create later.
+    /// on every thread of `pid`, and on the threads they create later, with
+    /// the largest ring.
     pub fn arm(pid: i32, addr: u64, len: usize, kind: HwWatchKind) -> Result<HwWatch, String> {
+        HwWatch::arm_for(pid, addr, len, kind, u64::MAX)
+    }
+
+    /// As [`HwWatch::arm`], with a ring sized for `records` records (the
+    /// most the watch will keep; `u64::MAX` when unknown, e.g. a condition
+    /// filters the writes).
+    pub fn arm_for(
+        pid: i32,
+        addr: u64,
+        len: usize,
+        kind: HwWatchKind,
+        records: u64,
+    ) -> Result<HwWatch, String> {
         if !matches!(len, 1 | 2 | 4 | 8) || !addr.is_multiple_of(len as u64) {
             return Err(format!(
                 "a hardware watchpoint covers 1, 2, 4 or 8 bytes at an address aligned to its size; \
@@ -252,7 +299,7 @@ impl HwWatch {
                     .to_string(),
             );
         }
-        let ring = RingBuffer::new(RING_BYTES)
+        let ring = RingBuffer::new(ring_bytes_for(records))
             .map_err(|e| format!("cannot create the BPF ring buffer: {e}"))?;
         let lost = bpf::create_map(bpf::MAP_TYPE_ARRAY, 4, 8, 1, "lp_wlost")
             .map_err(|e| format!("cannot create the BPF loss counter: {e}"))?;
@@ -407,4 +454,54 @@ fn decode(record: &[u8], len: usize) -> Option<WatchRecord> {
             bytes: stack,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_holds_every_record_of_a_small_watch_and_is_bounded() {
+        for records in [0, 1, 100, 1000, 50_000, u64::MAX] {
+            let bytes = ring_bytes_for(records);
+            assert!(bytes.is_power_of_two(), "{records}: {bytes}");
+            assert!(
+                (MIN_RING_BYTES..=MAX_RING_BYTES).contains(&bytes),
+                "{records}: {bytes}"
+            );
+            let fits = (records as u128) * RING_RECORD_BYTES as u128 <= bytes as u128;
+            assert!(fits || bytes == MAX_RING_BYTES, "{records}: {bytes}");
+        }
+        // The default max_events (100) needs no more than the smallest ring.
+        assert_eq!(ring_bytes_for(100), MIN_RING_BYTES);
+        assert_eq!(ring_bytes_for(u64::MAX), MAX_RING_BYTES);
+        // The largest ring holds thousands of records, not hundreds.
+        const { assert!(MAX_RING_BYTES / RING_RECORD_BYTES > 10_000) };
+    }
+
+    #[test]
+    fn a_record_decodes_with_only_the_stack_bytes_copied() {
+        let mut record = vec![0u8; RECORD_BYTES];
+        let pid_tgid: u64 = (4321u64 << 32) | 4322;
+        record[OFF_PID_TGID..OFF_PID_TGID + 8].copy_from_slice(&pid_tgid.to_ne_bytes());
+        record[OFF_TIME..OFF_TIME + 8].copy_from_slice(&77u64.to_ne_bytes());
+        let rsp: u64 = 0x7ffd_0000_1000;
+        let at = OFF_REGS + SLOT_RSP * 8;
+        record[at..at + 8].copy_from_slice(&rsp.to_ne_bytes());
+        record[OFF_VALUE..OFF_VALUE + 8].copy_from_slice(&5u64.to_ne_bytes());
+        // The stack read stopped after 100 bytes (the end of the stack).
+        record[OFF_STACK_STATUS..OFF_STACK_STATUS + 8].copy_from_slice(&100u64.to_ne_bytes());
+        record[OFF_COMM..OFF_COMM + 4].copy_from_slice(b"wr-1");
+        record[OFF_STACK] = 0xab;
+        let decoded = decode(&record, 8).expect("a whole record decodes");
+        assert_eq!(decoded.tid, 4322);
+        assert_eq!(decoded.time_ns, 77);
+        assert_eq!(decoded.thread_name, "wr-1");
+        assert_eq!(decoded.value, Some(5u64.to_ne_bytes().to_vec()));
+        assert_eq!(decoded.stack.start, rsp);
+        assert_eq!(decoded.stack.bytes.len(), 100);
+        assert_eq!(decoded.stack.bytes[0], 0xab);
+        // A short record is refused, not read past.
+        assert!(decode(&record[..OFF_STACK - 1], 8).is_none());
+    }
 }
