@@ -17,6 +17,7 @@ use gimli::{AttributeValue, Reader, constants};
 
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
+use super::function_ranges::{FUNCTION_RANGE_CACHE_LIMIT, FunctionRanges};
 use super::module::Module;
 use super::types::{Language, MemberOffset, TypeKey, TypeKind, TypeTable, unit_key, unit_language};
 
@@ -1425,83 +1426,6 @@ pub(crate) fn inline_chain(
     }
 }
 
-/// Per unit (`.debug_info` offset): its subprograms' address ranges.
-pub(crate) type FunctionRangeCache = Mutex<HashMap<usize, Arc<FunctionRanges>>>;
-
-/// Most units whose function ranges are kept per module before the cache
-/// starts over.
-const FUNCTION_RANGE_CACHE_LIMIT: usize = 64;
-
-/// The address ranges of every subprogram of one unit with code, wherever
-/// DWARF nests it: (begin, end, DIE offset), sorted by begin.
-pub(crate) struct FunctionRanges {
-    ranges: Vec<(u64, u64, usize)>,
-}
-
-impl FunctionRanges {
-    fn build(module: &Module, unit: &gimli::Unit<DwarfReader>) -> FunctionRanges {
-        let mut ranges = Vec::new();
-        let Some(dwarf) = module.dwarf_of(unit) else {
-            return FunctionRanges { ranges };
-        };
-        let unit_ref = unit.unit_ref(dwarf);
-        // Raw entries: the attributes of every DIE but a function's are skipped, not decoded.
-        let Ok(mut raw) = unit.entries_raw(None) else {
-            return FunctionRanges { ranges };
-        };
-        while !raw.is_empty() {
-            let offset = raw.next_offset();
-            let abbreviation = match raw.read_abbreviation() {
-                Ok(Some(abbreviation)) => abbreviation,
-                Ok(None) => continue,
-                Err(_) => break,
-            };
-            if raw.skip_attributes(abbreviation.attributes()).is_err() {
-                break;
-            }
-            if abbreviation.tag() != constants::DW_TAG_subprogram
-                || !abbreviation.attributes().iter().any(|spec| {
-                    matches!(
-                        spec.name(),
-                        constants::DW_AT_low_pc | constants::DW_AT_ranges
-                    )
-                })
-            {
-                continue;
-            }
-            let Ok(entry) = unit.entry(offset) else {
-                continue;
-            };
-            let Ok(mut iter) = unit_ref.die_ranges(&entry) else {
-                continue;
-            };
-            while let Ok(Some(range)) = iter.next() {
-                // A function the linker discarded keeps its DIE with low_pc 0 (DWARF 4 has no tombstone
-                // value); no code of a loaded ELF is at address 0.
-                if range.begin != 0 && range.begin < range.end {
-                    ranges.push((range.begin, range.end, offset.0));
-                }
-            }
-        }
-        ranges.sort_unstable();
-        ranges.shrink_to_fit();
-        FunctionRanges { ranges }
-    }
-
-    /// The smallest subprogram range containing `pc` (a nested function's
-    /// rather than its parent's, should they overlap).
-    fn lookup(&self, pc: u64) -> Option<usize> {
-        let end = self.ranges.partition_point(|r| r.0 <= pc);
-        self.ranges[..end]
-            .iter()
-            .rev()
-            .take(64)
-            .filter(|r| pc < r.1)
-            .min_by_key(|r| r.1 - r.0)
-            .map(|r| r.2)
-    }
-}
-
 /// The DIE offset of the subprogram whose code holds `pc` in `unit`, from
 /// the unit's function index (built on first use, one walk of the unit).
 pub(crate) fn subprogram_at(
@@ -1689,96 +1613,9 @@ pub(crate) fn own_name(
     text.to_string_lossy().ok().map(|s| s.into_owned())
 }
 
-/// For every subprogram DIE of a unit, the names of the namespaces and
-/// classes around it (`std`, `ns::Class`), as gdb qualifies a function
-/// DWARF names only by `DW_AT_name`. Stops at an enclosing function: a
-/// local class's method is `Scaler::scaled`, as gdb shows it.
-pub(crate) fn function_qualifiers(
-    module: &Module,
-    unit: &gimli::Unit<DwarfReader>,
-) -> HashMap<usize, String> {
-    let mut out = HashMap::new();
-    let Some(dwarf) = module.dwarf_of(unit) else {
-        return out;
-    };
-    let unit_ref = unit.unit_ref(dwarf);
-    let mut entries = unit.entries();
-    // (depth, name if a named scope, is a function)
-    let mut stack: Vec<(isize, Option<String>, bool)> = Vec::new();
-    while let Ok(Some(entry)) = entries.next_dfs() {
-        let depth = entry.depth();
-        while stack.last().is_some_and(|(d, _, _)| *d >= depth) {
-            stack.pop();
-        }
-        let tag = entry.tag();
-        let name = || {
-            let value = entry.attr_value(constants::DW_AT_name)?;
-            let text = unit_ref.attr_string(value).ok()?;
-            text.to_string_lossy().ok().map(|s| s.into_owned())
-        };
-        match tag {
-            constants::DW_TAG_subprogram => {
-                let mut parts = Vec::new();
-                for (_, name, is_function) in stack.iter().rev() {
-                    if *is_function {
-                        break;
-                    }
-                    if let Some(name) = name {
-                        parts.push(name.clone());
-                    }
-                }
-                if !parts.is_empty() {
-                    parts.reverse();
-                    out.insert(entry.offset().0, parts.join("::"));
-                }
-                if entry.has_children() {
-                    stack.push((depth, None, true));
-                }
-            }
-            constants::DW_TAG_namespace
-            | constants::DW_TAG_structure_type
-            | constants::DW_TAG_class_type
-            | constants::DW_TAG_union_type
-            | constants::DW_TAG_interface_type
-                if entry.has_children() =>
-            {
-                stack.push((depth, name(), false));
-            }
-            constants::DW_TAG_lexical_block if entry.has_children() => {
-                stack.push((depth, None, true));
-            }
-            _ if entry.has_children() => stack.push((depth, None, false)),
-            _ => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn function_ranges_pick_the_innermost_holder() {
-        let index = FunctionRanges {
-            ranges: vec![
-                (0x1000, 0x1100, 1),
-                (0x1100, 0x1400, 2),
-                // A function nested in 2's range (should one ever be).
-                (0x1200, 0x1240, 3),
-                // 2's cold part.
-                (0x2000, 0x2010, 2),
-            ],
-        };
-        assert_eq!(index.lookup(0x1000), Some(1));
-        assert_eq!(index.lookup(0x10ff), Some(1));
-        assert_eq!(index.lookup(0x1100), Some(2));
-        assert_eq!(index.lookup(0x1220), Some(3));
-        assert_eq!(index.lookup(0x1240), Some(2));
-        assert_eq!(index.lookup(0x2008), Some(2));
-        assert_eq!(index.lookup(0x1800), None);
-        assert_eq!(index.lookup(0xfff), None);
-    }
 
     #[test]
     fn leb128_encodings() {

@@ -18,6 +18,7 @@ use gimli::{AttributeValue, Reader, constants};
 
 use super::bytes::DwarfReader;
 use super::module::Module;
+pub use super::unit_tables::unit_key;
 
 /// Where a type DIE lives: the `.debug_info` offset of its unit's header and
 /// the DIE's offset inside that unit.
@@ -349,11 +350,6 @@ pub fn shared_types(module: &Arc<Module>) -> Arc<Mutex<TypeTable>> {
     let table = Arc::new(Mutex::new(TypeTable::new()));
     tables.push((Arc::downgrade(module), table.clone()));
     table
-}
-
-/// The `.debug_info` offset of a unit's header.
-pub fn unit_key(unit: &gimli::Unit<DwarfReader>) -> Option<usize> {
-    unit.header.debug_info_offset().map(|offset| offset.0)
 }
 
 impl TypeTable {
