@@ -38,6 +38,7 @@ mod unwind;
 
 pub use addr::{FileAddr, RuntimeAddr};
 pub use bytes::{DwarfReader, SectionBytes};
+pub use call_site::{CallSiteCallee, CallSiteValue, call_site_value};
 pub use demangle::{demangle, demangle_name};
 pub(crate) use demangle::{is_legacy_closure_name, legacy_closure_spelling};
 pub use error::{DebugInfoError, LocationError};

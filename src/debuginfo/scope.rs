@@ -1302,9 +1302,6 @@ fn static_address(
     }
 }
 
-// Call sites (what a caller passed) live in `call_site.rs`; re-exported here for existing paths.
-pub use super::call_site::{CallSiteCallee, CallSiteValue, call_site_value};
-
 /// One function of the chain of calls at a pc, outermost (the out-of-line
 /// subprogram) first: its DIE, and where its caller called it (for an
 /// inlined call).
