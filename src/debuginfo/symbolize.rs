@@ -3,7 +3,8 @@
 //! symbols.
 //!
 //! Owns frame naming (linkage name demangled, else `DW_AT_name` qualified by its namespaces and classes) and
-//! the per-module caches of symbolized pcs and of qualifiers. Never touches target memory.
+//! what goes into the module's caches of symbolized pcs and of qualifiers (module.rs holds them). Never
+//! touches target memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
