@@ -214,13 +214,8 @@ fn entry_values_come_only_from_a_proven_call_site() {
             .filter(|&ra| main_module.to_runtime(ra).0 != true_return)
             .find(|&ra| {
                 [reg::RDI, reg::RSI].into_iter().all(|register| {
-                    liveprobe::debuginfo::scope::call_site_value(
-                        &main_module,
-                        &mut types,
-                        ra,
-                        register,
-                    )
-                    .is_some()
+                    liveprobe::debuginfo::call_site_value(&main_module, &mut types, ra, register)
+                        .is_some()
                 })
             })
             .expect("another call site in main passing rdi and rsi")

@@ -5,7 +5,8 @@
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
 use object::{Object, ObjectSection};
 
-use super::{FileAddr, ProcessImage, RuntimeAddr};
+use super::addr::{FileAddr, RuntimeAddr};
+use super::image::ProcessImage;
 
 /// Longest function body decoded (a guard against a bogus symbol size).
 const MAX_FUNCTION_BYTES: u64 = 1 << 20;

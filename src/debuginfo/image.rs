@@ -12,7 +12,7 @@ use super::addr::RuntimeAddr;
 use super::error::DebugInfoError;
 use super::maps::{Mapping, parse_maps};
 use super::module::Module;
-use super::symbolize::SourceFrame;
+use super::source_frame::SourceFrame;
 
 /// All ELF modules mapped in a process, each with its load bias.
 #[derive(Debug)]

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use gimli::Reader as _;
 
 use super::bytes::DwarfReader;
-use super::module::Module;
+use super::object::LoadedObject;
+use super::unit_tables::RELEASE_EVERY_UNITS;
 
 /// Lexically normalizes a path: removes `.` components, folds `dir/..`, collapses repeated slashes.
 /// Leading `..` of a relative path are kept.
@@ -90,9 +91,6 @@ pub(crate) struct LineIndex {
     /// gdb's line table of a unit, by unit index.
     gdb_tables: Mutex<HashMap<u32, Arc<GdbTable>>>,
 }
-
-/// How many units a scan visits before releasing the pages it touched (bounds resident memory on huge files).
-pub(crate) const RELEASE_EVERY_UNITS: usize = 32;
 
 /// One decoded line-table row.
 #[derive(Clone, Copy, Debug)]
@@ -324,10 +322,10 @@ fn file_count(unit: &gimli::Unit<DwarfReader>) -> (u64, u64) {
 }
 
 impl LineIndex {
-    fn build(module: &Module) -> LineIndex {
+    pub(crate) fn build(object: &LoadedObject) -> LineIndex {
         let mut cus = Vec::new();
         let mut by_base: HashMap<Box<str>, Vec<(u32, u32)>> = HashMap::new();
-        let Some(dwarf) = module.dwarf() else {
+        let Some(dwarf) = object.dwarf() else {
             return LineIndex {
                 cus,
                 by_base,
@@ -343,7 +341,7 @@ impl LineIndex {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(module = %module.path().display(), error = %e, "stopped reading unit headers");
+                    tracing::warn!(module = %object.path().display(), error = %e, "stopped reading unit headers");
                     break;
                 }
             };
@@ -368,7 +366,7 @@ impl LineIndex {
             };
             let cu_index = cus.len() as u32;
             if cus.len() % RELEASE_EVERY_UNITS == RELEASE_EVERY_UNITS - 1 {
-                module.release_dwarf_pages();
+                object.release_dwarf_pages();
             }
             let header = program.header();
             let (first, end) = file_count(&unit);
@@ -399,7 +397,7 @@ impl LineIndex {
                 language,
             });
         }
-        module.release_dwarf_pages();
+        object.release_dwarf_pages();
         LineIndex {
             cus,
             by_base,
@@ -410,10 +408,23 @@ impl LineIndex {
         }
     }
 
+    /// The header offset of the unit containing a `.debug_info` offset.
+    pub(crate) fn unit_header_containing(
+        &self,
+        offset: gimli::DebugInfoOffset<usize>,
+    ) -> Option<gimli::DebugInfoOffset<usize>> {
+        let i = self.cus.partition_point(|c| c.unit_offset.0 <= offset.0);
+        self.cus.get(i.checked_sub(1)?).map(|c| c.unit_offset)
+    }
+
     /// (unit index, raw file index, normalized path) of every file entry whose path matches `query`.
-    pub(crate) fn matching_files(&self, module: &Module, query: &str) -> Vec<(u32, u32, Arc<str>)> {
+    pub(crate) fn matching_files(
+        &self,
+        object: &LoadedObject,
+        query: &str,
+    ) -> Vec<(u32, u32, Arc<str>)> {
         let query = normalize_path(query);
-        self.entries_with_base(module, base_name(&query))
+        self.entries_with_base(object, base_name(&query))
             .iter()
             .filter(|(_, _, path)| path_matches(path, &query))
             .cloned()
@@ -421,25 +432,33 @@ impl LineIndex {
     }
 
     /// (unit index, raw file index, normalized path) of every file entry with this base name.
-    fn entries_with_base(&self, module: &Module, base: &str) -> Arc<Vec<(u32, u32, Arc<str>)>> {
+    fn entries_with_base(
+        &self,
+        object: &LoadedObject,
+        base: &str,
+    ) -> Arc<Vec<(u32, u32, Arc<str>)>> {
         if let Ok(cache) = self.by_base_paths.lock()
             && let Some(hit) = cache.get(base)
         {
             return hit.clone();
         }
-        let found = Arc::new(self.resolve_entries_with_base(module, base));
+        let found = Arc::new(self.resolve_entries_with_base(object, base));
         if let Ok(mut cache) = self.by_base_paths.lock() {
             cache.insert(base.into(), found.clone());
         }
         found
     }
 
-    fn resolve_entries_with_base(&self, module: &Module, base: &str) -> Vec<(u32, u32, Arc<str>)> {
+    fn resolve_entries_with_base(
+        &self,
+        object: &LoadedObject,
+        base: &str,
+    ) -> Vec<(u32, u32, Arc<str>)> {
         let mut out = Vec::new();
         let Some(candidates) = self.by_base.get(base) else {
             return out;
         };
-        let Some(dwarf) = module.dwarf() else {
+        let Some(dwarf) = object.dwarf() else {
             return out;
         };
         let mut current: Option<(u32, gimli::Unit<DwarfReader>)> = None;
@@ -448,11 +467,11 @@ impl LineIndex {
                 let Some(info) = self.cus.get(cu as usize) else {
                     continue;
                 };
-                let Some(unit) = module.parse_unit(info.unit_offset) else {
+                let Some(unit) = object.parse_unit(info.unit_offset) else {
                     continue;
                 };
                 current = Some((cu, unit));
-                self.note_unit_visited(module);
+                self.note_unit_visited(object);
             }
             let Some((_, unit)) = &current else { continue };
             if let Some(path) = file_path(dwarf, unit, u64::from(file)) {
@@ -468,9 +487,9 @@ impl LineIndex {
     }
 
     /// Distinct full paths of every file with a given base name (for suggestions and ambiguity messages).
-    pub(crate) fn paths_with_base(&self, module: &Module, base: &str) -> Vec<Arc<str>> {
+    pub(crate) fn paths_with_base(&self, object: &LoadedObject, base: &str) -> Vec<Arc<str>> {
         let mut out: Vec<Arc<str>> = Vec::new();
-        for (_, _, p) in self.entries_with_base(module, base).iter() {
+        for (_, _, p) in self.entries_with_base(object, base).iter() {
             if !out.contains(p) {
                 out.push(p.clone());
             }
@@ -483,7 +502,7 @@ impl LineIndex {
     /// address. Computed once, then cached.
     pub(crate) fn file_rows(
         &self,
-        module: &Module,
+        object: &LoadedObject,
         cu: u32,
         files: &[u32],
     ) -> Option<Arc<Vec<Row>>> {
@@ -493,9 +512,9 @@ impl LineIndex {
         {
             return Some(r.clone());
         }
-        let table = self.gdb_table(module, cu)?;
-        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
-        let dwarf = module.dwarf()?;
+        let table = self.gdb_table(object, cu)?;
+        let unit = object.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        let dwarf = object.dwarf()?;
         let mut subfiles: Vec<usize> = Vec::new();
         for &f in files {
             if let Some(path) = file_path(dwarf, &unit, u64::from(f)) {
@@ -532,15 +551,15 @@ impl LineIndex {
     }
 
     /// Unit `cu`'s line table as gdb builds it (decoded once, then cached).
-    pub(crate) fn gdb_table(&self, module: &Module, cu: u32) -> Option<Arc<GdbTable>> {
+    pub(crate) fn gdb_table(&self, object: &LoadedObject, cu: u32) -> Option<Arc<GdbTable>> {
         if let Ok(cache) = self.gdb_tables.lock()
             && let Some(t) = cache.get(&cu)
         {
             return Some(t.clone());
         }
-        let rows = self.decode(module, cu)?;
-        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
-        let dwarf = module.dwarf()?;
+        let rows = self.decode(object, cu)?;
+        let unit = object.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        let dwarf = object.dwarf()?;
         // One subfile per distinct path (DWARF 5 names the primary file twice, as file 0 and file 1).
         let mut paths: Vec<Arc<str>> = Vec::new();
         let mut by_index: HashMap<u32, usize> = HashMap::new();
@@ -570,19 +589,19 @@ impl LineIndex {
     }
 
     /// Every row of unit `cu`, in program order (not cached: used for one function's prologue).
-    pub(crate) fn all_rows(&self, module: &Module, cu: u32) -> Option<Vec<Row>> {
-        self.decode(module, cu)
+    pub(crate) fn all_rows(&self, object: &LoadedObject, cu: u32) -> Option<Vec<Row>> {
+        self.decode(object, cu)
     }
 
     /// The source file and line of a file address inside unit `cu`, from its line table (the row that covers
     /// the address; of several rows at one address, the last, as addr2line does).
     pub(crate) fn location_in_unit(
         &self,
-        module: &Module,
+        object: &LoadedObject,
         cu: u32,
         addr: u64,
     ) -> Option<(String, u32)> {
-        let rows = self.all_rows(module, cu)?;
+        let rows = self.all_rows(object, cu)?;
         let mut found: Option<Row> = None;
         for pair in rows.windows(2) {
             let (row, next) = (pair[0], pair[1]);
@@ -591,25 +610,25 @@ impl LineIndex {
             }
         }
         let row = found?;
-        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
-        let path = file_path(module.dwarf()?, &unit, u64::from(row.file))?;
+        let unit = object.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        let path = file_path(object.dwarf()?, &unit, u64::from(row.file))?;
         Some((path, row.line))
     }
 
     /// Counts a unit visited by a scan and releases touched pages every [`RELEASE_EVERY_UNITS`] units.
-    fn note_unit_visited(&self, module: &Module) {
+    fn note_unit_visited(&self, object: &LoadedObject) {
         let n = self
             .visited
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n % RELEASE_EVERY_UNITS == RELEASE_EVERY_UNITS - 1 {
-            module.release_dwarf_pages();
+            object.release_dwarf_pages();
         }
     }
 
     /// Runs the line program of unit `cu`: every row, in program order.
-    fn decode(&self, module: &Module, cu: u32) -> Option<Vec<Row>> {
-        let unit = module.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
-        self.note_unit_visited(module);
+    fn decode(&self, object: &LoadedObject, cu: u32) -> Option<Vec<Row>> {
+        let unit = object.parse_unit(self.cus.get(cu as usize)?.unit_offset)?;
+        self.note_unit_visited(object);
         let program = unit.line_program?;
         let mut rows = Vec::new();
         let mut iter = program.rows();
@@ -635,13 +654,6 @@ impl LineIndex {
             }
         }
         Some(rows)
-    }
-}
-
-impl Module {
-    /// The line index of this module (unit list and file names), built on first use from line-program headers.
-    pub(crate) fn line_index(&self) -> &LineIndex {
-        self.line_index.get_or_init(|| LineIndex::build(self))
     }
 }
 

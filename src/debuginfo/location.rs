@@ -448,7 +448,7 @@ impl ProcessImage {
                 }
             }
             let placed_addrs: Vec<u64> = placed.iter().map(|p| p.0).collect();
-            let chains = instance_chains_at(module, hit.cu, &placed_addrs);
+            let chains = instance_chains_at(module, module.line_index(), hit.cu, &placed_addrs);
             for ((addr, at_line), mut chain) in placed.into_iter().zip(chains) {
                 // The site belongs to the function whose code the line is: an inlined copy called from this very
                 // line is the callee, not the line.
@@ -720,7 +720,7 @@ impl ProcessImage {
             if c.inlined {
                 // Which function this copy was inlined into: the outermost function at the address.
                 site.inlined_into = c.cu.and_then(|cu| {
-                    instance_chains_at(module, cu, &[addr])
+                    instance_chains_at(module, module.line_index(), cu, &[addr])
                         .into_iter()
                         .next()
                         .and_then(|chain| chain.into_iter().next())

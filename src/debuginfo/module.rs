@@ -1,143 +1,48 @@
-//! One ELF module mapped in a process: the file, its load bias, where its DWARF lives (inside, or a separate
-//! debug file found by build-id or `.gnu_debuglink`), its symbol table and its unwind sections.
+//! One ELF module mapped in a process: its loaded object (object.rs: the file, load bias, DWARF sections and
+//! units) and the indexes built over it on first use (symbols, lines, function names, symbolized pcs,
+//! qualifiers, function ranges).
 //!
-//! Owns opening and memory-mapping ELF files and locating separate debug files. Everything beyond section
-//! headers is parsed lazily (DWARF sections on first use, DIEs never here). Never reads target memory.
+//! Owns the index caches, not the rules to build them: each index's own file builds it from the
+//! [`LoadedObject`], which knows none of them. A `Module` reads as its object (Deref), so `module.dwarf()` and
+//! `module.unit_at(..)` work where a module is at hand. Never reads target memory.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
-use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment};
-
-use super::addr::{FileAddr, RuntimeAddr};
-use super::bytes::{DwarfReader, SectionBytes, reader};
 use super::error::DebugInfoError;
+use super::function_ranges::FunctionRangeCache;
 use super::lines::LineIndex;
 use super::maps::Mapping;
 use super::names::NameIndex;
-use super::symbolize::SourceFrame;
+use super::object::LoadedObject;
+use super::qualifiers::QualifierCache;
+use super::source_frame::SourceFrame;
 use super::symbols::SymbolTable;
-use super::units::{SplitUnits, UnitContexts, UnitRanges};
-use super::unwind::CfiSections;
 
-/// Where a module's DWARF came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DebugInfoStatus {
-    /// Whether DWARF debug info (`.debug_info`) was found for the module.
-    pub found: bool,
-    /// The file holding it: the module itself, or a separate debug file.
-    pub path: Option<PathBuf>,
-}
-
-/// A memory-mapped ELF file.
-pub(crate) struct MappedFile {
-    pub(crate) path: PathBuf,
-    pub(crate) map: Arc<Mmap>,
-}
-
-impl MappedFile {
-    pub(crate) fn open(path: &Path) -> Result<MappedFile, DebugInfoError> {
-        let file = File::open(path).map_err(|source| DebugInfoError::OpenFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        // SAFETY: the map is read-only. Another process truncating the file while it is mapped could make
-        // accesses fault; that is the accepted risk of every debugger that maps binaries (gdb, lldb, perf).
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| DebugInfoError::OpenFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(MappedFile {
-            path: path.to_owned(),
-            map: Arc::new(map),
-        })
-    }
-
-    /// Drops this process's page-table entries for the mapping, so pages touched while scanning stop counting
-    /// toward our resident memory. The pages stay in the kernel's page cache and fault back in on the next
-    /// read: scanning the headers of a 100 MB debug file otherwise leaves most of it resident through fault-around.
-    pub(crate) fn release_pages(&self) {
-        // SAFETY: the mapping is a read-only MAP_PRIVATE file mapping that is never written, so it has no
-        // copy-on-write pages: MADV_DONTNEED only discards PTEs and later reads see the same file bytes.
-        if let Err(e) = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        } {
-            tracing::debug!(path = %self.path.display(), error = %e, "madvise(DONTNEED) failed");
-        }
-    }
-
-    pub(crate) fn parse(&self) -> Result<object::File<'_>, DebugInfoError> {
-        object::File::parse(&self.map[..]).map_err(|e| DebugInfoError::ParseElf {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// The bytes of section `name` (zero-copy unless compressed), with the section's address.
-    pub(crate) fn section(
-        &self,
-        file: &object::File<'_>,
-        name: &str,
-    ) -> Option<(SectionBytes, u64)> {
-        let section = file.section_by_name(name)?;
-        let address = section.address();
-        let compressed = section.compressed_data().ok()?;
-        let bytes = if compressed.format == object::CompressionFormat::None {
-            let base = self.map.as_ptr() as usize;
-            let start = (compressed.data.as_ptr() as usize).checked_sub(base)?;
-            SectionBytes::mapped(self.map.clone(), start, compressed.data.len())
-        } else {
-            match compressed.decompress() {
-                Ok(data) => SectionBytes::owned(data.into_owned()),
-                Err(e) => {
-                    tracing::warn!(path = %self.path.display(), section = name, error = %e, "cannot decompress section");
-                    return None;
-                }
-            }
-        };
-        Some((bytes, address))
-    }
-}
-
-/// One ELF module mapped in the process (the executable or a shared library).
+/// One ELF module mapped in the process (the executable or a shared library): its loaded object and the
+/// indexes built over it.
 pub struct Module {
-    pub(crate) path: PathBuf,
-    pub(crate) elf: MappedFile,
-    pub(crate) build_id: Option<String>,
-    pub(crate) bias: u64,
-    /// Inode of the mapped file (0 when not opened from a process's mappings): with the path and the ranges,
-    /// tells whether a module seen again after a library was loaded or unloaded is still the same mapping.
-    pub(crate) inode: u64,
-    /// Runtime address ranges mapped from this file, sorted.
-    pub(crate) ranges: Vec<(u64, u64)>,
-    /// Where `.debug_info` lives (this file or a separate debug file), if anywhere.
-    pub(crate) dwarf_file: Option<MappedFile>,
-    pub(crate) debug_separate: Option<MappedFile>,
-    pub(crate) cfi: CfiSections,
-    dwarf: OnceLock<Option<Arc<gimli::Dwarf<DwarfReader>>>>,
-    pub(crate) symbols: OnceLock<SymbolTable>,
-    pub(crate) unit_ranges: OnceLock<UnitRanges>,
-    pub(crate) unit_contexts: UnitContexts,
-    pub(crate) units: Mutex<HashMap<usize, Arc<gimli::Unit<DwarfReader>>>>,
+    object: LoadedObject,
+    symbols: OnceLock<SymbolTable>,
+    line_index: OnceLock<LineIndex>,
+    name_index: OnceLock<NameIndex>,
     /// Symbolized pcs (file address -> frames), bounded: stacks and probe hits repeat the same pcs.
     pub(crate) symbolized: Mutex<HashMap<u64, Vec<SourceFrame>>>,
     /// Per unit: the namespaces and classes around each function DIE (see
-    /// `scope::function_qualifiers`), built when a frame in it is first named.
-    pub(crate) qualifiers: super::symbolize::QualifierCache,
+    /// `qualifiers::function_qualifiers`), built when a frame in it is first named.
+    pub(crate) qualifiers: QualifierCache,
     /// Per unit: the address ranges of its subprograms (see `scope::subprogram_at`).
-    pub(crate) function_ranges: super::scope::FunctionRangeCache,
-    pub(crate) line_index: OnceLock<LineIndex>,
-    pub(crate) name_index: OnceLock<NameIndex>,
-    /// Skeleton units' split halves (`-gsplit-dwarf`), by skeleton offset, resolved on first use.
-    pub(crate) split_units: OnceLock<SplitUnits>,
-    /// Split DWARF files loaded, by DWO id (None: looked for, not found).
-    pub(crate) split_dwarfs: Mutex<HashMap<u64, Option<Arc<gimli::Dwarf<DwarfReader>>>>>,
-    /// `<module>.dwp`, if there is one.
-    pub(crate) dwarf_package: OnceLock<Option<gimli::DwarfPackage<DwarfReader>>>,
+    pub(crate) function_ranges: FunctionRangeCache,
+}
+
+impl Deref for Module {
+    type Target = LoadedObject;
+
+    fn deref(&self) -> &LoadedObject {
+        &self.object
+    }
 }
 
 impl std::fmt::Debug for Module {
@@ -151,443 +56,60 @@ impl std::fmt::Debug for Module {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn has_debug_info(file: &object::File<'_>) -> bool {
-    file.section_by_name(".debug_info")
-        .is_some_and(|s| s.size() > 0 && s.file_range().is_some())
-}
-
-/// Computes the load bias from the file's lowest-offset mapping and the PT_LOAD segment that covers it.
-fn compute_bias(file: &object::File<'_>, mappings: &[Mapping]) -> u64 {
-    let Some(first) = mappings.iter().min_by_key(|m| (m.offset, m.start)) else {
-        return 0;
-    };
-    for segment in file.segments() {
-        let (seg_off, seg_len) = segment.file_range();
-        if seg_len == 0 {
-            continue;
-        }
-        let page_start = seg_off & !0xfff;
-        if first.offset >= page_start && first.offset < seg_off.saturating_add(seg_len.max(1)) {
-            // A file byte at offset X is mapped at first.start + (X - first.offset); the segment's vaddr
-            // corresponds to file offset seg_off.
-            return first
-                .start
-                .wrapping_add(seg_off)
-                .wrapping_sub(first.offset)
-                .wrapping_sub(segment.address());
+impl Module {
+    /// A module over a loaded object, with every index still to build.
+    fn new(object: LoadedObject) -> Module {
+        Module {
+            object,
+            symbols: OnceLock::new(),
+            line_index: OnceLock::new(),
+            name_index: OnceLock::new(),
+            symbolized: Mutex::new(HashMap::new()),
+            qualifiers: Mutex::new(HashMap::new()),
+            function_ranges: Mutex::new(HashMap::new()),
         }
     }
-    first.start.wrapping_sub(first.offset)
-}
 
-impl Module {
-    /// Opens a module mapped in a process. `seen_path` is the path the process sees; `open_paths` are tried in
-    /// order to open it (map_files, /proc/PID/root/...); `root` is the process's root directory prefix used to
-    /// find separate debug files from its point of view.
+    /// Opens a module mapped in a process (see [`LoadedObject::open`]).
     pub(crate) fn open(
         seen_path: &Path,
         open_paths: &[PathBuf],
         root: Option<&Path>,
         mappings: &[Mapping],
     ) -> Result<Module, DebugInfoError> {
-        let mut last_err = None;
-        let mut elf = None;
-        for p in open_paths {
-            match MappedFile::open(p) {
-                Ok(f) => {
-                    elf = Some(f);
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        let Some(elf) = elf else {
-            return Err(last_err.unwrap_or_else(|| DebugInfoError::OpenFile {
-                path: seen_path.to_owned(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            }));
-        };
-        let mut module = Module::from_mapped(seen_path, elf, root, 0)?;
-        let file = module.elf.parse()?;
-        module.bias = compute_bias(&file, mappings);
-        module.inode = mappings.first().map_or(0, |m| m.inode());
-        let mut ranges: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
-        ranges.sort_unstable();
-        module.ranges = ranges;
-        Ok(module)
+        LoadedObject::open(seen_path, open_paths, root, mappings).map(Module::new)
     }
 
-    /// The target's vDSO as a module: the kernel maps the same vDSO image into every process, so our own copy
-    /// (found through AT_SYSINFO_EHDR) gives its symbols and CFI. Returns None if sizes differ (another kernel
-    /// image, e.g. a 32-bit target) or our own vDSO cannot be found.
+    /// The target's vDSO as a module (see [`LoadedObject::vdso`]).
     pub(crate) fn vdso(target: &Mapping) -> Option<Module> {
-        // SAFETY: getauxval has no preconditions; it returns 0 when the entry is absent.
-        let ours = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
-        if ours == 0 {
-            return None;
-        }
-        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let own = super::maps::parse_maps(&maps)
-            .into_iter()
-            .find(|m| m.path == "[vdso]" && m.start == ours)?;
-        let len = usize::try_from(own.end - own.start).ok()?;
-        if own.end - own.start != target.end - target.start {
-            return None;
-        }
-        let mut copy = memmap2::MmapMut::map_anon(len).ok()?;
-        // SAFETY: [own.start, own.end) is our own vDSO mapping, readable for the life of the process and never
-        // written; `len` is its exact length.
-        let bytes = unsafe { std::slice::from_raw_parts(own.start as *const u8, len) };
-        copy.copy_from_slice(bytes);
-        let map = copy.make_read_only().ok()?;
-        let path = PathBuf::from("[vdso]");
-        let elf = MappedFile {
-            path: path.clone(),
-            map: Arc::new(map),
-        };
-        let mut module = Module::from_mapped(&path, elf, None, 0).ok()?;
-        let file = module.elf.parse().ok()?;
-        let as_file = Mapping {
-            offset: 0,
-            ..target.clone()
-        };
-        module.bias = compute_bias(&file, std::slice::from_ref(&as_file));
-        drop(file);
-        module.ranges = vec![(target.start, target.end)];
-        Some(module)
+        LoadedObject::vdso(target).map(Module::new)
     }
 
     /// Opens an ELF file on disk as a module loaded at `bias` (for tools and tests that work without a process).
     pub fn open_file(path: &Path, bias: u64) -> Result<Module, DebugInfoError> {
-        let elf = MappedFile::open(path)?;
-        let mut module = Module::from_mapped(path, elf, None, bias)?;
-        let file = module.elf.parse()?;
-        let mut ranges = Vec::new();
-        for segment in file.segments() {
-            if segment.size() > 0 {
-                ranges.push((
-                    segment.address().wrapping_add(bias),
-                    segment
-                        .address()
-                        .wrapping_add(bias)
-                        .wrapping_add(segment.size()),
-                ));
-            }
-        }
-        ranges.sort_unstable();
-        module.ranges = ranges;
-        Ok(module)
+        LoadedObject::open_file(path, bias).map(Module::new)
     }
 
-    fn from_mapped(
-        seen_path: &Path,
-        elf: MappedFile,
-        root: Option<&Path>,
-        bias: u64,
-    ) -> Result<Module, DebugInfoError> {
-        let file = elf.parse()?;
-        let build_id = file.build_id().ok().flatten().map(hex);
-        let cfi = CfiSections::from_file(&elf, &file);
-        let embedded = has_debug_info(&file);
-        let separate = if embedded {
-            None
-        } else {
-            find_debug_file(&file, seen_path, root, build_id.as_deref())
-        };
-        drop(file);
-        let (dwarf_file, debug_separate) = match separate {
-            Some(sep) => (
-                Some(MappedFile {
-                    path: sep.path.clone(),
-                    map: sep.map.clone(),
-                }),
-                Some(sep),
-            ),
-            None if embedded => (
-                Some(MappedFile {
-                    path: elf.path.clone(),
-                    map: elf.map.clone(),
-                }),
-                None,
-            ),
-            None => (None, None),
-        };
-        let mut cfi = cfi;
-        if cfi.debug_frame.is_none()
-            && let Some(sep) = &debug_separate
-            && let Ok(sep_file) = sep.parse()
-        {
-            cfi.debug_frame = sep
-                .section(&sep_file, ".debug_frame")
-                .map(|(b, _)| b)
-                .filter(|b| !b.is_empty());
-        }
-        Ok(Module {
-            path: seen_path.to_owned(),
-            elf,
-            build_id,
-            bias,
-            inode: 0,
-            ranges: Vec::new(),
-            dwarf_file,
-            debug_separate,
-            cfi,
-            dwarf: OnceLock::new(),
-            symbols: OnceLock::new(),
-            unit_ranges: OnceLock::new(),
-            unit_contexts: Mutex::new(HashMap::new()),
-            units: Mutex::new(HashMap::new()),
-            symbolized: Mutex::new(HashMap::new()),
-            qualifiers: Mutex::new(HashMap::new()),
-            function_ranges: Mutex::new(HashMap::new()),
-            line_index: OnceLock::new(),
-            name_index: OnceLock::new(),
-            split_units: OnceLock::new(),
-            split_dwarfs: Mutex::new(HashMap::new()),
-            dwarf_package: OnceLock::new(),
+    /// The module's function symbols (built on first use).
+    pub(crate) fn symbol_table(&self) -> &SymbolTable {
+        self.symbols.get_or_init(|| {
+            let mut files = vec![&self.elf];
+            if let Some(sep) = &self.debug_separate {
+                files.push(sep);
+            }
+            SymbolTable::build(&files)
         })
     }
 
-    /// The file as the process sees it.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The line index of this module (unit list and file names), built on first use from line-program headers.
+    pub(crate) fn line_index(&self) -> &LineIndex {
+        self.line_index
+            .get_or_init(|| LineIndex::build(&self.object))
     }
 
-    /// The GNU build-id, as lowercase hex.
-    pub fn build_id(&self) -> Option<&str> {
-        self.build_id.as_deref()
+    /// The function index of this module (built on first use by walking its DIEs once).
+    pub(crate) fn name_index(&self) -> &NameIndex {
+        self.name_index
+            .get_or_init(|| NameIndex::build(&self.object, self.line_index()))
     }
-
-    /// Load bias: runtime address minus file address.
-    pub fn bias(&self) -> u64 {
-        self.bias
-    }
-
-    /// Whether DWARF was found, and where.
-    pub fn debug_info(&self) -> DebugInfoStatus {
-        DebugInfoStatus {
-            found: self.dwarf_file.is_some(),
-            path: self.dwarf_file.as_ref().map(|f| f.path.clone()),
-        }
-    }
-
-    /// Runtime address -> file address.
-    pub fn to_file(&self, a: RuntimeAddr) -> FileAddr {
-        FileAddr(a.0.wrapping_sub(self.bias))
-    }
-
-    /// File address -> runtime address.
-    pub fn to_runtime(&self, a: FileAddr) -> RuntimeAddr {
-        RuntimeAddr(a.0.wrapping_add(self.bias))
-    }
-
-    /// Whether the runtime address lies in one of this module's mappings.
-    pub fn contains(&self, a: RuntimeAddr) -> bool {
-        let i = self.ranges.partition_point(|r| r.0 <= a.0);
-        i > 0 && a.0 < self.ranges[i - 1].1
-    }
-
-    /// The runtime address ranges mapped from this file (sorted).
-    pub fn mapped_ranges(&self) -> &[(u64, u64)] {
-        &self.ranges
-    }
-
-    /// The file's bytes at file addresses `[start, end)` (fewer when the loadable segment holding `start`
-    /// ends first): code as the file holds it, without the int3s a live probe may have patched into the
-    /// process's copy. None when no segment holds `start` in file data.
-    pub fn file_bytes(&self, start: FileAddr, end: FileAddr) -> Option<Vec<u8>> {
-        let len = end.0.checked_sub(start.0)?;
-        let file = self.elf.parse().ok()?;
-        file.segments().find_map(|segment| {
-            let data = segment.data().ok()?;
-            let offset = usize::try_from(start.0.checked_sub(segment.address())?).ok()?;
-            let rest = data.get(offset..).filter(|rest| !rest.is_empty())?;
-            let take = rest.len().min(usize::try_from(len).ok()?);
-            Some(rest[..take].to_vec())
-        })
-    }
-
-    /// The module's DWARF (parsed lazily on first call: section headers only, compressed sections inflated),
-    /// for the values engineer (types, variables, locations). None if the module has no DWARF.
-    pub fn dwarf(&self) -> Option<&gimli::Dwarf<DwarfReader>> {
-        self.dwarf_arc().map(|d| &**d)
-    }
-
-    /// Shared handle to the module's DWARF.
-    pub fn dwarf_arc(&self) -> Option<&Arc<gimli::Dwarf<DwarfReader>>> {
-        self.dwarf.get_or_init(|| self.load_dwarf()).as_ref()
-    }
-
-    fn load_dwarf(&self) -> Option<Arc<gimli::Dwarf<DwarfReader>>> {
-        let source = self.dwarf_file.as_ref()?;
-        let file = match source.parse() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot parse debug file");
-                return None;
-            }
-        };
-        let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
-            Ok(reader(
-                source
-                    .section(&file, id.name())
-                    .map(|(b, _)| b)
-                    .unwrap_or_else(SectionBytes::empty),
-            ))
-        };
-        let mut dwarf = match gimli::Dwarf::load(load) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(path = %source.path.display(), error = %e, "cannot load DWARF");
-                return None;
-            }
-        };
-        if let Some(sup) = find_dwz_file(&file, &source.path)
-            && let Ok(sup_file) = sup.parse()
-        {
-            let load_sup = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
-                Ok(reader(
-                    sup.section(&sup_file, id.name())
-                        .map(|(b, _)| b)
-                        .unwrap_or_else(SectionBytes::empty),
-                ))
-            };
-            if let Err(e) = dwarf.load_sup(load_sup) {
-                tracing::warn!(path = %sup.path.display(), error = %e, "cannot load supplementary DWARF");
-            }
-        }
-        dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
-        Some(Arc::new(dwarf))
-    }
-
-    /// Releases resident pages of the file holding the DWARF (see [`MappedFile::release_pages`]); used after
-    /// scans that touch a little of every unit.
-    pub(crate) fn release_dwarf_pages(&self) {
-        if let Some(f) = &self.dwarf_file {
-            f.release_pages();
-        }
-    }
-
-    /// The compilation unit containing a file address (parsed on first request, then cached), for scope and
-    /// variable lookup. The handle is an `Arc<gimli::Unit>`; use `unit.unit_ref(module.dwarf()?)` to walk it.
-    pub fn unit_for(&self, a: FileAddr) -> Option<Arc<gimli::Unit<DwarfReader>>> {
-        let offset = self.unit_offset_for(a)?;
-        self.unit_at(offset)
-    }
-
-    /// The compilation unit whose header is at `offset` in `.debug_info` (cached).
-    pub fn unit_at(
-        &self,
-        offset: gimli::DebugInfoOffset<usize>,
-    ) -> Option<Arc<gimli::Unit<DwarfReader>>> {
-        let dwarf = self.dwarf()?;
-        if let Ok(cache) = self.units.lock()
-            && let Some(u) = cache.get(&offset.0)
-        {
-            return Some(u.clone());
-        }
-        // A skeleton unit stands for its split half: read it with `dwarf_for(offset)`.
-        if let Some(split) = self.split_unit(offset.0) {
-            return Some(split.unit.clone());
-        }
-        let header = dwarf.debug_info.header_from_offset(offset).ok()?;
-        let unit = Arc::new(dwarf.unit(header).ok()?);
-        if let Ok(mut cache) = self.units.lock() {
-            cache.insert(offset.0, unit.clone());
-        }
-        Some(unit)
-    }
-
-    /// Parses the unit whose header is at `offset` without caching it (for scans that visit many units once).
-    pub(crate) fn parse_unit(
-        &self,
-        offset: gimli::DebugInfoOffset<usize>,
-    ) -> Option<gimli::Unit<DwarfReader>> {
-        if let Some(unit) = self.parse_split_unit(offset.0) {
-            return Some(unit);
-        }
-        let dwarf = self.dwarf()?;
-        let header = dwarf.debug_info.header_from_offset(offset).ok()?;
-        dwarf.unit(header).ok()
-    }
-}
-
-/// Looks for a separate debug file: by build-id under /usr/lib/debug/.build-id, then by `.gnu_debuglink`
-/// next to the file, in its `.debug/` subdirectory and under /usr/lib/debug/<dir>. Candidates are checked
-/// against the build-id when both have one, and must contain `.debug_info`.
-fn find_debug_file(
-    file: &object::File<'_>,
-    seen_path: &Path,
-    root: Option<&Path>,
-    build_id: Option<&str>,
-) -> Option<MappedFile> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    let under_roots = |p: PathBuf, out: &mut Vec<PathBuf>| {
-        if let Some(root) = root
-            && root != Path::new("/")
-        {
-            out.push(root.join(p.strip_prefix("/").unwrap_or(&p)));
-        }
-        out.push(p);
-    };
-    if let Some(id) = build_id.filter(|id| id.len() > 2) {
-        under_roots(
-            PathBuf::from(format!(
-                "/usr/lib/debug/.build-id/{}/{}.debug",
-                &id[..2],
-                &id[2..]
-            )),
-            &mut candidates,
-        );
-    }
-    if let Ok(Some((name, _crc))) = file.gnu_debuglink() {
-        let name = String::from_utf8_lossy(name).into_owned();
-        let dir = seen_path.parent().unwrap_or(Path::new("/"));
-        under_roots(dir.join(&name), &mut candidates);
-        under_roots(dir.join(".debug").join(&name), &mut candidates);
-        let rel = dir.strip_prefix("/").unwrap_or(dir);
-        under_roots(
-            Path::new("/usr/lib/debug").join(rel).join(&name),
-            &mut candidates,
-        );
-    }
-    for candidate in candidates {
-        if candidate == seen_path || !candidate.is_file() {
-            continue;
-        }
-        let Ok(mapped) = MappedFile::open(&candidate) else {
-            continue;
-        };
-        let Ok(parsed) = mapped.parse() else { continue };
-        let their_id = parsed.build_id().ok().flatten().map(hex);
-        if let (Some(ours), Some(theirs)) = (build_id, their_id.as_deref())
-            && ours != theirs
-        {
-            tracing::debug!(path = %candidate.display(), "debug file build-id mismatch");
-            continue;
-        }
-        if !has_debug_info(&parsed) {
-            continue;
-        }
-        drop(parsed);
-        tracing::debug!(module = %seen_path.display(), debug = %candidate.display(), "found separate debug file");
-        return Some(mapped);
-    }
-    None
-}
-
-/// Finds the dwz supplementary file named by `.gnu_debugaltlink` (relative to the debug file's directory).
-fn find_dwz_file(file: &object::File<'_>, debug_path: &Path) -> Option<MappedFile> {
-    let (name, _id) = file.gnu_debugaltlink().ok().flatten()?;
-    let name = PathBuf::from(String::from_utf8_lossy(name).into_owned());
-    let path = if name.is_absolute() {
-        name
-    } else {
-        debug_path.parent().unwrap_or(Path::new("/")).join(name)
-    };
-    MappedFile::open(&path).ok()
 }

@@ -15,10 +15,10 @@ use super::bytes::DwarfReader;
 use super::demangle::{
     demangle_name, is_legacy_closure_name, legacy_closure_spelling, strip_generics,
 };
-use super::lines::{RELEASE_EVERY_UNITS, file_path};
-use super::module::Module;
-use super::scope::function_qualifiers;
-use super::types::unit_key;
+use super::lines::{LineIndex, file_path};
+use super::object::LoadedObject;
+use super::qualifiers::function_qualifiers;
+use super::unit_tables::{RELEASE_EVERY_UNITS, unit_key};
 
 /// One function instance with code.
 #[derive(Clone, Debug)]
@@ -244,7 +244,9 @@ impl NameQuery {
 
 /// Per-unit state while walking DIEs.
 struct UnitWalk<'a> {
-    module: &'a Module,
+    object: &'a LoadedObject,
+    /// The module's line index: its list of units.
+    lines: &'a LineIndex,
     dwarf: &'a gimli::Dwarf<DwarfReader>,
     unit: &'a gimli::Unit<DwarfReader>,
     language: Option<gimli::DwLang>,
@@ -367,7 +369,7 @@ impl UnitWalk<'_> {
                 }
             } else if let Some(AttributeValue::DebugInfoRef(offset)) = reference {
                 // A reference into another unit (LTO): read the names there, without its decl file context.
-                if let Some(other) = cross_unit_names(self.module, offset) {
+                if let Some(other) = cross_unit_names(self.object, self.lines, offset) {
                     if names.name.is_none() {
                         names.name_die = other.name_die;
                     }
@@ -447,16 +449,16 @@ impl UnitWalk<'_> {
         let (unit_offset, local) = match die {
             NameDie::Local(local) => (unit_key(self.unit)?, local),
             NameDie::Global(offset) => {
-                let unit_offset = self.module.unit_header_containing(offset)?;
+                let unit_offset = self.lines.unit_header_containing(offset)?;
                 (unit_offset.0, offset.0.checked_sub(unit_offset.0)?)
             }
         };
         if !self.qualifiers.contains_key(&unit_offset) {
             let built = if Some(unit_offset) == unit_key(self.unit) {
-                function_qualifiers(self.module, self.unit)
+                function_qualifiers(self.object, self.unit)
             } else {
-                let unit = self.module.unit_at(gimli::DebugInfoOffset(unit_offset))?;
-                function_qualifiers(self.module, &unit)
+                let unit = self.object.unit_at(gimli::DebugInfoOffset(unit_offset))?;
+                function_qualifiers(self.object, &unit)
             };
             self.qualifiers.insert(unit_offset, Arc::new(built));
         }
@@ -502,15 +504,20 @@ impl UnitWalk<'_> {
     }
 }
 
-fn cross_unit_names(module: &Module, offset: gimli::DebugInfoOffset<usize>) -> Option<Names> {
-    let unit_offset = module.unit_header_containing(offset)?;
-    let dwarf = module.dwarf_for(unit_offset.0)?;
-    let unit = module.unit_at(unit_offset)?;
+fn cross_unit_names(
+    object: &LoadedObject,
+    lines: &LineIndex,
+    offset: gimli::DebugInfoOffset<usize>,
+) -> Option<Names> {
+    let unit_offset = lines.unit_header_containing(offset)?;
+    let dwarf = object.dwarf_for(unit_offset.0)?;
+    let unit = object.unit_at(unit_offset)?;
     let local = UnitOffset(offset.0.checked_sub(unit_offset.0)?);
     let entry = unit.entry(local).ok()?;
     let mut paths = HashMap::new();
     let mut walk = UnitWalk {
-        module,
+        object,
+        lines,
         dwarf,
         unit: &unit,
         language: None,
@@ -653,20 +660,22 @@ struct Interner {
 }
 
 fn index_unit(
-    module: &Module,
+    object: &LoadedObject,
+    lines: &LineIndex,
     dwarf: &gimli::Dwarf<DwarfReader>,
     unit: &gimli::Unit<DwarfReader>,
     cu: u32,
-    language: Option<gimli::DwLang>,
     interned: &mut Interner,
     out: &mut Vec<FnEntry>,
 ) {
+    let language = lines.cus.get(cu as usize).and_then(|info| info.language);
     let Interner {
         names: interned,
         paths,
     } = interned;
     let mut walk = UnitWalk {
-        module,
+        object,
+        lines,
         dwarf,
         unit,
         language,
@@ -761,24 +770,30 @@ pub(crate) struct Instance {
 
 /// For each address (file addresses inside unit `cu`), every function instance containing it, outermost first
 /// (the out-of-line function, then each inlined copy down to the innermost). Walks only that unit's DIEs.
-pub(crate) fn instance_chains_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec<Vec<Instance>> {
+pub(crate) fn instance_chains_at(
+    object: &LoadedObject,
+    lines: &LineIndex,
+    cu: u32,
+    addrs: &[u64],
+) -> Vec<Vec<Instance>> {
     let mut chains: Vec<Vec<Instance>> = vec![Vec::new(); addrs.len()];
     if addrs.is_empty() {
         return chains;
     }
-    let index = module.line_index();
+    let index = lines;
     let Some(info) = index.cus.get(cu as usize) else {
         return chains;
     };
-    let Some(dwarf) = module.dwarf_for(info.unit_offset.0) else {
+    let Some(dwarf) = object.dwarf_for(info.unit_offset.0) else {
         return chains;
     };
-    let Some(unit) = module.parse_unit(info.unit_offset) else {
+    let Some(unit) = object.parse_unit(info.unit_offset) else {
         return chains;
     };
     let mut paths = HashMap::new();
     let mut walk = UnitWalk {
-        module,
+        object,
+        lines,
         dwarf,
         unit: &unit,
         language: info.language,
@@ -822,14 +837,14 @@ pub(crate) fn instance_chains_at(module: &Module, cu: u32, addrs: &[u64]) -> Vec
 }
 
 impl NameIndex {
-    fn build(module: &Module) -> NameIndex {
-        if module.dwarf().is_none() {
+    pub(crate) fn build(object: &LoadedObject, lines: &LineIndex) -> NameIndex {
+        if object.dwarf().is_none() {
             return NameIndex {
                 entries: Vec::new(),
             };
         }
         let started = std::time::Instant::now();
-        let cus = module.line_index().cus.len();
+        let cus = lines.cus.len();
         // Two workers: DIE decoding dominates and parallelizes per unit; more would crowd the target's machine.
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -839,7 +854,9 @@ impl NameIndex {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
-                    scope.spawn(move || index_range(module, w * chunk..((w + 1) * chunk).min(cus)))
+                    scope.spawn(move || {
+                        index_range(object, lines, w * chunk..((w + 1) * chunk).min(cus))
+                    })
                 })
                 .collect();
             for h in handles {
@@ -855,9 +872,9 @@ impl NameIndex {
         for part in parts {
             entries.extend(part);
         }
-        module.release_dwarf_pages();
+        object.release_dwarf_pages();
         release_freed_heap();
-        tracing::debug!(module = %module.path().display(), functions = entries.len(), ms = started.elapsed().as_millis() as u64, "built function index");
+        tracing::debug!(module = %object.path().display(), functions = entries.len(), ms = started.elapsed().as_millis() as u64, "built function index");
         NameIndex { entries }
     }
 }
@@ -873,55 +890,42 @@ fn release_freed_heap() {
 }
 
 /// Indexes the units `range` of a module.
-fn index_range(module: &Module, range: std::ops::Range<usize>) -> Vec<FnEntry> {
+fn index_range(
+    object: &LoadedObject,
+    lines: &LineIndex,
+    range: std::ops::Range<usize>,
+) -> Vec<FnEntry> {
     let mut entries = Vec::new();
-    if module.dwarf().is_none() {
+    if object.dwarf().is_none() {
         return entries;
     }
-    let index = module.line_index();
+    let index = lines;
     let mut interned = Interner::default();
     for i in range {
         let Some(cu) = index.cus.get(i) else { break };
         // Units are parsed fresh (not through the module cache): indexing touches every unit once and must
         // not keep them all alive.
-        let Some(unit) = module.parse_unit(cu.unit_offset) else {
+        let Some(unit) = object.parse_unit(cu.unit_offset) else {
             continue;
         };
-        let Some(dwarf) = module.dwarf_for(cu.unit_offset.0) else {
+        let Some(dwarf) = object.dwarf_for(cu.unit_offset.0) else {
             continue;
         };
         index_unit(
-            module,
+            object,
+            lines,
             dwarf,
             &unit,
             i as u32,
-            cu.language,
             &mut interned,
             &mut entries,
         );
         if i % RELEASE_EVERY_UNITS == RELEASE_EVERY_UNITS - 1 {
-            module.release_dwarf_pages();
+            object.release_dwarf_pages();
         }
     }
     entries.shrink_to_fit();
     entries
-}
-
-impl Module {
-    /// The function index of this module (built on first use by walking its DIEs once).
-    pub(crate) fn name_index(&self) -> &NameIndex {
-        self.name_index.get_or_init(|| NameIndex::build(self))
-    }
-
-    /// The header offset of the unit containing a `.debug_info` offset.
-    pub(crate) fn unit_header_containing(
-        &self,
-        offset: gimli::DebugInfoOffset<usize>,
-    ) -> Option<gimli::DebugInfoOffset<usize>> {
-        let cus = &self.line_index().cus;
-        let i = cus.partition_point(|c| c.unit_offset.0 <= offset.0);
-        cus.get(i.checked_sub(1)?).map(|c| c.unit_offset)
-    }
 }
 
 #[cfg(test)]

@@ -17,154 +17,14 @@ use gimli::{AttributeValue, Reader, constants};
 
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
+use super::function_ranges::{FUNCTION_RANGE_CACHE_LIMIT, FunctionRanges};
 use super::module::Module;
 use super::types::{Language, MemberOffset, TypeKey, TypeKind, TypeTable, unit_key, unit_language};
 
-/// A DWARF location expression, as stored in the debug info.
-pub type LocationExpression = gimli::Expression<DwarfReader>;
-
-/// Where a variable lives at one pc, before any register or memory is read.
-#[derive(Clone, Debug)]
-pub enum VariableLocation {
-    /// Evaluate this expression (with the unit's encoding).
-    Expression(LocationExpression),
-    /// The value is a constant baked into the debug info, as little-endian
-    /// bytes (numbers are sign- or zero-extended to 8 bytes).
-    Constant(Vec<u8>),
-    /// The compiler kept no location for this pc.
-    OptimizedOut,
-    /// The debug info describes the location in a way liveprobe cannot use.
-    Unsupported(LocationProblem),
-}
-
-/// Why a variable's location in the debug info cannot be used, decided
-/// where the DWARF is read (the value room says it to clients).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LocationProblem {
-    /// A location list that could not be read.
-    UnreadableLocationList(gimli::Error),
-    /// A location attribute of a form that is neither an expression nor a list.
-    UnknownAttributeForm,
-    /// A `DW_AT_const_value` whose bytes could not be read.
-    UnreadableConstant(gimli::Error),
-    /// A `DW_AT_const_value` of a form liveprobe does not know.
-    UnknownConstantForm,
-    /// A location expression whose bytes could not be read.
-    UnreadableExpression,
-    /// A closure's captures, but the closure object is a constant.
-    ClosureObjectConstant,
-    /// A capture reached through a closure object liveprobe cannot follow.
-    ClosureObject(ClosureObjectShape),
-    /// A variable of the enclosing function (reached through the static
-    /// link) that does not live in that function's frame.
-    ParentVariableNotInFrame,
-}
-
-/// What stops a capture being read through its closure object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClosureObjectShape {
-    /// The object's location expression cannot be read.
-    Unreadable,
-    /// The object is split in pieces.
-    Pieces,
-    /// The compiler optimized the object into its uses.
-    OptimizedIntoUses,
-    /// The object itself (not a pointer to it) is held in a register.
-    InRegister,
-    /// The object is a computed value.
-    Computed,
-}
-
-impl std::fmt::Display for LocationProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LocationProblem::UnreadableLocationList(error) => {
-                write!(f, "unreadable location list: {error}")
-            }
-            LocationProblem::UnknownAttributeForm => {
-                f.write_str("location attribute of an unknown form")
-            }
-            LocationProblem::UnreadableConstant(error) => write!(f, "unreadable constant: {error}"),
-            LocationProblem::UnknownConstantForm => f.write_str("constant of an unknown form"),
-            LocationProblem::UnreadableExpression => f.write_str("unreadable location"),
-            LocationProblem::ClosureObjectConstant => {
-                f.write_str("the closure object is a constant in the debug info")
-            }
-            LocationProblem::ClosureObject(shape) => {
-                let why = match shape {
-                    ClosureObjectShape::Unreadable => "whose location cannot be read",
-                    ClosureObjectShape::Pieces => "split in pieces",
-                    ClosureObjectShape::OptimizedIntoUses => {
-                        "that the compiler optimized into its uses"
-                    }
-                    ClosureObjectShape::InRegister => "held in a register",
-                    ClosureObjectShape::Computed => "that is a computed value",
-                };
-                write!(f, "capture through a closure object {why}")
-            }
-            LocationProblem::ParentVariableNotInFrame => {
-                f.write_str("a variable of the enclosing function that is not in its frame")
-            }
-        }
-    }
-}
-
-/// One argument or local variable visible at a pc.
-#[derive(Clone, Debug)]
-pub struct ScopeVariable {
-    /// The name as written in the source.
-    pub name: String,
-    /// Its type.
-    pub ty: Option<TypeKey>,
-    /// True for a function argument.
-    pub is_parameter: bool,
-    /// True for a compiler-made variable (`this`, closures' environments).
-    pub artificial: bool,
-    /// True for a variable a closure (C++ lambda, Rust closure) captured
-    /// from the function that made it: a member of the closure object,
-    /// visible in the closure's body by its name.
-    pub capture: bool,
-    /// True when an inner variable with the same name hides this one.
-    pub shadowed: bool,
-    /// How far in the variable's block is: 0 = the function itself.
-    pub block_depth: usize,
-    /// Where it lives at this pc.
-    pub location: VariableLocation,
-    /// `DW_AT_decl_line` and `DW_AT_decl_file` (a file index of the unit's
-    /// line program): with `in_innermost_block`, how eval tells a local
-    /// whose declaration has not run yet.
-    pub decl_line: Option<u64>,
-    pub decl_file: Option<u64>,
-    /// True when the variable belongs to the innermost block of its frame
-    /// that contains the pc.
-    pub in_innermost_block: bool,
-    /// The lowest address of the block (lexical block, inlined call or
-    /// function) that declares the variable: the line there tells whether
-    /// the block begins on the declaration's line (a `for (int i = ...`).
-    pub block_start: Option<FileAddr>,
-}
-
-/// Everything about one source-level frame at a pc that needs no register:
-/// the function, its frame base, and the variables in scope.
-#[derive(Clone, Debug)]
-pub struct FrameScope {
-    /// The function's name (the inlined callee's, for an inlined frame).
-    pub function: String,
-    /// `.debug_info` offset of the unit holding the function.
-    pub unit: usize,
-    /// The unit's language.
-    pub language: Language,
-    /// The concrete (out-of-line) subprogram's DIE, which owns the frame base
-    /// and the call sites.
-    pub subprogram: TypeKey,
-    /// The frame base expression at this pc (`DW_AT_frame_base`).
-    pub frame_base: VariableLocation,
-    /// Arguments first, then locals from the outermost block inwards; a
-    /// shadowed variable stays in the list with `shadowed` set.
-    pub variables: Vec<ScopeVariable>,
-    /// How many source-level frames share this pc (1 + inlined calls).
-    pub inline_frames: usize,
-}
+pub use super::frame_scope::{
+    ClosureObjectShape, FrameScope, LocationExpression, LocationProblem, ScopeVariable,
+    VariableLocation,
+};
 
 /// Why the variables at a pc could not be listed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1441,9 +1301,6 @@ fn static_address(
     }
 }
 
-// Call sites (what a caller passed) live in `call_site.rs`; re-exported here for existing paths.
-pub use super::call_site::{CallSiteCallee, CallSiteValue, call_site_value};
-
 /// One function of the chain of calls at a pc, outermost (the out-of-line
 /// subprogram) first: its DIE, and where its caller called it (for an
 /// inlined call).
@@ -1490,83 +1347,6 @@ pub(crate) fn inline_chain(
         Some(chain)
     } else {
         None
-    }
-}
-
-/// Per unit (`.debug_info` offset): its subprograms' address ranges.
-pub(crate) type FunctionRangeCache = Mutex<HashMap<usize, Arc<FunctionRanges>>>;
-
-/// Most units whose function ranges are kept per module before the cache
-/// starts over.
-const FUNCTION_RANGE_CACHE_LIMIT: usize = 64;
-
-/// The address ranges of every subprogram of one unit with code, wherever
-/// DWARF nests it: (begin, end, DIE offset), sorted by begin.
-pub(crate) struct FunctionRanges {
-    ranges: Vec<(u64, u64, usize)>,
-}
-
-impl FunctionRanges {
-    fn build(module: &Module, unit: &gimli::Unit<DwarfReader>) -> FunctionRanges {
-        let mut ranges = Vec::new();
-        let Some(dwarf) = module.dwarf_of(unit) else {
-            return FunctionRanges { ranges };
-        };
-        let unit_ref = unit.unit_ref(dwarf);
-        // Raw entries: the attributes of every DIE but a function's are skipped, not decoded.
-        let Ok(mut raw) = unit.entries_raw(None) else {
-            return FunctionRanges { ranges };
-        };
-        while !raw.is_empty() {
-            let offset = raw.next_offset();
-            let abbreviation = match raw.read_abbreviation() {
-                Ok(Some(abbreviation)) => abbreviation,
-                Ok(None) => continue,
-                Err(_) => break,
-            };
-            if raw.skip_attributes(abbreviation.attributes()).is_err() {
-                break;
-            }
-            if abbreviation.tag() != constants::DW_TAG_subprogram
-                || !abbreviation.attributes().iter().any(|spec| {
-                    matches!(
-                        spec.name(),
-                        constants::DW_AT_low_pc | constants::DW_AT_ranges
-                    )
-                })
-            {
-                continue;
-            }
-            let Ok(entry) = unit.entry(offset) else {
-                continue;
-            };
-            let Ok(mut iter) = unit_ref.die_ranges(&entry) else {
-                continue;
-            };
-            while let Ok(Some(range)) = iter.next() {
-                // A function the linker discarded keeps its DIE with low_pc 0 (DWARF 4 has no tombstone
-                // value); no code of a loaded ELF is at address 0.
-                if range.begin != 0 && range.begin < range.end {
-                    ranges.push((range.begin, range.end, offset.0));
-                }
-            }
-        }
-        ranges.sort_unstable();
-        ranges.shrink_to_fit();
-        FunctionRanges { ranges }
-    }
-
-    /// The smallest subprogram range containing `pc` (a nested function's
-    /// rather than its parent's, should they overlap).
-    fn lookup(&self, pc: u64) -> Option<usize> {
-        let end = self.ranges.partition_point(|r| r.0 <= pc);
-        self.ranges[..end]
-            .iter()
-            .rev()
-            .take(64)
-            .filter(|r| pc < r.1)
-            .min_by_key(|r| r.1 - r.0)
-            .map(|r| r.2)
     }
 }
 
@@ -1757,96 +1537,9 @@ pub(crate) fn own_name(
     text.to_string_lossy().ok().map(|s| s.into_owned())
 }
 
-/// For every subprogram DIE of a unit, the names of the namespaces and
-/// classes around it (`std`, `ns::Class`), as gdb qualifies a function
-/// DWARF names only by `DW_AT_name`. Stops at an enclosing function: a
-/// local class's method is `Scaler::scaled`, as gdb shows it.
-pub(crate) fn function_qualifiers(
-    module: &Module,
-    unit: &gimli::Unit<DwarfReader>,
-) -> HashMap<usize, String> {
-    let mut out = HashMap::new();
-    let Some(dwarf) = module.dwarf_of(unit) else {
-        return out;
-    };
-    let unit_ref = unit.unit_ref(dwarf);
-    let mut entries = unit.entries();
-    // (depth, name if a named scope, is a function)
-    let mut stack: Vec<(isize, Option<String>, bool)> = Vec::new();
-    while let Ok(Some(entry)) = entries.next_dfs() {
-        let depth = entry.depth();
-        while stack.last().is_some_and(|(d, _, _)| *d >= depth) {
-            stack.pop();
-        }
-        let tag = entry.tag();
-        let name = || {
-            let value = entry.attr_value(constants::DW_AT_name)?;
-            let text = unit_ref.attr_string(value).ok()?;
-            text.to_string_lossy().ok().map(|s| s.into_owned())
-        };
-        match tag {
-            constants::DW_TAG_subprogram => {
-                let mut parts = Vec::new();
-                for (_, name, is_function) in stack.iter().rev() {
-                    if *is_function {
-                        break;
-                    }
-                    if let Some(name) = name {
-                        parts.push(name.clone());
-                    }
-                }
-                if !parts.is_empty() {
-                    parts.reverse();
-                    out.insert(entry.offset().0, parts.join("::"));
-                }
-                if entry.has_children() {
-                    stack.push((depth, None, true));
-                }
-            }
-            constants::DW_TAG_namespace
-            | constants::DW_TAG_structure_type
-            | constants::DW_TAG_class_type
-            | constants::DW_TAG_union_type
-            | constants::DW_TAG_interface_type
-                if entry.has_children() =>
-            {
-                stack.push((depth, name(), false));
-            }
-            constants::DW_TAG_lexical_block if entry.has_children() => {
-                stack.push((depth, None, true));
-            }
-            _ if entry.has_children() => stack.push((depth, None, false)),
-            _ => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn function_ranges_pick_the_innermost_holder() {
-        let index = FunctionRanges {
-            ranges: vec![
-                (0x1000, 0x1100, 1),
-                (0x1100, 0x1400, 2),
-                // A function nested in 2's range (should one ever be).
-                (0x1200, 0x1240, 3),
-                // 2's cold part.
-                (0x2000, 0x2010, 2),
-            ],
-        };
-        assert_eq!(index.lookup(0x1000), Some(1));
-        assert_eq!(index.lookup(0x10ff), Some(1));
-        assert_eq!(index.lookup(0x1100), Some(2));
-        assert_eq!(index.lookup(0x1220), Some(3));
-        assert_eq!(index.lookup(0x1240), Some(2));
-        assert_eq!(index.lookup(0x2008), Some(2));
-        assert_eq!(index.lookup(0x1800), None);
-        assert_eq!(index.lookup(0xfff), None);
-    }
 
     #[test]
     fn leb128_encodings() {

@@ -3,59 +3,27 @@
 //! symbols.
 //!
 //! Owns frame naming (linkage name demangled, else `DW_AT_name` qualified by its namespaces and classes) and
-//! the per-module caches of symbolized pcs and of qualifiers. Never touches target memory.
+//! what goes into the module's caches of symbolized pcs and of qualifiers (module.rs holds them). Never
+//! touches target memory.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
 use super::demangle::{demangle, demangle_name, is_legacy_closure_name};
 use super::module::Module;
-use super::scope::{
-    ChainLevel, function_qualifiers, inline_chain, linkage_name, naming_die, own_name,
-};
-use super::symbols::{SymbolHit, SymbolTable};
+use super::qualifiers::{QUALIFIER_CACHE_LIMIT, function_qualifiers};
+use super::scope::{ChainLevel, inline_chain, linkage_name, naming_die, own_name};
+use super::source_frame::SourceFrame;
+use super::symbols::SymbolHit;
 use super::types::TypeTable;
-
-/// One source-level frame for a pc: an inlined call or the real function.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceFrame {
-    /// Demangled function name (Rust without hash, C++ without parameters).
-    pub function: Option<String>,
-    /// Source file path as the debug info gives it.
-    pub file: Option<String>,
-    /// Line number.
-    pub line: Option<u32>,
-    /// Column number.
-    pub column: Option<u32>,
-    /// True for an inlined call (every frame but the outermost of one pc).
-    pub inlined: bool,
-    /// The module (ELF file path as the process sees it).
-    pub module: Option<String>,
-}
-
-/// Per unit (`.debug_info` offset): function DIE offset -> the namespaces and classes around it.
-pub(crate) type QualifierCache = Mutex<HashMap<usize, Arc<HashMap<usize, String>>>>;
-
-/// Most units whose qualifiers are kept per module before the cache starts over.
-const QUALIFIER_CACHE_LIMIT: usize = 32;
+use super::unit_tables::unit_key;
 
 /// Most symbolized pcs kept per module before the cache starts over.
 const SYMBOLIZED_CACHE_LIMIT: usize = 4096;
 
 impl Module {
-    /// The module's function symbols (built on first use).
-    pub(crate) fn symbol_table(&self) -> &SymbolTable {
-        self.symbols.get_or_init(|| {
-            let mut files = vec![&self.elf];
-            if let Some(sep) = &self.debug_separate {
-                files.push(sep);
-            }
-            SymbolTable::build(&files)
-        })
-    }
-
     /// The ELF function symbol containing a file address.
     pub fn symbol_for(&self, a: FileAddr) -> Option<(String, FileAddr)> {
         self.symbol_table()
@@ -230,7 +198,7 @@ impl Module {
         unit: &Arc<gimli::Unit<DwarfReader>>,
         probe: FileAddr,
     ) -> (Option<String>, Option<u32>, Option<u32>) {
-        let Some(offset) = super::types::unit_key(unit) else {
+        let Some(offset) = unit_key(unit) else {
             return (None, None, None);
         };
         self.with_unit_context(offset, |ctx| match ctx.find_location(probe.0) {
@@ -293,7 +261,7 @@ impl Module {
         &self,
         unit: &Arc<gimli::Unit<DwarfReader>>,
     ) -> Option<Arc<HashMap<usize, String>>> {
-        let offset = super::types::unit_key(unit)?;
+        let offset = unit_key(unit)?;
         if let Ok(cache) = self.qualifiers.lock()
             && let Some(found) = cache.get(&offset)
         {

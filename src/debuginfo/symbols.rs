@@ -9,7 +9,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use object::{Object, ObjectSymbol, SymbolKind};
 
-use super::module::MappedFile;
+use super::elf::MappedFile;
 
 #[derive(Clone, Copy, Debug)]
 struct Sym {

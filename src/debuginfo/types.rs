@@ -17,56 +17,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use gimli::{AttributeValue, Reader, constants};
 
 use super::bytes::DwarfReader;
+pub use super::dies::{Language, TypeKey, unit_language};
+use super::frame_scope::FrameScope;
 use super::module::Module;
-
-/// Where a type DIE lives: the `.debug_info` offset of its unit's header and
-/// the DIE's offset inside that unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TypeKey {
-    /// `.debug_info` offset of the unit header.
-    pub unit: usize,
-    /// Offset of the DIE relative to the unit header.
-    pub entry: usize,
-}
-
-/// Source language of the unit a type or variable comes from; decides how
-/// names and values are spelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Language {
-    /// C (any standard).
-    C,
-    /// C++ (any standard).
-    Cpp,
-    /// Rust.
-    Rust,
-    /// Anything else (assembly, Fortran, …): shown C-like.
-    Other,
-}
-
-impl Language {
-    /// Language from a unit's `DW_AT_language`.
-    pub fn from_dwarf(language: Option<constants::DwLang>) -> Language {
-        match language {
-            Some(
-                constants::DW_LANG_C
-                | constants::DW_LANG_C89
-                | constants::DW_LANG_C99
-                | constants::DW_LANG_C11
-                | constants::DW_LANG_C17,
-            ) => Language::C,
-            Some(
-                constants::DW_LANG_C_plus_plus
-                | constants::DW_LANG_C_plus_plus_03
-                | constants::DW_LANG_C_plus_plus_11
-                | constants::DW_LANG_C_plus_plus_14
-                | constants::DW_LANG_C_plus_plus_17
-                | constants::DW_LANG_C_plus_plus_20,
-            ) => Language::Cpp,
-            Some(constants::DW_LANG_Rust) => Language::Rust,
-            _ => Language::Other,
-        }
-    }
-}
+pub use super::unit_tables::unit_key;
 
 /// How a base type's bytes are to be read (`DW_AT_encoding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,7 +302,7 @@ pub struct TypeTable {
     unit_starts: Option<Vec<usize>>,
     /// Scopes already walked, by (file pc, inline depth): probes read the
     /// same pc at every hit.
-    pub(crate) scopes: HashMap<(u64, usize), Arc<super::scope::FrameScope>>,
+    pub(crate) scopes: HashMap<(u64, usize), Arc<FrameScope>>,
     /// Definitions found for declarations, by source name.
     definitions: HashMap<String, Option<TypeKey>>,
     /// Types found by name in any unit (casts, `sizeof`), by source name.
@@ -377,11 +331,6 @@ pub fn shared_types(module: &Arc<Module>) -> Arc<Mutex<TypeTable>> {
     let table = Arc::new(Mutex::new(TypeTable::new()));
     tables.push((Arc::downgrade(module), table.clone()));
     table
-}
-
-/// The `.debug_info` offset of a unit's header.
-pub fn unit_key(unit: &gimli::Unit<DwarfReader>) -> Option<usize> {
-    unit.header.debug_info_offset().map(|offset| offset.0)
 }
 
 impl TypeTable {
@@ -1471,17 +1420,6 @@ fn discr_list(mut block: DwarfReader) -> Vec<DiscrRange> {
         ranges.push(DiscrRange { low, high });
     }
     ranges
-}
-
-/// The language of a unit, from its root DIE.
-pub fn unit_language(unit: &gimli::Unit<DwarfReader>) -> Language {
-    let language = unit.entry(unit.header.root_offset()).ok().and_then(|root| {
-        match root.attr_value(constants::DW_AT_language) {
-            Some(AttributeValue::Language(language)) => Some(language),
-            _ => None,
-        }
-    });
-    Language::from_dwarf(language)
 }
 
 #[cfg(test)]

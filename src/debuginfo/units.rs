@@ -1,152 +1,75 @@
-//! Which compilation unit covers an address: a sorted range table built from `.debug_aranges` (plus the root
-//! DIE ranges of units the aranges leave out), and one small `addr2line` context per unit, built when a pc in
-//! that unit is first symbolized.
+//! The compilation units of a loaded object: the unit at a `.debug_info` offset (cached, or parsed afresh for
+//! scans), the unit covering an address, one small `addr2line` context per unit, built when a pc in that unit
+//! is first symbolized, and the split halves of skeleton units (`-gsplit-dwarf`: `.dwo` files, `.dwp`
+//! packages), loaded on first use.
 //!
-//! This replaces one process-wide `addr2line::Context`, which parses every unit's root DIE and line-program
-//! header up front and keeps them all: on a binary with a thousand units that costs tens of megabytes before
-//! the first stack is printed. Owns no target memory access.
+//! Per-unit contexts replace one process-wide `addr2line::Context`, which parses every unit's root DIE and
+//! line-program header up front and keeps them all: on a binary with a thousand units that costs tens of
+//! megabytes before the first stack is printed. Owns no target memory access.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use gimli::{Reader as _, Section as _};
+use gimli::Reader as _;
 
-use super::bytes::DwarfReader;
-use super::lines::RELEASE_EVERY_UNITS;
-use super::module::Module;
+use super::addr::FileAddr;
+use super::bytes::{DwarfReader, SectionBytes, reader};
+use super::elf::MappedFile;
+use super::object::LoadedObject;
+use super::unit_tables::{
+    CONTEXT_CACHE_LIMIT, FromSkeleton, SplitUnit, SplitUnits, UnitRanges, at_skeleton_offset,
+    single_unit_dwarf, unit_key,
+};
 
-/// Sorted, non-overlapping-in-practice address ranges (file addresses) -> unit header offset.
-pub(crate) struct UnitRanges {
-    ranges: Vec<(u64, u64, usize)>,
-}
-
-impl UnitRanges {
-    fn build(module: &Module) -> UnitRanges {
-        let mut ranges = Vec::new();
-        let Some(dwarf) = module.dwarf() else {
-            return UnitRanges { ranges };
-        };
-        let mut covered: HashSet<usize> = HashSet::new();
-        let mut headers = dwarf.debug_aranges.headers();
-        while let Ok(Some(header)) = headers.next() {
-            let unit = header.debug_info_offset().0;
-            let mut entries = header.entries();
-            loop {
-                match entries.next() {
-                    Ok(Some(e)) => {
-                        let r = e.range();
-                        if r.end > r.begin {
-                            ranges.push((r.begin, r.end, unit));
-                            covered.insert(unit);
-                        }
-                    }
-                    Ok(None) => break,
-                    // An overflowing entry (seen with rustc for zero-sized statics) does not end the set.
-                    Err(_) => continue,
-                }
-            }
-        }
-        // Units the aranges do not mention (clang emits none by default): their root DIE ranges.
-        let mut units = dwarf.units();
-        let mut visited = 0usize;
-        loop {
-            let header = match units.next() {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "stopped reading unit headers");
-                    break;
-                }
-            };
-            let Some(offset) = header.offset().to_debug_info_offset(&header) else {
-                continue;
-            };
-            if covered.contains(&offset.0) {
-                continue;
-            }
-            visited += 1;
-            if visited.is_multiple_of(RELEASE_EVERY_UNITS) {
-                module.release_dwarf_pages();
-            }
-            let Ok(unit) = dwarf.unit(header) else {
-                continue;
-            };
-            let Ok(mut iter) = dwarf.unit_ranges(&unit) else {
-                continue;
-            };
-            while let Ok(Some(r)) = iter.next() {
-                if r.end > r.begin {
-                    ranges.push((r.begin, r.end, offset.0));
-                }
-            }
-        }
-        module.release_dwarf_pages();
-        ranges.sort_unstable();
-        ranges.shrink_to_fit();
-        UnitRanges { ranges }
+impl LoadedObject {
+    /// The compilation unit containing a file address (parsed on first request, then cached), for scope and
+    /// variable lookup. The handle is an `Arc<gimli::Unit>`; use `unit.unit_ref(module.dwarf()?)` to walk it.
+    pub fn unit_for(&self, a: FileAddr) -> Option<Arc<gimli::Unit<DwarfReader>>> {
+        let offset = self.unit_offset_for(a)?;
+        self.unit_at(offset)
     }
 
-    fn lookup(&self, addr: u64) -> Option<usize> {
-        let i = self.ranges.partition_point(|r| r.0 <= addr);
-        // Ranges of different units may nest in broken DWARF: look back a little for one that contains addr.
-        self.ranges[..i]
-            .iter()
-            .rev()
-            .take(8)
-            .find(|r| addr < r.1)
-            .map(|r| r.2)
-    }
-}
-
-/// Most per-unit symbolization contexts kept per module before the cache starts over.
-const CONTEXT_CACHE_LIMIT: usize = 64;
-
-/// Per-unit addr2line contexts of one module (each behind its own mutex: a Context is not Sync).
-pub(crate) type UnitContexts = Mutex<HashMap<usize, Arc<Mutex<addr2line::Context<DwarfReader>>>>>;
-
-impl Module {
-    /// The `.debug_info` offset of the compilation unit covering a file address.
-    pub(crate) fn unit_offset_for(
+    /// The compilation unit whose header is at `offset` in `.debug_info` (cached).
+    pub fn unit_at(
         &self,
-        a: super::addr::FileAddr,
-    ) -> Option<gimli::DebugInfoOffset<usize>> {
-        let table = self.unit_ranges.get_or_init(|| UnitRanges::build(self));
-        table.lookup(a.0).map(gimli::DebugInfoOffset)
+        offset: gimli::DebugInfoOffset<usize>,
+    ) -> Option<Arc<gimli::Unit<DwarfReader>>> {
+        let dwarf = self.dwarf()?;
+        if let Ok(cache) = self.units.lock()
+            && let Some(u) = cache.get(&offset.0)
+        {
+            return Some(u.clone());
+        }
+        // A skeleton unit stands for its split half: read it with `dwarf_for(offset)`.
+        if let Some(split) = self.split_unit(offset.0) {
+            return Some(split.unit.clone());
+        }
+        let header = dwarf.debug_info.header_from_offset(offset).ok()?;
+        let unit = Arc::new(dwarf.unit(header).ok()?);
+        if let Ok(mut cache) = self.units.lock() {
+            cache.insert(offset.0, unit.clone());
+        }
+        Some(unit)
     }
 
-    /// A Dwarf whose `.debug_info` is just the unit at `offset` (every other section shared), so that an
-    /// addr2line context over it indexes one unit. References into other units (DW_FORM_ref_addr, LTO) do not
-    /// resolve through it; names then fall back to the unit's own data or the symbol table.
-    fn single_unit_dwarf(&self, offset: usize) -> Option<gimli::Dwarf<DwarfReader>> {
-        let d = self.dwarf()?;
-        let header = d
-            .debug_info
-            .header_from_offset(gimli::DebugInfoOffset(offset))
-            .ok()?;
-        let mut info = d.debug_info.reader().clone();
-        info.skip(offset).ok()?;
-        info.truncate(header.length_including_self()).ok()?;
-        Some(gimli::Dwarf {
-            debug_abbrev: d.debug_abbrev.clone(),
-            debug_addr: d.debug_addr.clone(),
-            debug_aranges: gimli::DebugAranges::from(super::bytes::reader(
-                super::bytes::SectionBytes::empty(),
-            )),
-            debug_info: gimli::DebugInfo::from(info),
-            debug_line: d.debug_line.clone(),
-            debug_line_str: d.debug_line_str.clone(),
-            debug_macinfo: d.debug_macinfo.clone(),
-            debug_macro: d.debug_macro.clone(),
-            debug_names: d.debug_names.clone(),
-            debug_str: d.debug_str.clone(),
-            debug_str_offsets: d.debug_str_offsets.clone(),
-            debug_types: d.debug_types.clone(),
-            locations: d.locations.clone(),
-            ranges: d.ranges.clone(),
-            file_type: d.file_type,
-            sup: d.sup.clone(),
-            abbreviations_cache: Default::default(),
-        })
+    /// Parses the unit whose header is at `offset` without caching it (for scans that visit many units once).
+    pub(crate) fn parse_unit(
+        &self,
+        offset: gimli::DebugInfoOffset<usize>,
+    ) -> Option<gimli::Unit<DwarfReader>> {
+        if let Some(unit) = self.parse_split_unit(offset.0) {
+            return Some(unit);
+        }
+        let dwarf = self.dwarf()?;
+        let header = dwarf.debug_info.header_from_offset(offset).ok()?;
+        dwarf.unit(header).ok()
+    }
+
+    /// The `.debug_info` offset of the compilation unit covering a file address.
+    pub(crate) fn unit_offset_for(&self, a: FileAddr) -> Option<gimli::DebugInfoOffset<usize>> {
+        let table = self
+            .unit_ranges
+            .get_or_init(|| UnitRanges::build(self.dwarf(), || self.release_dwarf_pages()));
+        table.lookup(a.0).map(gimli::DebugInfoOffset)
     }
 
     /// Runs `f` with the addr2line context of the unit at `offset` (built on first use, cached).
@@ -163,7 +86,7 @@ impl Module {
         let ctx = match cached {
             Some(ctx) => ctx,
             None => {
-                let dwarf = self.single_unit_dwarf(offset)?;
+                let dwarf = single_unit_dwarf(self.dwarf()?, offset)?;
                 let ctx = match addr2line::Context::from_dwarf(dwarf) {
                     Ok(c) => Arc::new(Mutex::new(c)),
                     Err(e) => {
@@ -186,140 +109,41 @@ impl Module {
         };
         Some(f(&guard))
     }
-}
 
-/// The split half of a skeleton unit (`-gsplit-dwarf`): its DWARF (a `.dwo` file, or its contribution to a
-/// `.dwp` package, with `.debug_addr` and `.debug_ranges` taken from the executable) and the unit itself, with
-/// the skeleton's relocated attributes (low pc, address base) and line table.
-pub(crate) struct SplitUnit {
-    pub(crate) dwarf: Arc<gimli::Dwarf<DwarfReader>>,
-    pub(crate) unit: Arc<gimli::Unit<DwarfReader>>,
-    /// Offset of the split unit's header in the split DWARF's `.debug_info`.
-    header_offset: gimli::DebugInfoOffset<usize>,
-    from_skeleton: FromSkeleton,
-}
-
-/// What a split unit takes from its skeleton besides the relocated attributes: the line table (the split
-/// unit's `.debug_line.dwo` holds only a copy of the file names; the rows are in the executable), and its
-/// name and compilation directory when the split unit lacks them.
-struct FromSkeleton {
-    line_program: Option<gimli::IncompleteLineProgram<DwarfReader>>,
-    name: Option<DwarfReader>,
-    comp_dir: Option<DwarfReader>,
-}
-
-impl FromSkeleton {
-    fn apply(&self, unit: &mut gimli::Unit<DwarfReader>) {
-        if self.line_program.is_some() {
-            unit.line_program = self.line_program.clone();
-        }
-        if unit.name.is_none() {
-            unit.name = self.name.clone();
-        }
-        if unit.comp_dir.is_none() {
-            unit.comp_dir = self.comp_dir.clone();
+    /// A skeleton's split half that could not be found: logged once per unit, and remembered so that a
+    /// question about its code can name the file.
+    fn warn_missing(&self, skeleton: usize, what: &str) {
+        tracing::warn!(module = %self.path().display(), missing = what,
+            "split DWARF not found: locals, types and function names of this unit are unavailable");
+        if let Some(table) = self.split_units.get() {
+            table.note_missing(skeleton, what);
         }
     }
-}
 
-/// The split units of a module, by skeleton unit offset, each resolved on first use (`None`: not a skeleton,
-/// or its split half was not found).
-pub(crate) struct SplitUnits {
-    offsets: Vec<usize>,
-    slots: Vec<std::sync::OnceLock<Option<SplitUnit>>>,
-    /// Skeletons whose split half was not found -> the file looked for.
-    missing: Mutex<HashMap<usize, String>>,
-}
-
-/// The split unit's header, placed at its skeleton's offset: everything that names a unit by its
-/// `.debug_info` offset (type and scope keys, unit caches, `unit_at`) then names the skeleton, whose offset is
-/// what address lookups return. DIE offsets inside the unit are relative to its start, so they do not change;
-/// split units refer to no other unit by section offset.
-fn at_skeleton_offset(
-    header: gimli::UnitHeader<DwarfReader>,
-    skeleton: usize,
-) -> Option<gimli::UnitHeader<DwarfReader>> {
-    let entries = header.range_from(header.root_offset()..).ok()?;
-    Some(gimli::UnitHeader::new(
-        header.encoding(),
-        header.unit_length(),
-        header.type_(),
-        header.debug_abbrev_offset(),
-        header.section(),
-        gimli::UnitSectionOffset(skeleton),
-        entries,
-    ))
-}
-
-/// A skeleton's split half that could not be found: logged once per unit, and remembered so that a question
-/// about its code can name the file.
-fn warn_missing(module: &Module, skeleton: usize, what: &str) {
-    tracing::warn!(module = %module.path().display(), missing = what,
-        "split DWARF not found: locals, types and function names of this unit are unavailable");
-    if let Some(table) = module.split_units.get()
-        && let Ok(mut missing) = table.missing.lock()
-    {
-        missing.insert(skeleton, what.to_string());
-    }
-}
-
-impl SplitUnits {
-    fn build(module: &Module) -> SplitUnits {
-        let mut offsets = Vec::new();
-        if let Some(dwarf) = module.dwarf() {
-            // A GNU (DWARF 4) skeleton indexes its addresses in `.debug_addr`, which DWARF 4 without split
-            // units never has: without one, no DWARF 4 unit needs its root looked at.
-            let gnu_split_possible = !dwarf.debug_addr.reader().is_empty();
-            let mut units = dwarf.units();
-            while let Ok(Some(header)) = units.next() {
-                // Only units that can be skeletons: DWARF 5 skeleton units, and DWARF 4 compile units (the GNU
-                // extension marks them with DW_AT_GNU_dwo_id on the root, seen when the unit is first asked for).
-                let candidate = match header.type_() {
-                    gimli::UnitType::Skeleton(_) => true,
-                    gimli::UnitType::Compilation => header.version() < 5 && gnu_split_possible,
-                    _ => false,
-                };
-                if candidate && let Some(o) = header.offset().to_debug_info_offset(&header) {
-                    offsets.push(o.0);
-                }
-            }
-        }
-        // Reading every unit header touched a page per unit: do not keep them resident.
-        module.release_dwarf_pages();
-        offsets.shrink_to_fit();
-        let slots = offsets.iter().map(|_| std::sync::OnceLock::new()).collect();
-        SplitUnits {
-            offsets,
-            slots,
-            missing: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl Module {
     /// The split half of the skeleton unit at `offset` in `.debug_info`, loaded on first use; None when the
     /// unit is not a skeleton (or its `.dwo`/`.dwp` is missing).
     pub(crate) fn split_unit(&self, offset: usize) -> Option<&SplitUnit> {
-        let table = self.split_units.get_or_init(|| SplitUnits::build(self));
-        let i = table.offsets.binary_search(&offset).ok()?;
-        table.slots[i]
+        let table = self
+            .split_units
+            .get_or_init(|| SplitUnits::build(self.dwarf(), || self.release_dwarf_pages()));
+        table
+            .slot(offset)?
             .get_or_init(|| self.load_split_unit(offset))
             .as_ref()
     }
 
     /// The split DWARF file that the code at `a` needs and that was not found (its `.dwo`, or a package
     /// holding its DWO id), for an error that says what to put back.
-    pub fn missing_split_dwarf(&self, a: super::addr::FileAddr) -> Option<String> {
+    pub fn missing_split_dwarf(&self, a: FileAddr) -> Option<String> {
         let offset = self.unit_offset_for(a)?.0;
         if self.split_unit(offset).is_some() {
             return None;
         }
-        let table = self.split_units.get()?;
-        table.missing.lock().ok()?.get(&offset).cloned()
+        self.split_units.get()?.missing_for(offset)
     }
 
     /// The DWARF a unit's DIEs, strings and location lists are read from: the split DWARF for a skeleton unit,
-    /// else the module's own. Pair it with [`Module::unit_at`] / [`Module::parse_unit`] of the same offset.
+    /// else the module's own. Pair it with [`LoadedObject::unit_at`] / [`LoadedObject::parse_unit`] of the same offset.
     pub fn dwarf_for(&self, unit_offset: usize) -> Option<&gimli::Dwarf<DwarfReader>> {
         match self.split_unit(unit_offset) {
             Some(split) => Some(&split.dwarf),
@@ -327,10 +151,10 @@ impl Module {
         }
     }
 
-    /// The DWARF to read `unit`'s DIEs with (see [`Module::dwarf_for`]): a split unit's header sits at its
+    /// The DWARF to read `unit`'s DIEs with (see [`LoadedObject::dwarf_for`]): a split unit's header sits at its
     /// skeleton's offset.
     pub fn dwarf_of(&self, unit: &gimli::Unit<DwarfReader>) -> Option<&gimli::Dwarf<DwarfReader>> {
-        match super::types::unit_key(unit) {
+        match unit_key(unit) {
             Some(offset) => self.dwarf_for(offset),
             None => self.dwarf(),
         }
@@ -355,11 +179,7 @@ impl Module {
             .as_ref()
             .and_then(|r| r.to_string_lossy().ok().map(|s| s.into_owned()));
         let Some(dwarf) = self.split_dwarf(dwo_id, comp_dir.as_deref(), dwo_name.as_deref()) else {
-            warn_missing(
-                self,
-                offset,
-                dwo_name.as_deref().unwrap_or("(no DW_AT_dwo_name)"),
-            );
+            self.warn_missing(offset, dwo_name.as_deref().unwrap_or("(no DW_AT_dwo_name)"));
             return None;
         };
         // The split compile unit carrying the same id (a .dwo holds one; a .dwp contribution holds one).
@@ -384,7 +204,7 @@ impl Module {
             }
         }
         let Some((header_offset, mut unit)) = found else {
-            warn_missing(self, offset, "a unit with the skeleton's DWO id");
+            self.warn_missing(offset, "a unit with the skeleton's DWO id");
             return None;
         };
         let from_skeleton = FromSkeleton {
@@ -481,16 +301,16 @@ impl Module {
             if !path.is_file() {
                 continue;
             }
-            let Ok(mapped) = super::module::MappedFile::open(&path) else {
+            let Ok(mapped) = MappedFile::open(&path) else {
                 continue;
             };
             let Ok(file) = mapped.parse() else { continue };
             let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
-                Ok(super::bytes::reader(
+                Ok(reader(
                     id.dwo_name()
                         .and_then(|name| mapped.section(&file, name))
                         .map(|(b, _)| b)
-                        .unwrap_or_else(super::bytes::SectionBytes::empty),
+                        .unwrap_or_else(SectionBytes::empty),
                 ))
             };
             let Ok(mut dwarf) = gimli::Dwarf::load(load) else {
@@ -518,21 +338,21 @@ impl Module {
                     if !path.is_file() {
                         continue;
                     }
-                    let Ok(mapped) = super::module::MappedFile::open(&path) else {
+                    let Ok(mapped) = MappedFile::open(&path) else {
                         continue;
                     };
                     let Ok(file) = mapped.parse() else { continue };
                     let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
-                        Ok(super::bytes::reader(
+                        Ok(reader(
                             id.dwo_name()
                                 .and_then(|name| mapped.section(&file, name))
                                 .map(|(b, _)| b)
-                                .unwrap_or_else(super::bytes::SectionBytes::empty),
+                                .unwrap_or_else(SectionBytes::empty),
                         ))
                     };
                     match gimli::DwarfPackage::load(
                         load,
-                        super::bytes::reader(super::bytes::SectionBytes::empty()),
+                        reader(SectionBytes::empty()),
                     ) {
                         Ok(package) => {
                             tracing::debug!(module = %self.path().display(), dwp = %path.display(), "loaded DWARF package");

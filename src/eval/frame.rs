@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::debuginfo::scope::{CallSiteCallee, FrameScope, GlobalIndex, frame_scope};
+use crate::debuginfo::scope::{FrameScope, GlobalIndex, frame_scope};
 use crate::debuginfo::types::TypeTable;
-use crate::debuginfo::{DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
+use crate::debuginfo::{CallSiteCallee, DwarfReader, FileAddr, Module, ProcessImage, RuntimeAddr};
 use crate::value::{
     CallSiteValue, EntryValueProblem, NotYetInitialized, OptimizedOut, Unavailable,
 };
@@ -223,7 +223,7 @@ impl EntryValues for CallerEntryValues<'_> {
             .module_for(RuntimeAddr(caller.pc.0.saturating_sub(1)))
             .ok_or_else(|| not_provable(EntryValueProblem::CallerOutsideModules))?;
         let mut types = TypeTable::new();
-        let site = crate::debuginfo::scope::call_site_value(
+        let site = crate::debuginfo::call_site_value(
             caller_module,
             &mut types,
             caller_module.to_file(caller.pc),
