@@ -12,9 +12,6 @@ use serde::Serialize;
 
 use crate::value::Value;
 
-use super::probes::SiteHits;
-use super::store::SummaryView;
-
 /// One result of a probe, numbered by `seq` in arrival order.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
@@ -227,6 +224,48 @@ impl ProbeItem {
             _ => {}
         }
     }
+}
+
+/// A summary as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct SummaryView {
+    /// Observations.
+    pub count: u64,
+    /// Smallest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    /// Median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+}
+
+/// Hits recorded at one site of a probe.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct SiteHits {
+    /// Site number (as in `resolved`).
+    pub site: usize,
+    /// Runtime address, hex.
+    pub address: String,
+    /// The function the site belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Source line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Hits recorded there.
+    pub hits: u64,
 }
 
 #[cfg(test)]

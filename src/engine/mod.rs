@@ -6,6 +6,7 @@
 //! MCP: the `mcp` room turns its answers into JSON and text.
 
 mod capture_plan;
+mod debug_registers;
 mod error;
 mod frames;
 mod function_search;
@@ -29,13 +30,13 @@ use std::time::Instant;
 pub use error::EngineError;
 use frames::CapturedThread;
 pub use inspect::{EvaluateReport, FrameInfo, LocalsReport};
+pub use items::SummaryView;
 pub use probe_ops::{
     MAX_PROBES, MAX_WAIT_MS, ProbeCreated, ProbeList, ProbeRemoved, ProbeRequest, ProbeResults,
     ProbeWhat, ScopeVariable,
 };
 pub use probes::{EngineChoice, MetricKind, ProbeEngine, ProbeKind, ProbeRow, ProbeState};
 use report::*;
-pub use store::SummaryView;
 pub use watch::{WatchCreated, WatchMode, WatchRequest, WatchSummary};
 
 use crate::debuginfo::{ProcessImage, RuntimeAddr};

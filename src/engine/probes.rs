@@ -36,8 +36,9 @@ use crate::value::{Limits, Redaction, Unavailable, Value};
 
 use super::frames::{HitMemorySource, registers_from};
 use super::items::{CapturedFrame, LogpointItem, MetricItem, ProbeItem, SnapshotItem};
+use super::items::{SiteHits, SummaryView};
 use super::report::ResolvedSiteRow;
-use super::store::{Render, ResultStore, Summary, SummaryView, rfc3339};
+use super::store::{Render, ResultStore, Summary, rfc3339};
 
 /// Shortest interval between two "new results" updates of one probe.
 const UPDATE_INTERVAL_NS: u64 = 50_000_000;
@@ -288,23 +289,6 @@ pub struct ProbeRow {
     /// Hits recorded at each site (a line or function can have several: loop blocks, inlined copies,
     /// generic instances).
     pub per_site: Vec<SiteHits>,
-}
-
-/// Hits recorded at one site of a probe.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct SiteHits {
-    /// Site number (as in `resolved`).
-    pub site: usize,
-    /// Runtime address, hex.
-    pub address: String,
-    /// The function the site belongs to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub function: Option<String>,
-    /// Source line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    /// Hits recorded there.
-    pub hits: u64,
 }
 
 pub(super) fn is_zero(n: &u64) -> bool {

@@ -5,9 +5,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
-
-use super::items::ProbeItem;
+use super::items::{ProbeItem, SummaryView};
 
 /// Renders a stored capture into the item clients see (its `seq` is set
 /// by the store).
@@ -156,31 +154,6 @@ pub struct Summary {
     max: Option<f64>,
     samples: Vec<f64>,
     rng: u64,
-}
-
-/// A summary as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
-pub struct SummaryView {
-    /// Observations.
-    pub count: u64,
-    /// Smallest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    /// Largest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    /// Mean.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mean: Option<f64>,
-    /// Median.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p50: Option<f64>,
-    /// 90th percentile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p90: Option<f64>,
-    /// 99th percentile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p99: Option<f64>,
 }
 
 impl Summary {

@@ -11,6 +11,7 @@
 //! states, paging, long-poll, budget and resources; its sampler is a task
 //! of its own, not a breakpoint.
 
+use super::debug_registers::DebugRegisters;
 use super::items::{ProbeItem, WatchItem, WatchSample};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -193,17 +194,6 @@ pub struct WatchSummaries(
     Mutex<HashMap<u64, Arc<Mutex<WatchSummary>>>>,
     pub(super) Arc<Mutex<HashMap<u64, DebugRegisters>>>,
 );
-
-/// Debug registers one watch holds in one process, and the watchpoints
-/// holding them: taking those out closes their events at once, so a
-/// removed watch's registers are free when `remove_probe` answers.
-#[derive(Clone)]
-pub(super) struct DebugRegisters {
-    pub(super) pid: i32,
-    pub(super) count: usize,
-    pub(super) probe: u64,
-    pub(super) watchpoints: Arc<Mutex<super::watch_write::ArmedWatch>>,
-}
 
 impl WatchSummaries {
     pub(super) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Mutex<WatchSummary>>>> {

@@ -20,19 +20,18 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::debuginfo::{MemoryError, MemorySource, ProcessImage, Registers};
 use crate::eval::{self, CompiledExpr};
 use crate::tracer::{
-    DebugWatch, HwWatch, HwWatchKind, MemoryCopy, ProcessMemory, TargetState, Tracer,
-    WatchRecord,
+    HwWatch, HwWatchKind, MemoryCopy, ProcessMemory, TargetState, Tracer, WatchRecord,
 };
 use crate::value::{Limits, PageCache, Redaction, Value};
 
+use super::debug_registers::{ArmedWatch, DebugRegisters};
 use super::frames::{CapturedThread, LiveMemory, registers_from};
 use super::probe_ops::MAX_PROBES;
 use super::probes::{EngineChoice, Probe, ProbeEngine, ProbeKind, ProbeState, StoredBody};
 use super::store::rfc3339;
 use super::watch::{
-    DebugRegisters, FrameIdentity, WATCH_STORE_CAPACITY, WatchCreated, WatchLimits, WatchMode,
-    WatchRequest, compile_global_for_watch, frame_identity, frame_still_there, globals_context,
-    lock,
+    FrameIdentity, WATCH_STORE_CAPACITY, WatchCreated, WatchLimits, WatchMode, WatchRequest,
+    compile_global_for_watch, frame_identity, frame_still_there, globals_context, lock,
 };
 use super::{Engine, EngineError, Target};
 
@@ -42,52 +41,6 @@ pub const DEBUG_REGISTERS: usize = 4;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
 /// Frames of the writer's stack in each item.
 const WRITER_FRAMES: usize = 16;
-
-/// What holds the debug registers of one write watch.
-pub(super) enum ArmedWatch {
-    /// One perf event per piece (address of the piece, its watchpoint):
-    /// dropping them closes the events, which clears the registers of
-    /// every thread at once.
-    Perf(Vec<(u64, HwWatch)>),
-    /// The debug registers of every thread, set through ptrace by the
-    /// tracer thread; `None` once the watch ended. The tracer clears the
-    /// registers themselves (`Tracer::remove_group`, and every detach).
-    Ptrace(Option<DebugWatch>),
-}
-
-impl ArmedWatch {
-    /// Lets go of the watchpoints (perf: closes them).
-    pub(super) fn clear(&mut self) {
-        match self {
-            ArmedWatch::Perf(watches) => watches.clear(),
-            ArmedWatch::Ptrace(watch) => *watch = None,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            ArmedWatch::Perf(watches) => watches.is_empty(),
-            ArmedWatch::Ptrace(watch) => watch.is_none(),
-        }
-    }
-
-    /// The records so far (address of the piece, its length, the record)
-    /// and the count of records lost.
-    fn drain(&self) -> (Vec<(u64, usize, WatchRecord)>, u64) {
-        match self {
-            ArmedWatch::Perf(watches) => {
-                let mut records = Vec::new();
-                for (at, watch) in watches {
-                    let len = watch.watched_len();
-                    records.extend(watch.drain().into_iter().map(|r| (*at, len, r)));
-                }
-                (records, watches.iter().map(|(_, w)| w.lost()).sum())
-            }
-            ArmedWatch::Ptrace(Some(watch)) => (watch.drain(), watch.lost()),
-            ArmedWatch::Ptrace(None) => (Vec::new(), 0),
-        }
-    }
-}
 
 /// What `old` and `new` of an item are, whichever engine copied the write.
 const OLD_NEW_NOTE: &str = "`old` is the value liveprobe saw before (at the previous \

@@ -16,8 +16,9 @@
 //! CLONE_SYSVSEM` and SIGCHLD as exit signal, without `CLONE_THREAD`,
 //! `CLONE_SIGHAND` or `CLONE_SETTLS`: a process of its own (own pid, own
 //! signal dispositions, H's mask: everything blocked) sharing the heap and
-//! the descriptors, running on H's thread-local storage, so glibc (malloc,
-//! errno) and Rust thread-locals work there. H then only waits for the task
+//! the descriptors, running on H's thread-local storage, so the allocator
+//! (mimalloc: no lock a killed thread could hold, see `lib.rs`), errno and
+//! Rust thread-locals work there. H then only waits for the task
 //! with `waitpid`: it must run no code that touches thread-local state while
 //! the task lives, since the two share it.
 //!
@@ -28,8 +29,7 @@
 //! answers no caller, takes no lock that liveprobe's threads take (one may
 //! have died holding it), logs nothing, detaches every target through the
 //! normal detach path, and exits with `exit_orphaned_task` without running
-//! any destructor (freeing memory other, dead, threads allocated could wait
-//! on a glibc arena lock forever).
+//! any destructor (their code may take locks a dead thread held).
 //!
 //! Not covered, by construction: the OOM killer kills every process that
 //! shares the victim's memory, the tracer task included; a SIGKILL sent to

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use super::breakpoints::BreakpointId;
 use super::doorbell::Doorbell;
 use super::error::{MemoryReadCause, MemoryReadError};
 use super::kernel::{CaptureBase, CapturePlan, CapturedMemory};
@@ -49,28 +48,6 @@ pub struct HitCopyPlan {
     /// its first libraries, for captures that could not be planned (the
     /// planner refuses thread-locals). 0: none.
     pub tls_window: u32,
-}
-
-/// A hit copied while its thread was stopped, waiting for the thread to be
-/// resumed before its handlers are called.
-pub(super) struct CopiedHit {
-    pub tid: i32,
-    pub address: u64,
-    /// Registers as at the breakpoint (`rip == address`).
-    pub regs: libc::user_regs_struct,
-    /// One copy per handler that asked for one, with the time it took.
-    pub copies: Vec<(BreakpointId, CapturedMemory, Duration)>,
-    /// When the stop was seen.
-    pub stopped: Instant,
-    pub monotonic_ns: u64,
-    pub time: std::time::SystemTime,
-}
-
-impl CopiedHit {
-    /// How long the thread was held, with `resumed` when it was let go.
-    pub fn held(&self, resumed: Instant) -> Duration {
-        resumed.saturating_duration_since(self.stopped)
-    }
 }
 
 /// Longest a hit whose capture could not be planned holds its thread while
@@ -229,42 +206,6 @@ impl Drop for HeldThread {
     fn drop(&mut self) {
         // A reader that ended without releasing (a panic, a dropped job).
         let _ = self.release();
-    }
-}
-
-/// A thread stopped at a hit whose handlers read it live elsewhere: it is
-/// resumed once every token is released or the deadline passed. Dropped
-/// without that (its process gone, exec), it lets every token go, so the
-/// readers never take later memory for the hit's.
-pub(super) struct HeldStop {
-    pub tid: i32,
-    pub address: u64,
-    /// Registers as read at the stop (`rip == address + 1`).
-    pub as_read: libc::user_regs_struct,
-    pub tokens: Vec<Arc<HeldToken>>,
-    pub deadline: Instant,
-    /// Copies made at this stop for copying handlers, delivered once the
-    /// thread is resumed.
-    pub copied: Option<CopiedHit>,
-}
-
-impl HeldStop {
-    /// Whether every reader released the thread.
-    pub(super) fn released(&self) -> bool {
-        self.tokens.iter().all(|token| token.is_released())
-    }
-
-    /// Takes the thread back from readers that did not release it.
-    pub(super) fn let_go(&self, why: LetGo) {
-        for token in &self.tokens {
-            token.let_go(why);
-        }
-    }
-}
-
-impl Drop for HeldStop {
-    fn drop(&mut self) {
-        self.let_go(LetGo::ThreadGone);
     }
 }
 
@@ -475,6 +416,7 @@ fn add_window(
 #[cfg(test)]
 mod tests {
     use super::super::kernel::CaptureRead;
+    use super::super::sites::HeldStop;
     use super::*;
 
     fn held_over_own_memory() -> (HeldThread, Arc<HeldToken>) {

@@ -18,7 +18,10 @@ use nix::errno::Errno;
 use super::breakpoints::{BreakpointId, CodeWriter, HitHandler, PatchRegistry};
 use super::code::{DisplacedInstruction, INT3};
 use super::error::TraceError;
+use super::hit_copy::{HeldToken, LetGo};
+use super::kernel::CapturedMemory;
 use super::scratch::{FilePlace, ScratchSpace};
+use std::sync::Arc;
 
 /// Most recently removed addresses remembered per process for late traps.
 const MORIBUND_LIMIT: usize = 4096;
@@ -69,10 +72,10 @@ pub(super) struct SiteTable {
     /// Writer of this address space's memory, opened at the first write.
     pub writer: Option<CodeWriter>,
     /// Hits copied at a stop, whose handlers run once the thread is resumed.
-    pub copied_hits: Vec<super::hit_copy::CopiedHit>,
+    pub copied_hits: Vec<CopiedHit>,
     /// Threads kept stopped at a hit while their handlers read them on
     /// another thread; resumed by the loop when released or late.
-    pub held_stops: Vec<super::hit_copy::HeldStop>,
+    pub held_stops: Vec<HeldStop>,
 }
 
 impl SiteTable {
@@ -358,6 +361,64 @@ impl SiteTable {
             .drain(..)
             .map(|page| page.start)
             .collect()
+    }
+}
+
+/// A hit copied while its thread was stopped, waiting for the thread to be
+/// resumed before its handlers are called.
+pub(super) struct CopiedHit {
+    pub tid: i32,
+    pub address: u64,
+    /// Registers as at the breakpoint (`rip == address`).
+    pub regs: libc::user_regs_struct,
+    /// One copy per handler that asked for one, with the time it took.
+    pub copies: Vec<(BreakpointId, CapturedMemory, Duration)>,
+    /// When the stop was seen.
+    pub stopped: Instant,
+    pub monotonic_ns: u64,
+    pub time: std::time::SystemTime,
+}
+
+impl CopiedHit {
+    /// How long the thread was held, with `resumed` when it was let go.
+    pub fn held(&self, resumed: Instant) -> Duration {
+        resumed.saturating_duration_since(self.stopped)
+    }
+}
+
+/// A thread stopped at a hit whose handlers read it live elsewhere: it is
+/// resumed once every token is released or the deadline passed. Dropped
+/// without that (its process gone, exec), it lets every token go, so the
+/// readers never take later memory for the hit's.
+pub(super) struct HeldStop {
+    pub tid: i32,
+    pub address: u64,
+    /// Registers as read at the stop (`rip == address + 1`).
+    pub as_read: libc::user_regs_struct,
+    pub tokens: Vec<Arc<HeldToken>>,
+    pub deadline: Instant,
+    /// Copies made at this stop for copying handlers, delivered once the
+    /// thread is resumed.
+    pub copied: Option<CopiedHit>,
+}
+
+impl HeldStop {
+    /// Whether every reader released the thread.
+    pub(super) fn released(&self) -> bool {
+        self.tokens.iter().all(|token| token.is_released())
+    }
+
+    /// Takes the thread back from readers that did not release it.
+    pub(super) fn let_go(&self, why: LetGo) {
+        for token in &self.tokens {
+            token.let_go(why);
+        }
+    }
+}
+
+impl Drop for HeldStop {
+    fn drop(&mut self) {
+        self.let_go(LetGo::ThreadGone);
     }
 }
 

@@ -31,14 +31,13 @@ use super::super::breakpoints::{
 };
 use super::super::code::{DisplacedInstruction, INT3, MAX_INSTRUCTION_LEN, Step};
 use super::super::error::TraceError;
-use super::super::hit_copy::{
-    self, CopiedHit, HELD_HIT_DEADLINE, HeldStop, HeldThread, HeldToken, HitCopyPlan, LetGo,
-};
+use super::super::hit_copy::{self, HELD_HIT_DEADLINE, HeldThread, HeldToken, HitCopyPlan, LetGo};
 use super::super::inject::{self, InjectError};
 use super::super::kernel::CapturedMemory;
 use super::super::ptrace::{self, WaitEvent};
 use super::super::scratch::{self, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
 use super::super::sites::{Armed, Site};
+use super::super::sites::{CopiedHit, HeldStop};
 use super::{Resume, TracerLoop};
 
 /// Most scratch pages per address space (128 trampolines each).
