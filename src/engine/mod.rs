@@ -302,14 +302,39 @@ impl Engine {
             again.already_attached = true;
             return Ok(again);
         }
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| p.display().to_string());
+        let read_exe = || {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|p| p.display().to_string())
+        };
+        let exe = read_exe();
+        let checked_start = crate::policy::process_start_time(pid);
         if let Some(reason) = self.policy.refusal(pid, exe.as_deref()) {
             return Err(EngineError::Refused { pid, reason });
         }
         let started = Instant::now();
         let seized = self.tracer.attach(pid).await?;
+        // Seized, the pid can no longer change hands; between the check and
+        // the seize the process may have ended and its pid been reused, or
+        // it may have run another program: judge what was seized.
+        let replaced = crate::policy::process_start_time(pid) != checked_start;
+        let exe_now = read_exe();
+        let refusal = if replaced {
+            Some(format!(
+                "process {pid} ended and its pid was taken by a new process between the policy check \
+                 and the attach; the new one was let go untouched. Call list_processes, then attach \
+                 it if it is the one you want"
+            ))
+        } else if exe_now != exe {
+            self.policy.refusal(pid, exe_now.as_deref())
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            let _ = self.tracer.detach(pid).await;
+            return Err(EngineError::Refused { pid, reason });
+        }
+        let exe = exe_now;
         let image = match tokio::task::spawn_blocking(move || ProcessImage::load(pid)).await {
             Ok(Ok(image)) => Arc::new(image),
             Ok(Err(e)) => {

@@ -2,8 +2,8 @@
 //! done to them (`rules`, `glob`, the `--policy` file in `file`), which names
 //! are secret, and what every tool call leaves in the audit trail (`audit`).
 //!
-//! It decides; it never touches a process (it reads `/proc/PID/status` and
-//! `/proc/PID/exe`, which does not).
+//! It decides; it never touches a process (it reads `/proc/PID/status`,
+//! `/proc/PID/stat` and `/proc/PID/exe`, which does not).
 
 pub mod audit;
 pub mod file;
@@ -12,6 +12,23 @@ pub mod rules;
 
 pub use audit::{AuditError, AuditLog};
 pub use rules::{AttachRules, Identity, ProcessFacts, Rule, Verdict};
+
+/// When process `pid` started (clock ticks after boot, `/proc/PID/stat`
+/// field 22): with the pid, what tells one process from a later one that
+/// reuses its pid. `None` when there is no such process.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_of_stat(&stat)
+}
+
+/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself: fields are
+/// counted after its last `)`.
+fn start_time_of_stat(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // After the name come field 3 (state) onwards: field 22 is the 20th.
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
 
 /// What the owner of the machine allows.
 #[derive(Debug, Default)]
@@ -116,4 +133,26 @@ pub enum EngineChoice {
     Uprobe,
     /// Only `ptrace`.
     Ptrace,
+}
+
+#[cfg(test)]
+mod start_time_tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_field_22_even_when_the_name_has_parentheses() {
+        let line = "4242 (we) ird (name)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 12345678 100 18446744073709551615";
+        assert_eq!(start_time_of_stat(line), Some(987654));
+        assert_eq!(start_time_of_stat("12 (short) S 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_start_time_that_stays() {
+        let me = std::process::id() as i32;
+        let first = process_start_time(me);
+        assert!(first.is_some());
+        assert_eq!(process_start_time(me), first);
+        assert_eq!(process_start_time(i32::MAX), None);
+    }
 }
