@@ -720,7 +720,7 @@ impl SiteHandler {
                             Err((why, held)) => {
                                 // Reads after it was let go failed; none
                                 // of this hit's values is sure then.
-                                blank_values(&mut item, &self.action, &why.to_string());
+                                blank_values(&mut item, &self.action, not_captured(why));
                                 item.set_held(Some(held));
                                 item.set_capture_note(format!(
                                     "{why}: every value of this hit is unavailable, none is shown from a later moment"
@@ -1083,12 +1083,12 @@ fn holes_filled_with<'a>(parts: impl Iterator<Item = Option<&'a str>>, why: &str
 /// before its reads ended: unavailable with `why` (names, types and frames
 /// stay: they come from the registers and debug info, not from memory read
 /// late). A logpoint's holes are filled with the reason.
-fn blank_values(item: &mut ProbeItem, action: &SiteAction, why: &str) {
+fn blank_values(item: &mut ProbeItem, action: &SiteAction, why: Unavailable) {
     let blank = |value: &mut Value| {
         *value = Value::unavailable(
             std::mem::take(&mut value.name),
             std::mem::take(&mut value.type_name),
-            Unavailable::Other(why.to_string()),
+            why.clone(),
         );
     };
     match item {
@@ -1105,12 +1105,24 @@ fn blank_values(item: &mut ProbeItem, action: &SiteAction, why: &str) {
                         TemplatePart::Text(text) => Some(text.as_str()),
                         TemplatePart::Expr(..) => None,
                     }),
-                    why,
+                    &why.to_string(),
                 );
             }
         }
         _ => {}
     }
+}
+
+/// Why the values of a hit whose held thread was let go are missing.
+fn not_captured(why: crate::tracer::LetGo) -> Unavailable {
+    use crate::value::NotCaptured;
+    match why {
+        crate::tracer::LetGo::TookTooLong => NotCaptured::HeldTooLong {
+            deadline_ms: crate::tracer::HELD_HIT_DEADLINE.as_millis() as u64,
+        },
+        crate::tracer::LetGo::ThreadGone => NotCaptured::ThreadExited,
+    }
+    .into()
 }
 
 /// What a hit left to render an item from, besides memory.
@@ -1338,8 +1350,8 @@ pub fn parse_template(message: &str) -> Result<Vec<(bool, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::{
-        CapturedFrame, ProbeItem, SiteAction, SnapshotItem, Unavailable, Value, blank_values,
-        holes_filled_with, parse_template,
+        CapturedFrame, ProbeItem, SiteAction, SnapshotItem, Value, blank_values, holes_filled_with,
+        parse_template,
     };
 
     #[test]
@@ -1363,14 +1375,16 @@ mod tests {
             capture_note: None,
             held_us: None,
         });
-        blank_values(&mut item, &SiteAction::Count, why);
+        let reason = super::not_captured(crate::tracer::LetGo::TookTooLong);
+        assert_eq!(reason.to_string(), why);
+        blank_values(&mut item, &SiteAction::Count, reason.clone());
         let ProbeItem::Snapshot(snapshot) = &item else {
             panic!("still a snapshot");
         };
         let frame = &snapshot.frames[0];
         assert_eq!(frame.function.as_deref(), Some("process_order"));
         for value in frame.variables.iter().chain(&snapshot.expressions) {
-            assert_eq!(value.unavailable, Some(Unavailable::Other(why.into())));
+            assert_eq!(value.unavailable, Some(reason.clone()));
             assert!(value.children.is_none());
             assert!(!value.value.contains('7') && !value.value.contains("1000003"));
         }

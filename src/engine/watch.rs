@@ -852,10 +852,7 @@ impl Sampler {
         let value = Value::unavailable(
             self.expr.source().to_string(),
             self.expr.type_name().to_string(),
-            format!(
-                "the stack of thread {} could not be unwound to the watched frame at this sample",
-                identity.tid
-            ),
+            crate::value::NotCaptured::FrameNotReached { tid: identity.tid },
         );
         Sample::Value {
             value,

@@ -756,7 +756,7 @@ impl WriteWatcher {
             Value::unavailable(
                 self.expr.source().to_string(),
                 self.expr.type_name().to_string(),
-                "the value before the watch was set could not be read",
+                crate::value::NotCaptured::BeforeTheWatch,
             )
         };
         // The stored bytes when the writer's instruction says what they
@@ -778,7 +778,7 @@ impl WriteWatcher {
             None => Value::unavailable(
                 self.expr.source().to_string(),
                 self.expr.type_name().to_string(),
-                "the watched bytes could not be read right after the write",
+                crate::value::NotCaptured::AfterTheWrite,
             ),
         };
         if let Some(condition) = &self.condition {

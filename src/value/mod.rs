@@ -30,8 +30,8 @@ pub use memory::PageCache;
 pub use redact::Redaction;
 pub use render::{MAX_NAME_CHARS, MAX_VALUE_TEXT, shorten_type_name, value_from_json};
 pub use unavailable::{
-    CallSiteValue, Corruption, DebugInfoPart, EntryValueProblem, NotYetInitialized, NullKind,
-    OptimizedOut, Unavailable, Unsupported,
+    CallSiteValue, Corruption, DebugInfoPart, EntryValueProblem, NotCaptured, NotYetInitialized,
+    NullKind, OptimizedOut, Unavailable, Unsupported,
 };
 
 use serde::{Deserialize, Deserializer, Serialize};

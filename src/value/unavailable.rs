@@ -50,9 +50,64 @@ pub enum Unavailable {
         /// gimli's error, when it gave one.
         error: Option<gimli::Error>,
     },
+    /// liveprobe did not capture the value at the moment it stands for
+    /// (a held thread let go, a write whose bytes could not be read).
+    NotCaptured(NotCaptured),
     /// A reason of no other kind, as text: only for rooms that have not
     /// typed their reasons (see the `From<&str>` impl).
     Other(String),
+}
+
+/// Why a value was not captured at the moment it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotCaptured {
+    /// The thread held for a hit was let go after `deadline_ms` before
+    /// this was read: what it read later is not the hit's.
+    HeldTooLong {
+        /// How long a hit may hold its thread.
+        deadline_ms: u64,
+    },
+    /// The thread exited while its capture was being read.
+    ThreadExited,
+    /// A sample could not unwind thread `tid` down to the watched frame.
+    FrameNotReached {
+        /// The sampled thread.
+        tid: i32,
+    },
+    /// The watched value could not be read when the watch was set.
+    BeforeTheWatch,
+    /// The watched bytes could not be read right after a write.
+    AfterTheWrite,
+}
+
+impl std::fmt::Display for NotCaptured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotCaptured::HeldTooLong { deadline_ms } => write!(
+                f,
+                "capture took too long: the thread was let go after {deadline_ms} ms, before this was read"
+            ),
+            NotCaptured::ThreadExited => f.write_str(
+                "the thread exited while its capture was being read, before this was read",
+            ),
+            NotCaptured::FrameNotReached { tid } => write!(
+                f,
+                "the stack of thread {tid} could not be unwound to the watched frame at this sample"
+            ),
+            NotCaptured::BeforeTheWatch => {
+                f.write_str("the value before the watch was set could not be read")
+            }
+            NotCaptured::AfterTheWrite => {
+                f.write_str("the watched bytes could not be read right after the write")
+            }
+        }
+    }
+}
+
+impl From<NotCaptured> for Unavailable {
+    fn from(why: NotCaptured) -> Unavailable {
+        Unavailable::NotCaptured(why)
+    }
 }
 
 /// How a null address was reached.
@@ -402,6 +457,7 @@ impl Unavailable {
             Unavailable::NotYetInitialized(_) => "not_yet_initialized",
             Unavailable::Unsupported(_) => "unsupported",
             Unavailable::UnreadableDebugInfo { .. } => "unreadable_debug_info",
+            Unavailable::NotCaptured(_) => "not_captured",
             Unavailable::Other(_) => "other",
         }
     }
@@ -479,6 +535,7 @@ impl fmt::Display for Unavailable {
                     None => Ok(()),
                 }
             }
+            Unavailable::NotCaptured(why) => why.fmt(f),
             Unavailable::Other(reason) => f.write_str(reason),
         }
     }
@@ -974,8 +1031,33 @@ mod tests {
                 "unreadable_debug_info",
             ),
             (
-                Unavailable::from("the watched bytes could not be read right after the write"),
+                NotCaptured::AfterTheWrite.into(),
                 "the watched bytes could not be read right after the write",
+                "not_captured",
+            ),
+            (
+                NotCaptured::HeldTooLong { deadline_ms: 1000 }.into(),
+                "capture took too long: the thread was let go after 1000 ms, before this was read",
+                "not_captured",
+            ),
+            (
+                NotCaptured::ThreadExited.into(),
+                "the thread exited while its capture was being read, before this was read",
+                "not_captured",
+            ),
+            (
+                NotCaptured::FrameNotReached { tid: 42 }.into(),
+                "the stack of thread 42 could not be unwound to the watched frame at this sample",
+                "not_captured",
+            ),
+            (
+                NotCaptured::BeforeTheWatch.into(),
+                "the value before the watch was set could not be read",
+                "not_captured",
+            ),
+            (
+                Unavailable::from("a reason as text"),
+                "a reason as text",
                 "other",
             ),
         ]
