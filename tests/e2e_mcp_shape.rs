@@ -63,6 +63,10 @@ fn schema_check_dir() -> PathBuf {
         node.is_ok_and(|o| o.status.success()),
         "node is required for the strict schema check (tools/test.sh installs it)"
     );
+    // Tests of this file run on parallel threads: one npm install at a
+    // time (two at once in one directory corrupt node_modules).
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("node_modules/ajv").exists() {
         let status = Command::new("npm")
             .args(["install", "--silent", "--no-audit", "--no-fund"])
