@@ -496,18 +496,48 @@ fn keep_first(
     (kept, hits)
 }
 
-/// A reader that never releases its held thread: the tracer lets the
-/// thread go after `HELD_HIT_DEADLINE` (the run can only finish so),
-/// serving every other hit meanwhile, and the reader's reads after that
-/// fail instead of showing later memory as the hit's.
-#[test]
-fn a_held_hit_not_released_is_let_go_at_the_deadline_and_later_reads_fail() {
+/// A tracer attached to the breakpoints fixture, with `keep_first` at its
+/// hot function, and the fixture's unprobed checksum of `hammer 200`.
+struct HeldAtHot {
+    rt: tokio::runtime::Runtime,
+    tracer: Tracer,
+    fx: Fixture,
+    unprobed: String,
+    kept: mpsc::Receiver<HeldHit>,
+    hits: Arc<AtomicU64>,
+}
+
+fn held_at_hot() -> HeldAtHot {
     let rt = runtime();
     let tracer = Tracer::start().expect("tracer");
     let (mut fx, sites) = breakpoints();
     let unprobed = fx.ask("hammer 200", "checksum");
     rt.block_on(tracer.attach(fx.pid)).expect("attach");
     let (kept, hits) = keep_first(&rt, &tracer, fx.pid, sites["hot"]);
+    HeldAtHot {
+        rt,
+        tracer,
+        fx,
+        unprobed,
+        kept,
+        hits,
+    }
+}
+
+/// A reader that never releases its held thread: the tracer lets the
+/// thread go after `HELD_HIT_DEADLINE` (the run can only finish so),
+/// serving every other hit meanwhile, and the reader's reads after that
+/// fail instead of showing later memory as the hit's.
+#[test]
+fn a_held_hit_not_released_is_let_go_at_the_deadline_and_later_reads_fail() {
+    let HeldAtHot {
+        rt,
+        tracer,
+        mut fx,
+        unprobed,
+        kept,
+        hits,
+    } = held_at_hot();
 
     // The test holds the first hit's thread and never lets it go itself.
     let probed = fx.ask("hammer 200", "checksum");
@@ -537,12 +567,14 @@ fn a_held_hit_not_released_is_let_go_at_the_deadline_and_later_reads_fail() {
 /// and is detached; the program finishes with the unprobed result.
 #[test]
 fn a_detach_while_a_hit_holds_a_thread_lets_it_go() {
-    let rt = runtime();
-    let tracer = Tracer::start().expect("tracer");
-    let (mut fx, sites) = breakpoints();
-    let unprobed = fx.ask("hammer 200", "checksum");
-    rt.block_on(tracer.attach(fx.pid)).expect("attach");
-    let (kept, _hits) = keep_first(&rt, &tracer, fx.pid, sites["hot"]);
+    let HeldAtHot {
+        rt,
+        tracer,
+        mut fx,
+        unprobed,
+        kept,
+        ..
+    } = held_at_hot();
     fx.send("hammer 200");
     let hit = kept.recv_timeout(WAIT).expect("a hit is held");
     rt.block_on(tracer.detach(fx.pid)).expect("detach");
@@ -559,12 +591,14 @@ fn a_detach_while_a_hit_holds_a_thread_lets_it_go() {
 /// thread runs the original instruction in place (the int3 is gone).
 #[test]
 fn a_group_removed_while_its_hit_holds_a_thread_leaves_it_whole() {
-    let rt = runtime();
-    let tracer = Tracer::start().expect("tracer");
-    let (mut fx, sites) = breakpoints();
-    let unprobed = fx.ask("hammer 200", "checksum");
-    rt.block_on(tracer.attach(fx.pid)).expect("attach");
-    let (kept, _hits) = keep_first(&rt, &tracer, fx.pid, sites["hot"]);
+    let HeldAtHot {
+        rt,
+        tracer,
+        mut fx,
+        unprobed,
+        kept,
+        ..
+    } = held_at_hot();
     fx.send("hammer 200");
     let hit = kept.recv_timeout(WAIT).expect("a hit is held");
     assert_eq!(
