@@ -5,6 +5,7 @@ Run from anywhere:  python3 tools/bench/hit_hold.py               (~1 min + buil
                     python3 tools/bench/hit_hold.py --probes 20 --calls 4000
                     python3 tools/bench/hit_hold.py --liveprobe target/debug/liveprobe
                     python3 tools/bench/hit_hold.py --baseline /path/to/older/liveprobe
+                    python3 tools/bench/hit_hold.py --floor --pin 1
 
 A ptrace hit only copies: the tracer reads the thread's registers and the memory the
 probe's capture plan names (batched process_vm_readv), resumes the thread, and only
@@ -25,12 +26,23 @@ With --baseline BINARY the same runs are made, in the same process of the target
 alternating probe by probe, with an older liveprobe (one whose items have no `held_us`:
 a ptrace hit then held its thread for the whole handler), and the list_probes figures of
 both are printed side by side with their ratio.
+
+With --floor, tools/bench/ptrace_hold_floor.c (gcc -O2) runs once after each probe, on
+--calls hits: a minimal C tracer doing only what any copying ptrace hit must do
+(PTRACE_GETREGS, one process_vm_readv, PTRACE_POKEUSER of rip, PTRACE_CONT), timed as
+`held_us` is. Its median is the floor under liveprobe's figure on this machine; it also
+prints what each of those calls costs. With --pin CPU, the target, liveprobe and the floor
+tracer all run under `taskset -c CPU`: the tracer then resumes a thread on its own CPU,
+without waking another (on a virtual machine, waking an idle vCPU is an inter-processor
+interrupt through the hypervisor, and it is most of PTRACE_CONT's cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +53,7 @@ from mcp_stdio import McpStdioSession  # noqa: E402
 from targets import TARGET_DIR, build_c_fixture, build_liveprobe, log  # noqa: E402
 
 FIXTURE_SOURCE = Path(__file__).resolve().parent / "probes_target.c"
+FLOOR_SOURCE = Path(__file__).resolve().parent / "ptrace_hold_floor.c"
 LOG_DIR = TARGET_DIR / "bench-logs"
 ITEMS = 100
 
@@ -66,6 +79,8 @@ def main() -> int:
     parser.add_argument("--liveprobe", type=Path, help="run this liveprobe binary instead (e.g. a debug build, to check the script)")
     parser.add_argument("--liveprobe-arg", action="append", default=[], help="extra server argument (repeatable)")
     parser.add_argument("--baseline", type=Path, help="also run this older liveprobe binary and print the ratio")
+    parser.add_argument("--floor", action="store_true", help="also run the minimal C tracer (the floor) after each probe")
+    parser.add_argument("--pin", metavar="CPU", help="run the target, liveprobe and the floor tracer on this one CPU (taskset -c)")
     args = parser.parse_args()
     if args.calls < ITEMS:
         parser.error(f"--calls must be at least {ITEMS}")
@@ -73,6 +88,8 @@ def main() -> int:
 
     liveprobe = args.liveprobe or build_liveprobe(build=not args.no_build)
     binary = build_c_fixture(FIXTURE_SOURCE)
+    floor = build_c_fixture(FLOOR_SOURCE, ["-O2"]) if args.floor else None
+    floors: list[dict] = []
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     runs = {"liveprobe": (liveprobe, Measured())}
     if args.baseline:
@@ -81,6 +98,8 @@ def main() -> int:
     for n in range(args.probes):
         for name, (server, measured) in runs.items():
             measure_one(server, binary, args, step, measured, f"{name} {n + 1}/{args.probes}")
+        if floor:
+            floors.append(run_floor(floor, args))
 
     held, first, means, maxes = runs["liveprobe"][1].fields()
     print(f"Held time per ptrace hit, snapshot with condition `a % {step} == 0` on probe_work")
@@ -91,6 +110,14 @@ def main() -> int:
     extra = runs["liveprobe"][1].extra
     print(f"  the target's own view, extra per call (every call traps): median {statistics.median(extra):.1f} us "
           f"({min(extra):.1f}-{max(extra):.1f})")
+    if floors:
+        floor_median = statistics.median(f["hold_median_ns"] for f in floors) / 1000.0
+        print(f"The floor (minimal C tracer, {args.probes} runs x {args.calls} hits): median of run medians "
+              f"{floor_median:.1f} us; liveprobe/floor {statistics.median(held) / floor_median:.2f}x")
+        for call_name in ("getregs_ns", "process_vm_readv_ns", "pokeuser_rip_ns", "cont_ns"):
+            print(f"  {call_name[:-3]}: median {statistics.median(f[call_name] for f in floors) / 1000.0:.1f} us")
+    if args.pin is not None:
+        print(f"  (target, liveprobe and floor pinned to CPU {args.pin})")
     if args.baseline:
         base_extra = runs["baseline"][1].extra
         print(f"Baseline extra per call (the target's view): median {statistics.median(base_extra):.1f} us "
@@ -120,11 +147,26 @@ class Measured:
         return self.held, self.first, self.means, self.maxes
 
 
+def pinned(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """`argv` under `taskset -c CPU` when --pin is given (taskset execs: the pid stays)."""
+    return ["taskset", "-c", str(args.pin), *argv] if args.pin is not None else argv
+
+
+def run_floor(floor: Path, args: argparse.Namespace) -> dict:
+    """One run of the minimal C tracer; its JSON line."""
+    done = subprocess.run(pinned([str(floor), str(args.calls)], args), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the floor tracer failed: {done.stderr.strip()}")
+    figures = json.loads(done.stdout)
+    log(f"floor: median {figures['hold_median_ns'] / 1000.0:.1f} µs")
+    return figures
+
+
 def measure_one(liveprobe: Path, binary: Path, args: argparse.Namespace, step: int, m: Measured, label: str) -> None:
     """One fresh target, one server, one probe: its items and list_probes row."""
-    target = LineProcess([str(binary)], stderr_path=LOG_DIR / "hit-hold-target.stderr")
+    target = LineProcess(pinned([str(binary)], args), stderr_path=LOG_DIR / "hit-hold-target.stderr")
     session = McpStdioSession(
-        [str(liveprobe), *args.liveprobe_arg], stderr_path=str(LOG_DIR / "hit-hold-liveprobe.stderr")
+        pinned([str(liveprobe), *args.liveprobe_arg], args), stderr_path=str(LOG_DIR / "hit-hold-liveprobe.stderr")
     )
     try:
         if target.read_line(30).strip() != "ready":

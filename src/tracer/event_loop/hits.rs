@@ -698,10 +698,11 @@ impl TracerLoop {
         let mut remove_groups: Vec<u64> = Vec::new();
         let mut waiting: Vec<Arc<HeldToken>> = Vec::new();
         let mut copied = None;
-        // Without liveprobe (orphaned) a hit is only stepped past. Checked
-        // per hit (one getppid): a hit handed on after liveprobe's death
-        // would never be read, and a held one would wait for nobody.
-        if !guest && !skip && !self.orphaned && !self.liveprobe.check() {
+        // Without liveprobe (orphaned) a hit is only stepped past. A copy
+        // needs no check here (its delivery checks, after the resume); a
+        // thread is held only after one getppid says liveprobe is alive: a
+        // held one would wait for nobody.
+        if !guest && !skip && !self.orphaned {
             let monotonic_ns = monotonic_ns();
             let time = std::time::SystemTime::now();
             // Handlers that copy get their copy now and run once the
@@ -727,7 +728,13 @@ impl TracerLoop {
                     time,
                 });
             }
-            for armed in site.handlers.iter_mut().filter(|a| a.copy.is_none()) {
+            let holders = site.handlers.iter().any(|a| a.copy.is_none());
+            let liveprobe_alive = holders && !self.liveprobe.check();
+            for armed in site
+                .handlers
+                .iter_mut()
+                .filter(|a| a.copy.is_none() && liveprobe_alive)
+            {
                 let token = HeldToken::new(stopped, Arc::clone(&doorbell));
                 let hit = HeldHit {
                     pid,
