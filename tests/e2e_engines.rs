@@ -1046,6 +1046,14 @@ fn two_processes_of_one_binary_share_places_between_engines() {
         )
     };
     let customer_line = at_line("o->customer = customers[worker % 4];");
+    // A dry run of each set below answers what the set then does.
+    let dry = |c: &mut McpClient, pid: i32, location: &str, engine: &str| {
+        c.call(
+            "set_metric",
+            json!({"pid": pid, "location": location, "kind": "count", "engine": engine,
+                   "dry_run": true}),
+        )
+    };
 
     // A uprobe on process_order in A; B gets a uprobe of its own elsewhere,
     // which makes the kernel look at every int3 of B.
@@ -1054,6 +1062,7 @@ fn two_processes_of_one_binary_share_places_between_engines() {
     let b_other = count(&mut c, b.pid, "make_order", "uprobe").ok();
     assert_eq!(b_other["engine"], "uprobe", "{b_other}");
     // ptrace at process_order in B: the uprobe of A is at that place.
+    let dry_err = dry(&mut c, b.pid, "process_order", "ptrace").err();
     let err = count(&mut c, b.pid, "process_order", "ptrace").err();
     assert!(
         err.contains("kernel-side probe")
@@ -1061,18 +1070,24 @@ fn two_processes_of_one_binary_share_places_between_engines() {
             && err.contains("remove that probe first"),
         "{err}"
     );
+    assert_eq!(dry_err, err, "the dry run refuses as the set does");
+    let b_dry = dry(&mut c, b.pid, "process_order", "auto").ok();
+    assert_eq!(b_dry["engine"], "uprobe", "{b_dry}");
     let b_work = count(&mut c, b.pid, "process_order", "auto").ok();
     assert_eq!(b_work["engine"], "uprobe", "{b_work}");
 
     // The other way round: a ptrace breakpoint in B, then A asks there.
     let b_line = count(&mut c, b.pid, &customer_line, "ptrace").ok();
     assert_eq!(b_line["engine"], "ptrace", "{b_line}");
+    let dry_err = dry(&mut c, a.pid, &customer_line, "uprobe").err();
     let err = count(&mut c, a.pid, &customer_line, "uprobe").err();
     assert!(
         err.contains("ptrace breakpoint is already there")
             && err.contains(&format!("process {}", b.pid)),
         "{err}"
     );
+    assert_eq!(dry_err, err, "the dry run refuses as the set does");
+    let a_dry = dry(&mut c, a.pid, &customer_line, "auto").ok();
     let a_line = count(&mut c, a.pid, &customer_line, "auto").ok();
     assert_eq!(a_line["engine"], "ptrace", "{a_line}");
     assert!(
@@ -1080,6 +1095,11 @@ fn two_processes_of_one_binary_share_places_between_engines() {
             .as_str()
             .is_some_and(|n| n.contains("ptrace breakpoint is already there")),
         "{a_line}"
+    );
+    assert_eq!(
+        (&a_dry["engine"], &a_dry["engine_note"]),
+        (&a_line["engine"], &a_line["engine_note"]),
+        "the dry run says what the set does: {a_dry}"
     );
 
     for fx in [&mut a, &mut b] {

@@ -17,7 +17,7 @@ use super::probes::{
     EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState,
     QueuedSiteHandler, SiteAction, SiteHandler, TemplatePart, parse_template,
 };
-use crate::tracer::{CapturePlan, HitCopyPlan};
+use crate::tracer::{CapturePlan, HitCopyPlan, SiteEngine};
 
 /// One site's compiled condition and action.
 type CompiledSite = (RuntimeAddr, Option<CompiledExpr>, SiteAction);
@@ -481,13 +481,40 @@ impl Engine {
             )));
         }
         if req.dry_run {
+            // The tracer's own refusals too (another process's int3 or
+            // uprobe at the same place of the file, an instruction that
+            // cannot take one...): a dry run says what a set would do.
+            let addresses: Vec<RuntimeAddr> = site_plans
+                .iter()
+                .map(|(_, (addr, _, _))| *addr)
+                .chain(end_sites.iter().map(|s| s.address))
+                .collect();
             let (engine, engine_note) = match &kernel_plans {
-                Ok(_) => (ProbeEngine::Uprobe, None),
+                Ok(_) => match self
+                    .check_sites(req.pid, &addresses, SiteEngine::Kernel)
+                    .await
+                {
+                    Ok(()) => (ProbeEngine::Uprobe, None),
+                    Err(why) if choice == EngineChoice::Auto => (ProbeEngine::Ptrace, Some(why)),
+                    Err(why) => {
+                        return Err(EngineError::BadArgument(format!(
+                            "engine uprobe is not possible here: {why}; use engine auto or ptrace"
+                        )));
+                    }
+                },
                 Err(why) if choice == EngineChoice::Auto => {
                     (ProbeEngine::Ptrace, Some(why.clone()))
                 }
                 Err(_) => (ProbeEngine::Ptrace, None),
             };
+            if engine == ProbeEngine::Ptrace {
+                for &address in &addresses {
+                    self.tracer
+                        .check_site(req.pid, address, SiteEngine::Ptrace)
+                        .await
+                        .map_err(EngineError::Trace)?;
+                }
+            }
             let variables = scope_variables(&image, resolution.sites[0].address);
             return Ok(ProbeCreated {
                 probe_id: None,
@@ -697,11 +724,25 @@ impl Engine {
                 .await
             {
                 let _ = self.tracer.remove_group(probe.pid, probe.id).await;
-                return Err(match e {
-                    crate::tracer::TraceError::BreakpointRefused { reason, .. } => reason,
-                    other => other.to_string(),
-                });
+                return Err(refusal_reason(e));
             }
+        }
+        Ok(())
+    }
+
+    /// Why a site of `engine` at one of `addresses` would be refused (the
+    /// first refusal), as arming would say it.
+    async fn check_sites(
+        &self,
+        pid: i32,
+        addresses: &[RuntimeAddr],
+        engine: SiteEngine,
+    ) -> Result<(), String> {
+        for &address in addresses {
+            self.tracer
+                .check_site(pid, address, engine)
+                .await
+                .map_err(refusal_reason)?;
         }
         Ok(())
     }
@@ -1076,4 +1117,12 @@ fn function_return_sites(
         }
     }
     Ok(ends)
+}
+
+/// A refused site's reason as a probe's engine note says it.
+fn refusal_reason(error: crate::tracer::TraceError) -> String {
+    match error {
+        crate::tracer::TraceError::BreakpointRefused { reason, .. } => reason,
+        other => other.to_string(),
+    }
 }

@@ -137,6 +137,13 @@ pub(super) enum Command {
         plan: CapturePlan,
         reply: Reply<Result<BreakpointId, (TraceError, HandlerBox)>>,
     },
+    /// Would a site at `address` be refused, and why (dry runs).
+    CheckSite {
+        pid: i32,
+        address: u64,
+        engine: super::SiteEngine,
+        reply: Reply<Result<(), TraceError>>,
+    },
     RemoveGroup {
         pid: i32,
         group: u64,
@@ -772,6 +779,15 @@ impl TracerLoop {
                 self.insert_kernel_breakpoint(pid, address, group, handler.0, plan)
                     .map_err(|(e, h)| (e, HandlerBox(h))),
             ),
+            Command::CheckSite {
+                pid,
+                address,
+                engine,
+                reply,
+            } => reply.send(match engine {
+                super::SiteEngine::Ptrace => self.ptrace_site_plan(pid, address).map(|_| ()),
+                super::SiteEngine::Kernel => self.kernel_site_place(pid, address).map(|_| ()),
+            }),
             Command::RemoveGroup { pid, group, reply } => {
                 let removed = self.remove_group_command(pid, group);
                 // Answered once the group's debug registers (if any) are

@@ -233,6 +233,15 @@ impl SharedStates {
     }
 }
 
+/// Which kind of site a check is about (`Tracer::check_site`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteEngine {
+    /// An int3 written by this tracer.
+    Ptrace,
+    /// A kernel uprobe running a generated BPF program.
+    Kernel,
+}
+
 /// Handle to the tracer thread; `Send + Sync`, cheap to clone. When the last
 /// clone is dropped, every target is detached and the thread ends.
 #[derive(Clone, Debug)]
@@ -419,6 +428,25 @@ impl Tracer {
             group,
             handler: HandlerBox(handler),
             copy: Some(plan),
+            reply,
+        })
+        .await?
+    }
+
+    /// Whether a site of `engine` at `address` would be refused, and why:
+    /// every refusal known before the target or the kernel is asked to arm
+    /// it (not what only the kernel's verifier or uprobe code can say).
+    /// Writes nothing into the target: dry runs answer with it.
+    pub async fn check_site(
+        &self,
+        pid: i32,
+        address: RuntimeAddr,
+        engine: SiteEngine,
+    ) -> Result<(), TraceError> {
+        self.ask(|reply| Command::CheckSite {
+            pid,
+            address: address.0,
+            engine,
             reply,
         })
         .await?

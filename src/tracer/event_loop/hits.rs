@@ -35,7 +35,7 @@ use super::super::hit_copy::{self, HELD_HIT_DEADLINE, HeldThread, HeldToken, Hit
 use super::super::inject::{self, InjectError};
 use super::super::kernel::CapturedMemory;
 use super::super::ptrace::{self, WaitEvent};
-use super::super::scratch::{self, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
+use super::super::scratch::{self, FilePlace, SCRATCH_PAGE_SIZE, ScratchPage, Translated};
 use super::super::sites::{Armed, Site};
 use super::super::sites::{CopiedHit, HeldStop};
 use super::{Resume, TracerLoop};
@@ -45,6 +45,13 @@ const MAX_SCRATCH_PAGES: usize = 64;
 /// How long to wait for one thread to stop so that it can map a scratch
 /// page for us, before trying another.
 const BORROW_DEADLINE: Duration = Duration::from_secs(1);
+
+/// What arming a new ptrace site needs, decided before anything is written.
+pub(super) struct NewPtraceSite {
+    maps: Vec<scratch::Mapping>,
+    place: Option<FilePlace>,
+    instruction: DisplacedInstruction,
+}
 
 fn signal_of(event: WaitEvent) -> i32 {
     match event {
@@ -114,17 +121,16 @@ pub(super) fn call_on_end(mut armed: Armed, why: &BreakpointEnd) {
 impl TracerLoop {
     // ----- arming ------------------------------------------------------
 
-    /// Arm a breakpoint (see `Tracer::insert_breakpoint`).
-    pub(super) fn insert_breakpoint(
+    /// What a new ptrace site at `address` of `pid` needs, None where a
+    /// site is there to join, or why it cannot be: every refusal known
+    /// before the target is written (a dry run asks this too).
+    pub(super) fn ptrace_site_plan(
         &mut self,
         pid: i32,
         address: u64,
-        group: u64,
-        handler: Box<dyn HitHandler>,
-        copy: Option<HitCopyPlan>,
-    ) -> Result<BreakpointId, TraceError> {
+    ) -> Result<Option<NewPtraceSite>, TraceError> {
         let not_live = self.not_live_error(pid);
-        let target = self.processes.get_mut(pid).ok_or(not_live)?;
+        let target = self.processes.get(pid).ok_or(not_live)?;
         if target.detach.is_some() {
             return Err(TraceError::DetachInProgress { pid });
         }
@@ -137,22 +143,9 @@ impl TracerLoop {
                 ),
             });
         }
-        let Some(target) = self.processes.get_mut(pid) else {
-            return Err(self.not_live_error(pid));
-        };
-        let id = BreakpointId(self.next_breakpoint);
-        self.next_breakpoint += 1;
-        let Err(Armed { handler, copy, .. }) = target.space.breakpoints.join_site(
-            address,
-            Armed {
-                id,
-                group,
-                handler,
-                copy,
-            },
-        ) else {
-            return Ok(id);
-        };
+        if target.space.breakpoints.sites.contains_key(&address) {
+            return Ok(None);
+        }
         let refused = |reason: String| TraceError::BreakpointRefused {
             pid,
             address,
@@ -178,10 +171,10 @@ impl TracerLoop {
                 mapping.path
             )));
         }
-        let Some(target) = self.processes.get_mut(pid) else {
+        let available = (mapping.end - address).min(MAX_INSTRUCTION_LEN as u64) as usize;
+        let Some(target) = self.processes.get(pid) else {
             return Err(self.not_live_error(pid));
         };
-        let available = (mapping.end - address).min(MAX_INSTRUCTION_LEN as u64) as usize;
         let mut code = vec![0u8; available];
         target
             .space
@@ -193,6 +186,51 @@ impl TracerLoop {
         if let Some(why) = target.space.breakpoints.overlap(&instruction) {
             return Err(refused(why));
         }
+        Ok(Some(NewPtraceSite {
+            maps,
+            place,
+            instruction,
+        }))
+    }
+
+    /// Arm a breakpoint (see `Tracer::insert_breakpoint`).
+    pub(super) fn insert_breakpoint(
+        &mut self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+        copy: Option<HitCopyPlan>,
+    ) -> Result<BreakpointId, TraceError> {
+        let new_site = self.ptrace_site_plan(pid, address)?;
+        let Some(target) = self.processes.get_mut(pid) else {
+            return Err(self.not_live_error(pid));
+        };
+        let id = BreakpointId(self.next_breakpoint);
+        self.next_breakpoint += 1;
+        let armed = Armed {
+            id,
+            group,
+            handler,
+            copy,
+        };
+        let Some(NewPtraceSite {
+            maps,
+            place,
+            instruction,
+        }) = new_site
+        else {
+            // The tracer thread alone changes sites: the one just seen is there.
+            return match target.space.breakpoints.join_site(address, armed) {
+                Ok(()) => Ok(id),
+                Err(_) => Err(TraceError::BreakpointRefused {
+                    pid,
+                    address,
+                    reason: "the breakpoint there went away while it was joined".into(),
+                }),
+            };
+        };
+        let Armed { handler, copy, .. } = armed;
 
         let trampoline = match instruction.step {
             Step::OutOfLine => Some(self.ensure_trampoline(pid, &instruction, &maps)?),

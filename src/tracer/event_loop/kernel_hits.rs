@@ -99,35 +99,31 @@ impl TracerLoop {
         })
     }
 
-    /// Arms a kernel-side site (see `Tracer::insert_kernel_breakpoint`). On
-    /// failure the handler comes back, so the caller can use it elsewhere.
-    pub(super) fn insert_kernel_breakpoint(
+    /// Where a kernel-side site at `address` of `pid` would go (the path
+    /// the uprobe opens, the file place), or why it cannot: every refusal
+    /// known before the kernel is asked for the uprobe (a dry run asks this
+    /// too; a first ask sets up the ring, as arming would).
+    pub(super) fn kernel_site_place(
         &mut self,
         pid: i32,
         address: u64,
-        group: u64,
-        handler: Box<dyn HitHandler>,
-        plan: CapturePlan,
-    ) -> Result<BreakpointId, (TraceError, Box<dyn HitHandler>)> {
+    ) -> Result<(String, FilePlace), TraceError> {
         let refused = |reason: String| TraceError::BreakpointRefused {
             pid,
             address,
             reason,
         };
         let Some(target) = self.processes.get(pid) else {
-            return Err((self.not_live_error(pid), handler));
+            return Err(self.not_live_error(pid));
         };
         if target.detach.is_some() {
-            return Err((TraceError::DetachInProgress { pid }, handler));
+            return Err(TraceError::DetachInProgress { pid });
         }
         if target.space.breakpoints.sites.contains_key(&address) {
-            return Err((
-                refused("a ptrace breakpoint is already there".into()),
-                handler,
-            ));
+            return Err(refused("a ptrace breakpoint is already there".into()));
         }
         if let Some(why) = &self.kernel.unavailable {
-            return Err((refused(why.clone()), handler));
+            return Err(refused(why.clone()));
         }
         if self.kernel.probes.is_none() {
             match KernelProbes::new(self.kernel.ring_bytes) {
@@ -141,25 +137,19 @@ impl TracerLoop {
                 }
                 Err(e) => {
                     self.kernel.unavailable = Some(e.0.clone());
-                    return Err((refused(e.0), handler));
+                    return Err(refused(e.0));
                 }
             }
         }
         let maps = scratch::read_maps(pid);
         let Some(mapping) = scratch::mapping_at(&maps, address).filter(|m| m.executable) else {
-            return Err((
-                refused("no executable code is mapped there".into()),
-                handler,
-            ));
+            return Err(refused("no executable code is mapped there".into()));
         };
         if !mapping.path.starts_with('/') {
-            return Err((
-                refused(format!(
-                    "the code there is not from a file ({}), which a uprobe needs",
-                    mapping.path
-                )),
-                handler,
-            ));
+            return Err(refused(format!(
+                "the code there is not from a file ({}), which a uprobe needs",
+                mapping.path
+            )));
         }
         // The mapping's own link in /proc reaches the very file mapped, even
         // in another mount namespace or after the file was replaced on disk,
@@ -175,25 +165,41 @@ impl TracerLoop {
             format!("/proc/{pid}/root{}", mapping.path)
         };
         let Some(place) = mapping.file_place(address) else {
-            return Err((
-                refused(format!(
-                    "the code there has no file identity in /proc/{pid}/maps, which a uprobe needs"
-                )),
-                handler,
-            ));
+            return Err(refused(format!(
+                "the code there has no file identity in /proc/{pid}/maps, which a uprobe needs"
+            )));
         };
         // The uprobe would be at this place in every process of the file:
         // where one of ours has a ptrace int3 there and any uprobe, the
         // kernel would take that int3 for the uprobe's and remove it.
         if let Some((other_pid, other_address)) = self.ptrace_site_at_place(&place) {
-            return Err((
-                refused(format!(
-                    "a ptrace breakpoint is already there, at the same place of {} ({other_address:#x} in process {other_pid}); a uprobe would remove it",
-                    mapping.path
-                )),
-                handler,
-            ));
+            return Err(refused(format!(
+                "a ptrace breakpoint is already there, at the same place of {} ({other_address:#x} in process {other_pid}); a uprobe would remove it",
+                mapping.path
+            )));
         }
+        Ok((path, place))
+    }
+
+    /// Arms a kernel-side site (see `Tracer::insert_kernel_breakpoint`). On
+    /// failure the handler comes back, so the caller can use it elsewhere.
+    pub(super) fn insert_kernel_breakpoint(
+        &mut self,
+        pid: i32,
+        address: u64,
+        group: u64,
+        handler: Box<dyn HitHandler>,
+        plan: CapturePlan,
+    ) -> Result<BreakpointId, (TraceError, Box<dyn HitHandler>)> {
+        let refused = |reason: String| TraceError::BreakpointRefused {
+            pid,
+            address,
+            reason,
+        };
+        let (path, place) = match self.kernel_site_place(pid, address) {
+            Ok(found) => found,
+            Err(e) => return Err((e, handler)),
+        };
         let id = BreakpointId(self.next_breakpoint);
         let Some(probes) = self.kernel.probes.as_mut() else {
             return Err((refused("kernel probes are not set up".into()), handler));
