@@ -7,6 +7,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::debuginfo::types::TypeTables;
 use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
@@ -186,12 +187,13 @@ pub struct ProbeRemoved {
 }
 
 /// A frame context for compiling at a site: the scope is known from the pc,
-/// no registers or memory are needed.
+/// no registers or memory are needed. `types` are the probe's own.
 fn static_context<'a>(
     image: &'a ProcessImage,
     pc: RuntimeAddr,
     regs: &'a Registers,
     memory: &'a dyn crate::debuginfo::MemorySource,
+    types: &'a TypeTables,
 ) -> FrameContext<'a> {
     FrameContext {
         image,
@@ -201,6 +203,7 @@ fn static_context<'a>(
         is_caller: false,
         memory,
         inline_depth: 0,
+        types,
     }
 }
 
@@ -213,15 +216,18 @@ impl crate::debuginfo::MemorySource for NoMemory {
     }
 }
 
+/// Compiles `text` at `pc` with the probe's type tables (which the compile
+/// warms for its hits).
 fn compile_at(
     image: &ProcessImage,
     pc: RuntimeAddr,
     text: &str,
     what: &str,
+    types: &TypeTables,
 ) -> Result<CompiledExpr, EngineError> {
     let mut regs = Registers::default();
     regs.set(reg::RIP, Some(pc.0));
-    let ctx = static_context(image, pc, &regs, &NoMemory);
+    let ctx = static_context(image, pc, &regs, &NoMemory, types);
     eval::compile(text, &ctx).map_err(|e| {
         // A misspelt name: the program's own close names first, as
         // `evaluate` suggests them.
@@ -287,12 +293,14 @@ impl Engine {
         Ok(resolution)
     }
 
-    /// Compiles the condition and the action of every site of a request.
+    /// Compiles the condition and the action of every site of a request,
+    /// with the probe's type tables.
     fn compile_sites(
         &self,
         image: &ProcessImage,
         sites: &[crate::debuginfo::ResolvedSite],
         req: &ProbeRequest,
+        types: &TypeTables,
     ) -> Result<Vec<CompiledSite>, EngineError> {
         let mut site_plans: Vec<CompiledSite> = Vec::new();
         for site in sites {
@@ -300,7 +308,7 @@ impl Engine {
                 .condition
                 .as_deref()
                 .filter(|c| !c.trim().is_empty())
-                .map(|c| compile_at(image, site.address, c, "condition"))
+                .map(|c| compile_at(image, site.address, c, "condition", types))
                 .transpose()?;
             if let Some(secret) = condition
                 .as_ref()
@@ -321,7 +329,12 @@ impl Engine {
                     frames: *frames,
                     expressions: expressions
                         .iter()
-                        .map(|e| Ok((e.clone(), compile_at(image, site.address, e, "expression")?)))
+                        .map(|e| {
+                            Ok((
+                                e.clone(),
+                                compile_at(image, site.address, e, "expression", types)?,
+                            ))
+                        })
                         .collect::<Result<_, EngineError>>()?,
                     limits: limits.clamped(),
                 },
@@ -338,6 +351,7 @@ impl Engine {
                                         site.address,
                                         &text,
                                         "template expression",
+                                        types,
                                     )?;
                                     Ok(TemplatePart::Expr(text, Box::new(c)))
                                 } else {
@@ -363,6 +377,7 @@ impl Engine {
                             site.address,
                             e,
                             "expression",
+                            types,
                         )?))
                     }
                     MetricKind::Duration => SiteAction::DurationStart,
@@ -414,10 +429,18 @@ impl Engine {
             ProbeWhat::Logpoint { .. } => (ProbeKind::Logpoint, 1000),
             ProbeWhat::Metric { .. } => (ProbeKind::Metric, 1),
         };
+        // The probe's own type tables, locked by its hits and nothing a
+        // client asks (a dry run is a client request: it uses theirs).
+        // Compiling and planning below warm them for the first hit.
+        let types = if req.dry_run {
+            TypeTables::shared().clone()
+        } else {
+            Arc::new(TypeTables::new())
+        };
         // Compile everything for every site now: a condition that does not
         // type-check is refused here, not at the first hit.
         let site_plans = numbered(
-            self.compile_sites(&image, &resolution.sites, &req)
+            self.compile_sites(&image, &resolution.sites, &req, &types)
                 .map_err(|e| super::function_search::explain_overloads(&image, &req.location, e))?,
             &numbers,
         );
@@ -468,6 +491,7 @@ impl Engine {
                         action,
                         &self.redaction,
                         PlanLimits::BPF,
+                        &types,
                     )
                     .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
                 })
@@ -534,7 +558,7 @@ impl Engine {
         let mut engine = ProbeEngine::Ptrace;
         let ptrace_sites = match kernel_plans {
             Ok(plans) => match self
-                .arm_kernel_sites(&probe, &image, site_plans, &end_sites, plans)
+                .arm_kernel_sites(&probe, &image, &types, site_plans, &end_sites, plans)
                 .await
             {
                 Ok(()) => {
@@ -544,7 +568,7 @@ impl Engine {
                 Err(why) if choice == EngineChoice::Auto => {
                     engine_note = Some(why);
                     // The handlers went to the kernel path: compile again.
-                    match self.compile_sites(&image, &resolution.sites, &req) {
+                    match self.compile_sites(&image, &resolution.sites, &req, &types) {
                         Ok(sites) => Some(numbered(sites, &numbers)),
                         Err(e) => {
                             self.probes().remove(&id);
@@ -571,7 +595,7 @@ impl Engine {
         };
         if let Some(sites) = ptrace_sites
             && let Err(e) = self
-                .arm_ptrace_sites(&probe, &image, sites, &end_sites)
+                .arm_ptrace_sites(&probe, &image, &types, sites, &end_sites)
                 .await
         {
             self.release_probe_id(id);
@@ -608,6 +632,7 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
+        types: &Arc<TypeTables>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
@@ -625,6 +650,7 @@ impl Engine {
                     action,
                     &self.redaction,
                     PlanLimits::PTRACE,
+                    types,
                 )
                 .ok()
                 .map(|capture| HitCopyPlan {
@@ -634,7 +660,7 @@ impl Engine {
                 })
             })
             .collect();
-        let handlers = self.site_handlers(probe, image, sites, end_sites);
+        let handlers = self.site_handlers(probe, image, types, sites, end_sites);
         // End sites of a duration read nothing.
         let plans = plans
             .into_iter()
@@ -677,11 +703,12 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
+        types: &Arc<TypeTables>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
         plans: Vec<CapturePlan>,
     ) -> Result<(), String> {
-        let handlers = self.site_handlers(probe, image, sites, end_sites);
+        let handlers = self.site_handlers(probe, image, types, sites, end_sites);
         // End sites of a duration read nothing.
         let plans = plans
             .into_iter()
@@ -711,12 +738,14 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
+        types: &Arc<TypeTables>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Vec<(RuntimeAddr, SiteHandler)> {
         let handler = |site, place, condition, action| SiteHandler {
             probe: probe.clone(),
             image: image.clone(),
+            types: types.clone(),
             condition,
             action: Arc::new(action),
             redaction: self.redaction.clone(),
