@@ -207,6 +207,15 @@ fn static_context<'a>(
     }
 }
 
+/// Builds now what a probe's hits would otherwise build on their first
+/// use, with a thread held: the index of the executable's globals, which
+/// names the pointers a hit renders (`frame::symbolize`).
+pub(super) fn warm_for_hits(image: &ProcessImage) {
+    if let Some(main) = image.main_module() {
+        crate::debuginfo::scope::GlobalIndex::of(main);
+    }
+}
+
 /// Memory that has nothing: compile time must not read the target.
 struct NoMemory;
 
@@ -538,6 +547,7 @@ impl Engine {
                 )));
             }
         }
+        warm_for_hits(&image);
         let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
         let probe = Arc::new(Probe::new(
             id,

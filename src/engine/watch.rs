@@ -395,6 +395,7 @@ impl Engine {
             Place::Frame(f) => Some(f.tid),
             Place::Globals => None,
         };
+        super::probe_ops::warm_for_hits(&image);
         let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
         let probe = Arc::new(Probe::new(
             id,
