@@ -355,10 +355,11 @@ fn check_held_run(c: &mut McpClient, snapshot: &Value, count: &Value, run: u64) 
 
 /// A hot snapshot that cannot be planned holds its thread while the hit
 /// worker reads it, not the tracer thread: beside a client decoding locals
-/// in a loop (which holds the type tables the worker also needs), its
-/// counts and values stay exact, and other threads' traps (a copying count
-/// on another hot function) are not held up by it. The held snapshot's own
-/// hold may include a wait for a decode: reported, not asserted.
+/// in a loop, its counts and values stay exact, and other threads' traps (a
+/// copying count on another hot function) are not held up by it. The held
+/// snapshot's own hold is reported, not asserted (that it never waits for
+/// a client's decode is
+/// `a_held_hit_is_never_read_behind_a_client_decode_of_a_large_frame`).
 #[test]
 fn an_unplannable_hot_snapshot_holds_only_its_own_thread_beside_read_locals() {
     let mut fx = Fixture::start(&orders());
