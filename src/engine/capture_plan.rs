@@ -323,6 +323,64 @@ pub fn plan_site(
     builder.finish()
 }
 
+/// Warms what the hits of a site whose capture cannot be planned read with
+/// the thread held: the probe's own type tables (`types`) with everything
+/// planning reaches, each local and expression on its own past a refusal,
+/// and the module's caches of the site's unwind row and source frames.
+pub fn warm_site(
+    image: &ProcessImage,
+    address: RuntimeAddr,
+    condition: Option<&eval::CompiledExpr>,
+    action: &SiteAction,
+    redaction: &Redaction,
+    types: &TypeTables,
+) {
+    image.symbolize(address, false);
+    // Only tables are wanted: the reads asked for are bounded by wide
+    // limits and then thrown away.
+    let mut builder = PlanBuilder {
+        image,
+        limits: PlanLimits::PTRACE,
+        reads: Vec::new(),
+    };
+    let site = PlanSite {
+        image,
+        pc: address,
+        cfa: site_cfa(image, address).map(|(cfa, _)| cfa),
+        types,
+    };
+    // Refusals were reported when the site was planned.
+    if let Some(condition) = condition {
+        let _ = eval::plan_number(condition, &site, &mut builder);
+    }
+    match action {
+        SiteAction::Snapshot {
+            frames,
+            expressions,
+            limits: render,
+        } => {
+            if *frames > 0 {
+                eval::warm_locals(&site, render, redaction, &mut builder);
+            }
+            for (_, e) in expressions {
+                let _ = eval::plan_evaluate(e, &site, render, redaction, &mut builder);
+            }
+        }
+        SiteAction::Logpoint { parts } => {
+            let render = logpoint_limits();
+            for part in parts {
+                if let TemplatePart::Expr(_, e) = part {
+                    let _ = eval::plan_evaluate(e, &site, &render, redaction, &mut builder);
+                }
+            }
+        }
+        SiteAction::Histogram(e) => {
+            let _ = eval::plan_number(e, &site, &mut builder);
+        }
+        SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The planner on its own, on a committed recording (the C values
@@ -577,6 +635,43 @@ mod tests {
             !TypeTables::shared().has_table_for(&module),
             "the probe used client requests' tables"
         );
+    }
+
+    /// A site whose capture cannot be planned (caller frames) is warmed
+    /// when it is set: its held hits read frame 0's locals with nothing
+    /// left to decode.
+    #[test]
+    fn a_site_that_cannot_be_planned_is_warmed_for_its_held_hits() {
+        let r = recording("c_values_O0");
+        let module = r.image.module_for(r.pc).expect("module").clone();
+        let own = TypeTables::new();
+        let limits = Limits::default();
+        let redaction = Redaction::default();
+        let action = r.snapshot(2, &[], limits.clone());
+        let refusal = plan_site(
+            &r.image,
+            r.pc,
+            None,
+            &action,
+            &redaction,
+            PlanLimits::PTRACE,
+            &own,
+        )
+        .expect_err("caller frames");
+        assert_eq!(refusal, PlanRefusal::CallerFrames);
+        assert!(!own.has_table_for(&module), "refused before decoding");
+        warm_site(&r.image, r.pc, None, &action, &redaction, &own);
+        let table = own.table_for(&module);
+        let warmed = table.lock().expect("lock").decoded();
+        assert!(warmed.0 > 0 && warmed.1 > 0, "{warmed:?}");
+        // A probe's hit is frame 0 at the site's pc.
+        let hit = FrameContext {
+            is_caller: false,
+            ..r.ctx_in(&r.memory, &own)
+        };
+        let locals = eval::read_locals(&hit, &limits, &redaction).expect("locals");
+        assert!(locals.iter().any(|v| v.name == "first"));
+        assert_eq!(table.lock().expect("lock").decoded(), warmed);
     }
 
     /// Every local of the frame, rendered from the planned bytes only,

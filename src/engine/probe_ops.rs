@@ -12,7 +12,7 @@ use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
-use super::capture_plan::{PlanLimits, plan_site};
+use super::capture_plan::{PlanLimits, plan_site, warm_site};
 use super::items::ProbeItem;
 use super::probes::{
     EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState,
@@ -667,6 +667,19 @@ impl Engine {
                     capture,
                     stack_window: 0,
                     tls_window: 0,
+                })
+                .or_else(|| {
+                    // Its hits are read with the thread held: decode now
+                    // what they would decode first.
+                    warm_site(
+                        image,
+                        *addr,
+                        condition.as_ref(),
+                        action,
+                        &self.redaction,
+                        types,
+                    );
+                    None
                 })
             })
             .collect();

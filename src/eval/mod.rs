@@ -453,6 +453,31 @@ pub fn plan_locals(
     redaction: &Redaction,
     requests: &mut dyn ReadRequests,
 ) -> Result<(), PlanRefusal> {
+    plan_each_local(site, limits, redaction, requests, true)
+}
+
+/// Plans the reads of each local at `site` on its own, going on past one
+/// that cannot be planned, for what planning leaves in `site.types`: the
+/// scope and the types a read of the locals decodes. A probe whose capture
+/// cannot be planned warms its own tables so when it is set, so its first
+/// hit (with a thread held) does not decode them.
+pub fn warm_locals(
+    site: &PlanSite<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+    requests: &mut dyn ReadRequests,
+) {
+    // Refusals were already reported by planning; this only fills tables.
+    let _ = plan_each_local(site, limits, redaction, requests, false);
+}
+
+fn plan_each_local(
+    site: &PlanSite<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+    requests: &mut dyn ReadRequests,
+    stop_at_refusal: bool,
+) -> Result<(), PlanRefusal> {
     let regs = Registers::default();
     let ctx = site_context(site, &regs);
     let Ok(module) = frame::module_of(&ctx) else {
@@ -476,15 +501,19 @@ pub fn plan_locals(
         {
             continue;
         }
-        let place = symbolic::place_of(&env, &variable.location, requests)?;
-        let mut room = crate::value::room::ValueRoom {
-            module: &resolved.module,
-            types: &mut types,
-            limits,
-            redaction,
-            requests,
-        };
-        room.value(&variable.name, variable.ty, &place, limits.depth)?;
+        let planned = symbolic::place_of(&env, &variable.location, requests).and_then(|place| {
+            let mut room = crate::value::room::ValueRoom {
+                module: &resolved.module,
+                types: &mut types,
+                limits,
+                redaction,
+                requests,
+            };
+            room.value(&variable.name, variable.ty, &place, limits.depth)
+        });
+        if stop_at_refusal {
+            planned?;
+        }
     }
     Ok(())
 }
