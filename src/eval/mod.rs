@@ -188,26 +188,7 @@ impl CompiledExpr {
     pub fn is_scalar(&self) -> bool {
         self.scalar
     }
-}
 
-/// True when a plan's result is a boolean or number (see
-/// [`CompiledExpr::is_scalar`]).
-fn plan_is_scalar(types: &mut TypeTable, module: &Module, plan: &Node) -> bool {
-    match plan.ty {
-        StaticType::Text => false,
-        StaticType::Dwarf(_) => matches!(
-            plan::class_of(types, module, &plan.ty),
-            plan::Class::Int { .. }
-                | plan::Class::Float { .. }
-                | plan::Class::Bool
-                | plan::Class::Char { .. }
-                | plan::Class::Pointer { .. }
-        ),
-        _ => true,
-    }
-}
-
-impl CompiledExpr {
     fn secret(&self, redaction: &Redaction) -> bool {
         self.names.iter().any(|name| redaction.is_secret(name))
             || self.secret_type(redaction).is_some()
@@ -233,6 +214,23 @@ impl CompiledExpr {
             .find(|name| redaction.is_secret(name))
             .map(String::as_str)
             .or_else(|| self.secret_type(redaction))
+    }
+}
+
+/// True when a plan's result is a boolean or number (see
+/// [`CompiledExpr::is_scalar`]).
+fn plan_is_scalar(types: &mut TypeTable, module: &Module, plan: &Node) -> bool {
+    match plan.ty {
+        StaticType::Text => false,
+        StaticType::Dwarf(_) => matches!(
+            plan::class_of(types, module, &plan.ty),
+            plan::Class::Int { .. }
+                | plan::Class::Float { .. }
+                | plan::Class::Bool
+                | plan::Class::Char { .. }
+                | plan::Class::Pointer { .. }
+        ),
+        _ => true,
     }
 }
 
