@@ -351,13 +351,13 @@ impl Engine {
             self.compile_on_frame(&target, &req, &expression, &types)
                 .await?
         } else {
-            let expr = compile_global_in(&image, &expression, "expression", &types)?;
+            let expr = compile_global_for_watch_in(&image, &expression, "expression", &types)?;
             let condition = req
                 .condition
                 .as_deref()
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .map(|c| compile_global_in(&image, c, "condition", &types))
+                .map(|c| compile_global_for_watch_in(&image, c, "condition", &types))
                 .transpose()?;
             let note = (req.engine == Some(EngineChoice::Ptrace)).then(|| {
                 "the expression reads globals only: they are read from the process's memory with no \
@@ -529,11 +529,11 @@ pub(super) fn compile_global_for_watch(
     text: &str,
     what: &str,
 ) -> Result<CompiledExpr, EngineError> {
-    compile_global_in(image, text, what, TypeTables::shared())
+    compile_global_for_watch_in(image, text, what, TypeTables::shared())
 }
 
 /// [`compile_global_for_watch`] with the watch's own type tables.
-fn compile_global_in(
+fn compile_global_for_watch_in(
     image: &ProcessImage,
     text: &str,
     what: &str,
