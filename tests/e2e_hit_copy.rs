@@ -1,8 +1,10 @@
 //! A ptrace-engine hit only copies: the thread is held while its registers
 //! and the planned memory are copied, and the condition, the count and the
-//! store happen after it went on, on the copy. So a client decoding locals
-//! at the same time (which holds the module's type tables for a whole
-//! decode) never holds a hitting thread. Real binary over MCP, real ptrace.
+//! store happen after it went on, on the copy. A hit whose capture cannot
+//! be planned is read while its thread is held, with its probe's own type
+//! tables: a client decoding locals at the same time (which holds client
+//! requests' tables for a whole decode) never holds a hitting thread. Real
+//! binary over MCP, real ptrace.
 
 mod common;
 

@@ -653,7 +653,7 @@ impl Engine {
         let plans: Vec<Option<HitCopyPlan>> = sites
             .iter()
             .map(|(_, (addr, condition, action))| {
-                plan_site(
+                let planned = plan_site(
                     image,
                     *addr,
                     condition.as_ref(),
@@ -661,26 +661,21 @@ impl Engine {
                     &self.redaction,
                     PlanLimits::PTRACE,
                     types,
-                )
-                .ok()
-                .map(|capture| HitCopyPlan {
-                    capture,
-                    stack_window: 0,
-                    tls_window: 0,
-                })
-                .or_else(|| {
-                    // Its hits are read with the thread held: decode now
-                    // what they would decode first.
-                    warm_site(
-                        image,
-                        *addr,
-                        condition.as_ref(),
-                        action,
-                        &self.redaction,
-                        types,
-                    );
-                    None
-                })
+                );
+                match planned {
+                    Ok(capture) => Some(HitCopyPlan {
+                        capture,
+                        stack_window: 0,
+                        tls_window: 0,
+                    }),
+                    Err(_) => {
+                        // Its hits are read with the thread held: decode
+                        // now what they would decode first.
+                        let condition = condition.as_ref();
+                        warm_site(image, *addr, condition, action, &self.redaction, types);
+                        None
+                    }
+                }
             })
             .collect();
         let handlers = self.site_handlers(probe, image, types, sites, end_sites);
