@@ -119,6 +119,7 @@ fn program_frames(
 fn c_values_read_the_same_offline() {
     let (recording, image, memory, regs) = load("c_values_O0");
     let ctx = FrameContext {
+        types: liveprobe::debuginfo::types::TypeTables::shared(),
         image: &image,
         pc: RuntimeAddr(recording.pc),
         regs: &regs,
@@ -205,6 +206,7 @@ fn frame_context<'a>(
     regs: &'a Registers,
 ) -> FrameContext<'a> {
     FrameContext {
+        types: liveprobe::debuginfo::types::TypeTables::shared(),
         image,
         pc: RuntimeAddr(recording.pc),
         regs,
@@ -497,6 +499,7 @@ fn record_the_recordings() {
         read: Default::default(),
     };
     let ctx = FrameContext {
+        types: liveprobe::debuginfo::types::TypeTables::shared(),
         image: &stopped.image,
         pc: frame.pc,
         regs: &frame.regs,
@@ -578,6 +581,7 @@ fn values_recording(stopped: &Stopped, frame: &support::Frame) -> Recording {
         read: Default::default(),
     };
     let ctx = FrameContext {
+        types: liveprobe::debuginfo::types::TypeTables::shared(),
         image: &stopped.image,
         pc: frame.pc,
         regs: &frame.regs,

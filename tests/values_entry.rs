@@ -155,6 +155,7 @@ fn entry_values_come_only_from_a_proven_call_site() {
         memory: &'a dyn MemorySource,
     ) -> FrameContext<'a> {
         FrameContext {
+            types: liveprobe::debuginfo::types::TypeTables::shared(),
             image,
             pc,
             regs,

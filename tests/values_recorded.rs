@@ -47,6 +47,7 @@ fn a_frame_decodes_the_same_from_a_recording() {
         reads: RefCell::new(0),
     };
     let live_ctx = FrameContext {
+        types: liveprobe::debuginfo::types::TypeTables::shared(),
         image: &stopped.image,
         pc: frame.pc,
         regs: &frame.regs,
@@ -85,6 +86,7 @@ fn a_frame_decodes_the_same_from_a_recording() {
 
     let recording = recorder.recorded.borrow().clone();
     let offline_ctx = FrameContext {
+        types: liveprobe::debuginfo::types::TypeTables::shared(),
         memory: &recording,
         ..live_ctx
     };
@@ -310,6 +312,7 @@ fn garbage_memory_stays_bounded() {
         let stopped = Stopped::new(fixture.pid);
         let frame = stopped.frame(function);
         let ctx = FrameContext {
+            types: liveprobe::debuginfo::types::TypeTables::shared(),
             image: &stopped.image,
             pc: frame.pc,
             regs: &frame.regs,

@@ -1001,7 +1001,11 @@ pub struct GlobalIndex {
 /// (the rest are still reachable through pointers and their own units).
 const MAX_GLOBALS: usize = 2_000_000;
 
-type IndexRegistry = Mutex<Vec<(Weak<Module>, Arc<GlobalIndex>)>>;
+/// One module's index, built at most once: the slot is made under the
+/// registry's lock, the index is built outside it.
+type IndexSlot = Arc<OnceLock<Arc<GlobalIndex>>>;
+
+type IndexRegistry = Mutex<Vec<(Weak<Module>, IndexSlot)>>;
 
 /// Per-module indexes, held weakly by module so that a detached target's
 /// index goes away with its modules.
@@ -1010,36 +1014,41 @@ fn registry() -> &'static IndexRegistry {
     REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
 }
 
+/// The slot of `module`'s index, made empty on first use. The registry is
+/// locked only for this look-up: a build (seconds for a big library) must
+/// not hold up readers of other modules' indexes (a probe's hit naming a
+/// pointer asks [`GlobalIndex::if_built`]).
+fn index_slot(module: &Arc<Module>) -> IndexSlot {
+    let mut registry = match registry().lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    registry.retain(|(weak, _)| weak.strong_count() > 0);
+    if let Some((_, slot)) = registry
+        .iter()
+        .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
+    {
+        return slot.clone();
+    }
+    let slot = IndexSlot::default();
+    registry.push((Arc::downgrade(module), slot.clone()));
+    slot
+}
+
 impl GlobalIndex {
     /// The index of `module`, built on first use and shared afterwards.
+    /// Callers asking for the same module while it is built wait for it;
+    /// no one else does.
     pub fn of(module: &Arc<Module>) -> Arc<GlobalIndex> {
-        let mut registry = match registry().lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        registry.retain(|(weak, _)| weak.strong_count() > 0);
-        if let Some((_, index)) = registry
-            .iter()
-            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
-        {
-            return index.clone();
-        }
-        let index = Arc::new(GlobalIndex::build(module));
-        registry.push((Arc::downgrade(module), index.clone()));
-        index
+        index_slot(module)
+            .get_or_init(|| Arc::new(GlobalIndex::build(module)))
+            .clone()
     }
 
-    /// The index of `module` if it has been built already (never builds:
-    /// for callers on a hot path).
+    /// The index of `module` if it has been built already (never builds,
+    /// never waits for a build: for callers on a hot path).
     pub fn if_built(module: &Arc<Module>) -> Option<Arc<GlobalIndex>> {
-        let registry = match registry().lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        registry
-            .iter()
-            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
-            .map(|(_, index)| index.clone())
+        index_slot(module).get().cloned()
     }
 
     /// Walks every unit of `module` for variables with a static location.
@@ -1540,6 +1549,27 @@ pub(crate) fn own_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A module's index is built once, by `of`; `if_built` never builds,
+    /// and a module's index goes away with it.
+    #[test]
+    fn a_global_index_is_built_once_and_only_by_of() {
+        let program = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recordings/c_values_O0/program");
+        let module = Arc::new(Module::open_file(&program, 0x1000).expect("program"));
+        assert!(GlobalIndex::if_built(&module).is_none());
+        let built = GlobalIndex::of(&module);
+        assert!(built.names().count() > 0, "the fixture has globals");
+        let again = GlobalIndex::if_built(&module).expect("built");
+        assert!(Arc::ptr_eq(&built, &again));
+        assert!(Arc::ptr_eq(&built, &GlobalIndex::of(&module)));
+        let weak = Arc::downgrade(&module);
+        drop(module);
+        assert!(
+            weak.upgrade().is_none(),
+            "the registry does not keep the module"
+        );
+    }
 
     #[test]
     fn leb128_encodings() {

@@ -309,34 +309,75 @@ pub struct TypeTable {
     named_anywhere: HashMap<String, Option<TypeKey>>,
 }
 
-type TableRegistry = Mutex<Vec<(Weak<Module>, Arc<Mutex<TypeTable>>)>>;
+/// Type tables, one per module read, of one reader: each table is locked
+/// by that reader alone. Client requests (`read_locals`, `evaluate`,
+/// `stack_trace`, a `dry_run`) share [`TypeTables::shared`]; each probe and
+/// watch owns its own ([`TypeTables::new`], made when it is set and warmed
+/// by its set-time compile and planning), so a hit never waits for a
+/// client's decode, nor a client for a hit. A table holds only what its
+/// reader decoded, and goes away with its module (held weakly) or its
+/// reader.
+#[derive(Debug, Default)]
+pub struct TypeTables {
+    tables: Mutex<Vec<ModuleTable>>,
+}
 
-/// The type table shared by everyone reading `module`'s values, so that a
-/// type is decoded once per module rather than once per call. Held weakly by
-/// module: it goes away with the target.
-pub fn shared_types(module: &Arc<Module>) -> Arc<Mutex<TypeTable>> {
-    static REGISTRY: OnceLock<TableRegistry> = OnceLock::new();
-    let registry = REGISTRY.get_or_init(|| Mutex::new(Vec::new()));
-    let mut tables = match registry.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    tables.retain(|(weak, _)| weak.strong_count() > 0);
-    if let Some((_, table)) = tables
-        .iter()
-        .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
-    {
-        return table.clone();
+/// One module's table of one reader; the module is held weakly.
+type ModuleTable = (Weak<Module>, Arc<Mutex<TypeTable>>);
+
+impl TypeTables {
+    /// Empty tables for a new reader (a probe, a watch).
+    pub fn new() -> TypeTables {
+        TypeTables::default()
     }
-    let table = Arc::new(Mutex::new(TypeTable::new()));
-    tables.push((Arc::downgrade(module), table.clone()));
-    table
+
+    /// The tables of client requests, shared by all of them so that a type
+    /// is decoded once per module rather than once per request.
+    pub fn shared() -> &'static Arc<TypeTables> {
+        static SHARED: OnceLock<Arc<TypeTables>> = OnceLock::new();
+        SHARED.get_or_init(|| Arc::new(TypeTables::new()))
+    }
+
+    /// This reader's table of `module`, made on first use. Only the list is
+    /// locked here, briefly; the caller locks the table for its decode.
+    pub fn table_for(&self, module: &Arc<Module>) -> Arc<Mutex<TypeTable>> {
+        let mut tables = match self.tables.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        tables.retain(|(weak, _)| weak.strong_count() > 0);
+        if let Some((_, table)) = tables
+            .iter()
+            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
+        {
+            return table.clone();
+        }
+        let table = Arc::new(Mutex::new(TypeTable::new()));
+        tables.push((Arc::downgrade(module), table.clone()));
+        table
+    }
+
+    /// True when this reader has made a table of `module` (it has read
+    /// something of it).
+    pub fn has_table_for(&self, module: &Module) -> bool {
+        match self.tables.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+        .iter()
+        .any(|(weak, _)| weak.strong_count() > 0 && std::ptr::eq(weak.as_ptr(), module))
+    }
 }
 
 impl TypeTable {
     /// An empty cache.
     pub fn new() -> TypeTable {
         TypeTable::default()
+    }
+
+    /// How many types and frame scopes are decoded in it.
+    pub fn decoded(&self) -> (usize, usize) {
+        (self.types.len(), self.scopes.len())
     }
 
     /// The type at `key`, decoded on first use.
@@ -1425,6 +1466,42 @@ fn discr_list(mut block: DwarfReader) -> Vec<DiscrRange> {
 #[cfg(test)]
 mod tests {
     use super::rust_display_name;
+    use super::{Module, TypeTables};
+    use std::sync::Arc;
+
+    fn module() -> Arc<Module> {
+        let program = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recordings/c_values_O0/program");
+        Arc::new(Module::open_file(&program, 0x1000).expect("program"))
+    }
+
+    /// Each reader has one table per module, its own, made on first use
+    /// and gone with the module.
+    #[test]
+    fn a_readers_tables_are_its_own_one_per_module() {
+        let module = module();
+        let probe = TypeTables::new();
+        let other = TypeTables::new();
+        assert!(!probe.has_table_for(&module));
+        let table = probe.table_for(&module);
+        assert!(probe.has_table_for(&module));
+        assert!(Arc::ptr_eq(&table, &probe.table_for(&module)));
+        assert!(!Arc::ptr_eq(&table, &other.table_for(&module)));
+        assert!(!Arc::ptr_eq(
+            &table,
+            &TypeTables::shared().table_for(&module)
+        ));
+        // Locking one reader's table leaves every other's free.
+        let _held = table.lock().expect("lock");
+        assert!(other.table_for(&module).try_lock().is_ok());
+        assert!(TypeTables::shared().table_for(&module).try_lock().is_ok());
+        let weak = Arc::downgrade(&module);
+        drop(module);
+        assert!(
+            weak.upgrade().is_none(),
+            "the tables do not keep the module"
+        );
+    }
 
     #[test]
     fn rust_names_are_shortened_for_reading() {

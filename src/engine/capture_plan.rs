@@ -14,6 +14,7 @@
 //! variant) is refused with a [`PlanRefusal`] that says why, and the probe
 //! uses a ptrace breakpoint instead (or is refused for engine uprobe).
 
+use crate::debuginfo::types::TypeTables;
 use crate::debuginfo::{ProcessImage, RuntimeAddr, reg};
 use crate::eval::{self, PlanSite};
 use crate::tracer::{CaptureBase, CapturePlan, CaptureRead, MAX_READS};
@@ -251,6 +252,7 @@ pub fn plan_site(
     action: &SiteAction,
     redaction: &Redaction,
     limits: PlanLimits,
+    types: &TypeTables,
 ) -> Result<CapturePlan, PlanRefusal> {
     let reads_frame = condition.is_some()
         || matches!(
@@ -289,6 +291,7 @@ pub fn plan_site(
         image,
         pc: address,
         cfa: unwind.map(|(cfa, _)| cfa),
+        types,
     };
     if let Some(condition) = condition {
         eval::plan_number(condition, &site, &mut builder)?;
@@ -318,6 +321,64 @@ pub fn plan_site(
         SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
     }
     builder.finish()
+}
+
+/// Warms what the hits of a site whose capture cannot be planned read with
+/// the thread held: the probe's own type tables (`types`) with everything
+/// planning reaches, each local and expression on its own past a refusal,
+/// and the module's caches of the site's unwind row and source frames.
+pub fn warm_site(
+    image: &ProcessImage,
+    address: RuntimeAddr,
+    condition: Option<&eval::CompiledExpr>,
+    action: &SiteAction,
+    redaction: &Redaction,
+    types: &TypeTables,
+) {
+    image.symbolize(address, false);
+    // Only tables are wanted: the reads asked for are bounded by wide
+    // limits and then thrown away.
+    let mut builder = PlanBuilder {
+        image,
+        limits: PlanLimits::PTRACE,
+        reads: Vec::new(),
+    };
+    let site = PlanSite {
+        image,
+        pc: address,
+        cfa: site_cfa(image, address).map(|(cfa, _)| cfa),
+        types,
+    };
+    // Refusals were reported when the site was planned.
+    if let Some(condition) = condition {
+        let _ = eval::plan_number(condition, &site, &mut builder);
+    }
+    match action {
+        SiteAction::Snapshot {
+            frames,
+            expressions,
+            limits: render,
+        } => {
+            if *frames > 0 {
+                eval::warm_locals(&site, render, redaction, &mut builder);
+            }
+            for (_, e) in expressions {
+                let _ = eval::plan_evaluate(e, &site, render, redaction, &mut builder);
+            }
+        }
+        SiteAction::Logpoint { parts } => {
+            let render = logpoint_limits();
+            for part in parts {
+                if let TemplatePart::Expr(_, e) = part {
+                    let _ = eval::plan_evaluate(e, &site, &render, redaction, &mut builder);
+                }
+            }
+        }
+        SiteAction::Histogram(e) => {
+            let _ = eval::plan_number(e, &site, &mut builder);
+        }
+        SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +447,15 @@ mod tests {
 
     impl Recording {
         fn ctx<'a>(&'a self, memory: &'a dyn MemorySource) -> FrameContext<'a> {
+            self.ctx_in(memory, TypeTables::shared())
+        }
+
+        /// The frame as the reader with `types` sees it.
+        fn ctx_in<'a>(
+            &'a self,
+            memory: &'a dyn MemorySource,
+            types: &'a TypeTables,
+        ) -> FrameContext<'a> {
             FrameContext {
                 image: &self.image,
                 pc: self.pc,
@@ -394,6 +464,7 @@ mod tests {
                 is_caller: self.is_caller,
                 inline_depth: 0,
                 memory,
+                types,
             }
         }
 
@@ -426,6 +497,7 @@ mod tests {
                 action,
                 &Redaction::default(),
                 limits,
+                TypeTables::shared(),
             )
         }
 
@@ -513,6 +585,93 @@ mod tests {
             max_reads: 4096,
             max_string: 4096,
         }
+    }
+
+    /// A probe's own type tables are filled when it is set (its compile and
+    /// its planning), so its hits decode nothing planning had not; client
+    /// requests' tables are never touched by it.
+    #[test]
+    fn a_probe_decodes_with_its_own_tables_warmed_when_it_is_set() {
+        let r = recording("c_values_O0");
+        let module = r.image.module_for(r.pc).expect("module").clone();
+        let own = TypeTables::new();
+        let set_time = r.ctx_in(&r.memory, &own);
+        let compile = |source: &str| eval::compile(source, &set_time).expect(source);
+        let condition = compile("where->x > 0");
+        let limits = Limits::default();
+        let action = SiteAction::Snapshot {
+            frames: 1,
+            expressions: vec![("sh.corners[1].y".to_string(), compile("sh.corners[1].y"))],
+            limits: limits.clone(),
+        };
+        let redaction = Redaction::default();
+        let plan = plan_site(
+            &r.image,
+            r.pc,
+            Some(&condition),
+            &action,
+            &redaction,
+            wide(),
+            &own,
+        )
+        .expect("plannable");
+        let table = own.table_for(&module);
+        let warmed = table.lock().expect("lock").decoded();
+        assert!(warmed.0 > 0 && warmed.1 > 0, "{warmed:?}");
+
+        // A hit: condition, locals and expression from the copy.
+        let copied = r.execute(&plan);
+        let hit = r.ctx_in(&copied, &own);
+        assert!(eval::evaluate_condition(&condition, &hit).expect("condition"));
+        let locals = eval::read_locals(&hit, &limits, &redaction).expect("locals");
+        assert!(locals.iter().any(|v| v.name == "sh"));
+        let SiteAction::Snapshot { expressions, .. } = &action else {
+            unreachable!("a snapshot");
+        };
+        let value = eval::evaluate(&expressions[0].1, &hit, &limits, &redaction);
+        assert!(value.unavailable.is_none(), "{value:?}");
+        assert_eq!(table.lock().expect("lock").decoded(), warmed);
+        assert!(
+            !TypeTables::shared().has_table_for(&module),
+            "the probe used client requests' tables"
+        );
+    }
+
+    /// A site whose capture cannot be planned (caller frames) is warmed
+    /// when it is set: its held hits read frame 0's locals with nothing
+    /// left to decode.
+    #[test]
+    fn a_site_that_cannot_be_planned_is_warmed_for_its_held_hits() {
+        let r = recording("c_values_O0");
+        let module = r.image.module_for(r.pc).expect("module").clone();
+        let own = TypeTables::new();
+        let limits = Limits::default();
+        let redaction = Redaction::default();
+        let action = r.snapshot(2, &[], limits.clone());
+        let refusal = plan_site(
+            &r.image,
+            r.pc,
+            None,
+            &action,
+            &redaction,
+            PlanLimits::PTRACE,
+            &own,
+        )
+        .expect_err("caller frames");
+        assert_eq!(refusal, PlanRefusal::CallerFrames);
+        assert!(!own.has_table_for(&module), "refused before decoding");
+        warm_site(&r.image, r.pc, None, &action, &redaction, &own);
+        let table = own.table_for(&module);
+        let warmed = table.lock().expect("lock").decoded();
+        assert!(warmed.0 > 0 && warmed.1 > 0, "{warmed:?}");
+        // A probe's hit is frame 0 at the site's pc.
+        let hit = FrameContext {
+            is_caller: false,
+            ..r.ctx_in(&r.memory, &own)
+        };
+        let locals = eval::read_locals(&hit, &limits, &redaction).expect("locals");
+        assert!(locals.iter().any(|v| v.name == "first"));
+        assert_eq!(table.lock().expect("lock").decoded(), warmed);
     }
 
     /// Every local of the frame, rendered from the planned bytes only,

@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::debuginfo::types::TypeTables;
 use crate::eval::{self, EvalError, FrameContext};
 use crate::value::{Limits, Value};
 
@@ -69,12 +70,26 @@ impl Engine {
             .ok_or_else(|| EngineError::Internal(format!("thread {tid} was not captured")))
     }
 
-    /// Runs `f` with the context of frame `index` of a captured thread.
+    /// Runs `f` with the context of frame `index` of a captured thread, for
+    /// a client request (with the type tables client requests share).
     pub(super) fn with_frame<R>(
         &self,
         pid: i32,
         thread: &CapturedThread,
         index: usize,
+        f: impl FnOnce(&FrameContext, FrameInfo) -> R,
+    ) -> Result<R, EngineError> {
+        self.with_frame_in(pid, thread, index, TypeTables::shared(), f)
+    }
+
+    /// [`Engine::with_frame`] for the reader whose type tables are `types`
+    /// (a watch compiles in the frame with its own).
+    pub(super) fn with_frame_in<R>(
+        &self,
+        pid: i32,
+        thread: &CapturedThread,
+        index: usize,
+        types: &TypeTables,
         f: impl FnOnce(&FrameContext, FrameInfo) -> R,
     ) -> Result<R, EngineError> {
         let target = self.target(pid)?;
@@ -103,6 +118,7 @@ impl Engine {
                     is_caller: frame.is_caller,
                     memory: &thread.memory,
                     inline_depth: depth,
+                    types,
                 };
                 return Ok(f(&ctx, info));
             }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::debuginfo::types::TypeTables;
 use crate::debuginfo::{ProcessImage, Registers, Resolution, RuntimeAddr, reg};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::value::Limits;
 
-use super::capture_plan::{PlanLimits, plan_site};
+use super::capture_plan::{PlanLimits, plan_site, warm_site};
 use super::items::ProbeItem;
 use super::probes::{
     EngineChoice, MetricKind, Probe, ProbeEngine, ProbeKind, ProbeRow, ProbeState,
@@ -186,12 +187,13 @@ pub struct ProbeRemoved {
 }
 
 /// A frame context for compiling at a site: the scope is known from the pc,
-/// no registers or memory are needed.
+/// no registers or memory are needed. `types` are the probe's own.
 fn static_context<'a>(
     image: &'a ProcessImage,
     pc: RuntimeAddr,
     regs: &'a Registers,
     memory: &'a dyn crate::debuginfo::MemorySource,
+    types: &'a TypeTables,
 ) -> FrameContext<'a> {
     FrameContext {
         image,
@@ -201,6 +203,16 @@ fn static_context<'a>(
         is_caller: false,
         memory,
         inline_depth: 0,
+        types,
+    }
+}
+
+/// Builds now what a probe's hits would otherwise build on their first
+/// use, with a thread held: the index of the executable's globals, which
+/// names the pointers a hit renders (`frame::symbolize`).
+pub(super) fn warm_for_hits(image: &ProcessImage) {
+    if let Some(main) = image.main_module() {
+        crate::debuginfo::scope::GlobalIndex::of(main);
     }
 }
 
@@ -213,15 +225,18 @@ impl crate::debuginfo::MemorySource for NoMemory {
     }
 }
 
+/// Compiles `text` at `pc` with the probe's type tables (which the compile
+/// warms for its hits).
 fn compile_at(
     image: &ProcessImage,
     pc: RuntimeAddr,
     text: &str,
     what: &str,
+    types: &TypeTables,
 ) -> Result<CompiledExpr, EngineError> {
     let mut regs = Registers::default();
     regs.set(reg::RIP, Some(pc.0));
-    let ctx = static_context(image, pc, &regs, &NoMemory);
+    let ctx = static_context(image, pc, &regs, &NoMemory, types);
     eval::compile(text, &ctx).map_err(|e| {
         // A misspelt name: the program's own close names first, as
         // `evaluate` suggests them.
@@ -287,12 +302,14 @@ impl Engine {
         Ok(resolution)
     }
 
-    /// Compiles the condition and the action of every site of a request.
+    /// Compiles the condition and the action of every site of a request,
+    /// with the probe's type tables.
     fn compile_sites(
         &self,
         image: &ProcessImage,
         sites: &[crate::debuginfo::ResolvedSite],
         req: &ProbeRequest,
+        types: &TypeTables,
     ) -> Result<Vec<CompiledSite>, EngineError> {
         let mut site_plans: Vec<CompiledSite> = Vec::new();
         for site in sites {
@@ -300,7 +317,7 @@ impl Engine {
                 .condition
                 .as_deref()
                 .filter(|c| !c.trim().is_empty())
-                .map(|c| compile_at(image, site.address, c, "condition"))
+                .map(|c| compile_at(image, site.address, c, "condition", types))
                 .transpose()?;
             if let Some(secret) = condition
                 .as_ref()
@@ -321,7 +338,12 @@ impl Engine {
                     frames: *frames,
                     expressions: expressions
                         .iter()
-                        .map(|e| Ok((e.clone(), compile_at(image, site.address, e, "expression")?)))
+                        .map(|e| {
+                            Ok((
+                                e.clone(),
+                                compile_at(image, site.address, e, "expression", types)?,
+                            ))
+                        })
                         .collect::<Result<_, EngineError>>()?,
                     limits: limits.clamped(),
                 },
@@ -338,6 +360,7 @@ impl Engine {
                                         site.address,
                                         &text,
                                         "template expression",
+                                        types,
                                     )?;
                                     Ok(TemplatePart::Expr(text, Box::new(c)))
                                 } else {
@@ -363,6 +386,7 @@ impl Engine {
                             site.address,
                             e,
                             "expression",
+                            types,
                         )?))
                     }
                     MetricKind::Duration => SiteAction::DurationStart,
@@ -414,10 +438,18 @@ impl Engine {
             ProbeWhat::Logpoint { .. } => (ProbeKind::Logpoint, 1000),
             ProbeWhat::Metric { .. } => (ProbeKind::Metric, 1),
         };
+        // The probe's own type tables, locked by its hits and nothing a
+        // client asks (a dry run is a client request: it uses theirs).
+        // Compiling and planning below warm them for the first hit.
+        let types = if req.dry_run {
+            TypeTables::shared().clone()
+        } else {
+            Arc::new(TypeTables::new())
+        };
         // Compile everything for every site now: a condition that does not
         // type-check is refused here, not at the first hit.
         let site_plans = numbered(
-            self.compile_sites(&image, &resolution.sites, &req)
+            self.compile_sites(&image, &resolution.sites, &req, &types)
                 .map_err(|e| super::function_search::explain_overloads(&image, &req.location, e))?,
             &numbers,
         );
@@ -468,6 +500,7 @@ impl Engine {
                         action,
                         &self.redaction,
                         PlanLimits::BPF,
+                        &types,
                     )
                     .map_err(|why| format!("at {}: {why}", format_addr(*addr)))
                 })
@@ -541,6 +574,7 @@ impl Engine {
                 )));
             }
         }
+        warm_for_hits(&image);
         let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
         let probe = Arc::new(Probe::new(
             id,
@@ -561,7 +595,7 @@ impl Engine {
         let mut engine = ProbeEngine::Ptrace;
         let ptrace_sites = match kernel_plans {
             Ok(plans) => match self
-                .arm_kernel_sites(&probe, &image, site_plans, &end_sites, plans)
+                .arm_kernel_sites(&probe, &image, &types, site_plans, &end_sites, plans)
                 .await
             {
                 Ok(()) => {
@@ -571,7 +605,7 @@ impl Engine {
                 Err(why) if choice == EngineChoice::Auto => {
                     engine_note = Some(why);
                     // The handlers went to the kernel path: compile again.
-                    match self.compile_sites(&image, &resolution.sites, &req) {
+                    match self.compile_sites(&image, &resolution.sites, &req, &types) {
                         Ok(sites) => Some(numbered(sites, &numbers)),
                         Err(e) => {
                             self.probes().remove(&id);
@@ -598,7 +632,7 @@ impl Engine {
         };
         if let Some(sites) = ptrace_sites
             && let Err(e) = self
-                .arm_ptrace_sites(&probe, &image, sites, &end_sites)
+                .arm_ptrace_sites(&probe, &image, &types, sites, &end_sites)
                 .await
         {
             self.release_probe_id(id);
@@ -635,6 +669,7 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
+        types: &Arc<TypeTables>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Result<(), EngineError> {
@@ -645,23 +680,32 @@ impl Engine {
         let plans: Vec<Option<HitCopyPlan>> = sites
             .iter()
             .map(|(_, (addr, condition, action))| {
-                plan_site(
+                let planned = plan_site(
                     image,
                     *addr,
                     condition.as_ref(),
                     action,
                     &self.redaction,
                     PlanLimits::PTRACE,
-                )
-                .ok()
-                .map(|capture| HitCopyPlan {
-                    capture,
-                    stack_window: 0,
-                    tls_window: 0,
-                })
+                    types,
+                );
+                match planned {
+                    Ok(capture) => Some(HitCopyPlan {
+                        capture,
+                        stack_window: 0,
+                        tls_window: 0,
+                    }),
+                    Err(_) => {
+                        // Its hits are read with the thread held: decode
+                        // now what they would decode first.
+                        let condition = condition.as_ref();
+                        warm_site(image, *addr, condition, action, &self.redaction, types);
+                        None
+                    }
+                }
             })
             .collect();
-        let handlers = self.site_handlers(probe, image, sites, end_sites);
+        let handlers = self.site_handlers(probe, image, types, sites, end_sites);
         // End sites of a duration read nothing.
         let plans = plans
             .into_iter()
@@ -704,11 +748,12 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
+        types: &Arc<TypeTables>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
         plans: Vec<CapturePlan>,
     ) -> Result<(), String> {
-        let handlers = self.site_handlers(probe, image, sites, end_sites);
+        let handlers = self.site_handlers(probe, image, types, sites, end_sites);
         // End sites of a duration read nothing.
         let plans = plans
             .into_iter()
@@ -752,12 +797,14 @@ impl Engine {
         &self,
         probe: &Arc<Probe>,
         image: &Arc<ProcessImage>,
+        types: &Arc<TypeTables>,
         sites: Vec<NumberedSite>,
         end_sites: &[crate::debuginfo::ResolvedSite],
     ) -> Vec<(RuntimeAddr, SiteHandler)> {
         let handler = |site, place, condition, action| SiteHandler {
             probe: probe.clone(),
             image: image.clone(),
+            types: types.clone(),
             condition,
             action: Arc::new(action),
             redaction: self.redaction.clone(),

@@ -13,11 +13,11 @@
 //! thread was resumed, a kernel-side record as the tracer drains the ring,
 //! a held ptrace hit while its thread waits (the worker releases it; the
 //! tracer lets it go after `HELD_HIT_DEADLINE` and the reads after that
-//! fail). Evaluation takes locks a client's request also takes (the
-//! module's type tables, for a whole `read_locals` decode); on the worker a
-//! blocked lock delays results (and a held hit's thread), never the tracer
-//! thread nor a trap of another thread. Answers wait for the worker to
-//! catch up (`settle_copied_hits`).
+//! fail). A probe decodes types with tables of its own (`SiteHandler::types`,
+//! made and warmed when it is set), so the worker never waits for a client
+//! request's decode, which holds the tables client requests share; a copy
+//! rendered when a client first reads it is that client's request and uses
+//! those. Answers wait for the worker to catch up (`settle_copied_hits`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::debuginfo::types::TypeTables;
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::tracer::{
@@ -581,6 +582,10 @@ pub struct SiteHandler {
     pub probe: Arc<Probe>,
     /// Code and debug info of the target.
     pub image: Arc<ProcessImage>,
+    /// The probe's own type tables (one for all its sites): its condition,
+    /// histogram and every render at the hit decode with them, and no client
+    /// request locks them.
+    pub types: Arc<TypeTables>,
     /// Compiled condition, if any.
     pub condition: Option<CompiledExpr>,
     /// What to capture (shared with captures waiting to be rendered).
@@ -630,6 +635,7 @@ impl SiteHandler {
             is_caller: false,
             memory,
             inline_depth: 0,
+            types: &self.types,
         };
         if let Some(cond) = &self.condition {
             match eval::evaluate_condition(cond, &ctx) {
@@ -677,12 +683,15 @@ impl SiteHandler {
                 let copied_by_ptrace = hit.held.is_some();
                 let held = hit.held;
                 let item = match hit.memory {
-                    // A copy stays valid: render it when it is read.
+                    // A copy stays valid: render it when it is read. That
+                    // is a client's request, with client requests' tables:
+                    // a client reading results never holds the probe's.
                     HitMemory::Captured(copy) => {
                         let site = SiteRendering {
                             image: self.image.clone(),
                             action: self.action.clone(),
                             redaction: self.redaction.clone(),
+                            types: TypeTables::shared().clone(),
                         };
                         let copy = copy.clone();
                         StoredBody::Pending(Box::new(move || {
@@ -712,6 +721,7 @@ impl SiteHandler {
                             image: self.image.clone(),
                             action: self.action.clone(),
                             redaction: self.redaction.clone(),
+                            types: self.types.clone(),
                         };
                         let mut item = site.render(&capture, memory);
                         item.set_site(site_number);
@@ -735,6 +745,7 @@ impl SiteHandler {
                             image: self.image.clone(),
                             action: self.action.clone(),
                             redaction: self.redaction.clone(),
+                            types: self.types.clone(),
                         };
                         let mut item = site.render(&capture, memory);
                         item.set_site(site_number);
@@ -1139,6 +1150,9 @@ struct SiteRendering {
     image: Arc<ProcessImage>,
     action: Arc<SiteAction>,
     redaction: Redaction,
+    /// The reader's type tables: the probe's own at the hit, client
+    /// requests' for a copy rendered when first read.
+    types: Arc<TypeTables>,
 }
 
 impl SiteRendering {
@@ -1158,6 +1172,7 @@ impl SiteRendering {
             is_caller: false,
             memory,
             inline_depth: 0,
+            types: &self.types,
         };
         let time = rfc3339(hit.time);
         match &*self.action {
@@ -1173,6 +1188,7 @@ impl SiteRendering {
                     *frames,
                     limits,
                     &self.redaction,
+                    &self.types,
                 );
                 let exprs: Vec<Value> = expressions
                     .iter()
@@ -1249,7 +1265,8 @@ pub(super) fn logpoint_limits() -> Limits {
     }
 }
 
-/// Locals of the hit frame and its callers, as a snapshot shows them.
+/// Locals of the hit frame and its callers, as a snapshot shows them,
+/// decoded with the reader's `types`.
 pub(super) fn capture_frames(
     image: &ProcessImage,
     regs: &Registers,
@@ -1257,6 +1274,7 @@ pub(super) fn capture_frames(
     frames: usize,
     limits: &Limits,
     redaction: &Redaction,
+    types: &TypeTables,
 ) -> Vec<CapturedFrame> {
     let mut out = Vec::new();
     for frame in image.unwind_iter(regs, memory).take(frames.max(1)) {
@@ -1273,6 +1291,7 @@ pub(super) fn capture_frames(
                 is_caller: frame.is_caller,
                 memory,
                 inline_depth: depth,
+                types,
             };
             let variables = eval::read_locals(&ctx, limits, redaction).unwrap_or_default();
             out.push(CapturedFrame {

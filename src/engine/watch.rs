@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::debuginfo::types::TypeTables;
 use crate::debuginfo::{MemorySource, ProcessImage, Registers, RuntimeAddr};
 use crate::eval::{self, CompiledExpr, FrameContext};
 use crate::tracer::{TargetState, Tracer};
@@ -255,11 +256,22 @@ pub(super) struct FrameIdentity {
     inline_depth: usize,
 }
 
-/// The context globals are evaluated in: no thread, so no registers.
+/// The context globals are evaluated in: no thread, so no registers; with
+/// the type tables client requests share.
 pub(super) fn globals_context<'a>(
     image: &'a ProcessImage,
     regs: &'a Registers,
     memory: &'a dyn MemorySource,
+) -> FrameContext<'a> {
+    globals_context_in(image, regs, memory, TypeTables::shared())
+}
+
+/// [`globals_context`] for the reader whose type tables are `types`.
+fn globals_context_in<'a>(
+    image: &'a ProcessImage,
+    regs: &'a Registers,
+    memory: &'a dyn MemorySource,
+    types: &'a TypeTables,
 ) -> FrameContext<'a> {
     FrameContext {
         image,
@@ -269,6 +281,7 @@ pub(super) fn globals_context<'a>(
         is_caller: false,
         inline_depth: 0,
         memory,
+        types,
     }
 }
 
@@ -330,17 +343,21 @@ impl Engine {
         }
         let limits = req.limits.clamped();
         let image = target.image();
+        // The watch's own type tables: its samples never wait for a
+        // client's decode. Compiling warms them.
+        let types = Arc::new(TypeTables::new());
         let on_locals = req.tid.is_some() || req.frame.is_some();
         let (expr, condition, place, frame_info, engine_note) = if on_locals {
-            self.compile_on_frame(&target, &req, &expression).await?
+            self.compile_on_frame(&target, &req, &expression, &types)
+                .await?
         } else {
-            let expr = compile_global_for_watch(&image, &expression, "expression")?;
+            let expr = compile_global_for_watch_in(&image, &expression, "expression", &types)?;
             let condition = req
                 .condition
                 .as_deref()
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .map(|c| compile_global_for_watch(&image, c, "condition"))
+                .map(|c| compile_global_for_watch_in(&image, c, "condition", &types))
                 .transpose()?;
             let note = (req.engine == Some(EngineChoice::Ptrace)).then(|| {
                 "the expression reads globals only: they are read from the process's memory with no \
@@ -378,6 +395,7 @@ impl Engine {
             Place::Frame(f) => Some(f.tid),
             Place::Globals => None,
         };
+        super::probe_ops::warm_for_hits(&image);
         let id = self.next_probe_id.fetch_add(1, Ordering::Relaxed);
         let probe = Arc::new(Probe::new(
             id,
@@ -405,6 +423,7 @@ impl Engine {
             expr,
             condition,
             place,
+            types,
             interval: Duration::from_millis(interval_ms),
             ends_at: Instant::now() + Duration::from_secs(duration_s),
             duration_s,
@@ -437,6 +456,7 @@ impl Engine {
         target: &Target,
         req: &WatchRequest,
         expression: &str,
+        types: &TypeTables,
     ) -> Result<
         (
             CompiledExpr,
@@ -455,7 +475,7 @@ impl Engine {
             .pop()
             .ok_or_else(|| EngineError::Internal(format!("thread {tid} was not captured")))?;
         let image = target.image();
-        let compiled = self.with_frame(req.pid, &thread, index, |ctx, info| {
+        let compiled = self.with_frame_in(req.pid, &thread, index, types, |ctx, info| {
             let expr = eval::compile(expression, ctx);
             let condition = req
                 .condition
@@ -502,12 +522,24 @@ impl Engine {
     }
 }
 
+/// Compiles `text` over globals for a watch, with the type tables client
+/// requests share.
 pub(super) fn compile_global_for_watch(
     image: &ProcessImage,
     text: &str,
     what: &str,
 ) -> Result<CompiledExpr, EngineError> {
-    eval::compile_global(text, image).map_err(|e| {
+    compile_global_for_watch_in(image, text, what, TypeTables::shared())
+}
+
+/// [`compile_global_for_watch`] with the watch's own type tables.
+fn compile_global_for_watch_in(
+    image: &ProcessImage,
+    text: &str,
+    what: &str,
+    types: &TypeTables,
+) -> Result<CompiledExpr, EngineError> {
+    eval::compile_global_in(text, image, types).map_err(|e| {
         let e = super::inspect::program_names_first(image, e);
         EngineError::BadArgument(format!(
             "{what} `{text}` does not compile over globals: {e}; to watch a local, give the tid \
@@ -606,6 +638,8 @@ struct Sampler {
     expr: CompiledExpr,
     condition: Option<CompiledExpr>,
     place: Place,
+    /// The watch's own type tables (see `TypeTables`).
+    types: Arc<TypeTables>,
     interval: Duration,
     ends_at: Instant,
     duration_s: u64,
@@ -733,7 +767,7 @@ impl Sampler {
             Place::Globals => {
                 let memory = LiveMemory(&self.target.memory);
                 let regs = Registers::default();
-                let ctx = globals_context(&image, &regs, &memory);
+                let ctx = globals_context_in(&image, &regs, &memory, &self.types);
                 if let Some(condition) = &self.condition {
                     match eval::evaluate_condition(condition, &ctx) {
                         Ok(true) => {}
@@ -831,6 +865,7 @@ impl Sampler {
                 is_caller: frame.is_caller,
                 memory: &thread.memory,
                 inline_depth: identity.inline_depth,
+                types: &self.types,
             };
             if let Some(condition) = &self.condition {
                 match eval::evaluate_condition(condition, &ctx) {

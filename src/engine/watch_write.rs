@@ -669,6 +669,7 @@ impl WriteWatcher {
                 is_caller: frame.is_caller,
                 inline_depth: frame.inline_depth,
                 memory,
+                types: crate::debuginfo::types::TypeTables::shared(),
             }),
             None => {
                 let regs = Registers::default();

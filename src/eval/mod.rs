@@ -23,7 +23,7 @@ pub use error::EvalError;
 use std::sync::{Arc, Mutex};
 
 use crate::debuginfo::scope::VariableLocation;
-use crate::debuginfo::types::{Language, TypeTable};
+use crate::debuginfo::types::{Language, TypeTable, TypeTables};
 use crate::debuginfo::{FileAddr, MemorySource, Module, ProcessImage, Registers, RuntimeAddr};
 use crate::value::room::{PlanRefusal, ReadRequests, SymAddr};
 use crate::value::{Decoder, Limits, Redaction, Unavailable, Unsupported, Value};
@@ -51,6 +51,11 @@ pub struct FrameContext<'a> {
     pub inline_depth: usize,
     /// The target's memory (live, or copied at a probe hit).
     pub memory: &'a dyn MemorySource,
+    /// The type tables of whoever reads the frame: a probe's or a watch's
+    /// own at its hits and samples, [`TypeTables::shared`] for client
+    /// requests. Every decode, compile and evaluation at this frame locks
+    /// only these, so a hit never waits for a client's decode.
+    pub types: &'a TypeTables,
 }
 
 /// The arguments and locals in scope at a frame, each rendered under
@@ -64,8 +69,8 @@ pub fn read_locals(
     limits: &Limits,
     redaction: &Redaction,
 ) -> Result<Vec<Value>, EvalError> {
-    let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
-    let mut types = lock(&shared);
+    let table = ctx.types.table_for(frame::module_of(ctx)?);
+    let mut types = lock(&table);
     let resolved = frame::resolve(ctx, &mut types)?;
     let entry_values = frame::CallerEntryValues { ctx };
     let env = frame::location_env(ctx, &resolved, Some(&entry_values));
@@ -108,8 +113,8 @@ pub fn read_locals(
 /// The name of the function a frame is in (the inlined callee for an inlined
 /// frame) and how many source-level frames share its pc.
 pub fn frame_function(ctx: &FrameContext<'_>) -> Result<(String, usize), EvalError> {
-    let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
-    let mut types = lock(&shared);
+    let table = ctx.types.table_for(frame::module_of(ctx)?);
+    let mut types = lock(&table);
     let resolved = frame::resolve(ctx, &mut types)?;
     Ok((resolved.scope.function, resolved.scope.inline_frames))
 }
@@ -147,7 +152,13 @@ pub struct CompiledExpr {
     /// The type of every step of the expression (`--redact-type`).
     type_names: Vec<String>,
     type_name: String,
-    /// The module's shared type table.
+    /// True when the result can serve as a condition (decided at compile
+    /// time, with the compiling reader's table).
+    scalar: bool,
+    /// The module's table of the reader that compiled it (a probe's own for
+    /// a probe's expression): evaluation over globals only
+    /// ([`evaluate_global`]) uses it; evaluation at a frame uses the
+    /// frame's reader's ([`FrameContext::types`]).
     types: Arc<Mutex<TypeTable>>,
 }
 
@@ -175,23 +186,7 @@ impl CompiledExpr {
     /// True when the result is a boolean or number, so it can serve as a
     /// condition.
     pub fn is_scalar(&self) -> bool {
-        !matches!(self.plan.ty, StaticType::Dwarf(_) | StaticType::Text)
-            || self.plan_is_scalar_dwarf()
-    }
-
-    fn plan_is_scalar_dwarf(&self) -> bool {
-        let StaticType::Dwarf(_) = self.plan.ty else {
-            return false;
-        };
-        let mut types = lock(&self.types);
-        matches!(
-            plan::class_of(&mut types, &self.module, &self.plan.ty),
-            plan::Class::Int { .. }
-                | plan::Class::Float { .. }
-                | plan::Class::Bool
-                | plan::Class::Char { .. }
-                | plan::Class::Pointer { .. }
-        )
+        self.scalar
     }
 
     fn secret(&self, redaction: &Redaction) -> bool {
@@ -222,6 +217,23 @@ impl CompiledExpr {
     }
 }
 
+/// True when a plan's result is a boolean or number (see
+/// [`CompiledExpr::is_scalar`]).
+fn plan_is_scalar(types: &mut TypeTable, module: &Module, plan: &Node) -> bool {
+    match plan.ty {
+        StaticType::Text => false,
+        StaticType::Dwarf(_) => matches!(
+            plan::class_of(types, module, &plan.ty),
+            plan::Class::Int { .. }
+                | plan::Class::Float { .. }
+                | plan::Class::Bool
+                | plan::Class::Char { .. }
+                | plan::Class::Pointer { .. }
+        ),
+        _ => true,
+    }
+}
+
 /// Parses and compiles `expression` for the frame `ctx`: locals and
 /// arguments in scope there first, then globals and statics. Errors name the
 /// column; an unknown name lists the names in scope.
@@ -232,7 +244,7 @@ pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr,
         // debug info, if any, does not know the program's globals: look
         // them up in the executable's units, then the other modules.
         Err(error) if is_lookup_miss(&error) || matches!(error, EvalError::NoDebugInfo { .. }) => {
-            match compile_global(expression, ctx.image) {
+            match compile_global_in(expression, ctx.image, ctx.types) {
                 Ok(compiled) => Ok(compiled),
                 Err(global_error) => {
                     let frame_in_main = frame::module_of(ctx).ok().is_some_and(|module| {
@@ -267,8 +279,8 @@ pub fn compile(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr,
 fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<CompiledExpr, EvalError> {
     // Syntax errors first, whatever the frame: they need no debug info.
     parse::parse_with_types(expression, &mut |_| false)?;
-    let shared = crate::debuginfo::types::shared_types(frame::module_of(ctx)?);
-    let mut types = lock(&shared);
+    let table = ctx.types.table_for(frame::module_of(ctx)?);
+    let mut types = lock(&table);
     let resolved = frame::resolve(ctx, &mut types)?;
     let locals: Vec<(
         String,
@@ -318,6 +330,8 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         .map(|t| compiler.type_name(t))
         .collect();
     let type_name = compiler.type_name(&plan.ty);
+    drop(compiler);
+    let scalar = plan_is_scalar(&mut types, &resolved.module, &plan);
     Ok(CompiledExpr {
         source: expression.to_string(),
         plan,
@@ -332,7 +346,8 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         names,
         type_names,
         type_name,
-        types: shared.clone(),
+        scalar,
+        types: table.clone(),
     })
 }
 
@@ -384,6 +399,9 @@ pub struct PlanSite<'a> {
     pub pc: RuntimeAddr,
     /// The canonical frame address at the site, symbolically.
     pub cfa: Result<SymAddr, PlanRefusal>,
+    /// The type tables of the probe being planned (its own: planning at set
+    /// time warms them for its hits).
+    pub types: &'a TypeTables,
 }
 
 /// Memory for resolving a site's scope without reading the target.
@@ -433,13 +451,38 @@ pub fn plan_locals(
     redaction: &Redaction,
     requests: &mut dyn ReadRequests,
 ) -> Result<(), PlanRefusal> {
+    plan_each_local(site, limits, redaction, requests, true)
+}
+
+/// Plans the reads of each local at `site` on its own, going on past one
+/// that cannot be planned, for what planning leaves in `site.types`: the
+/// scope and the types a read of the locals decodes. A probe whose capture
+/// cannot be planned warms its own tables so when it is set, so its first
+/// hit (with a thread held) does not decode them.
+pub fn warm_locals(
+    site: &PlanSite<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+    requests: &mut dyn ReadRequests,
+) {
+    // Refusals were already reported by planning; this only fills tables.
+    let _ = plan_each_local(site, limits, redaction, requests, false);
+}
+
+fn plan_each_local(
+    site: &PlanSite<'_>,
+    limits: &Limits,
+    redaction: &Redaction,
+    requests: &mut dyn ReadRequests,
+    stop_at_refusal: bool,
+) -> Result<(), PlanRefusal> {
     let regs = Registers::default();
     let ctx = site_context(site, &regs);
     let Ok(module) = frame::module_of(&ctx) else {
         return Ok(());
     };
-    let shared = crate::debuginfo::types::shared_types(module);
-    let mut types = lock(&shared);
+    let table = site.types.table_for(module);
+    let mut types = lock(&table);
     let Ok(resolved) = frame::resolve(&ctx, &mut types) else {
         return Ok(());
     };
@@ -456,15 +499,19 @@ pub fn plan_locals(
         {
             continue;
         }
-        let place = symbolic::place_of(&env, &variable.location, requests)?;
-        let mut room = crate::value::room::ValueRoom {
-            module: &resolved.module,
-            types: &mut types,
-            limits,
-            redaction,
-            requests,
-        };
-        room.value(&variable.name, variable.ty, &place, limits.depth)?;
+        let planned = symbolic::place_of(&env, &variable.location, requests).and_then(|place| {
+            let mut room = crate::value::room::ValueRoom {
+                module: &resolved.module,
+                types: &mut types,
+                limits,
+                redaction,
+                requests,
+            };
+            room.value(&variable.name, variable.ty, &place, limits.depth)
+        });
+        if stop_at_refusal {
+            planned?;
+        }
     }
     Ok(())
 }
@@ -480,6 +527,7 @@ fn site_context<'a>(site: &PlanSite<'a>, regs: &'a Registers) -> FrameContext<'a
         is_caller: false,
         inline_depth: 0,
         memory: &NoMemory,
+        types: site.types,
     }
 }
 
@@ -502,7 +550,8 @@ fn with_symbolic_at(
     f: impl FnOnce(&mut symbolic::SymExecutor<'_>, &Node) -> Result<(), PlanRefusal>,
     may_recompile: bool,
 ) -> Result<(), PlanRefusal> {
-    let mut types = lock(&expr.types);
+    let table = site.types.table_for(&expr.module);
+    let mut types = lock(&table);
     let Some(compiled_frame) = &expr.frame else {
         let mut executor = symbolic::SymExecutor {
             module: &expr.module,
@@ -590,7 +639,10 @@ fn with_operand<T>(
     ctx: &FrameContext<'_>,
     finish: impl FnOnce(&mut TypeTable, Result<exec::Operand, Unavailable>) -> T,
 ) -> T {
-    let mut types = lock(&expr.types);
+    // The frame's reader's table, not the compiler's: a client rendering a
+    // probe's copy must not lock the table the probe's hits use.
+    let table = ctx.types.table_for(&expr.module);
+    let mut types = lock(&table);
     let Some(compiled_frame) = &expr.frame else {
         let result = run_plan(
             expr,
@@ -653,9 +705,20 @@ fn with_operand<T>(
 }
 
 /// Compiles an expression over globals and statics only (no thread needs to
-/// be stopped): names are looked up in the executable first, then in the
-/// other modules with debug info.
+/// be stopped) for a client request (with [`TypeTables::shared`]): names are
+/// looked up in the executable first, then in the other modules with debug
+/// info.
 pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<CompiledExpr, EvalError> {
+    compile_global_in(expression, image, TypeTables::shared())
+}
+
+/// [`compile_global`] for the reader whose tables are `tables` (a watch
+/// compiles with its own).
+pub fn compile_global_in(
+    expression: &str,
+    image: &ProcessImage,
+    tables: &TypeTables,
+) -> Result<CompiledExpr, EvalError> {
     parse::parse_with_types(expression, &mut |_| false)?;
     let mut modules: Vec<&Arc<Module>> = Vec::new();
     if let Some(main) = image.main_module() {
@@ -671,8 +734,8 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
         if module.dwarf().is_none() {
             continue;
         }
-        let shared = crate::debuginfo::types::shared_types(module);
-        let mut types = lock(&shared);
+        let table = tables.table_for(module);
+        let mut types = lock(&table);
         let parsed = parse::parse_with_types(expression, &mut |name: &str| {
             plan::names_a_type(&mut types, module, None, &[], name)
         })?;
@@ -697,6 +760,7 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
                     .collect();
                 let language = plan_language(&mut types, module, &plan).unwrap_or(language);
                 let type_name = plan::static_type_name(&mut types, module, &plan.ty, language);
+                let scalar = plan_is_scalar(&mut types, module, &plan);
                 return Ok(CompiledExpr {
                     source: expression.to_string(),
                     plan,
@@ -706,7 +770,8 @@ pub fn compile_global(expression: &str, image: &ProcessImage) -> Result<Compiled
                     names,
                     type_names,
                     type_name,
-                    types: shared.clone(),
+                    scalar,
+                    types: table.clone(),
                 });
             }
             // A name unknown here, or ambiguous in a library, may still be
@@ -825,8 +890,9 @@ pub fn variables_in_scope(image: &ProcessImage, pc: RuntimeAddr) -> Vec<(String,
     let Some(module) = image.module_for(pc) else {
         return Vec::new();
     };
-    let shared = crate::debuginfo::types::shared_types(module);
-    let mut types = lock(&shared);
+    // A dry run's answer: a client request.
+    let table = TypeTables::shared().table_for(module);
+    let mut types = lock(&table);
     let Ok(scope) = crate::debuginfo::scope::frame_scope(module, &mut types, module.to_file(pc), 0)
     else {
         return Vec::new();
