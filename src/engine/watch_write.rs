@@ -50,7 +50,9 @@ const OLD_NEW_NOTE: &str = "`old` is the value liveprobe saw before (at the prev
      `add`/`inc`, `xchg`/`cmpxchg`, string moves, vector stores, a store covering only part of the \
      watched bytes, fs/gs-relative TLS stores, or code liveprobe cannot decode), `new` is the watched \
      bytes read when the watchpoint fired, right after the write: a write to the same address by \
-     another thread in that moment shows there instead";
+     another thread in that moment shows there instead. Writes by a vfork child of the process before \
+     it execs or exits (it runs in the process's memory) are not seen by either engine, so the next \
+     item's `old` is the value liveprobe saw before them";
 
 /// The aligned pieces (address, length 1/2/4/8) that cover `[addr, addr + size)`.
 pub fn split_aligned(addr: u64, size: u64) -> Vec<(u64, usize)> {
