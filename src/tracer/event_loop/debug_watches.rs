@@ -593,15 +593,23 @@ impl TracerLoop {
 
     /// Instead of the loop's poll: while a watch traps often, blocks in
     /// waitpid for the next tracee event (at most until the next alarm
-    /// tick) and handles it. False: not now (no trap since the last tick,
-    /// or a deadline nearer than a tick), sleep as usual.
+    /// tick) and handles it. False: not now (no recent trap, or a deadline
+    /// nearer than a tick), sleep as usual.
     pub(super) fn wait_for_watch_trap(&mut self, timeout: Duration) -> bool {
-        if !self.trap_wait.trapped || timeout < TRAP_WAIT_TICK {
+        if timeout < TRAP_WAIT_TICK {
             self.trap_wait.end();
             return false;
         }
-        if !self.trap_wait.active && !self.trap_wait.begin() {
-            return false;
+        // Entered at a trap; left at a tick with no trap since the last.
+        if !self.trap_wait.active {
+            if !self.trap_wait.trapped {
+                return false;
+            }
+            if !self.trap_wait.begin() {
+                // Not this time; the next trap tries again.
+                self.trap_wait.trapped = false;
+                return false;
+            }
         }
         let mut status = 0;
         // SAFETY: plain waitpid into a local.
