@@ -788,15 +788,18 @@ def compose_report(phases: list[Phase], ctx: Context, command: str, started: str
         where += (
             "\nWhere a ptrace write's time goes (medians): the ptrace floor, a minimal C tracer doing only what "
             f"every ptrace write watch must do per write, costs {floor_write.median:.2f} µs per write{gdb_text}; "
-            f"{share_text}. Most of the floor is two cross-task wake-ups per write (the trap wakes the tracer, "
-            "PTRACE_CONT wakes the writer), each an IPI with a VM exit on this nested VM when the two run on "
-            f"different CPUs, plus the debug exception itself (see the trap alone); {goal_text}.\n"
+            f"{share_text}. The floor is the debug exception (the trap alone) and two task switches per write "
+            "(the trap stops the writer and wakes the tracer, PTRACE_CONT wakes the writer) with six system "
+            "calls between them; where the scheduler puts the tracer and the writer on "
+            "different CPUs each wake-up is also an IPI with a VM exit on this nested VM, which more than doubles "
+            "it (by hand on this machine: the floor tracer pinned to the writer's CPU, about 26 µs per write; "
+            f"pinned to the other CPU, about 70 µs), so it moves with the host's load; {goal_text}.\n"
         )
     return f"""## Watch overhead per write vs gdb, and sampling's cost (issue 11)
 
 Command: `{command}`
-Run: {started}, {args.reps} repetitions of the write variants (gdb and liveprobe alternating
-which goes first), {args.sample_reps} of the sampling pair (alternating). liveprobe: {ctx.liveprobe_source}.
+Run: {started}, {args.reps} repetitions of the write variants ({", ".join(v for v in WRITE_VARIANTS if v in ctx.variants) or "none"}; the tools
+alternating which goes first), {0 if args.no_sample else args.sample_reps} of the sampling pair (alternating). liveprobe: {ctx.liveprobe_source}.
 Machine: {machine_description()}. {tool_version(["gdb", "--version"])}.
 Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} (the machine is shared).
 
