@@ -1378,3 +1378,59 @@ fn a_deep_writer_is_named_with_its_caller_and_the_copied_stack_says_where_it_end
     fx.send("quit");
     assert_eq!(fx.wait_exit(), Some(0));
 }
+
+/// A busy ptrace-engine watch (two threads writing as fast as they can,
+/// so the tracer waits for traps blocked in waitpid) still lets liveprobe
+/// answer: its results are read, it is removed and the target detached
+/// while the writes go on, and afterwards no thread has a debug register
+/// armed and the rest of the writes run free. `list_probes` answers in the
+/// middle of the writes (fewer seen than made: the storm is 200000 writes,
+/// seconds with every write stopping its writer, and the answer comes
+/// right after the first 200 were read).
+#[test]
+fn a_busy_ptrace_watch_answers_is_removed_and_detached_while_writes_go_on() {
+    let (mut fx, mut c) = attached();
+    let set = c
+        .call(
+            "watch_expression",
+            json!({"pid": fx.pid, "expression": "storm_value", "mode": "write",
+                   "engine": "ptrace", "duration_s": 600, "max_events": 1_000_000}),
+        )
+        .ok();
+    assert_eq!(set["engine"], "ptrace", "{set}");
+    let id = set["probe_id"].clone();
+    fx.send("storm 100000");
+    let mut after = 0;
+    while after < 200 {
+        let r = results(&mut c, &id, after, 2000);
+        assert_eq!(r["state"], "armed", "{r}");
+        let items = r["items"].as_array().expect("items");
+        assert!(!items.is_empty(), "no write seen after {after}: {r}");
+        for item in items {
+            assert_eq!(item["frames"][0]["function"], "storm_writer", "{item}");
+        }
+        after = r["next_after"].as_u64().expect("next_after");
+    }
+    let listed = c.call("list_probes", json!({"pid": fx.pid})).ok();
+    let row = listed["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["probe_id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{listed}"));
+    c.call("remove_probe", json!({"probe_id": id})).ok();
+    c.call("detach", json!({"pid": fx.pid})).ok();
+    fx.expect_line("storm done");
+    let seen = row["hits"].as_u64().expect("hits");
+    assert!(
+        (200..200_000).contains(&seen),
+        "answered in the middle of the writes: {seen} seen; {row}"
+    );
+    assert_eq!(tracer_pid(fx.pid), 0, "liveprobe let go");
+    for (tid, dr7) in dr7_of_every_thread(fx.pid) {
+        assert_eq!(dr7, 0, "thread {tid} still has debug registers armed");
+    }
+    fx.send("quit");
+    assert_eq!(fx.wait_exit(), Some(0));
+}

@@ -50,7 +50,9 @@ const OLD_NEW_NOTE: &str = "`old` is the value liveprobe saw before (at the prev
      `add`/`inc`, `xchg`/`cmpxchg`, string moves, vector stores, a store covering only part of the \
      watched bytes, fs/gs-relative TLS stores, or code liveprobe cannot decode), `new` is the watched \
      bytes read when the watchpoint fired, right after the write: a write to the same address by \
-     another thread in that moment shows there instead";
+     another thread in that moment shows there instead. Writes by a vfork child of the process before \
+     it execs or exits (it runs in the process's memory) are not seen by either engine, so the next \
+     item's `old` is the value liveprobe saw before them";
 
 /// The aligned pieces (address, length 1/2/4/8) that cover `[addr, addr + size)`.
 pub fn split_aligned(addr: u64, size: u64) -> Vec<(u64, usize)> {
@@ -526,8 +528,9 @@ struct WriteWatcher {
     redaction: Redaction,
     /// Thread names by tid, read once.
     names: HashMap<i32, String>,
-    /// By trap rip: the runtime address of its function's start and the
-    /// file's code from there up to the rip (`None`: not found).
+    /// By trap rip: the runtime address of the instruction that ends there
+    /// and its bytes from the file (`None`: not found), decoded once per
+    /// writing site rather than from its function's start at every write.
     function_code: HashMap<u64, Option<FunctionCode>>,
     /// The frame of a watched local.
     frame: Option<WatchedFrame>,
@@ -613,13 +616,18 @@ impl WriteWatcher {
             }
             records
         };
+        if records.is_empty() {
+            return;
+        }
         // Pieces have rings of their own: merge in time order.
         records.sort_by_key(|(_, _, r)| r.time_ns);
+        // One reading of the clocks for the batch, not per record.
+        let clock = WallClock::now();
         for (at, len, record) in records {
             if self.probe.state() != ProbeState::Armed {
                 return;
             }
-            self.record(at, len, record);
+            self.record(at, len, record, &clock);
         }
     }
 
@@ -633,12 +641,12 @@ impl WriteWatcher {
         record: &WatchRecord,
     ) -> Option<Vec<u8>> {
         let rip = record.regs.rip;
-        let image = self.image.clone();
+        let image = &self.image;
         let code = self
             .function_code
             .entry(rip)
-            .or_insert_with(|| function_code_before(&image, rip))
-            .clone()?;
+            .or_insert_with(|| store_instruction_before(image, rip))
+            .as_ref()?;
         crate::tracer::stored_bytes(&code.1, code.0, rip, &record.regs, piece_at, len)
     }
 
@@ -729,7 +737,7 @@ impl WriteWatcher {
             .then(|| returned_reason(&identity))
     }
 
-    fn record(&mut self, piece_at: u64, piece_len: usize, record: WatchRecord) {
+    fn record(&mut self, piece_at: u64, piece_len: usize, record: WatchRecord, clock: &WallClock) {
         let started = Instant::now();
         let regs = registers_from(&record.regs, None);
         if let Some(frame) = &self.frame
@@ -809,7 +817,7 @@ impl WriteWatcher {
         } else {
             record.thread_name.clone()
         };
-        let wall = wall_time_of(record.time_ns);
+        let wall = clock.wall_time_of(record.time_ns);
         // The writer's stack is a copy that stays valid: it is unwound and
         // symbolized when the item is first read, so the reader keeps up
         // with the writes and nothing is done for items never read.
@@ -914,7 +922,7 @@ fn writer_frames(
     (frames, note)
 }
 
-/// A function's start (runtime address) and its code from there.
+/// Code (runtime address of its first byte) and its bytes.
 type FunctionCode = (u64, Arc<[u8]>);
 
 /// Longest stretch of a function decoded to find a writing instruction.
@@ -936,13 +944,50 @@ fn function_code_before(image: &ProcessImage, rip: u64) -> Option<FunctionCode> 
     Some((module.to_runtime(entry).0, Arc::from(code)))
 }
 
-/// The wall-clock time of a CLOCK_MONOTONIC instant in the past.
-fn wall_time_of(monotonic_ns: u64) -> SystemTime {
-    let now_mono = crate::tracer::monotonic_ns();
-    let ago = Duration::from_nanos(now_mono.saturating_sub(monotonic_ns));
-    SystemTime::now()
-        .checked_sub(ago)
-        .unwrap_or_else(SystemTime::now)
+/// The instruction ending at `rip` (a data watchpoint traps just after the
+/// write): its runtime address and its bytes from the module file, found
+/// once by decoding forward from the start of its function. `None` when the
+/// function or an instruction ending exactly at `rip` is not found (then no
+/// stored value is derived, as `stored_bytes` would not either).
+fn store_instruction_before(image: &ProcessImage, rip: u64) -> Option<FunctionCode> {
+    let (start, code) = function_code_before(image, rip)?;
+    let end = usize::try_from(rip.checked_sub(start)?).ok()?;
+    let mut decoder =
+        iced_x86::Decoder::with_ip(64, code.get(..end)?, start, iced_x86::DecoderOptions::NONE);
+    let mut instruction = iced_x86::Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.is_invalid() {
+            return None;
+        }
+        if instruction.next_ip() == rip {
+            let from = usize::try_from(instruction.ip().checked_sub(start)?).ok()?;
+            return Some((instruction.ip(), Arc::from(code.get(from..end)?)));
+        }
+    }
+    None
+}
+
+/// CLOCK_MONOTONIC and the wall clock read together, to date records
+/// stamped with the monotonic clock.
+struct WallClock {
+    monotonic_ns: u64,
+    wall: SystemTime,
+}
+
+impl WallClock {
+    fn now() -> WallClock {
+        WallClock {
+            monotonic_ns: crate::tracer::monotonic_ns(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of a CLOCK_MONOTONIC instant in the past.
+    fn wall_time_of(&self, monotonic_ns: u64) -> SystemTime {
+        let ago = Duration::from_nanos(self.monotonic_ns.saturating_sub(monotonic_ns));
+        self.wall.checked_sub(ago).unwrap_or(self.wall)
+    }
 }
 
 fn returned_reason(identity: &FrameIdentity) -> String {

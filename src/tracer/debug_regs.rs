@@ -256,7 +256,14 @@ impl DebugWatch {
             .records
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        records.drain(..).collect()
+        // The queue's buffer becomes the answer (no copy); the tracer
+        // thread gets a new one sized for a batch like this one, so it does
+        // not grow it record by record while a writer waits.
+        let batch = records.len().min(MAX_QUEUED);
+        Vec::from(std::mem::replace(
+            &mut *records,
+            VecDeque::with_capacity(batch),
+        ))
     }
 
     /// Traps whose record was dropped because the engine read too slowly.

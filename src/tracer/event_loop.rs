@@ -280,6 +280,8 @@ struct TracerLoop {
     liveprobe: LiveprobeWatch,
     /// liveprobe is gone: detach everything, touching nothing of its.
     orphaned: bool,
+    /// Blocking waits for the traps of a busy ptrace watch.
+    trap_wait: debug_watches::TrapWait,
 }
 
 fn current_tid() -> i32 {
@@ -311,6 +313,7 @@ impl TracerLoop {
             kernel: kernel_hits::KernelState::new(ring_bytes),
             liveprobe,
             orphaned: false,
+            trap_wait: Default::default(),
         }
     }
 
@@ -421,7 +424,7 @@ impl TracerLoop {
         }
     }
 
-    fn sleep(&self, now: Instant) {
+    fn sleep(&mut self, now: Instant) {
         let mut timeout = self.kernel.max_sleep().unwrap_or(MAX_SLEEP);
         let deadlines = self
             .captures
@@ -441,6 +444,9 @@ impl TracerLoop {
             .chain(self.held_deadline());
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
+        }
+        if self.wait_for_watch_trap(timeout) {
+            return;
         }
         let mut fds = [
             libc::pollfd {
