@@ -42,6 +42,7 @@ mod debug_watches;
 mod hits;
 mod kernel_hits;
 mod processes;
+mod trap_wait;
 
 use captures::{CaptureOp, RED_ZONE};
 
@@ -281,7 +282,7 @@ struct TracerLoop {
     /// liveprobe is gone: detach everything, touching nothing of its.
     orphaned: bool,
     /// Blocking waits for the traps of a busy ptrace watch.
-    trap_wait: debug_watches::TrapWait,
+    trap_wait: trap_wait::TrapWait,
 }
 
 fn current_tid() -> i32 {
@@ -445,7 +446,7 @@ impl TracerLoop {
         for deadline in deadlines {
             timeout = timeout.min(deadline.saturating_duration_since(now));
         }
-        if self.wait_for_watch_trap(timeout) {
+        if self.wait_for_next_trap(timeout) {
             return;
         }
         let mut fds = [

@@ -720,6 +720,8 @@ impl TracerLoop {
         stopped: Instant,
     ) -> Option<Resume> {
         let doorbell = Arc::clone(&self.doorbell);
+        // The next hit is likely soon: wait for it in waitpid (`trap_wait`).
+        self.trap_wait.trapped();
         let Some(target) = self.processes.get_mut(pid) else {
             return Some(Resume::Continue(libc::SIGTRAP));
         };
