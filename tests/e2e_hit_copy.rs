@@ -83,6 +83,18 @@ fn check_exact(c: &mut McpClient, id: &Value) -> (f64, f64) {
     )
 }
 
+/// The index of `main` in the stack of process `pid`'s main thread.
+fn main_frame_index(c: &mut McpClient, pid: i32) -> u64 {
+    let stack = c.call("stack_trace", json!({"pid": pid, "tid": pid})).ok();
+    stack["threads"][0]["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .find(|f| f["function"] == "main")
+        .and_then(|f| f["index"].as_u64())
+        .unwrap_or_else(|| panic!("main is on the main thread's stack: {stack}"))
+}
+
 /// Sends `run` to the fixture and, once `probe` saw its first hit (main
 /// then waits in the run's barrier), decodes main's locals in a loop until
 /// the probe has seen `total` hits (hits plus filtered): returns each
@@ -107,16 +119,7 @@ fn decode_beside_run(
     fx.send(run);
     let started = (0..100_000).any(|_| seen(c) > 0);
     assert!(started, "the probe saw no hit of the run");
-    let stack = c
-        .call("stack_trace", json!({"pid": fx.pid, "tid": fx.pid}))
-        .ok();
-    let main_index = stack["threads"][0]["frames"]
-        .as_array()
-        .expect("frames")
-        .iter()
-        .find(|f| f["function"] == "main")
-        .and_then(|f| f["index"].as_u64())
-        .unwrap_or_else(|| panic!("main is on the main thread's stack: {stack}"));
+    let main_index = main_frame_index(c, fx.pid);
     let mut decode_us: Vec<f64> = Vec::new();
     let mut during_hits = 0;
     for _ in 0..5000 {
@@ -461,16 +464,7 @@ fn a_held_hit_is_never_read_behind_a_client_decode_of_a_large_frame() {
     // build); the budget is tested elsewhere.
     let mut c = McpClient::start_with_args(&["--probe-budget-ms", "1000"]);
     c.call("attach", json!({"pid": fx.pid})).ok();
-    let stack = c
-        .call("stack_trace", json!({"pid": fx.pid, "tid": fx.pid}))
-        .ok();
-    let main_index = stack["threads"][0]["frames"]
-        .as_array()
-        .expect("frames")
-        .iter()
-        .find(|f| f["function"] == "main")
-        .and_then(|f| f["index"].as_u64())
-        .unwrap_or_else(|| panic!("main is on the main thread's stack: {stack}"));
+    let main_index = main_frame_index(&mut c, fx.pid);
     let set = c
         .call(
             "set_snapshot",

@@ -293,8 +293,42 @@ pub fn plan_site(
         cfa: unwind.map(|(cfa, _)| cfa),
         types,
     };
+    walk_reads(
+        &site,
+        condition,
+        action,
+        redaction,
+        &mut builder,
+        Walk::Plan,
+    )?;
+    builder.finish()
+}
+
+/// How `walk_reads` takes a refusal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Planning: the first refusal is the answer.
+    Plan,
+    /// Warming tables: each part on its own, past any refusal.
+    Warm,
+}
+
+/// Asks `builder` for what a site's condition and action read, in the
+/// order a hit renders them.
+fn walk_reads(
+    site: &PlanSite<'_>,
+    condition: Option<&eval::CompiledExpr>,
+    action: &SiteAction,
+    redaction: &Redaction,
+    builder: &mut PlanBuilder<'_>,
+    walk: Walk,
+) -> Result<(), PlanRefusal> {
+    let taken = |result: Result<(), PlanRefusal>| match walk {
+        Walk::Plan => result,
+        Walk::Warm => Ok(()),
+    };
     if let Some(condition) = condition {
-        eval::plan_number(condition, &site, &mut builder)?;
+        taken(eval::plan_number(condition, site, builder))?;
     }
     match action {
         SiteAction::Snapshot {
@@ -303,24 +337,27 @@ pub fn plan_site(
             limits: render,
         } => {
             if *frames > 0 {
-                eval::plan_locals(&site, render, redaction, &mut builder)?;
+                match walk {
+                    Walk::Plan => eval::plan_locals(site, render, redaction, builder)?,
+                    Walk::Warm => eval::warm_locals(site, render, redaction, builder),
+                }
             }
             for (_, e) in expressions {
-                eval::plan_evaluate(e, &site, render, redaction, &mut builder)?;
+                taken(eval::plan_evaluate(e, site, render, redaction, builder))?;
             }
         }
         SiteAction::Logpoint { parts } => {
             let render = logpoint_limits();
             for part in parts {
                 if let TemplatePart::Expr(_, e) = part {
-                    eval::plan_evaluate(e, &site, &render, redaction, &mut builder)?;
+                    taken(eval::plan_evaluate(e, site, &render, redaction, builder))?;
                 }
             }
         }
-        SiteAction::Histogram(e) => eval::plan_number(e, &site, &mut builder)?,
+        SiteAction::Histogram(e) => taken(eval::plan_number(e, site, builder))?,
         SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
     }
-    builder.finish()
+    Ok(())
 }
 
 /// Warms what the hits of a site whose capture cannot be planned read with
@@ -350,35 +387,14 @@ pub fn warm_site(
         types,
     };
     // Refusals were reported when the site was planned.
-    if let Some(condition) = condition {
-        let _ = eval::plan_number(condition, &site, &mut builder);
-    }
-    match action {
-        SiteAction::Snapshot {
-            frames,
-            expressions,
-            limits: render,
-        } => {
-            if *frames > 0 {
-                eval::warm_locals(&site, render, redaction, &mut builder);
-            }
-            for (_, e) in expressions {
-                let _ = eval::plan_evaluate(e, &site, render, redaction, &mut builder);
-            }
-        }
-        SiteAction::Logpoint { parts } => {
-            let render = logpoint_limits();
-            for part in parts {
-                if let TemplatePart::Expr(_, e) = part {
-                    let _ = eval::plan_evaluate(e, &site, &render, redaction, &mut builder);
-                }
-            }
-        }
-        SiteAction::Histogram(e) => {
-            let _ = eval::plan_number(e, &site, &mut builder);
-        }
-        SiteAction::Count | SiteAction::DurationStart | SiteAction::DurationEnd => {}
-    }
+    let _ = walk_reads(
+        &site,
+        condition,
+        action,
+        redaction,
+        &mut builder,
+        Walk::Warm,
+    );
 }
 
 #[cfg(test)]
