@@ -116,14 +116,7 @@ fn a_sampled_global_counter_advances_with_summary_and_on_change() {
     assert!(summary["count"].as_u64().expect("count") >= 4, "{r}");
     assert_eq!(summary["numeric"], summary["count"], "{r}");
     // Listed like any probe, then removed like any probe.
-    let listed = c.call("list_probes", json!({"pid": fx.pid})).ok();
-    let row = listed["probes"]
-        .as_array()
-        .expect("probes")
-        .iter()
-        .find(|p| p["probe_id"] == id)
-        .cloned()
-        .expect("listed");
+    let row = common::probes::row_of(&mut c, &id);
     assert_eq!(row["kind"], "watch", "{row}");
     assert_eq!(row["engine"], "sampler", "{row}");
     assert_eq!(row["state"], "armed", "{row}");
@@ -1411,14 +1404,7 @@ fn a_busy_ptrace_watch_answers_is_removed_and_detached_while_writes_go_on() {
         }
         after = r["next_after"].as_u64().expect("next_after");
     }
-    let listed = c.call("list_probes", json!({"pid": fx.pid})).ok();
-    let row = listed["probes"]
-        .as_array()
-        .expect("probes")
-        .iter()
-        .find(|p| p["probe_id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("{listed}"));
+    let row = common::probes::row_of(&mut c, &id);
     c.call("remove_probe", json!({"probe_id": id})).ok();
     c.call("detach", json!({"pid": fx.pid})).ok();
     fx.expect_line("storm done");
