@@ -1376,7 +1376,8 @@ fn a_deep_writer_is_named_with_its_caller_and_the_copied_stack_says_where_it_end
 /// so the tracer waits for traps blocked in waitpid) still lets liveprobe
 /// answer: its results are read, it is removed and the target detached
 /// while the writes go on, and afterwards no thread has a debug register
-/// armed and the rest of the writes run free. `list_probes` answers in the
+/// armed and the rest of the writes run free; uprobe probes set meanwhile
+/// are armed on their engine. `list_probes` answers in the
 /// middle of the writes (fewer seen than made: the storm is 200000 writes,
 /// seconds with every write stopping its writer, and the answer comes
 /// right after the first 200 were read).
@@ -1403,6 +1404,22 @@ fn a_busy_ptrace_watch_answers_is_removed_and_detached_while_writes_go_on() {
             assert_eq!(item["frames"][0]["function"], "storm_writer", "{item}");
         }
         after = r["next_after"].as_u64().expect("next_after");
+    }
+    // Kernel-side probes are set while the watch traps: the BPF verifier
+    // gives up (EAGAIN) when a signal is pending, and the tracer's alarm
+    // never is outside its wait.
+    for _ in 0..5 {
+        let uprobe = c
+            .call(
+                "set_snapshot",
+                json!({"pid": fx.pid, "location": "writer_one", "engine": "uprobe",
+                       "expressions": ["heap_stats->misses", "shared_value", "spare[0]",
+                                       "spare[3]", "byte_flags[2]", "heap_stats->hits"]}),
+            )
+            .ok();
+        assert_eq!(uprobe["engine"], "uprobe", "{uprobe}");
+        c.call("remove_probe", json!({"probe_id": uprobe["probe_id"]}))
+            .ok();
     }
     let row = common::probes::row_of(&mut c, &id);
     c.call("remove_probe", json!({"probe_id": id})).ok();

@@ -20,7 +20,7 @@ mod symbolic;
 
 pub use error::EvalError;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::debuginfo::scope::VariableLocation;
 use crate::debuginfo::types::{Language, TypeTable, TypeTables};
@@ -158,8 +158,10 @@ pub struct CompiledExpr {
     /// The module's table of the reader that compiled it (a probe's own for
     /// a probe's expression): evaluation over globals only
     /// ([`evaluate_global`]) uses it; evaluation at a frame uses the
-    /// frame's reader's ([`FrameContext::types`]).
-    types: Arc<Mutex<TypeTable>>,
+    /// frame's reader's ([`FrameContext::types`]). Held weakly: the reader
+    /// owns its tables, and an expression kept after its probe ended (in
+    /// results not read yet) must not keep them.
+    types: Weak<Mutex<TypeTable>>,
 }
 
 impl std::fmt::Debug for CompiledExpr {
@@ -347,7 +349,7 @@ fn compile_in_frame(expression: &str, ctx: &FrameContext<'_>) -> Result<Compiled
         type_names,
         type_name,
         scalar,
-        types: table.clone(),
+        types: Arc::downgrade(&table),
     })
 }
 
@@ -771,7 +773,7 @@ pub fn compile_global_in(
                     type_names,
                     type_name,
                     scalar,
-                    types: table.clone(),
+                    types: Arc::downgrade(&table),
                 });
             }
             // A name unknown here, or ambiguous in a library, may still be
@@ -820,7 +822,12 @@ pub fn evaluate_global(
     if expr.secret(redaction) {
         return Value::redacted(expr.source.clone(), expr.type_name.clone());
     }
-    let mut types = lock(&expr.types);
+    // The compiling reader's table, or (that reader gone) client requests'.
+    let table = expr
+        .types
+        .upgrade()
+        .unwrap_or_else(|| TypeTables::shared().table_for(&expr.module));
+    let mut types = lock(&table);
     let result = run_plan(expr, &mut types, image, memory, None, None);
     let mut value = match result {
         Ok(operand) => {

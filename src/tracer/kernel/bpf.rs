@@ -111,6 +111,9 @@ pub fn load_kprobe_program(insns: &[u64], name: &str) -> Result<OwnedFd, LoadErr
     load_program(PROG_TYPE_KPROBE, insns, name)
 }
 
+/// How many times a load the verifier gave up on (EAGAIN) is tried.
+const LOAD_ATTEMPTS: u32 = 5;
+
 /// Loads a program of type `prog_type`.
 pub fn load_program(prog_type: u32, insns: &[u64], name: &str) -> Result<OwnedFd, LoadError> {
     let license = c"GPL";
@@ -125,7 +128,19 @@ pub fn load_program(prog_type: u32, insns: &[u64], name: &str) -> Result<OwnedFd
             .u64(32, log.as_mut_ptr() as u64)
             .u32(40, kernel_version_code())
             .name(48, name);
-        bpf(BPF_PROG_LOAD, attr)
+        // The verifier gives up with EAGAIN when a signal is pending (a
+        // SIGCHLD of a busy tracee): again, as libbpf does.
+        let mut attempt = 1;
+        loop {
+            match bpf(BPF_PROG_LOAD, attr) {
+                Err(error)
+                    if error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     };
     match load(&mut attr, &mut [], 0) {
         Ok(fd) => Ok(fd_from(fd)),
