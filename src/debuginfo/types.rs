@@ -312,9 +312,10 @@ pub struct TypeTable {
 /// Type tables, one per module read, of one reader: each table is locked
 /// by that reader alone. Client requests (`read_locals`, `evaluate`,
 /// `stack_trace`, a `dry_run`) share [`TypeTables::shared`]; each probe and
-/// watch owns its own ([`TypeTables::new`], made when it is set and warmed
-/// by its set-time compile and planning), so a hit never waits for a
-/// client's decode, nor a client for a hit. A table holds only what its
+/// sampled watch owns its own ([`TypeTables::new`], made when it is set and
+/// warmed by its set-time compile and planning), so a hit never waits for a
+/// client's decode, nor a client for a hit. (A write watch's records are
+/// rendered with the shared tables: they hold no thread.) A table holds only what its
 /// reader decoded, and goes away with its module (held weakly) or its
 /// reader.
 #[derive(Debug, Default)]

@@ -258,7 +258,11 @@ impl DebugWatch {
             .unwrap_or_else(|e| e.into_inner());
         // The queue's buffer becomes the answer (no copy); the tracer
         // thread gets a new one sized for a batch like this one, so it does
-        // not grow it record by record while a writer waits.
+        // not grow it record by record while a writer waits. An empty or
+        // small batch keeps the buffer (an idle poll must not shrink it).
+        if records.len() < records.capacity() / 2 {
+            return records.drain(..).collect();
+        }
         let batch = records.len().min(MAX_QUEUED);
         Vec::from(std::mem::replace(
             &mut *records,
