@@ -474,8 +474,12 @@ impl TracerLoop {
     // ----- events ------------------------------------------------------
 
     /// Handle every pending tracee event; returns how many there were.
+    /// All are reaped before any is handled: waitpid returns the first
+    /// ready tracee in a fixed order, so resuming each at once would let a
+    /// few hot threads that stop again at once be reaped over and over,
+    /// and a thread later in that order wait behind them.
     fn reap_events(&mut self) -> usize {
-        let mut reaped = 0;
+        let mut events: Vec<(i32, i32)> = Vec::new();
         loop {
             let mut status = 0;
             // SAFETY: plain waitpid into a local.
@@ -486,22 +490,23 @@ impl TracerLoop {
                     libc::WNOHANG | libc::__WALL | libc::__WNOTHREAD,
                 )
             };
-            if tid == 0 {
-                return reaped;
+            if tid > 0 {
+                events.push((tid, status));
+                continue;
             }
-            if tid < 0 {
-                match Errno::last() {
-                    Errno::EINTR => continue,
-                    Errno::ECHILD => return reaped,
-                    errno => {
-                        tracing::warn!(%errno, "waitpid failed");
-                        return reaped;
-                    }
-                }
+            if tid < 0 && Errno::last() == Errno::EINTR {
+                continue;
             }
-            reaped += 1;
+            if tid < 0 && !matches!(Errno::last(), Errno::ECHILD) {
+                tracing::warn!(errno = %Errno::last(), "waitpid failed");
+            }
+            break;
+        }
+        let reaped = events.len();
+        for (tid, status) in events {
             self.on_wait_status(tid, ptrace::decode(status));
         }
+        reaped
     }
 
     fn on_wait_status(&mut self, tid: i32, event: WaitEvent) {
