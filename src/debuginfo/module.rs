@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::error::DebugInfoError;
 use super::function_ranges::FunctionRangeCache;
@@ -111,5 +111,55 @@ impl Module {
     pub(crate) fn name_index(&self) -> &NameIndex {
         self.name_index
             .get_or_init(|| NameIndex::build(&self.object, self.line_index()))
+    }
+}
+
+/// Values kept beside modules (caches a module does not own), one per
+/// module, found by the module's identity and dropped with it: modules are
+/// held weakly, so a detached target's entries go at the next look-up.
+#[derive(Debug)]
+pub(crate) struct PerModule<T> {
+    entries: Mutex<Vec<(Weak<Module>, T)>>,
+}
+
+impl<T> Default for PerModule<T> {
+    fn default() -> Self {
+        PerModule {
+            entries: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Clone + Default> PerModule<T> {
+    /// `module`'s value, made empty on first use. The list is locked only
+    /// for the look-up: the caller fills or locks the value after.
+    pub(crate) fn get(&self, module: &Arc<Module>) -> T {
+        let mut entries = self.lock();
+        entries.retain(|(weak, _)| weak.strong_count() > 0);
+        if let Some((_, value)) = entries
+            .iter()
+            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
+        {
+            return value.clone();
+        }
+        let value = T::default();
+        entries.push((Arc::downgrade(module), value.clone()));
+        value
+    }
+
+    /// True when `module` has a value (it was asked for).
+    pub(crate) fn contains(&self, module: &Module) -> bool {
+        self.lock()
+            .iter()
+            .any(|(weak, _)| weak.strong_count() > 0 && std::ptr::eq(weak.as_ptr(), module))
+    }
+
+    /// An entry is pushed whole, so a panic elsewhere leaves nothing half
+    /// made: poison is ignored.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Weak<Module>, T)>> {
+        match self.entries.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 }

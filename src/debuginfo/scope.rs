@@ -11,14 +11,14 @@
 //! malformed or unexpected shapes make a variable `unsupported`, not a panic.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use gimli::{AttributeValue, Reader, constants};
 
 use super::addr::FileAddr;
 use super::bytes::DwarfReader;
 use super::function_ranges::{FUNCTION_RANGE_CACHE_LIMIT, FunctionRanges};
-use super::module::Module;
+use super::module::{Module, PerModule};
 use super::types::{Language, MemberOffset, TypeKey, TypeKind, TypeTable, unit_key, unit_language};
 
 pub use super::frame_scope::{
@@ -1005,34 +1005,14 @@ const MAX_GLOBALS: usize = 2_000_000;
 /// registry's lock, the index is built outside it.
 type IndexSlot = Arc<OnceLock<Arc<GlobalIndex>>>;
 
-type IndexRegistry = Mutex<Vec<(Weak<Module>, IndexSlot)>>;
-
-/// Per-module indexes, held weakly by module so that a detached target's
-/// index goes away with its modules.
-fn registry() -> &'static IndexRegistry {
-    static REGISTRY: OnceLock<IndexRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-/// The slot of `module`'s index, made empty on first use. The registry is
-/// locked only for this look-up: a build (seconds for a big library) must
-/// not hold up readers of other modules' indexes (a probe's hit naming a
-/// pointer asks [`GlobalIndex::if_built`]).
+/// The slot of `module`'s index, made empty on first use. The registry
+/// (per module, held weakly, so that a detached target's index goes away
+/// with its modules) is locked only for this look-up: a build (seconds for
+/// a big library) must not hold up readers of other modules' indexes (a
+/// probe's hit naming a pointer asks [`GlobalIndex::if_built`]).
 fn index_slot(module: &Arc<Module>) -> IndexSlot {
-    let mut registry = match registry().lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    registry.retain(|(weak, _)| weak.strong_count() > 0);
-    if let Some((_, slot)) = registry
-        .iter()
-        .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
-    {
-        return slot.clone();
-    }
-    let slot = IndexSlot::default();
-    registry.push((Arc::downgrade(module), slot.clone()));
-    slot
+    static REGISTRY: OnceLock<PerModule<IndexSlot>> = OnceLock::new();
+    REGISTRY.get_or_init(PerModule::default).get(module)
 }
 
 impl GlobalIndex {

@@ -12,14 +12,14 @@
 //! with a reason, never a panic.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gimli::{AttributeValue, Reader, constants};
 
 use super::bytes::DwarfReader;
 pub use super::dies::{Language, TypeKey, unit_language};
 use super::frame_scope::FrameScope;
-use super::module::Module;
+use super::module::{Module, PerModule};
 pub use super::unit_tables::unit_key;
 
 /// How a base type's bytes are to be read (`DW_AT_encoding`).
@@ -320,11 +320,8 @@ pub struct TypeTable {
 /// reader.
 #[derive(Debug, Default)]
 pub struct TypeTables {
-    tables: Mutex<Vec<ModuleTable>>,
+    tables: PerModule<Arc<Mutex<TypeTable>>>,
 }
-
-/// One module's table of one reader; the module is held weakly.
-type ModuleTable = (Weak<Module>, Arc<Mutex<TypeTable>>);
 
 impl TypeTables {
     /// Empty tables for a new reader (a probe, a watch).
@@ -342,31 +339,13 @@ impl TypeTables {
     /// This reader's table of `module`, made on first use. Only the list is
     /// locked here, briefly; the caller locks the table for its decode.
     pub fn table_for(&self, module: &Arc<Module>) -> Arc<Mutex<TypeTable>> {
-        let mut tables = match self.tables.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        tables.retain(|(weak, _)| weak.strong_count() > 0);
-        if let Some((_, table)) = tables
-            .iter()
-            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(module)))
-        {
-            return table.clone();
-        }
-        let table = Arc::new(Mutex::new(TypeTable::new()));
-        tables.push((Arc::downgrade(module), table.clone()));
-        table
+        self.tables.get(module)
     }
 
     /// True when this reader has made a table of `module` (it has read
     /// something of it).
     pub fn has_table_for(&self, module: &Module) -> bool {
-        match self.tables.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-        .iter()
-        .any(|(weak, _)| weak.strong_count() > 0 && std::ptr::eq(weak.as_ptr(), module))
+        self.tables.contains(module)
     }
 }
 
