@@ -281,8 +281,10 @@ struct TracerLoop {
     liveprobe: LiveprobeWatch,
     /// liveprobe is gone: detach everything, touching nothing of its.
     orphaned: bool,
-    /// Blocking waits for the traps of a busy ptrace watch.
+    /// Blocking waits for the next trap while traps come often.
     trap_wait: trap_wait::TrapWait,
+    /// (tid, wait status) of the events one `reap_events` took.
+    reaped: Vec<(i32, i32)>,
 }
 
 fn current_tid() -> i32 {
@@ -315,6 +317,7 @@ impl TracerLoop {
             liveprobe,
             orphaned: false,
             trap_wait: Default::default(),
+            reaped: Vec::new(),
         }
     }
 
@@ -479,7 +482,9 @@ impl TracerLoop {
     /// few hot threads that stop again at once be reaped over and over,
     /// and a thread later in that order wait behind them.
     fn reap_events(&mut self) -> usize {
-        let mut events: Vec<(i32, i32)> = Vec::new();
+        // The buffer is kept between turns: no allocation before a resume.
+        let mut events = std::mem::take(&mut self.reaped);
+        events.clear();
         loop {
             let mut status = 0;
             // SAFETY: plain waitpid into a local.
@@ -503,9 +508,10 @@ impl TracerLoop {
             break;
         }
         let reaped = events.len();
-        for (tid, status) in events {
+        for &(tid, status) in &events {
             self.on_wait_status(tid, ptrace::decode(status));
         }
+        self.reaped = events;
         reaped
     }
 
